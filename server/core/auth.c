@@ -1,0 +1,129 @@
+#include "auth.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arena.h"
+#include "common.h"
+#include "form.h"
+
+void auth_token_hash(const char *token, size_t len, uint8_t out[32])
+{
+	static const uint8_t domain[] = "shahidi token v1";
+	crypto_generichash(out, 32, (const uint8_t *)token, len, domain, sizeof(domain) - 1);
+}
+
+static bool county_ok(const char *c)
+{
+	if (strlen(c) != 3 || c[0] < '0' || c[0] > '9' || c[1] < '0' || c[1] > '9' || c[2] < '0' ||
+	    c[2] > '9')
+		return false;
+	int n = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+	return n >= 1 && n <= 47;
+}
+
+int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
+	       uint64_t *ret_id, char *token, char *err, size_t errlen)
+{
+	const char *county = e->county ? e->county : "";
+	size_t nlen = e->name ? strlen(e->name) : 0;
+	if (nlen == 0 || nlen > 100 || !form_utf8_ok((const uint8_t *)e->name, nlen)) {
+		snprintf(err, errlen, "a device name is 1 to 100 bytes of UTF-8");
+		return -EINVAL;
+	}
+	if (*county && !county_ok(county)) {
+		snprintf(err, errlen, "county must be a code from 001 to 047");
+		return -EINVAL;
+	}
+	if (e->role < ROLE_DEVICE || e->role > ROLE_ADMIN) {
+		snprintf(err, errlen, "role must be device, coordinator or admin");
+		return -EINVAL;
+	}
+	if (e->role == ROLE_DEVICE && !*county) {
+		snprintf(err, errlen, "a device needs its county");
+		return -EINVAL;
+	}
+
+	struct arena *a = arena_new();
+	if (!a)
+		return -ENOMEM;
+	uint64_t id;
+	store_device_t *existing;
+	int r = 0;
+	do {
+		randombytes_buf(&id, sizeof(id));
+	} while (id == 0 || (r = store_device_get(t, a, id, &existing)) == 0);
+	if (r != -ENOENT)
+		goto out;
+
+	uint8_t secret[32], hash[32];
+	char b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+	randombytes_buf(secret, sizeof(secret));
+	sodium_bin2base64(b64, sizeof(b64), secret, sizeof(secret),
+			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	char tok[AUTH_TOKEN_LEN + 1];
+	snprintf(tok, sizeof(tok), "shd_%s", b64);
+	auth_token_hash(tok, strlen(tok), hash);
+	sodium_memzero(secret, sizeof(secret));
+
+	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
+	d.id = id;
+	d.name = (char *)e->name;
+	d.county = (char *)county;
+	d.role = e->role;
+	d.token_hash.data = hash;
+	d.token_hash.len = 32;
+	d.enrolled_ms = now_ms;
+	if ((r = store_device_put(t, &d)) < 0 || (r = store_token_put(t, hash, id)) < 0)
+		goto out;
+	*ret_id = id;
+	memcpy(token, tok, sizeof(tok));
+	sodium_memzero(tok, sizeof(tok));
+	r = 0;
+out:
+	arena_free(a);
+	return r;
+}
+
+int auth_revoke(struct store_txn *t, uint64_t id, uint64_t now_ms)
+{
+	struct arena *a = arena_new();
+	store_device_t *d;
+	if (!a)
+		return -ENOMEM;
+	int r = store_device_get(t, a, id, &d);
+	if (r < 0)
+		goto out;
+	if (d->token_hash.len == 32 && (r = store_token_del(t, d->token_hash.data)) < 0)
+		goto out;
+	if (!d->revoked) {
+		d->revoked = true;
+		d->revoked_ms = now_ms;
+	}
+	r = store_device_put(t, d);
+out:
+	arena_free(a);
+	return r;
+}
+
+int auth_check(struct store_txn *t, struct arena *a, const char *token, size_t len,
+	       store_device_t **ret)
+{
+	uint8_t hash[32];
+	uint64_t id;
+	store_device_t *d;
+
+	if (len != AUTH_TOKEN_LEN || memcmp(token, "shd_", 4))
+		return -EACCES;
+	auth_token_hash(token, len, hash);
+	if (store_token_lookup(t, hash, &id) < 0)
+		return -EACCES;
+	if (store_device_get(t, a, id, &d) < 0)
+		return -EACCES;
+	if (d->revoked || d->token_hash.len != 32 || sodium_memcmp(d->token_hash.data, hash, 32))
+		return -EACCES;
+	*ret = d;
+	return 0;
+}

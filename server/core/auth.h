@@ -1,0 +1,44 @@
+/* auth: device tokens and roles.
+ *
+ * A token is "shd_" followed by 43 base64url characters (32 random bytes).
+ * Only its BLAKE2b-256 hash is stored; a token is shown once, at
+ * enrolment. Tokens carry 256 bits of entropy, so a fast hash is enough
+ * (no password stretching is needed) and the lookup by hash reveals
+ * nothing useful through timing; the found hash is still compared in
+ * constant time.
+ */
+#ifndef SHAHIDI_AUTH_H
+#define SHAHIDI_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define AUTH_TOKEN_LEN 47 /* "shd_" + 43 */
+
+struct auth_enrol {
+	const char *name;     /* 1..100 bytes of UTF-8 */
+	const char *county;   /* "001".."047", or NULL/"" for none */
+	uint32_t role;        /* ROLE_* */
+};
+
+/* Enrols a device in a write transaction: writes its record and its token
+ * hash. *ret_id is its new id and token (AUTH_TOKEN_LEN + 1 bytes) the
+ * token to hand over, once. -EINVAL with err filled for bad arguments. */
+int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
+	       uint64_t *ret_id, char *token, char *err, size_t errlen);
+
+/* Revokes a device: its token stops working at the next request. 0,
+ * -ENOENT. Revoking twice is fine. */
+int auth_revoke(struct store_txn *t, uint64_t id, uint64_t now_ms);
+
+/* The device a bearer token belongs to: 0 with *ret filled (in a), or
+ * -EACCES for a missing, malformed, unknown or revoked token: callers
+ * must not tell these apart in what they answer. */
+int auth_check(struct store_txn *t, struct arena *a, const char *token, size_t len,
+	       store_device_t **ret);
+
+void auth_token_hash(const char *token, size_t len, uint8_t out[32]);
+
+#endif

@@ -1,0 +1,244 @@
+#include "codec.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+#include <zlib.h>
+
+#include "common.h"
+
+int codec_enc_parse(const char *s, size_t len, enum codec_enc *ret_enc)
+{
+	while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	while (len && (*s == ' ' || *s == '\t')) {
+		s++;
+		len--;
+	}
+	enum codec_enc e;
+	if (len == 0 || (len == 8 && !strncasecmp(s, "identity", 8)))
+		e = CODEC_IDENTITY;
+	else if (len == 7 && !strncasecmp(s, "deflate", 7))
+		e = CODEC_DEFLATE;
+	else if ((len == 4 && !strncasecmp(s, "gzip", 4)) || (len == 6 && !strncasecmp(s, "x-gzip", 6)))
+		e = CODEC_GZIP;
+	else
+		return -EINVAL;
+	*ret_enc = e;
+	return 0;
+}
+
+static int is_zlib_header(const uint8_t *in, size_t len)
+{
+	return len >= 2 && (in[0] & 0x0f) == 8 && (in[0] >> 4) <= 7 &&
+	       ((unsigned)in[0] * 256 + in[1]) % 31 == 0;
+}
+
+static enum codec_enc sniff(const uint8_t *in, size_t len)
+{
+	if (len >= 2 && in[0] == 0x1f && in[1] == 0x8b)
+		return CODEC_GZIP;
+	if (is_zlib_header(in, len))
+		return CODEC_DEFLATE;
+	return CODEC_IDENTITY;
+}
+
+int codec_inflate(const uint8_t *in, size_t len, enum codec_enc enc, size_t max_out,
+		  struct buf *out)
+{
+	if (enc == CODEC_AUTO)
+		enc = sniff(in, len);
+	if (enc == CODEC_IDENTITY) {
+		if (len > max_out)
+			return -EMSGSIZE;
+		return buf_append(out, in, len);
+	}
+
+	int window = enc == CODEC_GZIP ? 15 + 16 : (is_zlib_header(in, len) ? 15 : -15);
+	z_stream zs;
+	memset(&zs, 0, sizeof(zs));
+	if (inflateInit2(&zs, window) != Z_OK)
+		return -ENOMEM;
+
+	size_t start = out->len;
+	int r = 0;
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)len;
+	if (len > UINT32_MAX) {
+		r = -EMSGSIZE;
+		goto done;
+	}
+	for (;;) {
+		size_t produced = out->len - start;
+		if (produced >= max_out) {
+			/* At the limit: one more byte of output means over it. */
+			uint8_t probe;
+			zs.next_out = &probe;
+			zs.avail_out = 1;
+			int z = inflate(&zs, Z_NO_FLUSH);
+			if (z == Z_STREAM_END && zs.avail_out == 1)
+				break;
+			r = (z == Z_OK || z == Z_STREAM_END || z == Z_BUF_ERROR) && zs.avail_out == 0
+				    ? -EMSGSIZE
+				    : -EPROTO;
+			goto done;
+		}
+		size_t want = SH_MIN(max_out - produced, (size_t)64 * 1024);
+		if ((r = buf_reserve(out, want)) < 0)
+			goto done;
+		size_t room = SH_MIN(out->cap - out->len, max_out - produced);
+		zs.next_out = out->data + out->len;
+		zs.avail_out = (uInt)room;
+		int z = inflate(&zs, Z_NO_FLUSH);
+		out->len += room - zs.avail_out;
+		if (z == Z_STREAM_END)
+			break;
+		if (z == Z_OK)
+			continue;
+		if (z == Z_BUF_ERROR && zs.avail_in == 0) {
+			r = -EPROTO; /* truncated */
+			goto done;
+		}
+		if (z == Z_BUF_ERROR)
+			continue;
+		r = z == Z_MEM_ERROR ? -ENOMEM : -EPROTO;
+		goto done;
+	}
+	if (zs.avail_in != 0)
+		r = -EPROTO; /* bytes after the end of the stream */
+done:
+	inflateEnd(&zs);
+	if (r < 0)
+		out->len = start;
+	return r;
+}
+
+int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, struct buf *out)
+{
+	if (enc != CODEC_DEFLATE && enc != CODEC_GZIP)
+		return -EINVAL;
+	z_stream zs;
+	memset(&zs, 0, sizeof(zs));
+	if (deflateInit2(&zs, level, Z_DEFLATED, enc == CODEC_GZIP ? 15 + 16 : 15, 8,
+			 Z_DEFAULT_STRATEGY) != Z_OK)
+		return -ENOMEM;
+	size_t bound = deflateBound(&zs, (uLong)len) + 32;
+	size_t start = out->len;
+	int r = buf_reserve(out, bound);
+	if (r < 0)
+		goto done;
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)len;
+	zs.next_out = out->data + out->len;
+	zs.avail_out = (uInt)bound;
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END) {
+		r = -ENOMEM;
+		goto done;
+	}
+	out->len += bound - zs.avail_out;
+done:
+	deflateEnd(&zs);
+	if (r < 0)
+		out->len = start;
+	return r;
+}
+
+static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *ret)
+{
+	uint64_t v = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		if (*pos >= len)
+			return -EPROTO;
+		uint8_t b = in[(*pos)++];
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*ret = v;
+			return 0;
+		}
+	}
+	return -EPROTO;
+}
+
+int codec_pb_next(const uint8_t *in, size_t len, size_t *pos, struct pb_field *ret)
+{
+	if (*pos >= len)
+		return 0;
+	size_t p = *pos;
+	uint64_t key;
+	if (get_varint(in, len, &p, &key) < 0)
+		return -EPROTO;
+	struct pb_field f = {.number = (uint32_t)(key >> 3), .wire_type = (uint32_t)(key & 7)};
+	if (key >> 3 == 0 || key >> 3 > 536870911u)
+		return -EPROTO;
+	switch (f.wire_type) {
+	case 0:
+		if (get_varint(in, len, &p, &f.varint) < 0)
+			return -EPROTO;
+		break;
+	case 1:
+		if (len - p < 8)
+			return -EPROTO;
+		for (int i = 7; i >= 0; i--)
+			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		p += 8;
+		break;
+	case 2: {
+		uint64_t n;
+		if (get_varint(in, len, &p, &n) < 0 || n > len - p)
+			return -EPROTO;
+		f.data = in + p;
+		f.len = (size_t)n;
+		p += (size_t)n;
+		break;
+	}
+	case 5:
+		if (len - p < 4)
+			return -EPROTO;
+		for (int i = 3; i >= 0; i--)
+			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		p += 4;
+		break;
+	default:
+		return -EPROTO; /* groups (3, 4) are not used by us */
+	}
+	*pos = p;
+	*ret = f;
+	return 1;
+}
+
+int codec_pb_put_varint(struct buf *out, uint64_t v)
+{
+	uint8_t tmp[10];
+	size_t n = 0;
+	do {
+		tmp[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return buf_append(out, tmp, n);
+}
+
+int codec_pb_put_bytes(struct buf *out, uint32_t number, const void *p, size_t n)
+{
+	int r;
+	if ((r = codec_pb_put_varint(out, (uint64_t)number << 3 | 2)) < 0 ||
+	    (r = codec_pb_put_varint(out, n)) < 0)
+		return r;
+	return buf_append(out, p, n);
+}
+
+int codec_pb_put_uint(struct buf *out, uint32_t number, uint64_t v)
+{
+	int r = codec_pb_put_varint(out, (uint64_t)number << 3);
+	return r < 0 ? r : codec_pb_put_varint(out, v);
+}
+
+int codec_pb_put_fixed64(struct buf *out, uint32_t number, uint64_t v)
+{
+	uint8_t b[8];
+	int r = codec_pb_put_varint(out, (uint64_t)number << 3 | 1);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	return buf_append(out, b, 8);
+}

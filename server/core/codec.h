@@ -1,0 +1,57 @@
+/* codec: compression and the raw protobuf wire scanning the sync path needs.
+ *
+ * Inflating stops at a size limit before the memory is spent, so a zip bomb
+ * never reaches memory: the output buffer grows only up to `max_out`.
+ */
+#ifndef SHAHIDI_CODEC_H
+#define SHAHIDI_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum codec_enc {
+	CODEC_IDENTITY = 0,
+	CODEC_DEFLATE = 1, /* zlib stream (RFC 1950); raw RFC 1951 accepted too */
+	CODEC_GZIP = 2,
+	CODEC_AUTO = 3,    /* sniff: gzip magic, zlib header, else identity */
+};
+
+/* Parses a Content-Encoding value: "", "identity", "deflate", "gzip",
+ * "x-gzip". Returns 0 or -EINVAL (unsupported). */
+int codec_enc_parse(const char *s, size_t len, enum codec_enc *ret_enc);
+
+/* Appends the decoded form of in[0..len) to out. Returns 0; -EMSGSIZE when
+ * the result would exceed max_out (out then holds a partial result the
+ * caller discards); -EPROTO for corrupt or truncated compressed data, or
+ * bytes after the end of the stream; -ENOMEM. */
+int codec_inflate(const uint8_t *in, size_t len, enum codec_enc enc, size_t max_out,
+		  struct buf *out);
+
+/* Appends in[0..len) compressed as enc (DEFLATE or GZIP) at level (1-9, or
+ * -1 for zlib's default). 0, -EINVAL or -ENOMEM. */
+int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, struct buf *out);
+
+/* One top-level field of a protobuf message, as the wire holds it. */
+struct pb_field {
+	uint32_t number;
+	uint32_t wire_type;    /* 0 varint, 1 fixed64, 2 bytes, 5 fixed32 */
+	uint64_t varint;       /* wire types 0, 1, 5 */
+	const uint8_t *data;   /* wire type 2: points into the input */
+	size_t len;
+};
+
+/* Reads the field at *pos and advances *pos. Returns 1 when a field was
+ * read, 0 at the end of the input, -EPROTO for malformed or truncated
+ * bytes. Used to find each change's bytes in a batch exactly as received. */
+int codec_pb_next(const uint8_t *in, size_t len, size_t *pos, struct pb_field *ret);
+
+/* Appends a varint / a tag / a length-delimited field, for writing wire
+ * bytes without building a message (pull responses). 0 or -ENOMEM. */
+int codec_pb_put_varint(struct buf *out, uint64_t v);
+int codec_pb_put_bytes(struct buf *out, uint32_t number, const void *p, size_t n);
+int codec_pb_put_uint(struct buf *out, uint32_t number, uint64_t v);
+int codec_pb_put_fixed64(struct buf *out, uint32_t number, uint64_t v);
+
+#endif

@@ -1,0 +1,145 @@
+/* form: form definitions (the data dictionary) and validation against them.
+ *
+ * A form version is defined by one JSON file in schema/ (format in
+ * schema/README.md); the built-in ones are compiled into the library, more
+ * can be loaded from files. Validation, the forms served to devices and the
+ * export columns all read these definitions.
+ *
+ * Validation here is stateless: it depends only on the change and the
+ * form, never on what the store holds, so that whether a change is accepted
+ * does not depend on the order changes arrive in.
+ */
+#ifndef SHAHIDI_FORM_H
+#define SHAHIDI_FORM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Same numbers as shahidi.v1.FieldDef.Type and as Value's oneof members. */
+enum form_type {
+	FT_NONE = 0, /* as a value kind: cleared */
+	FT_TEXT = 1,
+	FT_INTEGER = 2,
+	FT_DECIMAL = 3,
+	FT_BOOLEAN = 4,
+	FT_DATE = 5,
+	FT_DATETIME = 6,
+	FT_CHOICE = 7,
+	FT_CHOICES = 8,
+	FT_GEOPOINT = 9,
+	FT_ATTACHMENT = 10,
+	FT_SEALED = 11,
+};
+
+const char *form_type_name(enum form_type t);
+
+struct form_choice {
+	const char *code;  /* owned by the registry */
+	const char *label;
+};
+
+struct form_field {
+	uint32_t number;
+	enum form_type type;
+	const char *name;    /* all strings owned by the registry */
+	const char *label;
+	const char *section;
+	const char *hint;
+	bool required;
+	bool sensitive;
+	bool allow_future;   /* DATE/DATETIME: later than today is fine */
+	bool has_range;
+	double min, max;
+	uint32_t max_length; /* TEXT, SEALED: bytes */
+	const char *vocabulary;
+	const struct form_choice *choices; /* in definition order */
+	size_t n_choices;
+};
+
+struct form {
+	const char *form_id;
+	uint32_t version;
+	const char *title;
+	const struct form_field *fields; /* in display and export order */
+	size_t n_fields;
+	const char *origin;              /* file it came from, for messages */
+};
+
+struct form_registry;
+
+int form_registry_new(struct form_registry **ret);
+void form_registry_free(struct form_registry *reg);
+
+/* Adds one form version from JSON text. On failure writes a message to err
+ * (naming the form and the field) and returns -EINVAL; -EEXIST when that
+ * form version is already loaded. */
+int form_registry_add_json(struct form_registry *reg, const char *json, size_t len,
+			   const char *origin, char *err, size_t errlen);
+/* Adds the forms compiled in from schema/. */
+int form_registry_add_builtin(struct form_registry *reg, char *err, size_t errlen);
+/* Adds a JSON file, or every *.json file of a directory. */
+int form_registry_add_path(struct form_registry *reg, const char *path, char *err, size_t errlen);
+
+/* NULL when not loaded. Pointers stay valid as long as the registry. */
+const struct form *form_registry_find(const struct form_registry *reg, const char *form_id,
+				      uint32_t version);
+size_t form_registry_count(const struct form_registry *reg);
+/* Forms sorted by (form_id, version). */
+const struct form *form_registry_at(const struct form_registry *reg, size_t i);
+/* Appends the encoded shahidi.v1.FormList of every loaded form. */
+int form_registry_pack(const struct form_registry *reg, struct buf *out);
+
+const struct form_field *form_field(const struct form *f, uint32_t number);
+const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len);
+
+/* A decoded view of an encoded shahidi.v1.Value. Pointers point into the
+ * bytes given to form_value_parse() and live as long as they do. */
+struct form_value {
+	enum form_type kind;    /* FT_NONE: cleared */
+	const uint8_t *str;     /* TEXT, DATE, CHOICE: not NUL-terminated */
+	size_t str_len;
+	int64_t i;              /* INTEGER, DATETIME */
+	double d;               /* DECIMAL */
+	bool b;                 /* BOOLEAN */
+	const uint8_t *sub;     /* CHOICES, GEOPOINT, ATTACHMENT, SEALED: the
+				   encoded sub-message */
+	size_t sub_len;
+};
+
+/* Parses an encoded Value. Unknown members (a newer app) are skipped.
+ * Returns 0, or -EPROTO when the bytes are malformed or set two members. */
+int form_value_parse(const uint8_t *p, size_t n, struct form_value *ret);
+
+/* Iterates the codes of a CHOICES value: *pos starts at 0. Returns 1 with
+ * the next code, 0 at the end, -EPROTO when malformed. */
+int form_value_next_choice(const struct form_value *v, size_t *pos, const uint8_t **ret_code,
+			   size_t *ret_len);
+
+struct form_geopoint {
+	double latitude, longitude, altitude, accuracy;
+};
+int form_value_geopoint(const struct form_value *v, struct form_geopoint *ret);
+
+/* Why a change or value was refused: a stable machine code and a sentence
+ * for people. Never holds report content. */
+struct form_verdict {
+	char code[40];
+	char reason[200];
+};
+
+/* Checks an encoded value against a field. now_ms bounds dates. 0 or
+ * -EINVAL with *ret filled. */
+int form_check_value(const struct form_field *fd, const uint8_t *value, size_t len,
+		     uint64_t now_ms, struct form_verdict *ret);
+
+/* Days since 1970-01-01 of a "YYYY-MM-DD" date; -EINVAL when malformed or
+ * not a calendar date. */
+int form_parse_date(const uint8_t *s, size_t len, int64_t *ret_days);
+
+/* true when s[0..len) is valid UTF-8 without NUL bytes. */
+bool form_utf8_ok(const uint8_t *s, size_t len);
+
+#endif

@@ -1,0 +1,322 @@
+#include "gen.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "arena.h"
+#include "common.h"
+#include "uuid.h"
+
+uint64_t gen_next(struct gen_rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t gen_below(struct gen_rng *r, uint64_t n)
+{
+	return gen_next(r) % n;
+}
+
+static const char *const openings[] = {
+	"The survivor states that",
+	"According to the survivor,",
+	"The survivor's brother reports that",
+	"A neighbour who witnessed the events says that",
+	"The survivor recounts that",
+};
+
+static const char *const events[] = {
+	"officers in uniform arrived at the home late at night and ordered everyone outside",
+	"he was stopped at a roadblock on the way back from the market and asked for his identity card",
+	"a group of officers dispersed the gathering with tear gas and chased the young men into the fields",
+	"she was taken from the matatu stage to the police post without being told why",
+	"two men in plain clothes who said they were from the DCI put him into an unmarked vehicle",
+	"the officers demanded money and beat him with batons when he said he had none",
+	"he was held in the cells for four days without being taken to court",
+	"the chief's men came with the officers and pointed out the houses of those who had complained",
+};
+
+static const char *const harms[] = {
+	"He was beaten on the soles of the feet and on the back with a rungu until he lost consciousness.",
+	"She was slapped, kicked in the stomach and threatened with death if she reported the matter.",
+	"They poured cold water on him at night and forced him to stand for hours in the cell.",
+	"He was denied food and water for two days and was not allowed to see a doctor.",
+	"The officers threatened to make him disappear like others from the village.",
+	"His phone and the money from his business were taken and never returned.",
+	"She sustained a deep cut on the forehead and bruises on both arms.",
+};
+
+static const char *const afters[] = {
+	"He was released on a cash bail of five thousand shillings without any charge being read to him.",
+	"The family looked for him in three police stations before finding him.",
+	"At the hospital the clinician recorded the injuries and advised that a P3 form be filled.",
+	"When she went to report at the station, the officer on duty refused to record the complaint.",
+	"The survivor fears reprisals and has moved to a relative's home in another ward.",
+	"He still has pain in the ribs and cannot work on the farm.",
+};
+
+static char *narrative(struct gen_rng *r, struct arena *a)
+{
+	char buf[1024];
+	size_t n = 0;
+	size_t target = 500 + gen_below(r, 300);
+	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s %s.",
+			      openings[gen_below(r, SH_ARRAY_SIZE(openings))],
+			      events[gen_below(r, SH_ARRAY_SIZE(events))]);
+	while (n < target && n < sizeof(buf) - 200) {
+		const char *s;
+		switch (gen_below(r, 3)) {
+		case 0:
+			s = harms[gen_below(r, SH_ARRAY_SIZE(harms))];
+			break;
+		case 1:
+			s = afters[gen_below(r, SH_ARRAY_SIZE(afters))];
+			break;
+		default:
+			s = events[gen_below(r, SH_ARRAY_SIZE(events))];
+			n += (size_t)snprintf(buf + n, sizeof(buf) - n, " Later, %s.", s);
+			continue;
+		}
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s", s);
+	}
+	if (n > 800)
+		n = 800;
+	while (n > 0 && (buf[n - 1] & 0xc0) == 0x80)
+		n--; /* never cut inside a UTF-8 sequence (all ASCII today) */
+	buf[n] = '\0';
+	return arena_memdup(a, buf, n + 1);
+}
+
+static char *text_for(struct gen_rng *r, struct arena *a, const struct form_field *fd)
+{
+	static const char *const names[] = {"Achieng", "Wanjiru", "Otieno", "Kamau", "Mutua",
+					    "Chebet", "Abdi", "Njeri", "Omondi", "Wafula"};
+	static const char *const stations[] = {"Kilimani", "Kondele", "Mathare North", "Bondeni",
+					       "Kayole", "Central", "Changamwe"};
+	char buf[256];
+	if (!strcmp(fd->name, "narrative"))
+		return narrative(r, a);
+	if (!strcmp(fd->name, "survivor_code"))
+		snprintf(buf, sizeof(buf), "SV-%04u-%03u", (unsigned)gen_below(r, 10000),
+			 (unsigned)gen_below(r, 1000));
+	else if (strstr(fd->name, "phone"))
+		snprintf(buf, sizeof(buf), "+2547%08u", (unsigned)gen_below(r, 100000000));
+	else if (strstr(fd->name, "national_id"))
+		snprintf(buf, sizeof(buf), "%08u", (unsigned)gen_below(r, 100000000));
+	else if (strstr(fd->name, "name") || !strcmp(fd->name, "caseworker"))
+		snprintf(buf, sizeof(buf), "%s %s", names[gen_below(r, SH_ARRAY_SIZE(names))],
+			 names[gen_below(r, SH_ARRAY_SIZE(names))]);
+	else if (strstr(fd->name, "identifiers"))
+		snprintf(buf, sizeof(buf), "Cpl. %s, service no. %u, %s police station",
+			 names[gen_below(r, SH_ARRAY_SIZE(names))], (unsigned)gen_below(r, 99999),
+			 stations[gen_below(r, SH_ARRAY_SIZE(stations))]);
+	else if (strstr(fd->name, "ob_number") || strstr(fd->name, "references"))
+		snprintf(buf, sizeof(buf), "OB %u/%u/%u", (unsigned)gen_below(r, 90) + 1,
+			 (unsigned)gen_below(r, 12) + 1, 2024 + (unsigned)gen_below(r, 3));
+	else if (strstr(fd->name, "injur"))
+		snprintf(buf, sizeof(buf), "Bruises on the back and arms, swelling of the left knee");
+	else
+		snprintf(buf, sizeof(buf), "%s ward, near the %s stage",
+			 stations[gen_below(r, SH_ARRAY_SIZE(stations))],
+			 names[gen_below(r, SH_ARRAY_SIZE(names))]);
+	size_t n = strlen(buf);
+	if (n > fd->max_length)
+		n = fd->max_length;
+	buf[n] = '\0';
+	return arena_memdup(a, buf, n + 1);
+}
+
+static char *date_for(struct gen_rng *r, struct arena *a, uint64_t now_ms, bool future)
+{
+	char buf[32];
+	int64_t day = (int64_t)(now_ms / 86400000ull);
+	day += future ? (int64_t)gen_below(r, 60) : -(int64_t)gen_below(r, 700);
+	/* civil_from_days (Howard Hinnant) */
+	int64_t z = day + 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t y = (int64_t)yoe + era * 400;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	unsigned d = doy - (153 * mp + 2) / 5 + 1;
+	unsigned m = mp < 10 ? mp + 3 : mp - 9;
+	y += m <= 2;
+	snprintf(buf, sizeof(buf), "%04d-%02u-%02u", (int)y, m, d);
+	return arena_memdup(a, buf, strlen(buf) + 1);
+}
+
+Shahidi__V1__Value *gen_value(struct gen_rng *r, struct arena *a, const struct form_field *fd,
+			      uint64_t now_ms)
+{
+	Shahidi__V1__Value *v = arena_alloc(a, sizeof(*v));
+	if (!v)
+		return NULL;
+	shahidi__v1__value__init(v);
+	switch (fd->type) {
+	case FT_TEXT:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_TEXT;
+		v->text = text_for(r, a, fd);
+		break;
+	case FT_INTEGER: {
+		double lo = fd->has_range ? fd->min : 0, hi = fd->has_range ? fd->max : 100;
+		if (hi - lo > 80)
+			hi = lo + 80;
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_INTEGER;
+		v->integer = (int64_t)lo + (int64_t)gen_below(r, (uint64_t)(hi - lo) + 1);
+		break;
+	}
+	case FT_DECIMAL:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_DECIMAL;
+		v->decimal = (fd->has_range ? fd->min : 0) + (double)gen_below(r, 1000) / 100.0;
+		break;
+	case FT_BOOLEAN:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+		v->boolean = gen_below(r, 4) != 0;
+		break;
+	case FT_DATE:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_DATE;
+		v->date = date_for(r, a, now_ms, fd->allow_future);
+		break;
+	case FT_DATETIME:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_DATETIME;
+		v->datetime = (int64_t)now_ms - (int64_t)gen_below(r, 86400000ull * 300);
+		break;
+	case FT_CHOICE:
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_CHOICE;
+		v->choice = (char *)fd->choices[gen_below(r, fd->n_choices)].code;
+		break;
+	case FT_CHOICES: {
+		Shahidi__V1__Choices *c = arena_alloc(a, sizeof(*c));
+		size_t n = 1 + gen_below(r, SH_MIN(fd->n_choices, (size_t)3));
+		char **codes = arena_alloc(a, n * sizeof(*codes));
+		if (!c || !codes)
+			return NULL;
+		shahidi__v1__choices__init(c);
+		size_t first = gen_below(r, fd->n_choices);
+		for (size_t i = 0; i < n; i++) /* distinct: consecutive codes */
+			codes[i] = (char *)fd->choices[(first + i) % fd->n_choices].code;
+		c->codes = codes;
+		c->n_codes = n;
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_CHOICES;
+		v->choices = c;
+		break;
+	}
+	case FT_GEOPOINT: {
+		Shahidi__V1__GeoPoint *g = arena_alloc(a, sizeof(*g));
+		if (!g)
+			return NULL;
+		shahidi__v1__geo_point__init(g);
+		g->latitude = -4.5 + (double)gen_below(r, 900000) / 100000.0;
+		g->longitude = 34.0 + (double)gen_below(r, 700000) / 100000.0;
+		g->accuracy = 5 + (double)gen_below(r, 30);
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_GEOPOINT;
+		v->geopoint = g;
+		break;
+	}
+	case FT_ATTACHMENT: {
+		Shahidi__V1__Attachment *at = arena_alloc(a, sizeof(*at));
+		uint8_t *bytes = arena_alloc(a, 48);
+		if (!at || !bytes)
+			return NULL;
+		shahidi__v1__attachment__init(at);
+		for (int i = 0; i < 48; i++)
+			bytes[i] = (uint8_t)gen_next(r);
+		at->file_id = (ProtobufCBinaryData){16, bytes};
+		at->sha256 = (ProtobufCBinaryData){32, bytes + 16};
+		at->size = 10000 + gen_below(r, 2000000);
+		at->media_type = "image/jpeg";
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_ATTACHMENT;
+		v->attachment = at;
+		break;
+	}
+	case FT_SEALED: {
+		Shahidi__V1__Sealed *s = arena_alloc(a, sizeof(*s));
+		size_t n = 64 + gen_below(r, 64);
+		uint8_t *ct = arena_alloc(a, n);
+		if (!s || !ct)
+			return NULL;
+		shahidi__v1__sealed__init(s);
+		for (size_t i = 0; i < n; i++)
+			ct[i] = (uint8_t)gen_next(r);
+		s->ciphertext = (ProtobufCBinaryData){n, ct};
+		v->kind_case = SHAHIDI__V1__VALUE__KIND_SEALED;
+		v->sealed = s;
+		break;
+	}
+	default:
+		break;
+	}
+	return v;
+}
+
+Shahidi__V1__Change *gen_report(struct gen_rng *r, struct arena *a, const struct form *f,
+				uint64_t change_id, uint64_t hlc, uint64_t now_ms)
+{
+	Shahidi__V1__Change *c = arena_alloc(a, sizeof(*c));
+	uint8_t *id = arena_alloc(a, 16);
+	Shahidi__V1__FieldWrite **fws = arena_alloc(a, f->n_fields * sizeof(*fws));
+	if (!c || !id || !fws)
+		return NULL;
+	shahidi__v1__change__init(c);
+	uint8_t rnd[10];
+	for (int i = 0; i < 10; i++)
+		rnd[i] = (uint8_t)gen_next(r);
+	uuid_v7(now_ms, rnd, id);
+	c->change_id = change_id;
+	c->record_id = (ProtobufCBinaryData){16, id};
+	c->form_id = (char *)f->form_id;
+	c->form_version = f->version;
+	c->hlc = hlc;
+	c->create = true;
+	size_t n = 0;
+	for (size_t i = 0; i < f->n_fields; i++) {
+		const struct form_field *fd = &f->fields[i];
+		/* Reports are filled in part: about two thirds of the optional
+		 * fields, never attachments or sealed notes (those come later). */
+		if (!fd->required &&
+		    (fd->type == FT_ATTACHMENT || fd->type == FT_SEALED || gen_below(r, 3) == 0))
+			continue;
+		Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+		if (!fw)
+			return NULL;
+		shahidi__v1__field_write__init(fw);
+		fw->field = fd->number;
+		if (!strcmp(fd->name, "status")) {
+			Shahidi__V1__Value *v = arena_alloc(a, sizeof(*v));
+			if (!v)
+				return NULL;
+			shahidi__v1__value__init(v);
+			v->kind_case = SHAHIDI__V1__VALUE__KIND_CHOICE;
+			v->choice = "submitted";
+			fw->value = v;
+		} else if (!strcmp(fd->name, "consent_documentation")) {
+			Shahidi__V1__Value *v = arena_alloc(a, sizeof(*v));
+			if (!v)
+				return NULL;
+			shahidi__v1__value__init(v);
+			v->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+			v->boolean = true;
+			fw->value = v;
+		} else if (!(fw->value = gen_value(r, a, fd, now_ms))) {
+			return NULL;
+		}
+		fws[n++] = fw;
+	}
+	c->fields = fws;
+	c->n_fields = n;
+	return c;
+}
+
+ProtobufCBinaryData gen_pack_value(struct arena *a, const Shahidi__V1__Value *v)
+{
+	size_t n = shahidi__v1__value__get_packed_size(v);
+	uint8_t *p = arena_alloc(a, n ? n : 1);
+	if (!p)
+		return (ProtobufCBinaryData){0, NULL};
+	shahidi__v1__value__pack(v, p);
+	return (ProtobufCBinaryData){n, p};
+}

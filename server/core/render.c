@@ -1,0 +1,233 @@
+#include "render.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "hlc.h"
+#include "shahidi.pb-c.h"
+#include "uuid.h"
+
+void render_time_ms(uint64_t ms, char buf[32])
+{
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	char date[24];
+	if (!gmtime_r(&s, &tm) || !strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm)) {
+		snprintf(buf, 32, "?");
+		return;
+	}
+	snprintf(buf, 32, "%s.%03uZ", date, (unsigned)(ms % 1000));
+}
+
+static const char *choice_text(const struct form_field *fd, const uint8_t *code, size_t len,
+			       bool labels)
+{
+	const struct form_choice *c = fd ? form_choice(fd, (const char *)code, len) : NULL;
+	if (c)
+		return labels ? c->label : c->code;
+	return NULL;
+}
+
+int render_value_text(const struct form_field *fd, const uint8_t *v, size_t n, bool labels,
+		      struct buf *out)
+{
+	struct form_value fv;
+	char tmp[128];
+	int r = 0;
+	if (form_value_parse(v, n, &fv) < 0)
+		return buf_puts(out, "[malformed]");
+	switch (fv.kind) {
+	case FT_NONE:
+		return 0;
+	case FT_TEXT:
+	case FT_DATE:
+		return buf_append(out, fv.str, fv.str_len);
+	case FT_CHOICE: {
+		const char *t = choice_text(fd, fv.str, fv.str_len, labels);
+		return t ? buf_puts(out, t) : buf_append(out, fv.str, fv.str_len);
+	}
+	case FT_CHOICES: {
+		size_t pos = 0, len, k = 0;
+		const uint8_t *code;
+		while ((r = form_value_next_choice(&fv, &pos, &code, &len)) > 0) {
+			const char *t = choice_text(fd, code, len, labels);
+			if ((k++ && (r = buf_puts(out, "; ")) < 0) ||
+			    (r = t ? buf_puts(out, t) : buf_append(out, code, len)) < 0)
+				return r;
+		}
+		return r;
+	}
+	case FT_INTEGER:
+		snprintf(tmp, sizeof(tmp), "%lld", (long long)fv.i);
+		break;
+	case FT_DECIMAL:
+		snprintf(tmp, sizeof(tmp), "%.17g", fv.d);
+		break;
+	case FT_BOOLEAN:
+		snprintf(tmp, sizeof(tmp), "%s", fv.b ? "yes" : "no");
+		break;
+	case FT_DATETIME:
+		render_time_ms((uint64_t)fv.i, tmp);
+		break;
+	case FT_GEOPOINT: {
+		struct form_geopoint g;
+		if (form_value_geopoint(&fv, &g) < 0)
+			return buf_puts(out, "[malformed]");
+		snprintf(tmp, sizeof(tmp), "%.6f,%.6f", g.latitude, g.longitude);
+		break;
+	}
+	case FT_ATTACHMENT: {
+		Shahidi__V1__Attachment *a = shahidi__v1__attachment__unpack(NULL, fv.sub_len, fv.sub);
+		if (!a)
+			return buf_puts(out, "[malformed]");
+		char hex[65] = "";
+		if (a->sha256.len == 32)
+			sh_hex(a->sha256.data, 32, hex);
+		r = buf_printf(out, "sha256:%s (%llu bytes, %s)", hex, (unsigned long long)a->size,
+			       a->media_type);
+		shahidi__v1__attachment__free_unpacked(a, NULL);
+		return r;
+	}
+	case FT_SEALED:
+		snprintf(tmp, sizeof(tmp), "[sealed, %zu bytes]", fv.sub_len);
+		break;
+	}
+	return buf_puts(out, tmp);
+}
+
+json_t *render_value_json(const struct form_field *fd, const uint8_t *v, size_t n)
+{
+	struct form_value fv;
+	if (form_value_parse(v, n, &fv) < 0)
+		return NULL;
+	switch (fv.kind) {
+	case FT_NONE:
+		return json_null();
+	case FT_TEXT:
+	case FT_DATE:
+	case FT_CHOICE:
+		return json_stringn((const char *)fv.str, fv.str_len);
+	case FT_INTEGER:
+		return json_integer(fv.i);
+	case FT_DECIMAL:
+		return json_real(fv.d);
+	case FT_BOOLEAN:
+		return json_boolean(fv.b);
+	case FT_DATETIME: {
+		char tmp[32];
+		render_time_ms((uint64_t)fv.i, tmp);
+		return json_string(tmp);
+	}
+	case FT_CHOICES: {
+		json_t *arr = json_array();
+		size_t pos = 0, len;
+		const uint8_t *code;
+		int r;
+		while (arr && (r = form_value_next_choice(&fv, &pos, &code, &len)) > 0)
+			json_array_append_new(arr, json_stringn((const char *)code, len));
+		return arr;
+	}
+	case FT_GEOPOINT: {
+		struct form_geopoint g;
+		if (form_value_geopoint(&fv, &g) < 0)
+			return NULL;
+		return json_pack("{s:f,s:f,s:f,s:f}", "latitude", g.latitude, "longitude",
+				 g.longitude, "altitude", g.altitude, "accuracy", g.accuracy);
+	}
+	case FT_ATTACHMENT: {
+		Shahidi__V1__Attachment *a = shahidi__v1__attachment__unpack(NULL, fv.sub_len, fv.sub);
+		if (!a)
+			return NULL;
+		char hex[65] = "", id[UUID_STR_LEN + 1] = "";
+		if (a->sha256.len == 32)
+			sh_hex(a->sha256.data, 32, hex);
+		if (a->file_id.len == 16)
+			uuid_fmt(a->file_id.data, id);
+		json_t *j = json_pack("{s:s,s:s,s:I,s:s}", "file_id", id, "sha256", hex, "size",
+				      (json_int_t)a->size, "media_type", a->media_type);
+		shahidi__v1__attachment__free_unpacked(a, NULL);
+		return j;
+	}
+	case FT_SEALED: {
+		size_t blen = sodium_base64_ENCODED_LEN(fv.sub_len, sodium_base64_VARIANT_ORIGINAL);
+		char *b64 = malloc(blen);
+		if (!b64)
+			return NULL;
+		sodium_bin2base64(b64, blen, fv.sub, fv.sub_len, sodium_base64_VARIANT_ORIGINAL);
+		json_t *j = json_pack("{s:s}", "sealed", b64);
+		free(b64);
+		return j;
+	}
+	}
+	(void)fd;
+	return NULL;
+}
+
+static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e)
+{
+	char dev[17], stamp[48];
+	sh_device_fmt(e->device, dev);
+	hlc_fmt(e->hlc, stamp, sizeof(stamp));
+	json_t *v = render_value_json(fd, e->value.data, e->value.len);
+	return json_pack("{s:o,s:s,s:s,s:I}", "value", v ? v : json_null(), "device", dev,
+			 "stamp", stamp, "hlc", (json_int_t)e->hlc);
+}
+
+json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
+{
+	char id[UUID_STR_LEN + 1], t1[32], t2[32];
+	uuid_fmt(rec->record_id.data, id);
+	render_time_ms(rec->first_received_ms, t1);
+	render_time_ms(rec->last_changed_ms, t2);
+	json_t *devices = json_array(), *fields = json_object(), *conflicts = json_array();
+	json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:s,s:I,s:b,s:i,s:o,s:o,s:o}", "record_id", id,
+			      "form_id", rec->form_id, "form_version", (int)rec->form_version,
+			      "first_received", t1, "last_changed", t2, "changes",
+			      (json_int_t)rec->changes, "deleted", merge_is_deleted(rec),
+			      "open_conflicts", (int)rec->conflicts, "devices", devices, "fields",
+			      fields, "conflicts", conflicts);
+	if (!j)
+		return NULL;
+	for (size_t i = 0; i < rec->n_writers; i++) {
+		char dev[17];
+		sh_device_fmt(rec->writers[i], dev);
+		json_array_append_new(devices, json_string(dev));
+	}
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		if (reg->field == MERGE_DELETION_FIELD)
+			continue;
+		const struct form_field *fd = f ? form_field(f, reg->field) : NULL;
+		char name[32];
+		const char *key = fd ? fd->name : name;
+		snprintf(name, sizeof(name), "field_%u", reg->field);
+		const merge_entry_t *cur = merge_current(reg);
+		if (cur)
+			json_object_set_new(fields, key, entry_json(fd, cur));
+		if (merge_live_count(reg) > 1) {
+			json_t *vals = json_array();
+			for (size_t k = 0; k < reg->n_entries; k++)
+				if (!reg->entries[k]->dead && reg->entries[k]->present)
+					json_array_append_new(vals, entry_json(fd, reg->entries[k]));
+			json_array_append_new(conflicts, json_pack("{s:s,s:i,s:o}", "field", key,
+								   "number", (int)reg->field,
+								   "values", vals));
+		}
+	}
+	if (rec->delete_conflict) {
+		const merge_reg_t *reg = merge_register(rec, MERGE_DELETION_FIELD);
+		const merge_entry_t *cur = merge_current(reg);
+		char dev[17], stamp[48];
+		sh_device_fmt(cur->device, dev);
+		hlc_fmt(cur->hlc, stamp, sizeof(stamp));
+		json_array_append_new(conflicts,
+				      json_pack("{s:s,s:s,s:s,s:s}", "field", "_deleted", "kind",
+						"edited_while_deleted", "deleted_by", dev, "stamp",
+						stamp));
+	}
+	return j;
+}

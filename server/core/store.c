@@ -1,0 +1,1102 @@
+/* store: Shahidi's LMDB store.
+ *
+ * ON-DISK FORMAT, version 1 (STORE_FORMAT_VERSION). One LMDB environment
+ * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
+ * databases; integers in keys are big-endian so keys sort numerically;
+ * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
+ *
+ *   db    key                                   value
+ *   meta  "format"                              decimal text, "1"
+ *   meta  "counters"                            Counters (pb)
+ *   recs  be64 record seq                       Record (pb): merged state
+ *   rid   16-byte record id                     be64 record seq
+ *   log   be64 log seq                          LogEntry (pb): change as received
+ *   rlog  be64 record seq | be64 log seq        empty: a record's history
+ *   chg   be64 origin device | be64 change id   be64 log seq: change dedupe
+ *   feed  be64 device | be64 feed seq           be64 log seq: what a device pulls
+ *   bat   be64 device | be64 batch seq          BatchMemo (pb): batch dedupe
+ *   dev   be64 device id                        Device (pb)
+ *   tok   32-byte BLAKE2b-256 of a token        be64 device id
+ *   cfl   be64 record seq                       empty: records with open conflicts
+ *
+ * Why this layout (shared/reference/performance.md): a durable commit costs
+ * the write-back of every page it dirties. Records, log entries and feed
+ * entries are keyed by sequence numbers given in arrival order, so a commit
+ * of new reports appends to the right edge of each tree instead of
+ * dirtying one random leaf page per report. Only the id index (rid) is
+ * keyed by the phone's UUID; version 7 UUIDs keep that near the right edge
+ * too.
+ *
+ * Hash chain: each log entry's hash is BLAKE2b-256 of
+ *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
+ *   be64 device | be64 batch_seq | be64 record_seq | change_digest
+ * where change_digest is BLAKE2b-256 of the change as received. The chain
+ * covers the digest, not the bytes, so that erasing a survivor's data on
+ * request can later drop the content and keep the chain verifiable.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "common.h"
+#include "form.h"
+#include "hlc.h"
+
+enum {
+	DB_META,
+	DB_RECS,
+	DB_RID,
+	DB_LOG,
+	DB_RLOG,
+	DB_CHG,
+	DB_FEED,
+	DB_BAT,
+	DB_DEV,
+	DB_TOK,
+	DB_CFL,
+	DB_COUNT
+};
+
+static const char *const db_names[DB_COUNT] = {
+	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl",
+};
+
+typedef Shahidi__Store__V1__Counters counters_t;
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	/* Readers and writers hold it shared; growing the map holds it
+	 * exclusive, since mdb_env_set_mapsize() needs no transaction open in
+	 * the process. */
+	pthread_rwlock_t resize_lock;
+	pthread_mutex_t hlc_lock;
+	uint64_t hlc_last; /* highest HLC committed by this process */
+	struct store_opts opts;
+	bool read_only;
+	char dir[];
+};
+
+struct store_txn {
+	struct store *s;
+	MDB_txn *txn;
+	bool write;
+	bool counters_dirty;
+	uint64_t next_log_seq;
+	uint64_t next_record_seq;
+	uint64_t next_feed_seq;
+	uint64_t records;
+	uint8_t head_hash[32];
+	struct hlc hlc;
+};
+
+/* The one place LMDB's codes become ours. */
+static int lmdb_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_KEYEXIST:
+		return -EEXIST;
+	case MDB_MAP_FULL:
+	case MDB_TXN_FULL:
+	case ENOSPC:
+		return -ENOSPC;
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	case ENOMEM:
+		return -ENOMEM;
+	case EACCES:
+		return -EACCES;
+	default:
+		return rc > 0 ? -rc : -EIO;
+	}
+}
+
+static MDB_val val_of(const void *p, size_t n)
+{
+	return (MDB_val){.mv_size = n, .mv_data = (void *)p};
+}
+
+static int get_raw(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret)
+{
+	MDB_val k = val_of(key, klen);
+	return lmdb_err(mdb_get(t->txn, t->s->dbi[db], &k, ret));
+}
+
+static int put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
+		   size_t vlen, unsigned flags)
+{
+	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
+	return lmdb_err(mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
+}
+
+static int del_raw(struct store_txn *t, int db, const void *key, size_t klen)
+{
+	MDB_val k = val_of(key, klen);
+	int r = lmdb_err(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Packs a message straight into LMDB's page: no intermediate copy. */
+static int put_pb(struct store_txn *t, int db, const void *key, size_t klen,
+		  const ProtobufCMessage *m, unsigned flags)
+{
+	MDB_val k = val_of(key, klen), d;
+	d.mv_size = protobuf_c_message_get_packed_size(m);
+	int r = lmdb_err(mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
+	if (r < 0)
+		return r;
+	protobuf_c_message_pack(m, d.mv_data);
+	return 0;
+}
+
+static int get_pb(struct store_txn *t, struct arena *a, int db, const void *key, size_t klen,
+		  const ProtobufCMessageDescriptor *desc, void **ret)
+{
+	MDB_val v;
+	int r = get_raw(t, db, key, klen, &v);
+	if (r < 0)
+		return r;
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, arena_pb_allocator(a), v.mv_size,
+							 v.mv_data);
+	if (!m)
+		return -EIO; /* our own bytes do not decode: corruption */
+	*ret = m;
+	return 0;
+}
+
+/* ---- opening ---- */
+
+static int write_format(struct store *s, char *err, size_t errlen)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	if (rc) {
+		snprintf(err, errlen, "%s: cannot begin a transaction: %s", s->dir, mdb_strerror(rc));
+		return lmdb_err(rc);
+	}
+	MDB_val k = val_of("format", 6), v;
+	char fmt[16];
+	int n = snprintf(fmt, sizeof(fmt), "%u", STORE_FORMAT_VERSION);
+	v = val_of(fmt, (size_t)n);
+	rc = mdb_put(txn, s->dbi[DB_META], &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc) {
+		snprintf(err, errlen, "%s: cannot write the format version: %s", s->dir,
+			 mdb_strerror(rc));
+		return lmdb_err(rc);
+	}
+	return 0;
+}
+
+static int open_dbs(struct store *s, char *err, size_t errlen)
+{
+	MDB_txn *txn;
+	unsigned flags = s->read_only ? MDB_RDONLY : 0;
+	int rc = mdb_txn_begin(s->env, NULL, flags, &txn);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", s->dir, mdb_strerror(rc));
+		return lmdb_err(rc);
+	}
+	for (int i = 0; i < DB_COUNT; i++) {
+		rc = mdb_dbi_open(txn, db_names[i], s->read_only ? 0 : MDB_CREATE, &s->dbi[i]);
+		if (rc == MDB_NOTFOUND) {
+			snprintf(err, errlen, "%s holds no Shahidi store (no '%s' table)", s->dir,
+				 db_names[i]);
+			mdb_txn_abort(txn);
+			return -ENOENT;
+		}
+		if (rc) {
+			snprintf(err, errlen, "%s: table %s: %s", s->dir, db_names[i], mdb_strerror(rc));
+			mdb_txn_abort(txn);
+			return lmdb_err(rc);
+		}
+	}
+
+	/* The format check: a newer or unknown format is refused, never
+	 * "repaired". */
+	MDB_val k = val_of("format", 6), v;
+	rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+	if (rc == 0) {
+		char fmt[16] = {0};
+		memcpy(fmt, v.mv_data, SH_MIN(v.mv_size, sizeof(fmt) - 1));
+		char *end;
+		unsigned long ver = strtoul(fmt, &end, 10);
+		if (*end || end == fmt || ver != STORE_FORMAT_VERSION) {
+			snprintf(err, errlen,
+				 "%s holds store format '%s'; this program reads format %u only. "
+				 "Refusing to open it: use the Shahidi release that wrote it.",
+				 s->dir, fmt, STORE_FORMAT_VERSION);
+			mdb_txn_abort(txn);
+			return -ENOTSUP;
+		}
+	}
+	bool missing = rc == MDB_NOTFOUND;
+	if (rc && !missing) {
+		snprintf(err, errlen, "%s: %s", s->dir, mdb_strerror(rc));
+		mdb_txn_abort(txn);
+		return lmdb_err(rc);
+	}
+	if (s->read_only && missing) {
+		mdb_txn_abort(txn);
+		snprintf(err, errlen, "%s holds no Shahidi store (no format version)", s->dir);
+		return -ENOENT;
+	}
+	/* Committing (even a read-only transaction) keeps the table handles. */
+	rc = mdb_txn_commit(txn);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", s->dir, mdb_strerror(rc));
+		return lmdb_err(rc);
+	}
+	return missing && !s->read_only ? write_format(s, err, errlen) : 0;
+}
+
+int store_open(const char *dir, const struct store_opts *opts, struct store **ret, char *err,
+	       size_t errlen)
+{
+	struct store_opts o = opts ? *opts : (struct store_opts){0};
+	if (!o.map_size)
+		o.map_size = (size_t)256 << 20;
+	if (!o.max_map_size)
+		o.max_map_size = (size_t)1 << 40;
+	if (o.map_size > o.max_map_size)
+		o.map_size = o.max_map_size;
+	if (!o.max_skew_ms)
+		o.max_skew_ms = 3600 * 1000;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "libsodium failed to initialise");
+		return -EIO;
+	}
+	struct store *s = calloc(1, sizeof(*s) + strlen(dir) + 1);
+	if (!s)
+		return -ENOMEM;
+	strcpy(s->dir, dir);
+	s->opts = o;
+	s->read_only = o.read_only;
+	pthread_rwlock_init(&s->resize_lock, NULL);
+	pthread_mutex_init(&s->hlc_lock, NULL);
+
+	int r;
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		if (errno != ENOENT || o.read_only) {
+			snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+			r = -errno;
+			goto fail;
+		}
+		if (mkdir(dir, 0700) < 0) {
+			snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+			r = -errno;
+			goto fail;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s is not a directory", dir);
+		r = -ENOTDIR;
+		goto fail;
+	} else if (!o.read_only && (st.st_mode & 077)) {
+		/* Survivors' names live here: nobody else may read it. */
+		if (chmod(dir, st.st_mode & 0700) < 0) {
+			snprintf(err, errlen, "cannot make %s private (0700): %s", dir, strerror(errno));
+			r = -errno;
+			goto fail;
+		}
+	}
+
+	int rc = mdb_env_create(&s->env);
+	if (!rc)
+		rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 4);
+	if (!rc)
+		rc = mdb_env_set_mapsize(s->env, o.map_size);
+	if (!rc)
+		rc = mdb_env_set_maxreaders(s->env, 256);
+	if (!rc)
+		rc = mdb_env_open(s->env, dir,
+				  MDB_NOTLS | MDB_NORDAHEAD | (o.read_only ? MDB_RDONLY : 0), 0600);
+	if (rc) {
+		snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+		r = lmdb_err(rc);
+		goto fail;
+	}
+	int dead;
+	mdb_reader_check(s->env, &dead); /* clear readers left by crashed processes */
+	if ((r = open_dbs(s, err, errlen)) < 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	store_close(s);
+	return r;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->env)
+		mdb_env_close(s->env);
+	pthread_rwlock_destroy(&s->resize_lock);
+	pthread_mutex_destroy(&s->hlc_lock);
+	free(s);
+}
+
+const char *store_dir(const struct store *s)
+{
+	return s->dir;
+}
+
+uint64_t store_max_skew_ms(const struct store *s)
+{
+	return s->opts.max_skew_ms;
+}
+
+/* ---- transactions ---- */
+
+static int load_counters(struct store_txn *t)
+{
+	struct arena *a = arena_new();
+	counters_t *c = NULL;
+	if (!a)
+		return -ENOMEM;
+	int r = get_pb(t, a, DB_META, "counters", 8, &shahidi__store__v1__counters__descriptor,
+		       (void **)&c);
+	if (r == -ENOENT) {
+		t->next_log_seq = t->next_record_seq = t->next_feed_seq = 1;
+		r = 0;
+	} else if (r == 0) {
+		t->next_log_seq = c->next_log_seq;
+		t->next_record_seq = c->next_record_seq;
+		t->next_feed_seq = c->next_feed_seq;
+		t->records = c->records;
+		t->hlc.last = c->hlc;
+		if (c->head_hash.len == 32)
+			memcpy(t->head_hash, c->head_hash.data, 32);
+	}
+	arena_free(a);
+	return r;
+}
+
+static int save_counters(struct store_txn *t)
+{
+	counters_t c = SHAHIDI__STORE__V1__COUNTERS__INIT;
+	c.next_log_seq = t->next_log_seq;
+	c.next_record_seq = t->next_record_seq;
+	c.next_feed_seq = t->next_feed_seq;
+	c.records = t->records;
+	c.hlc = t->hlc.last;
+	c.head_hash.data = t->head_hash;
+	c.head_hash.len = 32;
+	return put_pb(t, DB_META, "counters", 8, &c.base, 0);
+}
+
+int store_begin(struct store *s, bool write, struct store_txn **ret)
+{
+	if (write && s->read_only)
+		return -EROFS;
+	struct store_txn *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->s = s;
+	t->write = write;
+	t->hlc.max_skew_ms = s->opts.max_skew_ms;
+
+	int rc;
+	for (;;) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		/* Another process grew the map: adopt its size, then retry. */
+		pthread_rwlock_unlock(&s->resize_lock);
+		pthread_rwlock_wrlock(&s->resize_lock);
+		mdb_env_set_mapsize(s->env, 0);
+		pthread_rwlock_unlock(&s->resize_lock);
+	}
+	if (rc) {
+		pthread_rwlock_unlock(&s->resize_lock);
+		free(t);
+		return lmdb_err(rc);
+	}
+	int r = load_counters(t);
+	if (r < 0) {
+		store_abort(t);
+		return r;
+	}
+	pthread_mutex_lock(&s->hlc_lock);
+	if (s->hlc_last > t->hlc.last)
+		t->hlc.last = s->hlc_last;
+	pthread_mutex_unlock(&s->hlc_lock);
+	*ret = t;
+	return 0;
+}
+
+int store_commit(struct store_txn *t)
+{
+	struct store *s = t->s;
+	int r = 0;
+	if (t->write) {
+		r = save_counters(t);
+		if (r < 0) {
+			mdb_txn_abort(t->txn);
+		} else {
+			r = lmdb_err(mdb_txn_commit(t->txn));
+		}
+	} else {
+		mdb_txn_abort(t->txn);
+	}
+	t->txn = NULL;
+	if (r == 0 && t->write) {
+		pthread_mutex_lock(&s->hlc_lock);
+		if (t->hlc.last > s->hlc_last)
+			s->hlc_last = t->hlc.last;
+		pthread_mutex_unlock(&s->hlc_lock);
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+	free(t);
+	return r;
+}
+
+void store_abort(struct store_txn *t)
+{
+	if (!t)
+		return;
+	if (t->txn)
+		mdb_txn_abort(t->txn);
+	pthread_rwlock_unlock(&t->s->resize_lock);
+	free(t);
+}
+
+int store_grow(struct store *s)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int r = 0;
+
+	pthread_rwlock_wrlock(&s->resize_lock);
+	mdb_env_info(s->env, &info);
+	mdb_env_stat(s->env, &st);
+	size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	/* A commit may need about as many fresh pages as it dirtied; when the
+	 * map still has a quarter free, the disk is what is full. */
+	if (used < info.me_mapsize / 4 * 3 || info.me_mapsize >= s->opts.max_map_size) {
+		r = -ENOSPC;
+		goto out;
+	}
+	size_t next = info.me_mapsize * 2;
+	if (next > s->opts.max_map_size)
+		next = s->opts.max_map_size;
+	r = lmdb_err(mdb_env_set_mapsize(s->env, next));
+out:
+	pthread_rwlock_unlock(&s->resize_lock);
+	return r;
+}
+
+struct hlc *store_hlc(struct store_txn *t)
+{
+	return &t->hlc;
+}
+
+int store_info(struct store_txn *t, struct store_info *ret)
+{
+	MDB_envinfo info;
+	MDB_stat st, cst;
+	struct store_info i = {0};
+	char path[4096];
+	struct stat fst;
+
+	mdb_env_info(t->s->env, &info);
+	mdb_env_stat(t->s->env, &st);
+	int rc = mdb_stat(t->txn, t->s->dbi[DB_CFL], &cst);
+	if (rc)
+		return lmdb_err(rc);
+	i.map_size = info.me_mapsize;
+	i.map_used = (info.me_last_pgno + 1) * (uint64_t)st.ms_psize;
+	snprintf(path, sizeof(path), "%s/data.mdb", t->s->dir);
+	if (stat(path, &fst) == 0)
+		i.file_size = (uint64_t)fst.st_size;
+	i.records = t->records;
+	i.log_entries = t->next_log_seq ? t->next_log_seq - 1 : 0;
+	i.open_conflicts = cst.ms_entries;
+	i.hlc = t->hlc.last;
+	memcpy(i.head_hash, t->head_hash, 32);
+	*ret = i;
+	return 0;
+}
+
+/* ---- records ---- */
+
+static int record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_rec_t **ret)
+{
+	uint8_t k[8];
+	sh_put_be64(k, seq);
+	return get_pb(t, a, DB_RECS, k, 8, &shahidi__store__v1__record__descriptor, (void **)ret);
+}
+
+static int record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
+{
+	MDB_val v;
+	int r = get_raw(t, DB_RID, id, 16, &v);
+	if (r < 0)
+		return r;
+	if (v.mv_size != 8)
+		return -EIO;
+	*ret = sh_get_be64(v.mv_data);
+	return 0;
+}
+
+int store_record_get(struct store_txn *t, struct arena *a, const uint8_t id[16],
+		     merge_rec_t **ret)
+{
+	uint64_t seq;
+	int r = record_seq(t, id, &seq);
+	return r < 0 ? r : record_by_seq(t, a, seq, ret);
+}
+
+/* Positions on the first key >= key in db; 1 found, 0 none. */
+static int seek(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret_k,
+		MDB_val *ret_v)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
+	if (rc)
+		return lmdb_err(rc);
+	*ret_k = val_of(key, klen);
+	rc = mdb_cursor_get(c, ret_k, ret_v, MDB_SET_RANGE);
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc ? lmdb_err(rc) : 1;
+}
+
+static int next_u64_key(struct store_txn *t, int db, uint64_t *seq, MDB_val *ret_v)
+{
+	uint8_t kb[8];
+	MDB_val k;
+	if (*seq == UINT64_MAX)
+		return 0;
+	sh_put_be64(kb, *seq + 1);
+	int r = seek(t, db, kb, 8, &k, ret_v);
+	if (r <= 0)
+		return r;
+	if (k.mv_size != 8)
+		return -EIO;
+	*seq = sh_get_be64(k.mv_data);
+	return 1;
+}
+
+int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret)
+{
+	MDB_val v;
+	uint64_t s = *seq;
+	int r = next_u64_key(t, DB_RECS, &s, &v);
+	if (r <= 0)
+		return r;
+	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
+		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
+	if (!rec)
+		return -EIO;
+	*seq = s;
+	*ret = rec;
+	return 1;
+}
+
+int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret)
+{
+	MDB_val v;
+	uint64_t s = *seq;
+	int r = next_u64_key(t, DB_CFL, &s, &v);
+	if (r <= 0)
+		return r;
+	if ((r = record_by_seq(t, a, s, ret)) < 0)
+		return r == -ENOENT ? -EIO : r;
+	*seq = s;
+	return 1;
+}
+
+/* ---- log ---- */
+
+int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret)
+{
+	uint8_t k[8];
+	sh_put_be64(k, seq);
+	return get_pb(t, a, DB_LOG, k, 8, &shahidi__store__v1__log_entry__descriptor, (void **)ret);
+}
+
+static int next_pair(struct store_txn *t, int db, uint64_t prefix, uint64_t *cursor,
+		     MDB_val *ret_v)
+{
+	uint8_t kb[16];
+	MDB_val k;
+	if (*cursor == UINT64_MAX)
+		return 0;
+	sh_put_be64(kb, prefix);
+	sh_put_be64(kb + 8, *cursor + 1);
+	int r = seek(t, db, kb, 16, &k, ret_v);
+	if (r <= 0)
+		return r;
+	if (k.mv_size != 16 || sh_get_be64(k.mv_data) != prefix)
+		return 0;
+	*cursor = sh_get_be64((const uint8_t *)k.mv_data + 8);
+	return 1;
+}
+
+int store_record_log_next(struct store_txn *t, uint64_t record_seq, uint64_t *cursor,
+			  uint64_t *ret_log_seq)
+{
+	MDB_val v;
+	int r = next_pair(t, DB_RLOG, record_seq, cursor, &v);
+	if (r == 1)
+		*ret_log_seq = *cursor;
+	return r;
+}
+
+static void chain_hash(const uint8_t prev[32], uint64_t seq, const store_log_t *e,
+		       uint8_t out[32])
+{
+	uint8_t buf[32 + 5 * 8 + 32];
+	memcpy(buf, prev, 32);
+	sh_put_be64(buf + 32, seq);
+	sh_put_be64(buf + 40, e->received_ms);
+	sh_put_be64(buf + 48, e->device);
+	sh_put_be64(buf + 56, e->batch_seq);
+	sh_put_be64(buf + 64, e->record_seq);
+	memset(buf + 72, 0, 32);
+	if (e->change_digest.len == 32)
+		memcpy(buf + 72, e->change_digest.data, 32);
+	crypto_generichash(out, 32, buf, sizeof(buf), NULL, 0);
+}
+
+int64_t store_verify_chain(struct store *s, void (*progress)(uint64_t, uint64_t, void *), void *ud)
+{
+	uint8_t prev[32] = {0};
+	uint64_t seq = 0, total = 0, last = 0;
+	struct arena *a = arena_new();
+	int64_t bad = 0;
+	int r = 0;
+	if (!a)
+		return -ENOMEM;
+
+	for (;;) {
+		/* One read transaction per page of entries: a long walk must not
+		 * pin old pages while the server writes. */
+		struct store_txn *t;
+		if ((r = store_begin(s, false, &t)) < 0)
+			goto out;
+		total = t->next_log_seq - 1;
+		uint8_t head[32];
+		memcpy(head, t->head_hash, 32);
+		int n = 0, more = 1;
+		while (n < 4096 && (more = next_u64_key(t, DB_LOG, &seq, &(MDB_val){0})) == 1) {
+			store_log_t *e;
+			arena_reset(a);
+			if ((r = store_log_get(t, a, seq, &e)) < 0)
+				break;
+			uint8_t h[32], d[32];
+			chain_hash(prev, seq, e, h);
+			bool ok = seq == last + 1 && e->hash.len == 32 && !memcmp(h, e->hash.data, 32);
+			if (ok && e->change.len) {
+				crypto_generichash(d, 32, e->change.data, e->change.len, NULL, 0);
+				ok = e->change_digest.len == 32 && !memcmp(d, e->change_digest.data, 32);
+			}
+			if (!ok) {
+				bad = (int64_t)(seq == last + 1 ? seq : last + 1);
+				break;
+			}
+			memcpy(prev, h, 32);
+			last = seq;
+			if (progress && (seq & 0xffff) == 0)
+				progress(seq, total, ud);
+			n++;
+		}
+		if (more < 0)
+			r = more;
+		bool end = more == 0 && !bad && r == 0;
+		if (end && (last != total || (last && memcmp(prev, head, 32)))) {
+			bad = (int64_t)(last + 1); /* entries missing at the end */
+		}
+		store_abort(t);
+		if (r < 0 || bad || end)
+			break;
+	}
+out:
+	arena_free(a);
+	if (r < 0)
+		return r;
+	return bad;
+}
+
+/* ---- applying changes ---- */
+
+static int feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq)
+{
+	uint8_t k[16], v[8];
+	sh_put_be64(k, device);
+	sh_put_be64(k + 8, t->next_feed_seq++);
+	sh_put_be64(v, log_seq);
+	t->counters_dirty = true;
+	return put_raw(t, DB_FEED, k, 16, v, 8, 0);
+}
+
+static bool has_u64(const uint64_t *arr, size_t n, uint64_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (arr[i] == v)
+			return true;
+	return false;
+}
+
+static int put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict)
+{
+	uint8_t k[8];
+	sh_put_be64(k, rec->seq);
+	int r = put_pb(t, DB_RECS, k, 8, &rec->base, is_new ? MDB_APPEND : 0);
+	if (r < 0)
+		return r;
+	if (rec->conflicts && !had_conflict)
+		return put_raw(t, DB_CFL, k, 8, "", 0, 0);
+	if (!rec->conflicts && had_conflict)
+		return del_raw(t, DB_CFL, k, 8);
+	return 0;
+}
+
+#define REJECT(c, ...)                                                        \
+	do {                                                                  \
+		snprintf(verdict->code, sizeof(verdict->code), "%s", c);      \
+		snprintf(verdict->reason, sizeof(verdict->reason), __VA_ARGS__); \
+		*ret_outcome = STORE_REJECTED;                                \
+		return 0;                                                     \
+	} while (0)
+
+int store_apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
+		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
+		       struct form_verdict *verdict)
+{
+	uint8_t ck[16], lk[8];
+	MDB_val v;
+	int r;
+
+	*ret_stored_hlc = 0;
+	sh_put_be64(ck, c->origin);
+	sh_put_be64(ck + 8, c->change_id);
+	r = get_raw(t, DB_CHG, ck, 16, &v);
+	if (r == 0) {
+		store_log_t *e;
+		if (v.mv_size != 8)
+			return -EIO;
+		if ((r = store_log_get(t, a, sh_get_be64(v.mv_data), &e)) < 0)
+			return r == -ENOENT ? -EIO : r;
+		if (e->change_digest.len != 32 || memcmp(e->change_digest.data, c->digest, 32))
+			REJECT("change_id_reused",
+			       "change %llu of this device was received before with other content",
+			       (unsigned long long)c->change_id);
+		*ret_outcome = STORE_DUPLICATE;
+		*ret_stored_hlc = e->stored_hlc;
+		return 0;
+	}
+	if (r != -ENOENT)
+		return r;
+
+	bool is_new = false, had_conflict = false;
+	merge_rec_t *rec;
+	r = store_record_get(t, a, c->record_id, &rec);
+	if (r == -ENOENT) {
+		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
+			return -ENOMEM;
+		rec->seq = t->next_record_seq++;
+		rec->first_received_ms = now_ms;
+		is_new = true;
+	} else if (r < 0) {
+		return r;
+	} else if (strcmp(rec->form_id, c->form_id)) {
+		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
+		       rec->form_id, c->form_id);
+	} else {
+		had_conflict = rec->conflicts > 0;
+	}
+
+	/* A phone whose clock runs ahead must not win every later edit: its
+	 * stamps are brought back to our clock (the original stays in the log,
+	 * and the push response says what it was stored under). */
+	struct merge_write *w = c->writes;
+	uint64_t stored = 0;
+	if (!hlc_receive(&t->hlc, c->hlc, now_ms)) {
+		stored = hlc_tick(&t->hlc, now_ms);
+		w = arena_memdup(a, c->writes, c->n_writes * sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		for (size_t i = 0; i < c->n_writes; i++) {
+			w[i].orig_hlc = w[i].hlc;
+			w[i].hlc = stored;
+		}
+	}
+
+	uint64_t log_seq = t->next_log_seq++;
+	t->counters_dirty = true;
+	struct merge_change mc = {
+		.device = c->origin,
+		.log_seq = log_seq,
+		.form_version = c->form_version,
+		.writes = w,
+		.n_writes = c->n_writes,
+	};
+	if ((r = merge_apply(a, rec, &mc)) < 0)
+		return r;
+	rec->last_changed_ms = now_ms;
+	rec->changes++;
+
+	store_log_t e = SHAHIDI__STORE__V1__LOG_ENTRY__INIT;
+	uint8_t hash[32];
+	e.received_ms = now_ms;
+	e.device = c->pusher;
+	e.batch_seq = c->batch_seq;
+	e.record_seq = rec->seq;
+	e.change.data = (uint8_t *)c->raw;
+	e.change.len = c->raw_len;
+	e.stored_hlc = stored;
+	e.change_digest.data = c->digest;
+	e.change_digest.len = 32;
+	chain_hash(t->head_hash, log_seq, &e, hash);
+	e.hash.data = hash;
+	e.hash.len = 32;
+	sh_put_be64(lk, log_seq);
+	if ((r = put_pb(t, DB_LOG, lk, 8, &e.base, MDB_APPEND)) < 0)
+		return r == -EEXIST ? -EIO : r;
+	memcpy(t->head_hash, hash, 32);
+
+	if ((r = put_raw(t, DB_CHG, ck, 16, lk, 8, MDB_NOOVERWRITE)) < 0)
+		return r;
+	uint8_t rk[16];
+	sh_put_be64(rk, rec->seq);
+	sh_put_be64(rk + 8, log_seq);
+	if ((r = put_raw(t, DB_RLOG, rk, 16, "", 0, 0)) < 0)
+		return r;
+	if (is_new) {
+		if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
+			return r;
+		t->records++;
+	}
+	if ((r = put_record(t, rec, is_new, had_conflict)) < 0)
+		return r;
+
+	/* Every other device that holds the record pulls the change. */
+	for (size_t i = 0; i < rec->n_writers; i++) {
+		uint64_t d = rec->writers[i];
+		if (d != c->origin && d != c->pusher && (r = feed_add(t, d, log_seq)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < rec->n_assigned; i++) {
+		uint64_t d = rec->assigned[i];
+		if (d != c->origin && d != c->pusher && !has_u64(rec->writers, rec->n_writers, d) &&
+		    (r = feed_add(t, d, log_seq)) < 0)
+			return r;
+	}
+	*ret_outcome = STORE_APPLIED;
+	*ret_stored_hlc = stored;
+	return 0;
+}
+
+/* ---- batches ---- */
+
+int store_memo_get(struct store_txn *t, struct arena *a, uint64_t device, uint64_t batch_seq,
+		   store_memo_t **ret)
+{
+	uint8_t k[16];
+	sh_put_be64(k, device);
+	sh_put_be64(k + 8, batch_seq);
+	return get_pb(t, a, DB_BAT, k, 16, &shahidi__store__v1__batch_memo__descriptor,
+		      (void **)ret);
+}
+
+int store_memo_put(struct store_txn *t, uint64_t device, uint64_t batch_seq,
+		   const store_memo_t *m)
+{
+	uint8_t k[16];
+	sh_put_be64(k, device);
+	sh_put_be64(k + 8, batch_seq);
+	return put_pb(t, DB_BAT, k, 16, &m->base, 0);
+}
+
+/* ---- devices ---- */
+
+static const char *const role_names[] = {[ROLE_DEVICE] = "device",
+					 [ROLE_COORDINATOR] = "coordinator",
+					 [ROLE_ADMIN] = "admin"};
+
+const char *store_role_name(uint32_t role)
+{
+	return role >= ROLE_DEVICE && role <= ROLE_ADMIN ? role_names[role] : "unknown";
+}
+
+int store_role_parse(const char *s, uint32_t *ret)
+{
+	for (uint32_t r = ROLE_DEVICE; r <= ROLE_ADMIN; r++)
+		if (!strcmp(s, role_names[r])) {
+			*ret = r;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int store_device_get(struct store_txn *t, struct arena *a, uint64_t id, store_device_t **ret)
+{
+	uint8_t k[8];
+	sh_put_be64(k, id);
+	return get_pb(t, a, DB_DEV, k, 8, &shahidi__store__v1__device__descriptor, (void **)ret);
+}
+
+int store_device_put(struct store_txn *t, const store_device_t *d)
+{
+	uint8_t k[8];
+	sh_put_be64(k, d->id);
+	return put_pb(t, DB_DEV, k, 8, &d->base, 0);
+}
+
+int store_device_next(struct store_txn *t, struct arena *a, uint64_t *id, store_device_t **ret)
+{
+	MDB_val v;
+	uint64_t s = *id;
+	int r = next_u64_key(t, DB_DEV, &s, &v);
+	if (r <= 0)
+		return r;
+	store_device_t *d = (store_device_t *)protobuf_c_message_unpack(
+		&shahidi__store__v1__device__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
+	if (!d)
+		return -EIO;
+	*id = s;
+	*ret = d;
+	return 1;
+}
+
+int store_token_lookup(struct store_txn *t, const uint8_t hash[32], uint64_t *ret_id)
+{
+	MDB_val v;
+	int r = get_raw(t, DB_TOK, hash, 32, &v);
+	if (r < 0)
+		return r;
+	if (v.mv_size != 8)
+		return -EIO;
+	*ret_id = sh_get_be64(v.mv_data);
+	return 0;
+}
+
+int store_token_put(struct store_txn *t, const uint8_t hash[32], uint64_t id)
+{
+	uint8_t v[8];
+	sh_put_be64(v, id);
+	return put_raw(t, DB_TOK, hash, 32, v, 8, 0);
+}
+
+int store_token_del(struct store_txn *t, const uint8_t hash[32])
+{
+	return del_raw(t, DB_TOK, hash, 32);
+}
+
+/* ---- feeds ---- */
+
+int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq)
+{
+	MDB_val v;
+	int r = next_pair(t, DB_FEED, device, cursor, &v);
+	if (r != 1)
+		return r;
+	if (v.mv_size != 8)
+		return -EIO;
+	*ret_log_seq = sh_get_be64(v.mv_data);
+	return 1;
+}
+
+int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
+{
+	MDB_cursor *c;
+	uint8_t kb[16];
+	uint64_t n = 0;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c);
+	if (rc)
+		return lmdb_err(rc);
+	sh_put_be64(kb, device);
+	sh_put_be64(kb + 8, cursor == UINT64_MAX ? cursor : cursor + 1);
+	MDB_val k = val_of(kb, 16), v;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size == 16 && sh_get_be64(k.mv_data) == device) {
+		n++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	*ret = n;
+	return 0;
+}
+
+int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
+		 uint64_t device)
+{
+	merge_rec_t *rec;
+	int r = store_record_get(t, a, record_id, &rec);
+	if (r < 0)
+		return r;
+	if (has_u64(rec->assigned, rec->n_assigned, device))
+		return 0;
+	bool writer = has_u64(rec->writers, rec->n_writers, device);
+	uint64_t *na = arena_alloc(a, (rec->n_assigned + 1) * sizeof(*na));
+	if (!na)
+		return -ENOMEM;
+	size_t at = 0;
+	while (at < rec->n_assigned && rec->assigned[at] < device)
+		at++;
+	if (at)
+		memcpy(na, rec->assigned, at * sizeof(*na));
+	na[at] = device;
+	if (rec->n_assigned > at)
+		memcpy(na + at + 1, rec->assigned + at, (rec->n_assigned - at) * sizeof(*na));
+	rec->assigned = na;
+	rec->n_assigned++;
+	if ((r = put_record(t, rec, false, rec->conflicts > 0)) < 0)
+		return r;
+	if (writer)
+		return 0; /* it already holds the record's history */
+	/* Give it the whole history, in log order. */
+	uint64_t cur = 0, log_seq;
+	while ((r = store_record_log_next(t, rec->seq, &cur, &log_seq)) == 1)
+		if ((r = feed_add(t, device, log_seq)) < 0)
+			return r;
+	return r;
+}
+
+int store_write(struct store *s, int (*fn)(struct store_txn *t, void *ud), void *ud)
+{
+	for (;;) {
+		struct store_txn *t;
+		int r = store_begin(s, true, &t);
+		if (r < 0)
+			return r;
+		r = fn(t, ud);
+		if (r < 0)
+			store_abort(t);
+		else
+			r = store_commit(t);
+		if (r != -ENOSPC)
+			return r;
+		if ((r = store_grow(s)) < 0)
+			return r;
+	}
+}

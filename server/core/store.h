@@ -1,0 +1,188 @@
+/* store: Shahidi's LMDB store. The key layout and the on-disk format
+ * version are written down at the top of store.c.
+ *
+ * One store per process (one MDB_env). Any number of read transactions run
+ * beside one write transaction; other processes (the CLI's export, status,
+ * backup) read and write the same directory safely. Commits are durable:
+ * when store_commit() returns 0 the data survives a power cut.
+ *
+ * Transactions must be short: never hold one across an event-loop callback.
+ * Everything a read returns is copied into the caller's arena and does not
+ * point into the map.
+ */
+#ifndef SHAHIDI_STORE_H
+#define SHAHIDI_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "merge.h"
+#include "store.pb-c.h"
+
+struct arena;
+struct hlc;
+struct form_verdict;
+
+#define STORE_FORMAT_VERSION 1u
+
+struct store;
+struct store_txn;
+
+struct store_opts {
+	size_t map_size;      /* initial map size; 0 = 256 MiB */
+	size_t max_map_size;  /* growth stops here (then -ENOSPC); 0 = 1 TiB */
+	bool read_only;       /* open for reading only (tools) */
+	uint64_t max_skew_ms; /* stamps further ahead are clamped; 0 = 1 hour */
+};
+
+/* Opens (creating it with mode 0700 when missing) the store in dir. On
+ * failure writes a message for people to err and returns a negative errno;
+ * -ENOTSUP when the directory holds a format this program does not know. */
+int store_open(const char *dir, const struct store_opts *opts, struct store **ret,
+	       char *err, size_t errlen);
+/* Closes the store. No transaction may be open. NULL is a no-op. */
+void store_close(struct store *s);
+
+/* Begins a transaction. A write transaction waits for any other writer,
+ * in this process or another. */
+int store_begin(struct store *s, bool write, struct store_txn **ret);
+/* Commits and frees the transaction, whatever the outcome. 0, -ENOSPC (map
+ * or disk full: nothing was written), -EIO. */
+int store_commit(struct store_txn *t);
+/* Aborts and frees. NULL is a no-op. */
+void store_abort(struct store_txn *t);
+
+/* After an operation failed with -ENOSPC and its transaction was aborted:
+ * doubles the map when it is what filled up. Returns 0 when the caller
+ * should retry, -ENOSPC when the map is at its cap or the disk is full. */
+int store_grow(struct store *s);
+
+struct store_info {
+	uint64_t map_size;     /* bytes */
+	uint64_t map_used;     /* bytes of the map in use */
+	uint64_t file_size;    /* bytes of data.mdb on disk */
+	uint64_t records;
+	uint64_t log_entries;
+	uint64_t open_conflicts;
+	uint64_t hlc;
+	uint8_t head_hash[32];
+};
+int store_info(struct store_txn *t, struct store_info *ret);
+
+/* The server's hybrid logical clock, as of this transaction. A write
+ * transaction saves it at commit. */
+struct hlc *store_hlc(struct store_txn *t);
+uint64_t store_max_skew_ms(const struct store *s);
+const char *store_dir(const struct store *s);
+
+/* ---- records ---- */
+
+/* The record with this id, unpacked into a. -ENOENT when absent. */
+int store_record_get(struct store_txn *t, struct arena *a, const uint8_t id[16],
+		     merge_rec_t **ret);
+/* The next record after *seq in arrival order (seq 0 = from the start);
+ * sets *seq to its key. 1 with a record, 0 at the end, or an error. */
+int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret);
+/* The next record with an open conflict after *seq. Same returns. */
+int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret);
+
+/* ---- the change log ---- */
+
+typedef Shahidi__Store__V1__LogEntry store_log_t;
+
+/* Entry seq (1, 2, ...). -ENOENT when absent. */
+int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret);
+/* Log seqs of a record's changes after *cursor (0 = first), in order. 1 with
+ * *ret_log_seq set and *cursor advanced, 0 at the end. */
+int store_record_log_next(struct store_txn *t, uint64_t record_seq, uint64_t *cursor,
+			  uint64_t *ret_log_seq);
+/* Recomputes the hash chain from entry 1. Returns 0 when intact, or the
+ * seq of the first entry whose link does not verify (> 0), or an error.
+ * progress (may be NULL) is called every 65536 entries. */
+int64_t store_verify_chain(struct store *s, void (*progress)(uint64_t done, uint64_t total, void *),
+			   void *ud);
+
+/* ---- applying changes ---- */
+
+enum store_outcome {
+	STORE_APPLIED = 1,
+	STORE_DUPLICATE = 2,
+	STORE_REJECTED = 3,
+};
+
+/* A validated change, ready to apply. Built by the sync module. */
+struct store_change {
+	uint64_t pusher;           /* device that pushed it */
+	uint64_t origin;           /* its origin device (= pusher for phones) */
+	uint64_t change_id;
+	uint64_t batch_seq;
+	const uint8_t *record_id;  /* 16 bytes, borrowed */
+	const char *form_id;       /* borrowed */
+	uint32_t form_version;
+	const uint8_t *raw;        /* the Change exactly as received, borrowed */
+	size_t raw_len;
+	uint8_t digest[32];        /* BLAKE2b-256 of raw */
+	uint64_t hlc;              /* the change's stamp (max of its writes) */
+	struct merge_write *writes; /* borrowed; stamps may be rewritten for skew */
+	size_t n_writes;
+};
+
+/* Applies one change in a write transaction: deduplicates it by (origin,
+ * change id), merges it into its record, appends it to the hash-chained
+ * log and the pull feeds of the record's other devices. *ret_stored_hlc is
+ * the stamp its writes were stored under when they were too far ahead of
+ * the server's clock, else 0. On STORE_REJECTED, *verdict says why. */
+int store_apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
+		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
+		       struct form_verdict *verdict);
+
+/* ---- batches ---- */
+
+typedef Shahidi__Store__V1__BatchMemo store_memo_t;
+int store_memo_get(struct store_txn *t, struct arena *a, uint64_t device, uint64_t batch_seq,
+		   store_memo_t **ret);
+int store_memo_put(struct store_txn *t, uint64_t device, uint64_t batch_seq,
+		   const store_memo_t *m);
+
+/* ---- devices and tokens ---- */
+
+typedef Shahidi__Store__V1__Device store_device_t;
+
+enum store_role {
+	ROLE_DEVICE = 1,
+	ROLE_COORDINATOR = 2,
+	ROLE_ADMIN = 3,
+};
+const char *store_role_name(uint32_t role);
+int store_role_parse(const char *s, uint32_t *ret);
+
+int store_device_get(struct store_txn *t, struct arena *a, uint64_t id, store_device_t **ret);
+int store_device_put(struct store_txn *t, const store_device_t *d);
+/* Devices in id order after *id (0 = first). 1, 0 at the end, or error. */
+int store_device_next(struct store_txn *t, struct arena *a, uint64_t *id, store_device_t **ret);
+/* The device a token hash belongs to (revoked ones too). -ENOENT. */
+int store_token_lookup(struct store_txn *t, const uint8_t hash[32], uint64_t *ret_id);
+int store_token_put(struct store_txn *t, const uint8_t hash[32], uint64_t id);
+int store_token_del(struct store_txn *t, const uint8_t hash[32]);
+
+/* ---- pull feeds ---- */
+
+/* The next entry of a device's feed after *cursor. 1 with *cursor advanced
+ * and *ret_log_seq set, 0 at the end. */
+int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq);
+/* Entries in a device's feed after cursor (what it has yet to pull). */
+int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret);
+/* Assigns a record to a device: it will pull the record's whole history
+ * and every later change. 0, -ENOENT (no such record). */
+int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
+		 uint64_t device);
+
+/* Runs fn in a write transaction and commits it. When the map fills up,
+ * aborts, grows the map and runs fn again from the start (so fn must be
+ * repeatable: the transaction it saw was never committed). Returns fn's
+ * error, a commit error, or -ENOSPC when the map is at its cap or the disk
+ * is full. */
+int store_write(struct store *s, int (*fn)(struct store_txn *t, void *ud), void *ud);
+
+#endif

@@ -1,0 +1,48 @@
+/* Shared helpers of the `shahidi` command-line tool. */
+#ifndef SHAHIDI_CLI_H
+#define SHAHIDI_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "form.h"
+#include "store.h"
+
+#define CLI_DEFAULT_DATA "shahidi-data"
+
+/* Exit codes: 0 done, 1 failed, 2 bad usage. */
+#define EXIT_USAGE 2
+
+struct cli_cmd {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv);
+};
+
+/* Prints "shahidi: " and the message to stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Opens the store in dir; prints why not and returns NULL on failure. */
+struct store *cli_open_store(const char *dir, bool read_only);
+/* The built-in forms plus those in extra (file or directory; may be NULL). */
+struct form_registry *cli_load_forms(const char *extra);
+/* Reads a whole file (or stdin for "-") into a malloc'd buffer. */
+int cli_read_file(const char *path, uint8_t **ret, size_t *ret_len);
+int cli_write_file(const char *path, const uint8_t *p, size_t n);
+
+/* Decodes and applies one push batch as `ingest` does, printing the
+ * results. Returns an exit code. */
+int cli_ingest_bytes(struct store *s, const struct form_registry *reg, const uint8_t *body,
+		     size_t len, bool quiet);
+/* Prints a merged record for people (conflicts_only: just its conflicts). */
+void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
+
+int cmd_demo(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_ingest(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_conflicts(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_device(int argc, char **argv);
+
+#endif

@@ -1,0 +1,140 @@
+/* shahidi: the command-line tool over the core library. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "common.h"
+
+static const struct cli_cmd commands[] = {
+	{"demo", "make a store, ingest a sample batch, print the merged record", cmd_demo},
+	{"sample", "write a sample push batch of synthetic reports to a file", cmd_sample},
+	{"ingest", "apply a push batch file to a store, as the server does", cmd_ingest},
+	{"show", "print a merged record with its field stamps", cmd_show},
+	{"conflicts", "list open conflicts", cmd_conflicts},
+	{"verify", "check the change log's hash chain", cmd_verify},
+	{"device", "enrol, list and revoke devices and their tokens", cmd_device},
+};
+
+void cli_err(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("shahidi: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+struct store *cli_open_store(const char *dir, bool read_only)
+{
+	struct store *s;
+	char err[512];
+	struct store_opts o = {.read_only = read_only};
+	if (store_open(dir, &o, &s, err, sizeof(err)) < 0) {
+		cli_err("%s", err);
+		return NULL;
+	}
+	return s;
+}
+
+struct form_registry *cli_load_forms(const char *extra)
+{
+	struct form_registry *reg;
+	char err[512];
+	if (form_registry_new(&reg) < 0) {
+		cli_err("out of memory");
+		return NULL;
+	}
+	if (form_registry_add_builtin(reg, err, sizeof(err)) < 0 ||
+	    (extra && form_registry_add_path(reg, extra, err, sizeof(err)) < 0)) {
+		cli_err("forms: %s", err);
+		form_registry_free(reg);
+		return NULL;
+	}
+	return reg;
+}
+
+int cli_read_file(const char *path, uint8_t **ret, size_t *ret_len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f)
+		return -errno;
+	uint8_t *data = NULL;
+	size_t len = 0, cap = 0;
+	int r = 0;
+	for (;;) {
+		if (cap - len < 65536) {
+			cap = cap ? cap * 2 : 65536;
+			uint8_t *p = realloc(data, cap);
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			data = p;
+		}
+		size_t n = fread(data + len, 1, cap - len, f);
+		len += n;
+		if (n == 0) {
+			if (ferror(f))
+				r = -EIO;
+			break;
+		}
+	}
+	if (f != stdin)
+		fclose(f);
+	if (r < 0) {
+		free(data);
+		return r;
+	}
+	*ret = data;
+	*ret_len = len;
+	return 0;
+}
+
+int cli_write_file(const char *path, const uint8_t *p, size_t n)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "wb") : stdout;
+	if (!f)
+		return -errno;
+	int r = fwrite(p, 1, n, f) == n ? 0 : -EIO;
+	if (f != stdout) {
+		if (fclose(f) != 0 && r == 0)
+			r = -EIO;
+	} else if (fflush(f) != 0) {
+		r = -EIO;
+	}
+	return r;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: shahidi COMMAND [OPTIONS]\n\n"
+		     "Shahidi: offline-first sync for human-rights field documentation.\n\n"
+		     "Commands:\n");
+	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options.\n"
+		     "The data directory defaults to ./%s (--data DIR).\n",
+		CLI_DEFAULT_DATA);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	cli_err("unknown command '%s'", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}
