@@ -134,21 +134,23 @@ static void set_dead_only(merge_entry_t *e, uint64_t hlc)
 	e->log_seq = 0;
 }
 
-/* A base stamp names a write its writer saw: that write is superseded. */
-static int apply_base(struct arena *a, merge_reg_t *reg, struct merge_stamp b)
+/* A base stamp names a write its writer saw: that write is superseded. The
+ * writer may name it by the stamp its device sent, before it learnt the
+ * stamp it was stored under (clock skew). */
+static int apply_base(struct arena *a, merge_reg_t *reg, struct merge_stamp b, uint64_t bound)
 {
 	size_t at;
 	merge_entry_t *e = find_entry(reg, b.device, &at);
+	if (e && e->orig_hlc && b.hlc == e->orig_hlc)
+		b.hlc = e->hlc;
+	else if (bound && b.hlc > bound)
+		return 0;
 	if (!e) {
 		if (!(e = new_entry(a, reg, b.device, at)))
 			return -ENOMEM;
 		set_dead_only(e, b.hlc);
 		return 0;
 	}
-	/* The writer may name a write by the stamp its device sent, before it
-	 * learnt the stamp it was stored under (clock skew). */
-	if (e->orig_hlc && b.hlc == e->orig_hlc)
-		b.hlc = e->hlc;
 	if (b.hlc > e->hlc) {
 		set_dead_only(e, b.hlc);
 	} else if (b.hlc == e->hlc) {
@@ -294,7 +296,7 @@ int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 		if (!reg)
 			return -ENOMEM;
 		for (size_t k = 0; k < w->n_base; k++)
-			if (apply_base(a, reg, w->base[k]) < 0)
+			if (apply_base(a, reg, w->base[k], c->max_base_hlc) < 0)
 				return -ENOMEM;
 		if (apply_write(a, reg, c->device, c->log_seq, w) < 0)
 			return -ENOMEM;

@@ -68,6 +68,11 @@ struct merge_change {
 	uint32_t form_version;
 	const struct merge_write *writes;
 	size_t n_writes;
+	/* Base stamps above this bound (the server's clock plus the allowed
+	 * skew) can only name writes that were stored under another stamp:
+	 * they are matched by the stamp as sent, or else ignored, so that a
+	 * fast clock cannot bury later writes. 0 = no bound. */
+	uint64_t max_base_hlc;
 };
 
 /* Makes an empty record in the arena. NULL when out of memory. */

@@ -81,6 +81,9 @@ struct store {
 	pthread_rwlock_t resize_lock;
 	pthread_mutex_t hlc_lock;
 	uint64_t hlc_last; /* highest HLC committed by this process */
+	/* Set when a write found the map full (as opposed to the disk):
+	 * store_grow() then knows that growing helps. */
+	_Atomic bool map_full;
 	struct store_opts opts;
 	bool read_only;
 	char dir[];
@@ -124,6 +127,14 @@ static int lmdb_err(int rc)
 	}
 }
 
+/* Write errors: as lmdb_err(), remembering a full map. */
+static int write_err(struct store_txn *t, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		t->s->map_full = true;
+	return lmdb_err(rc);
+}
+
 static MDB_val val_of(const void *p, size_t n)
 {
 	return (MDB_val){.mv_size = n, .mv_data = (void *)p};
@@ -139,13 +150,13 @@ static int put_raw(struct store_txn *t, int db, const void *key, size_t klen, co
 		   size_t vlen, unsigned flags)
 {
 	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
-	return lmdb_err(mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
+	return write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
 }
 
 static int del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 {
 	MDB_val k = val_of(key, klen);
-	int r = lmdb_err(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+	int r = write_err(t, mdb_del(t->txn, t->s->dbi[db], &k, NULL));
 	return r == -ENOENT ? 0 : r;
 }
 
@@ -155,7 +166,7 @@ static int put_pb(struct store_txn *t, int db, const void *key, size_t klen,
 {
 	MDB_val k = val_of(key, klen), d;
 	d.mv_size = protobuf_c_message_get_packed_size(m);
-	int r = lmdb_err(mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
+	int r = write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
 	protobuf_c_message_pack(m, d.mv_data);
@@ -488,19 +499,16 @@ void store_abort(struct store_txn *t)
 int store_grow(struct store *s)
 {
 	MDB_envinfo info;
-	MDB_stat st;
 	int r = 0;
 
 	pthread_rwlock_wrlock(&s->resize_lock);
 	mdb_env_info(s->env, &info);
-	mdb_env_stat(s->env, &st);
-	size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-	/* A commit may need about as many fresh pages as it dirtied; when the
-	 * map still has a quarter free, the disk is what is full. */
-	if (used < info.me_mapsize / 4 * 3 || info.me_mapsize >= s->opts.max_map_size) {
+	/* Only a full map is helped by a bigger one; a full disk is not. */
+	if (!s->map_full || info.me_mapsize >= s->opts.max_map_size) {
 		r = -ENOSPC;
 		goto out;
 	}
+	s->map_full = false;
 	size_t next = info.me_mapsize * 2;
 	if (next > s->opts.max_map_size)
 		next = s->opts.max_map_size;
@@ -630,6 +638,43 @@ int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, mer
 		return r == -ENOENT ? -EIO : r;
 	*seq = s;
 	return 1;
+}
+
+int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
+			 uint64_t *ret_records)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	crypto_generichash_state st;
+	uint64_t n = 0;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_RID], &c);
+	if (rc)
+		return lmdb_err(rc);
+	crypto_generichash_init(&st, NULL, 0, 32);
+	int r = 0;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		merge_rec_t *rec;
+		uint8_t d[32];
+		if (v.mv_size != 8) {
+			r = -EIO;
+			break;
+		}
+		if ((r = record_by_seq(t, a, sh_get_be64(v.mv_data), &rec)) < 0)
+			break;
+		merge_digest(rec, d);
+		crypto_generichash_update(&st, d, 32);
+		arena_reset(a);
+		n++;
+	}
+	mdb_cursor_close(c);
+	if (r == 0 && rc != MDB_NOTFOUND)
+		r = lmdb_err(rc);
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r;
+	crypto_generichash_final(&st, out, 32);
+	*ret_records = n;
+	return 0;
 }
 
 /* ---- log ---- */
@@ -857,6 +902,7 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		.form_version = c->form_version,
 		.writes = w,
 		.n_writes = c->n_writes,
+		.max_base_hlc = hlc_make(now_ms + t->s->opts.max_skew_ms, HLC_COUNTER_MASK),
 	};
 	if ((r = merge_apply(a, rec, &mc)) < 0)
 		return r;

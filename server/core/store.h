@@ -87,6 +87,12 @@ int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge
 /* The next record with an open conflict after *seq. Same returns. */
 int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret);
 
+/* BLAKE2b-256 over every record's merged state (merge_digest) in record id
+ * order: equal for two stores that received the same changes in any
+ * order. *ret_records is the number of records. */
+int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
+			 uint64_t *ret_records);
+
 /* ---- the change log ---- */
 
 typedef Shahidi__Store__V1__LogEntry store_log_t;

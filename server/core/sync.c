@@ -473,14 +473,17 @@ static int stored_change(struct arena *a, const store_log_t *e, struct buf *tmp,
 	return 0;
 }
 
-int sync_pull(struct store_txn *t, struct arena *a, uint64_t device, uint64_t cursor,
-	      uint32_t limit, size_t max_bytes, struct buf *out, struct sync_pull_info *ret)
+int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t limit,
+	      size_t max_bytes, struct buf *out, struct sync_pull_info *ret)
 {
 	struct sync_pull_info info = {.next_cursor = cursor};
 	struct buf item = {0}, tmp = {0};
 	uint64_t log_seq, cur = cursor;
+	struct arena *a = arena_new();
 	int r;
 
+	if (!a)
+		return -ENOMEM;
 	size_t start = out->len;
 	while ((r = store_feed_next(t, device, &cur, &log_seq)) == 1) {
 		if (info.changes >= limit || out->len - start >= max_bytes) {
@@ -522,6 +525,7 @@ int sync_pull(struct store_txn *t, struct arena *a, uint64_t device, uint64_t cu
 out:
 	buf_free(&item);
 	buf_free(&tmp);
+	arena_free(a);
 	if (r < 0)
 		out->len = start;
 	return r;

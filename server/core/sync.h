@@ -73,8 +73,8 @@ struct sync_pull_info {
 
 /* Appends to out an encoded PullResponse: the device's feed after cursor,
  * at most limit changes and about max_bytes bytes. */
-int sync_pull(struct store_txn *t, struct arena *a, uint64_t device, uint64_t cursor,
-	      uint32_t limit, size_t max_bytes, struct buf *out, struct sync_pull_info *ret);
+int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t limit,
+	      size_t max_bytes, struct buf *out, struct sync_pull_info *ret);
 
 /* Records that a device pulled up to cursor (its last_pull time and
  * cursor), in a write transaction. */

@@ -1,0 +1,458 @@
+/* The store through its real LMDB environment in a temporary directory:
+ * opening, the format check, map growth, the hash chain, deduplication,
+ * clock skew, devices and tokens, pull feeds. */
+#include <lmdb.h>
+#include <sys/stat.h>
+
+#include "auth.h"
+#include "check.h"
+#include "common.h"
+#include "hlc.h"
+#include "testutil.h"
+#include "uuid.h"
+
+static struct form_registry *FORMS;
+
+/* Opens the environment with LMDB itself, to play an attacker or an older
+ * or newer release. */
+static void raw_put(const char *dir, const char *db, const void *k, size_t klen, const void *v,
+		    size_t vlen)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+	if (v)
+		CHECK(mdb_put(txn, dbi, &key, &val, 0) == 0);
+	else
+		CHECK(mdb_del(txn, dbi, &key, NULL) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+static void test_open_creates_private_store(void)
+{
+	char dir[256], sub[300], path[400];
+	struct stat st;
+	tu_tmpdir(dir);
+	snprintf(sub, sizeof(sub), "%s/data", dir);
+	struct store *s = tu_store_open(sub, NULL);
+	CHECK(stat(sub, &st) == 0 && (st.st_mode & 0777) == 0700);
+	snprintf(path, sizeof(path), "%s/data.mdb", sub);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	store_close(s);
+	/* a directory made too open is made private again */
+	CHECK(chmod(sub, 0755) == 0);
+	s = tu_store_open(sub, NULL);
+	CHECK(stat(sub, &st) == 0 && (st.st_mode & 0777) == 0700);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+static void test_format_version_is_checked(void)
+{
+	char dir[256], err[512];
+	struct store *s;
+	tu_tmpdir(dir);
+	store_close(tu_store_open(dir, NULL));
+
+	raw_put(dir, "meta", "format", 6, "2", 1);
+	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
+	CHECK(strstr(err, "format '2'") && strstr(err, "Refusing"));
+	raw_put(dir, "meta", "format", 6, "x1", 2);
+	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
+	/* read-only tools refuse it the same way */
+	struct store_opts ro = {.read_only = true};
+	CHECK(store_open(dir, &ro, &s, err, sizeof(err)) == -ENOTSUP);
+	/* and it was never "repaired" */
+	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
+	raw_put(dir, "meta", "format", 6, "1", 1);
+	store_close(tu_store_open(dir, NULL));
+
+	/* a directory that is not a store is refused by the read-only tools */
+	char empty[256];
+	tu_tmpdir(empty);
+	CHECK(store_open(empty, &ro, &s, err, sizeof(err)) < 0);
+	tu_rmrf(empty);
+	tu_rmrf(dir);
+}
+
+static void push_reports(struct store *s, uint64_t dev, uint64_t batch, unsigned n,
+			 uint64_t first_change, int expect)
+{
+	struct arena *a = arena_new();
+	Shahidi__V1__Change **ch = arena_alloc(a, n * sizeof(*ch));
+	uint64_t hlc = tu_now_hlc();
+	for (unsigned i = 0; i < n; i++)
+		ch[i] = tu_report(a, FORMS, first_change + i, first_change + i, hlc + i);
+	struct buf body = {0};
+	tu_batch(&body, dev, batch, ch, n, CODEC_DEFLATE);
+	CHECK_EQ_INT(tu_push(s, FORMS, &body, NULL, NULL), expect);
+	buf_free(&body);
+	arena_free(a);
+}
+
+static void test_map_grows_and_stops_at_its_cap(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store_opts o = {.map_size = 1 << 20, .max_map_size = 64 << 20};
+	struct store *s = tu_store_open(dir, &o);
+	uint64_t dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	for (unsigned b = 0; b < 6; b++)
+		push_reports(s, dev, b + 1, 500, 1 + b * 500, 0);
+	struct store_txn *t;
+	struct store_info info;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_info(t, &info) == 0);
+	store_abort(t);
+	CHECK_EQ_INT(info.records, 3000);
+	CHECK(info.map_size > (1 << 20)); /* it grew, and nothing was lost */
+	store_close(s);
+
+	/* With a cap, a batch that does not fit is refused whole, the store
+	 * stays usable and holds exactly what was acknowledged. */
+	struct store_opts capped = {.map_size = 1 << 20, .max_map_size = 2 << 20};
+	char dir2[256];
+	tu_tmpdir(dir2);
+	s = tu_store_open(dir2, &capped);
+	dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	int r = 0;
+	unsigned acked = 0;
+	for (unsigned b = 0; b < 40 && r == 0; b++) {
+		struct arena *a = arena_new();
+		Shahidi__V1__Change *ch[100];
+		for (unsigned i = 0; i < 100; i++)
+			ch[i] = tu_report(a, FORMS, b * 100 + i + 1, b * 100 + i + 1, tu_now_hlc() + i);
+		struct buf body = {0};
+		tu_batch(&body, dev, b + 1, ch, 100, CODEC_DEFLATE);
+		r = tu_push(s, FORMS, &body, NULL, NULL);
+		if (r == 0)
+			acked += 100;
+		buf_free(&body);
+		arena_free(a);
+	}
+	CHECK_EQ_INT(r, -ENOSPC);
+	CHECK(acked > 0);
+	struct tu_state st;
+	tu_state(s, &st);
+	CHECK_EQ_INT(st.n_records, acked);
+	CHECK_EQ_INT(st.log_entries, acked);
+	store_close(s);
+	CHECK_EQ_INT(store_verify_chain(s = tu_store_open(dir2, &capped), NULL, NULL), 0);
+	store_close(s);
+	tu_rmrf(dir);
+	tu_rmrf(dir2);
+}
+
+static void test_hash_chain_detects_tampering(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	push_reports(s, dev, 1, 5, 1, 0);
+	CHECK_EQ_INT(store_verify_chain(s, NULL, NULL), 0);
+
+	/* Rewrite entry 3 as an insider with file access would: new content,
+	 * old hash. */
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	store_log_t *e;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_log_get(t, a, 3, &e) == 0);
+	store_abort(t);
+	e->received_ms += 1000;
+	size_t n = shahidi__store__v1__log_entry__get_packed_size(e);
+	uint8_t *p = malloc(n), key[8];
+	shahidi__store__v1__log_entry__pack(e, p);
+	store_close(s);
+	sh_put_be64(key, 3);
+	raw_put(dir, "log", key, 8, p, n);
+	s = tu_store_open(dir, NULL);
+	CHECK_EQ_INT(store_verify_chain(s, NULL, NULL), 3);
+	store_close(s);
+
+	/* Removing the newest entry is caught too (the head no longer matches). */
+	char dir2[256];
+	tu_tmpdir(dir2);
+	s = tu_store_open(dir2, NULL);
+	dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	push_reports(s, dev, 1, 4, 1, 0);
+	store_close(s);
+	sh_put_be64(key, 4);
+	raw_put(dir2, "log", key, 8, NULL, 0);
+	s = tu_store_open(dir2, NULL);
+	CHECK_EQ_INT(store_verify_chain(s, NULL, NULL), 4);
+	store_close(s);
+	free(p);
+	arena_free(a);
+	tu_rmrf(dir);
+	tu_rmrf(dir2);
+}
+
+static void test_batches_and_changes_are_deduplicated(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	Shahidi__V1__Change *ch[3];
+	uint64_t hlc = tu_now_hlc();
+	for (int i = 0; i < 3; i++)
+		ch[i] = tu_report(a, FORMS, 10 + (uint64_t)i, (uint64_t)i + 1, hlc + (uint64_t)i);
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *r1, *r2;
+	tu_batch(&body, dev, 1, ch, 3, CODEC_GZIP);
+	CHECK(tu_push(s, FORMS, &body, &r1, NULL) == 0);
+	struct tu_state before, after;
+	tu_state(s, &before);
+
+	/* The same batch five times over a dying link: the same answers,
+	 * nothing stored twice. */
+	for (int k = 0; k < 5; k++) {
+		CHECK(tu_push(s, FORMS, &body, &r2, NULL) == 0);
+		CHECK_EQ_INT(r2->n_results, 3);
+		for (int i = 0; i < 3; i++) {
+			CHECK_EQ_INT(r2->results[i]->status, r1->results[i]->status);
+			CHECK_EQ_INT(r2->results[i]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+		}
+		shahidi__v1__push_response__free_unpacked(r2, NULL);
+	}
+	tu_state(s, &after);
+	CHECK(tu_state_eq(&before, &after));
+
+	/* The same batch number with other content: refused, nothing changed. */
+	tu_batch(&body, dev, 1, ch, 2, CODEC_GZIP);
+	CHECK_EQ_INT(tu_push(s, FORMS, &body, NULL, NULL), -EEXIST);
+	tu_state(s, &after);
+	CHECK(tu_state_eq(&before, &after));
+
+	/* A change sent again in a new batch: "already had it". */
+	tu_batch(&body, dev, 2, ch + 1, 1, CODEC_IDENTITY);
+	CHECK(tu_push(s, FORMS, &body, &r2, NULL) == 0);
+	CHECK_EQ_INT(r2->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__DUPLICATE);
+	shahidi__v1__push_response__free_unpacked(r2, NULL);
+	tu_state(s, &after);
+	CHECK_EQ_INT(after.log_entries, before.log_entries);
+
+	/* A change id reused for other content is refused. */
+	Shahidi__V1__Change *other = tu_report(a, FORMS, 99, 2, hlc + 50);
+	tu_batch(&body, dev, 3, &other, 1, CODEC_IDENTITY);
+	CHECK(tu_push(s, FORMS, &body, &r2, NULL) == 0);
+	CHECK_EQ_INT(r2->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__REJECTED);
+	CHECK_EQ_STR(r2->results[0]->code, "change_id_reused");
+	shahidi__v1__push_response__free_unpacked(r2, NULL);
+	tu_state(s, &after);
+	CHECK_EQ_INT(after.log_entries, before.log_entries);
+	CHECK(!memcmp(after.records, before.records, 32));
+
+	shahidi__v1__push_response__free_unpacked(r1, NULL);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+static void test_clock_ahead_is_brought_back(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store_opts o = {.max_skew_ms = 60000};
+	struct store *s = tu_store_open(dir, &o);
+	uint64_t a_dev = tu_enrol(s, "fast phone", "047", ROLE_DEVICE, NULL);
+	uint64_t b_dev = tu_enrol(s, "good phone", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t now = tu_now_hlc();
+	uint64_t future = hlc_make(hlc_ms(now) + 3ull * 86400000, 0); /* 3 days ahead */
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 1, 1, future);
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_batch(&body, a_dev, 1, &c, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
+	uint64_t stored = resp->results[0]->stored_hlc;
+	CHECK(stored != 0);
+	CHECK(hlc_ms(stored) <= sh_now_ms() + 1000);
+	CHECK(resp->server_hlc > stored);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+
+	/* Another phone, with a right clock, edits the risk level later: its
+	 * edit wins, although the fast phone's stamp was "newer". */
+	uint64_t seen[2] = {stored, a_dev};
+	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, tu_now_hlc() + 10);
+	tu_set(a, e, 140, tu_choice(a, "urgent"), 1, seen);
+	tu_batch(&body, b_dev, 1, &e, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
+	CHECK_EQ_INT(resp->results[0]->stored_hlc, 0);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+
+	/* The fast phone edits again before it heard back, naming its own
+	 * stamp as it knew it: that still supersedes what was stored. */
+	uint64_t own[2] = {future, a_dev};
+	Shahidi__V1__Change *e2 = tu_change(a, c->record_id.data, 2, future + 5);
+	tu_set(a, e2, 142, tu_text(a, "Wanjiru"), 1, own);
+	tu_batch(&body, a_dev, 2, &e2, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
+	CHECK(resp->results[0]->stored_hlc != 0);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+
+	struct store_txn *t;
+	merge_rec_t *rec;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, a, c->record_id.data, &rec) == 0);
+	const merge_entry_t *risk = merge_current(merge_register(rec, 140));
+	CHECK(risk && risk->device == b_dev);
+	CHECK_EQ_INT(merge_live_count(merge_register(rec, 142)), 1);
+	CHECK_EQ_INT(rec->conflicts, 0);
+	/* the original stamp stays in the log */
+	store_log_t *le;
+	CHECK(store_log_get(t, a, 1, &le) == 0);
+	Shahidi__V1__Change *orig = shahidi__v1__change__unpack(NULL, le->change.len, le->change.data);
+	CHECK(orig && orig->hlc == future && le->stored_hlc == stored);
+	shahidi__v1__change__free_unpacked(orig, NULL);
+	store_abort(t);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+static void test_tokens_and_revocation(void)
+{
+	char dir[256], tok[AUTH_TOKEN_LEN + 1];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t id = tu_enrol(s, "phone", "012", ROLE_DEVICE, tok);
+	CHECK(strlen(tok) == AUTH_TOKEN_LEN && !strncmp(tok, "shd_", 4));
+	struct arena *a = arena_new();
+	struct store_txn *t;
+	store_device_t *d;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(auth_check(t, a, tok, strlen(tok), &d) == 0 && d->id == id);
+	CHECK_EQ_STR(d->county, "012");
+	/* only the hash is stored */
+	CHECK(d->token_hash.len == 32 && memcmp(d->token_hash.data, tok + 4, 32));
+	char wrong[AUTH_TOKEN_LEN + 1];
+	memcpy(wrong, tok, sizeof(wrong));
+	wrong[10] ^= 1;
+	CHECK_EQ_INT(auth_check(t, a, wrong, strlen(wrong), &d), -EACCES);
+	CHECK_EQ_INT(auth_check(t, a, "", 0, &d), -EACCES);
+	CHECK_EQ_INT(auth_check(t, a, tok, strlen(tok) - 1, &d), -EACCES);
+	store_abort(t);
+
+	struct store_txn *w;
+	CHECK(store_begin(s, true, &w) == 0);
+	CHECK(auth_revoke(w, id, sh_now_ms()) == 0);
+	CHECK_EQ_INT(auth_revoke(w, 12345, sh_now_ms()), -ENOENT);
+	CHECK(store_commit(w) == 0);
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK_EQ_INT(auth_check(t, a, tok, strlen(tok), &d), -EACCES);
+	CHECK(store_device_get(t, a, id, &d) == 0 && d->revoked);
+	store_abort(t);
+
+	/* enrolment refuses bad arguments */
+	struct auth_enrol bad[] = {
+		{"", "047", ROLE_DEVICE}, {"x", "048", ROLE_DEVICE}, {"x", "47", ROLE_DEVICE},
+		{"x", NULL, ROLE_DEVICE}, {"x", "001", 9},
+	};
+	for (size_t i = 0; i < SH_ARRAY_SIZE(bad); i++) {
+		char err[128] = "";
+		uint64_t nid;
+		CHECK(store_begin(s, true, &w) == 0);
+		CHECK_EQ_INT(auth_enrol(w, &bad[i], 0, &nid, tok, err, sizeof(err)), -EINVAL);
+		CHECK(err[0]);
+		store_abort(w);
+	}
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+static void test_pull_feeds(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
+	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	uint64_t pc = tu_enrol(s, "C", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 5, 1, hlc);
+	struct buf body = {0};
+	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	uint64_t seen[2] = {hlc, pa};
+	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, hlc + 100);
+	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
+	tu_batch(&body, pb, 1, &e, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+
+	struct store_txn *t;
+	struct buf out = {0};
+	struct sync_pull_info info;
+	CHECK(store_begin(s, false, &t) == 0);
+	/* A gets B's edit of its record; B gets nothing back (A's create is
+	 * not B's: B never wrote or was assigned the record before it edited;
+	 * after the edit, A's later changes would reach it). C gets nothing. */
+	CHECK(sync_pull(t, pa, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 1);
+	Shahidi__V1__PullResponse *pr = shahidi__v1__pull_response__unpack(NULL, out.len, out.data);
+	CHECK(pr && pr->n_changes == 1 && pr->changes[0]->device == pb);
+	CHECK(pr->changes[0]->change && pr->changes[0]->change->n_fields == 1);
+	CHECK_EQ_INT(pr->next_cursor, info.next_cursor);
+	CHECK(!pr->more);
+	shahidi__v1__pull_response__free_unpacked(pr, NULL);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pa, info.next_cursor, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 0);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pb, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 0);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pc, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 0);
+	store_abort(t);
+
+	/* A coordinator assigns the record to C: C pulls its whole history. */
+	struct store_txn *w;
+	CHECK(store_begin(s, true, &w) == 0);
+	CHECK(store_assign(w, a, c->record_id.data, pc) == 0);
+	CHECK(store_commit(w) == 0);
+	CHECK(store_begin(s, false, &t) == 0);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pc, 0, 1, 1 << 20, &out, &info) == 0);
+	CHECK(info.changes == 1 && info.more); /* paged */
+	buf_reset(&out);
+	CHECK(sync_pull(t, pc, info.next_cursor, 10, 1 << 20, &out, &info) == 0);
+	CHECK(info.changes == 1 && !info.more);
+	uint64_t waiting;
+	CHECK(store_feed_count(t, pc, 0, &waiting) == 0 && waiting == 2);
+	store_abort(t);
+	buf_free(&out);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+int main(void)
+{
+	FORMS = tu_forms(false);
+	RUN(test_open_creates_private_store);
+	RUN(test_format_version_is_checked);
+	RUN(test_map_grows_and_stops_at_its_cap);
+	RUN(test_hash_chain_detects_tampering);
+	RUN(test_batches_and_changes_are_deduplicated);
+	RUN(test_clock_ahead_is_brought_back);
+	RUN(test_tokens_and_revocation);
+	RUN(test_pull_feeds);
+	form_registry_free(FORMS);
+	return 0;
+}

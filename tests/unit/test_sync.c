@@ -1,0 +1,296 @@
+/* Bad input through the real decode and apply path: each refusal, what it
+ * looks like, and that it changes nothing that was stored. */
+#include "check.h"
+#include "common.h"
+#include "hlc.h"
+#include "testutil.h"
+
+static struct form_registry *FORMS, *FORMS_V2;
+static struct store *S;
+static uint64_t DEV, DEV2;
+static uint64_t batch_seq;
+static char DIR_[256];
+
+/* A batch-level refusal: sync_decode fails with err and code, and the
+ * store is unchanged. */
+static void refused(const struct buf *body, int err, const char *code)
+{
+	struct tu_state before, after;
+	struct form_verdict v;
+	tu_state(S, &before);
+	CHECK_EQ_INT(tu_push(S, FORMS, body, NULL, &v), err);
+	if (code)
+		CHECK_EQ_STR(v.code, code);
+	CHECK(v.reason[0]);
+	tu_state(S, &after);
+	CHECK(tu_state_eq(&before, &after));
+}
+
+/* A change-level refusal: the batch goes through, the change is rejected
+ * with code, nothing of it is stored. */
+static void rejected(Shahidi__V1__Change *c, const char *code)
+{
+	struct tu_state before, after;
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_state(S, &before);
+	tu_batch(&body, DEV, ++batch_seq, &c, 1, CODEC_DEFLATE);
+	CHECK_EQ_INT(tu_push(S, FORMS, &body, &resp, NULL), 0);
+	CHECK_EQ_INT(resp->n_results, 1);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__REJECTED);
+	if (strcmp(resp->results[0]->code, code))
+		fprintf(stderr, "got %s: %s\n", resp->results[0]->code, resp->results[0]->reason);
+	CHECK_EQ_STR(resp->results[0]->code, code);
+	CHECK(strlen(resp->results[0]->reason) > 10);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	tu_state(S, &after);
+	CHECK(tu_state_eq(&before, &after));
+	buf_free(&body);
+}
+
+static void test_undecodable_batches(void)
+{
+	struct arena *a = arena_new();
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 1, 1, tu_now_hlc());
+	struct buf good = {0}, body = {0};
+	tu_batch(&good, DEV, 1, &c, 1, CODEC_DEFLATE);
+
+	/* truncated compressed data */
+	buf_append(&body, good.data, good.len / 2);
+	refused(&body, -EPROTO, "bad_compression");
+	/* garbage that is neither compressed nor protobuf */
+	buf_reset(&body);
+	for (int i = 0; i < 200; i++)
+		buf_putc(&body, (char)(0xff - i));
+	refused(&body, -EPROTO, "malformed_batch");
+	/* a protobuf batch cut in the middle of a change */
+	tu_batch(&good, DEV, 1, &c, 1, CODEC_IDENTITY);
+	buf_reset(&body);
+	buf_append(&body, good.data, good.len - 7);
+	refused(&body, -EPROTO, "malformed_batch");
+	/* no device, no batch number */
+	tu_batch(&body, 0, 1, &c, 1, CODEC_DEFLATE);
+	refused(&body, -EINVAL, "bad_batch");
+	tu_batch(&body, DEV, 0, &c, 1, CODEC_DEFLATE);
+	refused(&body, -EINVAL, "bad_batch");
+	buf_free(&good);
+	buf_free(&body);
+	arena_free(a);
+}
+
+static void test_limits(void)
+{
+	/* A batch that inflates past the limit is refused before its memory
+	 * is spent. 40 MiB of zeros compress to ~40 KiB. */
+	struct buf zeros = {0}, body = {0};
+	CHECK(buf_reserve(&zeros, 40u << 20) == 0);
+	memset(zeros.data, 0, 40u << 20);
+	zeros.len = 40u << 20;
+	CHECK(codec_deflate(zeros.data, zeros.len, CODEC_GZIP, 9, &body) == 0);
+	CHECK(body.len < 100000);
+	refused(&body, -EMSGSIZE, "body_too_large");
+	buf_free(&zeros);
+
+	/* More changes than allowed in one batch. */
+	struct arena *a = arena_new();
+	size_t n = 5001;
+	Shahidi__V1__Change **ch = arena_alloc(a, n * sizeof(*ch));
+	Shahidi__V1__Change *one = tu_change(a, (const uint8_t *)"0123456789abcdef", 1, 1);
+	tu_set(a, one, 142, tu_text(a, "x"), 0, NULL);
+	for (size_t i = 0; i < n; i++)
+		ch[i] = one;
+	tu_batch(&body, DEV, 1, ch, n, CODEC_DEFLATE);
+	refused(&body, -EMSGSIZE, "too_many_changes");
+	buf_free(&body);
+	arena_free(a);
+}
+
+static uint8_t rid_n;
+
+/* A change to an existing record: the report of seed 1 (made in main). */
+static Shahidi__V1__Change *edit_of(struct arena *a, const Shahidi__V1__Change *of)
+{
+	return tu_change(a, of->record_id.data, 1000 + ++rid_n, tu_now_hlc());
+}
+
+static void test_bad_changes(void)
+{
+	struct arena *a = arena_new();
+	Shahidi__V1__Change *base = tu_report(a, FORMS, 1, 1, tu_now_hlc());
+	struct buf body = {0};
+	tu_batch(&body, DEV, ++batch_seq, &base, 1, CODEC_DEFLATE);
+	CHECK(tu_push(S, FORMS, &body, NULL, NULL) == 0);
+	Shahidi__V1__Change *c;
+
+	c = tu_report(a, FORMS, 2, 2, tu_now_hlc());
+	c->form_id = "medical_intake";
+	rejected(c, "unknown_form");
+	c = tu_report(a, FORMS, 2, 2, tu_now_hlc());
+	c->form_version = 7;
+	rejected(c, "unknown_form_version");
+
+	c = edit_of(a, base);
+	tu_set(a, c, 53, tu_text(a, "047"), 0, NULL); /* county is a choice */
+	rejected(c, "wrong_type");
+	c = edit_of(a, base);
+	tu_set(a, c, 53, tu_choice(a, "048"), 0, NULL);
+	rejected(c, "choice_not_in_vocabulary");
+	char *long_text = arena_alloc(a, 8002);
+	memset(long_text, 'a', 8001);
+	long_text[8001] = 0;
+	c = edit_of(a, base);
+	tu_set(a, c, 62, tu_text(a, long_text), 0, NULL); /* narrative: at most 8000 */
+	rejected(c, "text_too_long");
+	c = edit_of(a, base);
+	tu_set(a, c, 50, tu_date(a, "2099-01-01"), 0, NULL);
+	rejected(c, "future_date");
+	c = edit_of(a, base);
+	tu_set(a, c, 50, tu_date(a, "2024-02-30"), 0, NULL);
+	rejected(c, "bad_date");
+	c = edit_of(a, base);
+	tu_set(a, c, 35, tu_int(a, 121), 0, NULL);
+	rejected(c, "out_of_range");
+
+	c = edit_of(a, base);
+	c->record_id.len = 15;
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "bad_record_id");
+	c = edit_of(a, base);
+	c->record_id.data = arena_zalloc(a, 16); /* the nil UUID */
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "bad_record_id");
+
+	c = edit_of(a, base);
+	rejected(c, "empty_change");
+	c = edit_of(a, base);
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	tu_set(a, c, 142, tu_text(a, "y"), 0, NULL);
+	rejected(c, "duplicate_field");
+	c = edit_of(a, base);
+	tu_set(a, c, 30, NULL, 0, NULL); /* survivor code is required */
+	rejected(c, "required_cleared");
+	c = tu_report(a, FORMS, 3, 3, tu_now_hlc());
+	c->fields[1] = c->fields[0]; /* drop consent_given_by (field 10) */
+	c->fields[0] = c->fields[--c->n_fields];
+	rejected(c, "required_missing");
+	c = edit_of(a, base);
+	c->hlc = 0;
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "bad_stamp");
+	c = edit_of(a, base);
+	c->origin = DEV2;
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "origin_not_allowed");
+	c = edit_of(a, base);
+	c->change_id = 0;
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "bad_change_id");
+	/* a field 75 exists only in v2: a v1 change with a v2 choice code */
+	c = edit_of(a, base);
+	Shahidi__V1__Value *v = tu_choice(a, "forced_eviction");
+	Shahidi__V1__Choices *ch = arena_zalloc(a, sizeof(*ch));
+	shahidi__v1__choices__init(ch);
+	char *codes[] = {"forced_eviction"};
+	ch->codes = codes;
+	ch->n_codes = 1;
+	v->kind_case = SHAHIDI__V1__VALUE__KIND_CHOICES;
+	v->choices = ch;
+	tu_set(a, c, 59, v, 0, NULL);
+	rejected(c, "choice_not_in_vocabulary");
+	buf_free(&body);
+	arena_free(a);
+}
+
+static void test_mixed_batch_applies_the_good_ones(void)
+{
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *ch[3];
+	ch[0] = tu_report(a, FORMS, 20, 20, hlc);
+	ch[1] = tu_report(a, FORMS, 21, 21, hlc + 1);
+	ch[1]->fields[0]->value = tu_choice(a, "lost"); /* status: not a status */
+	ch[2] = tu_report(a, FORMS, 22, 22, hlc + 2);
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	struct tu_state before, after;
+	tu_state(S, &before);
+	tu_batch(&body, DEV, ++batch_seq, ch, 3, CODEC_DEFLATE);
+	CHECK(tu_push(S, FORMS, &body, &resp, NULL) == 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	CHECK_EQ_INT(resp->results[1]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__REJECTED);
+	CHECK_EQ_STR(resp->results[1]->code, "choice_not_in_vocabulary");
+	CHECK(strstr(resp->results[1]->reason, "status"));
+	CHECK_EQ_INT(resp->results[2]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	tu_state(S, &after);
+	CHECK_EQ_INT(after.n_records, before.n_records + 2);
+	CHECK_EQ_INT(after.log_entries, before.log_entries + 2);
+
+	/* The device's state says what was refused, for its coordinator. */
+	struct store_txn *t;
+	store_device_t *d;
+	CHECK(store_begin(S, false, &t) == 0);
+	CHECK(store_device_get(t, a, DEV, &d) == 0);
+	CHECK(d->rejected >= 1 && strstr(d->last_reject, "choice_not_in_vocabulary"));
+	store_abort(t);
+	buf_free(&body);
+	arena_free(a);
+}
+
+static void test_form_versions_and_unknown_fields(void)
+{
+	struct arena *a = arena_new();
+	/* A newer app's field (999) on a v1 record is kept and passed on. */
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 30, 30, tu_now_hlc());
+	tu_set(a, c, 999, tu_text(a, "from a newer app"), 0, NULL);
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_batch(&body, DEV, ++batch_seq, &c, 1, CODEC_DEFLATE);
+	CHECK(tu_push(S, FORMS, &body, &resp, NULL) == 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+
+	/* v2 is loaded: a v2 report with field 75 and a v2-only code, beside
+	 * the v1 records. */
+	Shahidi__V1__Change *c2 = tu_report(a, FORMS, 31, 31, tu_now_hlc());
+	c2->form_version = 2;
+	tu_set(a, c2, 75, tu_text(a, "AK-47"), 0, NULL);
+	tu_batch(&body, DEV, ++batch_seq, &c2, 1, CODEC_DEFLATE);
+	CHECK(tu_push(S, FORMS_V2, &body, &resp, NULL) == 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+
+	struct store_txn *t;
+	merge_rec_t *rec;
+	CHECK(store_begin(S, false, &t) == 0);
+	CHECK(store_record_get(t, a, c->record_id.data, &rec) == 0);
+	const merge_entry_t *e = merge_current(merge_register(rec, 999));
+	CHECK(e && e->value.len > 10);
+	CHECK_EQ_INT(rec->form_version, 1);
+	CHECK(store_record_get(t, a, c2->record_id.data, &rec) == 0);
+	CHECK_EQ_INT(rec->form_version, 2);
+	CHECK(merge_current(merge_register(rec, 75)));
+	store_abort(t);
+	buf_free(&body);
+	arena_free(a);
+}
+
+int main(void)
+{
+	FORMS = tu_forms(false);
+	FORMS_V2 = tu_forms(true);
+	tu_tmpdir(DIR_);
+	S = tu_store_open(DIR_, NULL);
+	DEV = tu_enrol(S, "phone", "047", ROLE_DEVICE, NULL);
+	DEV2 = tu_enrol(S, "other phone", "001", ROLE_DEVICE, NULL);
+	RUN(test_undecodable_batches);
+	RUN(test_limits);
+	RUN(test_bad_changes);
+	RUN(test_mixed_batch_applies_the_good_ones);
+	RUN(test_form_versions_and_unknown_fields);
+	store_close(S);
+	tu_rmrf(DIR_);
+	form_registry_free(FORMS);
+	form_registry_free(FORMS_V2);
+	return 0;
+}
