@@ -34,6 +34,14 @@ int cli_write_file(const char *path, const uint8_t *p, size_t n);
  * results. Returns an exit code. */
 int cli_ingest_bytes(struct store *s, const struct form_registry *reg, const uint8_t *body,
 		     size_t len, bool quiet);
+/* Prints each change's result of an encoded PushResponse, then a summary
+ * (quiet: only rejections and the summary). 0 or -EPROTO. */
+int cli_print_push_response(const uint8_t *p, size_t n, bool quiet);
+/* The token from --token, --token-file or $SHAHIDI_TOKEN (in that order),
+ * or NULL after printing why not. Prefer the file or the variable: command
+ * lines are visible to other users in ps. */
+const char *cli_token(const char *arg, const char *file);
+
 /* Prints a merged record for people (conflicts_only: just its conflicts). */
 void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
 
@@ -44,5 +52,7 @@ int cmd_show(int argc, char **argv);
 int cmd_conflicts(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_device(int argc, char **argv);
+int cmd_push(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 #endif

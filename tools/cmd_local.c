@@ -203,7 +203,7 @@ static const char *status_name(int s)
 	}
 }
 
-static int print_response(const uint8_t *p, size_t n, bool quiet)
+int cli_print_push_response(const uint8_t *p, size_t n, bool quiet)
 {
 	Shahidi__V1__PushResponse *resp = shahidi__v1__push_response__unpack(NULL, n, p);
 	if (!resp)
@@ -261,7 +261,7 @@ int cli_ingest_bytes(struct store *s, const struct form_registry *reg, const uin
 	} else {
 		if (ctx.res.replay)
 			printf("batch received before: same answer as then, nothing changed\n");
-		print_response(ctx.res.response, ctx.res.response_len, quiet);
+		cli_print_push_response(ctx.res.response, ctx.res.response_len, quiet);
 		rc = 0;
 	}
 	sync_batch_free(ctx.batch);
@@ -540,7 +540,9 @@ int cmd_verify(int argc, char **argv)
 			       "Walks the change log and recomputes its hash chain: every entry's\n"
 			       "hash covers the previous one, so any later change, removal or\n"
 			       "reordering of the history breaks a link. Prints the first broken\n"
-			       "link and exits 1, or exits 0 when the chain is intact.\n");
+			       "link and exits 1, or exits 0 when the chain is intact. Also prints\n"
+			       "a digest of all merged records: two stores that received the same\n"
+			       "changes, in any order, print the same one.\n");
 			return 0;
 		default:
 			return EXIT_USAGE;
@@ -551,10 +553,15 @@ int cmd_verify(int argc, char **argv)
 		return 1;
 	struct store_txn *t;
 	struct store_info info = {0};
-	if (store_begin(s, false, &t) == 0) {
+	uint8_t records[32] = {0};
+	uint64_t n_records = 0;
+	struct arena *a = arena_new();
+	if (a && store_begin(s, false, &t) == 0) {
 		store_info(t, &info);
+		store_records_digest(t, a, records, &n_records);
 		store_abort(t);
 	}
+	arena_free(a);
 	int64_t r = store_verify_chain(s, isatty(2) ? verify_progress : NULL, NULL);
 	if (isatty(2))
 		fputc('\n', stderr);
@@ -569,8 +576,11 @@ int cmd_verify(int argc, char **argv)
 		       r);
 		return 1;
 	}
-	char head[65];
+	char head[65], rd[65];
 	sh_hex(info.head_hash, 32, head);
-	printf("ok: %" PRIu64 " log entries, hash chain intact, head %s\n", info.log_entries, head);
+	sh_hex(records, 32, rd);
+	printf("ok: %" PRIu64 " log entries, hash chain intact, head %s\n"
+	       "records: %" PRIu64 ", digest %s\n",
+	       info.log_entries, head, n_records, rd);
 	return 0;
 }

@@ -16,6 +16,8 @@ static const struct cli_cmd commands[] = {
 	{"conflicts", "list open conflicts", cmd_conflicts},
 	{"verify", "check the change log's hash chain", cmd_verify},
 	{"device", "enrol, list and revoke devices and their tokens", cmd_device},
+	{"push", "send push batch files to a server (the reference client)", cmd_push},
+	{"pull", "fetch a device's changes from a server", cmd_pull},
 };
 
 void cli_err(const char *fmt, ...)

@@ -1,0 +1,917 @@
+#include "http.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "common.h"
+#include "render.h"
+#include "server.h"
+
+#define READ_CHUNK (64 * 1024)
+#define WRITE_QUEUE_CAP (1024 * 1024) /* stop parsing while more is unsent */
+
+enum conn_state {
+	CS_IDLE,    /* keep-alive, waiting for a request */
+	CS_HEADERS, /* reading request line and headers */
+	CS_BODY,    /* reading the body */
+	CS_BUSY,    /* request being handled; not reading */
+};
+
+enum hdr {
+	H_OTHER,
+	H_AUTHORIZATION,
+	H_CONTENT_ENCODING,
+	H_ACCEPT_ENCODING,
+	H_EXPECT,
+};
+
+struct http_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	struct server *srv;
+	llhttp_t parser;
+	enum conn_state state;
+	int refs;            /* the connection itself + async work in flight */
+	int open_handles;    /* tcp and timer until their close callbacks */
+	bool closing;
+	bool reading;
+	bool in_parser;      /* inside llhttp_execute: do not re-enter it */
+	bool responded;
+	bool close_after;    /* close once the response is written */
+	bool peer_eof;
+	bool paused_by_server; /* backpressure */
+	bool expect_continue;
+	int error_status;    /* set by a parser callback that refused */
+	struct http_request req;
+	struct buf url;
+	char hname[32];
+	size_t hname_len;
+	enum hdr hcur;
+	struct buf hval;
+	size_t header_bytes;
+	struct buf body;
+	struct buf pending;  /* bytes read and not parsed yet */
+	char extra[256];     /* extra response header lines */
+	size_t extra_len;
+	size_t inflight;     /* bytes counted against max_inflight */
+	uint64_t t0;         /* request start, monotonic ns */
+	size_t bytes_in;
+	struct http_conn *prev, *next;
+};
+
+struct write_req {
+	uv_write_t req;
+	struct http_conn *c;
+	struct buf data;
+};
+
+struct http_server {
+	uv_tcp_t listener;
+	bool listening;
+	struct http_conn *conns; /* every open connection */
+	unsigned n_conns;
+	size_t inflight;         /* request body bytes held */
+	bool paused;             /* reading paused for backpressure */
+	llhttp_settings_t settings;
+	char buf[READ_CHUNK];    /* shared read buffer: parsing is synchronous */
+};
+
+static void process(struct http_conn *c);
+static void conn_close(struct http_conn *c);
+static void update_reading(struct http_conn *c);
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 507: return "Insufficient Storage";
+	default: return "Status";
+	}
+}
+
+/* ---- connection life ---- */
+
+static void conn_free(struct http_conn *c)
+{
+	buf_free(&c->url);
+	buf_free(&c->hval);
+	buf_free(&c->body);
+	buf_free(&c->pending);
+	free(c);
+}
+
+static void release_inflight(struct http_conn *c)
+{
+	struct http_server *h = c->srv->http;
+	h->inflight -= c->inflight;
+	c->inflight = 0;
+}
+
+static void on_handle_closed(uv_handle_t *hd)
+{
+	struct http_conn *c = hd->data;
+	if (--c->open_handles == 0 && c->refs == 0)
+		conn_free(c);
+}
+
+void http_conn_ref(struct http_conn *c)
+{
+	c->refs++;
+}
+
+void http_conn_unref(struct http_conn *c)
+{
+	if (--c->refs == 0 && c->open_handles == 0)
+		conn_free(c);
+}
+
+struct http_request *http_conn_request(struct http_conn *c)
+{
+	return &c->req;
+}
+
+struct server *http_conn_server(struct http_conn *c)
+{
+	return c->srv;
+}
+
+bool http_responded(struct http_conn *c)
+{
+	return c->responded;
+}
+
+static void resume_paused(struct server *srv);
+
+static void conn_close(struct http_conn *c)
+{
+	if (c->closing)
+		return;
+	struct server *srv = c->srv;
+	struct http_server *h = srv->http;
+	c->closing = true;
+	release_inflight(c);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	h->n_conns--;
+	srv->stats.conns_open = h->n_conns;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	uv_timer_stop(&c->timer);
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+	http_conn_unref(c); /* the connection's own reference */
+	resume_paused(srv);
+}
+
+/* ---- backpressure ---- */
+
+static bool overloaded(struct server *srv)
+{
+	return srv->http->inflight >= srv->cfg.max_inflight ||
+	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
+}
+
+static void resume_paused(struct server *srv)
+{
+	struct http_server *h = srv->http;
+	if (!h || !h->paused || overloaded(srv))
+		return;
+	h->paused = false;
+	for (struct http_conn *c = h->conns; c; c = c->next)
+		if (c->paused_by_server) {
+			c->paused_by_server = false;
+			update_reading(c);
+		}
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(struct http_conn *c, unsigned ms)
+{
+	uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* ---- responses ---- */
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct write_req *wr = (struct write_req *)w;
+	struct http_conn *c = wr->c;
+	(void)status; /* on error (and UV_ECANCELED) the connection is closing anyway */
+	buf_free(&wr->data);
+	free(wr);
+	if (!c->closing && c->close_after && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+		conn_close(c);
+	else if (!c->closing)
+		process(c); /* the write queue drained: parse what waits */
+	http_conn_unref(c);
+}
+
+static void log_request(struct http_conn *c, int status, size_t out)
+{
+	struct server *srv = c->srv;
+	const struct http_request *r = &c->req;
+	int cls = status / 100;
+	srv->stats.requests[r->route_id & 7][cls >= 1 && cls <= 5 ? cls : 0]++;
+	if (srv->cfg.quiet)
+		return;
+	char when[32], dev[17] = "-";
+	render_time_ms(sh_now_ms(), when);
+	if (r->device)
+		sh_device_fmt(r->device, dev);
+	double ms = (double)(sh_mono_ns() - c->t0) / 1e6;
+	/* Never the token, the query string or any report content. */
+	fprintf(stderr,
+		"%s method=%s route=%s status=%d in=%zu out=%zu ms=%.1f device=%s changes=%" PRIu32
+		"\n",
+		when, r->method_name ? r->method_name : "-", r->route ? r->route : "-", status,
+		c->bytes_in, out, ms, dev, r->changes);
+}
+
+void http_add_header(struct http_conn *c, const char *line)
+{
+	size_t n = strlen(line);
+	if (c->extra_len + n + 2 < sizeof(c->extra)) {
+		memcpy(c->extra + c->extra_len, line, n);
+		memcpy(c->extra + c->extra_len + n, "\r\n", 2);
+		c->extra_len += n + 2;
+	}
+}
+
+void http_respond(struct http_conn *c, int status, const char *content_type,
+		  const uint8_t *body, size_t len)
+{
+	if (c->responded)
+		return;
+	c->responded = true;
+	struct server *srv = c->srv;
+	release_inflight(c);
+	resume_paused(srv);
+	if (c->closing)
+		return;
+
+	bool keep = !c->close_after && !c->peer_eof && !srv->stopping && status < 500 &&
+		    status != 400 && status != 408 && status != 413 && status != 431 &&
+		    llhttp_should_keep_alive(&c->parser);
+	if (!keep)
+		c->close_after = true;
+
+	struct write_req *wr = calloc(1, sizeof(*wr));
+	if (!wr) {
+		conn_close(c);
+		return;
+	}
+	wr->c = c;
+	const char *enc = NULL;
+	struct buf packed = {0};
+	if (content_type && !strcmp(content_type, "application/x-protobuf") && len > 64 &&
+	    (c->req.accept_deflate || c->req.accept_gzip)) {
+		enum codec_enc e = c->req.accept_gzip ? CODEC_GZIP : CODEC_DEFLATE;
+		if (codec_deflate(body, len, e, 6, &packed) == 0 && packed.len < len) {
+			enc = e == CODEC_GZIP ? "gzip" : "deflate";
+			body = packed.data;
+			len = packed.len;
+		}
+	}
+	int r = buf_printf(&wr->data,
+			   "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: %s\r\n"
+			   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+			   status, status_text(status), len, keep ? "keep-alive" : "close");
+	if (r == 0 && content_type)
+		r = buf_printf(&wr->data, "Content-Type: %s\r\n", content_type);
+	if (r == 0 && enc)
+		r = buf_printf(&wr->data, "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n", enc);
+	if (r == 0)
+		r = buf_append(&wr->data, c->extra, c->extra_len);
+	if (r == 0)
+		r = buf_append(&wr->data, "\r\n", 2);
+	if (r == 0 && c->req.method != HTTP_HEAD)
+		r = buf_append(&wr->data, body, len);
+	buf_free(&packed);
+	log_request(c, status, len);
+	if (r < 0) {
+		buf_free(&wr->data);
+		free(wr);
+		conn_close(c);
+		return;
+	}
+	uv_buf_t b = uv_buf_init((char *)wr->data.data, (unsigned)wr->data.len);
+	http_conn_ref(c);
+	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+		buf_free(&wr->data);
+		free(wr);
+		http_conn_unref(c);
+		conn_close(c);
+		return;
+	}
+	c->extra_len = 0;
+	if (c->close_after) {
+		/* Nothing more is read; the write callback closes. */
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+		arm(c, srv->cfg.write_timeout_ms);
+		return;
+	}
+	c->state = CS_IDLE;
+	arm(c, srv->cfg.idle_timeout_ms);
+	if (!c->in_parser)
+		process(c);
+}
+
+void http_error(struct http_conn *c, int status, const char *code, const char *message)
+{
+	char body[512];
+	json_t *j = json_pack("{s:s,s:s}", "error", code, "message", message);
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	snprintf(body, sizeof(body), "%s\n", s ? s : "{\"error\":\"internal\"}");
+	free(s);
+	json_decref(j);
+	http_respond(c, status, "application/json", (const uint8_t *)body, strlen(body));
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+	if (c->responded && c->close_after) {
+		conn_close(c); /* the client does not read its response */
+		return;
+	}
+	switch (c->state) {
+	case CS_HEADERS:
+		c->close_after = true;
+		http_error(c, 408, "header_timeout", "the request headers did not arrive in time");
+		break;
+	case CS_BODY:
+		c->close_after = true;
+		http_error(c, 408, "body_timeout", "the request body did not arrive in time");
+		break;
+	default:
+		/* idle keep-alive, or a response the client does not read */
+		conn_close(c);
+		break;
+	}
+}
+
+/* ---- parsing ---- */
+
+static struct http_conn *conn_of(llhttp_t *p)
+{
+	return p->data;
+}
+
+static int count_header(struct http_conn *c, size_t n)
+{
+	c->header_bytes += n;
+	if (c->header_bytes > c->srv->cfg.max_header) {
+		c->error_status = 431;
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+	struct http_conn *c = conn_of(p);
+	memset(&c->req, 0, sizeof(c->req));
+	buf_reset(&c->url);
+	buf_reset(&c->hval);
+	buf_reset(&c->body);
+	c->hname_len = 0;
+	c->hcur = H_OTHER;
+	c->header_bytes = 0;
+	c->responded = false;
+	c->expect_continue = false;
+	c->error_status = 0;
+	if (c->state == CS_IDLE) {
+		c->state = CS_HEADERS;
+		c->t0 = sh_mono_ns();
+		c->bytes_in = 0;
+		arm(c, c->srv->cfg.header_timeout_ms);
+	}
+	return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+	struct http_conn *c = conn_of(p);
+	if (count_header(c, n))
+		return HPE_USER;
+	return buf_append(&c->url, at, n) ? HPE_USER : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+	struct http_conn *c = conn_of(p);
+	if (count_header(c, n))
+		return HPE_USER;
+	size_t room = sizeof(c->hname) - 1 - c->hname_len;
+	size_t take = n < room ? n : room;
+	memcpy(c->hname + c->hname_len, at, take);
+	c->hname_len += take;
+	if (n > room)
+		c->hname_len = sizeof(c->hname); /* too long to be one we read */
+	return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+	struct http_conn *c = conn_of(p);
+	c->hcur = H_OTHER;
+	if (c->hname_len < sizeof(c->hname)) {
+		c->hname[c->hname_len] = 0;
+		if (!strcasecmp(c->hname, "authorization"))
+			c->hcur = H_AUTHORIZATION;
+		else if (!strcasecmp(c->hname, "content-encoding"))
+			c->hcur = H_CONTENT_ENCODING;
+		else if (!strcasecmp(c->hname, "accept-encoding"))
+			c->hcur = H_ACCEPT_ENCODING;
+		else if (!strcasecmp(c->hname, "expect"))
+			c->hcur = H_EXPECT;
+	}
+	c->hname_len = 0;
+	buf_reset(&c->hval);
+	return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+	struct http_conn *c = conn_of(p);
+	if (count_header(c, n))
+		return HPE_USER;
+	if (c->hcur == H_OTHER)
+		return 0;
+	return buf_append(&c->hval, at, n) ? HPE_USER : 0;
+}
+
+static bool has_token(const char *list, size_t len, const char *tok)
+{
+	/* "gzip, deflate;q=0.5" style lists; q=0 means refused. */
+	size_t tl = strlen(tok), i = 0;
+	while (i < len) {
+		while (i < len && (list[i] == ' ' || list[i] == ','))
+			i++;
+		size_t s = i;
+		while (i < len && list[i] != ',' && list[i] != ';' && list[i] != ' ')
+			i++;
+		bool match = i - s == tl && !strncasecmp(list + s, tok, tl);
+		bool zero = false;
+		while (i < len && list[i] != ',') {
+			if (list[i] == '=' && i + 1 < len && list[i + 1] == '0' &&
+			    (i + 2 >= len || list[i + 2] == ',' || list[i + 2] == ' ' ||
+			     (list[i + 2] == '.' && (i + 3 >= len || list[i + 3] == '0'))))
+				zero = true;
+			i++;
+		}
+		if (match && !zero)
+			return true;
+	}
+	return false;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+	struct http_conn *c = conn_of(p);
+	const char *v = (const char *)c->hval.data;
+	size_t n = c->hval.len;
+	switch (c->hcur) {
+	case H_AUTHORIZATION:
+		if (n > 7 && !strncasecmp(v, "Bearer ", 7)) {
+			v += 7;
+			n -= 7;
+			while (n && *v == ' ') {
+				v++;
+				n--;
+			}
+			if (n > HTTP_MAX_TOKEN) {
+				c->req.token_too_long = true;
+			} else {
+				memcpy(c->req.token, v, n);
+				c->req.token[n] = 0;
+			}
+		}
+		break;
+	case H_CONTENT_ENCODING:
+		if (codec_enc_parse(v ? v : "", n, &c->req.enc) < 0)
+			c->req.enc_unsupported = true;
+		break;
+	case H_ACCEPT_ENCODING:
+		c->req.accept_gzip = has_token(v, n, "gzip");
+		c->req.accept_deflate = has_token(v, n, "deflate");
+		break;
+	case H_EXPECT:
+		c->expect_continue = n == 12 && !strncasecmp(v, "100-continue", 12);
+		break;
+	default:
+		break;
+	}
+	c->hcur = H_OTHER;
+	return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+	struct http_conn *c = conn_of(p);
+	struct server *srv = c->srv;
+	if (buf_putc(&c->url, 0) < 0)
+		return HPE_USER;
+	char *url = (char *)c->url.data;
+	char *q = strchr(url, '?');
+	if (q)
+		*q++ = 0;
+	c->req.path = url;
+	c->req.query = q ? q : "";
+	c->req.method = llhttp_get_method(p);
+	c->req.method_name = llhttp_method_name(c->req.method);
+	c->req.has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+	c->req.content_length = c->req.has_length ? p->content_length : 0;
+	bool chunked = (p->flags & F_CHUNKED) != 0;
+
+	routes_on_headers(c, &c->req);
+	if (c->responded) {
+		/* Refused before its body: do not read it, close after. */
+		c->close_after = true;
+		return HPE_PAUSED;
+	}
+	bool has_body = c->req.content_length > 0 || chunked;
+	if (has_body && c->req.content_length > c->req.body_limit) {
+		c->close_after = true;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "request bodies on this route are limited to %zu bytes",
+			 c->req.body_limit);
+		http_error(c, 413, "body_too_large", msg);
+		return HPE_PAUSED;
+	}
+	if (c->req.content_length) {
+		c->inflight = c->req.content_length;
+		srv->http->inflight += c->inflight;
+		if (buf_reserve(&c->body, c->req.content_length) < 0)
+			return HPE_USER;
+	}
+	if (has_body) {
+		c->state = CS_BODY;
+		arm(c, srv->cfg.body_timeout_ms);
+		if (c->expect_continue) {
+			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+			uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+			uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		}
+	}
+	return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+	struct http_conn *c = conn_of(p);
+	if (c->body.len + n > c->req.body_limit) {
+		c->error_status = 413; /* chunked bodies have no length up front */
+		return HPE_USER;
+	}
+	if (buf_append(&c->body, at, n) < 0)
+		return HPE_USER;
+	if (c->body.len > c->inflight) {
+		c->srv->http->inflight += c->body.len - c->inflight;
+		c->inflight = c->body.len;
+	}
+	return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+	struct http_conn *c = conn_of(p);
+	c->state = CS_BUSY;
+	uv_timer_stop(&c->timer);
+	c->req.body = c->body.data;
+	c->req.body_len = c->body.len;
+	routes_on_request(c, &c->req);
+	/* One request at a time: the next pipelined one waits. */
+	return HPE_PAUSED;
+}
+
+static void parse_error(struct http_conn *c, llhttp_errno_t err)
+{
+	c->close_after = true;
+	if (c->responded)
+		return;
+	if (c->error_status == 431)
+		http_error(c, 431, "headers_too_large", "the request line and headers are too large");
+	else if (c->error_status == 413)
+		http_error(c, 413, "body_too_large", "the request body is too large");
+	else if (err == HPE_USER)
+		http_error(c, 500, "internal", "out of memory");
+	else
+		http_error(c, 400, "bad_request", llhttp_errno_name(err));
+}
+
+/* Parses what is pending, one request at a time. */
+static void process(struct http_conn *c)
+{
+	while (c->pending.len && !c->closing && !c->close_after && c->state != CS_BUSY &&
+	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_CAP) {
+		const char *data = (const char *)c->pending.data;
+		c->in_parser = true;
+		llhttp_errno_t err = llhttp_execute(&c->parser, data, c->pending.len);
+		c->in_parser = false;
+		size_t used = c->pending.len;
+		if (err == HPE_PAUSED) {
+			used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+			llhttp_resume(&c->parser);
+		} else if (err != HPE_OK) {
+			c->pending.len = 0;
+			parse_error(c, err);
+			break;
+		}
+		memmove(c->pending.data, c->pending.data + used, c->pending.len - used);
+		c->pending.len -= used;
+	}
+	update_reading(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+static void update_reading(struct http_conn *c)
+{
+	struct server *srv = c->srv;
+	bool want = !c->closing && !c->close_after && c->state != CS_BUSY && !c->peer_eof &&
+		    c->pending.len < READ_CHUNK;
+	if (want && (srv->http->paused || overloaded(srv))) {
+		srv->http->paused = true;
+		c->paused_by_server = true;
+		want = false;
+		/* Waiting on us is not the client's fault: no 408 meanwhile. */
+		if (c->state == CS_HEADERS || c->state == CS_BODY)
+			uv_timer_stop(&c->timer);
+	}
+	if (want && !c->reading) {
+		if (c->paused_by_server && (c->state == CS_HEADERS || c->state == CS_BODY))
+			arm(c, c->state == CS_HEADERS ? srv->cfg.header_timeout_ms
+						      : srv->cfg.body_timeout_ms);
+		c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct http_conn *c = h->data;
+	(void)suggested;
+	*b = uv_buf_init(c->srv->http->buf, READ_CHUNK);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct http_conn *c = s->data;
+	if (nread > 0) {
+		c->bytes_in += (size_t)nread;
+		if (buf_append(&c->pending, b->base, (size_t)nread) < 0) {
+			conn_close(c);
+			return;
+		}
+		process(c);
+		return;
+	}
+	if (nread == 0)
+		return; /* EAGAIN: nothing to do */
+	if (nread == UV_EOF) {
+		/* A client may half-close after sending its request: it still
+		 * gets its response. Anything else ends here. */
+		c->peer_eof = true;
+		uv_read_stop(s);
+		c->reading = false;
+		if (c->state == CS_BUSY)
+			c->close_after = true;
+		else
+			conn_close(c);
+		return;
+	}
+	conn_close(c); /* UV_ECONNRESET and other errors */
+}
+
+static void on_refused_written(uv_write_t *w, int status)
+{
+	(void)status;
+	uv_close((uv_handle_t *)w->handle, (uv_close_cb)free);
+	free(w);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	struct server *srv = listener->data;
+	struct http_server *h = srv->http;
+	if (status < 0)
+		return;
+	if (h->n_conns >= srv->cfg.max_conns || srv->stopping) {
+		/* Refuse politely and at once; never queue unbounded. */
+		uv_tcp_t *t = malloc(sizeof(*t));
+		uv_write_t *w = malloc(sizeof(*w));
+		static const char busy[] =
+			"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+			"Content-Length: 70\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
+			"{\"error\":\"too_many_connections\",\"message\":\"try again shortly\"}\n";
+		srv->stats.conns_refused++;
+		if (!t || !w || uv_tcp_init(srv->loop, t) < 0) {
+			free(t);
+			free(w);
+			return;
+		}
+		if (uv_accept(listener, (uv_stream_t *)t) < 0) {
+			free(w);
+			uv_close((uv_handle_t *)t, (uv_close_cb)free);
+			return;
+		}
+		uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+		if (uv_write(w, (uv_stream_t *)t, &b, 1, on_refused_written) < 0) {
+			free(w);
+			uv_close((uv_handle_t *)t, (uv_close_cb)free);
+		}
+		return;
+	}
+	struct http_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->srv = srv;
+	c->refs = 1;
+	uv_tcp_init(srv->loop, &c->tcp);
+	uv_timer_init(srv->loop, &c->timer);
+	c->open_handles = 2;
+	c->tcp.data = c->timer.data = c;
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+		c->closing = true;
+		c->refs = 0;
+		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+		uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	llhttp_init(&c->parser, HTTP_REQUEST, &h->settings);
+	c->parser.data = c;
+	c->next = h->conns;
+	if (h->conns)
+		h->conns->prev = c;
+	h->conns = c;
+	h->n_conns++;
+	srv->stats.conns_open = h->n_conns;
+	srv->stats.conns_total++;
+	c->state = CS_IDLE;
+	arm(c, srv->cfg.idle_timeout_ms);
+	update_reading(c);
+}
+
+/* ---- listening ---- */
+
+static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_loopback)
+{
+	char host[256];
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || strlen(colon + 1) == 0 || (size_t)(colon - s) >= sizeof(host))
+		return -EINVAL;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535)
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+		if (n < 3 || host[n - 1] != ']')
+			return -EINVAL;
+		memmove(host, host + 1, n - 2);
+		host[n - 2] = 0;
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ret;
+		if (uv_ip6_addr(host, (int)port, a) < 0)
+			return -EINVAL;
+		static const uint8_t lo[16] = {[15] = 1};
+		*ret_loopback = !memcmp(&a->sin6_addr, lo, 16);
+		return 0;
+	}
+	struct sockaddr_in *a = (struct sockaddr_in *)ret;
+	if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	if (uv_ip4_addr(host, (int)port, a) < 0)
+		return -EINVAL;
+	*ret_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	return 0;
+}
+
+int http_start(struct server *srv)
+{
+	struct http_server *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	srv->http = h;
+	llhttp_settings_init(&h->settings);
+	h->settings.on_message_begin = on_message_begin;
+	h->settings.on_url = on_url;
+	h->settings.on_header_field = on_header_field;
+	h->settings.on_header_field_complete = on_header_field_complete;
+	h->settings.on_header_value = on_header_value;
+	h->settings.on_header_value_complete = on_header_value_complete;
+	h->settings.on_headers_complete = on_headers_complete;
+	h->settings.on_body = on_body;
+	h->settings.on_message_complete = on_message_complete;
+
+	struct sockaddr_storage addr;
+	bool loopback = false;
+	if (parse_listen(srv->cfg.listen, &addr, &loopback) < 0) {
+		fprintf(stderr, "shahidi-server: --listen %s: expected HOST:PORT or [V6]:PORT\n",
+			srv->cfg.listen);
+		return -EINVAL;
+	}
+	if (!loopback && !srv->cfg.allow_plaintext) {
+		fprintf(stderr,
+			"shahidi-server: refusing to serve plain HTTP on %s, beyond this machine.\n"
+			"Put TLS in front (see tools/nginx-shahidi.conf) and listen on loopback,\n"
+			"or pass --allow-plaintext if the network is otherwise protected.\n",
+			srv->cfg.listen);
+		return -EPERM;
+	}
+	int r = uv_tcp_init(srv->loop, &h->listener);
+	if (r < 0)
+		return r;
+	h->listener.data = srv;
+	h->listening = true;
+	if ((r = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0)) < 0 ||
+	    (r = uv_listen((uv_stream_t *)&h->listener, 511, on_connection)) < 0) {
+		fprintf(stderr, "shahidi-server: cannot listen on %s: %s\n", srv->cfg.listen,
+			uv_strerror(r));
+		return r;
+	}
+	struct sockaddr_storage bound;
+	int len = sizeof(bound);
+	char ip[64] = "?";
+	uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
+	int port = 0;
+	if (bound.ss_family == AF_INET6) {
+		uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof(ip));
+		port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+		printf("listening on http://[%s]:%d\n", ip, port);
+	} else {
+		uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
+		port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+		printf("listening on http://%s:%d\n", ip, port);
+	}
+	fflush(stdout);
+	return 0;
+}
+
+void http_stop(struct server *srv)
+{
+	struct http_server *h = srv->http;
+	if (!h)
+		return;
+	if (h->listening) {
+		uv_close((uv_handle_t *)&h->listener, NULL);
+		h->listening = false;
+	}
+	struct http_conn *c = h->conns;
+	while (c) {
+		struct http_conn *next = c->next;
+		if (c->state == CS_BUSY)
+			c->close_after = true; /* its acknowledgement is on its way */
+		else
+			conn_close(c);
+		c = next;
+	}
+}
+
+unsigned http_conns(const struct server *srv)
+{
+	return srv->http ? srv->http->n_conns : 0;
+}
+
+void http_free(struct server *srv)
+{
+	free(srv->http);
+	srv->http = NULL;
+}

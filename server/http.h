@@ -1,0 +1,83 @@
+/* http: HTTP/1.1 on libuv, parsed by llhttp. Connections, keep-alive,
+ * pipelining, limits and timeouts; requests are handed to routes.c.
+ *
+ * Each connection handles one request at a time: while a request is being
+ * processed the connection is not read (pipelined bytes wait, unparsed),
+ * which bounds what one client can make the server hold.
+ */
+#ifndef SHAHIDI_HTTP_H
+#define SHAHIDI_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+struct server;
+struct http_server;
+struct http_conn;
+
+#define HTTP_MAX_TOKEN 128
+
+/* One request as routes see it. Strings are NUL-terminated and owned by
+ * the connection until the response is sent. */
+struct http_request {
+	int method;                 /* llhttp's HTTP_GET, HTTP_POST... */
+	const char *method_name;
+	const char *path;
+	const char *query;          /* after '?', "" when none */
+	char token[HTTP_MAX_TOKEN + 1]; /* bearer token, "" when none */
+	bool token_too_long;
+	enum codec_enc enc;         /* Content-Encoding */
+	bool enc_unsupported;
+	bool accept_deflate, accept_gzip;
+	bool has_length;
+	uint64_t content_length;
+	const uint8_t *body;        /* whole body, after on_request */
+	size_t body_len;
+	/* Set by routes_on_headers: */
+	const char *route;          /* for the log and metrics */
+	int route_id;
+	size_t body_limit;          /* 0: the route takes no body */
+	uint64_t device;            /* authenticated device, 0 = none */
+	uint32_t role;
+	char county[4];
+	uint32_t changes;           /* for the log: changes in a push */
+};
+
+/* Starts listening on srv->cfg.listen. Prints the bound address. */
+int http_start(struct server *srv);
+/* Stops accepting; idle connections close, busy ones close after their
+ * response. */
+void http_stop(struct server *srv);
+/* Connections open now. */
+unsigned http_conns(const struct server *srv);
+void http_free(struct server *srv);
+
+/* Sends a response and finishes the request. body is copied. A body of
+ * content_type application/x-protobuf is compressed when the request
+ * accepts it. May be called after the client went away (it is then a
+ * no-op). */
+void http_respond(struct http_conn *c, int status, const char *content_type,
+		  const uint8_t *body, size_t len);
+/* A short JSON error body: {"error": code, "message": message}. */
+void http_error(struct http_conn *c, int status, const char *code, const char *message);
+/* Adds a header line to the next response, e.g. "Allow: GET". */
+void http_add_header(struct http_conn *c, const char *line);
+
+/* A connection stays allocated while referenced (async work in flight). */
+void http_conn_ref(struct http_conn *c);
+void http_conn_unref(struct http_conn *c);
+struct http_request *http_conn_request(struct http_conn *c);
+struct server *http_conn_server(struct http_conn *c);
+
+/* Called by http.c; implemented by routes.c. on_headers decides the route,
+ * checks the token and sets body_limit; it may respond at once (then the
+ * body is not read and the connection closes). on_request runs when the
+ * body has arrived. */
+void routes_on_headers(struct http_conn *c, struct http_request *req);
+void routes_on_request(struct http_conn *c, struct http_request *req);
+bool http_responded(struct http_conn *c);
+
+#endif

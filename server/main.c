@@ -1,0 +1,281 @@
+/* shahidi-server: the sync daemon phones talk to. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "http.h"
+#include "routes.h"
+#include "server.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: shahidi-server [OPTIONS]\n\n"
+		"Serves Shahidi's sync API (push, pull, forms) over HTTP/1.1 from the store in\n"
+		"the data directory. Plain HTTP on loopback only, unless --allow-plaintext: put\n"
+		"TLS in front (tools/nginx-shahidi.conf). SIGINT or SIGTERM stops it cleanly:\n"
+		"pushes being committed are finished and acknowledged first.\n\n"
+		"  --data DIR             data directory (default ./shahidi-data; made 0700)\n"
+		"  --listen HOST:PORT     address (default 127.0.0.1:8080; port 0 = any free)\n"
+		"  --allow-plaintext      allow plain HTTP on a non-loopback address\n"
+		"  --forms PATH           more form definitions (a JSON file or a directory)\n"
+		"  --max-body SIZE        request body as sent (default 16M) -> 413\n"
+		"  --max-inflated SIZE    push body after inflating (default 32M) -> 413\n"
+		"  --max-changes N        changes per batch (default 5000) -> 413\n"
+		"  --max-header SIZE      request line and headers (default 8K) -> 431\n"
+		"  --header-timeout SEC   to receive the headers (default 15) -> 408\n"
+		"  --body-timeout SEC     to receive the body (default 300: 2G is slow) -> 408\n"
+		"  --idle-timeout SEC     keep-alive connection without a request (default 60)\n"
+		"  --max-conns N          open connections; more get 503 (default 4096)\n"
+		"  --max-queue N          batches waiting for the writer before reading\n"
+		"                         pauses (default 512)\n"
+		"  --max-inflight SIZE    request bodies held at once before reading pauses\n"
+		"                         (default 256M)\n"
+		"  --pull-limit N         most changes in one pull response (default 1000)\n"
+		"  --map-size SIZE        initial store map size (default 256M; grows)\n"
+		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
+		"  --max-skew SEC         phone clocks further ahead are brought back (3600)\n"
+		"  --quiet                no per-request log lines\n"
+		"  --version, --help\n\n"
+		"SIZE takes K, M, G or T (powers of 1024). The log (stderr) has one line per\n"
+		"request: never a token, never report content.\n");
+}
+
+static int parse_size(const char *s, size_t *ret)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	double mult = 1;
+	switch (*end) {
+	case 'k': case 'K': mult = 1024.0; end++; break;
+	case 'm': case 'M': mult = 1048576.0; end++; break;
+	case 'g': case 'G': mult = 1073741824.0; end++; break;
+	case 't': case 'T': mult = 1099511627776.0; end++; break;
+	default: break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v * mult > 1e15)
+		return -EINVAL;
+	*ret = (size_t)(v * mult);
+	return 0;
+}
+
+static int parse_secs(const char *s, unsigned *ret_ms)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end || !(v > 0) || v > 86400)
+		return -EINVAL;
+	*ret_ms = (unsigned)ceil(v * 1000);
+	return 0;
+}
+
+static struct server srv;
+static uv_signal_t sigint_h, sigterm_h;
+static uv_timer_t stop_timer;
+static uint64_t stop_started;
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void on_stop_tick(uv_timer_t *t)
+{
+	(void)t;
+	bool drained = http_conns(&srv) == 0 && routes_busy(&srv) == 0;
+	if (!drained && sh_mono_ns() - stop_started < 20ull * 1000000000) {
+		return;
+	}
+	if (!drained)
+		fprintf(stderr, "shahidi-server: stopping with %u connection(s) still open\n",
+			http_conns(&srv));
+	uv_timer_stop(&stop_timer);
+	writer_stop(srv.writer); /* commits and hands back what is queued */
+	uv_walk(srv.loop, close_walk, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	(void)h;
+	if (srv.stopping)
+		return;
+	fprintf(stderr, "shahidi-server: %s: finishing what is being committed, then stopping\n",
+		signum == SIGINT ? "SIGINT" : "SIGTERM");
+	srv.stopping = true;
+	http_stop(&srv);
+	stop_started = sh_mono_ns();
+	uv_timer_start(&stop_timer, on_stop_tick, 0, 10);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},	     {"listen", required_argument, 0, 'l'},
+		{"allow-plaintext", no_argument, 0, 'P'},    {"forms", required_argument, 0, 'f'},
+		{"max-body", required_argument, 0, 'B'},     {"max-inflated", required_argument, 0, 'I'},
+		{"max-changes", required_argument, 0, 'C'},  {"max-header", required_argument, 0, 'H'},
+		{"header-timeout", required_argument, 0, '1'}, {"body-timeout", required_argument, 0, '2'},
+		{"idle-timeout", required_argument, 0, '3'}, {"max-conns", required_argument, 0, 'c'},
+		{"max-queue", required_argument, 0, 'q'},    {"max-inflight", required_argument, 0, 'i'},
+		{"pull-limit", required_argument, 0, 'p'},   {"map-size", required_argument, 0, 'm'},
+		{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
+		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
+		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
+	};
+	struct server_config *cfg = &srv.cfg;
+	*cfg = (struct server_config){
+		.data_dir = "shahidi-data",
+		.listen = "127.0.0.1:8080",
+		.max_body = (size_t)16 << 20,
+		.max_header = 8 * 1024,
+		.header_timeout_ms = 15000,
+		.body_timeout_ms = 300000,
+		.idle_timeout_ms = 60000,
+		.write_timeout_ms = 60000,
+		.max_conns = 4096,
+		.max_inflight = (size_t)256 << 20,
+		.max_queue = 512,
+		.pull_limit = 1000,
+	};
+	sync_limits_default(&cfg->sync);
+	int c;
+	size_t sz;
+	unsigned ms;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		bool bad = false;
+		switch (c) {
+		case 'd': cfg->data_dir = optarg; break;
+		case 'l': cfg->listen = optarg; break;
+		case 'P': cfg->allow_plaintext = true; break;
+		case 'f': cfg->forms_path = optarg; break;
+		case 'Q': cfg->quiet = true; break;
+		case 'B': bad = parse_size(optarg, &cfg->max_body) < 0 || !cfg->max_body; break;
+		case 'I': bad = parse_size(optarg, &cfg->sync.max_inflated) < 0; break;
+		case 'H': bad = parse_size(optarg, &cfg->max_header) < 0 || cfg->max_header < 256; break;
+		case 'i': bad = parse_size(optarg, &cfg->max_inflight) < 0; break;
+		case 'm': bad = parse_size(optarg, &cfg->map_size) < 0; break;
+		case 'M': bad = parse_size(optarg, &cfg->max_map_size) < 0; break;
+		case 'C':
+			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
+			cfg->sync.max_changes = sz;
+			break;
+		case 'c':
+			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
+			cfg->max_conns = (unsigned)sz;
+			break;
+		case 'q':
+			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
+			cfg->max_queue = (unsigned)sz;
+			break;
+		case 'p':
+			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 100000;
+			cfg->pull_limit = (uint32_t)sz;
+			break;
+		case '1': bad = parse_secs(optarg, &cfg->header_timeout_ms) < 0; break;
+		case '2': bad = parse_secs(optarg, &cfg->body_timeout_ms) < 0; break;
+		case '3': bad = parse_secs(optarg, &cfg->idle_timeout_ms) < 0; break;
+		case 's':
+			bad = parse_secs(optarg, &ms) < 0;
+			cfg->max_skew_ms = ms;
+			break;
+		case 'V':
+			printf("shahidi-server %s\n", SHAHIDI_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "shahidi-server: bad value '%s' for --%s (see --help)\n", optarg,
+				opts[0].name ? argv[optind - 1] + 2 : "");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "shahidi-server: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	char err[512];
+	if (form_registry_new(&srv.forms) < 0 ||
+	    form_registry_add_builtin(srv.forms, err, sizeof(err)) < 0 ||
+	    (cfg->forms_path && form_registry_add_path(srv.forms, cfg->forms_path, err, sizeof(err)) < 0)) {
+		fprintf(stderr, "shahidi-server: forms: %s\n", err);
+		return 1;
+	}
+	struct buf packed = {0};
+	if (form_registry_pack(srv.forms, &packed) < 0)
+		return 1;
+	srv.forms_packed = packed.data;
+	srv.forms_packed_len = packed.len;
+
+	struct store_opts so = {.map_size = cfg->map_size, .max_map_size = cfg->max_map_size,
+				.max_skew_ms = cfg->max_skew_ms};
+	if (store_open(cfg->data_dir, &so, &srv.store, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shahidi-server: %s\n", err);
+		return 1;
+	}
+	srv.loop = uv_default_loop();
+	int r = writer_start(srv.loop, srv.store, &srv.writer);
+	if (r < 0) {
+		fprintf(stderr, "shahidi-server: cannot start the writer: %s\n", uv_strerror(r));
+		return 1;
+	}
+	uv_signal_init(srv.loop, &sigint_h);
+	uv_signal_init(srv.loop, &sigterm_h);
+	uv_signal_start(&sigint_h, on_signal, SIGINT);
+	uv_signal_start(&sigterm_h, on_signal, SIGTERM);
+	uv_timer_init(srv.loop, &stop_timer);
+
+	if (http_start(&srv) < 0) {
+		srv.stopping = true;
+		writer_stop(srv.writer);
+		uv_walk(srv.loop, close_walk, NULL);
+		uv_run(srv.loop, UV_RUN_DEFAULT);
+		store_close(srv.store);
+		return 1;
+	}
+	struct store_txn *t;
+	struct store_info info = {0};
+	if (store_begin(srv.store, false, &t) == 0) {
+		store_info(t, &info);
+		store_abort(t);
+	}
+	fprintf(stderr, "shahidi-server %s: store %s (%" PRIu64 " records, %" PRIu64
+			" log entries), %zu form version(s)\n",
+		SHAHIDI_VERSION, cfg->data_dir, info.records, info.log_entries,
+		form_registry_count(srv.forms));
+
+	uv_run(srv.loop, UV_RUN_DEFAULT);
+
+	r = uv_loop_close(srv.loop);
+	http_free(&srv);
+	writer_free(srv.writer);
+	store_close(srv.store);
+	form_registry_free(srv.forms);
+	free(srv.forms_packed);
+	if (r != 0) {
+		fprintf(stderr, "shahidi-server: event loop did not close cleanly: %s\n",
+			uv_strerror(r));
+		return 1;
+	}
+	fprintf(stderr, "shahidi-server: stopped\n");
+	return 0;
+}

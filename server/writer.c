@@ -1,0 +1,224 @@
+#include "writer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "store.h"
+
+/* Batches per transaction: enough to amortise the fsync, few enough that
+ * one commit does not hold the first batch's acknowledgement too long. */
+#define WRITER_MAX_GROUP 256
+
+struct writer {
+	uv_loop_t *loop;
+	struct store *store;
+	uv_async_t async;
+	uv_thread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct writer_job *queue, *queue_tail; /* waiting */
+	struct writer_job *done, *done_tail;   /* committed, for the loop */
+	uint64_t backlog;
+	bool stopping;
+	bool started;
+	struct writer_stats stats;
+};
+
+struct group {
+	struct writer_job **jobs;
+	size_t n;
+};
+
+static int apply_group(struct store_txn *t, void *ud)
+{
+	struct group *g = ud;
+	for (size_t i = 0; i < g->n; i++) {
+		struct writer_job *j = g->jobs[i];
+		int r = 0;
+		switch (j->kind) {
+		case WJOB_PUSH:
+			r = sync_apply(t, j->batch, j->now_ms, &j->res);
+			/* These refuse the batch before it writes anything: the
+			 * others in the group go on. */
+			if (r == -EEXIST || r == -ENOENT) {
+				j->result = r;
+				r = 0;
+			} else {
+				j->result = r;
+			}
+			break;
+		case WJOB_NOTE_PULL:
+			r = sync_note_pull(t, j->device, j->cursor, j->now_ms);
+			j->result = r == -ENOENT ? 0 : r; /* device gone: nothing to note */
+			r = j->result;
+			break;
+		case WJOB_CALL:
+			r = j->result = j->fn(t, j->fn_ud);
+			break;
+		}
+		if (r < 0)
+			return r; /* the transaction is spoilt: abort it all */
+	}
+	return 0;
+}
+
+static void record_latency(struct writer *w, uint64_t ns, size_t n)
+{
+	static const double bounds_ms[10] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+	double ms = (double)ns / 1e6;
+	int b = 0;
+	while (b < 10 && ms > bounds_ms[b])
+		b++;
+	w->stats.latency_buckets[b]++;
+	w->stats.latency_sum_s += ms / 1000.0;
+	w->stats.commits++;
+	w->stats.jobs += n;
+	w->stats.group_sum += n;
+	if (n > w->stats.max_group)
+		w->stats.max_group = n;
+}
+
+static void writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct writer_job *batch[WRITER_MAX_GROUP];
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->queue && !w->stopping)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (!w->queue && w->stopping)
+			break;
+		size_t n = 0;
+		while (w->queue && n < WRITER_MAX_GROUP) {
+			batch[n++] = w->queue;
+			w->queue = w->queue->next;
+		}
+		if (!w->queue)
+			w->queue_tail = NULL;
+		pthread_mutex_unlock(&w->lock);
+
+		uint64_t now = sh_now_ms(), t0 = sh_mono_ns();
+		for (size_t i = 0; i < n; i++)
+			batch[i]->now_ms = now;
+		struct group g = {batch, n};
+		int r = store_write(w->store, apply_group, &g);
+		uint64_t dt = sh_mono_ns() - t0;
+		for (size_t i = 0; i < n; i++) {
+			if (r < 0)
+				batch[i]->result = r;
+			batch[i]->commit_ns = dt;
+		}
+
+		pthread_mutex_lock(&w->lock);
+		record_latency(w, dt, n);
+		for (size_t i = 0; i < n; i++) {
+			batch[i]->next = NULL;
+			if (w->done_tail)
+				w->done_tail->next = batch[i];
+			else
+				w->done = batch[i];
+			w->done_tail = batch[i];
+		}
+		w->backlog -= n;
+		uv_async_send(&w->async);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void on_async(uv_async_t *h)
+{
+	struct writer *w = h->data;
+	pthread_mutex_lock(&w->lock);
+	struct writer_job *j = w->done;
+	w->done = w->done_tail = NULL;
+	pthread_mutex_unlock(&w->lock);
+	while (j) {
+		struct writer_job *next = j->next;
+		if (j->done)
+			j->done(j);
+		else
+			free(j);
+		j = next;
+	}
+}
+
+int writer_start(uv_loop_t *loop, struct store *s, struct writer **ret)
+{
+	struct writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->loop = loop;
+	w->store = s;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	int r = uv_async_init(loop, &w->async, on_async);
+	if (r < 0) {
+		free(w);
+		return r;
+	}
+	w->async.data = w;
+	if ((r = uv_thread_create(&w->thread, writer_main, w)) < 0) {
+		uv_close((uv_handle_t *)&w->async, NULL);
+		return r; /* w is freed by writer_free after the close */
+	}
+	w->started = true;
+	*ret = w;
+	return 0;
+}
+
+void writer_submit(struct writer *w, struct writer_job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&w->lock);
+	if (w->queue_tail)
+		w->queue_tail->next = job;
+	else
+		w->queue = job;
+	w->queue_tail = job;
+	w->backlog++;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+uint64_t writer_backlog(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	uint64_t n = w->backlog;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+void writer_get_stats(struct writer *w, struct writer_stats *ret)
+{
+	pthread_mutex_lock(&w->lock);
+	*ret = w->stats;
+	ret->queued = w->backlog;
+	pthread_mutex_unlock(&w->lock);
+}
+
+void writer_stop(struct writer *w)
+{
+	if (!w || !w->started)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	uv_thread_join(&w->thread);
+	w->started = false;
+	on_async(&w->async); /* hand back what the last commit finished */
+	uv_close((uv_handle_t *)&w->async, NULL);
+}
+
+void writer_free(struct writer *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}
