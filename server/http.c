@@ -279,6 +279,10 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 	if (c->closing)
 		return;
 
+	/* A refusal before the body was read cannot keep the connection: the
+	 * unread body would be taken for the next request. */
+	if (c->state == CS_HEADERS && (c->req.content_length > 0 || c->req.chunked))
+		c->close_after = true;
 	bool keep = !c->close_after && !c->peer_eof && !srv->stopping && status < 500 &&
 		    status != 400 && status != 408 && status != 413 && status != 431 &&
 		    llhttp_should_keep_alive(&c->parser);
@@ -553,15 +557,12 @@ static int on_headers_complete(llhttp_t *p)
 	c->req.method_name = llhttp_method_name(c->req.method);
 	c->req.has_length = (p->flags & F_CONTENT_LENGTH) != 0;
 	c->req.content_length = c->req.has_length ? p->content_length : 0;
-	bool chunked = (p->flags & F_CHUNKED) != 0;
+	c->req.chunked = (p->flags & F_CHUNKED) != 0;
+	bool has_body = c->req.content_length > 0 || c->req.chunked;
 
 	routes_on_headers(c, &c->req);
-	if (c->responded) {
-		/* Refused before its body: do not read it, close after. */
-		c->close_after = true;
-		return HPE_PAUSED;
-	}
-	bool has_body = c->req.content_length > 0 || chunked;
+	if (c->responded)
+		return has_body ? HPE_PAUSED : 0; /* refused: a body is not read */
 	if (has_body && c->req.content_length > c->req.body_limit) {
 		c->close_after = true;
 		char msg[128];
@@ -607,6 +608,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 static int on_message_complete(llhttp_t *p)
 {
 	struct http_conn *c = conn_of(p);
+	if (c->responded)
+		return HPE_PAUSED; /* refused at its headers, already answered */
 	c->state = CS_BUSY;
 	uv_timer_stop(&c->timer);
 	c->req.body = c->body.data;
@@ -735,10 +738,11 @@ static void on_connection(uv_stream_t *listener, int status)
 		/* Refuse politely and at once; never queue unbounded. */
 		uv_tcp_t *t = malloc(sizeof(*t));
 		uv_write_t *w = malloc(sizeof(*w));
+#define BUSY_BODY "{\"error\":\"too_many_connections\",\"message\":\"try again shortly\"}\n"
 		static const char busy[] =
 			"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-			"Content-Length: 70\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
-			"{\"error\":\"too_many_connections\",\"message\":\"try again shortly\"}\n";
+			"Retry-After: 5\r\nConnection: close\r\nContent-Length: 63\r\n\r\n" BUSY_BODY;
+		_Static_assert(sizeof(BUSY_BODY) - 1 == 63, "Content-Length of the 503 body");
 		srv->stats.conns_refused++;
 		if (!t || !w || uv_tcp_init(srv->loop, t) < 0) {
 			free(t);

@@ -33,6 +33,7 @@ struct http_request {
 	bool enc_unsupported;
 	bool accept_deflate, accept_gzip;
 	bool has_length;
+	bool chunked;
 	uint64_t content_length;
 	const uint8_t *body;        /* whole body, after on_request */
 	size_t body_len;
