@@ -117,6 +117,8 @@ int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, 
 {
 	if (enc != CODEC_DEFLATE && enc != CODEC_GZIP)
 		return -EINVAL;
+	if (len > UINT32_MAX)
+		return -EMSGSIZE; /* zlib counts in 32 bits; nothing we send is that big */
 	z_stream zs;
 	memset(&zs, 0, sizeof(zs));
 	if (deflateInit2(&zs, level, Z_DEFLATED, enc == CODEC_GZIP ? 15 + 16 : 15, 8,

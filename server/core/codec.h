@@ -23,14 +23,14 @@ enum codec_enc {
 int codec_enc_parse(const char *s, size_t len, enum codec_enc *ret_enc);
 
 /* Appends the decoded form of in[0..len) to out. Returns 0; -EMSGSIZE when
- * the result would exceed max_out (out then holds a partial result the
- * caller discards); -EPROTO for corrupt or truncated compressed data, or
- * bytes after the end of the stream; -ENOMEM. */
+ * the result would exceed max_out; -EPROTO for corrupt or truncated
+ * compressed data, or bytes after the end of the stream; -ENOMEM. On
+ * failure out->len is what it was before the call. */
 int codec_inflate(const uint8_t *in, size_t len, enum codec_enc enc, size_t max_out,
 		  struct buf *out);
 
 /* Appends in[0..len) compressed as enc (DEFLATE or GZIP) at level (1-9, or
- * -1 for zlib's default). 0, -EINVAL or -ENOMEM. */
+ * -1 for zlib's default). 0, -EINVAL, -EMSGSIZE (4 GiB or more) or -ENOMEM. */
 int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, struct buf *out);
 
 /* One top-level field of a protobuf message, as the wire holds it. */

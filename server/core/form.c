@@ -276,19 +276,25 @@ int form_registry_add_builtin(struct form_registry *reg, char *err, size_t errle
 
 static int add_file(struct form_registry *reg, const char *path, char *err, size_t errlen)
 {
-	json_error_t jerr;
-	/* jansson reads the file; we only need its text once. */
-	json_t *root = json_load_file(path, 0, &jerr);
-	if (!root) {
-		snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
-		return -EINVAL;
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
 	}
-	char *text = json_dumps(root, JSON_COMPACT);
-	json_decref(root);
-	if (!text)
-		return -ENOMEM;
-	int r = form_registry_add_json(reg, text, strlen(text), path, err, errlen);
-	free(text);
+	struct buf text = {0};
+	char chunk[4096];
+	size_t n;
+	int r = 0;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && r == 0)
+		r = text.len + n > (size_t)16 << 20 ? -EMSGSIZE : buf_append(&text, chunk, n);
+	if (ferror(f) && r == 0)
+		r = -EIO;
+	fclose(f);
+	if (r == 0)
+		r = form_registry_add_json(reg, (const char *)text.data, text.len, path, err, errlen);
+	else
+		snprintf(err, errlen, "%s: cannot read: %s", path, sh_strerror(r));
+	buf_free(&text);
 	return r;
 }
 
@@ -700,19 +706,19 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 	case FT_CHOICES: {
 		size_t pos = 0, n = 0, clen;
 		const uint8_t *code;
-		const struct form_choice *seen[64];
 		int r;
 		while ((r = form_value_next_choice(&v, &pos, &code, &clen)) > 0) {
-			const struct form_choice *c = form_choice(fd, (const char *)code, clen);
-			if (!c)
+			if (!form_choice(fd, (const char *)code, clen))
 				VERDICT("choice_not_in_vocabulary",
 					"code %zu is not in vocabulary %s", n + 1, fd->vocabulary);
-			if (n >= SH_ARRAY_SIZE(seen) || n >= fd->n_choices)
+			if (++n > fd->n_choices)
 				VERDICT("too_many_choices", "more codes than the vocabulary has");
-			for (size_t k = 0; k < n; k++)
-				if (seen[k] == c)
-					VERDICT("repeated_choice", "code %zu repeats an earlier one", n + 1);
-			seen[n++] = c;
+			/* n is at most the vocabulary's size: a quadratic scan is cheap */
+			size_t p2 = 0, k = 0, olen;
+			const uint8_t *other;
+			while (++k < n && form_value_next_choice(&v, &p2, &other, &olen) > 0)
+				if (olen == clen && !memcmp(other, code, clen))
+					VERDICT("repeated_choice", "code %zu repeats an earlier one", n);
 		}
 		if (r < 0)
 			VERDICT("malformed_value", "the choices are not well-formed");
@@ -729,14 +735,33 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 		break;
 	}
 	case FT_ATTACHMENT: {
-		Shahidi__V1__Attachment *a = shahidi__v1__attachment__unpack(NULL, v.sub_len, v.sub);
-		if (!a)
+		/* Read from the bytes as sent: a C string would hide what follows
+		 * a NUL from the checks. */
+		struct pb_field f;
+		size_t pos = 0, id_len = 0, sha_len = 0, mt_len = 0;
+		const uint8_t *mt = NULL;
+		uint64_t size = 0;
+		int r;
+		while ((r = codec_pb_next(v.sub, v.sub_len, &pos, &f)) > 0) {
+			if (f.number >= 1 && f.number <= 4 && (f.wire_type != (f.number == 3 ? 0u : 2u)))
+				r = -EPROTO;
+			if (r < 0)
+				break;
+			if (f.number == 1)
+				id_len = f.len;
+			else if (f.number == 2)
+				sha_len = f.len;
+			else if (f.number == 3)
+				size = f.varint;
+			else if (f.number == 4) {
+				mt = f.data;
+				mt_len = f.len;
+			}
+		}
+		if (r < 0)
 			VERDICT("malformed_value", "the attachment reference is not well-formed");
-		bool ok = a->file_id.len == 16 && a->sha256.len == 32 && a->size > 0 &&
-			  a->size <= (1ull << 40) && strlen(a->media_type) <= 100 &&
-			  form_utf8_ok((const uint8_t *)a->media_type, strlen(a->media_type));
-		shahidi__v1__attachment__free_unpacked(a, NULL);
-		if (!ok)
+		if (id_len != 16 || sha_len != 32 || size == 0 || size > (1ull << 40) || mt_len == 0 ||
+		    mt_len > 100 || !form_utf8_ok(mt, mt_len))
 			VERDICT("bad_attachment",
 				"needs a 16-byte file id, a 32-byte SHA-256, a size and a media type");
 		break;
