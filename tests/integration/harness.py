@@ -169,10 +169,19 @@ class Server:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
-        if self.proc:
-            self.stop(timeout=30)
-        self.tmp.cleanup()
+    def __exit__(self, exc_type, *exc):
+        try:
+            if self.proc:
+                rc = self.stop(timeout=30)
+                # A clean stop exits 0; under the sanitizers a leak or an
+                # invalid access makes it fail, and that fails the test.
+                if exc_type is None:
+                    assert rc == 0, f"server exited {rc}\n{self.logtext()[-4000:]}"
+            log = self.logtext() if os.path.exists(self.log_path) else ""
+            if exc_type is None:
+                assert "Sanitizer" not in log and "runtime error" not in log, log[-4000:]
+        finally:
+            self.tmp.cleanup()
 
 
 def request(port, method, path, body=b"", headers=None, timeout=30):

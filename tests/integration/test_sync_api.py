@@ -185,7 +185,17 @@ def test_keepalive_and_pipelining():
 
 
 def test_concurrent_pushes_group_commit():
-    with Server(quiet=True) as s:
+    concurrent_pushes([])
+
+
+def test_backpressure_pauses_instead_of_failing():
+    # One batch may wait for the writer and 1 KiB of bodies may be held:
+    # reading pauses and resumes, and every push still gets its answer.
+    concurrent_pushes(["--max-queue", "1", "--max-inflight", "1K"])
+
+
+def concurrent_pushes(args):
+    with Server(quiet=True, args=args) as s:
         devs = [Device(s.data, f"phone {i}") for i in range(8)]
         errors = []
 
