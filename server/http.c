@@ -666,18 +666,19 @@ static void update_reading(struct http_conn *c)
 	struct server *srv = c->srv;
 	bool want = !c->closing && !c->close_after && c->state != CS_BUSY && !c->peer_eof &&
 		    c->pending.len < READ_CHUNK;
-	if (want && (srv->http->paused || overloaded(srv))) {
+	/* Pause between requests only: a body being read is already counted,
+	 * and pausing it could wait on itself. */
+	if (want && c->state != CS_BODY && (srv->http->paused || overloaded(srv))) {
 		srv->http->paused = true;
 		c->paused_by_server = true;
 		want = false;
 		/* Waiting on us is not the client's fault: no 408 meanwhile. */
-		if (c->state == CS_HEADERS || c->state == CS_BODY)
+		if (c->state == CS_HEADERS)
 			uv_timer_stop(&c->timer);
 	}
 	if (want && !c->reading) {
-		if (c->paused_by_server && (c->state == CS_HEADERS || c->state == CS_BODY))
-			arm(c, c->state == CS_HEADERS ? srv->cfg.header_timeout_ms
-						      : srv->cfg.body_timeout_ms);
+		if (c->state == CS_HEADERS)
+			arm(c, srv->cfg.header_timeout_ms);
 		c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
 	} else if (!want && c->reading) {
 		uv_read_stop((uv_stream_t *)&c->tcp);

@@ -191,10 +191,10 @@ def test_concurrent_pushes_group_commit():
 def test_backpressure_pauses_instead_of_failing():
     # One batch may wait for the writer and 1 KiB of bodies may be held:
     # reading pauses and resumes, and every push still gets its answer.
-    concurrent_pushes(["--max-queue", "1", "--max-inflight", "1K"])
+    concurrent_pushes(["--max-queue", "1", "--max-inflight", "1K"], reports=400)
 
 
-def concurrent_pushes(args):
+def concurrent_pushes(args, reports=20):
     with Server(quiet=True, args=args) as s:
         devs = [Device(s.data, f"phone {i}") for i in range(8)]
         errors = []
@@ -202,7 +202,7 @@ def concurrent_pushes(args):
         def run(d):
             try:
                 for _ in range(5):
-                    st, r = push(s.port, d, batch(d, [report(d) for _ in range(20)]))
+                    st, r = push(s.port, d, batch(d, [report(d) for _ in range(reports)]))
                     assert st == 200 and all(x.status == APPLIED for x in r.results)
             except Exception as e:  # reported below
                 errors.append(e)
@@ -212,7 +212,7 @@ def concurrent_pushes(args):
         for t in threads:
             t.join()
         assert not errors, errors
-        assert store_state(s.data)[2] == 8 * 5 * 20
+        assert store_state(s.data)[2] == 8 * 5 * reports
         _, out, _ = cli("verify", "--data", s.data)
         assert "hash chain intact" in out
 
