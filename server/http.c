@@ -63,6 +63,8 @@ struct http_conn {
 	size_t inflight;     /* bytes counted against max_inflight */
 	uint64_t t0;         /* request start, monotonic ns */
 	size_t bytes_in;
+	bool streaming;      /* a chunked response is being written */
+	size_t stream_out;   /* its bytes so far, for the log */
 	struct http_conn *prev, *next;
 };
 
@@ -70,6 +72,8 @@ struct write_req {
 	uv_write_t req;
 	struct http_conn *c;
 	struct buf data;
+	void (*drained)(void *ud); /* streams: the producer waits for this */
+	void *ud;
 };
 
 struct http_server {
@@ -226,12 +230,16 @@ static void on_written(uv_write_t *w, int status)
 {
 	struct write_req *wr = (struct write_req *)w;
 	struct http_conn *c = wr->c;
-	(void)status; /* on error (and UV_ECANCELED) the connection is closing anyway */
+	if (status < 0 && !c->closing)
+		conn_close(c); /* the client went away mid-write */
+	if (wr->drained)
+		wr->drained(wr->ud); /* on every status: the producer frees its state */
 	buf_free(&wr->data);
 	free(wr);
-	if (!c->closing && c->close_after && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+	if (!c->closing && c->close_after && !c->streaming &&
+	    uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
 		conn_close(c);
-	else if (!c->closing)
+	else if (!c->closing && !c->streaming)
 		process(c); /* the write queue drained: parse what waits */
 	http_conn_unref(c);
 }
@@ -241,7 +249,7 @@ static void log_request(struct http_conn *c, int status, size_t out)
 	struct server *srv = c->srv;
 	const struct http_request *r = &c->req;
 	int cls = status / 100;
-	srv->stats.requests[r->route_id & 7][cls >= 1 && cls <= 5 ? cls : 0]++;
+	srv->stats.requests[r->route_id & 31][cls >= 1 && cls <= 5 ? cls : 0]++;
 	if (srv->cfg.quiet)
 		return;
 	char when[32], dev[17] = "-";
@@ -349,6 +357,93 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 	arm(c, srv->cfg.idle_timeout_ms);
 	if (!c->in_parser)
 		process(c);
+}
+
+bool http_conn_gone(struct http_conn *c)
+{
+	return c->closing;
+}
+
+static int queue_write(struct http_conn *c, struct buf *data, void (*drained)(void *),
+		       void *ud)
+{
+	struct write_req *wr = calloc(1, sizeof(*wr));
+	if (!wr)
+		return -ENOMEM;
+	wr->c = c;
+	wr->data = *data;
+	wr->drained = drained;
+	wr->ud = ud;
+	*data = (struct buf){0};
+	uv_buf_t b = uv_buf_init((char *)wr->data.data, (unsigned)wr->data.len);
+	http_conn_ref(c);
+	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+		*data = wr->data;
+		free(wr);
+		http_conn_unref(c);
+		return -EPIPE;
+	}
+	return 0;
+}
+
+int http_stream_start(struct http_conn *c, int status, const char *content_type)
+{
+	struct buf h = {0};
+	if (c->closing)
+		return -EPIPE;
+	c->responded = true;
+	c->streaming = true;
+	c->stream_out = 0;
+	release_inflight(c);
+	int r = buf_printf(&h,
+			   "HTTP/1.1 %d %s\r\nTransfer-Encoding: chunked\r\nContent-Type: %s\r\n"
+			   "Connection: close\r\nCache-Control: no-store\r\n"
+			   "X-Content-Type-Options: nosniff\r\n%.*s\r\n",
+			   status, status_text(status), content_type, (int)c->extra_len, c->extra);
+	c->close_after = true; /* one long response, then done */
+	c->extra_len = 0;
+	if (r == 0)
+		r = queue_write(c, &h, NULL, NULL);
+	buf_free(&h);
+	return r;
+}
+
+int http_stream_write(struct http_conn *c, const uint8_t *p, size_t n,
+		      void (*drained)(void *ud), void *ud)
+{
+	struct buf b = {0};
+	if (c->closing)
+		return -EPIPE;
+	int r = buf_printf(&b, "%zx\r\n", n);
+	if (r == 0)
+		r = buf_append(&b, p, n);
+	if (r == 0)
+		r = buf_append(&b, "\r\n", 2);
+	if (r == 0)
+		r = queue_write(c, &b, drained, ud);
+	if (r == 0) {
+		c->stream_out += n;
+		arm(c, c->srv->cfg.write_timeout_ms); /* a reader that stalls is dropped */
+	}
+	buf_free(&b);
+	return r;
+}
+
+void http_stream_end(struct http_conn *c)
+{
+	struct buf b = {0};
+	if (!c->streaming)
+		return;
+	log_request(c, 200, c->stream_out);
+	c->streaming = false;
+	if (c->closing)
+		return;
+	if (buf_puts(&b, "0\r\n\r\n") == 0 && queue_write(c, &b, NULL, NULL) == 0) {
+		buf_free(&b);
+		return; /* on_written closes (close_after) */
+	}
+	buf_free(&b);
+	conn_close(c);
 }
 
 void http_error(struct http_conn *c, int status, const char *code, const char *message)

@@ -44,6 +44,10 @@ struct http_request {
 	uint64_t device;            /* authenticated device, 0 = none */
 	uint32_t role;
 	char county[4];
+	/* Counties the token may see; n_scope 0 = all (admins, coordinators
+	 * without a county). */
+	char scope[47][4];
+	size_t n_scope;
 	uint32_t changes;           /* for the log: changes in a push */
 };
 
@@ -66,6 +70,16 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 void http_error(struct http_conn *c, int status, const char *code, const char *message);
 /* Adds a header line to the next response, e.g. "Allow: GET". */
 void http_add_header(struct http_conn *c, const char *line);
+
+/* Streaming a long response (exports): chunked transfer encoding. The
+ * producer writes one chunk at a time and is called back (drained) once
+ * that chunk has left, so at most one chunk is held per connection.
+ * http_stream_write returns -EPIPE when the client has gone: stop then. */
+int http_stream_start(struct http_conn *c, int status, const char *content_type);
+int http_stream_write(struct http_conn *c, const uint8_t *p, size_t n,
+		      void (*drained)(void *ud), void *ud);
+void http_stream_end(struct http_conn *c);
+bool http_conn_gone(struct http_conn *c);
 
 /* A connection stays allocated while referenced (async work in flight). */
 void http_conn_ref(struct http_conn *c);

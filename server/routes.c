@@ -11,21 +11,39 @@
 #include "auth.h"
 #include "common.h"
 #include "http.h"
+#include "office.h"
 #include "server.h"
 #include "shahidi.pb-c.h"
 
 static uint64_t busy; /* async work in flight (one server per process) */
+
+#define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
+#define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
+#define ADMIN (1u << ROLE_ADMIN)
+#define JSON_BODY (64 * 1024)
 
 static const struct route {
 	const char *path;
 	enum route_id id;
 	int method;        /* the one method it takes (HEAD goes with GET) */
 	uint32_t roles;    /* bit per role that may call it; 0 = no token */
+	size_t body;       /* JSON body limit (push has its own) */
 } routes[] = {
-	{"/healthz", R_HEALTHZ, HTTP_GET, 0},
-	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE},
-	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE},
-	{"/v1/forms", R_FORMS, HTTP_GET, 1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN},
+	{"/healthz", R_HEALTHZ, HTTP_GET, 0, 0},
+	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE, 0},
+	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE, 0},
+	{"/v1/forms", R_FORMS, HTTP_GET, ANY_ROLE, 0},
+	{"/", R_PAGE, HTTP_GET, 0, 0},
+	{"/v1/status", R_STATUS, HTTP_GET, OFFICE, 0},
+	{"/v1/conflicts", R_CONFLICTS, HTTP_GET, OFFICE, 0},
+	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY},
+	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY},
+	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0},
+	{"/v1/export", R_EXPORT, HTTP_GET, ADMIN, 0},
+	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0},
+	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY},
+	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY},
+	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0},
 };
 
 const char *routes_name(int id)
@@ -39,7 +57,7 @@ const char *routes_name(int id)
 uint64_t routes_busy(const struct server *srv)
 {
 	(void)srv;
-	return busy;
+	return busy + office_busy;
 }
 
 /* ---- authentication ---- */
@@ -59,6 +77,15 @@ static bool authenticate(struct server *srv, struct http_request *req)
 			req->device = d->id;
 			req->role = d->role;
 			snprintf(req->county, sizeof(req->county), "%s", d->county);
+			/* A coordinator sees its counties; an admin, or a coordinator
+			 * enrolled without a county, sees all. */
+			req->n_scope = 0;
+			if (d->role == ROLE_COORDINATOR) {
+				for (size_t i = 0; i < d->n_counties && i < 47; i++)
+					snprintf(req->scope[req->n_scope++], 4, "%s", d->counties[i]);
+				if (!req->n_scope && d->county[0])
+					snprintf(req->scope[req->n_scope++], 4, "%s", d->county);
+			}
 			ok = true;
 		}
 		store_abort(t);
@@ -100,6 +127,7 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 			return;
 		}
 	}
+	req->body_limit = rt->body;
 	if (rt->id == R_PUSH) {
 		if (req->enc_unsupported) {
 			http_error(c, 415, "unsupported_encoding",
@@ -341,6 +369,17 @@ void routes_on_request(struct http_conn *c, struct http_request *req)
 	case R_PULL:
 		handle_pull(c, srv, req);
 		break;
+	case R_PAGE: office_page(c, srv, req); break;
+	case R_STATUS: office_status(c, srv, req); break;
+	case R_CONFLICTS: office_conflicts(c, srv, req); break;
+	case R_RESOLVE: office_resolve(c, srv, req); break;
+	case R_ASSIGN: office_assign(c, srv, req); break;
+	case R_HISTORY: office_history(c, srv, req); break;
+	case R_EXPORT: office_export(c, srv, req); break;
+	case R_DEVICES: office_devices(c, srv, req); break;
+	case R_ENROL: office_enrol(c, srv, req); break;
+	case R_REVOKE: office_revoke(c, srv, req); break;
+	case R_METRICS: office_metrics(c, srv, req); break;
 	default:
 		http_error(c, 404, "not_found", "no such endpoint");
 		break;

@@ -13,6 +13,8 @@
 #include "sync.h"
 #include "writer.h"
 
+#define SERVER_MAX_SCOPE 47
+
 struct server_config {
 	const char *data_dir;
 	const char *listen;          /* host:port, [v6]:port */
@@ -36,7 +38,7 @@ struct server_config {
 
 /* Counters for /metrics. Touched on the loop thread only. */
 struct server_stats {
-	uint64_t requests[8][6];     /* [route][status class 1xx..5xx] */
+	uint64_t requests[32][6];    /* [route][status class 1xx..5xx] */
 	uint64_t batches, batches_replayed;
 	uint64_t changes_applied, changes_duplicate, changes_rejected;
 	uint64_t conns_open, conns_total, conns_refused;

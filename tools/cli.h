@@ -53,6 +53,13 @@ int cmd_conflicts(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_device(int argc, char **argv);
 int cmd_push(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_history(int argc, char **argv);
+int cmd_assign(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
+int cli_conflicts_resolve(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 
 #endif

@@ -510,6 +510,8 @@ int cmd_show(int argc, char **argv)
 
 int cmd_conflicts(int argc, char **argv)
 {
+	if (argc >= 2 && !strcmp(argv[1], "resolve"))
+		return cli_conflicts_resolve(argc - 1, argv + 1);
 	return show_or_conflicts(argc, argv, true);
 }
 

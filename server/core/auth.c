@@ -33,9 +33,21 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 		snprintf(err, errlen, "a device name is 1 to 100 bytes of UTF-8");
 		return -EINVAL;
 	}
-	if (*county && !county_ok(county)) {
-		snprintf(err, errlen, "county must be a code from 001 to 047");
-		return -EINVAL;
+	/* A coordinator may cover several counties: "042,047". */
+	char list[47][4];
+	size_t n_list = 0;
+	for (const char *p = county; *p;) {
+		size_t len = strcspn(p, ",");
+		char code[8];
+		snprintf(code, sizeof(code), "%.*s", (int)(len < 7 ? len : 7), p);
+		if (!county_ok(code) || n_list == 47 ||
+		    (n_list && e->role != ROLE_COORDINATOR)) {
+			snprintf(err, errlen, "county must be a code from 001 to 047%s",
+				 e->role == ROLE_COORDINATOR ? " (several: 042,047)" : "");
+			return -EINVAL;
+		}
+		memcpy(list[n_list++], code, 4);
+		p += len + (p[len] == ',');
 	}
 	if (e->role < ROLE_DEVICE || e->role > ROLE_ADMIN) {
 		snprintf(err, errlen, "role must be device, coordinator or admin");
@@ -69,9 +81,14 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 	sodium_memzero(secret, sizeof(secret));
 
 	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
+	char *cptr[47];
 	d.id = id;
 	d.name = (char *)e->name;
-	d.county = (char *)county;
+	d.county = n_list == 1 ? list[0] : "";
+	for (size_t i = 0; i < n_list; i++)
+		cptr[i] = list[i];
+	d.counties = n_list > 1 || e->role == ROLE_COORDINATOR ? cptr : NULL;
+	d.n_counties = d.counties ? n_list : 0;
 	d.role = e->role;
 	d.token_hash.data = hash;
 	d.token_hash.len = 32;

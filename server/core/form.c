@@ -249,12 +249,22 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 	while (at < reg->n_forms && cmp_form(&forms[at], id, version) < 0)
 		at++;
 	memmove(&forms[at + 1], &forms[at], (reg->n_forms - at) * sizeof(*forms));
+	const struct form_field *county = NULL;
+	const char *cname = opt_str(root, "county_field");
+	if (cname) {
+		for (size_t i = 0; i < nf && !county; i++)
+			if (!strcmp(fields[i].name, cname))
+				county = &fields[i];
+		if (!county || county->type != FT_CHOICE)
+			FAIL("%s: county_field %s is not a choice field of the form", origin, cname);
+	}
 	forms[at] = (struct form){
 		.form_id = dupstr(reg, id),
 		.version = version,
 		.title = dupstr(reg, opt_str(root, "title") ? opt_str(root, "title") : id),
 		.fields = fields,
 		.n_fields = nf,
+		.county_field = county,
 		.origin = dupstr(reg, origin),
 	};
 	reg->n_forms++;

@@ -65,6 +65,10 @@ struct form {
 	const char *title;
 	const struct form_field *fields; /* in display and export order */
 	size_t n_fields;
+	/* The choice field holding a record's county (county codes 001-047):
+	 * what coordinators' county scopes and the status page group by.
+	 * NULL when the form has none. */
+	const struct form_field *county_field;
 	const char *origin;              /* file it came from, for messages */
 };
 

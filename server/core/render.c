@@ -231,3 +231,119 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
 	}
 	return j;
 }
+
+int render_record_county(const merge_rec_t *rec, const struct form *f, char out[4])
+{
+	if (!f || !f->county_field)
+		return -ENOENT;
+	const merge_entry_t *e = merge_current(merge_register(rec, f->county_field->number));
+	struct form_value v;
+	if (!e || form_value_parse(e->value.data, e->value.len, &v) < 0 || v.kind != FT_CHOICE ||
+	    v.str_len != 3)
+		return -ENOENT;
+	memcpy(out, v.str, 3);
+	out[3] = 0;
+	return 0;
+}
+
+const char *render_county_name(const struct form *f, const char *code)
+{
+	const struct form_choice *c =
+		f && f->county_field ? form_choice(f->county_field, code, strlen(code)) : NULL;
+	return c ? c->label : code;
+}
+
+int render_value_encode(const struct form_field *fd, const json_t *j, struct buf *out,
+			char *err, size_t errlen)
+{
+	Shahidi__V1__Value v = SHAHIDI__V1__VALUE__INIT;
+	Shahidi__V1__Choices ch = SHAHIDI__V1__CHOICES__INIT;
+	char **codes = NULL;
+	int r = -EINVAL;
+	if (json_is_null(j))
+		return 0; /* an empty Value: cleared */
+	switch (fd->type) {
+	case FT_TEXT:
+	case FT_DATE:
+	case FT_CHOICE:
+		if (!json_is_string(j))
+			goto bad;
+		v.kind_case = fd->type == FT_TEXT ? SHAHIDI__V1__VALUE__KIND_TEXT
+			      : fd->type == FT_DATE ? SHAHIDI__V1__VALUE__KIND_DATE
+						    : SHAHIDI__V1__VALUE__KIND_CHOICE;
+		v.text = (char *)json_string_value(j); /* the oneof shares storage */
+		break;
+	case FT_INTEGER:
+		if (!json_is_integer(j))
+			goto bad;
+		v.kind_case = SHAHIDI__V1__VALUE__KIND_INTEGER;
+		v.integer = json_integer_value(j);
+		break;
+	case FT_DECIMAL:
+		if (!json_is_number(j))
+			goto bad;
+		v.kind_case = SHAHIDI__V1__VALUE__KIND_DECIMAL;
+		v.decimal = json_number_value(j);
+		break;
+	case FT_BOOLEAN:
+		if (!json_is_boolean(j))
+			goto bad;
+		v.kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+		v.boolean = json_is_true(j);
+		break;
+	case FT_CHOICES: {
+		if (!json_is_array(j))
+			goto bad;
+		size_t n = json_array_size(j);
+		codes = calloc(n + 1, sizeof(*codes));
+		if (!codes)
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			if (!json_is_string(json_array_get(j, i)))
+				goto bad;
+			codes[i] = (char *)json_string_value(json_array_get(j, i));
+		}
+		ch.codes = codes;
+		ch.n_codes = n;
+		v.kind_case = SHAHIDI__V1__VALUE__KIND_CHOICES;
+		v.choices = &ch;
+		break;
+	}
+	default:
+		snprintf(err, errlen, "field %s (%s) cannot be set from the office", fd->name,
+			 form_type_name(fd->type));
+		return -EINVAL;
+	}
+	size_t n = shahidi__v1__value__get_packed_size(&v);
+	if ((r = buf_reserve(out, n)) == 0)
+		out->len += shahidi__v1__value__pack(&v, out->data + out->len);
+	free(codes);
+	return r;
+bad:
+	free(codes);
+	snprintf(err, errlen, "field %s takes %s", fd->name,
+		 fd->type == FT_CHOICES ? "an array of codes"
+		 : fd->type == FT_INTEGER || fd->type == FT_DECIMAL ? "a number"
+		 : fd->type == FT_BOOLEAN ? "true or false" : "a string");
+	return r;
+}
+
+int render_parse_time(const char *s, uint64_t *ret_ms)
+{
+	int64_t days;
+	unsigned hh = 0, mm = 0, ss = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*s && !*end) {
+		*ret_ms = v;
+		return 0;
+	}
+	if (strlen(s) < 10 || form_parse_date((const uint8_t *)s, 10, &days) < 0 || days < 0)
+		return -EINVAL;
+	if (s[10] && sscanf(s + 10, "T%2u:%2u:%2u", &hh, &mm, &ss) < 2)
+		return -EINVAL;
+	if (hh > 23 || mm > 59 || ss > 60)
+		return -EINVAL;
+	*ret_ms = ((uint64_t)days * 86400 + hh * 3600 + mm * 60 + ss) * 1000;
+	return 0;
+}

@@ -36,4 +36,25 @@ void render_time_ms(uint64_t ms, char buf[32]);
  * New reference or NULL. */
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f);
 
+/* Encodes a value given as JSON for a field (a string for text, dates,
+ * a choice code; a number; true/false; an array of codes for choices;
+ * null to clear) into an encoded shahidi.v1.Value appended to out. It is
+ * not validated against the form: form_check_value() does that. -EINVAL
+ * with err filled when the JSON does not fit the field's type. */
+int render_value_encode(const struct form_field *fd, const json_t *j, struct buf *out,
+			char *err, size_t errlen);
+
+/* Parses YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds since the epoch.
+ * 0 or -EINVAL. */
+int render_parse_time(const char *s, uint64_t *ret_ms);
+
+/* The record's county code (its form's county_field, current value) into
+ * out (4 bytes). 0, or -ENOENT when the form has no county field or the
+ * record no county. */
+int render_record_county(const merge_rec_t *rec, const struct form *f, char out[4]);
+
+/* The name of a county code ("047" -> "Nairobi City"), from the form's
+ * county vocabulary; the code itself when unknown. */
+const char *render_county_name(const struct form *f, const char *code);
+
 #endif

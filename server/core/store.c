@@ -18,6 +18,8 @@
  *   dev   be64 device id                        Device (pb)
  *   tok   32-byte BLAKE2b-256 of a token        be64 device id
  *   cfl   be64 record seq                       empty: records with open conflicts
+ *   audit be64 audit seq                        JSON text: who exported or changed
+ *                                               what at the office, and when
  *
  * Why this layout (shared/reference/performance.md): a durable commit costs
  * the write-back of every page it dirties. Records, log entries and feed
@@ -63,11 +65,12 @@ enum {
 	DB_DEV,
 	DB_TOK,
 	DB_CFL,
+	DB_AUDIT,
 	DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl",
+	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl", "audit",
 };
 
 typedef Shahidi__Store__V1__Counters counters_t;
@@ -627,6 +630,63 @@ int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge
 	return 1;
 }
 
+struct store_cursor {
+	MDB_cursor *c;
+	uint64_t after;
+	bool started;
+};
+
+int store_records_cursor(struct store_txn *t, uint64_t after_seq, struct store_cursor **ret)
+{
+	struct store_cursor *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return -ENOMEM;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_RECS], &sc->c);
+	if (rc) {
+		free(sc);
+		return lmdb_err(rc);
+	}
+	sc->after = after_seq;
+	*ret = sc;
+	return 0;
+}
+
+int store_cursor_next(struct store_cursor *sc, uint64_t *ret_seq, const uint8_t **ret_data,
+		      size_t *ret_len)
+{
+	MDB_val k, v;
+	int rc;
+	if (!sc->started) {
+		uint8_t kb[8];
+		if (sc->after == UINT64_MAX)
+			return 0;
+		sh_put_be64(kb, sc->after + 1);
+		k = val_of(kb, 8);
+		rc = mdb_cursor_get(sc->c, &k, &v, MDB_SET_RANGE);
+		sc->started = true;
+	} else {
+		rc = mdb_cursor_get(sc->c, &k, &v, MDB_NEXT);
+	}
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return lmdb_err(rc);
+	if (k.mv_size != 8)
+		return -EIO;
+	*ret_seq = sh_get_be64(k.mv_data);
+	*ret_data = v.mv_data;
+	*ret_len = v.mv_size;
+	return 1;
+}
+
+void store_cursor_close(struct store_cursor *sc)
+{
+	if (!sc)
+		return;
+	mdb_cursor_close(sc->c);
+	free(sc);
+}
+
 int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret)
 {
 	MDB_val v;
@@ -1145,4 +1205,69 @@ int store_write(struct store *s, int (*fn)(struct store_txn *t, void *ud), void 
 		if ((r = store_grow(s)) < 0)
 			return r;
 	}
+}
+
+/* ---- audit ---- */
+
+int store_audit_append(struct store_txn *t, const char *json, uint64_t *ret_seq)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t seq = 1;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_AUDIT], &c);
+	if (rc)
+		return lmdb_err(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	if (rc == 0 && k.mv_size == 8)
+		seq = sh_get_be64(k.mv_data) + 1;
+	mdb_cursor_close(c);
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	uint8_t kb[8];
+	sh_put_be64(kb, seq);
+	int r = put_raw(t, DB_AUDIT, kb, 8, json, strlen(json), MDB_APPEND);
+	if (r == 0 && ret_seq)
+		*ret_seq = seq;
+	return r;
+}
+
+int store_audit_next(struct store_txn *t, struct arena *a, uint64_t *seq, char **ret_json)
+{
+	MDB_val v;
+	uint64_t s2 = *seq;
+	int r = next_u64_key(t, DB_AUDIT, &s2, &v);
+	if (r <= 0)
+		return r;
+	char *j = arena_alloc(a, v.mv_size + 1);
+	if (!j)
+		return -ENOMEM;
+	memcpy(j, v.mv_data, v.mv_size);
+	j[v.mv_size] = 0;
+	*seq = s2;
+	*ret_json = j;
+	return 1;
+}
+
+/* ---- backup ---- */
+
+int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
+{
+	if (mkdir(dest, 0700) < 0) {
+		snprintf(err, errlen, "cannot create %s: %s (the backup goes into a new directory)",
+			 dest, strerror(errno));
+		return -errno;
+	}
+	/* A compacting copy: a consistent snapshot (one read transaction)
+	 * without the free pages, taken while the server writes. */
+	pthread_rwlock_rdlock(&s->resize_lock);
+	int rc = mdb_env_copy2(s->env, dest, MDB_CP_COMPACT);
+	pthread_rwlock_unlock(&s->resize_lock);
+	if (rc) {
+		snprintf(err, errlen, "cannot copy the store to %s: %s", dest, mdb_strerror(rc));
+		return lmdb_err(rc);
+	}
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/data.mdb", dest);
+	chmod(path, 0600);
+	return 0;
 }

@@ -84,6 +84,16 @@ int store_record_get(struct store_txn *t, struct arena *a, const uint8_t id[16],
 /* The next record after *seq in arrival order (seq 0 = from the start);
  * sets *seq to its key. 1 with a record, 0 at the end, or an error. */
 int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret);
+/* Iterates stored records in arrival order without decoding them, for
+ * long scans (export): each record's bytes point into the map and are
+ * valid until the next call or the end of the transaction. */
+struct store_cursor;
+int store_records_cursor(struct store_txn *t, uint64_t after_seq, struct store_cursor **ret);
+/* 1 with the next record, 0 at the end, or an error. */
+int store_cursor_next(struct store_cursor *c, uint64_t *ret_seq, const uint8_t **ret_data,
+		      size_t *ret_len);
+void store_cursor_close(struct store_cursor *c);
+
 /* The next record with an open conflict after *seq. Same returns. */
 int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret);
 
@@ -183,6 +193,19 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
  * and every later change. 0, -ENOENT (no such record). */
 int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
 		 uint64_t device);
+
+/* ---- audit log ---- */
+
+/* Appends one audit event (a JSON object as text: who, when, what) in a
+ * write transaction. */
+int store_audit_append(struct store_txn *t, const char *json, uint64_t *ret_seq);
+/* The next audit event after *seq; 1, 0 at the end. */
+int store_audit_next(struct store_txn *t, struct arena *a, uint64_t *seq, char **ret_json);
+
+/* Writes a consistent, compacted copy of the store into dest, a directory
+ * that must not exist yet (made 0700). Safe while the server runs.
+ * Restoring = using dest as the data directory. */
+int store_backup(struct store *s, const char *dest, char *err, size_t errlen);
 
 /* Runs fn in a write transaction and commits it. When the map fills up,
  * aborts, grows the map and runs fn again from the start (so fn must be

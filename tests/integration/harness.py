@@ -213,6 +213,21 @@ def read_response(s, buf=b""):
     for ln in lines[1:]:
         k, v = ln.split(":", 1)
         hdrs[k.strip().lower()] = v.strip()
+    if hdrs.get("transfer-encoding") == "chunked":
+        # streamed (exports): the server closes after the last chunk
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            rest += chunk
+        body = b""
+        while True:
+            line, rest = rest.split(b"\r\n", 1)
+            n = int(line, 16)
+            if n == 0:
+                return status, hdrs, body, b""
+            body += rest[:n]
+            rest = rest[n + 2:]
     n = int(hdrs.get("content-length", "0"))
     while len(rest) < n:
         chunk = s.recv(65536)

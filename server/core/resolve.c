@@ -1,0 +1,165 @@
+#include "resolve.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arena.h"
+#include "common.h"
+#include "hlc.h"
+#include "merge.h"
+#include "shahidi.pb-c.h"
+#include "store.h"
+
+#define SERVER_CHANGE_BIT (1ull << 63)
+
+#define BAD(c, ...)                                                  \
+	do {                                                         \
+		snprintf(v->code, sizeof(v->code), "%s", c);         \
+		snprintf(v->reason, sizeof(v->reason), __VA_ARGS__); \
+		r = -EINVAL;                                         \
+		goto out;                                            \
+	} while (0)
+
+int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64_t actor,
+		  const struct resolve_req *q, uint64_t now_ms, struct form_verdict *v,
+		  uint64_t *ret_log_seq)
+{
+	struct arena *a = arena_new();
+	merge_rec_t *rec;
+	store_device_t *dev;
+	int r;
+	if (!a)
+		return -ENOMEM;
+	if ((r = store_record_get(t, a, q->record_id, &rec)) < 0)
+		goto out;
+	if ((r = store_device_get(t, a, actor, &dev)) < 0)
+		goto out;
+	uint32_t field = q->how == RESOLVE_DELETED ? MERGE_DELETION_FIELD : q->field;
+	const merge_reg_t *reg = merge_register(rec, field);
+	if (q->how == RESOLVE_DELETED) {
+		if (!rec->delete_conflict && merge_live_count(reg) < 2)
+			BAD("no_conflict", "the record's deletion is not in conflict");
+	} else {
+		if (field == MERGE_DELETION_FIELD)
+			BAD("bad_field", "field numbers start at 1");
+		if (merge_live_count(reg) < 2)
+			BAD("no_conflict", "field %u is not in conflict", field);
+	}
+
+	/* The value it will hold. */
+	const uint8_t *val = NULL;
+	size_t val_len = 0;
+	if (q->how == RESOLVE_TAKE) {
+		bool found = false;
+		for (size_t i = 0; reg && i < reg->n_entries; i++) {
+			const merge_entry_t *e = reg->entries[i];
+			if (e->device == q->take_device && !e->dead && e->present) {
+				val = e->value.data; /* may be empty: the field was cleared */
+				val_len = e->value.len;
+				found = true;
+			}
+		}
+		if (!found)
+			BAD("no_such_value", "no live value of field %u comes from that device", field);
+	} else if (q->how == RESOLVE_VALUE) {
+		const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
+		const struct form_field *fd = f ? form_field(f, field) : NULL;
+		if (!fd)
+			BAD("unknown_field", "the record's form has no field %u", field);
+		if (form_check_value(fd, q->value, q->value_len, now_ms, v) < 0) {
+			r = -EINVAL;
+			goto out;
+		}
+		val = q->value;
+		val_len = q->value_len;
+	} else {
+		val = merge_deletion_value(q->deleted, &val_len);
+	}
+
+	/* The change, as a phone would have sent it: it saw every live value. */
+	size_t n_live = merge_live_count(reg);
+	Shahidi__V1__Stamp *stamps = arena_alloc(a, (n_live + 1) * sizeof(*stamps));
+	Shahidi__V1__Stamp **sp = arena_alloc(a, (n_live + 1) * sizeof(*sp));
+	struct merge_stamp *base = arena_alloc(a, (n_live + 1) * sizeof(*base));
+	if (!stamps || !sp || !base) {
+		r = -ENOMEM;
+		goto out;
+	}
+	size_t k = 0;
+	for (size_t i = 0; reg && i < reg->n_entries; i++) {
+		const merge_entry_t *e = reg->entries[i];
+		if (e->dead || !e->present)
+			continue;
+		shahidi__v1__stamp__init(&stamps[k]);
+		stamps[k].hlc = e->hlc;
+		stamps[k].device = e->device;
+		sp[k] = &stamps[k];
+		base[k] = (struct merge_stamp){e->hlc, e->device};
+		k++;
+	}
+	uint64_t hlc = hlc_tick(store_hlc(t), now_ms); /* above every stamp received */
+	dev->server_changes++;
+	Shahidi__V1__Change ch = SHAHIDI__V1__CHANGE__INIT;
+	ch.change_id = SERVER_CHANGE_BIT | dev->server_changes;
+	ch.record_id = rec->record_id;
+	ch.form_id = rec->form_id;
+	ch.form_version = rec->form_version;
+	ch.hlc = hlc;
+	Shahidi__V1__FieldWrite fw = SHAHIDI__V1__FIELD_WRITE__INIT, *fwp = &fw;
+	Shahidi__V1__Deletion del = SHAHIDI__V1__DELETION__INIT;
+	if (q->how == RESOLVE_DELETED) {
+		del.deleted = q->deleted;
+		del.supersedes = sp;
+		del.n_supersedes = k;
+		ch.deletion = &del;
+	} else {
+		fw.field = field;
+		if (val_len) {
+			fw.value = shahidi__v1__value__unpack(arena_pb_allocator(a), val_len, val);
+			if (!fw.value)
+				BAD("malformed_value", "the value is not a well-formed Value");
+		}
+		fw.supersedes = sp;
+		fw.n_supersedes = k;
+		ch.fields = &fwp;
+		ch.n_fields = 1;
+	}
+	size_t raw_len = shahidi__v1__change__get_packed_size(&ch);
+	uint8_t *raw = arena_alloc(a, raw_len + 1);
+	if (!raw) {
+		r = -ENOMEM;
+		goto out;
+	}
+	shahidi__v1__change__pack(&ch, raw);
+
+	struct merge_write w = {.field = field, .hlc = hlc, .value = val, .value_len = val_len,
+				.base = base, .n_base = k};
+	struct store_change sc = {
+		.pusher = actor, .origin = actor, .change_id = ch.change_id,
+		.record_id = q->record_id, .form_id = rec->form_id,
+		.form_version = rec->form_version, .raw = raw, .raw_len = raw_len,
+		.hlc = hlc, .writes = &w, .n_writes = 1,
+	};
+	crypto_generichash(sc.digest, 32, raw, raw_len, NULL, 0);
+	enum store_outcome out;
+	uint64_t stored;
+	if ((r = store_apply_change(t, a, &sc, now_ms, &out, &stored, v)) < 0)
+		goto out;
+	if (out != STORE_APPLIED) {
+		r = -EINVAL;
+		goto out;
+	}
+	if ((r = store_device_put(t, dev)) < 0)
+		goto out;
+	/* The change just appended is the newest entry of the log. */
+	struct store_info info;
+	if ((r = store_info(t, &info)) < 0)
+		goto out;
+	*ret_log_seq = info.log_entries;
+	r = 0;
+out:
+	arena_free(a);
+	return r;
+}

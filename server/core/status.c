@@ -1,0 +1,415 @@
+#include "status.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "common.h"
+#include "render.h"
+#include "hlc.h"
+#include "shahidi.pb-c.h"
+#include "store.h"
+#include "uuid.h"
+
+#define STATUS_PAGE 20000 /* records per read transaction */
+
+bool status_in_scope(const struct status_opts *o, const char *county)
+{
+	if (!o->counties || !o->n_counties)
+		return true;
+	for (size_t i = 0; i < o->n_counties; i++)
+		if (county && !strcmp(o->counties[i], county))
+			return true;
+	return false;
+}
+
+struct dev_row {
+	uint64_t id;
+	json_t *j;              /* borrowed from the devices array */
+	uint64_t conflicts;
+	uint64_t last_seen;
+	char county[4];
+	bool shown;
+};
+
+struct county_row {
+	char code[4];
+	uint64_t records, conflicts, devices, batches, applied, duplicates, rejected, unsent,
+		waiting, last_push;
+	json_t *silent;
+};
+
+struct form_county {
+	const char *form_id;   /* owned by the registry */
+	char county[4];
+	uint64_t records, deleted;
+};
+
+struct acc {
+	struct county_row counties[48]; /* [0]: no county */
+	struct form_county *fc;
+	size_t n_fc, cap_fc;
+	struct dev_row *devs;
+	size_t n_devs;
+	uint64_t records, conflicts, deleted;
+};
+
+static struct county_row *county_row(struct acc *a, const char *code)
+{
+	int n = code && strlen(code) == 3 ? atoi(code) : 0;
+	if (n < 1 || n > 47)
+		n = 0;
+	struct county_row *r = &a->counties[n];
+	if (!r->code[0])
+		snprintf(r->code, sizeof(r->code), "%s", n ? code : "");
+	return r;
+}
+
+static int add_fc(struct acc *a, const char *form_id, const char *county, bool deleted)
+{
+	for (size_t i = 0; i < a->n_fc; i++)
+		if (a->fc[i].form_id == form_id && !strcmp(a->fc[i].county, county)) {
+			a->fc[i].records++;
+			a->fc[i].deleted += deleted;
+			return 0;
+		}
+	if (a->n_fc == a->cap_fc) {
+		size_t cap = a->cap_fc ? a->cap_fc * 2 : 64;
+		struct form_county *p = realloc(a->fc, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		a->fc = p;
+		a->cap_fc = cap;
+	}
+	struct form_county *f = &a->fc[a->n_fc++];
+	f->form_id = form_id;
+	snprintf(f->county, sizeof(f->county), "%s", county);
+	f->records = 1;
+	f->deleted = deleted;
+	return 0;
+}
+
+static struct dev_row *find_dev(struct acc *a, uint64_t id)
+{
+	size_t lo = 0, hi = a->n_devs;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (a->devs[mid].id == id)
+			return &a->devs[mid];
+		if (a->devs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static json_t *time_or_null(uint64_t ms)
+{
+	char buf[32];
+	if (!ms)
+		return json_null();
+	render_time_ms(ms, buf);
+	return json_string(buf);
+}
+
+/* Devices, in id order (the order of the dev table). */
+static int collect_devices(struct store *s, const struct status_opts *o, struct acc *acc,
+			   json_t *devices)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	int r;
+	if (!a)
+		return -ENOMEM;
+	if ((r = store_begin(s, false, &t)) < 0)
+		goto out;
+	uint64_t id = 0;
+	store_device_t *d;
+	while ((r = store_device_next(t, a, &id, &d)) == 1) {
+		uint64_t waiting = 0;
+		if ((r = store_feed_count(t, d->id, d->pull_cursor, &waiting)) < 0)
+			break;
+		struct dev_row *nd = realloc(acc->devs, (acc->n_devs + 1) * sizeof(*nd));
+		if (!nd) {
+			r = -ENOMEM;
+			break;
+		}
+		acc->devs = nd;
+		struct dev_row *row = &acc->devs[acc->n_devs++];
+		memset(row, 0, sizeof(*row));
+		row->id = d->id;
+		snprintf(row->county, sizeof(row->county), "%s", d->county);
+		row->last_seen = SH_MAX(d->last_push_ms, d->last_pull_ms);
+		/* A coordinator without a county sees devices without one too. */
+		row->shown = o->n_counties ? (d->county[0] && status_in_scope(o, d->county)) : true;
+		char hex[17];
+		sh_device_fmt(d->id, hex);
+		double silent = row->last_seen ? (double)(o->now_ms - SH_MIN(row->last_seen, o->now_ms)) / 86400000.0
+					       : (double)(o->now_ms - SH_MIN(d->enrolled_ms, o->now_ms)) / 86400000.0;
+		row->j = json_pack("{s:s,s:s,s:s,s:s,s:b,s:o,s:o,s:o,s:s,s:I,s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:f,s:b}",
+				   "id", hex, "name", d->name, "county", d->county, "role",
+				   store_role_name(d->role), "revoked", d->revoked, "enrolled",
+				   time_or_null(d->enrolled_ms), "last_push", time_or_null(d->last_push_ms),
+				   "last_pull", time_or_null(d->last_pull_ms), "app_version",
+				   d->app_version, "unsent", (json_int_t)d->unsent, "batches",
+				   (json_int_t)d->batches, "changes_applied",
+				   (json_int_t)d->changes_applied, "duplicates", (json_int_t)d->duplicates,
+				   "rejected", (json_int_t)d->rejected, "last_rejection", d->last_reject,
+				   "waiting_to_pull", (json_int_t)waiting, "open_conflicts", (json_int_t)0,
+				   "days_silent", silent,
+				   "silent", d->role == ROLE_DEVICE && !d->revoked && silent > o->silent_days);
+		if (!row->j) {
+			r = -ENOMEM;
+			break;
+		}
+		if (row->shown) {
+			json_array_append(devices, row->j);
+			if (d->role == ROLE_DEVICE) {
+				struct county_row *c = county_row(acc, d->county);
+				c->devices++;
+				c->batches += d->batches;
+				c->applied += d->changes_applied;
+				c->duplicates += d->duplicates;
+				c->rejected += d->rejected;
+				c->unsent += d->unsent;
+				c->waiting += waiting;
+				c->last_push = SH_MAX(c->last_push, d->last_push_ms);
+				if (!d->revoked && silent > o->silent_days) {
+					if (!c->silent)
+						c->silent = json_array();
+					json_array_append_new(c->silent, json_string(hex));
+				}
+			}
+		}
+		json_decref(row->j); /* the array holds it, or nobody needs it */
+		if (!row->shown)
+			row->j = NULL;
+		arena_reset(a);
+	}
+	store_abort(t);
+out:
+	arena_free(a);
+	return r < 0 ? r : 0;
+}
+
+static int collect_records(struct store *s, const struct form_registry *forms,
+			   const struct status_opts *o, struct acc *acc)
+{
+	struct arena *a = arena_new();
+	uint64_t seq = 0;
+	int r = 0;
+	bool done = false;
+	if (!a)
+		return -ENOMEM;
+	while (!done && r >= 0) {
+		struct store_txn *t;
+		if ((r = store_begin(s, false, &t)) < 0)
+			break;
+		for (int n = 0; n < STATUS_PAGE; n++) {
+			merge_rec_t *rec;
+			arena_reset(a);
+			r = store_record_next(t, a, &seq, &rec);
+			if (r <= 0) {
+				done = true;
+				break;
+			}
+			const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
+			char county[4] = "";
+			render_record_county(rec, f, county);
+			if (!status_in_scope(o, county))
+				continue;
+			bool deleted = merge_is_deleted(rec);
+			const struct form *f1 = f ? f : form_registry_find(forms, rec->form_id, 1);
+			const char *form_id = f1 ? f1->form_id : "unknown";
+			if ((r = add_fc(acc, form_id, county, deleted)) < 0)
+				break;
+			acc->records++;
+			acc->deleted += deleted;
+			struct county_row *c = county_row(acc, county);
+			c->records++;
+			if (rec->conflicts) {
+				acc->conflicts++;
+				c->conflicts++;
+				for (size_t i = 0; i < rec->n_writers; i++) {
+					struct dev_row *d = find_dev(acc, rec->writers[i]);
+					if (d)
+						d->conflicts++;
+				}
+			}
+		}
+		store_abort(t);
+	}
+	arena_free(a);
+	return r < 0 ? r : 0;
+}
+
+int status_collect(struct store *s, const struct form_registry *forms,
+		   const struct status_opts *o, json_t **ret)
+{
+	struct acc acc = {0};
+	json_t *devices = json_array();
+	json_t *root = NULL;
+	const struct form *any = form_registry_at(forms, 0);
+	int r = -ENOMEM;
+	if (!devices)
+		goto out;
+	if ((r = collect_devices(s, o, &acc, devices)) < 0 ||
+	    (r = collect_records(s, forms, o, &acc)) < 0)
+		goto out;
+	for (size_t i = 0; i < acc.n_devs; i++)
+		if (acc.devs[i].j)
+			json_object_set_new(acc.devs[i].j, "open_conflicts",
+					    json_integer((json_int_t)acc.devs[i].conflicts));
+
+	json_t *counties = json_array();
+	for (int i = 1; i <= 47; i++) {
+		struct county_row *c = &acc.counties[i];
+		if (!c->code[0])
+			continue;
+		json_array_append_new(
+			counties,
+			json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "county",
+				  c->code, "name", render_county_name(any, c->code), "devices",
+				  (json_int_t)c->devices, "records", (json_int_t)c->records,
+				  "open_conflicts", (json_int_t)c->conflicts, "batches",
+				  (json_int_t)c->batches, "changes_applied", (json_int_t)c->applied,
+				  "duplicates", (json_int_t)c->duplicates, "rejected",
+				  (json_int_t)c->rejected, "unsent", (json_int_t)c->unsent,
+				  "waiting_to_pull", (json_int_t)c->waiting, "last_push",
+				  time_or_null(c->last_push), "silent_devices",
+				  c->silent ? c->silent : json_array()));
+		c->silent = NULL;
+	}
+	json_t *by_form = json_array();
+	for (size_t i = 0; i < acc.n_fc; i++)
+		json_array_append_new(by_form,
+				      json_pack("{s:s,s:s,s:s,s:I,s:I}", "form_id", acc.fc[i].form_id,
+						"county", acc.fc[i].county, "county_name",
+						render_county_name(any, acc.fc[i].county), "records",
+						(json_int_t)acc.fc[i].records, "deleted",
+						(json_int_t)acc.fc[i].deleted));
+	json_t *server = json_pack("{s:I,s:I,s:I,s:o}", "records", (json_int_t)acc.records,
+				   "deleted", (json_int_t)acc.deleted, "open_conflicts",
+				   (json_int_t)acc.conflicts, "records_by_form_and_county", by_form);
+	if (!o->n_counties) {
+		/* Store-wide figures: for those who see every county. */
+		struct store_txn *t;
+		struct store_info info;
+		if ((r = store_begin(s, false, &t)) < 0)
+			goto out;
+		r = store_info(t, &info);
+		store_abort(t);
+		if (r < 0)
+			goto out;
+		json_object_set_new(server, "log_entries", json_integer((json_int_t)info.log_entries));
+		json_object_set_new(server, "store_bytes", json_integer((json_int_t)info.file_size));
+		json_object_set_new(server, "map_bytes", json_integer((json_int_t)info.map_size));
+		json_object_set_new(server, "map_used_bytes", json_integer((json_int_t)info.map_used));
+		json_object_set_new(server, "map_use",
+				    json_real(info.map_size ? (double)info.map_used / (double)info.map_size : 0));
+	}
+	json_t *scope = json_array();
+	for (size_t i = 0; i < o->n_counties; i++)
+		json_array_append_new(scope, json_string(o->counties[i]));
+	char now[32];
+	render_time_ms(o->now_ms, now);
+	root = json_pack("{s:s,s:o,s:f,s:o,s:o,s:o}", "generated", now, "scope", scope,
+			 "silent_after_days", o->silent_days, "server", server, "counties", counties,
+			 "devices", devices);
+	devices = NULL;
+	r = root ? 0 : -ENOMEM;
+out:
+	for (int i = 0; i <= 47; i++)
+		json_decref(acc.counties[i].silent);
+	json_decref(devices);
+	free(acc.devs);
+	free(acc.fc);
+	if (r == 0)
+		*ret = root;
+	return r;
+}
+
+int status_history(struct store *s, const struct form_registry *forms, const uint8_t id[16],
+		   json_t **ret, char *ret_county)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	merge_rec_t *rec;
+	json_t *entries = NULL;
+	int r;
+	if (!a)
+		return -ENOMEM;
+	if ((r = store_begin(s, false, &t)) < 0)
+		goto out_arena;
+	if ((r = store_record_get(t, a, id, &rec)) < 0)
+		goto out;
+	const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
+	if (ret_county) {
+		ret_county[0] = 0;
+		render_record_county(rec, f, ret_county);
+	}
+	entries = json_array();
+	uint64_t cur = 0, log_seq;
+	struct buf text = {0};
+	while ((r = store_record_log_next(t, rec->seq, &cur, &log_seq)) == 1) {
+		store_log_t *e;
+		if ((r = store_log_get(t, a, log_seq, &e)) < 0)
+			break;
+		Shahidi__V1__Change *ch = shahidi__v1__change__unpack(arena_pb_allocator(a),
+								       e->change.len, e->change.data);
+		char when[32], dev[17], origin[17], stamp[48] = "", stored[48] = "", hash[65] = "";
+		render_time_ms(e->received_ms, when);
+		sh_device_fmt(e->device, dev);
+		sh_device_fmt(ch && ch->origin ? ch->origin : e->device, origin);
+		if (ch)
+			hlc_fmt(ch->hlc, stamp, sizeof(stamp));
+		if (e->stored_hlc)
+			hlc_fmt(e->stored_hlc, stored, sizeof(stored));
+		if (e->hash.len == 32)
+			sh_hex(e->hash.data, 32, hash);
+		json_t *fields = json_array();
+		const struct form *cf = ch ? form_registry_find(forms, ch->form_id, ch->form_version) : NULL;
+		for (size_t i = 0; ch && i < ch->n_fields; i++) {
+			const Shahidi__V1__FieldWrite *fw = ch->fields[i];
+			const struct form_field *fd = cf ? form_field(cf, fw->field) : NULL;
+			buf_reset(&text);
+			if (fw->value) {
+				size_t n = shahidi__v1__value__get_packed_size(fw->value);
+				uint8_t *p = arena_alloc(a, n + 1);
+				if (p) {
+					shahidi__v1__value__pack(fw->value, p);
+					render_value_text(fd, p, n, true, &text);
+				}
+			}
+			json_array_append_new(fields, json_pack("{s:i,s:s,s:s#,s:i}", "field", (int)fw->field,
+								"name", fd ? fd->name : "",
+								"value", text.data ? (char *)text.data : "",
+								(int)text.len, "supersedes",
+								(int)fw->n_supersedes));
+		}
+		json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o}", "log_seq",
+				      (json_int_t)log_seq, "received", when, "pushed_by", dev, "origin",
+				      origin, "batch_seq", (json_int_t)e->batch_seq, "change_id",
+				      (json_int_t)(ch ? ch->change_id : 0), "stamp", stamp,
+				      "stored_stamp", stored, "hash", hash, "fields", fields);
+		if (ch && ch->deletion)
+			json_object_set_new(j, "deleted", json_boolean(ch->deletion->deleted));
+		json_array_append_new(entries, j);
+	}
+	buf_free(&text);
+	if (r == 0) {
+		char rid[UUID_STR_LEN + 1];
+		uuid_fmt(id, rid);
+		*ret = json_pack("{s:s,s:s,s:I,s:o}", "record_id", rid, "form_id", rec->form_id,
+				 "changes", (json_int_t)json_array_size(entries), "history", entries);
+		entries = NULL;
+	}
+out:
+	json_decref(entries);
+	store_abort(t);
+out_arena:
+	arena_free(a);
+	return r;
+}

@@ -1,0 +1,43 @@
+/* status: what field coordinators look at. Per device, per county and
+ * store-wide sync status, computed from the store. The server's
+ * GET /v1/status, its status page and `shahidi status` all use this, so
+ * they always show the same numbers.
+ *
+ * A coordinator limited to some counties sees only those counties'
+ * devices and records, and no store-wide figures.
+ */
+#ifndef SHAHIDI_STATUS_H
+#define SHAHIDI_STATUS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "form.h"
+
+struct store;
+
+struct status_opts {
+	const char *const *counties; /* scope: county codes; NULL/0 = all */
+	size_t n_counties;
+	double silent_days;          /* devices silent longer are listed (7) */
+	uint64_t now_ms;
+};
+
+/* Collects the status as a JSON object (new reference in *ret). Reads
+ * records page by page, each page in its own short read transaction. */
+int status_collect(struct store *s, const struct form_registry *forms,
+		   const struct status_opts *o, json_t **ret);
+
+/* true when a county is in the scope (an empty scope holds all). */
+bool status_in_scope(const struct status_opts *o, const char *county);
+
+/* A record's custody trail: every change to it from the change log, in
+ * order, with receipt time, pushing device, batch, stamps, chain hash and
+ * the values it set. -ENOENT when there is no such record; *ret_county
+ * (4 bytes, may be NULL) receives the record's county for scope checks. */
+int status_history(struct store *s, const struct form_registry *forms, const uint8_t id[16],
+		   json_t **ret, char *ret_county);
+
+#endif

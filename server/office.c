@@ -1,0 +1,838 @@
+#include "office.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "audit.h"
+#include "auth.h"
+#include "common.h"
+#include "export.h"
+#include "http.h"
+#include "render.h"
+#include "resolve.h"
+#include "routes.h"
+#include "server.h"
+#include "status.h"
+#include "uuid.h"
+
+unsigned long office_busy;
+
+/* Built by server/embed_page.py from server/status.html. */
+extern const char status_page_html[];
+extern const size_t status_page_len;
+
+void office_page(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	(void)srv;
+	(void)req;
+	/* The page is static and self-contained: no CDN, no inline data. It
+	 * asks for a token and fetches /v1/status with it. */
+	http_add_header(c, "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+			   "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+			   "frame-ancestors 'none'");
+	http_add_header(c, "Referrer-Policy: no-referrer");
+	http_respond(c, 200, "text/html; charset=utf-8", (const uint8_t *)status_page_html,
+		     status_page_len);
+}
+
+static void respond_json(struct http_conn *c, int status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (!s) {
+		http_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	size_t n = strlen(s);
+	s[n] = '\n'; /* json_dumps leaves room for the NUL: reuse it */
+	http_respond(c, status, "application/json", (const uint8_t *)s, n + 1);
+	free(s);
+}
+
+static void scope_of(const struct http_request *req, const char **out, size_t *n)
+{
+	*n = req->n_scope;
+	for (size_t i = 0; i < req->n_scope; i++)
+		out[i] = req->scope[i];
+}
+
+static bool in_scope(const struct http_request *req, const char *county)
+{
+	if (!req->n_scope)
+		return true;
+	for (size_t i = 0; i < req->n_scope; i++)
+		if (county && !strcmp(req->scope[i], county))
+			return true;
+	return false;
+}
+
+static void actor_of(const struct http_request *req, char buf[64])
+{
+	char hex[17];
+	sh_device_fmt(req->device, hex);
+	snprintf(buf, 64, "device:%s", hex);
+}
+
+/* ---- read-only JSON work on the thread pool ---- */
+
+struct job {
+	uv_work_t work;
+	struct http_conn *c;
+	struct server *srv;
+	struct http_request req;   /* a copy: scope, device, query */
+	char query[512];
+	void (*run)(struct job *j);
+	json_t *out;
+	int status;
+	const char *code;
+	char msg[200];
+};
+
+static void job_work(uv_work_t *w)
+{
+	struct job *j = w->data;
+	j->run(j);
+}
+
+static void job_done(uv_work_t *w, int status)
+{
+	struct job *j = w->data;
+	(void)status;
+	if (j->out)
+		respond_json(j->c, j->status ? j->status : 200, j->out);
+	else
+		http_error(j->c, j->status ? j->status : 500, j->code ? j->code : "internal",
+			   j->msg[0] ? j->msg : "the request failed");
+	json_decref(j->out);
+	http_conn_unref(j->c);
+	free(j);
+	office_busy--;
+}
+
+static void start_job(struct http_conn *c, struct server *srv, struct http_request *req,
+		      void (*run)(struct job *))
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	j->c = c;
+	j->srv = srv;
+	j->req = *req;
+	snprintf(j->query, sizeof(j->query), "%s", req->query);
+	j->req.query = j->query;
+	j->req.path = NULL;
+	j->req.body = NULL;
+	j->run = run;
+	j->work.data = j;
+	http_conn_ref(c);
+	office_busy++;
+	if (uv_queue_work(srv->loop, &j->work, job_work, job_done) < 0) {
+		j->status = 503;
+		j->code = "busy";
+		job_done(&j->work, 0);
+	}
+}
+
+/* Decodes %XX and '+' in a query value, in place. */
+static void url_decode(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (*s == '+') {
+			*o++ = ' ';
+		} else if (*s == '%' && s[1] && s[2]) {
+			char hex[3] = {s[1], s[2], 0};
+			*o++ = (char)strtol(hex, NULL, 16);
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* The value of name in a query string, decoded, into out; false if absent. */
+static bool query_get(const char *q, const char *name, char *out, size_t len)
+{
+	size_t nl = strlen(name);
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t seg = amp ? (size_t)(amp - q) : strlen(q);
+		if (seg > nl && !strncmp(q, name, nl) && q[nl] == '=') {
+			snprintf(out, len, "%.*s", (int)(seg - nl - 1), q + nl + 1);
+			url_decode(out);
+			return true;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+static void run_status(struct job *j)
+{
+	const char *scope[SERVER_MAX_SCOPE];
+	char sd[32];
+	struct status_opts o = {.counties = scope, .silent_days = 7, .now_ms = sh_now_ms()};
+	scope_of(&j->req, scope, &o.n_counties);
+	if (query_get(j->req.query, "silent_days", sd, sizeof(sd)))
+		o.silent_days = strtod(sd, NULL);
+	if (status_collect(j->srv->store, j->srv->forms, &o, &j->out) < 0)
+		j->out = NULL;
+}
+
+void office_status(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_status);
+}
+
+static void run_conflicts(struct job *j)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	json_t *arr = json_array();
+	uint64_t seq = 0;
+	merge_rec_t *rec;
+	int r = -ENOMEM;
+	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+		goto out;
+	/* Open conflicts are few; the list is capped all the same. */
+	while (json_array_size(arr) < 5000 && (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
+		const struct form *f = form_registry_find(j->srv->forms, rec->form_id, rec->form_version);
+		char county[4] = "";
+		render_record_county(rec, f, county);
+		if (in_scope(&j->req, county)) {
+			json_t *o = render_record_json(rec, f);
+			json_object_set_new(o, "county", json_string(county));
+			/* values of sensitive fields in conflict are shown: resolving
+			 * them is the coordinator's work */
+			json_array_append_new(arr, o);
+		}
+		arena_reset(a);
+	}
+	store_abort(t);
+	if (r >= 0) {
+		j->out = json_pack("{s:I,s:o}", "open_conflicts", (json_int_t)json_array_size(arr),
+				   "records", arr);
+		arr = NULL;
+	}
+out:
+	json_decref(arr);
+	arena_free(a);
+}
+
+void office_conflicts(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_conflicts);
+}
+
+static void run_history(struct job *j)
+{
+	char rid[64], county[4] = "";
+	uint8_t id[16];
+	if (!query_get(j->req.query, "record", rid, sizeof(rid)) || uuid_parse(rid, id) < 0) {
+		j->status = 400;
+		j->code = "bad_query";
+		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
+		return;
+	}
+	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, county);
+	if (r == 0 && !in_scope(&j->req, county)) {
+		json_decref(j->out);
+		j->out = NULL;
+		r = -ENOENT; /* out of scope looks like absent: no leak across counties */
+	}
+	if (r == -ENOENT) {
+		j->status = 404;
+		j->code = "no_such_record";
+		snprintf(j->msg, sizeof(j->msg), "no such record");
+	}
+}
+
+void office_history(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_history);
+}
+
+/* ---- actions through the writer ---- */
+
+struct action {
+	struct writer_job job;
+	struct http_conn *c;
+	struct server *srv;
+	struct http_request req;
+	char actor[64];
+	json_t *body;              /* the request's JSON */
+	json_t *details;           /* for the audit log */
+	json_t *reply;             /* set by the action */
+	int status;                /* an HTTP error instead of the reply */
+	const char *code;
+	char msg[400];
+	int (*act)(struct store_txn *t, struct action *a);
+	/* per action */
+	struct resolve_req rq;
+	uint8_t rid[16];
+	struct buf value;
+	uint64_t device;
+	struct auth_enrol enrol;
+	char county[200];
+};
+
+static void action_done(struct writer_job *job)
+{
+	struct action *a = job->ud;
+	if (job->result == 0 && a->reply)
+		respond_json(a->c, 200, a->reply);
+	else if (a->status)
+		http_error(a->c, a->status, a->code, a->msg);
+	else if (job->result == -ENOSPC)
+		http_error(a->c, 507, "storage_full", "the store is full");
+	else
+		http_error(a->c, 500, "internal", sh_strerror(job->result));
+	json_decref(a->reply);
+	json_decref(a->body);
+	json_decref(a->details);
+	buf_free(&a->value);
+	http_conn_unref(a->c);
+	free(a);
+	office_busy--;
+}
+
+#define FAIL(st, c_, ...)                                              \
+	do {                                                           \
+		a->status = st;                                        \
+		a->code = c_;                                          \
+		snprintf(a->msg, sizeof(a->msg), __VA_ARGS__);         \
+		return -ECANCELED;                                     \
+	} while (0)
+
+/* Actions run in the writer's transaction. Returning -ECANCELED refuses
+ * the request without failing the others committed with it. */
+static int action_fn(struct store_txn *t, void *ud);
+
+static void start_action(struct http_conn *c, struct server *srv, struct http_request *req,
+			 int (*fn)(struct store_txn *, struct action *))
+{
+	json_error_t je;
+	json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &je);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		http_error(c, 400, "bad_json", "the body must be a JSON object");
+		return;
+	}
+	struct action *a = calloc(1, sizeof(*a));
+	if (!a) {
+		json_decref(body);
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	a->c = c;
+	a->srv = srv;
+	a->req = *req;
+	a->req.body = NULL;
+	a->body = body;
+	actor_of(req, a->actor);
+	a->job.kind = WJOB_CALL;
+	a->job.fn = action_fn;
+	a->job.fn_ud = a;
+	a->job.done = action_done;
+	a->job.ud = a;
+	a->details = json_object();
+	a->act = fn;
+	http_conn_ref(c);
+	office_busy++;
+	writer_submit(srv->writer, &a->job);
+}
+
+static int action_fn(struct store_txn *t, void *ud)
+{
+	struct action *a = ud;
+	/* store_write may run this again after growing the map. */
+	json_decref(a->reply);
+	a->reply = NULL;
+	a->status = 0;
+	int r = a->act(t, a);
+	if (r == -ECANCELED)
+		return 0; /* refused: nothing written, the transaction goes on */
+	return r;
+}
+
+static int record_county_in(struct store_txn *t, struct action *a, const uint8_t id[16])
+{
+	struct arena *ar = arena_new();
+	merge_rec_t *rec;
+	char county[4] = "";
+	if (!ar)
+		return -ENOMEM;
+	int r = store_record_get(t, ar, id, &rec);
+	if (r == 0) {
+		const struct form *f = form_registry_find(a->srv->forms, rec->form_id, rec->form_version);
+		render_record_county(rec, f, county);
+		if (!in_scope(&a->req, county))
+			r = -ENOENT;
+	}
+	arena_free(ar);
+	return r;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+static int do_resolve(struct store_txn *t, struct action *a)
+{
+	const char *rid = jstr(a->body, "record_id");
+	json_t *field = json_object_get(a->body, "field");
+	if (!rid || uuid_parse(rid, a->rid) < 0)
+		FAIL(400, "bad_request", "record_id must be a UUID");
+	int r = record_county_in(t, a, a->rid);
+	if (r == -ENOENT)
+		FAIL(404, "no_such_record", "no such record");
+	if (r < 0)
+		return r;
+	a->rq.record_id = a->rid;
+	json_object_set_new(a->details, "record_id", json_string(rid));
+	json_t *take = json_object_get(a->body, "take"), *val = json_object_get(a->body, "value");
+	json_t *del = json_object_get(a->body, "deleted");
+	if (json_is_boolean(del)) {
+		a->rq.how = RESOLVE_DELETED;
+		a->rq.deleted = json_is_true(del);
+		json_object_set_new(a->details, "deleted", json_boolean(a->rq.deleted));
+	} else {
+		/* the field, by name or number, in the record's form */
+		struct arena *ar = arena_new();
+		merge_rec_t *rec;
+		const struct form_field *fd = NULL;
+		if (!ar)
+			return -ENOMEM;
+		if (store_record_get(t, ar, a->rid, &rec) == 0) {
+			const struct form *f = form_registry_find(a->srv->forms, rec->form_id,
+								  rec->form_version);
+			for (size_t i = 0; f && i < f->n_fields && !fd; i++)
+				if ((json_is_string(field) && !strcmp(f->fields[i].name, json_string_value(field))) ||
+				    (json_is_integer(field) && f->fields[i].number == json_integer_value(field)))
+					fd = &f->fields[i];
+		}
+		arena_free(ar);
+		if (!fd)
+			FAIL(400, "unknown_field", "field must name a field of the record's form");
+		a->rq.field = fd->number;
+		json_object_set_new(a->details, "field", json_string(fd->name));
+		if (json_is_string(take)) {
+			a->rq.how = RESOLVE_TAKE;
+			if (sh_device_parse(json_string_value(take), &a->rq.take_device) < 0)
+				FAIL(400, "bad_request", "take must be a device id (16 hex digits)");
+			json_object_set_new(a->details, "take", json_string(json_string_value(take)));
+		} else if (val) {
+			char err[200];
+			a->rq.how = RESOLVE_VALUE;
+			buf_reset(&a->value);
+			if (render_value_encode(fd, val, &a->value, err, sizeof(err)) < 0)
+				FAIL(400, "wrong_type", "%s", err);
+			a->rq.value = a->value.data;
+			a->rq.value_len = a->value.len;
+			json_object_set_new(a->details, "how", json_string("value"));
+		} else {
+			FAIL(400, "bad_request", "give take (a device id), value, or deleted");
+		}
+	}
+	struct form_verdict v = {{0}};
+	uint64_t log_seq;
+	r = resolve_apply(t, a->srv->forms, a->req.device, &a->rq, sh_now_ms(), &v, &log_seq);
+	if (r == -EINVAL)
+		FAIL(v.code[0] && !strcmp(v.code, "no_conflict") ? 409 : 400, "cannot_resolve", "%s: %s",
+		     v.code, v.reason);
+	if (r == -ENOENT)
+		FAIL(404, "no_such_record", "no such record");
+	if (r < 0)
+		return r;
+	json_object_set_new(a->details, "log_seq", json_integer((json_int_t)log_seq));
+	json_incref(a->details);
+	if ((r = audit_record_txn(t, a->actor, "resolve", a->details)) < 0)
+		return r;
+	a->reply = json_pack("{s:b,s:I}", "resolved", 1, "log_seq", (json_int_t)log_seq);
+	return 0;
+}
+
+void office_resolve(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_action(c, srv, req, do_resolve);
+}
+
+static int do_assign(struct store_txn *t, struct action *a)
+{
+	const char *rid = jstr(a->body, "record_id"), *dev = jstr(a->body, "device");
+	struct arena *ar;
+	store_device_t *d;
+	if (!rid || uuid_parse(rid, a->rid) < 0 || !dev || sh_device_parse(dev, &a->device) < 0)
+		FAIL(400, "bad_request", "record_id (a UUID) and device (16 hex digits) are required");
+	int r = record_county_in(t, a, a->rid);
+	if (r == -ENOENT)
+		FAIL(404, "no_such_record", "no such record");
+	if (r < 0)
+		return r;
+	if (!(ar = arena_new()))
+		return -ENOMEM;
+	r = store_device_get(t, ar, a->device, &d);
+	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && in_scope(&a->req, d->county);
+	arena_free(ar);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (!ok)
+		FAIL(404, "no_such_device", "no such device in your counties");
+	if (!(ar = arena_new()))
+		return -ENOMEM;
+	r = store_assign(t, ar, a->rid, a->device);
+	arena_free(ar);
+	if (r < 0)
+		return r;
+	json_object_set_new(a->details, "record_id", json_string(rid));
+	json_object_set_new(a->details, "device", json_string(dev));
+	json_incref(a->details);
+	if ((r = audit_record_txn(t, a->actor, "assign", a->details)) < 0)
+		return r;
+	a->reply = json_pack("{s:b}", "assigned", 1);
+	return 0;
+}
+
+void office_assign(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_action(c, srv, req, do_assign);
+}
+
+static int do_enrol(struct store_txn *t, struct action *a)
+{
+	const char *name = jstr(a->body, "name"), *county = jstr(a->body, "county");
+	const char *role = jstr(a->body, "role");
+	uint32_t rl = ROLE_DEVICE;
+	if (role && store_role_parse(role, &rl) < 0)
+		FAIL(400, "bad_request", "role is device, coordinator or admin");
+	struct auth_enrol e = {name, county, rl};
+	uint64_t id;
+	char token[AUTH_TOKEN_LEN + 1], err[200];
+	int r = auth_enrol(t, &e, sh_now_ms(), &id, token, err, sizeof(err));
+	if (r == -EINVAL)
+		FAIL(400, "bad_request", "%s", err);
+	if (r < 0)
+		return r;
+	char hex[17];
+	sh_device_fmt(id, hex);
+	json_object_set_new(a->details, "device", json_string(hex));
+	json_object_set_new(a->details, "name", json_string(name));
+	json_object_set_new(a->details, "role", json_string(store_role_name(rl)));
+	json_object_set_new(a->details, "county", json_string(county ? county : ""));
+	json_incref(a->details);
+	if ((r = audit_record_txn(t, a->actor, "enrol", a->details)) < 0)
+		return r;
+	/* The token is shown once, here; only its hash is stored. */
+	a->reply = json_pack("{s:s,s:s}", "id", hex, "token", token);
+	return 0;
+}
+
+void office_enrol(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_action(c, srv, req, do_enrol);
+}
+
+static int do_revoke(struct store_txn *t, struct action *a)
+{
+	const char *dev = jstr(a->body, "id");
+	if (!dev || sh_device_parse(dev, &a->device) < 0)
+		FAIL(400, "bad_request", "id (16 hex digits) is required");
+	int r = auth_revoke(t, a->device, sh_now_ms());
+	if (r == -ENOENT)
+		FAIL(404, "no_such_device", "no such device");
+	if (r < 0)
+		return r;
+	json_object_set_new(a->details, "device", json_string(dev));
+	json_incref(a->details);
+	if ((r = audit_record_txn(t, a->actor, "revoke", a->details)) < 0)
+		return r;
+	a->reply = json_pack("{s:b}", "revoked", 1);
+	return 0;
+}
+
+void office_revoke(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_action(c, srv, req, do_revoke);
+}
+
+static void run_devices(struct job *j)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	json_t *arr = json_array();
+	uint64_t id = 0;
+	store_device_t *d;
+	int r = -ENOMEM;
+	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+		goto out;
+	while ((r = store_device_next(t, a, &id, &d)) == 1) {
+		char hex[17], when[32];
+		sh_device_fmt(d->id, hex);
+		render_time_ms(d->enrolled_ms, when);
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:b,s:s}", "id", hex, "name",
+						     d->name, "role", store_role_name(d->role),
+						     "county", d->county, "revoked", d->revoked,
+						     "enrolled", when));
+		arena_reset(a);
+	}
+	store_abort(t);
+	if (r >= 0) {
+		j->out = json_pack("{s:o}", "devices", arr);
+		arr = NULL;
+	}
+out:
+	json_decref(arr);
+	arena_free(a);
+}
+
+void office_devices(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_devices);
+}
+
+/* ---- export: streamed, a page at a time ---- */
+
+#define EXPORT_PAGE 5000
+
+struct export_job {
+	uv_work_t work;
+	struct http_conn *c;
+	struct server *srv;
+	struct exporter *x;
+	uint64_t cursor;
+	bool done, started;
+	bool csv;
+	int err;
+	struct buf out;
+	char actor[64];
+	json_t *details;
+	char counties[SERVER_MAX_SCOPE][4];
+	const char *cptr[SERVER_MAX_SCOPE];
+};
+
+static void export_next(struct export_job *e);
+
+static void export_finish(struct export_job *e)
+{
+	if (!e->started)
+		http_error(e->c, 500, "internal", "the export failed");
+	else if (e->err == 0 && e->done) {
+		http_stream_end(e->c);
+		json_object_set_new(e->details, "records",
+				    json_integer((json_int_t)export_written(e->x)));
+		audit_record(e->srv->store, e->actor, "export", e->details);
+		e->details = NULL;
+	} else {
+		/* cut short: the client sees a truncated chunked body, not a
+		 * complete-looking file */
+		http_stream_end(e->c);
+	}
+	json_decref(e->details);
+	export_free(e->x);
+	buf_free(&e->out);
+	http_conn_unref(e->c);
+	free(e);
+	office_busy--;
+}
+
+static void export_work(uv_work_t *w)
+{
+	struct export_job *e = w->data;
+	buf_reset(&e->out);
+	if (!e->started && export_header(e->x, &e->out) < 0) {
+		e->err = -ENOMEM;
+		return;
+	}
+	int64_t n = export_page(e->x, e->srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
+	e->err = n < 0 ? (int)n : 0;
+}
+
+static void export_drained(void *ud)
+{
+	struct export_job *e = ud;
+	if (e->done || http_conn_gone(e->c) || e->srv->stopping) {
+		if (!e->done)
+			e->err = -EPIPE;
+		export_finish(e);
+		return;
+	}
+	export_next(e);
+}
+
+static void export_page_done(uv_work_t *w, int status)
+{
+	struct export_job *e = w->data;
+	(void)status;
+	if (e->err < 0 || http_conn_gone(e->c)) {
+		export_finish(e);
+		return;
+	}
+	if (!e->started) {
+		e->started = true;
+		if (http_stream_start(e->c, 200, e->csv ? "text/csv; charset=utf-8"
+							: "application/x-ndjson") < 0) {
+			e->err = -EPIPE;
+			export_finish(e);
+			return;
+		}
+	}
+	if (!e->out.len) {
+		export_drained(e);
+		return;
+	}
+	if (http_stream_write(e->c, e->out.data, e->out.len, export_drained, e) < 0) {
+		e->err = -EPIPE;
+		export_finish(e);
+	}
+}
+
+static void export_next(struct export_job *e)
+{
+	if (uv_queue_work(e->srv->loop, &e->work, export_work, export_page_done) < 0) {
+		e->err = -EAGAIN;
+		export_finish(e);
+	}
+}
+
+void office_export(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	char fmt[16] = "csv", form[65] = "incident_report", county[256] = "", since[64] = "",
+	     flag[8];
+	struct export_opts o = {.format = EXPORT_CSV};
+	query_get(req->query, "format", fmt, sizeof(fmt));
+	query_get(req->query, "form", form, sizeof(form));
+	if (!strcmp(fmt, "ndjson"))
+		o.format = EXPORT_NDJSON;
+	else if (strcmp(fmt, "csv")) {
+		http_error(c, 400, "bad_query", "format is csv or ndjson");
+		return;
+	}
+	if (query_get(req->query, "since", since, sizeof(since)) && since[0] &&
+	    render_parse_time(since, &o.since_ms) < 0) {
+		http_error(c, 400, "bad_query", "since is YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
+		return;
+	}
+	o.include_deleted = query_get(req->query, "include_deleted", flag, sizeof(flag)) &&
+			    !strcmp(flag, "1");
+	o.include_sensitive = query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
+			      !strcmp(flag, "1");
+	struct export_job *e = calloc(1, sizeof(*e));
+	if (!e) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	size_t n = 0;
+	if (query_get(req->query, "county", county, sizeof(county)) && county[0]) {
+		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
+			snprintf(e->counties[n], 4, "%s", tok);
+			e->cptr[n] = e->counties[n];
+			n++;
+		}
+	}
+	o.counties = e->cptr;
+	o.n_counties = n;
+	o.form_id = form;
+	char err[200];
+	int r = export_new(srv->forms, &o, &e->x, err, sizeof(err));
+	if (r < 0) {
+		free(e);
+		http_error(c, r == -ENOENT ? 404 : 500, r == -ENOENT ? "no_such_form" : "internal",
+			   r == -ENOENT ? err : "cannot start the export");
+		return;
+	}
+	e->c = c;
+	e->srv = srv;
+	e->csv = o.format == EXPORT_CSV;
+	e->work.data = e;
+	actor_of(req, e->actor);
+	json_t *cj = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(cj, json_string(e->counties[i]));
+	e->details = json_pack("{s:s,s:s,s:o,s:I,s:b,s:b}", "format", fmt, "form", form, "counties",
+			       cj, "since_ms", (json_int_t)o.since_ms, "include_deleted",
+			       o.include_deleted, "include_sensitive", o.include_sensitive);
+	http_conn_ref(c);
+	office_busy++;
+	export_next(e);
+}
+
+/* ---- metrics ---- */
+
+void office_metrics(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	struct buf b = {0};
+	struct writer_stats ws;
+	struct store_info info = {0};
+	struct store_txn *t;
+	(void)req;
+	writer_get_stats(srv->writer, &ws);
+	if (store_begin(srv->store, false, &t) == 0) {
+		store_info(t, &info);
+		store_abort(t);
+	}
+	const struct server_stats *st = &srv->stats;
+	buf_puts(&b, "# HELP shahidi_requests_total HTTP requests by route and status class.\n"
+		     "# TYPE shahidi_requests_total counter\n");
+	static const char *const cls[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	for (int r = 0; r < R__COUNT; r++)
+		for (int k = 0; k < 6; k++)
+			if (st->requests[r][k])
+				buf_printf(&b, "shahidi_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
+					   routes_name(r), cls[k], st->requests[r][k]);
+	buf_printf(&b,
+		   "# HELP shahidi_batches_total Push batches answered (replays: sent again).\n"
+		   "# TYPE shahidi_batches_total counter\n"
+		   "shahidi_batches_total %" PRIu64 "\n"
+		   "shahidi_batches_replayed_total %" PRIu64 "\n"
+		   "# HELP shahidi_changes_total Changes by outcome.\n"
+		   "# TYPE shahidi_changes_total counter\n"
+		   "shahidi_changes_total{outcome=\"applied\"} %" PRIu64 "\n"
+		   "shahidi_changes_total{outcome=\"duplicate\"} %" PRIu64 "\n"
+		   "shahidi_changes_total{outcome=\"rejected\"} %" PRIu64 "\n"
+		   "# HELP shahidi_open_conflicts Records with open conflicts.\n"
+		   "# TYPE shahidi_open_conflicts gauge\n"
+		   "shahidi_open_conflicts %" PRIu64 "\n"
+		   "# TYPE shahidi_records gauge\nshahidi_records %" PRIu64 "\n"
+		   "# TYPE shahidi_log_entries gauge\nshahidi_log_entries %" PRIu64 "\n"
+		   "# HELP shahidi_connections_open Open client connections.\n"
+		   "# TYPE shahidi_connections_open gauge\n"
+		   "shahidi_connections_open %u\n"
+		   "# TYPE shahidi_connections_refused_total counter\n"
+		   "shahidi_connections_refused_total %" PRIu64 "\n"
+		   "# TYPE shahidi_auth_failures_total counter\nshahidi_auth_failures_total %" PRIu64 "\n"
+		   "# HELP shahidi_map_bytes Store map size and use.\n"
+		   "# TYPE shahidi_map_bytes gauge\n"
+		   "shahidi_map_bytes{kind=\"size\"} %" PRIu64 "\n"
+		   "shahidi_map_bytes{kind=\"used\"} %" PRIu64 "\n"
+		   "# TYPE shahidi_writer_queue gauge\nshahidi_writer_queue %" PRIu64 "\n",
+		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
+		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
+		   http_conns(srv), st->conns_refused, st->auth_failures, info.map_size, info.map_used,
+		   ws.queued);
+	static const char *const le[] = {"0.001", "0.002", "0.005", "0.01", "0.02", "0.05",
+					 "0.1",	  "0.2",   "0.5",   "1",    "+Inf"};
+	buf_puts(&b, "# HELP shahidi_commit_seconds Durable commit latency (group commits).\n"
+		     "# TYPE shahidi_commit_seconds histogram\n");
+	uint64_t cum = 0;
+	for (int i = 0; i < 11; i++) {
+		cum += ws.latency_buckets[i];
+		buf_printf(&b, "shahidi_commit_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le[i], cum);
+	}
+	buf_printf(&b,
+		   "shahidi_commit_seconds_sum %.6f\nshahidi_commit_seconds_count %" PRIu64 "\n"
+		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
+		   "# TYPE shahidi_group_commit_jobs summary\n"
+		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
+		   "shahidi_group_commit_jobs_max %" PRIu64 "\n",
+		   ws.latency_sum_s, ws.commits, ws.group_sum, ws.commits, ws.max_group);
+	http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
+	buf_free(&b);
+}

@@ -1,0 +1,716 @@
+/* shahidi status | export | history | assign | backup | audit, and
+ * `conflicts resolve`: what coordinators and admins do at the office. They
+ * read and write the data directory directly, whether or not the server
+ * runs, and record what they did in the audit log. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "audit.h"
+#include "cli.h"
+#include "common.h"
+#include "export.h"
+#include "render.h"
+#include "resolve.h"
+#include "status.h"
+#include "store.h"
+#include "uuid.h"
+
+/* "042,047" -> a NULL-terminated array in a static buffer. */
+static size_t parse_counties(const char *arg, const char **out, size_t max)
+{
+	static char buf[512];
+	size_t n = 0;
+	snprintf(buf, sizeof(buf), "%s", arg);
+	for (char *tok = strtok(buf, ", "); tok && n < max; tok = strtok(NULL, ", "))
+		out[n++] = tok;
+	return n;
+}
+
+/* ---- status ---- */
+
+static void print_time(uint64_t ms_or_0, const json_t *iso)
+{
+	(void)ms_or_0;
+	const char *s = json_string_value(iso);
+	printf("%-20.19s", s ? s : "-");
+}
+
+static void print_status(json_t *st)
+{
+	json_t *srv = json_object_get(st, "server");
+	printf("Shahidi status at %s (devices silent for more than %.0f days are listed)\n",
+	       json_string_value(json_object_get(st, "generated")),
+	       json_real_value(json_object_get(st, "silent_after_days")));
+	printf("Records: %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " deleted), open conflicts: %" JSON_INTEGER_FORMAT,
+	       json_integer_value(json_object_get(srv, "records")),
+	       json_integer_value(json_object_get(srv, "deleted")),
+	       json_integer_value(json_object_get(srv, "open_conflicts")));
+	if (json_object_get(srv, "store_bytes"))
+		printf(", log entries: %" JSON_INTEGER_FORMAT ", store %.1f MB, map %.1f%% used",
+		       json_integer_value(json_object_get(srv, "log_entries")),
+		       (double)json_integer_value(json_object_get(srv, "store_bytes")) / 1e6,
+		       json_real_value(json_object_get(srv, "map_use")) * 100);
+	printf("\n\n%-22s %7s %7s %5s %7s %8s %5s %5s %6s %7s  %-20s %s\n", "COUNTY", "DEVICES",
+	       "RECORDS", "CONFL", "BATCHES", "APPLIED", "DUP", "REJ", "UNSENT", "TO PULL",
+	       "LAST PUSH", "SILENT DEVICES");
+	size_t i;
+	json_t *c;
+	json_array_foreach(json_object_get(st, "counties"), i, c) {
+		char name[32];
+		snprintf(name, sizeof(name), "%s %s", json_string_value(json_object_get(c, "county")),
+			 json_string_value(json_object_get(c, "name")));
+		printf("%-22.22s %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
+		       " %7" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
+		       " %5" JSON_INTEGER_FORMAT " %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT "  ",
+		       name, json_integer_value(json_object_get(c, "devices")),
+		       json_integer_value(json_object_get(c, "records")),
+		       json_integer_value(json_object_get(c, "open_conflicts")),
+		       json_integer_value(json_object_get(c, "batches")),
+		       json_integer_value(json_object_get(c, "changes_applied")),
+		       json_integer_value(json_object_get(c, "duplicates")),
+		       json_integer_value(json_object_get(c, "rejected")),
+		       json_integer_value(json_object_get(c, "unsent")),
+		       json_integer_value(json_object_get(c, "waiting_to_pull")));
+		print_time(0, json_object_get(c, "last_push"));
+		size_t k;
+		json_t *d;
+		json_array_foreach(json_object_get(c, "silent_devices"), k, d)
+			printf(" %s", json_string_value(d));
+		putchar('\n');
+	}
+	printf("\n%-16s %-20s %-6s %-11s %-20s %-20s %-10s %6s %7s %7s %4s %4s %7s %5s  %s\n", "DEVICE",
+	       "NAME", "COUNTY", "ROLE", "LAST PUSH", "LAST PULL", "APP", "UNSENT", "BATCHES",
+	       "APPLIED", "DUP", "REJ", "TO PULL", "CONFL", "LAST REJECTION");
+	json_array_foreach(json_object_get(st, "devices"), i, c) {
+		printf("%-16s %-20.20s %-6s %-11s ", json_string_value(json_object_get(c, "id")),
+		       json_string_value(json_object_get(c, "name")),
+		       json_string_value(json_object_get(c, "county")),
+		       json_is_true(json_object_get(c, "revoked"))
+			       ? "revoked"
+			       : json_string_value(json_object_get(c, "role")));
+		print_time(0, json_object_get(c, "last_push"));
+		putchar(' ');
+		print_time(0, json_object_get(c, "last_pull"));
+		printf(" %-10.10s %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
+		       " %4" JSON_INTEGER_FORMAT " %4" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
+		       " %5" JSON_INTEGER_FORMAT "  %s%s\n",
+		       json_string_value(json_object_get(c, "app_version")),
+		       json_integer_value(json_object_get(c, "unsent")),
+		       json_integer_value(json_object_get(c, "batches")),
+		       json_integer_value(json_object_get(c, "changes_applied")),
+		       json_integer_value(json_object_get(c, "duplicates")),
+		       json_integer_value(json_object_get(c, "rejected")),
+		       json_integer_value(json_object_get(c, "waiting_to_pull")),
+		       json_integer_value(json_object_get(c, "open_conflicts")),
+		       json_is_true(json_object_get(c, "silent")) ? "[SILENT] " : "",
+		       json_string_value(json_object_get(c, "last_rejection")));
+	}
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},	 {"forms", required_argument, 0, 'f'},
+		{"json", no_argument, 0, 'j'},		 {"county", required_argument, 0, 'c'},
+		{"silent-days", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA, *forms = NULL;
+	const char *counties[48];
+	struct status_opts so = {.counties = counties, .silent_days = 7, .now_ms = sh_now_ms()};
+	bool json = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'f': forms = optarg; break;
+		case 'j': json = true; break;
+		case 'c': so.n_counties = parse_counties(optarg, counties, 47); break;
+		case 's': so.silent_days = strtod(optarg, NULL); break;
+		case 'h':
+			printf("Usage: shahidi status [--data DIR] [--json] [--county CODES] [--silent-days N]\n\n"
+			       "Sync status for field coordinators: per device (last push and pull,\n"
+			       "app version, changes still on the phone, accepted, duplicates,\n"
+			       "rejections, changes waiting for it to pull, open conflicts on its\n"
+			       "records), per county (the same summed, and devices silent for more\n"
+			       "than --silent-days, default 7), and store-wide. The same numbers as\n"
+			       "the server's GET /v1/status and status page. --county 042,047 limits\n"
+			       "it to those counties. Reads the store directly, server running or not.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	struct form_registry *reg = cli_load_forms(forms);
+	struct store *s = reg ? cli_open_store(data, true) : NULL;
+	json_t *st = NULL;
+	int rc = 1, r;
+	if (!s)
+		goto out;
+	if ((r = status_collect(s, reg, &so, &st)) < 0) {
+		cli_err("cannot read the status: %s", sh_strerror(r));
+		goto out;
+	}
+	if (json) {
+		json_dumpf(st, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else {
+		print_status(st);
+	}
+	rc = 0;
+out:
+	json_decref(st);
+	store_close(s);
+	form_registry_free(reg);
+	return rc;
+}
+
+/* ---- export ---- */
+
+int cmd_export(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},	  {"forms", required_argument, 0, 'f'},
+		{"format", required_argument, 0, 'F'},	  {"form", required_argument, 0, 'm'},
+		{"county", required_argument, 0, 'c'},	  {"since", required_argument, 0, 's'},
+		{"include-deleted", no_argument, 0, 'D'}, {"include-sensitive", no_argument, 0, 'S'},
+		{"out", required_argument, 0, 'o'},	  {"quiet", no_argument, 0, 'q'},
+		{"help", no_argument, 0, 'h'},		  {0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL;
+	const char *counties[48];
+	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
+	bool quiet = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'f': forms = optarg; break;
+		case 'm': eo.form_id = optarg; break;
+		case 'o': out_path = optarg; break;
+		case 'q': quiet = true; break;
+		case 'D': eo.include_deleted = true; break;
+		case 'S': eo.include_sensitive = true; break;
+		case 'c': eo.n_counties = parse_counties(optarg, counties, 47); break;
+		case 'F':
+			if (!strcmp(optarg, "csv"))
+				eo.format = EXPORT_CSV;
+			else if (!strcmp(optarg, "ndjson"))
+				eo.format = EXPORT_NDJSON;
+			else {
+				cli_err("--format takes csv or ndjson");
+				return EXIT_USAGE;
+			}
+			break;
+		case 's':
+			if (render_parse_time(optarg, &eo.since_ms) < 0) {
+				cli_err("--since takes YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			printf("Usage: shahidi export [--data DIR] --format csv|ndjson [OPTIONS]\n\n"
+			       "Writes the merged current records. CSV (RFC 4180, UTF-8): record id,\n"
+			       "form id and version, first received, last changed, devices, deleted and\n"
+			       "conflict flags, then one column per form field in form order (every\n"
+			       "version of the form side by side), choice labels, several choices joined\n"
+			       "by \"; \". NDJSON: one JSON object per record, choice codes. Streams page by\n"
+			       "page in constant memory; works while the server runs. Each export is\n"
+			       "written to the audit log (shahidi audit).\n\n"
+			       "  --form ID            which form (default incident_report)\n"
+			       "  --county CODES       only these counties (042,047)\n"
+			       "  --since TIME         only records changed since (YYYY-MM-DD[THH:MM], UTC)\n"
+			       "  --include-deleted    deleted records too\n"
+			       "  --include-sensitive  fields marked sensitive (names, phone numbers,\n"
+			       "                       narratives...): only with the survivor's consent\n"
+			       "  --out FILE           write there (default standard output)\n"
+			       "  --quiet              no progress on standard error\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	struct form_registry *reg = cli_load_forms(forms);
+	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct exporter *x = NULL;
+	struct buf b = {0};
+	FILE *out = NULL;
+	char err[256];
+	int rc = 1, r;
+	if (!s)
+		goto done;
+	if ((r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
+		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
+		goto done;
+	}
+	out = out_path ? fopen(out_path, "wb") : stdout;
+	if (!out) {
+		cli_err("cannot write %s: %s", out_path, strerror(errno));
+		goto done;
+	}
+	uint64_t cursor = 0, t0 = sh_mono_ns();
+	bool end = false, tty = !quiet && isatty(2);
+	export_header(x, &b);
+	while (!end) {
+		int64_t n = export_page(x, s, &cursor, 10000, &b, &end);
+		if (n < 0) {
+			cli_err("export failed: %s", sh_strerror((int)n));
+			goto done;
+		}
+		if (b.len && fwrite(b.data, 1, b.len, out) != b.len) {
+			cli_err("cannot write: %s", strerror(errno));
+			goto done;
+		}
+		buf_reset(&b);
+		if (tty)
+			fprintf(stderr, "\rexported %" PRIu64 " records (%" PRIu64 " read)",
+				export_written(x), export_scanned(x));
+	}
+	if (fflush(out) != 0 || (out != stdout && fclose(out) != 0)) {
+		out = NULL;
+		cli_err("cannot write %s", out_path ? out_path : "standard output");
+		goto done;
+	}
+	if (out != stdout)
+		out = NULL;
+	double secs = (double)(sh_mono_ns() - t0) / 1e9;
+	if (!quiet)
+		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "",
+			export_written(x), secs);
+	char actor[64];
+	audit_cli_actor(actor);
+	json_t *cj = json_array();
+	for (size_t i = 0; i < eo.n_counties; i++)
+		json_array_append_new(cj, json_string(counties[i]));
+	audit_record(s, actor, "export",
+		     json_pack("{s:s,s:s,s:o,s:I,s:b,s:b,s:I}", "format",
+			       eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
+			       eo.form_id ? eo.form_id : "incident_report", "counties", cj, "since_ms",
+			       (json_int_t)eo.since_ms, "include_deleted", eo.include_deleted,
+			       "include_sensitive", eo.include_sensitive, "records",
+			       (json_int_t)export_written(x)));
+	rc = 0;
+done:
+	if (out && out != stdout)
+		fclose(out);
+	buf_free(&b);
+	export_free(x);
+	store_close(s);
+	form_registry_free(reg);
+	return rc;
+}
+
+/* ---- history ---- */
+
+int cmd_history(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'}, {"forms", required_argument, 0, 'f'},
+		{"json", no_argument, 0, 'j'},	     {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA, *forms = NULL;
+	bool json = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'f': forms = optarg; break;
+		case 'j': json = true; break;
+		case 'h':
+			printf("Usage: shahidi history [--data DIR] [--json] RECORD_ID\n\n"
+			       "A record's custody trail: every change to it from the change log, in\n"
+			       "order, as received: when, from which device and batch, its stamps, its\n"
+			       "link in the hash chain, and the values it set.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	uint8_t id[16];
+	if (optind != argc - 1 || uuid_parse(argv[optind], id) < 0) {
+		cli_err("history needs one record id, a UUID (see --help)");
+		return EXIT_USAGE;
+	}
+	struct form_registry *reg = cli_load_forms(forms);
+	struct store *s = reg ? cli_open_store(data, true) : NULL;
+	json_t *h = NULL;
+	int rc = 1, r;
+	if (!s)
+		goto out;
+	if ((r = status_history(s, reg, id, &h, NULL)) < 0) {
+		cli_err(r == -ENOENT ? "no record %s" : "cannot read its history: %s",
+			r == -ENOENT ? argv[optind] : sh_strerror(r));
+		goto out;
+	}
+	if (json) {
+		json_dumpf(h, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else {
+		size_t i;
+		json_t *e;
+		printf("record %s: %" JSON_INTEGER_FORMAT " changes\n", argv[optind],
+		       json_integer_value(json_object_get(h, "changes")));
+		json_array_foreach(json_object_get(h, "history"), i, e) {
+			printf("\n#%" JSON_INTEGER_FORMAT " received %s from %s (batch %" JSON_INTEGER_FORMAT
+			       ", change %" JSON_INTEGER_FORMAT ")\n   stamp %s%s%s\n   hash %s\n",
+			       json_integer_value(json_object_get(e, "log_seq")),
+			       json_string_value(json_object_get(e, "received")),
+			       json_string_value(json_object_get(e, "pushed_by")),
+			       json_integer_value(json_object_get(e, "batch_seq")),
+			       json_integer_value(json_object_get(e, "change_id")),
+			       json_string_value(json_object_get(e, "stamp")),
+			       *json_string_value(json_object_get(e, "stored_stamp")) ? ", stored as " : "",
+			       json_string_value(json_object_get(e, "stored_stamp")),
+			       json_string_value(json_object_get(e, "hash")));
+			size_t k;
+			json_t *f;
+			json_array_foreach(json_object_get(e, "fields"), k, f)
+				printf("   %-26s %.*s\n", json_string_value(json_object_get(f, "name")),
+				       100, json_string_value(json_object_get(f, "value")));
+			if (json_object_get(e, "deleted"))
+				printf("   %-26s %s\n", "(deletion)",
+				       json_is_true(json_object_get(e, "deleted")) ? "deleted" : "undeleted");
+		}
+	}
+	rc = 0;
+out:
+	json_decref(h);
+	store_close(s);
+	form_registry_free(reg);
+	return rc;
+}
+
+/* ---- conflicts resolve ---- */
+
+struct resolve_ctx {
+	const struct form_registry *forms;
+	uint64_t actor;
+	struct resolve_req q;
+	struct form_verdict v;
+	uint64_t log_seq;
+	char actor_name[64];
+	json_t *details;
+};
+
+static int resolve_fn(struct store_txn *t, void *ud)
+{
+	struct resolve_ctx *c = ud;
+	int r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
+	if (r < 0)
+		return r;
+	json_incref(c->details);
+	json_object_set_new(c->details, "log_seq", json_integer((json_int_t)c->log_seq));
+	return audit_record_txn(t, c->actor_name, "resolve", c->details);
+}
+
+int cli_conflicts_resolve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},	{"forms", required_argument, 0, 'f'},
+		{"as", required_argument, 0, 'a'},	{"take", required_argument, 0, 't'},
+		{"value", required_argument, 0, 'v'},	{"deleted", required_argument, 0, 'D'},
+		{"help", no_argument, 0, 'h'},		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *value = NULL;
+	struct resolve_ctx ctx = {0};
+	int how = -1, c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'f': forms = optarg; break;
+		case 'a':
+			if (sh_device_parse(optarg, &ctx.actor) < 0) {
+				cli_err("--as takes a coordinator's or admin's device id");
+				return EXIT_USAGE;
+			}
+			break;
+		case 't':
+			how = RESOLVE_TAKE;
+			if (sh_device_parse(optarg, &ctx.q.take_device) < 0) {
+				cli_err("--take takes the device id whose value wins");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'v': how = RESOLVE_VALUE; value = optarg; break;
+		case 'D':
+			how = RESOLVE_DELETED;
+			ctx.q.deleted = !strcmp(optarg, "yes");
+			if (strcmp(optarg, "yes") && strcmp(optarg, "no")) {
+				cli_err("--deleted takes yes or no");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			printf("Usage: shahidi conflicts resolve [--data DIR] --as DEVICE RECORD_ID FIELD\n"
+			       "                                 --take DEVICE | --value JSON\n"
+			       "       shahidi conflicts resolve [--data DIR] --as DEVICE RECORD_ID --deleted yes|no\n\n"
+			       "Resolves an open conflict as a coordinator (or admin) device: keep the\n"
+			       "value one device wrote (--take), or write another (--value, JSON: \"text\",\n"
+			       "42, true, [\"code\", ...]). For a record edited while it was deleted,\n"
+			       "--deleted yes confirms the deletion, no keeps the record. The resolution\n"
+			       "is a change like any other: it is logged, and phones that hold the\n"
+			       "record pull it. FIELD is a field name or number.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	int need = how == RESOLVE_DELETED ? 1 : 2;
+	if (how < 0 || !ctx.actor || argc - optind != need ||
+	    uuid_parse(argv[optind], (uint8_t *)(ctx.q.record_id = malloc(16))) < 0) {
+		cli_err("resolve needs --as, a record id, a field and --take, --value or --deleted (see --help)");
+		return EXIT_USAGE;
+	}
+	ctx.q.how = (enum resolve_how)how;
+	struct form_registry *reg = cli_load_forms(forms);
+	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct buf vb = {0};
+	int rc = 1, r;
+	if (!s)
+		goto out;
+	ctx.forms = reg;
+	char rid[UUID_STR_LEN + 1];
+	uuid_fmt(ctx.q.record_id, rid);
+	ctx.details = json_pack("{s:s}", "record_id", rid);
+	if (how != RESOLVE_DELETED) {
+		/* the field by name or number, in the record's form */
+		const char *fname = argv[optind + 1];
+		struct store_txn *t;
+		struct arena *a = arena_new();
+		merge_rec_t *rec;
+		const struct form *f = NULL;
+		if (a && store_begin(s, false, &t) == 0) {
+			if (store_record_get(t, a, ctx.q.record_id, &rec) == 0)
+				f = form_registry_find(reg, rec->form_id, rec->form_version);
+			store_abort(t);
+		}
+		arena_free(a);
+		if (!f) {
+			cli_err("no record %s (or its form is not loaded)", rid);
+			goto out;
+		}
+		const struct form_field *fd = NULL;
+		for (size_t i = 0; i < f->n_fields && !fd; i++)
+			if (!strcmp(f->fields[i].name, fname) ||
+			    f->fields[i].number == (uint32_t)strtoul(fname, NULL, 10))
+				fd = &f->fields[i];
+		if (!fd) {
+			cli_err("form %s has no field %s", f->form_id, fname);
+			goto out;
+		}
+		ctx.q.field = fd->number;
+		json_object_set_new(ctx.details, "field", json_string(fd->name));
+		if (how == RESOLVE_VALUE) {
+			json_error_t je;
+			json_t *jv = json_loads(value, JSON_DECODE_ANY, &je);
+			char err[200];
+			if (!jv)
+				jv = json_string(value); /* plain text needs no quotes */
+			r = render_value_encode(fd, jv, &vb, err, sizeof(err));
+			json_decref(jv);
+			if (r < 0) {
+				cli_err("%s", err);
+				goto out;
+			}
+			ctx.q.value = vb.data;
+			ctx.q.value_len = vb.len;
+			json_object_set_new(ctx.details, "how", json_string("value"));
+		} else {
+			char hex[17];
+			sh_device_fmt(ctx.q.take_device, hex);
+			json_object_set_new(ctx.details, "how", json_string("take"));
+			json_object_set_new(ctx.details, "take", json_string(hex));
+		}
+	} else {
+		json_object_set_new(ctx.details, "how", json_string("deleted"));
+		json_object_set_new(ctx.details, "deleted", json_boolean(ctx.q.deleted));
+	}
+	char hex[17];
+	sh_device_fmt(ctx.actor, hex);
+	snprintf(ctx.actor_name, sizeof(ctx.actor_name), "device:%s", hex);
+	r = store_write(s, resolve_fn, &ctx);
+	if (r == -ENOENT)
+		cli_err("no record %s, or no device %s", rid, hex);
+	else if (r == -EINVAL)
+		cli_err("%s: %s", ctx.v.code, ctx.v.reason);
+	else if (r < 0)
+		cli_err("cannot resolve: %s", sh_strerror(r));
+	else {
+		printf("resolved: log entry %" PRIu64 "\n", ctx.log_seq);
+		rc = 0;
+	}
+out:
+	json_decref(ctx.details);
+	buf_free(&vb);
+	free((void *)ctx.q.record_id);
+	store_close(s);
+	form_registry_free(reg);
+	return rc;
+}
+
+/* ---- assign ---- */
+
+struct assign_ctx {
+	uint8_t id[16];
+	uint64_t device;
+	char actor[64];
+};
+
+static int assign_fn(struct store_txn *t, void *ud)
+{
+	struct assign_ctx *c = ud;
+	struct arena *a = arena_new();
+	store_device_t *d;
+	if (!a)
+		return -ENOMEM;
+	int r = store_device_get(t, a, c->device, &d);
+	if (r == 0)
+		r = store_assign(t, a, c->id, c->device);
+	arena_free(a);
+	if (r < 0)
+		return r;
+	char rid[UUID_STR_LEN + 1], hex[17];
+	uuid_fmt(c->id, rid);
+	sh_device_fmt(c->device, hex);
+	return audit_record_txn(t, c->actor, "assign",
+				json_pack("{s:s,s:s}", "record_id", rid, "device", hex));
+}
+
+int cmd_assign(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA;
+	struct assign_ctx ctx;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'h':
+			printf("Usage: shahidi assign [--data DIR] RECORD_ID DEVICE_ID\n\n"
+			       "Assigns a record to a device: its next pull brings the record's whole\n"
+			       "history, and later changes follow. Phones otherwise hold only what they\n"
+			       "wrote: a seized phone must not carry the organisation's records.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2 || uuid_parse(argv[optind], ctx.id) < 0 ||
+	    sh_device_parse(argv[optind + 1], &ctx.device) < 0) {
+		cli_err("assign needs a record id and a device id (see --help)");
+		return EXIT_USAGE;
+	}
+	audit_cli_actor(ctx.actor);
+	struct store *s = cli_open_store(data, false);
+	if (!s)
+		return 1;
+	int r = store_write(s, assign_fn, &ctx);
+	store_close(s);
+	if (r < 0) {
+		cli_err(r == -ENOENT ? "no such record or device" : "cannot assign: %s", sh_strerror(r));
+		return 1;
+	}
+	printf("assigned %s to %s\n", argv[optind], argv[optind + 1]);
+	return 0;
+}
+
+/* ---- backup and audit ---- */
+
+int cmd_backup(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'h':
+			printf("Usage: shahidi backup [--data DIR] DEST\n\n"
+			       "Writes a consistent, compacted copy of the store into DEST, a new\n"
+			       "directory, while the server keeps running (one LMDB read snapshot).\n"
+			       "To restore: stop the server, move the old data directory aside, put\n"
+			       "DEST in its place (or start the server with --data DEST), and check it\n"
+			       "with 'shahidi verify --data DEST'. Encrypt backups that leave the\n"
+			       "machine: they hold survivors' data.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		cli_err("backup needs a destination directory (see --help)");
+		return EXIT_USAGE;
+	}
+	struct store *s = cli_open_store(data, true);
+	if (!s)
+		return 1;
+	char err[512];
+	uint64_t t0 = sh_mono_ns();
+	int r = store_backup(s, argv[optind], err, sizeof(err));
+	store_close(s);
+	if (r < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	printf("backup written to %s in %.2f s\n", argv[optind], (double)(sh_mono_ns() - t0) / 1e9);
+	return 0;
+}
+
+int cmd_audit(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'h':
+			printf("Usage: shahidi audit [--data DIR]\n\n"
+			       "Prints the audit log, one JSON object per line: every export,\n"
+			       "resolution, assignment and device change made at the office, with\n"
+			       "who made it and when.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	struct store *s = cli_open_store(data, true);
+	struct arena *a = arena_new();
+	struct store_txn *t = NULL;
+	int rc = 1, r;
+	if (!s || !a || store_begin(s, false, &t) < 0)
+		goto out;
+	uint64_t seq = 0;
+	char *j;
+	while ((r = store_audit_next(t, a, &seq, &j)) == 1) {
+		puts(j);
+		arena_reset(a);
+	}
+	rc = r < 0 ? 1 : 0;
+out:
+	store_abort(t);
+	arena_free(a);
+	store_close(s);
+	return rc;
+}

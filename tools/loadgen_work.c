@@ -1,0 +1,340 @@
+/* loadgen_work: the simulated phones' offline edits, made from the seed.
+ *
+ * Each device has its own random stream (the seed mixed with its index), so
+ * its changes do not depend on how many other devices there are. Content
+ * comes from gen.h (the form's vocabularies, narratives of 500-800 bytes,
+ * version 7 record ids). Stamps and record ids take the wall clock, so two
+ * runs never make the same ids; everything else repeats with the seed.
+ *
+ * Every edit names as its base what the phone last saw of the field, as a
+ * real app does: its own last write, or for a shared record it has not
+ * edited yet, the create's stamp. Two devices editing the same shared field
+ * from the create therefore conflict, which is what verification expects.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "codec.h"
+#include "common.h"
+#include "gen.h"
+#include "loadgen.h"
+#include "shahidi.pb-c.h"
+
+#define APP_VERSION "shahidi-loadgen " SHAHIDI_VERSION
+
+static uint64_t device_seed(uint64_t seed, unsigned idx)
+{
+	struct gen_rng r = {seed ^ ((uint64_t)idx * 0x9e3779b97f4a7c15ull)};
+	gen_next(&r);
+	return gen_next(&r);
+}
+
+/* A base of at most one stamp, allocated in a. */
+static Shahidi__V1__Stamp **one_stamp(struct arena *a, uint64_t hlc, uint64_t device,
+				      size_t *ret_n)
+{
+	*ret_n = 0;
+	if (!hlc)
+		return NULL;
+	Shahidi__V1__Stamp **v = arena_alloc(a, sizeof(*v));
+	Shahidi__V1__Stamp *s = arena_alloc(a, sizeof(*s));
+	if (!v || !s)
+		return NULL;
+	shahidi__v1__stamp__init(s);
+	s->hlc = hlc;
+	s->device = device;
+	v[0] = s;
+	*ret_n = 1;
+	return v;
+}
+
+static Shahidi__V1__FieldWrite *field_write(struct gen_rng *r, struct arena *a,
+					    const struct form *f, uint32_t field, uint64_t base_hlc,
+					    uint64_t base_dev, uint64_t now_ms)
+{
+	const struct form_field *fd = form_field(f, field);
+	Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+	if (!fd || !fw)
+		return NULL;
+	shahidi__v1__field_write__init(fw);
+	fw->field = field;
+	if (!(fw->value = gen_value(r, a, fd, now_ms)))
+		return NULL;
+	fw->supersedes = one_stamp(a, base_hlc, base_dev, &fw->n_supersedes);
+	if (base_hlc && !fw->supersedes)
+		return NULL;
+	return fw;
+}
+
+static Shahidi__V1__Change *change_new(struct arena *a, const struct form *f, uint64_t change_id,
+				       const uint8_t *record_id, uint64_t hlc, size_t n_fields)
+{
+	Shahidi__V1__Change *c = arena_alloc(a, sizeof(*c));
+	Shahidi__V1__FieldWrite **fws = arena_alloc(a, (n_fields + 1) * sizeof(*fws));
+	if (!c || !fws)
+		return NULL;
+	shahidi__v1__change__init(c);
+	c->change_id = change_id;
+	c->record_id = (ProtobufCBinaryData){16, (uint8_t *)record_id};
+	c->form_id = (char *)f->form_id;
+	c->form_version = f->version;
+	c->hlc = hlc;
+	c->fields = fws;
+	return c;
+}
+
+static const Shahidi__V1__FieldWrite *find_field(const Shahidi__V1__Change *c, uint32_t field)
+{
+	for (size_t i = 0; i < c->n_fields; i++)
+		if (c->fields[i]->field == field)
+			return c->fields[i];
+	return NULL;
+}
+
+/* A new report; a shared one always sets the field the others will edit. */
+static Shahidi__V1__Change *make_create(struct lg_run *run, struct gen_rng *r,
+					struct arena *a, uint64_t change_id, uint64_t hlc,
+					uint64_t now_ms, bool shared, struct lg_record *rec)
+{
+	Shahidi__V1__Change *c = gen_report(r, a, run->form, change_id, hlc, now_ms);
+	if (!c)
+		return NULL;
+	if (shared && !find_field(c, LG_FIELD_RISK)) {
+		Shahidi__V1__FieldWrite **fws = arena_alloc(a, (c->n_fields + 1) * sizeof(*fws));
+		if (!fws)
+			return NULL;
+		memcpy(fws, c->fields, c->n_fields * sizeof(*fws));
+		if (!(fws[c->n_fields] = field_write(r, a, run->form, LG_FIELD_RISK, 0, 0, now_ms)))
+			return NULL;
+		c->fields = fws;
+		c->n_fields++;
+	}
+	memcpy(rec->id, c->record_id.data, 16);
+	rec->stamp_risk = find_field(c, LG_FIELD_RISK) ? hlc : 0;
+	rec->stamp_caseworker = find_field(c, LG_FIELD_CASEWORKER) ? hlc : 0;
+	rec->stamp_del = 0;
+	rec->deleted = false;
+	return c;
+}
+
+static Shahidi__V1__Change *make_edit(struct lg_run *run, struct lg_device *d, struct gen_rng *r,
+				      struct arena *a, uint64_t change_id, uint64_t hlc,
+				      uint64_t now_ms, struct lg_record *rec, uint8_t *ret_fields)
+{
+	/* Mostly one field, sometimes both, as a caseworker's follow-up. */
+	uint64_t pick = gen_below(r, 10);
+	uint8_t which = pick < 5 ? 1 : pick < 9 ? 2 : 3;
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 2);
+	if (!c)
+		return NULL;
+	if (which & 1) {
+		if (!(c->fields[c->n_fields++] = field_write(r, a, run->form, LG_FIELD_RISK,
+							     rec->stamp_risk, d->id, now_ms)))
+			return NULL;
+		rec->stamp_risk = hlc;
+	}
+	if (which & 2) {
+		if (!(c->fields[c->n_fields++] = field_write(r, a, run->form, LG_FIELD_CASEWORKER,
+							     rec->stamp_caseworker, d->id, now_ms)))
+			return NULL;
+		rec->stamp_caseworker = hlc;
+	}
+	*ret_fields = which;
+	return c;
+}
+
+static Shahidi__V1__Change *make_shared_edit(struct lg_run *run, struct lg_device *d,
+					     struct gen_rng *r, struct arena *a, uint64_t change_id,
+					     uint64_t hlc, uint64_t now_ms, uint32_t s)
+{
+	struct lg_device *owner = &run->dev[0];
+	struct lg_record *rec = &owner->recs[s];
+	uint64_t base_hlc, base_dev = d->id;
+	if (d == owner) /* the creator saw its create, then its own edits */
+		base_hlc = rec->stamp_risk;
+	else if (d->shared_seen[s])
+		base_hlc = d->shared_seen[s];
+	else {
+		base_hlc = run->shared_create_hlc[s];
+		base_dev = owner->id;
+	}
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 1);
+	if (!c || !(c->fields[0] = field_write(r, a, run->form, LG_FIELD_RISK, base_hlc, base_dev,
+					       now_ms)))
+		return NULL;
+	c->n_fields = 1;
+	d->shared_seen[s] = hlc;
+	if (d == owner)
+		rec->stamp_risk = hlc;
+	return c;
+}
+
+/* Deletes one of its records, or undoes the deletion of one it deleted. */
+static Shahidi__V1__Change *make_deletion(struct lg_run *run, struct lg_device *d,
+					  struct arena *a, uint64_t change_id, uint64_t hlc,
+					  struct lg_record *rec)
+{
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 0);
+	Shahidi__V1__Deletion *del = arena_alloc(a, sizeof(*del));
+	if (!c || !del)
+		return NULL;
+	shahidi__v1__deletion__init(del);
+	del->deleted = !rec->deleted;
+	del->supersedes = one_stamp(a, rec->stamp_del, d->id, &del->n_supersedes);
+	if (rec->stamp_del && !del->supersedes)
+		return NULL;
+	c->deletion = del;
+	rec->deleted = !rec->deleted;
+	rec->stamp_del = hlc;
+	return c;
+}
+
+/* One change of kind chosen by the roll; fills *lc. NULL when out of memory. */
+static Shahidi__V1__Change *make_change(struct lg_run *run, struct lg_device *d,
+					struct gen_rng *r, struct arena *a, uint64_t now,
+					struct lg_change *lc)
+{
+	const struct lg_opts *o = &run->o;
+	size_t k = (size_t)(lc - d->changes);
+	size_t first_own = d->idx == 0 ? run->n_shared : 0;
+	size_t own = d->n_recs - first_own;
+	uint64_t change_id = d->first_change_id + k;
+	uint64_t hlc = hlc_tick(&d->clock, now);
+	uint64_t roll = gen_below(r, 1000);
+
+	if (d->idx == 0 && k < run->n_shared) {
+		lc->kind = LG_SHARED_CREATE;
+		lc->rec = (uint32_t)d->n_recs;
+		run->shared_create_hlc[k] = hlc;
+		return make_create(run, r, a, change_id, hlc, now, true, &d->recs[d->n_recs++]);
+	}
+	if (roll < o->pct_delete && own > 0) {
+		lc->rec = (uint32_t)(first_own + gen_below(r, own));
+		lc->kind = d->recs[lc->rec].deleted ? LG_UNDELETE : LG_DELETE;
+		return make_deletion(run, d, a, change_id, hlc, &d->recs[lc->rec]);
+	}
+	roll -= SH_MIN(roll, (uint64_t)o->pct_delete);
+	if (roll < o->pct_shared && run->n_shared > 0) {
+		lc->kind = LG_SHARED_EDIT;
+		lc->rec = (uint32_t)gen_below(r, run->n_shared);
+		lc->fields = 1;
+		return make_shared_edit(run, d, r, a, change_id, hlc, now, lc->rec);
+	}
+	roll -= SH_MIN(roll, (uint64_t)o->pct_shared);
+	if (roll < o->pct_edit && own > 0) {
+		lc->kind = LG_EDIT;
+		lc->rec = (uint32_t)(first_own + gen_below(r, own));
+		return make_edit(run, d, r, a, change_id, hlc, now, &d->recs[lc->rec], &lc->fields);
+	}
+	lc->kind = LG_CREATE;
+	lc->rec = (uint32_t)d->n_recs;
+	return make_create(run, r, a, change_id, hlc, now, false, &d->recs[d->n_recs++]);
+}
+
+/* The device's next batch, packed and deflated into bt->body. */
+static int make_batch(struct lg_run *run, struct lg_device *d, struct gen_rng *r,
+		      struct arena *a, struct buf *raw, struct lg_batch *bt)
+{
+	const struct lg_opts *o = &run->o;
+	uint64_t now = sh_now_ms();
+	size_t total = (size_t)o->changes;
+	int rc;
+
+	arena_reset(a);
+	bt->seq = d->first_batch_seq + d->n_batches;
+	bt->first = d->n_changes;
+	bt->n = (uint32_t)SH_MIN((size_t)o->batch, total - d->n_changes);
+	Shahidi__V1__Change **chs = arena_alloc(a, bt->n * sizeof(*chs));
+	if (!chs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < bt->n; i++) {
+		if (!(chs[i] = make_change(run, d, r, a, now, &d->changes[d->n_changes])))
+			return -ENOMEM;
+		d->n_changes++;
+	}
+
+	Shahidi__V1__PushBatch pb = SHAHIDI__V1__PUSH_BATCH__INIT;
+	pb.device = d->id;
+	pb.batch_seq = bt->seq;
+	pb.app_version = APP_VERSION;
+	pb.unsent = (uint32_t)SH_MIN(total - d->n_changes, (size_t)UINT32_MAX);
+	pb.sent_hlc = hlc_tick(&d->clock, now);
+	pb.changes = chs;
+	pb.n_changes = bt->n;
+	buf_reset(raw);
+	if ((rc = buf_reserve(raw, shahidi__v1__push_batch__get_packed_size(&pb))) < 0)
+		return rc;
+	raw->len = shahidi__v1__push_batch__pack(&pb, raw->data);
+	struct buf z = {0};
+	if ((rc = codec_deflate(raw->data, raw->len, CODEC_DEFLATE, o->level, &z)) < 0)
+		return rc;
+	bt->body = z.data; /* the batch owns the buffer from here */
+	bt->len = z.len;
+	run->st.raw_bytes += raw->len;
+	run->st.body_bytes += z.len;
+	return 0;
+}
+
+static int make_device(struct lg_run *run, struct lg_device *d)
+{
+	const struct lg_opts *o = &run->o;
+	struct gen_rng rng = {device_seed(o->seed, d->idx)};
+	struct arena *a = arena_new();
+	struct buf raw = {0};
+	size_t n = (size_t)o->changes;
+	size_t nb = (n + o->batch - 1) / o->batch;
+	int r = -ENOMEM;
+
+	d->changes = calloc(n + 1, sizeof(*d->changes));
+	d->recs = calloc(n + 1, sizeof(*d->recs));
+	d->batches = calloc(nb + 1, sizeof(*d->batches));
+	d->shared_seen = calloc(run->n_shared + 1, sizeof(*d->shared_seen));
+	if (!a || !d->changes || !d->recs || !d->batches || !d->shared_seen)
+		goto out;
+	for (r = 0; r == 0 && d->n_batches < nb; d->n_batches += r == 0)
+		r = make_batch(run, d, &rng, a, &raw, &d->batches[d->n_batches]);
+out:
+	buf_free(&raw);
+	arena_free(a);
+	return r;
+}
+
+int lg_work_make(struct lg_run *run)
+{
+	uint64_t t0 = sh_mono_ns();
+	run->n_shared = (unsigned)SH_MIN((uint64_t)run->o.shared,
+					 SH_MIN((uint64_t)run->o.batch, run->o.changes));
+	run->shared_create_hlc = calloc(run->n_shared + 1, sizeof(*run->shared_create_hlc));
+	if (!run->shared_create_hlc)
+		return -ENOMEM;
+	/* Device 0 first: the others' shared edits name its creates' stamps. */
+	for (unsigned i = 0; i < run->n_dev; i++) {
+		int r = make_device(run, &run->dev[i]);
+		if (r < 0)
+			return r;
+		run->total_batches += run->dev[i].n_batches;
+	}
+	run->st.gen_ns = sh_mono_ns() - t0;
+	return 0;
+}
+
+void lg_work_free(struct lg_run *run)
+{
+	for (unsigned i = 0; run->dev && i < run->n_dev; i++) {
+		struct lg_device *d = &run->dev[i];
+		for (size_t b = 0; b < d->n_batches; b++)
+			free(d->batches[b].body);
+		free(d->batches);
+		free(d->changes);
+		free(d->recs);
+		free(d->shared_seen);
+		d->batches = NULL;
+		d->changes = NULL;
+		d->recs = NULL;
+		d->shared_seen = NULL;
+	}
+	free(run->shared_create_hlc);
+	run->shared_create_hlc = NULL;
+}
