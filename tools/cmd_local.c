@@ -378,7 +378,7 @@ void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflic
 			print_entry(fd, cur, "      ");
 			for (size_t k = 0; k < reg->n_entries; k++) {
 				const merge_entry_t *e = reg->entries[k];
-				if (e != cur && !e->dead && e->present)
+				if (e != cur && !e->dead && !e->pending)
 					print_entry(fd, e, "      ");
 			}
 		} else if (!conflicts_only && live == 1) {

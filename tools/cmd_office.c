@@ -270,6 +270,7 @@ int cmd_export(int argc, char **argv)
 			goto done;
 		}
 		buf_reset(&b);
+		store_release_pages(s); /* constant memory, whatever the store's size */
 		if (tty)
 			fprintf(stderr, "\rexported %" PRIu64 " records (%" PRIu64 " read)",
 				export_written(x), export_scanned(x));

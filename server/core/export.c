@@ -231,7 +231,7 @@ struct view {
 	size_t id_len;
 	const uint8_t *form_id;
 	size_t form_len;
-	uint64_t form_version, first_ms, last_ms, conflicts;
+	uint64_t form_version, first_ms, last_ms, conflicts, base_dev, base_hlc;
 	const uint8_t *writers;   /* packed fixed64 */
 	size_t writers_len;
 	bool deleted;
@@ -255,8 +255,8 @@ static const struct slot *slot_of(const struct exporter *x, uint32_t number)
 
 /* The current value of one register (shahidi.store.v1.Register bytes):
  * the live entry with the greatest (hlc, device), as merge_current(). */
-static int reg_parse(const uint8_t *p, size_t n, uint32_t *ret_field, const uint8_t **ret_v,
-		     size_t *ret_len, bool *ret_found)
+static int reg_parse(const uint8_t *p, size_t n, uint64_t base_dev, uint64_t base_hlc,
+		     uint32_t *ret_field, const uint8_t **ret_v, size_t *ret_len, bool *ret_found)
 {
 	struct pb_field f, g;
 	size_t pos = 0;
@@ -272,7 +272,7 @@ static int reg_parse(const uint8_t *p, size_t n, uint32_t *ret_field, const uint
 		if (f.number != 2 || f.wire_type != 2)
 			continue;
 		uint64_t dev = 0, hlc = 0;
-		bool dead = false, present = false;
+		bool dead = false, pending = false;
 		const uint8_t *v = NULL;
 		size_t vlen = 0, p2 = 0;
 		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
@@ -281,14 +281,16 @@ static int reg_parse(const uint8_t *p, size_t n, uint32_t *ret_field, const uint
 			case 2: hlc = g.varint; break;
 			case 4: dead = g.varint != 0; break;
 			case 5: v = g.data; vlen = g.len; break;
-			case 7: present = g.varint != 0; break;
+			case 7: pending = g.varint != 0; break;
 			default: break;
 			}
 		}
 		if (r < 0)
 			return r;
-		if (dead || !present)
+		if (dead || pending)
 			continue;
+		dev = dev ? dev : base_dev; /* stored compactly: see proto/store.proto */
+		hlc = hlc ? hlc : base_hlc;
 		if (!found || hlc > best_hlc || (hlc == best_hlc && dev > best_dev)) {
 			found = true;
 			best_hlc = hlc;
@@ -310,24 +312,28 @@ static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct vie
 	memset(x->cell, 0, x->n_cols * sizeof(*x->cell));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
+		/* shahidi.store.v1.Record's field numbers */
 		case 1: v->id = f.data; v->id_len = f.len; break;
 		case 2: v->form_id = f.data; v->form_len = f.len; break;
 		case 3: v->form_version = f.varint; break;
-		case 5:
+		case 4: v->base_dev = f.varint; break;
+		case 5: v->base_hlc = f.varint; break;
+		case 7:
 			if (f.wire_type == 2) {
 				v->writers = f.data;
 				v->writers_len = f.len;
 			}
 			break;
-		case 7: v->conflicts = f.varint; break;
-		case 9: v->first_ms = f.varint; break;
-		case 10: v->last_ms = f.varint; break;
-		case 4: {
+		case 9: v->conflicts = f.varint; break;
+		case 11: v->first_ms = f.varint; break;
+		case 12: v->last_ms = f.varint; break;
+		case 6: {
 			uint32_t field;
 			const uint8_t *val = NULL;
 			size_t vlen = 0;
 			bool found;
-			if ((r = reg_parse(f.data, f.len, &field, &val, &vlen, &found)) < 0)
+			if ((r = reg_parse(f.data, f.len, v->base_dev, v->base_hlc, &field, &val, &vlen,
+					   &found)) < 0)
 				return r;
 			if (!found)
 				break;

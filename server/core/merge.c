@@ -128,10 +128,9 @@ static void set_dead_only(merge_entry_t *e, uint64_t hlc)
 	e->hlc = hlc;
 	e->orig_hlc = 0;
 	e->dead = true;
-	e->present = false;
+	e->pending = true;
 	e->value.data = NULL;
 	e->value.len = 0;
-	e->log_seq = 0;
 }
 
 /* A base stamp names a write its writer saw: that write is superseded. The
@@ -170,7 +169,7 @@ static int value_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 	return alen < blen ? -1 : alen > blen;
 }
 
-static int apply_write(struct arena *a, merge_reg_t *reg, uint64_t device, uint64_t log_seq,
+static int apply_write(struct arena *a, merge_reg_t *reg, uint64_t device,
 		       const struct merge_write *w)
 {
 	size_t at;
@@ -182,10 +181,7 @@ static int apply_write(struct arena *a, merge_reg_t *reg, uint64_t device, uint6
 		return 0; /* the device wrote again later: this one is superseded */
 	} else if (w->hlc == e->hlc) {
 		if (e->dead) {
-			if (!e->present) {
-				e->present = true; /* arrived after a write that saw it */
-				e->log_seq = log_seq;
-			}
+			e->pending = false; /* arrived after a write that saw it */
 			return 0;
 		}
 		/* Two writes under one stamp: only a broken device does this. Keep
@@ -196,8 +192,7 @@ static int apply_write(struct arena *a, merge_reg_t *reg, uint64_t device, uint6
 	e->hlc = w->hlc;
 	e->orig_hlc = w->orig_hlc;
 	e->dead = false;
-	e->present = true;
-	e->log_seq = log_seq;
+	e->pending = false;
 	e->value.data = (uint8_t *)w->value;
 	e->value.len = w->value_len;
 	return 0;
@@ -210,7 +205,7 @@ const merge_entry_t *merge_current(const merge_reg_t *reg)
 		return NULL;
 	for (size_t i = 0; i < reg->n_entries; i++) {
 		const merge_entry_t *e = reg->entries[i];
-		if (e->dead || !e->present)
+		if (e->dead || e->pending)
 			continue;
 		/* entries are sorted by device, so ">=" breaks hlc ties by device */
 		if (!best || e->hlc >= best->hlc)
@@ -223,7 +218,7 @@ size_t merge_live_count(const merge_reg_t *reg)
 {
 	size_t n = 0;
 	for (size_t i = 0; reg && i < reg->n_entries; i++)
-		n += !reg->entries[i]->dead && reg->entries[i]->present;
+		n += !reg->entries[i]->dead && !reg->entries[i]->pending;
 	return n;
 }
 
@@ -253,7 +248,7 @@ static void recount(merge_rec_t *rec)
 			continue;
 		for (size_t j = 0; j < reg->n_entries; j++) {
 			const merge_entry_t *e = reg->entries[j];
-			if (!e->dead && e->present && e->hlc > del->hlc && e->device != del->device) {
+			if (!e->dead && !e->pending && e->hlc > del->hlc && e->device != del->device) {
 				flag = true;
 				break;
 			}
@@ -298,7 +293,7 @@ int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 		for (size_t k = 0; k < w->n_base; k++)
 			if (apply_base(a, reg, w->base[k], c->max_base_hlc) < 0)
 				return -ENOMEM;
-		if (apply_write(a, reg, c->device, c->log_seq, w) < 0)
+		if (apply_write(a, reg, c->device, w) < 0)
 			return -ENOMEM;
 	}
 	if (c->form_version > rec->form_version)
@@ -334,11 +329,44 @@ void merge_digest(const merge_rec_t *rec, uint8_t out[32])
 			const merge_entry_t *e = reg->entries[j];
 			hash_u64(&st, e->device);
 			hash_u64(&st, e->hlc);
-			hash_u64(&st, (uint64_t)e->dead << 1 | e->present);
+			hash_u64(&st, (uint64_t)e->dead << 1 | !e->pending);
 			hash_u64(&st, e->value.len);
 			crypto_generichash_update(&st, e->value.data, e->value.len);
 		}
 	}
 	hash_u64(&st, rec->conflicts);
 	crypto_generichash_final(&st, out, 32);
+}
+
+void merge_rec_expand(merge_rec_t *rec)
+{
+	for (size_t i = 0; i < rec->n_registers; i++)
+		for (size_t j = 0; j < rec->registers[i]->n_entries; j++) {
+			merge_entry_t *e = rec->registers[i]->entries[j];
+			if (!e->device)
+				e->device = rec->base_device;
+			if (!e->hlc)
+				e->hlc = rec->base_hlc;
+		}
+	rec->base_device = rec->base_hlc = 0;
+}
+
+void merge_rec_compact(merge_rec_t *rec)
+{
+	/* The first entry of the first field register is the creator's
+	 * stamp in nearly every record: a good base. */
+	rec->base_device = rec->base_hlc = 0;
+	for (size_t i = 0; i < rec->n_registers && !rec->base_device; i++)
+		if (rec->registers[i]->field != MERGE_DELETION_FIELD && rec->registers[i]->n_entries) {
+			rec->base_device = rec->registers[i]->entries[0]->device;
+			rec->base_hlc = rec->registers[i]->entries[0]->hlc;
+		}
+	for (size_t i = 0; i < rec->n_registers; i++)
+		for (size_t j = 0; j < rec->registers[i]->n_entries; j++) {
+			merge_entry_t *e = rec->registers[i]->entries[j];
+			if (e->device == rec->base_device)
+				e->device = 0;
+			if (e->hlc == rec->base_hlc)
+				e->hlc = 0;
+		}
 }

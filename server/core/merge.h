@@ -64,7 +64,6 @@ struct merge_write {
 
 struct merge_change {
 	uint64_t device;         /* origin device of every write */
-	uint64_t log_seq;        /* change-log entry, kept in entries */
 	uint32_t form_version;
 	const struct merge_write *writes;
 	size_t n_writes;
@@ -84,6 +83,12 @@ int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 
 /* The register of a field, or NULL. */
 const merge_reg_t *merge_register(const merge_rec_t *rec, uint32_t field);
+/* Entries as stored leave out the record's common stamp (see
+ * proto/store.proto): merge_rec_expand() fills it in after unpacking,
+ * merge_rec_compact() takes it out again before packing. */
+void merge_rec_expand(merge_rec_t *rec);
+void merge_rec_compact(merge_rec_t *rec);
+
 /* The current (winning) entry of a register, or NULL when no live value. */
 const merge_entry_t *merge_current(const merge_reg_t *reg);
 /* Number of live values of a register. */

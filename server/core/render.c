@@ -211,7 +211,7 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
 		if (merge_live_count(reg) > 1) {
 			json_t *vals = json_array();
 			for (size_t k = 0; k < reg->n_entries; k++)
-				if (!reg->entries[k]->dead && reg->entries[k]->present)
+				if (!reg->entries[k]->dead && !reg->entries[k]->pending)
 					json_array_append_new(vals, entry_json(fd, reg->entries[k]));
 			json_array_append_new(conflicts, json_pack("{s:s,s:i,s:o}", "field", key,
 								   "number", (int)reg->field,

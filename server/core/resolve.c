@@ -55,7 +55,7 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		bool found = false;
 		for (size_t i = 0; reg && i < reg->n_entries; i++) {
 			const merge_entry_t *e = reg->entries[i];
-			if (e->device == q->take_device && !e->dead && e->present) {
+			if (e->device == q->take_device && !e->dead && !e->pending) {
 				val = e->value.data; /* may be empty: the field was cleared */
 				val_len = e->value.len;
 				found = true;
@@ -90,7 +90,7 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	size_t k = 0;
 	for (size_t i = 0; reg && i < reg->n_entries; i++) {
 		const merge_entry_t *e = reg->entries[i];
-		if (e->dead || !e->present)
+		if (e->dead || e->pending)
 			continue;
 		shahidi__v1__stamp__init(&stamps[k]);
 		stamps[k].hlc = e->hlc;

@@ -45,6 +45,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -559,7 +561,10 @@ static int record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, mer
 {
 	uint8_t k[8];
 	sh_put_be64(k, seq);
-	return get_pb(t, a, DB_RECS, k, 8, &shahidi__store__v1__record__descriptor, (void **)ret);
+	int r = get_pb(t, a, DB_RECS, k, 8, &shahidi__store__v1__record__descriptor, (void **)ret);
+	if (r == 0)
+		merge_rec_expand(*ret);
+	return r;
 }
 
 static int record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
@@ -625,6 +630,7 @@ int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge
 		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
 	if (!rec)
 		return -EIO;
+	merge_rec_expand(rec);
 	*seq = s;
 	*ret = rec;
 	return 1;
@@ -873,7 +879,9 @@ static int put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool h
 {
 	uint8_t k[8];
 	sh_put_be64(k, rec->seq);
+	merge_rec_compact(rec);
 	int r = put_pb(t, DB_RECS, k, 8, &rec->base, is_new ? MDB_APPEND : 0);
+	merge_rec_expand(rec);
 	if (r < 0)
 		return r;
 	if (rec->conflicts && !had_conflict)
@@ -958,7 +966,6 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	t->counters_dirty = true;
 	struct merge_change mc = {
 		.device = c->origin,
-		.log_seq = log_seq,
 		.form_version = c->form_version,
 		.writes = w,
 		.n_writes = c->n_writes,
@@ -1270,4 +1277,28 @@ int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "%s/data.mdb", dest);
 	chmod(path, 0600);
 	return 0;
+}
+
+void store_release_pages(struct store *s)
+{
+	/* LMDB does not say where its map is (me_mapaddr is only set with
+	 * MDB_FIXEDMAP): find the mapping of data.mdb in /proc/self/maps. */
+	char want[PATH_MAX + 16], real[PATH_MAX], line[PATH_MAX + 128];
+	if (!realpath(s->dir, real))
+		return;
+	snprintf(want, sizeof(want), "%s/data.mdb", real);
+	pthread_rwlock_rdlock(&s->resize_lock);
+	FILE *f = fopen("/proc/self/maps", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char *path = strchr(line, '/');
+		if (!path || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		path[strcspn(path, "\n")] = 0;
+		if (!strcmp(path, want))
+			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	}
+	if (f)
+		fclose(f);
+	pthread_rwlock_unlock(&s->resize_lock);
 }

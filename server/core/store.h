@@ -207,6 +207,14 @@ int store_audit_next(struct store_txn *t, struct arena *a, uint64_t *seq, char *
  * Restoring = using dest as the data directory. */
 int store_backup(struct store *s, const char *dest, char *err, size_t errlen);
 
+/* Lets go of the map's pages this process has read (madvise DONTNEED):
+ * they stay in the page cache, but no longer count in this process's
+ * memory. For long scans in short-lived tools (export): a scan of the
+ * whole store would otherwise keep it all resident. Safe at any time:
+ * the map is read-only here and pages fault back in on the next read.
+ * Linux only (it finds the map in /proc/self/maps); elsewhere a no-op. */
+void store_release_pages(struct store *s);
+
 /* Runs fn in a write transaction and commits it. When the map fills up,
  * aborts, grows the map and runs fn again from the start (so fn must be
  * repeatable: the transaction it saw was never committed). Returns fn's

@@ -121,7 +121,7 @@ static void base_of(const merge_reg_t *reg, struct merge_stamp **ret, Shahidi__V
 	Shahidi__V1__Stamp **pb = arena_alloc(A, (n + 1) * sizeof(*pb));
 	for (size_t i = 0; reg && i < reg->n_entries; i++) {
 		const merge_entry_t *e = reg->entries[i];
-		if (e->dead || !e->present)
+		if (e->dead || e->pending)
 			continue;
 		b[k] = (struct merge_stamp){e->hlc, e->device};
 		pb[k] = arena_alloc(A, sizeof(**pb));

@@ -38,8 +38,7 @@ static struct merge_stamp *base1(uint64_t hlc, uint64_t dev)
 
 static void apply(merge_rec_t *rec, uint64_t dev, struct merge_write w)
 {
-	static uint64_t log_seq;
-	struct merge_change c = {.device = dev, .log_seq = ++log_seq, .form_version = 1,
+	struct merge_change c = {.device = dev, .form_version = 1,
 				 .writes = &w, .n_writes = 1};
 	CHECK(merge_apply(A, rec, &c) == 0);
 }
