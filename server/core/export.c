@@ -17,7 +17,6 @@ struct column {
 	const char *name;
 	bool sensitive;               /* in any version */
 	const struct form_field *fd;  /* the newest version's definition */
-	uint16_t *by_code;            /* choice indices sorted by code */
 };
 
 struct slot {
@@ -50,14 +49,6 @@ static const struct form_field *find_in(const struct column *cols, size_t n, uin
 			return cols[i].fd;
 		}
 	return NULL;
-}
-
-static const struct form_field *sort_fd; /* qsort has no user pointer */
-
-static int cmp_code(const void *a, const void *b)
-{
-	return strcmp(sort_fd->choices[*(const uint16_t *)a].code,
-		      sort_fd->choices[*(const uint16_t *)b].code);
 }
 
 static int cmp_slot(const void *a, const void *b)
@@ -120,14 +111,6 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 		goto fail;
 	for (size_t i = 0; i < x->n_cols; i++) {
 		struct column *c = &x->cols[i];
-		if (c->fd->n_choices) {
-			if (!(c->by_code = malloc(c->fd->n_choices * sizeof(*c->by_code))))
-				goto fail;
-			for (size_t k = 0; k < c->fd->n_choices; k++)
-				c->by_code[k] = (uint16_t)k;
-			sort_fd = c->fd;
-			qsort(c->by_code, c->fd->n_choices, sizeof(*c->by_code), cmp_code);
-		}
 		if (c->sensitive && !o->include_sensitive)
 			continue;
 		x->slots[x->n_slots++] = (struct slot){c->number, (uint32_t)i};
@@ -144,8 +127,6 @@ void export_free(struct exporter *x)
 {
 	if (!x)
 		return;
-	for (size_t i = 0; i < x->n_cols; i++)
-		free(x->cols[i].by_code);
 	free(x->cols);
 	free(x->slots);
 	free(x->cell);
@@ -366,23 +347,8 @@ static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct vie
 
 static const char *label_of(const struct column *c, const uint8_t *code, size_t len, bool labels)
 {
-	const struct form_field *fd = c->fd;
-	size_t lo = 0, hi = fd->n_choices;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		const char *k = fd->choices[c->by_code[mid]].code;
-		size_t kl = strlen(k);
-		int cmp = memcmp(k, code, SH_MIN(kl, len));
-		if (cmp == 0)
-			cmp = kl < len ? -1 : kl > len;
-		if (cmp == 0)
-			return labels ? fd->choices[c->by_code[mid]].label : k;
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	const struct form_choice *ch = form_choice(c->fd, (const char *)code, len);
+	return ch ? (labels ? ch->label : ch->code) : NULL;
 }
 
 static int csv_cell(struct exporter *x, const struct column *c, const uint8_t *v, size_t n,

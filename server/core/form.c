@@ -23,7 +23,7 @@ struct form_builtin {
 extern const struct form_builtin form_builtins[];
 extern const size_t form_builtins_count;
 
-#define FORM_MAX_FIELDS 1024
+
 #define FORM_TEXT_DEFAULT_MAX 10000u
 #define FORM_SEALED_DEFAULT_MAX 65536u
 #define FORM_DAY_MS 86400000ull
@@ -232,6 +232,22 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 			fd->vocabulary = dupstr(reg, vname);
 			fd->choices = ch;
 			fd->n_choices = nc;
+			/* Codes sorted, for a binary search on every value checked:
+			 * an insertion sort, vocabularies are short. */
+			uint16_t *order = arena_alloc(reg->arena, nc * sizeof(*order));
+			if (!order || nc > UINT16_MAX) {
+				r = -ENOMEM;
+				goto out;
+			}
+			for (size_t k = 0; k < nc; k++) {
+				size_t m = k;
+				while (m > 0 && strcmp(ch[order[m - 1]].code, ch[k].code) > 0) {
+					order[m] = order[m - 1];
+					m--;
+				}
+				order[m] = (uint16_t)k;
+			}
+			fd->by_code = order;
 		}
 		if (!fd->name || !fd->label || !fd->section || !fd->hint) {
 			r = -ENOMEM;
@@ -258,6 +274,20 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		if (!county || county->type != FT_CHOICE)
 			FAIL("%s: county_field %s is not a choice field of the form", origin, cname);
 	}
+	/* Field by number in one step: numbers are small in practice. */
+	uint32_t max_number = 0;
+	uint16_t *by_number = NULL;
+	for (size_t i = 0; i < nf; i++)
+		max_number = SH_MAX(max_number, fields[i].number);
+	if (max_number < 65536 && nf < UINT16_MAX) {
+		if (!(by_number = arena_alloc(reg->arena, (max_number + 1) * sizeof(*by_number)))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memset(by_number, 0xff, (max_number + 1) * sizeof(*by_number));
+		for (size_t i = 0; i < nf; i++)
+			by_number[fields[i].number] = (uint16_t)i;
+	}
 	forms[at] = (struct form){
 		.form_id = dupstr(reg, id),
 		.version = version,
@@ -266,6 +296,8 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		.n_fields = nf,
 		.county_field = county,
 		.origin = dupstr(reg, origin),
+		.by_number = by_number,
+		.max_number = max_number,
 	};
 	reg->n_forms++;
 out:
@@ -457,7 +489,11 @@ out:
 
 const struct form_field *form_field(const struct form *f, uint32_t number)
 {
-	/* Forms have tens of fields: a scan is as fast as a lookup table. */
+	if (f->by_number) {
+		if (number > f->max_number || f->by_number[number] == UINT16_MAX)
+			return NULL;
+		return &f->fields[f->by_number[number]];
+	}
 	for (size_t i = 0; i < f->n_fields; i++)
 		if (f->fields[i].number == number)
 			return &f->fields[i];
@@ -466,9 +502,20 @@ const struct form_field *form_field(const struct form *f, uint32_t number)
 
 const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len)
 {
-	for (size_t i = 0; i < fd->n_choices; i++)
-		if (strlen(fd->choices[i].code) == len && !memcmp(fd->choices[i].code, code, len))
-			return &fd->choices[i];
+	size_t lo = 0, hi = fd->n_choices;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct form_choice *c = &fd->choices[fd->by_code[mid]];
+		int cmp = strncmp(c->code, code, len);
+		if (cmp == 0)
+			cmp = c->code[len] != '\0'; /* longer than code: after it */
+		if (cmp == 0)
+			return memchr(code, 0, len) ? NULL : c;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 

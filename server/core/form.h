@@ -18,6 +18,9 @@
 
 #include "buf.h"
 
+/* Most fields a form version may define. */
+#define FORM_MAX_FIELDS 1024
+
 /* Same numbers as shahidi.v1.FieldDef.Type and as Value's oneof members. */
 enum form_type {
 	FT_NONE = 0, /* as a value kind: cleared */
@@ -57,6 +60,7 @@ struct form_field {
 	const char *vocabulary;
 	const struct form_choice *choices; /* in definition order */
 	size_t n_choices;
+	const uint16_t *by_code;           /* private: choices sorted by code */
 };
 
 struct form {
@@ -70,6 +74,8 @@ struct form {
 	 * NULL when the form has none. */
 	const struct form_field *county_field;
 	const char *origin;              /* file it came from, for messages */
+	const uint16_t *by_number;       /* private: field index by number */
+	uint32_t max_number;
 };
 
 struct form_registry;

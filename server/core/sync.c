@@ -155,14 +155,22 @@ static int prepare_change(struct sync_batch *b, const struct form_registry *form
 		BAD("malformed_change", "a field write is not well-formed");
 
 	uint64_t max_hlc = 0;
+	uint64_t seen[FORM_MAX_FIELDS / 64] = {0}; /* by index in the form */
 	for (size_t i = 0; i < ch->n_fields; i++) {
 		const Shahidi__V1__FieldWrite *fw = ch->fields[i];
 		if (fw->field == 0)
 			BAD("bad_field", "field numbers start at 1");
-		for (size_t j = 0; j < i; j++)
-			if (ch->fields[j]->field == fw->field)
-				BAD("duplicate_field", "field %u is set twice", fw->field);
 		const struct form_field *fd = form_field(form, fw->field);
+		if (fd) {
+			size_t k = (size_t)(fd - form->fields);
+			if (seen[k / 64] & (1ull << (k % 64)))
+				BAD("duplicate_field", "field %u is set twice", fw->field);
+			seen[k / 64] |= 1ull << (k % 64);
+		} else {
+			for (size_t j = 0; j < i; j++) /* fields the form does not know: rare */
+				if (ch->fields[j]->field == fw->field)
+					BAD("duplicate_field", "field %u is set twice", fw->field);
+		}
 		struct form_value fv;
 		if (fd) {
 			if (form_check_value(fd, vals[i], lens[i], now_ms, v) < 0)
@@ -203,12 +211,7 @@ static int prepare_change(struct sync_batch *b, const struct form_registry *form
 	if (ch->create) {
 		for (size_t i = 0; i < form->n_fields; i++) {
 			const struct form_field *fd = &form->fields[i];
-			if (!fd->required)
-				continue;
-			size_t j = 0;
-			while (j < ch->n_fields && ch->fields[j]->field != fd->number)
-				j++;
-			if (j == ch->n_fields)
+			if (fd->required && !(seen[i / 64] & (1ull << (i % 64))))
 				BAD("required_missing", "field %u (%s) is required in a new record",
 				    fd->number, fd->name);
 		}

@@ -1,0 +1,360 @@
+/* shahidi-bench: the in-process figures of the benchmark harness.
+ *
+ * Measures, in one run on one machine, with durable commits:
+ *   - raw LMDB: 1 KB values appended under sequence keys, G batches of B
+ *     per transaction: the floor any store design on LMDB pays;
+ *   - decode: inflate + unpack + validate of phone batches (one core);
+ *   - store: decode + merge + store of the same batches in group commits
+ *     (no HTTP), and its ratio to the raw LMDB figure, so the core's own
+ *     overhead is visible;
+ *   - export (CSV, NDJSON) and pull over the resulting store.
+ * Prints a table, or JSON with --json.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "auth.h"
+#include "codec.h"
+#include "common.h"
+#include "export.h"
+#include "form.h"
+#include "gen.h"
+#include "hlc.h"
+#include "shahidi.pb-c.h"
+#include "store.h"
+#include "sync.h"
+
+struct opts {
+	unsigned reports;  /* total */
+	unsigned batch;    /* reports per batch */
+	unsigned group;    /* batches per commit */
+	unsigned devices;
+	const char *dir;
+	bool json;
+};
+
+static double secs(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
+
+static int rm_dir(const char *d)
+{
+	char cmd[4400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	return system(cmd);
+}
+
+/* Phone batches: deflated PushBatch bodies, as they arrive. */
+struct corpus {
+	struct buf *bodies;
+	size_t n;
+	uint64_t *devices;
+	size_t raw_bytes, wire_bytes;
+};
+
+static int make_corpus(const struct form *f, const struct opts *o, const uint64_t *devs,
+		       struct corpus *c)
+{
+	struct gen_rng rng = {42};
+	struct arena *a = arena_new();
+	struct hlc clock = {0};
+	c->n = o->reports / o->batch;
+	c->bodies = calloc(c->n, sizeof(*c->bodies));
+	c->devices = calloc(c->n, sizeof(*c->devices));
+	if (!a || !c->bodies || !c->devices)
+		return -ENOMEM;
+	uint64_t now = sh_now_ms(), seq[4096] = {0}, change[4096] = {0};
+	struct buf raw = {0};
+	for (size_t i = 0; i < c->n; i++) {
+		size_t d = i % o->devices;
+		Shahidi__V1__PushBatch pb = SHAHIDI__V1__PUSH_BATCH__INIT;
+		Shahidi__V1__Change **ch = arena_alloc(a, o->batch * sizeof(*ch));
+		/* Reports are made minutes apart on a phone: their version 7 ids
+		 * increase. (All made in the same millisecond, the ids would be
+		 * random, as UUIDv4s are, which no phone does.) */
+		for (unsigned k = 0; k < o->batch; k++) {
+			uint64_t made = now - o->reports + i * o->batch + k;
+			ch[k] = gen_report(&rng, a, f, ++change[d], hlc_tick(&clock, made), made);
+		}
+		pb.device = devs[d];
+		pb.batch_seq = ++seq[d];
+		pb.app_version = "bench";
+		pb.changes = ch;
+		pb.n_changes = o->batch;
+		buf_reset(&raw);
+		buf_reserve(&raw, shahidi__v1__push_batch__get_packed_size(&pb));
+		raw.len = shahidi__v1__push_batch__pack(&pb, raw.data);
+		c->raw_bytes += raw.len;
+		if (codec_deflate(raw.data, raw.len, CODEC_DEFLATE, 6, &c->bodies[i]) < 0)
+			return -ENOMEM;
+		c->wire_bytes += c->bodies[i].len;
+		c->devices[i] = devs[d];
+		arena_reset(a);
+	}
+	buf_free(&raw);
+	arena_free(a);
+	return 0;
+}
+
+/* Raw LMDB: the same number of ~1 KB values, appended, durable. */
+static double bench_raw_lmdb(const struct opts *o, size_t value_len)
+{
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s/raw", o->dir);
+	rm_dir(dir);
+	if (mkdir(dir, 0700) < 0)
+		return -1;
+	MDB_env *env;
+	MDB_dbi dbi;
+	MDB_txn *txn;
+	mdb_env_create(&env);
+	mdb_env_set_mapsize(env, (size_t)8 << 30);
+	if (mdb_env_open(env, dir, MDB_NOTLS, 0600))
+		return -1;
+	uint8_t *val = malloc(value_len);
+	memset(val, 'x', value_len);
+	uint64_t t0 = sh_mono_ns(), key = 0;
+	size_t per_txn = (size_t)o->batch * o->group;
+	for (size_t done = 0; done < o->reports;) {
+		mdb_txn_begin(env, NULL, 0, &txn);
+		mdb_dbi_open(txn, NULL, 0, &dbi);
+		for (size_t k = 0; k < per_txn && done < o->reports; k++, done++) {
+			uint8_t kb[8];
+			sh_put_be64(kb, ++key);
+			MDB_val mk = {8, kb}, mv = {value_len, val};
+			mdb_put(txn, dbi, &mk, &mv, MDB_APPEND);
+		}
+		if (mdb_txn_commit(txn))
+			return -1;
+	}
+	double rate = o->reports / secs(sh_mono_ns() - t0);
+	mdb_env_close(env);
+	free(val);
+	rm_dir(dir);
+	return rate;
+}
+
+struct apply_ctx {
+	struct sync_batch **b;
+	size_t n;
+};
+
+static int apply_fn(struct store_txn *t, void *ud)
+{
+	struct apply_ctx *c = ud;
+	uint64_t now = sh_now_ms();
+	for (size_t i = 0; i < c->n; i++) {
+		struct sync_result res;
+		int r = sync_apply(t, c->b[i], now, &res);
+		if (r < 0)
+			return r;
+		if (res.applied != sync_batch_changes(c->b[i]))
+			return -EIO;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"reports", required_argument, 0, 'n'}, {"batch", required_argument, 0, 'b'},
+		{"group", required_argument, 0, 'g'},	{"devices", required_argument, 0, 'd'},
+		{"dir", required_argument, 0, 'D'},	{"json", no_argument, 0, 'j'},
+		{"help", no_argument, 0, 'h'},		{0, 0, 0, 0},
+	};
+	struct opts o = {.reports = 100000, .batch = 100, .group = 16, .devices = 64, .dir = NULL};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'n': o.reports = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'b': o.batch = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'g': o.group = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'd': o.devices = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'D': o.dir = optarg; break;
+		case 'j': o.json = true; break;
+		case 'h':
+			printf("Usage: shahidi-bench [--reports N] [--batch B] [--group G] [--devices D]\n"
+			       "                     [--dir DIR] [--json]\n\n"
+			       "In-process figures (no HTTP), durable commits, in a scratch directory\n"
+			       "(default: a new one under $TMPDIR): raw LMDB appends, decoding, the\n"
+			       "store (decode + merge + store in group commits of G batches), its ratio\n"
+			       "to raw LMDB, then export and pull over the store it filled.\n"
+			       "Defaults: 100000 reports, batches of 100, 16 batches per commit,\n"
+			       "64 devices.\n");
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (!o.reports || !o.batch || !o.group || !o.devices || o.devices > 4096) {
+		fprintf(stderr, "shahidi-bench: bad arguments\n");
+		return 2;
+	}
+	char tmp[4096];
+	if (!o.dir) {
+		snprintf(tmp, sizeof(tmp), "%s/shahidi-bench-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+		if (!mkdtemp(tmp))
+			return 1;
+		o.dir = tmp;
+	}
+	char err[512], sdir[4200];
+	struct form_registry *reg;
+	form_registry_new(&reg);
+	if (form_registry_add_builtin(reg, err, sizeof(err)) < 0)
+		return 1;
+	const struct form *f = form_registry_find(reg, "incident_report", 1);
+	snprintf(sdir, sizeof(sdir), "%s/store", o.dir);
+	rm_dir(sdir);
+	struct store *s;
+	if (store_open(sdir, NULL, &s, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	uint64_t *devs = calloc(o.devices + 1, sizeof(*devs));
+	struct store_txn *t;
+	store_begin(s, true, &t);
+	for (unsigned i = 0; i < o.devices + 1; i++) {
+		char tok[AUTH_TOKEN_LEN + 1];
+		struct auth_enrol e = {"bench", "047", ROLE_DEVICE};
+		auth_enrol(t, &e, sh_now_ms(), &devs[i], tok, err, sizeof(err));
+	}
+	store_commit(t);
+
+	fprintf(stderr, "shahidi-bench: making %u reports...\n", o.reports);
+	struct corpus corp = {0};
+	if (make_corpus(f, &o, devs, &corp) < 0)
+		return 1;
+
+	/* decode alone, one core */
+	struct sync_limits lim;
+	sync_limits_default(&lim);
+	struct sync_batch **batches = calloc(corp.n, sizeof(*batches));
+	uint64_t t0 = sh_mono_ns();
+	for (size_t i = 0; i < corp.n; i++) {
+		struct form_verdict v;
+		if (sync_decode(reg, &lim, corp.bodies[i].data, corp.bodies[i].len, CODEC_DEFLATE,
+				sh_now_ms(), &batches[i], &v) < 0)
+			return 1;
+	}
+	double decode_rate = o.reports / secs(sh_mono_ns() - t0);
+
+	/* the store: apply in group commits */
+	t0 = sh_mono_ns();
+	for (size_t i = 0; i < corp.n; i += o.group) {
+		struct apply_ctx ac = {batches + i, SH_MIN((size_t)o.group, corp.n - i)};
+		int r = store_write(s, apply_fn, &ac);
+		if (r < 0) {
+			fprintf(stderr, "apply: %s\n", sh_strerror(r));
+			return 1;
+		}
+	}
+	double store_rate = o.reports / secs(sh_mono_ns() - t0);
+	for (size_t i = 0; i < corp.n; i++)
+		sync_batch_free(batches[i]);
+	free(batches);
+	double raw_rate = bench_raw_lmdb(&o, corp.raw_bytes / o.reports);
+
+	/* export */
+	double exp_rate[2];
+	for (int fmt = 0; fmt < 2; fmt++) {
+		struct export_opts eo = {.format = fmt ? EXPORT_NDJSON : EXPORT_CSV};
+		struct exporter *x;
+		struct buf b = {0};
+		export_new(reg, &eo, &x, err, sizeof(err));
+		uint64_t cursor = 0;
+		bool end = false;
+		t0 = sh_mono_ns();
+		while (!end) {
+			buf_reset(&b);
+			if (export_page(x, s, &cursor, 10000, &b, &end) < 0)
+				return 1;
+		}
+		exp_rate[fmt] = export_written(x) / secs(sh_mono_ns() - t0);
+		export_free(x);
+		buf_free(&b);
+	}
+
+	/* pull: a reader device assigned every record pulls it all */
+	uint64_t reader = devs[o.devices];
+	struct arena *a = arena_new();
+	uint64_t seq = 0;
+	merge_rec_t *rec;
+	size_t n_assigned = 0;
+	for (bool end = false; !end;) {
+		store_begin(s, true, &t);
+		for (int k = 0; k < 5000; k++) {
+			arena_reset(a);
+			int r = store_record_next(t, a, &seq, &rec);
+			if (r <= 0) {
+				end = true;
+				break;
+			}
+			store_assign(t, a, rec->record_id.data, reader);
+			n_assigned++;
+		}
+		store_commit(t);
+	}
+	struct buf out = {0};
+	uint64_t cursor = 0, pulled = 0;
+	struct sync_pull_info info = {.more = true};
+	t0 = sh_mono_ns();
+	while (info.more || pulled == 0) {
+		buf_reset(&out);
+		store_begin(s, false, &t);
+		int r = sync_pull(t, reader, cursor, 1000, (size_t)4 << 20, &out, &info);
+		store_abort(t);
+		if (r < 0 || info.changes == 0)
+			break;
+		cursor = info.next_cursor;
+		pulled += info.changes;
+	}
+	double pull_rate = pulled / secs(sh_mono_ns() - t0);
+	buf_free(&out);
+	arena_free(a);
+
+	struct store_info si;
+	store_begin(s, false, &t);
+	store_info(t, &si);
+	store_abort(t);
+	double per_report = (double)corp.raw_bytes / o.reports;
+	double wire = (double)corp.wire_bytes / o.reports;
+	if (o.json) {
+		printf("{\"reports\":%u,\"batch\":%u,\"group\":%u,\"devices\":%u,"
+		       "\"report_bytes\":%.0f,\"deflated_bytes\":%.0f,"
+		       "\"raw_lmdb_per_s\":%.0f,\"decode_per_s\":%.0f,\"store_per_s\":%.0f,"
+		       "\"store_vs_raw_lmdb\":%.3f,\"export_csv_per_s\":%.0f,\"export_ndjson_per_s\":%.0f,"
+		       "\"pull_per_s\":%.0f,\"pulled\":%" PRIu64 ",\"store_bytes\":%" PRIu64 "}\n",
+		       o.reports, o.batch, o.group, o.devices, per_report, wire, raw_rate, decode_rate,
+		       store_rate, store_rate / raw_rate, exp_rate[0], exp_rate[1], pull_rate, pulled,
+		       si.file_size);
+	} else {
+		printf("in-process, %u reports of %.0f bytes (%.0f deflated), batches of %u, %u per commit\n",
+		       o.reports, per_report, wire, o.batch, o.group);
+		printf("  %-36s %10.0f /s\n", "raw LMDB append, durable", raw_rate);
+		printf("  %-36s %10.0f /s (one core)\n", "decode: inflate+unpack+validate", decode_rate);
+		printf("  %-36s %10.0f /s  = %.2f x raw LMDB\n", "store: merge+store, durable", store_rate,
+		       store_rate / raw_rate);
+		printf("  %-36s %10.0f /s\n", "export CSV", exp_rate[0]);
+		printf("  %-36s %10.0f /s\n", "export NDJSON", exp_rate[1]);
+		printf("  %-36s %10.0f /s (%" PRIu64 " changes)\n", "pull", pull_rate, pulled);
+		printf("  %-36s %10.1f MB\n", "store size", (double)si.file_size / 1e6);
+	}
+	store_close(s);
+	form_registry_free(reg);
+	for (size_t i = 0; i < corp.n; i++)
+		buf_free(&corp.bodies[i]);
+	free(corp.bodies);
+	free(corp.devices);
+	free(devs);
+	rm_dir(o.dir);
+	return 0;
+}
