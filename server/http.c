@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <uv.h>
+#include <arpa/inet.h>
 
 #include "buf.h"
 #include "common.h"
@@ -30,6 +31,7 @@ enum hdr {
 	H_CONTENT_ENCODING,
 	H_ACCEPT_ENCODING,
 	H_EXPECT,
+	H_FORWARDED_FOR,
 };
 
 struct http_conn {
@@ -63,6 +65,8 @@ struct http_conn {
 	size_t inflight;     /* bytes counted against max_inflight */
 	uint64_t t0;         /* request start, monotonic ns */
 	size_t bytes_in;
+	uint8_t peer[16];    /* the socket's remote address */
+	bool peer_loopback;
 	bool streaming;      /* a chunked response is being written */
 	size_t stream_out;   /* its bytes so far, for the log */
 	struct http_conn *prev, *next;
@@ -501,6 +505,7 @@ static int on_message_begin(llhttp_t *p)
 {
 	struct http_conn *c = conn_of(p);
 	memset(&c->req, 0, sizeof(c->req));
+	memcpy(c->req.peer, c->peer, 16);
 	buf_reset(&c->url);
 	buf_reset(&c->hval);
 	buf_reset(&c->body);
@@ -555,6 +560,8 @@ static int on_header_field_complete(llhttp_t *p)
 			c->hcur = H_ACCEPT_ENCODING;
 		else if (!strcasecmp(c->hname, "expect"))
 			c->hcur = H_EXPECT;
+		else if (!strcasecmp(c->hname, "x-forwarded-for"))
+			c->hcur = H_FORWARDED_FOR;
 	}
 	c->hname_len = 0;
 	buf_reset(&c->hval);
@@ -628,6 +635,28 @@ static int on_header_value_complete(llhttp_t *p)
 		break;
 	case H_EXPECT:
 		c->expect_continue = n == 12 && !strncasecmp(v, "100-continue", 12);
+		break;
+	case H_FORWARDED_FOR:
+		/* Only a proxy on this machine that we were told to trust may say
+		 * who the client is; its last hop is the one it saw. */
+		if (c->srv->cfg.trust_proxy && c->peer_loopback && n && n < 256) {
+			char ip[256];
+			const char *last = memrchr(v, ',', n);
+			last = last ? last + 1 : v;
+			snprintf(ip, sizeof(ip), "%.*s", (int)(n - (size_t)(last - v)), last);
+			char *ipp = ip;
+			while (*ipp == ' ')
+				ipp++;
+			struct in6_addr a6;
+			struct in_addr a4;
+			if (inet_pton(AF_INET6, ipp, &a6) == 1) {
+				memcpy(c->req.peer, &a6, 16);
+			} else if (inet_pton(AF_INET, ipp, &a4) == 1) {
+				memset(c->req.peer, 0, 10);
+				memset(c->req.peer + 10, 0xff, 2);
+				memcpy(c->req.peer + 12, &a4, 4);
+			}
+		}
 		break;
 	default:
 		break;
@@ -874,6 +903,20 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	struct sockaddr_storage ss;
+	int slen = sizeof(ss);
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &slen) == 0) {
+		if (ss.ss_family == AF_INET6) {
+			memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+			static const uint8_t lo6[16] = {[15] = 1};
+			c->peer_loopback = !memcmp(c->peer, lo6, 16) ||
+					   (c->peer[10] == 0xff && c->peer[11] == 0xff && c->peer[12] == 127);
+		} else {
+			memset(c->peer + 10, 0xff, 2);
+			memcpy(c->peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+			c->peer_loopback = c->peer[12] == 127;
+		}
+	}
 	llhttp_init(&c->parser, HTTP_REQUEST, &h->settings);
 	c->parser.data = c;
 	c->next = h->conns;

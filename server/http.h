@@ -32,6 +32,8 @@ struct http_request {
 	enum codec_enc enc;         /* Content-Encoding */
 	bool enc_unsupported;
 	bool accept_deflate, accept_gzip;
+	uint8_t peer[16];           /* client address (IPv4 as ::ffff:a.b.c.d);
+				       behind a trusted proxy, its X-Forwarded-For */
 	bool has_length;
 	bool chunked;
 	uint64_t content_length;

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common.h"
 #include "http.h"
+#include "ratelimit.h"
 #include "routes.h"
 #include "server.h"
 
@@ -42,6 +44,10 @@ static void usage(FILE *out)
 		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
 		"  --max-skew SEC         phone clocks further ahead are brought back (3600)\n"
 		"  --quiet                no per-request log lines\n"
+		"  --trust-proxy          take the client's address from X-Forwarded-For when\n"
+		"                         the connection comes from this machine (nginx)\n"
+		"  --auth-burst N         refused tokens an address may send (20), then one\n"
+		"  --auth-refill SEC      more per SEC (3); beyond that: 429\n"
 		"  --version, --help\n\n"
 		"SIZE takes K, M, G or T (powers of 1024). The log (stderr) has one line per\n"
 		"request: never a token, never report content.\n");
@@ -133,6 +139,8 @@ int main(int argc, char **argv)
 		{"pull-limit", required_argument, 0, 'p'},   {"map-size", required_argument, 0, 'm'},
 		{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
 		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
+		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
+		{"auth-refill", required_argument, 0, 'A'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -149,6 +157,8 @@ int main(int argc, char **argv)
 		.max_inflight = (size_t)256 << 20,
 		.max_queue = 512,
 		.pull_limit = 1000,
+		.auth_burst = 20,
+		.auth_refill_ms = 3000,
 	};
 	sync_limits_default(&cfg->sync);
 	int c;
@@ -162,6 +172,12 @@ int main(int argc, char **argv)
 		case 'P': cfg->allow_plaintext = true; break;
 		case 'f': cfg->forms_path = optarg; break;
 		case 'Q': cfg->quiet = true; break;
+		case 'T': cfg->trust_proxy = true; break;
+		case 'a':
+			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
+			cfg->auth_burst = (unsigned)sz;
+			break;
+		case 'A': bad = parse_secs(optarg, &cfg->auth_refill_ms) < 0; break;
 		case 'B': bad = parse_size(optarg, &cfg->max_body) < 0 || !cfg->max_body; break;
 		case 'I': bad = parse_size(optarg, &cfg->sync.max_inflated) < 0; break;
 		case 'H': bad = parse_size(optarg, &cfg->max_header) < 0 || cfg->max_header < 256; break;
@@ -212,6 +228,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Thousands of phones may hold connections: use every descriptor the
+	 * system allows us. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	if (ratelimit_new(cfg->auth_burst, cfg->auth_refill_ms, &srv.auth_limit) < 0)
+		return 1;
 
 	char err[512];
 	if (form_registry_new(&srv.forms) < 0 ||
@@ -271,6 +296,7 @@ int main(int argc, char **argv)
 	store_close(srv.store);
 	form_registry_free(srv.forms);
 	free(srv.forms_packed);
+	ratelimit_free(srv.auth_limit);
 	if (r != 0) {
 		fprintf(stderr, "shahidi-server: event loop did not close cleanly: %s\n",
 			uv_strerror(r));

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "http.h"
 #include "office.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "shahidi.pb-c.h"
 
@@ -114,9 +115,18 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 		return;
 	}
 	if (rt->roles) {
+		uint64_t now = sh_now_ms();
+		if (!ratelimit_allow(srv->auth_limit, req->peer, now)) {
+			srv->stats.auth_throttled++;
+			http_add_header(c, "Retry-After: 60");
+			http_error(c, 429, "too_many_failed_attempts",
+				   "too many refused tokens from this address; try again later");
+			return;
+		}
 		if (!authenticate(srv, req)) {
 			/* Missing, malformed, unknown or revoked: one answer for all,
 			 * so that nobody learns which devices exist. */
+			ratelimit_fail(srv->auth_limit, req->peer, now);
 			srv->stats.auth_failures++;
 			http_add_header(c, "WWW-Authenticate: Bearer");
 			http_error(c, 401, "unauthorized", "a valid bearer token is required");

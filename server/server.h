@@ -34,6 +34,9 @@ struct server_config {
 	size_t map_size, max_map_size;
 	uint64_t max_skew_ms;
 	bool quiet;                  /* no per-request log lines */
+	bool trust_proxy;            /* a loopback peer's X-Forwarded-For names the client */
+	unsigned auth_burst;         /* failed token checks an address may make... */
+	unsigned auth_refill_ms;     /* ...and then one more per this long (429) */
 };
 
 /* Counters for /metrics. Touched on the loop thread only. */
@@ -43,6 +46,7 @@ struct server_stats {
 	uint64_t changes_applied, changes_duplicate, changes_rejected;
 	uint64_t conns_open, conns_total, conns_refused;
 	uint64_t auth_failures;
+	uint64_t auth_throttled;
 };
 
 struct server {
@@ -54,6 +58,7 @@ struct server {
 	uint8_t *forms_packed;       /* encoded FormList, built once */
 	size_t forms_packed_len;
 	struct http_server *http;
+	struct ratelimit *auth_limit;
 	struct server_stats stats;
 	bool stopping;
 };

@@ -1,0 +1,27 @@
+/* ratelimit: failed authentications per client address.
+ *
+ * Tokens carry 256 bits, so guessing one is hopeless; the limit is there
+ * so that a misbehaving or hostile client cannot make the server spend
+ * itself on lookups, and so that such attempts are visible (metrics).
+ * Each address may fail `burst` times, then once per `per_ms`; beyond
+ * that its requests get 429 before the token is even looked at.
+ * A fixed table: the oldest entries are forgotten first, memory never
+ * grows.
+ */
+#ifndef SHAHIDI_RATELIMIT_H
+#define SHAHIDI_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ratelimit;
+
+int ratelimit_new(unsigned burst, unsigned per_ms, struct ratelimit **ret);
+void ratelimit_free(struct ratelimit *rl);
+/* Is this address allowed to try a token now? addr: 16 bytes (IPv4 as
+ * ::ffff:a.b.c.d). */
+bool ratelimit_allow(struct ratelimit *rl, const uint8_t addr[16], uint64_t now_ms);
+/* Records a failed attempt. */
+void ratelimit_fail(struct ratelimit *rl, const uint8_t addr[16], uint64_t now_ms);
+
+#endif
