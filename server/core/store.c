@@ -48,6 +48,7 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -465,6 +466,12 @@ int store_begin(struct store *s, bool write, struct store_txn **ret)
 	return 0;
 }
 
+static bool disk_nearly_full(const char *dir)
+{
+	struct statvfs sv;
+	return statvfs(dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (16u << 20);
+}
+
 int store_commit(struct store_txn *t)
 {
 	struct store *s = t->s;
@@ -475,6 +482,10 @@ int store_commit(struct store_txn *t)
 			mdb_txn_abort(t->txn);
 		} else {
 			r = lmdb_err(mdb_txn_commit(t->txn));
+			/* A full disk often shows as a short write, which LMDB reports
+			 * as EIO: tell it apart by looking at the free space. */
+			if (r == -EIO && disk_nearly_full(s->dir))
+				r = -ENOSPC;
 		}
 	} else {
 		mdb_txn_abort(t->txn);
