@@ -98,6 +98,7 @@ struct lg_device {
 	 * the base of its next edit, as on a phone that pulled the record. */
 	uint64_t *shared_seen;
 	struct hlc clock;
+	uint64_t raw_bytes, body_bytes; /* its batches: protobuf, deflated */
 	struct lg_conn *conn;     /* loadgen_net.c */
 	uint64_t pulled;          /* changes pulled from its feed */
 	bool pull_ok;             /* its feed was read to the end */
@@ -122,6 +123,7 @@ struct lg_opts {
 	unsigned batch;
 	uint64_t changes;         /* per device */
 	double seconds;
+	double rate;              /* changes/s offered; 0 = as fast as answered */
 	uint64_t seed;
 	const char *data;
 	const char *tokens;
@@ -148,7 +150,9 @@ struct lg_stats {
 	struct lg_counters errors;        /* "connect", "timeout", "http_503"... */
 	struct lg_counters rejections;    /* by the server's code */
 	uint64_t rss_max_kb, rss_final_kb;
+	uint64_t anon_max_kb, anon_final_kb;
 	double server_cpu_s;              /* during the push phase; < 0 = unknown */
+	double self_cpu_s;                /* ours, during the push phase */
 	bool rss_known;
 };
 
@@ -180,7 +184,8 @@ struct lg_run {
 };
 
 /* loadgen_work.c: makes every device's changes and batches (dev[i].id and
- * first ids must be set). 0 or -ENOMEM. */
+ * first ids must be set), on as many threads as there are cores. 0 or
+ * -ENOMEM. */
 int lg_work_make(struct lg_run *run);
 void lg_work_free(struct lg_run *run);
 
@@ -194,8 +199,10 @@ int lg_net_run(struct lg_run *run);
  * not be read (run->v.why says why). */
 int lg_verify_store(struct lg_run *run, const char *dir);
 
-/* Reads VmRSS of a process, in KiB. 0 or a negative errno. */
-int lg_proc_rss_kb(int pid, uint64_t *ret_kb);
+/* Reads VmRSS of a process, and RssAnon (its own memory, without the
+ * pages of mapped files such as the store's map), in KiB. 0 or a
+ * negative errno. */
+int lg_proc_rss_kb(int pid, uint64_t *ret_kb, uint64_t *ret_anon_kb);
 /* utime + stime of a process, in seconds. 0 or a negative errno. */
 int lg_proc_cpu_s(int pid, double *ret_s);
 

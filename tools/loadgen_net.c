@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "codec.h"
@@ -62,9 +63,11 @@ struct lg_net {
 	uint64_t hard_deadline_ns; /* no retry after it */
 	bool gate_open;            /* device 0's first batch is answered */
 	bool push_started;
+	bool refused;              /* the server answered 503 */
+	uint64_t next_slot_ns;     /* --rate: when the next batch may go */
 	unsigned pushing;          /* devices still in PH_PUSH */
 	unsigned active;           /* devices not PH_DONE */
-	double cpu0;
+	double cpu0, self_cpu0;
 	char rbuf[READ_CHUNK];     /* one read buffer: parsing is synchronous */
 };
 
@@ -86,6 +89,7 @@ struct lg_conn {
 	bool doubt;                /* some attempt of this batch was written
 				      whole and never answered */
 	bool waiting_gate;
+	bool finished;             /* conn_done ran: handles closing */
 	enum req_kind req;
 	size_t batch;              /* index of the batch being pushed */
 	unsigned attempts;         /* of the current request */
@@ -110,9 +114,36 @@ static void next_action(struct lg_conn *c);
 static void send_current(struct lg_conn *c);
 static void conn_done(struct lg_conn *c);
 
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void conn_close(struct lg_conn *c);
+
+/* Devices that have pushed keep their connection for the pulls, unless the
+ * server has turned connections away: then they make room for the ones
+ * still pushing. */
+static void release_waiting(struct lg_net *net)
+{
+	for (unsigned i = 0; i < net->run->n_dev; i++) {
+		struct lg_conn *o = net->run->dev[i].conn;
+		if (o && o->phase == PH_PULL_WAIT)
+			conn_close(o);
+	}
+}
+
 static void count_error(struct lg_net *net, const char *kind)
 {
 	lg_count(&net->run->st.errors, kind, 1);
+	if (!strcmp(kind, "http_503")) {
+		net->refused = true;
+		release_waiting(net);
+	}
 }
 
 /* ---- response parsing ---- */
@@ -150,9 +181,8 @@ static int on_hvalue(llhttp_t *p, const char *at, size_t n)
 static int on_hvalue_done(llhttp_t *p)
 {
 	struct lg_conn *c = p->data;
-	if (c->which == 1 &&
-	    codec_enc_parse((const char *)c->hval.data ? (const char *)c->hval.data : "", c->hval.len,
-			    &c->enc) < 0)
+	const char *val = c->hval.data ? (const char *)c->hval.data : "";
+	if (c->which == 1 && codec_enc_parse(val, c->hval.len, &c->enc) < 0)
 		c->bad = true;
 	if (c->which == 2 && c->hval.len > 0 && c->hval.len < 8) {
 		char v[8];
@@ -225,7 +255,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		else
 			st->push_recv_bytes += (uint64_t)nread;
 		if (!c->in_flight) {
-			attempt_failed(c, "protocol"); /* bytes nobody asked for */
+			/* Bytes nobody asked for: a refusal at accept (503 when
+			 * the server has too many connections), or garbage. */
+			char kind[24] = "protocol";
+			if (nread >= 12 && !memcmp(b->base, "HTTP/1.", 7))
+				snprintf(kind, sizeof(kind), "http_%.3s", b->base + 9);
+			count_error(c->net, kind);
+			conn_close(c);
 			return;
 		}
 		llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
@@ -328,6 +364,7 @@ static void on_timeout(uv_timer_t *t)
 	attempt_failed(c, "timeout");
 }
 
+/* After a backoff, or when a paced batch's slot comes. */
 static void on_backoff(uv_timer_t *t)
 {
 	send_current(t->data);
@@ -383,6 +420,7 @@ static void send_current(struct lg_conn *c)
 		if (!net->push_started) {
 			net->push_started = true;
 			net->run->st.push_start_ns = sh_mono_ns();
+			net->self_cpu0 = self_cpu_s();
 			if (net->run->o.server_pid > 0 &&
 			    lg_proc_cpu_s(net->run->o.server_pid, &net->cpu0) < 0)
 				net->cpu0 = -1;
@@ -421,6 +459,8 @@ static void push_finished(struct lg_conn *c)
 	struct lg_net *net = c->net;
 	c->phase = PH_PULL_WAIT;
 	c->req = REQ_NONE;
+	if (net->refused)
+		conn_close(c);
 	if (c->d->idx == 0)
 		open_gate(net);
 	if (--net->pushing > 0)
@@ -429,6 +469,8 @@ static void push_finished(struct lg_conn *c)
 	st->push_end_ns = sh_mono_ns();
 	if (!net->push_started)
 		st->push_start_ns = st->push_end_ns;
+	else
+		st->self_cpu_s = self_cpu_s() - net->self_cpu0;
 	if (net->run->o.server_pid > 0) {
 		double cpu1;
 		if (net->cpu0 >= 0 && lg_proc_cpu_s(net->run->o.server_pid, &cpu1) == 0)
@@ -475,6 +517,22 @@ static void next_action(struct lg_conn *c)
 			return;
 		}
 		c->req = REQ_PUSH;
+		if (net->run->o.rate > 0) {
+			/* Paced: batches take the next free slot of a global
+			 * schedule at the offered rate, whoever is ready. */
+			const struct lg_batch *bt = &c->d->batches[c->batch];
+			uint64_t now = sh_mono_ns(), slot = SH_MAX(now, net->next_slot_ns);
+			net->next_slot_ns = slot + (uint64_t)(bt->n * 1e9 / net->run->o.rate);
+			if (slot >= net->deadline_ns) {
+				push_finished(c);
+				return;
+			}
+			if (slot > now + 100000) {
+				uint64_t ms = (slot - now + 999999) / 1000000;
+				uv_timer_start(&c->timer, on_backoff, ms, 0);
+				return;
+			}
+		}
 		send_current(c);
 		return;
 	case PH_PULL:
@@ -491,7 +549,11 @@ static void next_action(struct lg_conn *c)
 
 static bool may_retry(struct lg_conn *c)
 {
-	return c->attempts <= c->net->run->o.retries && sh_mono_ns() < c->net->hard_deadline_ns;
+	const struct lg_opts *o = &c->net->run->o;
+	/* Pulls come after the time bound; a few tries each keep them bounded. */
+	if (c->req == REQ_PULL)
+		return c->attempts <= SH_MIN(o->retries, 3u);
+	return c->attempts <= o->retries && sh_mono_ns() < c->net->hard_deadline_ns;
 }
 
 static void retry_later(struct lg_conn *c)
@@ -530,7 +592,9 @@ static void attempt_failed(struct lg_conn *c, const char *kind)
 		request_given_up(c);
 }
 
-static void push_answered(struct lg_conn *c, const uint8_t *p, size_t n)
+/* Returns true when the device goes on (false: a retry is scheduled or
+ * the request was given up, which already decided what comes next). */
+static bool push_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 {
 	struct lg_run *run = c->net->run;
 	struct lg_device *d = c->d;
@@ -548,7 +612,7 @@ static void push_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 			retry_later(c);
 		else
 			request_given_up(c);
-		return;
+		return false;
 	}
 	for (size_t i = 0; i < r->n_results; i++) {
 		const Shahidi__V1__ChangeResult *x = r->results[i];
@@ -575,9 +639,10 @@ static void push_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 	c->batch++;
 	c->attempts = 0;
 	c->doubt = false;
+	return true;
 }
 
-static void pull_answered(struct lg_conn *c, const uint8_t *p, size_t n)
+static bool pull_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 {
 	Shahidi__V1__PullResponse *r = shahidi__v1__pull_response__unpack(NULL, n, p);
 	if (!r) {
@@ -586,7 +651,7 @@ static void pull_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 			retry_later(c);
 		else
 			request_given_up(c);
-		return;
+		return false;
 	}
 	c->d->pulled += r->n_changes;
 	c->net->run->st.pulled += r->n_changes;
@@ -598,6 +663,7 @@ static void pull_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 		c->phase = PH_DONE;
 	}
 	shahidi__v1__pull_response__free_unpacked(r, NULL);
+	return true;
 }
 
 static void handle_response(struct lg_conn *c)
@@ -625,12 +691,11 @@ static void handle_response(struct lg_conn *c)
 			p = plain.data;
 			n = plain.len;
 		}
-		if (c->req == REQ_PUSH)
-			push_answered(c, p ? p : (const uint8_t *)"", n);
-		else
-			pull_answered(c, p ? p : (const uint8_t *)"", n);
+		if (!p)
+			p = (const uint8_t *)"";
+		bool go_on = c->req == REQ_PUSH ? push_answered(c, p, n) : pull_answered(c, p, n);
 		buf_free(&plain);
-		if (!uv_is_active((uv_handle_t *)&c->timer))
+		if (go_on)
 			next_action(c);
 		return;
 	}
@@ -650,37 +715,31 @@ static void handle_response(struct lg_conn *c)
 
 /* ---- the whole run ---- */
 
-static void on_conn_timer_closed(uv_handle_t *h)
-{
-	(void)h;
-}
-
 static void on_sample(uv_timer_t *t)
 {
 	struct lg_net *net = t->data;
 	struct lg_stats *st = &net->run->st;
-	uint64_t kb;
-	if (lg_proc_rss_kb(net->run->o.server_pid, &kb) == 0) {
+	uint64_t kb, anon;
+	if (lg_proc_rss_kb(net->run->o.server_pid, &kb, &anon) == 0) {
 		st->rss_known = true;
 		st->rss_max_kb = SH_MAX(st->rss_max_kb, kb);
 		st->rss_final_kb = kb;
+		st->anon_max_kb = SH_MAX(st->anon_max_kb, anon);
+		st->anon_final_kb = anon;
 	}
 }
 
 static void conn_done(struct lg_conn *c)
 {
 	struct lg_net *net = c->net;
-	if (c->req == REQ_NONE && c->phase == PH_DONE && !c->timer.data)
+	if (c->finished)
 		return;
+	c->finished = true;
 	c->phase = PH_DONE;
 	c->req = REQ_NONE;
 	c->send_on_close = false;
 	conn_close(c);
-	if (c->timer.data) {
-		uv_timer_stop(&c->timer);
-		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
-		c->timer.data = NULL;
-	}
+	uv_close((uv_handle_t *)&c->timer, NULL);
 	if (--net->active > 0)
 		return;
 	net->run->st.pull_end_ns = sh_mono_ns();

@@ -12,8 +12,11 @@
  * from the create therefore conflict, which is what verification expects.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "codec.h"
@@ -23,6 +26,7 @@
 #include "shahidi.pb-c.h"
 
 #define APP_VERSION "shahidi-loadgen " SHAHIDI_VERSION
+#define LG_MAX_THREADS 16
 
 static uint64_t device_seed(uint64_t seed, unsigned idx)
 {
@@ -151,12 +155,11 @@ static Shahidi__V1__Change *make_shared_edit(struct lg_run *run, struct lg_devic
 {
 	struct lg_device *owner = &run->dev[0];
 	struct lg_record *rec = &owner->recs[s];
-	uint64_t base_hlc, base_dev = d->id;
-	if (d == owner) /* the creator saw its create, then its own edits */
-		base_hlc = rec->stamp_risk;
-	else if (d->shared_seen[s])
-		base_hlc = d->shared_seen[s];
-	else {
+	/* The creator saw its create, then its own edits; another device
+	 * saw the create (it pulled the record), then its own edits. */
+	uint64_t base_hlc = d == owner ? rec->stamp_risk : d->shared_seen[s];
+	uint64_t base_dev = d->id;
+	if (!base_hlc) {
 		base_hlc = run->shared_create_hlc[s];
 		base_dev = owner->id;
 	}
@@ -272,8 +275,8 @@ static int make_batch(struct lg_run *run, struct lg_device *d, struct gen_rng *r
 		return rc;
 	bt->body = z.data; /* the batch owns the buffer from here */
 	bt->len = z.len;
-	run->st.raw_bytes += raw->len;
-	run->st.body_bytes += z.len;
+	d->raw_bytes += raw->len;
+	d->body_bytes += z.len;
 	return 0;
 }
 
@@ -301,20 +304,56 @@ out:
 	return r;
 }
 
+struct workers {
+	struct lg_run *run;
+	atomic_uint next; /* next device to make */
+	atomic_int err;
+};
+
+static void *worker(void *ud)
+{
+	struct workers *w = ud;
+	unsigned i;
+	while (!atomic_load(&w->err) && (i = atomic_fetch_add(&w->next, 1)) < w->run->n_dev) {
+		int r = make_device(w->run, &w->run->dev[i]);
+		if (r < 0)
+			atomic_store(&w->err, r);
+	}
+	return NULL;
+}
+
 int lg_work_make(struct lg_run *run)
 {
 	uint64_t t0 = sh_mono_ns();
+	struct workers w = {.run = run};
+	pthread_t th[LG_MAX_THREADS];
+	unsigned n_th = 0;
 	run->n_shared = (unsigned)SH_MIN((uint64_t)run->o.shared,
 					 SH_MIN((uint64_t)run->o.batch, run->o.changes));
 	run->shared_create_hlc = calloc(run->n_shared + 1, sizeof(*run->shared_create_hlc));
 	if (!run->shared_create_hlc)
 		return -ENOMEM;
-	/* Device 0 first: the others' shared edits name its creates' stamps. */
+	/* Device 0 first: the others' shared edits name its creates' stamps.
+	 * The others only read those, and each has its own random stream, so
+	 * they can be made in any order, on any thread. */
+	int r = make_device(run, &run->dev[0]);
+	if (r < 0)
+		return r;
+	atomic_init(&w.next, 1);
+	atomic_init(&w.err, 0);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = (unsigned)SH_MIN(SH_MAX(cores, 1L), (long)LG_MAX_THREADS);
+	while (n_th + 1 < want && pthread_create(&th[n_th], NULL, worker, &w) == 0)
+		n_th++;
+	worker(&w);
+	for (unsigned i = 0; i < n_th; i++)
+		pthread_join(th[i], NULL);
+	if ((r = atomic_load(&w.err)) < 0)
+		return r;
 	for (unsigned i = 0; i < run->n_dev; i++) {
-		int r = make_device(run, &run->dev[i]);
-		if (r < 0)
-			return r;
 		run->total_batches += run->dev[i].n_batches;
+		run->st.raw_bytes += run->dev[i].raw_bytes;
+		run->st.body_bytes += run->dev[i].body_bytes;
 	}
 	run->st.gen_ns = sh_mono_ns() - t0;
 	return 0;

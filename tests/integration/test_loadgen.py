@@ -1,0 +1,151 @@
+"""shahidi-loadgen against the real server: a small workload whose figures
+are sane and whose verification agrees with the store, and a run whose
+acknowledged changes are not in the store it verifies, which must fail."""
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+from harness import BUILD, Device, Server, run_tests, store_state
+
+LOADGEN = os.path.join(BUILD, "tools", "shahidi-loadgen")
+
+
+def loadgen(*args, timeout=120):
+    p = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_small_workload_verifies():
+    with Server(quiet=True) as s:
+        entries0, _, records0, _ = store_state(s.data)
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 4,
+                               "--changes", 300, "--batch", 50, "--seed", 7, "--json",
+                               "--server-pid", s.proc.pid)
+        assert rc == 0, (rc, out, err)
+        r = json.loads(out)
+        push, lat, wire, v = r["push"], r["latency_ms"], r["wire"], r["verify"]
+        # Nothing refused, nothing lost: every change acknowledged once.
+        assert push["changes_acked"] == 1200 == push["changes_applied"], push
+        assert push["changes_rejected"] == push["changes_in_doubt"] == 0, push
+        assert push["batches_acked"] == 24 and push["changes_per_s"] > 0, push
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], lat
+        assert lat["samples"] == 24
+        # Deflated reports of ~1 KB, plus headers; a few bytes back per change.
+        assert 150 < wire["request_bytes_per_change"] < 600, wire
+        assert 0 < wire["response_bytes_per_change"] < 50, wire
+        assert r["errors"] == {"rejected": {}}, r["errors"]
+        assert r["server"]["rss_max_kb"] > 0, r["server"]
+        # Device 0's feed holds the others' edits of the shared records.
+        assert r["pull"]["changes"] > 0, r["pull"]
+        assert v["ok"] and v["changes"] == 1200 and v["log_entries_added"] == 1200, v
+        assert v["conflicted_records"] >= 1, v
+        assert v["conflicted_records"] == v["expected_conflicted_records"], v
+        # The store agrees, read by the CLI.
+        entries, _, records, _ = store_state(s.data)
+        assert entries - entries0 == 1200, (entries, entries0)
+        assert records - records0 == v["records"], (records, v)
+
+        # The same seed again, as a table: new devices, the same kind of run.
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 2,
+                               "--changes", 120, "--batch", 40, "--seed", 7)
+        assert rc == 0, (rc, out, err)
+        assert "verify: ok (240 changes, " in out, out
+        for word in ("changes/s", "p50", "p99", "B/change", "errors", "pull"):
+            assert word in out, (word, out)
+        assert store_state(s.data)[0] == entries + 240
+
+
+def test_lost_changes_fail_verification():
+    """The devices push to one server; --data names another store, where
+    none of the acknowledged changes are: a benchmark that loses data fails."""
+    with Server(quiet=True) as s, tempfile.TemporaryDirectory(prefix="shahidi-lg-") as tmp:
+        devs = [Device(s.data, f"phone {i}") for i in range(2)]
+        tokens = os.path.join(tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write("# device token\n")
+            for d in devs:
+                f.write(f"{d.hex} {d.token}\n")
+        rc, out, err = loadgen("--server", s.url, "--tokens", tokens, "--devices", 2,
+                               "--data", os.path.join(tmp, "elsewhere"), "--changes", 60,
+                               "--batch", 20, "--json")
+        assert rc == 1, (rc, out, err)
+        assert "VERIFY FAILED: " in err and "missing" in err, err
+        r = json.loads(out)
+        assert r["push"]["changes_acked"] == 120 and r["verify"]["ok"] is False, r
+        # The server did store them: the store it writes holds all 120.
+        assert store_state(s.data)[0] == 120
+
+        # Without --data there is nothing to verify against: the run is
+        # measured only, and succeeds.
+        rc, out, err = loadgen("--server", s.url, "--tokens", tokens, "--devices", 2,
+                               "--changes", 20, "--batch", 10, "--json")
+        assert rc == 0, (rc, out, err)
+        assert json.loads(out)["verify"] is None
+
+
+def test_server_killed_mid_run_loses_nothing():
+    """SIGKILL the server while batches are in flight, start it again on the
+    same port: the loadgen resends (the same bytes), the server answers
+    what it committed as it did before, and every acknowledged change is
+    in the store exactly once."""
+    with Server() as s:
+        args = ["--server", s.url, "--data", s.data, "--devices", 8, "--changes", 2000,
+                "--batch", 50, "--json", "--retries", 12]
+        p = subprocess.Popen([LOADGEN, *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while s.logtext().count("route=/v1/push") < 30:
+                assert p.poll() is None and time.time() < deadline, s.logtext()[-2000:]
+                time.sleep(0.01)
+            s.kill()
+            time.sleep(0.3)
+            with Server(data=s.data, args=["--listen", f"127.0.0.1:{s.port}"], quiet=True):
+                out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0, (p.returncode, out, err)
+        assert "Sanitizer" not in err and "runtime error" not in err, err
+        r = json.loads(out)
+        push, v = r["push"], r["verify"]
+        assert push["changes_acked"] == 16000 and push["changes_in_doubt"] == 0, push
+        assert sum(n for k, n in r["errors"].items() if k != "rejected") >= 1, r["errors"]
+        assert push["attempts"] > push["batches_acked"], push
+        assert v["ok"] and v["changes"] == 16000 and v["log_entries_added"] == 16000, v
+        assert store_state(s.data)[0] == 16000
+
+
+def test_server_gone_is_an_error():
+    """No server: connection errors are counted, retries end, exit 1."""
+    with Server(quiet=True) as s:
+        data, url = s.data, s.url
+        assert s.stop() == 0
+        rc, out, err = loadgen("--server", url, "--data", data, "--devices", 2, "--changes", 10,
+                               "--retries", 2, "--timeout", 2, "--json", timeout=60)
+        assert rc == 1, (rc, out, err)
+        r = json.loads(out)
+        assert r["errors"].get("connect", 0) >= 3, r["errors"]
+        assert r["push"]["changes_acked"] == 0 and r["push"]["changes_refused"] == 20, r
+        assert r["verify"]["ok"] is True, r  # nothing acknowledged, nothing stored
+        assert "acknowledged no change" in err, err
+
+
+def test_usage():
+    rc, out, _ = loadgen("--help")
+    assert rc == 0
+    for opt in ("--server", "--devices", "--batch", "--changes", "--seconds", "--seed",
+                "--data", "--tokens", "--json", "--server-pid", "--verify", "--no-verify"):
+        assert opt in out, opt
+    assert loadgen("--devices", 0, "--data", "x")[0] == 2
+    assert loadgen("--server", "https://example.org", "--data", "x")[0] == 2
+    assert loadgen("--changes", 10)[0] == 2  # neither --data nor --tokens
+
+
+if __name__ == "__main__":
+    run_tests(globals())
