@@ -1048,6 +1048,16 @@ void http_stop(struct server *srv)
 	}
 }
 
+int http_port(const struct server *srv)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	if (!srv->http || uv_tcp_getsockname(&srv->http->listener, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					      : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
 unsigned http_conns(const struct server *srv)
 {
 	return srv->http ? srv->http->n_conns : 0;

@@ -58,6 +58,8 @@ int http_start(struct server *srv);
 /* Stops accepting; idle connections close, busy ones close after their
  * response. */
 void http_stop(struct server *srv);
+/* The port it listens on (after http_start). */
+int http_port(const struct server *srv);
 /* Connections open now. */
 unsigned http_conns(const struct server *srv);
 void http_free(struct server *srv);

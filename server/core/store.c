@@ -348,7 +348,9 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 		rc = mdb_env_set_maxreaders(s->env, 256);
 	if (!rc)
 		rc = mdb_env_open(s->env, dir,
-				  MDB_NOTLS | MDB_NORDAHEAD | (o.read_only ? MDB_RDONLY : 0), 0600);
+				  MDB_NOTLS | MDB_NORDAHEAD | (o.read_only ? MDB_RDONLY : 0) |
+					  (o.unsafe_nosync ? MDB_NOSYNC : 0),
+				  0600);
 	if (rc) {
 		snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
 		r = lmdb_err(rc);

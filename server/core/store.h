@@ -34,6 +34,9 @@ struct store_opts {
 	size_t max_map_size;  /* growth stops here (then -ENOSPC); 0 = 1 TiB */
 	bool read_only;       /* open for reading only (tools) */
 	uint64_t max_skew_ms; /* stamps further ahead are clamped; 0 = 1 hour */
+	bool unsafe_nosync;   /* no fsync (MDB_NOSYNC): for fuzzing only, where
+				 durability is not what is tested. Never in the
+				 server or the tools. */
 };
 
 /* Opens (creating it with mode 0700 when missing) the store in dir. On

@@ -1,0 +1,11 @@
+/* The libFuzzer entry point every target defines (replay_main.c calls it
+ * without libFuzzer). */
+#ifndef SHAHIDI_FUZZ_H
+#define SHAHIDI_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif

@@ -1,0 +1,119 @@
+/* Fuzz target: a request stream as the server's connection code sees it.
+ * The real HTTP layer (llhttp, limits, routing, token checks, push
+ * decoding, the writer) runs in this process on a loopback port; each
+ * input is written to a fresh connection, which is then half-closed, and
+ * the loop runs until the server has answered and closed. A crash, an
+ * over-read (ASan) or a hang (the deadline) is a finding. */
+#include "fuzz.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "common.h"
+#include "http.h"
+#include "ratelimit.h"
+#include "routes.h"
+#include "server.h"
+
+/* The token the seed requests carry (tests/fuzz/make_seeds.py). */
+static const char fuzz_token[] = "shd_fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuz";
+#define FUZZ_DEVICE 1
+
+static struct server srv;
+static int port;
+
+static void setup(void)
+{
+	char err[256], dir[] = "/tmp/shahidi-fuzz-http-XXXXXX";
+	if (!mkdtemp(dir))
+		abort();
+	struct server_config *cfg = &srv.cfg;
+	*cfg = (struct server_config){
+		.data_dir = dir, .listen = "127.0.0.1:0", .max_body = 1 << 20, .max_header = 8192,
+		.header_timeout_ms = 2000, .body_timeout_ms = 2000, .idle_timeout_ms = 2000,
+		.write_timeout_ms = 2000, .max_conns = 64, .max_inflight = 8 << 20, .max_queue = 64,
+		.pull_limit = 100, .quiet = true, .auth_burst = 1000000, .auth_refill_ms = 1,
+	};
+	sync_limits_default(&cfg->sync);
+	cfg->sync.max_inflated = 1 << 20;
+	form_registry_new(&srv.forms);
+	form_registry_add_builtin(srv.forms, err, sizeof(err));
+	struct buf packed = {0};
+	form_registry_pack(srv.forms, &packed);
+	srv.forms_packed = packed.data;
+	srv.forms_packed_len = packed.len;
+	struct store_opts so = {.unsafe_nosync = true};
+	if (store_open(dir, &so, &srv.store, err, sizeof(err)) < 0)
+		abort();
+	struct store_txn *t;
+	uint8_t hash[32];
+	store_begin(srv.store, true, &t);
+	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
+	d.id = FUZZ_DEVICE;
+	d.name = "fuzz";
+	d.county = "047";
+	d.role = ROLE_DEVICE;
+	auth_token_hash(fuzz_token, strlen(fuzz_token), hash);
+	d.token_hash.data = hash;
+	d.token_hash.len = 32;
+	store_device_put(t, &d);
+	store_token_put(t, hash, FUZZ_DEVICE);
+	store_commit(t);
+	ratelimit_new(cfg->auth_burst, cfg->auth_refill_ms, &srv.auth_limit);
+	srv.loop = uv_default_loop();
+	if (writer_start(srv.loop, srv.store, &srv.writer) < 0 || http_start(&srv) < 0)
+		abort();
+	port = http_port(&srv);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!srv.loop)
+		setup();
+	if (size > 32768)
+		return 0; /* the socket buffer takes it in one write */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int big = 1 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		abort();
+	size_t off = 0;
+	while (off < size) {
+		ssize_t w = write(fd, data + off, size - off);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	char buf[65536];
+	uint64_t deadline = sh_mono_ns() + 5000000000ull;
+	for (;;) {
+		uv_run(srv.loop, UV_RUN_NOWAIT);
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			break; /* the server closed: done */
+		if (n < 0) {
+			if (sh_mono_ns() > deadline) {
+				fprintf(stderr, "fuzz_http: no answer: %u connections open, %" PRIu64
+						" jobs busy, writer backlog %" PRIu64 "\n",
+					http_conns(&srv), routes_busy(&srv), writer_backlog(srv.writer));
+				abort(); /* the server neither answered nor closed */
+			}
+			usleep(100);
+		}
+	}
+	close(fd);
+	return 0;
+}

@@ -1,0 +1,111 @@
+/* Fuzz target: a sequence of writes into the merge, read from the input.
+ * Invariants checked on every input:
+ *   - convergence: the same writes applied in another order, with some
+ *     repeated, give a byte-identical digest;
+ *   - no lost change: every write is either live or superseded (a later
+ *     stamp of its device, or a base that names it, is known);
+ *   - conflicts consistent: the record's counter matches its registers. */
+#include "fuzz.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "merge.h"
+
+#define MAX_W 48
+
+struct w {
+	struct merge_write mw;
+	struct merge_stamp base[3];
+	uint64_t device;
+	uint8_t value[4];
+};
+
+static void apply_all(struct arena *a, merge_rec_t *rec, struct w *ws, const int *order, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct w *x = &ws[order[i]];
+		struct merge_change c = {.device = x->device, .form_version = 1, .writes = &x->mw,
+					 .n_writes = 1};
+		if (merge_apply(a, rec, &c) < 0)
+			abort();
+	}
+}
+
+static void check(const merge_rec_t *rec, struct w *ws, int n)
+{
+	uint32_t conflicts = 0;
+	for (size_t i = 0; i < rec->n_registers; i++)
+		conflicts += merge_live_count(rec->registers[i]) > 1;
+	if (conflicts + rec->delete_conflict != rec->conflicts)
+		abort();
+	for (int i = 0; i < n; i++) {
+		const merge_reg_t *reg = merge_register(rec, ws[i].mw.field);
+		const merge_entry_t *e = NULL;
+		for (size_t k = 0; reg && k < reg->n_entries; k++)
+			if (reg->entries[k]->device == ws[i].device)
+				e = reg->entries[k];
+		/* its device's entry holds it or a later stamp */
+		if (!e || e->hlc < ws[i].mw.hlc)
+			abort();
+		if (e->hlc == ws[i].mw.hlc && !e->dead && e->pending)
+			abort(); /* it arrived: it cannot be pending */
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const uint8_t rid[16] = {1};
+	struct w ws[MAX_W];
+	int n = 0;
+	/* 6 bytes per write: device, field, hlc step, value, base mask, deleted */
+	for (size_t p = 0; p + 6 <= size && n < MAX_W; p += 6, n++) {
+		struct w *x = &ws[n];
+		memset(x, 0, sizeof(*x));
+		x->device = 1 + data[p] % 4;
+		uint32_t field = data[p + 1] % 4; /* 0: the deletion register */
+		x->mw.field = field;
+		x->mw.hlc = 100 + (uint64_t)data[p + 2]; /* collisions are wanted */
+		if (field == 0) {
+			x->mw.value = merge_deletion_value(data[p + 5] & 1, &x->mw.value_len);
+		} else {
+			x->value[0] = 0x0a; /* Value{text: 2 bytes} */
+			x->value[1] = 2;
+			x->value[2] = data[p + 3];
+			x->value[3] = data[p + 5];
+			x->mw.value = x->value;
+			x->mw.value_len = 4;
+		}
+		/* bases name earlier writes of the same register */
+		for (int k = 0, m = 0; k < n && m < 3; k++)
+			if ((data[p + 4] >> (k % 8)) & 1 && ws[k].mw.field == field)
+				x->base[m++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device},
+				x->mw.n_base = (size_t)m;
+		x->mw.base = x->base;
+	}
+	if (!n)
+		return 0;
+
+	struct arena *a = arena_new();
+	int fwd[MAX_W], mixed[MAX_W * 2], nm = 0;
+	for (int i = 0; i < n; i++)
+		fwd[i] = i;
+	/* another order: reversed, then every third one again */
+	for (int i = n - 1; i >= 0; i--)
+		mixed[nm++] = i;
+	for (int i = 0; i < n; i += 3)
+		mixed[nm++] = i;
+	merge_rec_t *r1 = merge_rec_new(a, rid, "f"), *r2 = merge_rec_new(a, rid, "f");
+	apply_all(a, r1, ws, fwd, n);
+	apply_all(a, r2, ws, mixed, nm);
+	uint8_t d1[32], d2[32];
+	merge_digest(r1, d1);
+	merge_digest(r2, d2);
+	if (memcmp(d1, d2, 32))
+		abort(); /* not convergent */
+	check(r1, ws, n);
+	check(r2, ws, n);
+	arena_free(a);
+	return 0;
+}
