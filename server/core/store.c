@@ -166,6 +166,53 @@ static int del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 	return r == -ENOENT ? 0 : r;
 }
 
+/* Puts head + tail (a prepared part and fields appended to it: protobuf
+ * takes fields in any order) straight into LMDB's page. */
+static int put_concat(struct store_txn *t, int db, const void *key, size_t klen,
+		      const uint8_t *head, size_t hlen, const uint8_t *tail, size_t tlen,
+		      unsigned flags)
+{
+	MDB_val k = val_of(key, klen), d = {.mv_size = hlen + tlen};
+	int r = write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
+	if (r < 0)
+		return r;
+	memcpy(d.mv_data, head, hlen);
+	memcpy((uint8_t *)d.mv_data + hlen, tail, tlen);
+	return 0;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}
+
+static size_t put_field_uint(uint8_t *p, uint32_t number, uint64_t v)
+{
+	size_t n = put_varint(p, (uint64_t)number << 3);
+	return n + put_varint(p + n, v);
+}
+
+static size_t put_field_fixed64(uint8_t *p, uint32_t number, uint64_t v)
+{
+	size_t n = put_varint(p, (uint64_t)number << 3 | 1);
+	for (int i = 0; i < 8; i++)
+		p[n++] = (uint8_t)(v >> (8 * i));
+	return n;
+}
+
+static size_t put_field_bytes(uint8_t *p, uint32_t number, const uint8_t *b, size_t len)
+{
+	size_t n = put_varint(p, (uint64_t)number << 3 | 2);
+	n += put_varint(p + n, len);
+	memcpy(p + n, b, len);
+	return n + len;
+}
+
 /* Packs a message straight into LMDB's page: no intermediate copy. */
 static int put_pb(struct store_txn *t, int db, const void *key, size_t klen,
 		  const ProtobufCMessage *m, unsigned flags)
@@ -912,15 +959,128 @@ static int put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool h
 		return 0;                                                     \
 	} while (0)
 
+int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
+{
+	/* LogEntry fields 2, 3, 5, 7 (see proto/store.proto); the writer
+	 * appends 1, 4, 6 and 8. */
+	size_t cap = 10 + 12 + 12 + c->raw_len + 36;
+	uint8_t *p = arena_alloc(a, cap);
+	if (!p)
+		return -ENOMEM;
+	size_t n = put_field_fixed64(p, 2, c->pusher);
+	n += put_field_uint(p + n, 3, c->batch_seq);
+	n += put_field_bytes(p + n, 5, c->raw, c->raw_len);
+	n += put_field_bytes(p + n, 7, c->digest, 32);
+	c->log_prefix = p;
+	c->log_prefix_len = n;
+
+	c->max_base_hlc = 0;
+	for (size_t i = 0; i < c->n_writes; i++)
+		for (size_t k = 0; k < c->writes[i].n_base; k++)
+			c->max_base_hlc = SH_MAX(c->max_base_hlc, c->writes[i].base[k].hlc);
+	c->new_record = NULL;
+	if (!creates)
+		return 0;
+	/* What merging it into an empty record gives; the writer uses it when
+	 * the record is indeed new and no stamp needs bringing back. */
+	merge_rec_t *rec = merge_rec_new(a, c->record_id, c->form_id);
+	if (!rec)
+		return -ENOMEM;
+	struct merge_change mc = {.device = c->origin, .form_version = c->form_version,
+				  .writes = c->writes, .n_writes = c->n_writes};
+	if (merge_apply(a, rec, &mc) < 0)
+		return -ENOMEM;
+	if (rec->conflicts)
+		return 0; /* cannot happen for one change; keep the general path */
+	merge_rec_compact(rec);
+	size_t len = shahidi__store__v1__record__get_packed_size(rec);
+	uint8_t *b = arena_alloc(a, len + 1);
+	if (!b)
+		return -ENOMEM;
+	c->new_record_len = shahidi__store__v1__record__pack(rec, b);
+	c->new_record = b;
+	return 0;
+}
+
+/* Appends the change's log entry: its prepared part and the fields only
+ * the writer knows. */
+static int append_log(struct store_txn *t, const struct store_change *c, uint64_t log_seq,
+		      uint64_t record_seq, uint64_t now_ms, uint64_t stored)
+{
+	store_log_t e = SHAHIDI__STORE__V1__LOG_ENTRY__INIT;
+	uint8_t hash[32], tail[80], lk[8];
+	e.received_ms = now_ms;
+	e.device = c->pusher;
+	e.batch_seq = c->batch_seq;
+	e.record_seq = record_seq;
+	e.change_digest.data = (uint8_t *)c->digest;
+	e.change_digest.len = 32;
+	chain_hash(t->head_hash, log_seq, &e, hash);
+	size_t n = put_field_uint(tail, 1, now_ms);
+	n += put_field_uint(tail + n, 4, record_seq);
+	if (stored)
+		n += put_field_fixed64(tail + n, 6, stored);
+	n += put_field_bytes(tail + n, 8, hash, 32);
+	sh_put_be64(lk, log_seq);
+	int r = put_concat(t, DB_LOG, lk, 8, c->log_prefix, c->log_prefix_len, tail, n, MDB_APPEND);
+	if (r < 0)
+		return r == -EEXIST ? -EIO : r;
+	memcpy(t->head_hash, hash, 32);
+	return 0;
+}
+
+/* The indexes every applied change gets: dedupe, the record's history. */
+static int index_change(struct store_txn *t, const uint8_t ck[16], uint64_t log_seq,
+			uint64_t record_seq)
+{
+	uint8_t lk[8], rk[16];
+	sh_put_be64(lk, log_seq);
+	int r = put_raw(t, DB_CHG, ck, 16, lk, 8, MDB_NOOVERWRITE);
+	if (r < 0)
+		return r;
+	sh_put_be64(rk, record_seq);
+	sh_put_be64(rk + 8, log_seq);
+	return put_raw(t, DB_RLOG, rk, 16, "", 0, 0);
+}
+
+/* A change that makes a new record, from its prepared bytes: no merge, no
+ * packing on the writer's thread. */
+static int apply_new(struct store_txn *t, const struct store_change *c, const uint8_t ck[16],
+		     uint64_t now_ms)
+{
+	uint64_t log_seq = t->next_log_seq++, seq = t->next_record_seq++;
+	uint8_t tail[48], rk[8];
+	int r;
+	t->counters_dirty = true;
+	if ((r = append_log(t, c, log_seq, seq, now_ms, 0)) < 0 ||
+	    (r = index_change(t, ck, log_seq, seq)) < 0)
+		return r;
+	sh_put_be64(rk, seq);
+	if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
+		return r;
+	/* Record fields 11-14: receipt metadata. */
+	size_t n = put_field_uint(tail, 11, now_ms);
+	n += put_field_uint(tail + n, 12, now_ms);
+	n += put_field_uint(tail + n, 13, 1);
+	n += put_field_uint(tail + n, 14, seq);
+	if ((r = put_concat(t, DB_RECS, rk, 8, c->new_record, c->new_record_len, tail, n,
+			    MDB_APPEND)) < 0)
+		return r;
+	t->records++;
+	return 0;
+}
+
 int store_apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		       struct form_verdict *verdict)
 {
-	uint8_t ck[16], lk[8];
+	uint8_t ck[16];
 	MDB_val v;
 	int r;
 
 	*ret_stored_hlc = 0;
+	if (!c->log_prefix && (r = store_prepare_change(a, c, false)) < 0)
+		return r;
 	sh_put_be64(ck, c->origin);
 	sh_put_be64(ck + 8, c->change_id);
 	r = get_raw(t, DB_CHG, ck, 16, &v);
@@ -941,17 +1101,31 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	if (r != -ENOENT)
 		return r;
 
-	bool is_new = false, had_conflict = false;
+	/* A phone whose clock runs ahead must not win every later edit: its
+	 * stamps are brought back to our clock (the original stays in the log,
+	 * and the push response says what it was stored under). */
+	bool clamp = !hlc_receive(&t->hlc, c->hlc, now_ms);
+	uint64_t bound = hlc_make(now_ms + t->s->opts.max_skew_ms, HLC_COUNTER_MASK);
+	uint64_t seq;
+	r = record_seq(t, c->record_id, &seq);
+	if (r == -ENOENT && c->new_record && !clamp && c->max_base_hlc <= bound) {
+		if ((r = apply_new(t, c, ck, now_ms)) < 0)
+			return r;
+		*ret_outcome = STORE_APPLIED;
+		return 0;
+	}
+	if (r < 0 && r != -ENOENT)
+		return r;
+
+	bool is_new = r == -ENOENT, had_conflict = false;
 	merge_rec_t *rec;
-	r = store_record_get(t, a, c->record_id, &rec);
-	if (r == -ENOENT) {
+	if (is_new) {
 		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
 			return -ENOMEM;
 		rec->seq = t->next_record_seq++;
 		rec->first_received_ms = now_ms;
-		is_new = true;
-	} else if (r < 0) {
-		return r;
+	} else if ((r = record_by_seq(t, a, seq, &rec)) < 0) {
+		return r == -ENOENT ? -EIO : r;
 	} else if (strcmp(rec->form_id, c->form_id)) {
 		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
 		       rec->form_id, c->form_id);
@@ -959,12 +1133,9 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		had_conflict = rec->conflicts > 0;
 	}
 
-	/* A phone whose clock runs ahead must not win every later edit: its
-	 * stamps are brought back to our clock (the original stays in the log,
-	 * and the push response says what it was stored under). */
 	struct merge_write *w = c->writes;
 	uint64_t stored = 0;
-	if (!hlc_receive(&t->hlc, c->hlc, now_ms)) {
+	if (clamp) {
 		stored = hlc_tick(&t->hlc, now_ms);
 		w = arena_memdup(a, c->writes, c->n_writes * sizeof(*w));
 		if (!w)
@@ -982,40 +1153,19 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		.form_version = c->form_version,
 		.writes = w,
 		.n_writes = c->n_writes,
-		.max_base_hlc = hlc_make(now_ms + t->s->opts.max_skew_ms, HLC_COUNTER_MASK),
+		.max_base_hlc = bound,
 	};
 	if ((r = merge_apply(a, rec, &mc)) < 0)
 		return r;
 	rec->last_changed_ms = now_ms;
 	rec->changes++;
 
-	store_log_t e = SHAHIDI__STORE__V1__LOG_ENTRY__INIT;
-	uint8_t hash[32];
-	e.received_ms = now_ms;
-	e.device = c->pusher;
-	e.batch_seq = c->batch_seq;
-	e.record_seq = rec->seq;
-	e.change.data = (uint8_t *)c->raw;
-	e.change.len = c->raw_len;
-	e.stored_hlc = stored;
-	e.change_digest.data = c->digest;
-	e.change_digest.len = 32;
-	chain_hash(t->head_hash, log_seq, &e, hash);
-	e.hash.data = hash;
-	e.hash.len = 32;
-	sh_put_be64(lk, log_seq);
-	if ((r = put_pb(t, DB_LOG, lk, 8, &e.base, MDB_APPEND)) < 0)
-		return r == -EEXIST ? -EIO : r;
-	memcpy(t->head_hash, hash, 32);
-
-	if ((r = put_raw(t, DB_CHG, ck, 16, lk, 8, MDB_NOOVERWRITE)) < 0)
-		return r;
-	uint8_t rk[16];
-	sh_put_be64(rk, rec->seq);
-	sh_put_be64(rk + 8, log_seq);
-	if ((r = put_raw(t, DB_RLOG, rk, 16, "", 0, 0)) < 0)
+	if ((r = append_log(t, c, log_seq, rec->seq, now_ms, stored)) < 0 ||
+	    (r = index_change(t, ck, log_seq, rec->seq)) < 0)
 		return r;
 	if (is_new) {
+		uint8_t rk[8];
+		sh_put_be64(rk, rec->seq);
 		if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
 			return r;
 		t->records++;

@@ -145,7 +145,21 @@ struct store_change {
 	uint64_t hlc;              /* the change's stamp (max of its writes) */
 	struct merge_write *writes; /* borrowed; stamps may be rewritten for skew */
 	size_t n_writes;
+	/* Work done before the writer, so that its single thread does little
+	 * more than append (store_prepare_change fills these): */
+	const uint8_t *log_prefix; /* LogEntry: device, batch, change, digest */
+	size_t log_prefix_len;
+	const uint8_t *new_record; /* the record this change makes when its
+				      record does not exist yet, packed without
+				      receipt metadata; NULL if not prepared */
+	size_t new_record_len;
+	uint64_t max_base_hlc;     /* highest stamp its bases name */
 };
+
+/* Prepares c for store_apply_change off the writer's thread: the log
+ * entry's fixed part, and for a creation the packed new record. Pure
+ * computation; allocates from a. */
+int store_prepare_change(struct arena *a, struct store_change *c, bool creates);
 
 /* Applies one change in a write transaction: deduplicates it by (origin,
  * change id), merges it into its record, appends it to the hash-chained

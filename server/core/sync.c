@@ -239,7 +239,8 @@ static int prepare_change(struct sync_batch *b, const struct form_registry *form
 	sc->writes = w;
 	sc->n_writes = nw;
 	sc->hlc = max_hlc;
-	return 0;
+	/* the writer's share, done here on the thread pool */
+	return store_prepare_change(b->arena, sc, ch->create) < 0 ? -ENOMEM : 0;
 }
 
 #undef BAD
