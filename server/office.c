@@ -180,8 +180,16 @@ static void run_status(struct job *j)
 	char sd[32];
 	struct status_opts o = {.counties = scope, .silent_days = 7, .now_ms = sh_now_ms()};
 	scope_of(&j->req, scope, &o.n_counties);
-	if (query_get(j->req.query, "silent_days", sd, sizeof(sd)))
-		o.silent_days = strtod(sd, NULL);
+	if (query_get(j->req.query, "silent_days", sd, sizeof(sd))) {
+		char *end;
+		o.silent_days = strtod(sd, &end);
+		if (end == sd || *end || !(o.silent_days >= 0 && o.silent_days <= 36500)) {
+			j->status = 400;
+			j->code = "bad_query";
+			snprintf(j->msg, sizeof(j->msg), "silent_days is a number of days, 0 to 36500");
+			return;
+		}
+	}
 	if (status_collect(j->srv->store, j->srv->forms, &o, &j->out) < 0)
 		j->out = NULL;
 }
@@ -207,10 +215,10 @@ static void run_conflicts(struct job *j)
 		char county[4] = "";
 		render_record_county(rec, f, county);
 		if (in_scope(&j->req, county)) {
-			json_t *o = render_record_json(rec, f);
+			/* Only the values in conflict: resolving them is the
+			 * coordinator's work; the rest of the report is not needed. */
+			json_t *o = render_record_json2(rec, f, true);
 			json_object_set_new(o, "county", json_string(county));
-			/* values of sensitive fields in conflict are shown: resolving
-			 * them is the coordinator's work */
 			json_array_append_new(arr, o);
 		}
 		arena_reset(a);

@@ -173,11 +173,19 @@ static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e)
 	sh_device_fmt(e->device, dev);
 	hlc_fmt(e->hlc, stamp, sizeof(stamp));
 	json_t *v = render_value_json(fd, e->value.data, e->value.len);
-	return json_pack("{s:o,s:s,s:s,s:I}", "value", v ? v : json_null(), "device", dev,
-			 "stamp", stamp, "hlc", (json_int_t)e->hlc);
+	char hlc[24];
+	/* as a string: JSON numbers lose precision above 2^53 in JavaScript */
+	snprintf(hlc, sizeof(hlc), "%llu", (unsigned long long)e->hlc);
+	return json_pack("{s:o,s:s,s:s,s:s}", "value", v ? v : json_null(), "device", dev,
+			 "stamp", stamp, "hlc", hlc);
 }
 
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
+{
+	return render_record_json2(rec, f, false);
+}
+
+json_t *render_record_json2(const merge_rec_t *rec, const struct form *f, bool conflicts_only)
 {
 	char id[UUID_STR_LEN + 1], t1[32], t2[32];
 	uuid_fmt(rec->record_id.data, id);
@@ -206,7 +214,7 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
 		const char *key = fd ? fd->name : name;
 		snprintf(name, sizeof(name), "field_%u", reg->field);
 		const merge_entry_t *cur = merge_current(reg);
-		if (cur)
+		if (cur && !conflicts_only)
 			json_object_set_new(fields, key, entry_json(fd, cur));
 		if (merge_live_count(reg) > 1) {
 			json_t *vals = json_array();
@@ -218,9 +226,9 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
 								   "values", vals));
 		}
 	}
-	if (rec->delete_conflict) {
-		const merge_reg_t *reg = merge_register(rec, MERGE_DELETION_FIELD);
-		const merge_entry_t *cur = merge_current(reg);
+	const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));
+	if (rec->delete_conflict && del) {
+		const merge_entry_t *cur = del;
 		char dev[17], stamp[48];
 		sh_device_fmt(cur->device, dev);
 		hlc_fmt(cur->hlc, stamp, sizeof(stamp));

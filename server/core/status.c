@@ -61,8 +61,8 @@ static struct county_row *county_row(struct acc *a, const char *code)
 	if (n < 1 || n > 47)
 		n = 0;
 	struct county_row *r = &a->counties[n];
-	if (!r->code[0])
-		snprintf(r->code, sizeof(r->code), "%s", n ? code : "");
+	if (!r->code[0] && n)
+		snprintf(r->code, sizeof(r->code), "%s", code);
 	return r;
 }
 
@@ -264,14 +264,16 @@ int status_collect(struct store *s, const struct form_registry *forms,
 					    json_integer((json_int_t)acc.devs[i].conflicts));
 
 	json_t *counties = json_array();
-	for (int i = 1; i <= 47; i++) {
-		struct county_row *c = &acc.counties[i];
-		if (!c->code[0])
+	for (int i = 1; i <= 48; i++) {
+		/* the row of records without a county (i == 48) comes last */
+		struct county_row *c = &acc.counties[i % 48];
+		if (!c->code[0] && !(i == 48 && c->records))
 			continue;
 		json_array_append_new(
 			counties,
 			json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "county",
-				  c->code, "name", render_county_name(any, c->code), "devices",
+				  c->code, "name", c->code[0] ? render_county_name(any, c->code) : "no county",
+				  "devices",
 				  (json_int_t)c->devices, "records", (json_int_t)c->records,
 				  "open_conflicts", (json_int_t)c->conflicts, "batches",
 				  (json_int_t)c->batches, "changes_applied", (json_int_t)c->applied,

@@ -122,6 +122,12 @@ def test_roles_and_county_scope():
         rid42 = "%s" % __import__("uuid").UUID(bytes=r42.record_id)
         rid47 = "%s" % __import__("uuid").UUID(bytes=r47.record_id)
         assert [r["record_id"] for r in j["records"]] == [rid42]
+        # only the values in conflict, none of the rest of the report
+        assert j["records"][0]["fields"] == {} and "SV-0001-042" not in json.dumps(j)
+        assert [c["field"] for c in j["records"][0]["conflicts"]] == ["risk_level"]
+        assert isinstance(j["records"][0]["conflicts"][0]["values"][0]["hlc"], str)
+        st, e = get_json(s.port, "/v1/status?silent_days=nan", coord42.token)
+        assert st == 400 and e["error"] == "bad_query"
         st, _ = get_json(s.port, f"/v1/history?record={rid47}", coord42.token)
         assert st == 404  # out of scope looks absent
         st, h = get_json(s.port, f"/v1/history?record={rid42}", coord42.token)

@@ -1,0 +1,358 @@
+"""The status page (GET /) in headless Chromium against the real server with
+real pushed data: phones in two counties push batches (some reporting
+unsent changes, one with a rejected change, one resending a change), two
+pairs of phones make conflicts, then the page is loaded with an admin's,
+a county coordinator's, a phone's and a wrong token, and the numbers it
+shows (elements with data-k, see the comment at the top of
+server/status.html) must be those of GET /v1/status and /v1/conflicts.
+
+Chromium (Debian package "chromium", installed by tools/dev) is run with
+--dump-dom, each run in its own profile directory and process group, with a
+deadline; only that group is killed if it overruns.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import Counter
+from html.parser import HTMLParser
+
+from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, edit, pb, push, report,
+                     request, run_tests)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOSTILE_APP = '<img src=x onerror="document.title=1">'
+HOSTILE_A = "<b>Achieng</b> & co"
+HOSTILE_B = "</span><script>document.title=2</script>"
+
+
+def browse(url, timeout=60):
+    """The DOM of url after its scripts ran, serialized by headless Chromium."""
+    assert CHROMIUM, "chromium is not installed: run tools/dev setup (Debian package chromium)"
+    with tempfile.TemporaryDirectory(prefix="shahidi-chromium-") as prof:
+        env = dict(os.environ, HOME=prof, XDG_CONFIG_HOME=prof, XDG_CACHE_HOME=prof)
+        cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--disable-extensions", f"--user-data-dir={prof}",
+               "--virtual-time-budget=10000", "--dump-dom", url]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)   # the group this call started, nothing else
+            p.communicate()
+            raise AssertionError(f"chromium did not finish within {timeout}s")
+        assert p.returncode == 0 and out, (p.returncode, err.decode(errors="replace")[-3000:])
+        return out.decode()
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr"}
+
+
+class Dom(HTMLParser):
+    """Reads a dumped DOM: every data-k element as (data-v, text), the
+    body's attributes, elements by id, and a count of tags."""
+
+    def __init__(self, html):
+        super().__init__(convert_charrefs=True)
+        self.k, self.ids, self.body, self.tags = {}, {}, {}, Counter()
+        self.dup, self.times = [], []
+        self.stack = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags[tag] += 1
+        if tag == "body":
+            self.body = a
+        if tag == "time":
+            self.times.append(a)
+        if tag not in VOID:
+            self.stack.append((tag, a, []))
+        elif "id" in a:
+            self.ids[a["id"]] = (a, "")
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            t, a, buf = self.stack.pop()
+            text = "".join(buf)
+            if "data-k" in a:
+                if a["data-k"] in self.k:
+                    self.dup.append(a["data-k"])
+                self.k[a["data-k"]] = (a.get("data-v"), " ".join(text.split()), a)
+            if "id" in a:
+                self.ids[a["id"]] = (a, " ".join(text.split()))
+            if self.stack:
+                self.stack[-1][2].append(text)
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        if self.stack:
+            self.stack[-1][2].append(data)
+
+    def num(self, key):
+        """The count shown for key (its text, thousands separators removed)."""
+        assert key in self.k, f"{key} is not on the page"
+        v, text, _ = self.k[key]
+        return int(text.replace(",", ""))
+
+    def v(self, key):
+        assert key in self.k, f"{key} is not on the page"
+        return self.k[key][0]
+
+    def text(self, key):
+        assert key in self.k, f"{key} is not on the page"
+        return self.k[key][1]
+
+
+def jraw(v):
+    """A JSON value as the page writes it in data-v."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return ",".join(map(jraw, v))
+    return str(v)
+
+
+def get_json(port, path, dev):
+    st, h, b = request(port, "GET", path, headers={"Authorization": f"Bearer {dev.token}"})
+    assert st == 200, (st, b)
+    return json.loads(b)
+
+
+def pbatch(dev, changes, unsent=0, app="field 2.3.1"):
+    """A PushBatch reporting `unsent` changes still on the phone."""
+    b = pb.PushBatch(device=dev.id, batch_seq=dev.next_batch, app_version=app, unsent=unsent,
+                     sent_hlc=dev.hlc())
+    dev.next_batch += 1
+    b.changes.extend(changes)
+    return b.SerializeToString()
+
+
+def pushed(s, dev, changes, expect, **kw):
+    st, r = push(s.port, dev, pbatch(dev, changes, **kw))
+    assert st == 200, r
+    assert [x.status for x in r.results] == expect, r
+    return r
+
+
+def setup(s):
+    """Five phones in two counties, an admin and a 042 coordinator; real
+    batches; a conflict in each county. Returns the devices by name."""
+    n1, n2, n3 = (Device(s.data, f"Nairobi phone {i}", county="047") for i in (1, 2, 3))
+    k1, k2 = (Device(s.data, f"Kisumu phone {i}", county="042") for i in (1, 2))
+    admin = Device(s.data, "office admin", county="", role="admin")
+    coord = Device(s.data, "Kisumu coordinator", county="042", role="coordinator")
+
+    # 047: n1 sends 3 then 2 reports, n2 one, n3 never syncs.
+    rec = report(n1, "047")
+    pushed(s, n1, [rec, report(n1, "047"), report(n1, "047")], [APPLIED] * 3, unsent=5)
+    pushed(s, n1, [report(n1, "047"), report(n1, "047")], [APPLIED] * 2, unsent=2)
+    pushed(s, n2, [report(n2, "047")], [APPLIED], unsent=7)
+    # Both edit the risk level having seen only the report: a conflict.
+    seen = [(rec.hlc, n1.id)]
+    pushed(s, n1, [edit(n1, rec.record_id, 140, "choice", "high", seen)], [APPLIED], unsent=1)
+    pushed(s, n2, [edit(n2, rec.record_id, 140, "choice", "urgent", seen)], [APPLIED], unsent=7)
+
+    # 042: k1 two reports and a bad one, with a hostile app version; k2 one
+    # report, then the same change again (a duplicate).
+    krec = report(k1, "042")
+    bad = report(k1, "042")
+    bad.fields[0].value.choice = "not_a_status"
+    pushed(s, k1, [krec, report(k1, "042"), bad], [APPLIED, APPLIED, REJECTED], unsent=3,
+           app=HOSTILE_APP)
+    k2rep = report(k2, "042")
+    pushed(s, k2, [k2rep], [APPLIED], unsent=0)
+    pushed(s, k2, [k2rep], [DUPLICATE], unsent=0)
+    # Both set the caseworker (free text: hostile) having seen the report.
+    seen = [(krec.hlc, k1.id)]
+    pushed(s, k1, [edit(k1, krec.record_id, 142, "text", HOSTILE_A, seen)], [APPLIED], unsent=3,
+           app=HOSTILE_APP)
+    pushed(s, k2, [edit(k2, krec.record_id, 142, "text", HOSTILE_B, seen)], [APPLIED])
+    return dict(n1=n1, n2=n2, n3=n3, k1=k1, k2=k2, admin=admin, coord=coord, rec=rec, krec=krec)
+
+
+def check_page(dom, st, cf):
+    """Every figure of the status JSON st and conflicts JSON cf is on the
+    page, with the same value."""
+    assert dom.body.get("data-state") == "ready", (dom.body, dom.ids.get("message"))
+    assert not dom.dup, f"data-k used twice: {dom.dup}"
+    sv = st["server"]
+    for k in ["records", "deleted", "open_conflicts", "log_entries"]:
+        if k in sv:
+            assert dom.num(f"server.{k}") == sv[k], (k, dom.k.get(f"server.{k}"), sv[k])
+            assert dom.v(f"server.{k}") == jraw(sv[k])
+        else:
+            assert f"server.{k}" not in dom.k, k
+    for k in ["store_bytes", "map_bytes", "map_used_bytes", "map_use"]:
+        if k in sv:
+            assert float(dom.v(f"server.{k}")) == sv[k], k
+        else:
+            assert f"server.{k}" not in dom.k, k
+    assert dom.v("scope") == jraw(st["scope"])
+    # the page asked after the test did (ISO 8601 UTC strings sort by time)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", dom.v("generated")), dom.v("generated")
+    assert dom.v("generated") >= st["generated"], (dom.v("generated"), st["generated"])
+    for r in sv["records_by_form_and_county"]:
+        p = f"form.{r['form_id']}.{r['county'] or 'none'}."
+        assert dom.num(p + "records") == r["records"] and dom.num(p + "deleted") == r["deleted"]
+
+    counts = ["devices", "records", "open_conflicts", "batches", "changes_applied",
+              "duplicates", "rejected", "unsent", "waiting_to_pull"]
+    shown = {k.split(".")[1] for k in dom.k if k.startswith("county.")}
+    assert shown == {c["county"] for c in st["counties"]}, shown
+    for c in st["counties"]:
+        p = f"county.{c['county']}."
+        for k in counts:
+            assert dom.num(p + k) == c[k], (p + k, dom.k[p + k], c[k])
+        assert dom.text(p + "name") == c["name"]
+        assert dom.v(p + "last_push") == jraw(c["last_push"])
+        assert dom.v(p + "silent_devices") == jraw(c["silent_devices"])
+
+    counts = ["unsent", "batches", "changes_applied", "duplicates", "rejected",
+              "waiting_to_pull", "open_conflicts"]
+    shown = {k.split(".")[1] for k in dom.k if k.startswith("device.")}
+    assert shown == {d["id"] for d in st["devices"]}, shown
+    for d in st["devices"]:
+        p = f"device.{d['id']}."
+        for k in counts:
+            assert dom.num(p + k) == d[k], (p + k, dom.k[p + k], d[k])
+        for k in ["name", "app_version", "last_rejection"]:
+            assert dom.v(p + k) == d[k], (p + k, dom.k[p + k], d[k])
+            if d[k]:
+                assert dom.text(p + k) == d[k], (p + k, dom.k[p + k], d[k])
+        for k in ["id", "county", "role", "revoked", "silent", "last_push", "last_pull",
+                  "enrolled"]:
+            assert dom.v(p + k) == jraw(d[k]), (p + k, dom.k[p + k], d[k])
+        # days_silent grows between the test's request and the page's
+        ahead = float(dom.v(p + "days_silent")) - d["days_silent"]
+        assert 0 <= ahead < 60 / 86400, (p, ahead)
+        for k in ["last_push", "last_pull"]:
+            shown = dom.text(p + k)
+            assert shown == "never" if d[k] is None else re.fullmatch(
+                r"just now|\d+ (min|h|d) ago", shown), (p + k, shown, d[k])
+            # the absolute time is in the title of a <time datetime=...>
+            assert d[k] is None or any(t.get("datetime") == d[k] and "UTC" in t.get("title", "")
+                                       for t in dom.times), (p + k, d[k])
+
+    assert dom.num("conflicts.open_conflicts") == cf["open_conflicts"] == len(cf["records"])
+    for r in cf["records"]:
+        p = f"conflict.{r['record_id']}."
+        assert dom.v(p + "county") == r["county"]
+        assert dom.num(p + "open_conflicts") == r["open_conflicts"]
+        for c in r["conflicts"]:
+            assert dom.text(p + f"field.{c['field']}") == c["field"]
+            assert dom.v(p + f"field.{c['field']}") == str(c["number"])
+            for i, v in enumerate(c["values"]):
+                q = f"{p}{c['field']}.{i}."
+                assert dom.v(q + "value") == v["value"] and dom.text(q + "value") == v["value"]
+                assert dom.v(q + "device") == v["device"] and v["device"] in dom.text(q + "device")
+                assert dom.v(q + "stamp") == v["stamp"]
+    # Server data never became markup: the page itself has no img, and
+    # the hostile texts are text.
+    assert dom.tags["img"] == 0 and dom.tags["script"] == 1, dom.tags
+
+
+def test_page_is_served_self_contained():
+    with Server() as s:
+        st, h, body = request(s.port, "GET", "/")
+        assert st == 200 and h["content-type"].startswith("text/html"), (st, h)
+        csp = h["content-security-policy"]
+        assert "default-src 'none'" in csp and "connect-src 'self'" in csp, csp
+        page = body.decode()
+        # Nothing from elsewhere: no URL with a scheme, no external script or style.
+        assert "http:" not in page and "https:" not in page and "//" not in page.split("<script>")[0]
+        script = page.split("<script>", 1)[1]
+        for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                    "localStorage", "new Function"]:
+            assert bad not in script, bad
+        # Without a token it asks for one.
+        dom = Dom(browse(s.url + "/"))
+        assert dom.body.get("data-state") == "need-token", dom.body
+        assert dom.ids["token"][0].get("type") == "password"
+        assert "server.records" not in dom.k
+
+
+def test_status_page_shows_the_json():
+    with Server() as s:
+        d = setup(s)
+        admin, coord = d["admin"], d["coord"]
+
+        st = get_json(s.port, "/v1/status", admin)
+        cf = get_json(s.port, "/v1/conflicts", admin)
+        # What the test pushed is what the JSON holds (the page is then
+        # compared with the JSON, figure by figure).
+        dev = {x["id"]: x for x in st["devices"]}
+        n1, n2, n3, k1, k2 = (dev[d[k].hex] for k in ["n1", "n2", "n3", "k1", "k2"])
+        assert (n1["batches"], n1["changes_applied"], n1["unsent"]) == (3, 6, 1)
+        assert (n2["batches"], n2["changes_applied"], n2["unsent"]) == (2, 2, 7)
+        assert n3["batches"] == 0 and n3["last_push"] is None
+        assert (k1["changes_applied"], k1["rejected"], k1["unsent"]) == (3, 1, 3)
+        assert k1["app_version"] == HOSTILE_APP and k1["last_rejection"]
+        assert (k2["duplicates"], k2["changes_applied"]) == (1, 2)
+        assert n1["open_conflicts"] == n2["open_conflicts"] == 1
+        cty = {c["county"]: c for c in st["counties"]}
+        assert set(cty) == {"042", "047"}
+        assert (cty["047"]["devices"], cty["047"]["records"], cty["047"]["unsent"]) == (3, 6, 8)
+        assert (cty["042"]["devices"], cty["042"]["records"], cty["042"]["rejected"]) == (2, 3, 1)
+        assert st["server"]["records"] == 9 and st["server"]["open_conflicts"] == 2
+        assert cf["open_conflicts"] == 2
+
+        # The admin sees everything, and the page shows the JSON's figures.
+        dom = Dom(browse(f"{s.url}/#token={admin.token}"))
+        check_page(dom, st, cf)
+        assert "SILENT" not in dom.text(f"device.{d['n3'].hex}.silent")
+        assert dom.text(f"device.{d['k1'].hex}.app_version") == HOSTILE_APP
+        fields = {v for k, (v, _, _) in dom.k.items() if ".field." in k}
+        assert fields == {"140", "142"}, fields
+        by_county = {r["county"]: r["record_id"] for r in cf["records"]}
+        assert set(by_county) == {"042", "047"}, by_county
+        for rid in by_county.values():
+            assert dom.text(f"conflict.{rid}.record_id") == rid
+        values = {dom.text(k) for k in dom.k if k.endswith(".value")}
+        assert {"high", "urgent", HOSTILE_A, HOSTILE_B} <= values, values
+
+        # A coordinator limited to 042 sees 042 only: nothing of 047 is in
+        # the DOM, not even a device id.
+        cst = get_json(s.port, "/v1/status", coord)
+        ccf = get_json(s.port, "/v1/conflicts", coord)
+        assert cst["scope"] == ["042"] and "log_entries" not in cst["server"]
+        html = browse(f"{s.url}/#token={coord.token}")
+        dom = Dom(html)
+        check_page(dom, cst, ccf)
+        assert {k.split(".")[1] for k in dom.k if k.startswith("county.")} == {"042"}
+        assert dom.v("scope") == "042" and "042" in dom.text("scope")
+        for k in ["n1", "n2", "n3"]:
+            assert d[k].hex not in html, k
+        assert d["k1"].hex in html and d["k2"].hex in html
+        assert by_county["042"] in html and by_county["047"] not in html
+        assert "Nairobi" not in html and "server.log_entries" not in dom.k
+
+        # A phone's token: the role refusal. A wrong token: refused.
+        dom = Dom(browse(f"{s.url}/#token={d['k1'].token}"))
+        assert dom.body.get("data-state") == "forbidden", dom.body
+        assert "coordinator or admin needed" in dom.ids["message"][1], dom.ids["message"]
+        assert not any(k.startswith("device.") for k in dom.k)
+        dom = Dom(browse(f"{s.url}/#token=shd_{'A' * 43}"))
+        assert dom.body.get("data-state") == "unauthorized", dom.body
+        assert "token refused" in dom.ids["message"][1].lower(), dom.ids["message"]
+
+        # Fragments are never sent: no token in the server's log.
+        log = s.logtext()
+        assert "route=/ status=200" in log
+        for t in [admin.token, coord.token, d["k1"].token, "token="]:
+            assert t not in log
+        assert s.stop() == 0
+
+
+if __name__ == "__main__":
+    run_tests(globals())
