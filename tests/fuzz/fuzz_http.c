@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,11 +87,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	int big = 1 << 20;
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+	/* Close with a reset, not FIN: TIME_WAIT would use up the ephemeral
+	 * ports within seconds at this rate. */
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	/* libFuzzer's timer (SIGALRM) may interrupt a blocking connect: connect
+	 * without blocking and wait for it. */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
+		perror("fuzz_http: connect");
 		abort();
+	}
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		int err = 0;
+		socklen_t el = sizeof(err);
+		if (poll(&pfd, 1, 10) == 1) {
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+			if (err) {
+				fprintf(stderr, "fuzz_http: connect: %s\n", strerror(err));
+				abort();
+			}
+			break;
+		}
+		uv_run(srv.loop, UV_RUN_NOWAIT); /* let the server accept */
+	}
+	fcntl(fd, F_SETFL, 0);
 	size_t off = 0;
 	while (off < size) {
 		ssize_t w = write(fd, data + off, size - off);
+		if (w < 0 && errno == EINTR)
+			continue;
 		if (w <= 0)
 			break;
 		off += (size_t)w;
