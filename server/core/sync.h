@@ -48,6 +48,9 @@ void sync_batch_free(struct sync_batch *b);
 uint64_t sync_batch_device(const struct sync_batch *b);
 uint64_t sync_batch_seq(const struct sync_batch *b);
 size_t sync_batch_changes(const struct sync_batch *b);
+/* The i-th change as prepared for the store, or NULL when it was rejected
+ * (for tests). */
+struct store_change *sync_batch_change(struct sync_batch *b, size_t i);
 
 struct sync_result {
 	uint32_t applied, duplicate, rejected;

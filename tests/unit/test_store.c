@@ -442,6 +442,48 @@ static void test_pull_feeds(void)
 	tu_rmrf(dir);
 }
 
+/* A new record written straight as bytes (the writer's fast path) is the
+ * record merging the change into nothing gives. */
+static void test_prepared_new_records_equal_merged_ones(void)
+{
+	struct arena *a = arena_new();
+	for (uint64_t seed = 1; seed <= 200; seed++) {
+		Shahidi__V1__Change *ch = tu_report(a, FORMS, seed, seed, tu_now_hlc() + seed);
+		if (seed % 3 == 0)
+			ch->fields[2]->hlc = ch->hlc + 5; /* a field stamped apart */
+		if (seed % 7 == 0)
+			tu_delete(a, ch, false, 0, NULL);
+		struct buf body = {0};
+		tu_batch(&body, 1, 1, &ch, 1, CODEC_IDENTITY);
+		struct sync_limits lim;
+		struct form_verdict v;
+		struct sync_batch *b;
+		sync_limits_default(&lim);
+		CHECK(sync_decode(FORMS, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(), &b, &v) == 0);
+		buf_free(&body);
+		/* the batch's change, prepared: its new_record bytes */
+		struct store_change *sc = sync_batch_change(b, 0);
+		CHECK(sc && sc->new_record);
+		merge_rec_t *fast = (merge_rec_t *)protobuf_c_message_unpack(
+			&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), sc->new_record_len,
+			sc->new_record);
+		CHECK(fast);
+		merge_rec_expand(fast);
+		merge_rec_t *slow = merge_rec_new(a, sc->record_id, sc->form_id);
+		struct merge_change mc = {.device = sc->origin, .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes};
+		CHECK(merge_apply(a, slow, &mc) == 0);
+		uint8_t d1[32], d2[32];
+		merge_digest(fast, d1);
+		merge_digest(slow, d2);
+		CHECK(!memcmp(d1, d2, 32));
+		CHECK(fast->n_writers == 1 && fast->writers[0] == sc->origin);
+		sync_batch_free(b);
+		arena_reset(a);
+	}
+	arena_free(a);
+}
+
 int main(void)
 {
 	FORMS = tu_forms(false);
@@ -453,6 +495,7 @@ int main(void)
 	RUN(test_clock_ahead_is_brought_back);
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
+	RUN(test_prepared_new_records_equal_merged_ones);
 	form_registry_free(FORMS);
 	return 0;
 }
