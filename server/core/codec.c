@@ -167,7 +167,9 @@ int codec_pb_next(const uint8_t *in, size_t len, size_t *pos, struct pb_field *r
 		return 0;
 	size_t p = *pos;
 	uint64_t key;
-	if (get_varint(in, len, &p, &key) < 0)
+	if (in[p] < 0x80) /* one-byte tags: fields 1 to 15, nearly all of ours */
+		key = in[p++];
+	else if (get_varint(in, len, &p, &key) < 0)
 		return -EPROTO;
 	struct pb_field f = {.number = (uint32_t)(key >> 3), .wire_type = (uint32_t)(key & 7)};
 	if (key >> 3 == 0 || key >> 3 > 536870911u)
@@ -186,7 +188,11 @@ int codec_pb_next(const uint8_t *in, size_t len, size_t *pos, struct pb_field *r
 		break;
 	case 2: {
 		uint64_t n;
-		if (get_varint(in, len, &p, &n) < 0 || n > len - p)
+		if (p < len && in[p] < 0x80)
+			n = in[p++];
+		else if (get_varint(in, len, &p, &n) < 0)
+			return -EPROTO;
+		if (n > len - p)
 			return -EPROTO;
 		f.data = in + p;
 		f.len = (size_t)n;
