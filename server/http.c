@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "common.h"
 #include "render.h"
+#include "routes.h"
 #include "server.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -202,7 +203,10 @@ static void conn_close(struct http_conn *c)
 
 static bool overloaded(struct server *srv)
 {
+	/* Requests being decoded count as much as those waiting for the
+	 * writer: both hold their decoded batch in memory. */
 	return srv->http->inflight >= srv->cfg.max_inflight ||
+	       routes_busy(srv) >= srv->cfg.max_queue ||
 	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
 }
 
@@ -359,6 +363,12 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 	}
 	c->state = CS_IDLE;
 	arm(c, srv->cfg.idle_timeout_ms);
+	/* Between requests a connection holds no buffers: a thousand phones
+	 * idling on keep-alive must cost next to nothing. */
+	if (c->body.cap > 16384)
+		buf_free(&c->body);
+	if (!c->pending.len && c->pending.cap > 16384)
+		buf_free(&c->pending);
 	if (!c->in_parser)
 		process(c);
 }
@@ -1046,6 +1056,11 @@ void http_stop(struct server *srv)
 			conn_close(c);
 		c = next;
 	}
+}
+
+void http_kick(struct server *srv)
+{
+	resume_paused(srv);
 }
 
 int http_port(const struct server *srv)

@@ -58,6 +58,10 @@ int http_start(struct server *srv);
 /* Stops accepting; idle connections close, busy ones close after their
  * response. */
 void http_stop(struct server *srv);
+/* Work that held the server back has finished: resume reading paused
+ * connections if the server is no longer overloaded. */
+void http_kick(struct server *srv);
+
 /* The port it listens on (after http_start). */
 int http_port(const struct server *srv);
 /* Connections open now. */

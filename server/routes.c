@@ -171,10 +171,12 @@ static void push_decode(uv_work_t *w)
 
 static void push_free(struct push_work *p)
 {
+	struct server *srv = p->srv;
 	sync_batch_free(p->job.batch);
 	http_conn_unref(p->c);
 	free(p);
 	busy--;
+	http_kick(srv);
 }
 
 static void push_committed(struct writer_job *job)
@@ -301,10 +303,12 @@ static void pull_done(uv_work_t *w, int status)
 			writer_submit(p->srv->writer, j);
 		}
 	}
+	struct server *srv = p->srv;
 	buf_free(&p->out);
 	http_conn_unref(p->c);
 	free(p);
 	busy--;
+	http_kick(srv);
 }
 
 /* Reads name=<decimal> from a query string. 0 found, -ENOENT, -EINVAL. */

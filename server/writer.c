@@ -10,7 +10,7 @@
 
 /* Batches per transaction: enough to amortise the fsync, few enough that
  * one commit does not hold the first batch's acknowledgement too long. */
-#define WRITER_MAX_GROUP 256
+#define WRITER_MAX_GROUP 64
 
 struct writer {
 	uv_loop_t *loop;

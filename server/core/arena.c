@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Blocks start small and double up to ARENA_BLOCK: a thousand small
+ * batches in flight must not each hold 64 KiB they do not use. */
+#define ARENA_FIRST (4 * 1024)
 #define ARENA_BLOCK (64 * 1024)
 #define ARENA_ALIGN 16
 
@@ -18,6 +21,7 @@ struct block {
 struct arena {
 	struct block *head; /* current block; older blocks follow */
 	size_t used;
+	size_t next_block;  /* size of the next block to allocate */
 	ProtobufCAllocator pb;
 };
 
@@ -37,15 +41,18 @@ struct arena *arena_new(void)
 	struct arena *a = calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
+	a->next_block = ARENA_FIRST;
 	a->pb.alloc = pb_alloc;
 	a->pb.free = pb_free;
 	a->pb.allocator_data = a;
 	return a;
 }
 
-static struct block *block_new(size_t n)
+static struct block *block_new(struct arena *a, size_t n)
 {
-	size_t size = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+	size_t size = n > a->next_block ? n : a->next_block;
+	if (a->next_block < ARENA_BLOCK)
+		a->next_block *= 2;
 	struct block *b = malloc(sizeof(*b) + size);
 	if (!b)
 		return NULL;
@@ -62,7 +69,7 @@ void *arena_alloc(struct arena *a, size_t n)
 		n = ARENA_ALIGN;
 	struct block *b = a->head;
 	if (!b || b->size - b->used < n) {
-		struct block *nb = block_new(n);
+		struct block *nb = block_new(a, n);
 		if (!nb)
 			return NULL;
 		nb->next = b;
@@ -100,21 +107,20 @@ void arena_reset(struct arena *a)
 {
 	if (!a || !a->head)
 		return;
-	/* Keep one standard-size block: the next use most likely fits in it. */
-	struct block *keep = NULL;
-	struct block *b = a->head;
-	while (b) {
-		struct block *next = b->next;
-		if (!keep && b->size == ARENA_BLOCK) {
+	/* Keep the largest standard block: the next use most likely fits. */
+	struct block *keep = NULL, *b, *next;
+	for (b = a->head; b; b = b->next)
+		if (b->size <= ARENA_BLOCK && (!keep || b->size > keep->size))
 			keep = b;
-			keep->next = NULL;
-		} else {
+	for (b = a->head; b; b = next) {
+		next = b->next;
+		if (b != keep)
 			free(b);
-		}
-		b = next;
 	}
-	if (keep)
+	if (keep) {
+		keep->next = NULL;
 		keep->used = 0;
+	}
 	a->head = keep;
 	a->used = 0;
 }
