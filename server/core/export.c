@@ -26,6 +26,8 @@ struct slot {
 
 struct exporter {
 	struct export_opts o;
+	uint64_t time_sec;            /* render_time_ms is slow: cache the */
+	char time_text[32];           /* date and time of the last second seen */
 	char *form_id;
 	uint32_t county_field;        /* 0: none */
 	struct column *cols;          /* every field, in form order */
@@ -445,6 +447,35 @@ static int json_cell(struct exporter *x, const struct column *c, const uint8_t *
 	}
 }
 
+/* render_time_ms, reusing the date and time of the second before. */
+static void time_text(struct exporter *x, uint64_t ms, char out[32])
+{
+	uint64_t sec = ms / 1000;
+	if (sec != x->time_sec || !x->time_text[0]) {
+		render_time_ms(sec * 1000, x->time_text);
+		x->time_sec = sec;
+	}
+	memcpy(out, x->time_text, 32);
+	unsigned m = (unsigned)(ms % 1000); /* "...:SS.mmmZ" */
+	size_t n = strlen(out);
+	if (n >= 5) {
+		out[n - 4] = (char)('0' + m / 100);
+		out[n - 3] = (char)('0' + m / 10 % 10);
+		out[n - 2] = (char)('0' + m % 10);
+	}
+}
+
+static int put_u64(struct buf *out, uint64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[sizeof(tmp) - 1 - (size_t)n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return buf_append(out, tmp + sizeof(tmp) - n, (size_t)n);
+}
+
 static int write_devices(const struct view *v, bool csv, struct buf *out)
 {
 	char hex[17];
@@ -454,10 +485,14 @@ static int write_devices(const struct view *v, bool csv, struct buf *out)
 		for (int b = 7; b >= 0; b--)
 			d = (d << 8) | v->writers[i + (size_t)b];
 		sh_device_fmt(d, hex);
-		if (csv)
-			r = buf_printf(out, "%s%s", i ? " " : "", hex);
-		else
-			r = buf_printf(out, "%s\"%s\"", i ? "," : "", hex);
+		if (i)
+			r = buf_putc(out, csv ? ' ' : ',');
+		if (r >= 0 && !csv)
+			r = buf_putc(out, '"');
+		if (r >= 0)
+			r = buf_append(out, hex, 16);
+		if (r >= 0 && !csv)
+			r = buf_putc(out, '"');
 	}
 	return r;
 }
@@ -469,15 +504,27 @@ static int write_record(struct exporter *x, const struct view *v, struct buf *ou
 	int r;
 	if (v->id_len == 16)
 		uuid_fmt(v->id, id);
-	render_time_ms(v->first_ms, t1);
-	render_time_ms(v->last_ms, t2);
+	time_text(x, v->first_ms, t1);
+	time_text(x, v->last_ms, t2);
 	if (csv) {
-		r = buf_printf(out, "%s,%s,%" PRIu64 ",%s,%s,", id, x->form_id, v->form_version, t1, t2);
+		/* by hand, not printf: this runs for every record exported */
+		if ((r = buf_reserve(out, 200)) < 0)
+			return r;
+		buf_append(out, id, strlen(id));
+		buf_putc(out, ',');
+		buf_puts(out, x->form_id);
+		buf_putc(out, ',');
+		put_u64(out, v->form_version);
+		buf_putc(out, ',');
+		buf_puts(out, t1);
+		buf_putc(out, ',');
+		buf_puts(out, t2);
+		buf_putc(out, ',');
+		r = write_devices(v, true, out);
 		if (r >= 0)
-			r = write_devices(v, true, out);
+			r = buf_puts(out, v->deleted ? ",yes" : ",no");
 		if (r >= 0)
-			r = buf_printf(out, ",%s,%s", v->deleted ? "yes" : "no",
-				       v->conflicts ? "yes" : "no");
+			r = buf_puts(out, v->conflicts ? ",yes" : ",no");
 		for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
 			const struct column *col = &x->cols[c];
 			if (col->sensitive && !x->o.include_sensitive)
