@@ -300,7 +300,9 @@ static int prepare_change(struct sync_batch *b, const struct form_registry *form
 		BAD("origin_not_allowed", "a device may only push its own changes");
 	char form_id[72];
 	const struct form *form = NULL;
-	if (wc.form_id_len < sizeof(form_id) && !memchr(wc.form_id, 0, wc.form_id_len)) {
+	/* (no form id at all: form_id is NULL, and memchr must not see it) */
+	if (wc.form_id && wc.form_id_len < sizeof(form_id) &&
+	    !memchr(wc.form_id, 0, wc.form_id_len)) {
 		memcpy(form_id, wc.form_id, wc.form_id_len);
 		form_id[wc.form_id_len] = 0;
 		form = form_registry_find(forms, form_id, wc.form_version);
