@@ -219,8 +219,16 @@ static void resume_paused(struct server *srv)
 	for (struct http_conn *c = h->conns; c; c = c->next)
 		if (c->paused_by_server) {
 			c->paused_by_server = false;
-			update_reading(c);
+			if (c->pending.len && c->state == CS_IDLE)
+				process(c); /* a request read while we were overloaded */
+			else
+				update_reading(c);
+			if (overloaded(srv))
+				break; /* the rest stay paused: no thundering herd */
 		}
+	/* Some may still be paused: look again at the next kick. */
+	for (struct http_conn *c = h->conns; c && !h->paused; c = c->next)
+		h->paused = c->paused_by_server;
 }
 
 /* ---- timers ---- */
@@ -773,6 +781,15 @@ static void process(struct http_conn *c)
 {
 	while (c->pending.len && !c->closing && !c->close_after && c->state != CS_BUSY &&
 	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_CAP) {
+		/* A new request waits, unparsed, while the server is overloaded:
+		 * a thousand phones connecting at once each have a request in
+		 * the first read, and starting them all would hold a thousand
+		 * decoded batches. */
+		if (c->state == CS_IDLE && overloaded(c->srv)) {
+			c->srv->http->paused = true;
+			c->paused_by_server = true;
+			break;
+		}
 		const char *data = (const char *)c->pending.data;
 		c->in_parser = true;
 		llhttp_errno_t err = llhttp_execute(&c->parser, data, c->pending.len);
