@@ -17,13 +17,14 @@ import time
 
 class FaultProxy:
     def __init__(self, upstream_port, seed=1, kbit=50, delay_ms=300, stall_p=0.02,
-                 stall_s=(0.5, 2.0), cut_p=0.01, chunk=512, cut_first=0):
+                 stall_s=(0.5, 2.0), cut_p=0.01, chunk=512, cut_first=0, host="127.0.0.1"):
         self.upstream = upstream_port
         self.rng = random.Random(seed)
         self.rate = kbit * 1000 / 8          # bytes per second
         self.delay = delay_ms / 1000.0
         self.stall_p, self.stall_s, self.cut_p = stall_p, stall_s, cut_p
         self.chunk = chunk
+        self.host = host            # where phones reach it
         self.cut_first = cut_first  # the first N connections are cut mid-request
         self.stats = {"connections": 0, "cuts": 0, "stalls": 0, "bytes_up": 0, "bytes_down": 0}
         self.loop = asyncio.new_event_loop()
@@ -81,7 +82,7 @@ class FaultProxy:
         asyncio.set_event_loop(self.loop)
 
         async def main():
-            self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.server = await asyncio.start_server(self._handle, self.host, 0)
             self.port = self.server.sockets[0].getsockname()[1]
             self.ready.set()
             async with self.server:
