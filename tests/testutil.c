@@ -60,27 +60,16 @@ struct form_registry *tu_forms(bool with_v2)
 	return reg;
 }
 
-struct enrol_ctx {
-	struct auth_enrol e;
-	uint64_t id;
-	char token[AUTH_TOKEN_LEN + 1];
-	char err[256];
-};
-
-static int enrol_fn(struct store_txn *t, void *ud)
-{
-	struct enrol_ctx *c = ud;
-	return auth_enrol(t, &c->e, sh_now_ms(), &c->id, c->token, c->err, sizeof(c->err));
-}
-
 uint64_t tu_enrol(struct store *s, const char *name, const char *county, uint32_t role,
 		  char *token)
 {
-	struct enrol_ctx c = {.e = {name, county, role}};
-	CHECK(store_write(s, enrol_fn, &c) == 0);
+	struct auth_enrol e = {name, county, role};
+	uint64_t id;
+	char tok[AUTH_TOKEN_LEN + 1], err[256];
+	CHECK(auth_enrol_store(s, &e, sh_now_ms(), &id, tok, err, sizeof(err)) == 0);
 	if (token)
-		memcpy(token, c.token, sizeof(c.token));
-	return c.id;
+		memcpy(token, tok, sizeof(tok));
+	return id;
 }
 
 static Shahidi__V1__Value *value(struct arena *a)

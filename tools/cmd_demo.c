@@ -16,19 +16,6 @@
 #include "shahidi.pb-c.h"
 #include "uuid.h"
 
-struct enrol_ctx {
-	struct auth_enrol e;
-	uint64_t id;
-	char token[AUTH_TOKEN_LEN + 1];
-	char err[256];
-};
-
-static int enrol_fn(struct store_txn *t, void *ud)
-{
-	struct enrol_ctx *c = ud;
-	return auth_enrol(t, &c->e, sh_now_ms(), &c->id, c->token, c->err, sizeof(c->err));
-}
-
 static int pack_batch(Shahidi__V1__PushBatch *pb, struct buf *out)
 {
 	struct buf raw = {0};
@@ -118,9 +105,15 @@ int cmd_demo(int argc, char **argv)
 		goto out;
 	}
 
-	struct enrol_ctx p1 = {.e = {"demo phone A (Nairobi)", "047", ROLE_DEVICE}};
-	struct enrol_ctx p2 = {.e = {"demo phone B (Nairobi)", "047", ROLE_DEVICE}};
-	if (store_write(s, enrol_fn, &p1) < 0 || store_write(s, enrol_fn, &p2) < 0) {
+	struct auth_enrol enrol_a = {"demo phone A (Nairobi)", "047", ROLE_DEVICE};
+	struct auth_enrol enrol_b = {"demo phone B (Nairobi)", "047", ROLE_DEVICE};
+	struct {
+		uint64_t id;
+		char token[AUTH_TOKEN_LEN + 1];
+	} p1, p2;
+	char err[256];
+	if (auth_enrol_store(s, &enrol_a, sh_now_ms(), &p1.id, p1.token, err, sizeof(err)) < 0 ||
+	    auth_enrol_store(s, &enrol_b, sh_now_ms(), &p2.id, p2.token, err, sizeof(err)) < 0) {
 		cli_err("cannot enrol the demo phones");
 		goto out;
 	}

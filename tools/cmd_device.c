@@ -18,12 +18,6 @@ struct enrol_ctx {
 	char err[256];
 };
 
-static int enrol_fn(struct store_txn *t, void *ud)
-{
-	struct enrol_ctx *c = ud;
-	return auth_enrol(t, &c->e, sh_now_ms(), &c->id, c->token, c->err, sizeof(c->err));
-}
-
 static int enroll(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -71,7 +65,8 @@ static int enroll(int argc, char **argv)
 	struct store *s = cli_open_store(data, false);
 	if (!s)
 		return 1;
-	int r = store_write(s, enrol_fn, &ctx);
+	int r = auth_enrol_store(s, &ctx.e, sh_now_ms(), &ctx.id, ctx.token, ctx.err,
+				 sizeof(ctx.err));
 	store_close(s);
 	if (r < 0) {
 		cli_err("cannot enrol: %s", r == -EINVAL ? ctx.err : sh_strerror(r));

@@ -144,3 +144,30 @@ int auth_check(struct store_txn *t, struct arena *a, const char *token, size_t l
 	*ret = d;
 	return 0;
 }
+
+struct enrol_ctx {
+	const struct auth_enrol *e;
+	uint64_t now_ms, id;
+	char token[AUTH_TOKEN_LEN + 1];
+	char *err;
+	size_t errlen;
+};
+
+static int enrol_fn(struct store_txn *t, void *ud)
+{
+	struct enrol_ctx *c = ud;
+	return auth_enrol(t, c->e, c->now_ms, &c->id, c->token, c->err, c->errlen);
+}
+
+int auth_enrol_store(struct store *s, const struct auth_enrol *e, uint64_t now_ms,
+		     uint64_t *ret_id, char *token, char *err, size_t errlen)
+{
+	struct enrol_ctx c = {.e = e, .now_ms = now_ms, .err = err, .errlen = errlen};
+	int r = store_write(s, enrol_fn, &c);
+	if (r == 0) {
+		*ret_id = c.id;
+		memcpy(token, c.token, sizeof(c.token));
+	}
+	sodium_memzero(c.token, sizeof(c.token));
+	return r;
+}

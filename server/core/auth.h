@@ -29,6 +29,11 @@ struct auth_enrol {
 int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 	       uint64_t *ret_id, char *token, char *err, size_t errlen);
 
+/* auth_enrol in a write transaction of its own (store_write: retried after
+ * map growth). Same returns. */
+int auth_enrol_store(struct store *s, const struct auth_enrol *e, uint64_t now_ms,
+		     uint64_t *ret_id, char *token, char *err, size_t errlen);
+
 /* Revokes a device: its token stops working at the next request. 0,
  * -ENOENT. Revoking twice is fine. */
 int auth_revoke(struct store_txn *t, uint64_t id, uint64_t now_ms);
