@@ -238,8 +238,11 @@ static const struct slot *slot_of(const struct exporter *x, uint32_t number)
 
 /* The current value of one register (shahidi.store.v1.Register bytes):
  * the live entry with the greatest (hlc, device), as merge_current(). */
-static int reg_parse(const uint8_t *p, size_t n, uint64_t base_dev, uint64_t base_hlc,
-		     uint32_t *ret_field, const uint8_t **ret_v, size_t *ret_len, bool *ret_found)
+static const struct slot *slot_of(const struct exporter *x, uint32_t number);
+
+static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint64_t base_dev,
+		     uint64_t base_hlc, uint32_t *ret_field, const uint8_t **ret_v,
+		     size_t *ret_len, bool *ret_found)
 {
 	struct pb_field f, g;
 	size_t pos = 0;
@@ -250,6 +253,12 @@ static int reg_parse(const uint8_t *p, size_t n, uint64_t base_dev, uint64_t bas
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		if (f.number == 1 && f.wire_type == 0) {
 			*ret_field = (uint32_t)f.varint;
+			/* The field number comes first: a register nobody exports
+			 * (a sensitive field, left out) is not read any further. */
+			if (*ret_field && *ret_field != x->county_field && !slot_of(x, *ret_field)) {
+				*ret_found = false;
+				return 0;
+			}
 			continue;
 		}
 		if (f.number != 2 || f.wire_type != 2)
@@ -315,8 +324,8 @@ static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct vie
 			const uint8_t *val = NULL;
 			size_t vlen = 0;
 			bool found;
-			if ((r = reg_parse(f.data, f.len, v->base_dev, v->base_hlc, &field, &val, &vlen,
-					   &found)) < 0)
+			if ((r = reg_parse(x, f.data, f.len, v->base_dev, v->base_hlc, &field, &val,
+					   &vlen, &found)) < 0)
 				return r;
 			if (!found)
 				break;
