@@ -85,6 +85,7 @@ static void writer_main(void *arg)
 {
 	struct writer *w = arg;
 	struct writer_job *batch[WRITER_MAX_GROUP];
+	uint64_t last_release = sh_mono_ns();
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -111,6 +112,17 @@ static void writer_main(void *arg)
 			if (r < 0)
 				batch[i]->result = r;
 			batch[i]->commit_ns = dt;
+		}
+
+		/* Five times a second, let go of the map's pages this process has
+		 * read: they stay in the page cache (a later read is a minor
+		 * fault), but the server's resident memory stays what it really
+		 * uses instead of growing with the store (LMDB reads through
+		 * its map). */
+		uint64_t now_ns = sh_mono_ns();
+		if (now_ns - last_release > 200000000ull) {
+			store_release_pages(w->store);
+			last_release = now_ns;
 		}
 
 		pthread_mutex_lock(&w->lock);
