@@ -1075,6 +1075,40 @@ void http_stop(struct server *srv)
 	}
 }
 
+/* Decodes %XX and '+' in a query value, in place. */
+static void url_decode(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (*s == '+') {
+			*o++ = ' ';
+		} else if (*s == '%' && s[1] && s[2]) {
+			char hex[3] = {s[1], s[2], 0};
+			*o++ = (char)strtol(hex, NULL, 16);
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+bool http_query_get(const char *q, const char *name, char *out, size_t len)
+{
+	size_t nl = strlen(name);
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t seg = amp ? (size_t)(amp - q) : strlen(q);
+		if (seg > nl && !strncmp(q, name, nl) && q[nl] == '=') {
+			snprintf(out, len, "%.*s", (int)(seg - nl - 1), q + nl + 1);
+			url_decode(out);
+			return true;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
 void http_kick(struct server *srv)
 {
 	resume_paused(srv);

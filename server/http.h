@@ -58,6 +58,10 @@ int http_start(struct server *srv);
 /* Stops accepting; idle connections close, busy ones close after their
  * response. */
 void http_stop(struct server *srv);
+/* The value of name in a query string (req->query), %-decoded, into out
+ * (truncated to len). false when absent. */
+bool http_query_get(const char *query, const char *name, char *out, size_t len);
+
 /* Work that held the server back has finished: resume reading paused
  * connections if the server is no longer overloaded. */
 void http_kick(struct server *srv);

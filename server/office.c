@@ -139,48 +139,13 @@ static void start_job(struct http_conn *c, struct server *srv, struct http_reque
 	}
 }
 
-/* Decodes %XX and '+' in a query value, in place. */
-static void url_decode(char *s)
-{
-	char *o = s;
-	for (; *s; s++) {
-		if (*s == '+') {
-			*o++ = ' ';
-		} else if (*s == '%' && s[1] && s[2]) {
-			char hex[3] = {s[1], s[2], 0};
-			*o++ = (char)strtol(hex, NULL, 16);
-			s += 2;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = 0;
-}
-
-/* The value of name in a query string, decoded, into out; false if absent. */
-static bool query_get(const char *q, const char *name, char *out, size_t len)
-{
-	size_t nl = strlen(name);
-	while (q && *q) {
-		const char *amp = strchr(q, '&');
-		size_t seg = amp ? (size_t)(amp - q) : strlen(q);
-		if (seg > nl && !strncmp(q, name, nl) && q[nl] == '=') {
-			snprintf(out, len, "%.*s", (int)(seg - nl - 1), q + nl + 1);
-			url_decode(out);
-			return true;
-		}
-		q = amp ? amp + 1 : NULL;
-	}
-	return false;
-}
-
 static void run_status(struct job *j)
 {
 	const char *scope[SERVER_MAX_SCOPE];
 	char sd[32];
 	struct status_opts o = {.counties = scope, .silent_days = 7, .now_ms = sh_now_ms()};
 	scope_of(&j->req, scope, &o.n_counties);
-	if (query_get(j->req.query, "silent_days", sd, sizeof(sd))) {
+	if (http_query_get(j->req.query, "silent_days", sd, sizeof(sd))) {
 		char *end;
 		o.silent_days = strtod(sd, &end);
 		if (end == sd || *end || !(o.silent_days >= 0 && o.silent_days <= 36500)) {
@@ -217,7 +182,7 @@ static void run_conflicts(struct job *j)
 		if (in_scope(&j->req, county)) {
 			/* Only the values in conflict: resolving them is the
 			 * coordinator's work; the rest of the report is not needed. */
-			json_t *o = render_record_json2(rec, f, true);
+			json_t *o = render_record_json(rec, f, true);
 			json_object_set_new(o, "county", json_string(county));
 			json_array_append_new(arr, o);
 		}
@@ -243,7 +208,7 @@ static void run_history(struct job *j)
 {
 	char rid[64], county[4] = "";
 	uint8_t id[16];
-	if (!query_get(j->req.query, "record", rid, sizeof(rid)) || uuid_parse(rid, id) < 0) {
+	if (!http_query_get(j->req.query, "record", rid, sizeof(rid)) || uuid_parse(rid, id) < 0) {
 		j->status = 400;
 		j->code = "bad_query";
 		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
@@ -715,22 +680,22 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	char fmt[16] = "csv", form[65] = "incident_report", county[256] = "", since[64] = "",
 	     flag[8];
 	struct export_opts o = {.format = EXPORT_CSV};
-	query_get(req->query, "format", fmt, sizeof(fmt));
-	query_get(req->query, "form", form, sizeof(form));
+	http_query_get(req->query, "format", fmt, sizeof(fmt));
+	http_query_get(req->query, "form", form, sizeof(form));
 	if (!strcmp(fmt, "ndjson"))
 		o.format = EXPORT_NDJSON;
 	else if (strcmp(fmt, "csv")) {
 		http_error(c, 400, "bad_query", "format is csv or ndjson");
 		return;
 	}
-	if (query_get(req->query, "since", since, sizeof(since)) && since[0] &&
+	if (http_query_get(req->query, "since", since, sizeof(since)) && since[0] &&
 	    render_parse_time(since, &o.since_ms) < 0) {
 		http_error(c, 400, "bad_query", "since is YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
 		return;
 	}
-	o.include_deleted = query_get(req->query, "include_deleted", flag, sizeof(flag)) &&
+	o.include_deleted = http_query_get(req->query, "include_deleted", flag, sizeof(flag)) &&
 			    !strcmp(flag, "1");
-	o.include_sensitive = query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
+	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
 			      !strcmp(flag, "1");
 	struct export_job *e = calloc(1, sizeof(*e));
 	if (!e) {
@@ -738,7 +703,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		return;
 	}
 	size_t n = 0;
-	if (query_get(req->query, "county", county, sizeof(county)) && county[0]) {
+	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
 		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
 			snprintf(e->counties[n], 4, "%s", tok);
 			e->cptr[n] = e->counties[n];

@@ -314,26 +314,15 @@ static void pull_done(uv_work_t *w, int status)
 /* Reads name=<decimal> from a query string. 0 found, -ENOENT, -EINVAL. */
 static int query_u64(const char *q, const char *name, uint64_t *ret)
 {
-	size_t nl = strlen(name);
-	while (*q) {
-		if (!strncmp(q, name, nl) && q[nl] == '=') {
-			const char *v = q + nl + 1;
-			char *end;
-			if (*v < '0' || *v > '9')
-				return -EINVAL;
-			errno = 0;
-			unsigned long long x = strtoull(v, &end, 10);
-			if (errno || (*end && *end != '&'))
-				return -EINVAL;
-			*ret = x;
-			return 0;
-		}
-		const char *amp = strchr(q, '&');
-		if (!amp)
-			break;
-		q = amp + 1;
-	}
-	return -ENOENT;
+	char v[32], *end;
+	if (!http_query_get(q, name, v, sizeof(v)))
+		return -ENOENT;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (v[0] < '0' || v[0] > '9' || *end || errno)
+		return -EINVAL;
+	*ret = x;
+	return 0;
 }
 
 static void handle_pull(struct http_conn *c, struct server *srv, struct http_request *req)
