@@ -57,7 +57,6 @@ static int rm_dir(const char *d)
 struct corpus {
 	struct buf *bodies;
 	size_t n;
-	uint64_t *devices;
 	size_t raw_bytes, wire_bytes;
 };
 
@@ -69,8 +68,7 @@ static int make_corpus(const struct form *f, const struct opts *o, const uint64_
 	struct hlc clock = {0};
 	c->n = o->reports / o->batch;
 	c->bodies = calloc(c->n, sizeof(*c->bodies));
-	c->devices = calloc(c->n, sizeof(*c->devices));
-	if (!a || !c->bodies || !c->devices)
+	if (!a || !c->bodies)
 		return -ENOMEM;
 	uint64_t now = sh_now_ms(), seq[4096] = {0}, change[4096] = {0};
 	struct buf raw = {0};
@@ -97,7 +95,6 @@ static int make_corpus(const struct form *f, const struct opts *o, const uint64_
 		if (codec_deflate(raw.data, raw.len, CODEC_DEFLATE, 6, &c->bodies[i]) < 0)
 			return -ENOMEM;
 		c->wire_bytes += c->bodies[i].len;
-		c->devices[i] = devs[d];
 		arena_reset(a);
 	}
 	buf_free(&raw);
@@ -388,7 +385,6 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < corp.n; i++)
 		buf_free(&corp.bodies[i]);
 	free(corp.bodies);
-	free(corp.devices);
 	free(devs);
 	rm_dir(o.dir);
 	return 0;

@@ -463,7 +463,7 @@ static int show_or_conflicts(int argc, char **argv, bool conflicts)
 		}
 		const struct form *f = form_registry_find(reg, rec->form_id, rec->form_version);
 		if (json) {
-			json_t *j = render_record_json(rec, f);
+			json_t *j = render_record_json(rec, f, false);
 			json_dumpf(j, stdout, JSON_INDENT(2));
 			putchar('\n');
 			json_decref(j);
@@ -479,7 +479,7 @@ static int show_or_conflicts(int argc, char **argv, bool conflicts)
 	while ((r = store_conflict_next(t, a, &seq, &rec)) == 1) {
 		const struct form *f = form_registry_find(reg, rec->form_id, rec->form_version);
 		if (json)
-			json_array_append_new(arr, render_record_json(rec, f));
+			json_array_append_new(arr, render_record_json(rec, f, false));
 		else
 			cli_print_record(rec, f, true);
 		n++;

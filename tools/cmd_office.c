@@ -36,9 +36,8 @@ static size_t parse_counties(const char *arg, const char **out, size_t max)
 
 /* ---- status ---- */
 
-static void print_time(uint64_t ms_or_0, const json_t *iso)
+static void print_time(const json_t *iso)
 {
-	(void)ms_or_0;
 	const char *s = json_string_value(iso);
 	printf("%-20.19s", s ? s : "-");
 }
@@ -79,7 +78,7 @@ static void print_status(json_t *st)
 		       json_integer_value(json_object_get(c, "rejected")),
 		       json_integer_value(json_object_get(c, "unsent")),
 		       json_integer_value(json_object_get(c, "waiting_to_pull")));
-		print_time(0, json_object_get(c, "last_push"));
+		print_time(json_object_get(c, "last_push"));
 		size_t k;
 		json_t *d;
 		json_array_foreach(json_object_get(c, "silent_devices"), k, d)
@@ -96,9 +95,9 @@ static void print_status(json_t *st)
 		       json_is_true(json_object_get(c, "revoked"))
 			       ? "revoked"
 			       : json_string_value(json_object_get(c, "role")));
-		print_time(0, json_object_get(c, "last_push"));
+		print_time(json_object_get(c, "last_push"));
 		putchar(' ');
-		print_time(0, json_object_get(c, "last_pull"));
+		print_time(json_object_get(c, "last_pull"));
 		printf(" %-10.10s %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
 		       " %4" JSON_INTEGER_FORMAT " %4" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
 		       " %5" JSON_INTEGER_FORMAT "  %s%s\n",

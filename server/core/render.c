@@ -180,12 +180,7 @@ static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e)
 			 "stamp", stamp, "hlc", hlc);
 }
 
-json_t *render_record_json(const merge_rec_t *rec, const struct form *f)
-{
-	return render_record_json2(rec, f, false);
-}
-
-json_t *render_record_json2(const merge_rec_t *rec, const struct form *f, bool conflicts_only)
+json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only)
 {
 	char id[UUID_STR_LEN + 1], t1[32], t2[32];
 	uuid_fmt(rec->record_id.data, id);

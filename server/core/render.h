@@ -32,13 +32,11 @@ void render_time_ms(uint64_t ms, char buf[32]);
 
 /* The whole merged record for `shahidi show` and the API: envelope, every
  * field's current value with its stamp and device, and every live value
- * of a conflicted field. f may be NULL when the form is not loaded.
- * New reference or NULL. */
-json_t *render_record_json(const merge_rec_t *rec, const struct form *f);
-/* The same; with conflicts_only, "fields" is left empty: only the values
- * in conflict are shown (what a coordinator needs to resolve them, and no
- * more of the report). */
-json_t *render_record_json2(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
+ * of a conflicted field. With conflicts_only, "fields" is left empty: only
+ * the values in conflict are shown (what a coordinator needs to resolve
+ * them, and no more of the report). f may be NULL when the form is not
+ * loaded. New reference or NULL. */
+json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
 
 /* Encodes a value given as JSON for a field (a string for text, dates,
  * a choice code; a number; true/false; an array of codes for choices;
