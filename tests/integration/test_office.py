@@ -39,7 +39,7 @@ def test_status_counts_what_was_pushed():
         admin = Device(s.data, "admin", role="admin")
         sent = {}
         for i, d in enumerate(n47 + n42):
-            county = d.hex and ("047" if d in n47 else "042")
+            county = "047" if d in n47 else "042"
             recs = [report(d, county=county) for _ in range(i + 2)]
             push_unsent(s.port, d, recs, unsent=10 * i)
             sent[d.hex] = (len(recs), 10 * i, recs)
