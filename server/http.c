@@ -373,9 +373,8 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 	arm(c, srv->cfg.idle_timeout_ms);
 	/* Between requests a connection holds no buffers: a thousand phones
 	 * idling on keep-alive must cost next to nothing. */
-	if (c->body.cap > 16384)
-		buf_free(&c->body);
-	if (!c->pending.len && c->pending.cap > 16384)
+	buf_free(&c->body);
+	if (!c->pending.len)
 		buf_free(&c->pending);
 	if (!c->in_parser)
 		process(c);
@@ -806,11 +805,34 @@ static void process(struct http_conn *c)
 		memmove(c->pending.data, c->pending.data + used, c->pending.len - used);
 		c->pending.len -= used;
 	}
+	/* Reads land in the shared buffer first: what was parsed need not
+	 * stay allocated while the request is decoded and committed. */
+	if (!c->pending.len)
+		buf_free(&c->pending);
 	update_reading(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+/* Whether a connection must leave its next request in the socket while
+ * the server is overloaded. A body being read is already counted, and
+ * pausing it could wait on itself. */
+static bool must_wait(struct http_conn *c)
+{
+	return c->state != CS_BODY && (c->srv->http->paused || overloaded(c->srv));
+}
+
+static void pause_by_server(struct http_conn *c)
+{
+	if (!c->paused_by_server)
+		c->srv->stats.reads_paused++;
+	c->srv->http->paused = true;
+	c->paused_by_server = true;
+	/* Waiting on us is not the client's fault: no 408 meanwhile. */
+	if (c->state == CS_HEADERS)
+		uv_timer_stop(&c->timer);
+}
 
 static void update_reading(struct http_conn *c)
 {
@@ -819,13 +841,9 @@ static void update_reading(struct http_conn *c)
 		    c->pending.len < READ_CHUNK;
 	/* Pause between requests only: a body being read is already counted,
 	 * and pausing it could wait on itself. */
-	if (want && c->state != CS_BODY && (srv->http->paused || overloaded(srv))) {
-		srv->http->paused = true;
-		c->paused_by_server = true;
+	if (want && must_wait(c)) {
+		pause_by_server(c);
 		want = false;
-		/* Waiting on us is not the client's fault: no 408 meanwhile. */
-		if (c->state == CS_HEADERS)
-			uv_timer_stop(&c->timer);
 	}
 	if (want && !c->reading) {
 		if (c->state == CS_HEADERS)
@@ -841,6 +859,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	struct http_conn *c = h->data;
 	(void)suggested;
+	/* Readiness for many sockets comes in one poll: those whose turn comes
+	 * after the server became overloaded read nothing (on_read then sees
+	 * UV_ENOBUFS), so a thousand waiting requests stay in the kernel's
+	 * socket buffers instead of in ours. */
+	if (!c->pending.len && must_wait(c)) {
+		*b = uv_buf_init(NULL, 0);
+		return;
+	}
 	*b = uv_buf_init(c->srv->http->buf, READ_CHUNK);
 }
 
@@ -858,6 +884,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	if (nread == 0)
 		return; /* EAGAIN: nothing to do */
+	if (nread == UV_ENOBUFS) {
+		uv_read_stop(s); /* on_alloc declined: resume_paused reads it */
+		c->reading = false;
+		pause_by_server(c);
+		return;
+	}
 	if (nread == UV_EOF) {
 		/* A client may half-close after sending its request: it still
 		 * gets its response. Anything else ends here. */

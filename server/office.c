@@ -780,6 +780,9 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 		   "shahidi_connections_open %u\n"
 		   "# TYPE shahidi_connections_refused_total counter\n"
 		   "shahidi_connections_refused_total %" PRIu64 "\n"
+		   "# HELP shahidi_reads_paused_total Requests left unread while overloaded.\n"
+		   "# TYPE shahidi_reads_paused_total counter\n"
+		   "shahidi_reads_paused_total %" PRIu64 "\n"
 		   "# TYPE shahidi_auth_failures_total counter\nshahidi_auth_failures_total %" PRIu64 "\n"
 		   "# TYPE shahidi_auth_throttled_total counter\nshahidi_auth_throttled_total %" PRIu64 "\n"
 		   "# HELP shahidi_map_bytes Store map size and use.\n"
@@ -789,7 +792,7 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 		   "# TYPE shahidi_writer_queue gauge\nshahidi_writer_queue %" PRIu64 "\n",
 		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
 		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
-		   http_conns(srv), st->conns_refused, st->auth_failures, st->auth_throttled,
+		   http_conns(srv), st->conns_refused, st->reads_paused, st->auth_failures, st->auth_throttled,
 		   info.map_size, info.map_used,
 		   ws.queued);
 	static const char *const le[] = {"0.001", "0.002", "0.005", "0.01", "0.02", "0.05",

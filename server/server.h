@@ -45,6 +45,7 @@ struct server_stats {
 	uint64_t batches, batches_replayed;
 	uint64_t changes_applied, changes_duplicate, changes_rejected;
 	uint64_t conns_open, conns_total, conns_refused;
+	uint64_t reads_paused;   /* a connection's next request left unread: overloaded */
 	uint64_t auth_failures;
 	uint64_t auth_throttled;
 };

@@ -1,5 +1,6 @@
 """Push and pull over real HTTP: two phones, merge and conflicts, retries
 and deduplication, tokens and roles, encodings, keep-alive and pipelining."""
+import re
 import socket
 import threading
 
@@ -191,7 +192,9 @@ def test_concurrent_pushes_group_commit():
 def test_backpressure_pauses_instead_of_failing():
     # One batch may wait for the writer and 1 KiB of bodies may be held:
     # reading pauses and resumes, and every push still gets its answer.
-    concurrent_pushes(["--max-queue", "1", "--max-inflight", "1K"], reports=400)
+    metrics = concurrent_pushes(["--max-queue", "1", "--max-inflight", "1K"], reports=400)
+    paused = re.search(r"^shahidi_reads_paused_total (\d+)$", metrics, re.M)
+    assert paused and int(paused.group(1)) > 0, metrics
 
 
 def concurrent_pushes(args, reports=20):
@@ -215,6 +218,11 @@ def concurrent_pushes(args, reports=20):
         assert store_state(s.data)[2] == 8 * 5 * reports
         _, out, _ = cli("verify", "--data", s.data)
         assert "hash chain intact" in out
+        admin = Device(s.data, "admin", role="admin")
+        st, _, m = request(s.port, "GET", "/metrics",
+                           headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200
+        return m.decode()
 
 
 if __name__ == "__main__":
