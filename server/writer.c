@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 #include "store.h"
@@ -81,6 +82,10 @@ static void record_latency(struct writer *w, uint64_t ns, size_t n)
 		w->stats.max_group = n;
 }
 
+/* How often the writer lets go of the store's mapped pages: a commit of
+ * 64 batches reads ~30 MB of B-tree pages, a pull of the whole feed more. */
+#define RELEASE_NS 50000000ull
+
 static void writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -89,8 +94,22 @@ static void writer_main(void *arg)
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while (!w->queue && !w->stopping)
-			pthread_cond_wait(&w->cond, &w->lock);
+		while (!w->queue && !w->stopping) {
+			/* Readers (pull, export, status) read through the map
+			 * too: while no batch comes, let go of their pages
+			 * every RELEASE_NS all the same. */
+			struct timespec until;
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_nsec += RELEASE_NS;
+			until.tv_sec += until.tv_nsec / 1000000000;
+			until.tv_nsec %= 1000000000;
+			if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT) {
+				pthread_mutex_unlock(&w->lock);
+				store_release_pages(w->store);
+				last_release = sh_mono_ns();
+				pthread_mutex_lock(&w->lock);
+			}
+		}
 		if (!w->queue && w->stopping)
 			break;
 		size_t n = 0;
@@ -114,17 +133,6 @@ static void writer_main(void *arg)
 			batch[i]->commit_ns = dt;
 		}
 
-		/* Five times a second, let go of the map's pages this process has
-		 * read: they stay in the page cache (a later read is a minor
-		 * fault), but the server's resident memory stays what it really
-		 * uses instead of growing with the store (LMDB reads through
-		 * its map). */
-		uint64_t now_ns = sh_mono_ns();
-		if (now_ns - last_release > 200000000ull) {
-			store_release_pages(w->store);
-			last_release = now_ns;
-		}
-
 		pthread_mutex_lock(&w->lock);
 		record_latency(w, dt, n);
 		for (size_t i = 0; i < n; i++) {
@@ -137,6 +145,19 @@ static void writer_main(void *arg)
 		}
 		w->backlog -= n;
 		uv_async_send(&w->async);
+		pthread_mutex_unlock(&w->lock);
+
+		/* Let go of the map's pages this process has read, once the
+		 * acks are on their way: they stay in the page cache (a later
+		 * read is a minor fault), but the server's resident memory stays
+		 * what it really uses instead of growing with the store (LMDB
+		 * reads through its map, a page per B-tree node visited). */
+		uint64_t now_ns = sh_mono_ns();
+		if (now_ns - last_release > RELEASE_NS) {
+			store_release_pages(w->store);
+			last_release = now_ns;
+		}
+		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
 }
@@ -166,7 +187,11 @@ int writer_start(uv_loop_t *loop, struct store *s, struct writer **ret)
 	w->loop = loop;
 	w->store = s;
 	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* for the idle release */
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	int r = uv_async_init(loop, &w->async, on_async);
 	if (r < 0) {
 		free(w);

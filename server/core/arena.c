@@ -20,6 +20,7 @@ struct block {
 
 struct arena {
 	struct block *head; /* current block; older blocks follow */
+	void *last;         /* latest allocation, in head */
 	size_t used;
 	size_t next_block;  /* size of the next block to allocate */
 	ProtobufCAllocator pb;
@@ -79,7 +80,21 @@ void *arena_alloc(struct arena *a, size_t n)
 	void *p = b->data + b->used;
 	b->used += n;
 	a->used += n;
+	a->last = p;
 	return p;
+}
+
+void arena_shrink(struct arena *a, void *p, size_t n)
+{
+	if (!p || p != a->last)
+		return;
+	n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+	struct block *b = a->head;
+	size_t end = (size_t)((unsigned char *)p - b->data) + n;
+	if (end < b->used) {
+		a->used -= b->used - end;
+		b->used = end;
+	}
 }
 
 void *arena_zalloc(struct arena *a, size_t n)
@@ -122,6 +137,7 @@ void arena_reset(struct arena *a)
 		keep->used = 0;
 	}
 	a->head = keep;
+	a->last = NULL;
 	a->used = 0;
 }
 

@@ -23,6 +23,10 @@ void arena_reset(struct arena *a);
 void *arena_alloc(struct arena *a, size_t n);
 void *arena_zalloc(struct arena *a, size_t n);
 void *arena_memdup(struct arena *a, const void *p, size_t n);
+/* Gives back the tail of the arena's latest allocation p, which keeps its
+ * first n bytes: for buffers sized to a bound before their content is
+ * known. A no-op for any other pointer. */
+void arena_shrink(struct arena *a, void *p, size_t n);
 /* Bytes handed out since the last reset. */
 size_t arena_used(const struct arena *a);
 /* A protobuf-c allocator backed by the arena; valid as long as the arena. */

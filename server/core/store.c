@@ -90,6 +90,13 @@ struct store {
 	/* Set when a write found the map full (as opposed to the disk):
 	 * store_grow() then knows that growing helps. */
 	_Atomic bool map_full;
+	/* store_release_pages(): transactions begun so far, and where the map
+	 * was when last found (it moves when it grows). */
+	_Atomic uint64_t txns;
+	pthread_mutex_t release_lock;
+	uint64_t released_at;      /* txns at the last release */
+	uintptr_t map_lo, map_hi;  /* 0, 0: not found yet */
+	size_t map_size;
 	struct store_opts opts;
 	bool read_only;
 	char dir[];
@@ -368,6 +375,7 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 	s->opts = o;
 	s->read_only = o.read_only;
 	pthread_rwlock_init(&s->resize_lock, NULL);
+	pthread_mutex_init(&s->release_lock, NULL);
 	pthread_mutex_init(&s->hlc_lock, NULL);
 
 	int r;
@@ -431,6 +439,7 @@ void store_close(struct store *s)
 	if (s->env)
 		mdb_env_close(s->env);
 	pthread_rwlock_destroy(&s->resize_lock);
+	pthread_mutex_destroy(&s->release_lock);
 	pthread_mutex_destroy(&s->hlc_lock);
 	free(s);
 }
@@ -494,6 +503,7 @@ int store_begin(struct store *s, bool write, struct store_txn **ret)
 	t->s = s;
 	t->write = write;
 	t->hlc.max_skew_ms = s->opts.max_skew_ms;
+	s->txns++;
 
 	int rc;
 	for (;;) {
@@ -1032,6 +1042,7 @@ static int encode_new_record(struct arena *a, struct store_change *c)
 	q += put_field_bytes(q, 7, dev, 8); /* writers: packed fixed64 */
 	c->new_record = p;
 	c->new_record_len = (size_t)(q - p);
+	arena_shrink(a, p, c->new_record_len); /* cap is a bound, twice the need */
 	return 0;
 }
 
@@ -1047,6 +1058,7 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
 	n += put_field_uint(p + n, 3, c->batch_seq);
 	n += put_field_bytes(p + n, 5, c->raw, c->raw_len);
 	n += put_field_bytes(p + n, 7, c->digest, 32);
+	arena_shrink(a, p, n);
 	c->log_prefix = p;
 	c->log_prefix_len = n;
 
@@ -1520,15 +1532,15 @@ int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
 	return 0;
 }
 
-void store_release_pages(struct store *s)
+/* Finds the mapping of data.mdb in /proc/self/maps: LMDB does not say
+ * where its map is (me_mapaddr is only set with MDB_FIXEDMAP). */
+static void find_map(struct store *s)
 {
-	/* LMDB does not say where its map is (me_mapaddr is only set with
-	 * MDB_FIXEDMAP): find the mapping of data.mdb in /proc/self/maps. */
 	char want[PATH_MAX + 16], real[PATH_MAX], line[PATH_MAX + 128];
+	s->map_lo = s->map_hi = 0;
 	if (!realpath(s->dir, real))
 		return;
 	snprintf(want, sizeof(want), "%s/data.mdb", real);
-	pthread_rwlock_rdlock(&s->resize_lock);
 	FILE *f = fopen("/proc/self/maps", "r");
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
@@ -1536,10 +1548,35 @@ void store_release_pages(struct store *s)
 		if (!path || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
 			continue;
 		path[strcspn(path, "\n")] = 0;
-		if (!strcmp(path, want))
-			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+		if (!strcmp(path, want)) {
+			s->map_lo = lo;
+			s->map_hi = hi;
+			break;
+		}
 	}
 	if (f)
 		fclose(f);
-	pthread_rwlock_unlock(&s->resize_lock);
+}
+
+void store_release_pages(struct store *s)
+{
+	/* Another thread releasing does it for us; no transaction since the
+	 * last release has read anything new. */
+	if (pthread_mutex_trylock(&s->release_lock))
+		return;
+	uint64_t txns = s->txns;
+	if (txns != s->released_at) {
+		MDB_envinfo info;
+		pthread_rwlock_rdlock(&s->resize_lock); /* the map stays put */
+		mdb_env_info(s->env, &info);
+		if (info.me_mapsize != s->map_size || !s->map_hi) {
+			find_map(s);
+			s->map_size = info.me_mapsize;
+		}
+		if (s->map_hi)
+			madvise((void *)s->map_lo, s->map_hi - s->map_lo, MADV_DONTNEED);
+		pthread_rwlock_unlock(&s->resize_lock);
+		s->released_at = txns;
+	}
+	pthread_mutex_unlock(&s->release_lock);
 }

@@ -199,8 +199,10 @@ static int read_field_write(struct arena *a, const struct sync_limits *lim, cons
 	return stamps ? read_stamps(a, p, n, 4, lim->max_base, &w->base, &w->n_base) : 0;
 }
 
-static int read_change(struct arena *a, const struct sync_limits *lim, const uint8_t *p,
-		       size_t n, struct wire_change *c)
+/* The change's base stamps go to a, its list of writes (read once, into
+ * merge_writes) to tmp. */
+static int read_change(struct arena *a, struct arena *tmp, const struct sync_limits *lim,
+		       const uint8_t *p, size_t n, struct wire_change *c)
 {
 	struct pb_field f;
 	size_t pos = 0, nf = 0, deletions = 0;
@@ -229,7 +231,7 @@ static int read_change(struct arena *a, const struct sync_limits *lim, const uin
 		return r;
 	if (nf > lim->max_fields)
 		return -EMSGSIZE;
-	c->fields = arena_alloc(a, (nf + 1) * sizeof(*c->fields));
+	c->fields = arena_alloc(tmp, (nf + 1) * sizeof(*c->fields));
 	if (!c->fields)
 		return -ENOMEM;
 	pos = 0;
@@ -266,9 +268,9 @@ static int read_change(struct arena *a, const struct sync_limits *lim, const uin
 		return -EINVAL;                                             \
 	} while (0)
 
-static int prepare_change(struct sync_batch *b, const struct form_registry *forms,
-			  const struct sync_limits *lim, const uint8_t *raw, size_t raw_len,
-			  uint64_t now_ms, struct prepared *p)
+static int prepare_change(struct sync_batch *b, struct arena *tmp,
+			  const struct form_registry *forms, const struct sync_limits *lim,
+			  const uint8_t *raw, size_t raw_len, uint64_t now_ms, struct prepared *p)
 {
 	struct form_verdict *v = &p->verdict;
 	struct store_change *sc = &p->sc;
@@ -281,7 +283,7 @@ static int prepare_change(struct sync_batch *b, const struct form_registry *form
 	sc->raw_len = raw_len;
 	crypto_generichash(sc->digest, 32, raw, raw_len, NULL, 0);
 
-	int r = read_change(b->arena, lim, raw, raw_len, &wc);
+	int r = read_change(b->arena, tmp, lim, raw, raw_len, &wc);
 	if (r == -ENOMEM)
 		return r;
 	if (r == -EMSGSIZE)
@@ -410,6 +412,7 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 		struct sync_batch **ret, struct form_verdict *verdict)
 {
 	struct sync_batch *b = calloc(1, sizeof(*b));
+	struct arena *tmp = NULL; /* one change's list of writes at a time */
 	int r;
 	if (!b)
 		return -ENOMEM;
@@ -483,11 +486,16 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 	crypto_generichash_init(&st, NULL, 0, 32);
 	pos = 0;
 	size_t i = 0, prev = 0;
+	if (!(tmp = arena_new())) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	while (codec_pb_next(b->body.data, b->body.len, &pos, &f) > 0) {
 		if (f.number != 6)
 			continue;
 		struct prepared *p = &b->changes[i++];
-		r = prepare_change(b, forms, lim, f.data, f.len, now_ms, p);
+		r = prepare_change(b, tmp, forms, lim, f.data, f.len, now_ms, p);
+		arena_reset(tmp);
 		if (r == -EINVAL)
 			p->rejected = true;
 		else if (r < 0)
@@ -499,9 +507,11 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 	}
 	crypto_generichash_update(&st, b->body.data + prev, b->body.len - prev);
 	crypto_generichash_final(&st, b->digest, 32);
+	arena_free(tmp);
 	*ret = b;
 	return 0;
 fail:
+	arena_free(tmp);
 	sync_batch_free(b);
 	return r;
 }
