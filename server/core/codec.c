@@ -145,7 +145,7 @@ done:
 	return r;
 }
 
-static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *ret)
+int codec_get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *ret)
 {
 	uint64_t v = 0;
 	for (int shift = 0; shift < 64; shift += 7) {
@@ -161,58 +161,6 @@ static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *ret)
 	return -EPROTO;
 }
 
-int codec_pb_next(const uint8_t *in, size_t len, size_t *pos, struct pb_field *ret)
-{
-	if (*pos >= len)
-		return 0;
-	size_t p = *pos;
-	uint64_t key;
-	if (in[p] < 0x80) /* one-byte tags: fields 1 to 15, nearly all of ours */
-		key = in[p++];
-	else if (get_varint(in, len, &p, &key) < 0)
-		return -EPROTO;
-	struct pb_field f = {.number = (uint32_t)(key >> 3), .wire_type = (uint32_t)(key & 7)};
-	if (key >> 3 == 0 || key >> 3 > 536870911u)
-		return -EPROTO;
-	switch (f.wire_type) {
-	case 0:
-		if (get_varint(in, len, &p, &f.varint) < 0)
-			return -EPROTO;
-		break;
-	case 1:
-		if (len - p < 8)
-			return -EPROTO;
-		for (int i = 7; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
-		p += 8;
-		break;
-	case 2: {
-		uint64_t n;
-		if (p < len && in[p] < 0x80)
-			n = in[p++];
-		else if (get_varint(in, len, &p, &n) < 0)
-			return -EPROTO;
-		if (n > len - p)
-			return -EPROTO;
-		f.data = in + p;
-		f.len = (size_t)n;
-		p += (size_t)n;
-		break;
-	}
-	case 5:
-		if (len - p < 4)
-			return -EPROTO;
-		for (int i = 3; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
-		p += 4;
-		break;
-	default:
-		return -EPROTO; /* groups (3, 4) are not used by us */
-	}
-	*pos = p;
-	*ret = f;
-	return 1;
-}
 
 int codec_pb_put_varint(struct buf *out, uint64_t v)
 {
