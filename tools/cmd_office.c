@@ -182,10 +182,12 @@ int cmd_export(int argc, char **argv)
 		{"county", required_argument, 0, 'c'},	  {"since", required_argument, 0, 's'},
 		{"include-deleted", no_argument, 0, 'D'}, {"include-sensitive", no_argument, 0, 'S'},
 		{"out", required_argument, 0, 'o'},	  {"quiet", no_argument, 0, 'q'},
-		{"help", no_argument, 0, 'h'},		  {0, 0, 0, 0},
+		{"threads", required_argument, 0, 't'},	  {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL;
 	const char *counties[48];
+	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
 	bool quiet = false;
 	int c;
@@ -199,6 +201,13 @@ int cmd_export(int argc, char **argv)
 		case 'D': eo.include_deleted = true; break;
 		case 'S': eo.include_sensitive = true; break;
 		case 'c': eo.n_counties = parse_counties(optarg, counties, 47); break;
+		case 't':
+			eo.threads = (unsigned)strtoul(optarg, &tail, 10);
+			if (*tail || !eo.threads || eo.threads > EXPORT_MAX_THREADS) {
+				cli_err("--threads takes 1 to %d", EXPORT_MAX_THREADS);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'F':
 			if (!strcmp(optarg, "csv"))
 				eo.format = EXPORT_CSV;
@@ -231,6 +240,7 @@ int cmd_export(int argc, char **argv)
 			       "  --include-sensitive  fields marked sensitive (names, phone numbers,\n"
 			       "                       narratives...): only with the survivor's consent\n"
 			       "  --out FILE           write there (default standard output)\n"
+			       "  --threads N          render on N threads (default one per core)\n"
 			       "  --quiet              no progress on standard error\n");
 			return 0;
 		default:

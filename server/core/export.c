@@ -2,9 +2,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codec.h"
 #include "common.h"
@@ -12,11 +14,25 @@
 #include "store.h"
 #include "uuid.h"
 
+/* A choice's label, found by its code in a small hash table: the export
+ * looks one up for most fields of every record. */
+struct label {
+	const char *code;             /* NULL: empty slot */
+	size_t code_len;
+	const char *text;             /* the label */
+	char *csv;                    /* the label as a CSV field (owned) */
+	size_t csv_len;
+};
+
 struct column {
 	uint32_t number;
 	const char *name;
 	bool sensitive;               /* in any version */
 	const struct form_field *fd;  /* the newest version's definition */
+	struct label *labels;         /* n_labels slots, a power of two; owned */
+	size_t n_labels;
+	char *json_key;               /* "name": (owned) */
+	size_t json_key_len;
 };
 
 struct slot {
@@ -24,19 +40,44 @@ struct slot {
 	uint32_t col;
 };
 
-struct exporter {
-	struct export_opts o;
+/* One stored record of the page being exported: borrowed from the map,
+ * valid while the page's read transaction is open. */
+struct stored {
+	const uint8_t *data;
+	size_t len;
+};
+
+/* What each rendering thread has of its own. */
+struct renderer {
+	const struct exporter *x;
+	const uint8_t **cell;         /* per column: current value of a record */
+	size_t *cell_len;
+	struct buf tmp;
 	uint64_t time_sec;            /* render_time_ms is slow: cache the */
 	char time_text[32];           /* date and time of the last second seen */
+	/* the slice of the page it renders, and what came of it */
+	const struct stored *recs;
+	size_t n;
+	struct buf *out;
+	struct buf own;               /* out, for all but the first slice */
+	int64_t written;
+	int r;
+};
+
+struct exporter {
+	struct export_opts o;
 	char *form_id;
 	uint32_t county_field;        /* 0: none */
 	struct column *cols;          /* every field, in form order */
 	size_t n_cols;
 	struct slot *slots;           /* exported columns by field number */
 	size_t n_slots;
-	const uint8_t **cell;         /* per column: current value of a record */
-	size_t *cell_len;
-	struct buf tmp;
+	uint32_t *col_of;             /* by field number below n_col_of: column
+					 + 1 if exported, else 0 */
+	uint32_t n_col_of;
+	struct renderer *rd;          /* o.threads of them */
+	struct stored *page;          /* the records of the current page */
+	size_t page_cap;
 	uint64_t written, scanned;
 };
 
@@ -57,6 +98,59 @@ static int cmp_slot(const void *a, const void *b)
 {
 	const struct slot *x = a, *y = b;
 	return x->number < y->number ? -1 : x->number > y->number;
+}
+
+static uint32_t code_hash(const uint8_t *p, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+static int labels_new(struct column *c)
+{
+	const struct form_field *fd = c->fd;
+	if (!fd->n_choices)
+		return 0;
+	size_t n = 4;
+	while (n < fd->n_choices * 2)
+		n *= 2;
+	if (!(c->labels = calloc(n, sizeof(*c->labels))))
+		return -ENOMEM;
+	c->n_labels = n;
+	struct buf b = {0};
+	for (size_t i = 0; i < fd->n_choices; i++) {
+		const struct form_choice *ch = &fd->choices[i];
+		size_t len = strlen(ch->code);
+		size_t k = code_hash((const uint8_t *)ch->code, len) & (n - 1);
+		while (c->labels[k].code)
+			k = (k + 1) & (n - 1);
+		buf_reset(&b);
+		if (export_csv_field(&b, (const uint8_t *)ch->label, strlen(ch->label)) < 0 ||
+		    !(c->labels[k].csv = malloc(b.len + 1))) {
+			buf_free(&b);
+			return -ENOMEM;
+		}
+		memcpy(c->labels[k].csv, b.data, b.len);
+		c->labels[k].csv_len = b.len;
+		c->labels[k].code = ch->code;
+		c->labels[k].code_len = len;
+		c->labels[k].text = ch->label;
+	}
+	buf_free(&b);
+	return 0;
+}
+
+static const struct label *label_find(const struct column *c, const uint8_t *code, size_t len)
+{
+	if (!c->n_labels)
+		return NULL;
+	size_t k = code_hash(code, len) & (c->n_labels - 1);
+	for (; c->labels[k].code; k = (k + 1) & (c->n_labels - 1))
+		if (c->labels[k].code_len == len && !memcmp(c->labels[k].code, code, len))
+			return &c->labels[k];
+	return NULL;
 }
 
 int export_new(const struct form_registry *forms, const struct export_opts *o,
@@ -106,11 +200,24 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 		r = -ENOENT;
 		goto fail;
 	}
+	if (!x->o.threads) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		x->o.threads = n < 1 ? 1 : n > EXPORT_MAX_THREADS ? EXPORT_MAX_THREADS : (unsigned)n;
+	}
+	if (x->o.threads > EXPORT_MAX_THREADS)
+		x->o.threads = EXPORT_MAX_THREADS;
 	x->slots = calloc(x->n_cols, sizeof(*x->slots));
-	x->cell = calloc(x->n_cols, sizeof(*x->cell));
-	x->cell_len = calloc(x->n_cols, sizeof(*x->cell_len));
-	if (!x->slots || !x->cell || !x->cell_len)
+	x->rd = calloc(x->o.threads, sizeof(*x->rd));
+	if (!x->slots || !x->rd)
 		goto fail;
+	for (unsigned i = 0; i < x->o.threads; i++) {
+		struct renderer *rd = &x->rd[i];
+		rd->x = x;
+		rd->cell = calloc(x->n_cols, sizeof(*rd->cell));
+		rd->cell_len = calloc(x->n_cols, sizeof(*rd->cell_len));
+		if (!rd->cell || !rd->cell_len)
+			goto fail;
+	}
 	for (size_t i = 0; i < x->n_cols; i++) {
 		struct column *c = &x->cols[i];
 		if (c->sensitive && !o->include_sensitive)
@@ -118,6 +225,28 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 		x->slots[x->n_slots++] = (struct slot){c->number, (uint32_t)i};
 	}
 	qsort(x->slots, x->n_slots, sizeof(*x->slots), cmp_slot);
+	x->n_col_of = x->n_slots ? x->slots[x->n_slots - 1].number + 1 : 0;
+	if (x->n_col_of > 4096)
+		x->n_col_of = 4096; /* numbers above: found by binary search */
+	if (!(x->col_of = calloc(x->n_col_of + 1, sizeof(*x->col_of))))
+		goto fail;
+	for (size_t i = 0; i < x->n_slots; i++)
+		if (x->slots[i].number < x->n_col_of)
+			x->col_of[x->slots[i].number] = x->slots[i].col + 1;
+	for (size_t i = 0; i < x->n_cols; i++) {
+		struct column *c = &x->cols[i];
+		struct buf b = {0};
+		if ((r = labels_new(c)) < 0)
+			goto fail;
+		if (export_json_string(&b, (const uint8_t *)c->name, strlen(c->name)) < 0 ||
+		    buf_append(&b, ":", 2) < 0) {
+			buf_free(&b);
+			r = -ENOMEM;
+			goto fail;
+		}
+		c->json_key = (char *)b.data; /* NUL-terminated: the ":" copied it */
+		c->json_key_len = b.len - 1;
+	}
 	*ret = x;
 	return 0;
 fail:
@@ -129,12 +258,24 @@ void export_free(struct exporter *x)
 {
 	if (!x)
 		return;
+	for (unsigned i = 0; x->rd && i < x->o.threads; i++) {
+		free(x->rd[i].cell);
+		free(x->rd[i].cell_len);
+		buf_free(&x->rd[i].tmp);
+		buf_free(&x->rd[i].own);
+	}
+	free(x->rd);
+	free(x->page);
+	for (size_t i = 0; i < x->n_cols; i++) {
+		for (size_t k = 0; k < x->cols[i].n_labels; k++)
+			free(x->cols[i].labels[k].csv);
+		free(x->cols[i].labels);
+		free(x->cols[i].json_key);
+	}
+	free(x->col_of);
 	free(x->cols);
 	free(x->slots);
-	free(x->cell);
-	free(x->cell_len);
 	free(x->form_id);
-	buf_free(&x->tmp);
 	free(x);
 }
 
@@ -221,7 +362,8 @@ struct view {
 	char county[4];
 };
 
-static const struct slot *slot_of(const struct exporter *x, uint32_t number)
+/* The column of an exported field, by its number; NULL if not exported. */
+static const struct slot *slot_find(const struct exporter *x, uint32_t number)
 {
 	size_t lo = 0, hi = x->n_slots;
 	while (lo < hi) {
@@ -236,10 +378,17 @@ static const struct slot *slot_of(const struct exporter *x, uint32_t number)
 	return NULL;
 }
 
+/* Column + 1 of an exported field, 0 if it is not exported. */
+static inline uint32_t col_of(const struct exporter *x, uint32_t number)
+{
+	if (number < x->n_col_of)
+		return x->col_of[number];
+	const struct slot *s = slot_find(x, number);
+	return s ? s->col + 1 : 0;
+}
+
 /* The current value of one register (shahidi.store.v1.Register bytes):
  * the live entry with the greatest (hlc, device), as merge_current(). */
-static const struct slot *slot_of(const struct exporter *x, uint32_t number);
-
 static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint64_t base_dev,
 		     uint64_t base_hlc, uint32_t *ret_field, const uint8_t **ret_v,
 		     size_t *ret_len, bool *ret_found)
@@ -255,7 +404,7 @@ static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint6
 			*ret_field = (uint32_t)f.varint;
 			/* The field number comes first: a register nobody exports
 			 * (a sensitive field, left out) is not read any further. */
-			if (*ret_field && *ret_field != x->county_field && !slot_of(x, *ret_field)) {
+			if (*ret_field && *ret_field != x->county_field && !col_of(x, *ret_field)) {
 				*ret_found = false;
 				return 0;
 			}
@@ -295,13 +444,14 @@ static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint6
 	return r;
 }
 
-static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct view *v)
+static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
 {
+	const struct exporter *x = rd->x;
 	struct pb_field f;
 	size_t pos = 0;
 	int r;
 	memset(v, 0, sizeof(*v));
-	memset(x->cell, 0, x->n_cols * sizeof(*x->cell));
+	memset(rd->cell, 0, x->n_cols * sizeof(*rd->cell));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
 		/* shahidi.store.v1.Record's field numbers */
@@ -340,10 +490,10 @@ static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct vie
 				memcpy(v->county, fv.str, 3);
 				v->county[3] = 0;
 			}
-			const struct slot *s = slot_of(x, field);
-			if (s) {
-				x->cell[s->col] = val ? val : (const uint8_t *)"";
-				x->cell_len[s->col] = vlen;
+			uint32_t col = col_of(x, field);
+			if (col) {
+				rd->cell[col - 1] = val ? val : (const uint8_t *)"";
+				rd->cell_len[col - 1] = vlen;
 			}
 			break;
 		}
@@ -356,19 +506,21 @@ static int view_parse(struct exporter *x, const uint8_t *p, size_t n, struct vie
 
 /* ---- writing ---- */
 
-static const char *label_of(const struct column *c, const uint8_t *code, size_t len, bool labels)
+static const char *label_of(const struct column *c, const uint8_t *code, size_t len)
 {
-	const struct form_choice *ch = form_choice(c->fd, (const char *)code, len);
-	return ch ? (labels ? ch->label : ch->code) : NULL;
+	const struct label *l = label_find(c, code, len);
+	return l ? l->text : NULL;
 }
 
-static int csv_cell(struct exporter *x, const struct column *c, const uint8_t *v, size_t n,
+static int put_i64(struct buf *out, int64_t v);
+static void time_text(struct renderer *rd, uint64_t ms, char out[32]);
+
+static int csv_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
 		    struct buf *out)
 {
 	struct form_value fv;
 	if (form_value_parse(v, n, &fv) < 0)
 		return export_csv_field(out, (const uint8_t *)"[malformed]", 11);
-	buf_reset(&x->tmp);
 	int r = 0;
 	switch (fv.kind) {
 	case FT_NONE:
@@ -376,37 +528,54 @@ static int csv_cell(struct exporter *x, const struct column *c, const uint8_t *v
 	case FT_TEXT:
 		/* Text from the field may start with = + - @: spreadsheets would
 		 * run it as a formula (CSV injection). A leading ' keeps it text. */
-		if (fv.str_len && strchr("=+-@\t\r", fv.str[0]) && (r = buf_putc(&x->tmp, '\'')) < 0)
-			return r;
-		r = buf_append(&x->tmp, fv.str, fv.str_len);
-		break;
+		if (fv.str_len && strchr("=+-@\t\r", fv.str[0])) {
+			buf_reset(&rd->tmp);
+			if ((r = buf_putc(&rd->tmp, '\'')) < 0 ||
+			    (r = buf_append(&rd->tmp, fv.str, fv.str_len)) < 0)
+				return r;
+			return export_csv_field(out, rd->tmp.data, rd->tmp.len);
+		}
+		return export_csv_field(out, fv.str, fv.str_len);
+	case FT_DATE:
+		return export_csv_field(out, fv.str, fv.str_len);
 	case FT_CHOICE: {
-		const char *l = label_of(c, fv.str, fv.str_len, true);
-		r = l ? buf_puts(&x->tmp, l) : buf_append(&x->tmp, fv.str, fv.str_len);
-		break;
+		const struct label *l = label_find(c, fv.str, fv.str_len);
+		return l ? buf_append(out, l->csv, l->csv_len)
+			 : export_csv_field(out, fv.str, fv.str_len);
 	}
 	case FT_CHOICES: {
 		size_t pos = 0, len, k = 0;
 		const uint8_t *code;
+		buf_reset(&rd->tmp);
 		while (r >= 0 && form_value_next_choice(&fv, &pos, &code, &len) > 0) {
-			const char *l = label_of(c, code, len, true);
+			const char *l = label_of(c, code, len);
 			if (k++)
-				r = buf_append(&x->tmp, "; ", 2);
+				r = buf_append(&rd->tmp, "; ", 2);
 			if (r >= 0)
-				r = l ? buf_puts(&x->tmp, l) : buf_append(&x->tmp, code, len);
+				r = l ? buf_puts(&rd->tmp, l) : buf_append(&rd->tmp, code, len);
 		}
 		break;
 	}
+	case FT_INTEGER:
+		return put_i64(out, fv.i);
+	case FT_BOOLEAN:
+		return buf_puts(out, fv.b ? "yes" : "no");
+	case FT_DATETIME: {
+		char t[32];
+		time_text(rd, (uint64_t)fv.i, t);
+		return buf_puts(out, t);
+	}
 	default:
-		r = render_value_text(c->fd, v, n, true, &x->tmp);
+		buf_reset(&rd->tmp);
+		r = render_value_text(c->fd, v, n, true, &rd->tmp);
 		break;
 	}
 	if (r < 0)
 		return r;
-	return export_csv_field(out, x->tmp.data, x->tmp.len);
+	return export_csv_field(out, rd->tmp.data, rd->tmp.len);
 }
 
-static int json_cell(struct exporter *x, const struct column *c, const uint8_t *v, size_t n,
+static int json_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
 		     struct buf *out)
 {
 	struct form_value fv;
@@ -421,15 +590,14 @@ static int json_cell(struct exporter *x, const struct column *c, const uint8_t *
 	case FT_CHOICE:
 		return export_json_string(out, fv.str, fv.str_len);
 	case FT_INTEGER:
-		snprintf(num, sizeof(num), "%" PRId64, fv.i);
-		return buf_puts(out, num);
+		return put_i64(out, fv.i);
 	case FT_DECIMAL:
 		snprintf(num, sizeof(num), "%.17g", fv.d);
 		return buf_puts(out, num);
 	case FT_BOOLEAN:
 		return buf_puts(out, fv.b ? "true" : "false");
 	case FT_DATETIME:
-		render_time_ms((uint64_t)fv.i, num);
+		time_text(rd, (uint64_t)fv.i, num);
 		return export_json_string(out, (const uint8_t *)num, strlen(num));
 	case FT_CHOICES: {
 		size_t pos = 0, len, k = 0;
@@ -450,21 +618,20 @@ static int json_cell(struct exporter *x, const struct column *c, const uint8_t *
 		int r = s ? buf_puts(out, s) : buf_puts(out, "null");
 		free(s);
 		json_decref(j);
-		(void)x;
 		return r;
 	}
 	}
 }
 
 /* render_time_ms, reusing the date and time of the second before. */
-static void time_text(struct exporter *x, uint64_t ms, char out[32])
+static void time_text(struct renderer *rd, uint64_t ms, char out[32])
 {
 	uint64_t sec = ms / 1000;
-	if (sec != x->time_sec || !x->time_text[0]) {
-		render_time_ms(sec * 1000, x->time_text);
-		x->time_sec = sec;
+	if (sec != rd->time_sec || !rd->time_text[0]) {
+		render_time_ms(sec * 1000, rd->time_text);
+		rd->time_sec = sec;
 	}
-	memcpy(out, x->time_text, 32);
+	memcpy(out, rd->time_text, 32);
 	unsigned m = (unsigned)(ms % 1000); /* "...:SS.mmmZ" */
 	size_t n = strlen(out);
 	if (n >= 5) {
@@ -483,6 +650,15 @@ static int put_u64(struct buf *out, uint64_t v)
 		v /= 10;
 	} while (v);
 	return buf_append(out, tmp + sizeof(tmp) - n, (size_t)n);
+}
+
+static int put_i64(struct buf *out, int64_t v)
+{
+	if (v < 0) {
+		int r = buf_putc(out, '-');
+		return r < 0 ? r : put_u64(out, (uint64_t)0 - (uint64_t)v);
+	}
+	return put_u64(out, (uint64_t)v);
 }
 
 static int write_devices(const struct view *v, bool csv, struct buf *out)
@@ -506,15 +682,16 @@ static int write_devices(const struct view *v, bool csv, struct buf *out)
 	return r;
 }
 
-static int write_record(struct exporter *x, const struct view *v, struct buf *out)
+static int write_record(struct renderer *rd, const struct view *v, struct buf *out)
 {
+	const struct exporter *x = rd->x;
 	char id[UUID_STR_LEN + 1] = "", t1[32], t2[32];
 	bool csv = x->o.format == EXPORT_CSV;
 	int r;
 	if (v->id_len == 16)
 		uuid_fmt(v->id, id);
-	time_text(x, v->first_ms, t1);
-	time_text(x, v->last_ms, t2);
+	time_text(rd, v->first_ms, t1);
+	time_text(rd, v->last_ms, t2);
 	if (csv) {
 		/* by hand, not printf: this runs for every record exported */
 		if ((r = buf_reserve(out, 200)) < 0)
@@ -540,28 +717,42 @@ static int write_record(struct exporter *x, const struct view *v, struct buf *ou
 				continue;
 			if ((r = buf_putc(out, ',')) < 0)
 				break;
-			if (x->cell[c])
-				r = csv_cell(x, col, x->cell[c], x->cell_len[c], out);
+			if (rd->cell[c])
+				r = csv_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
 		}
 		return r < 0 ? r : buf_append(out, "\r\n", 2);
 	}
-	r = buf_printf(out,
-		       "{\"record_id\":\"%s\",\"form_id\":\"%s\",\"form_version\":%" PRIu64
-		       ",\"first_received\":\"%s\",\"last_changed\":\"%s\",\"devices\":[",
-		       id, x->form_id, v->form_version, t1, t2);
+	/* by hand too, for the same reason */
+	if ((r = buf_reserve(out, 256)) < 0)
+		return r;
+	buf_puts(out, "{\"record_id\":\"");
+	buf_puts(out, id);
+	buf_puts(out, "\",\"form_id\":");
+	export_json_string(out, (const uint8_t *)x->form_id, strlen(x->form_id));
+	buf_puts(out, ",\"form_version\":");
+	put_u64(out, v->form_version);
+	buf_puts(out, ",\"first_received\":\"");
+	buf_puts(out, t1);
+	buf_puts(out, "\",\"last_changed\":\"");
+	buf_puts(out, t2);
+	r = buf_puts(out, "\",\"devices\":[");
 	if (r >= 0)
 		r = write_devices(v, false, out);
 	if (r >= 0)
-		r = buf_printf(out, "],\"deleted\":%s,\"conflict\":%s,\"fields\":{",
-			       v->deleted ? "true" : "false", v->conflicts ? "true" : "false");
+		r = buf_puts(out, v->deleted ? "],\"deleted\":true" : "],\"deleted\":false");
+	if (r >= 0)
+		r = buf_puts(out, v->conflicts ? ",\"conflict\":true,\"fields\":{"
+					       : ",\"conflict\":false,\"fields\":{");
 	size_t k = 0;
 	for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
-		if (!x->cell[c])
+		if (!rd->cell[c])
 			continue;
 		const struct column *col = &x->cols[c];
-		r = buf_printf(out, "%s\"%s\":", k++ ? "," : "", col->name);
-		if (r >= 0)
-			r = json_cell(x, col, x->cell[c], x->cell_len[c], out);
+		if (k++ && (r = buf_putc(out, ',')) < 0)
+			break;
+		if ((r = buf_append(out, col->json_key, col->json_key_len)) < 0)
+			break;
+		r = json_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
 	}
 	return r < 0 ? r : buf_append(out, "}}\n", 3);
 }
@@ -599,24 +790,57 @@ static bool wanted(const struct exporter *x, const struct view *v)
 	return true;
 }
 
+/* Renders one slice of a page: on its own thread for all but the first. */
+static void *render_slice(void *arg)
+{
+	struct renderer *rd = arg;
+	const struct exporter *x = rd->x;
+	rd->written = 0;
+	rd->r = 0;
+	for (size_t i = 0; i < rd->n; i++) {
+		struct view v;
+		if ((rd->r = view_parse(rd, rd->recs[i].data, rd->recs[i].len, &v)) < 0)
+			break;
+		if (!wanted(x, &v))
+			continue;
+		if ((rd->r = write_record(rd, &v, rd->out)) < 0)
+			break;
+		rd->written++;
+	}
+	return NULL;
+}
+
+/* Below this many records per thread, one thread renders the page. */
+#define SLICE_MIN 256
+
 int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_t max_scan,
 		    struct buf *out, bool *ret_done)
 {
 	struct store_txn *t;
 	struct store_cursor *c = NULL;
 	int64_t written = 0;
+	size_t n = 0;
 	int r = store_begin(s, false, &t);
 	if (r < 0)
 		return r;
+	if (max_scan > x->page_cap) {
+		struct stored *np = realloc(x->page, max_scan * sizeof(*np));
+		if (!np) {
+			r = -ENOMEM;
+			goto out;
+		}
+		x->page = np;
+		x->page_cap = max_scan;
+	}
 	if ((r = store_records_cursor(t, *cursor, &c)) < 0)
 		goto out;
+	/* The page's records, then their rendering: the scan is cheap, the
+	 * rendering is not and is shared among the threads (the records stay
+	 * valid in the map while this transaction is open). */
 	*ret_done = false;
-	for (size_t n = 0; n < max_scan; n++) {
+	while (n < max_scan) {
 		uint64_t seq;
-		const uint8_t *data;
-		size_t len;
-		struct view v;
-		r = store_cursor_next(c, &seq, &data, &len);
+		r = store_cursor_next(c, &seq, &x->page[n].data, &x->page[n].len);
 		if (r < 0)
 			goto out;
 		if (r == 0) {
@@ -624,15 +848,40 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 			break;
 		}
 		*cursor = seq;
-		x->scanned++;
-		if ((r = view_parse(x, data, len, &v)) < 0)
-			goto out;
-		if (!wanted(x, &v))
-			continue;
-		if ((r = write_record(x, &v, out)) < 0)
-			goto out;
-		written++;
+		n++;
 	}
+	x->scanned += n;
+	unsigned k = x->o.threads;
+	while (k > 1 && n / k < SLICE_MIN)
+		k--;
+	pthread_t tid[EXPORT_MAX_THREADS];
+	unsigned started = 0;
+	for (unsigned i = 0; i < k; i++) {
+		struct renderer *rd = &x->rd[i];
+		rd->recs = x->page + n * i / k;
+		rd->n = n * (i + 1) / k - n * i / k;
+		rd->out = i ? &rd->own : out;
+		buf_reset(&rd->own);
+	}
+	for (unsigned i = 1; i < k; i++, started++)
+		if (pthread_create(&tid[i], NULL, render_slice, &x->rd[i]) != 0)
+			break;
+	/* what could not get a thread is rendered here, in order */
+	for (unsigned i = 0; i < k; i++)
+		if (i == 0 || i > started)
+			render_slice(&x->rd[i]);
+	for (unsigned i = 1; i <= started; i++)
+		pthread_join(tid[i], NULL);
+	for (unsigned i = 0; i < k && r >= 0; i++) {
+		struct renderer *rd = &x->rd[i];
+		if ((r = rd->r) < 0)
+			break;
+		if (i && (r = buf_append(out, rd->own.data, rd->own.len)) < 0)
+			break;
+		written += rd->written;
+	}
+	if (r < 0)
+		goto out;
 	x->written += (uint64_t)written;
 	r = 0;
 out:

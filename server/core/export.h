@@ -38,7 +38,11 @@ struct export_opts {
 	uint64_t since_ms;            /* only records changed at or after */
 	bool include_deleted;
 	bool include_sensitive;
+	unsigned threads;             /* rendering threads; 0 = one per core, at
+					 most EXPORT_MAX_THREADS */
 };
+
+#define EXPORT_MAX_THREADS 8
 
 struct exporter;
 
@@ -52,8 +56,10 @@ void export_free(struct exporter *x);
 int export_header(struct exporter *x, struct buf *out);
 
 /* Appends the next records after *cursor (0 = the first), reading at most
- * max_scan stored records in one read transaction. Advances *cursor;
- * *ret_done is set at the end. Returns the number of records written. */
+ * max_scan stored records in one read transaction and rendering them on
+ * o.threads threads, in order. Advances *cursor; *ret_done is set at the
+ * end. Returns the number of records written. Not reentrant: one call at
+ * a time per exporter. */
 int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_t max_scan,
 		    struct buf *out, bool *ret_done);
 
