@@ -319,18 +319,22 @@ int main(int argc, char **argv)
 	merge_rec_t *rec;
 	size_t n_assigned = 0;
 	for (bool end = false; !end;) {
-		store_begin(s, true, &t);
-		for (int k = 0; k < 5000; k++) {
+		int r = store_begin(s, true, &t);
+		for (int k = 0; k < 5000 && r >= 0; k++) {
 			arena_reset(a);
-			int r = store_record_next(t, a, &seq, &rec);
+			r = store_record_next(t, a, &seq, &rec);
 			if (r <= 0) {
 				end = true;
 				break;
 			}
-			store_assign(t, a, rec->record_id.data, reader);
+			r = store_assign(t, a, rec->record_id.data, reader);
 			n_assigned++;
 		}
-		store_commit(t);
+		if (r < 0 || (r = store_commit(t)) < 0) {
+			fprintf(stderr, "shahidi-bench: assigning the records failed: %s\n",
+				sh_strerror(r));
+			return 1;
+		}
 	}
 	struct buf out = {0};
 	uint64_t cursor = 0, pulled = 0;
