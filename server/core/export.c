@@ -45,6 +45,8 @@ struct slot {
 struct stored {
 	const uint8_t *data;
 	size_t len;
+	const uint8_t *change;        /* a pointer record's change, or NULL */
+	size_t change_len;
 };
 
 /* What each rendering thread has of its own. */
@@ -55,11 +57,11 @@ struct renderer {
 	struct buf tmp;
 	uint64_t time_sec;            /* render_time_ms is slow: cache the */
 	char time_text[32];           /* date and time of the last second seen */
-	/* the slice of the page it renders, and what came of it */
-	const struct stored *recs;
-	size_t n;
-	struct buf *out;
-	struct buf own;               /* out, for all but the first slice */
+};
+
+/* A chunk of a page, rendered. */
+struct chunk {
+	struct buf out;
 	int64_t written;
 	int r;
 };
@@ -78,6 +80,8 @@ struct exporter {
 	struct renderer *rd;          /* o.threads of them */
 	struct stored *page;          /* the records of the current page */
 	size_t page_cap;
+	struct chunk *chunks;         /* page_cap / CHUNK of them, rounded up */
+	size_t n_chunks;
 	uint64_t written, scanned;
 };
 
@@ -262,8 +266,10 @@ void export_free(struct exporter *x)
 		free(x->rd[i].cell);
 		free(x->rd[i].cell_len);
 		buf_free(&x->rd[i].tmp);
-		buf_free(&x->rd[i].own);
 	}
+	for (size_t i = 0; i < x->n_chunks; i++)
+		buf_free(&x->chunks[i].out);
+	free(x->chunks);
 	free(x->rd);
 	free(x->page);
 	for (size_t i = 0; i < x->n_cols; i++) {
@@ -444,6 +450,53 @@ static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint6
 	return r;
 }
 
+/* A field's value, for its column and the county filter. */
+static void view_cell(struct renderer *rd, struct view *v, uint32_t field, const uint8_t *val,
+		      size_t vlen)
+{
+	const struct exporter *x = rd->x;
+	struct form_value fv;
+	if (field == x->county_field && form_value_parse(val, vlen, &fv) == 0 &&
+	    fv.kind == FT_CHOICE && fv.str_len == 3) {
+		memcpy(v->county, fv.str, 3);
+		v->county[3] = 0;
+	}
+	uint32_t col = col_of(x, field);
+	if (col) {
+		rd->cell[col - 1] = val ? val : (const uint8_t *)"";
+		rd->cell_len[col - 1] = vlen;
+	}
+}
+
+/* A pointer record's fields: the writes of the one change that made it
+ * (shahidi.v1.Change field 8, FieldWrite{field 1, value 2}). */
+static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
+{
+	struct pb_field f, g;
+	size_t pos = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number != 8 || f.wire_type != 2)
+			continue;
+		uint32_t field = 0;
+		const uint8_t *val = NULL;
+		size_t vlen = 0, p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if (g.number == 1)
+				field = (uint32_t)g.varint;
+			else if (g.number == 2) {
+				val = g.data;
+				vlen = g.len;
+			}
+		}
+		if (r < 0)
+			return r;
+		if (field)
+			view_cell(rd, v, field, val, vlen);
+	}
+	return r;
+}
+
 static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
 {
 	const struct exporter *x = rd->x;
@@ -485,16 +538,7 @@ static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct vi
 					     fv.kind == FT_BOOLEAN && fv.b;
 				break;
 			}
-			if (field == x->county_field && form_value_parse(val, vlen, &fv) == 0 &&
-			    fv.kind == FT_CHOICE && fv.str_len == 3) {
-				memcpy(v->county, fv.str, 3);
-				v->county[3] = 0;
-			}
-			uint32_t col = col_of(x, field);
-			if (col) {
-				rd->cell[col - 1] = val ? val : (const uint8_t *)"";
-				rd->cell_len[col - 1] = vlen;
-			}
+			view_cell(rd, v, field, val, vlen);
 			break;
 		}
 		default:
@@ -790,28 +834,100 @@ static bool wanted(const struct exporter *x, const struct view *v)
 	return true;
 }
 
-/* Renders one slice of a page: on its own thread for all but the first. */
-static void *render_slice(void *arg)
+/* Record.log_seq of a pointer record, else 0. A full record's registers
+ * (field 6) come before it: the scan stops there. */
+static uint64_t pointer_of(const uint8_t *p, size_t n)
 {
-	struct renderer *rd = arg;
+	struct pb_field f;
+	size_t pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number == 6)
+			return 0;
+		if (f.number == 15 && f.wire_type == 0)
+			return f.varint;
+	}
+	return 0;
+}
+
+/* Renders records [from, to) of the page into out. */
+static int render_range(struct renderer *rd, const struct stored *recs, size_t from, size_t to,
+			struct buf *out, int64_t *ret_written)
+{
 	const struct exporter *x = rd->x;
-	rd->written = 0;
-	rd->r = 0;
-	for (size_t i = 0; i < rd->n; i++) {
+	int64_t written = 0;
+	int r = 0;
+	for (size_t i = from; i < to; i++) {
+		const struct stored *sr = &recs[i];
 		struct view v;
-		if ((rd->r = view_parse(rd, rd->recs[i].data, rd->recs[i].len, &v)) < 0)
-			break;
+		if ((r = view_parse(rd, sr->data, sr->len, &v)) < 0)
+			return r;
+		if (sr->change && (r = view_change(rd, sr->change, sr->change_len, &v)) < 0)
+			return r;
 		if (!wanted(x, &v))
 			continue;
-		if ((rd->r = write_record(rd, &v, rd->out)) < 0)
-			break;
-		rd->written++;
+		if ((r = write_record(rd, &v, out)) < 0)
+			return r;
+		written++;
 	}
+	*ret_written = written;
+	return 0;
+}
+
+/* Chunks of a page are handed to the rendering threads as soon as they are
+ * read, so that rendering overlaps the scan (which only one thread may do:
+ * it uses the read transaction). */
+#define CHUNK 256
+
+struct page_work {
+	struct exporter *x;
+	pthread_mutex_t lock;
+	pthread_cond_t ready;
+	size_t published;             /* records read so far */
+	bool scan_done;
+	size_t next_chunk;            /* the next chunk to claim */
+};
+
+static void take_chunks(struct page_work *pw, struct renderer *rd)
+{
+	struct exporter *x = pw->x;
+	pthread_mutex_lock(&pw->lock);
+	for (;;) {
+		size_t i;
+		while (((i = pw->next_chunk) + 1) * CHUNK > pw->published && !pw->scan_done)
+			pthread_cond_wait(&pw->ready, &pw->lock);
+		if (i * CHUNK >= pw->published)
+			break; /* scan done, nothing left */
+		pw->next_chunk++;
+		size_t to = SH_MIN((i + 1) * CHUNK, pw->published);
+		pthread_mutex_unlock(&pw->lock);
+		struct chunk *ck = &x->chunks[i];
+		buf_reset(&ck->out);
+		ck->r = render_range(rd, x->page, i * CHUNK, to, &ck->out, &ck->written);
+		pthread_mutex_lock(&pw->lock);
+	}
+	pthread_mutex_unlock(&pw->lock);
+}
+
+struct worker_arg {
+	struct page_work *pw;
+	struct renderer *rd;
+};
+
+static void *render_worker(void *arg)
+{
+	struct worker_arg *wa = arg;
+	take_chunks(wa->pw, wa->rd);
 	return NULL;
 }
 
-/* Below this many records per thread, one thread renders the page. */
-#define SLICE_MIN 256
+static void publish(struct page_work *pw, size_t n, bool done)
+{
+	pthread_mutex_lock(&pw->lock);
+	pw->published = n;
+	pw->scan_done = done;
+	pthread_cond_broadcast(&pw->ready);
+	pthread_mutex_unlock(&pw->lock);
+}
 
 int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_t max_scan,
 		    struct buf *out, bool *ret_done)
@@ -820,68 +936,77 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 	struct store_cursor *c = NULL;
 	int64_t written = 0;
 	size_t n = 0;
+	struct page_work pw = {.x = x};
+	pthread_t tid[EXPORT_MAX_THREADS];
+	struct worker_arg wa[EXPORT_MAX_THREADS];
+	unsigned started = 0;
 	int r = store_begin(s, false, &t);
 	if (r < 0)
 		return r;
+	size_t n_chunks = (max_scan + CHUNK - 1) / CHUNK;
 	if (max_scan > x->page_cap) {
 		struct stored *np = realloc(x->page, max_scan * sizeof(*np));
-		if (!np) {
+		struct chunk *nc = np ? realloc(x->chunks, n_chunks * sizeof(*nc)) : NULL;
+		if (np)
+			x->page = np;
+		if (!nc) {
 			r = -ENOMEM;
 			goto out;
 		}
-		x->page = np;
+		memset(nc + x->n_chunks, 0, (n_chunks - x->n_chunks) * sizeof(*nc));
+		x->chunks = nc;
+		x->n_chunks = n_chunks;
 		x->page_cap = max_scan;
 	}
 	if ((r = store_records_cursor(t, *cursor, &c)) < 0)
 		goto out;
-	/* The page's records, then their rendering: the scan is cheap, the
-	 * rendering is not and is shared among the threads (the records stay
-	 * valid in the map while this transaction is open). */
+	pthread_mutex_init(&pw.lock, NULL);
+	pthread_cond_init(&pw.ready, NULL);
+	for (unsigned i = 1; i < x->o.threads && max_scan > CHUNK; i++, started++) {
+		wa[i] = (struct worker_arg){&pw, &x->rd[i]};
+		if (pthread_create(&tid[i], NULL, render_worker, &wa[i]) != 0)
+			break;
+	}
 	*ret_done = false;
 	while (n < max_scan) {
 		uint64_t seq;
 		r = store_cursor_next(c, &seq, &x->page[n].data, &x->page[n].len);
 		if (r < 0)
-			goto out;
+			break;
 		if (r == 0) {
 			*ret_done = true;
 			break;
 		}
 		*cursor = seq;
-		n++;
-	}
-	x->scanned += n;
-	unsigned k = x->o.threads;
-	while (k > 1 && n / k < SLICE_MIN)
-		k--;
-	pthread_t tid[EXPORT_MAX_THREADS];
-	unsigned started = 0;
-	for (unsigned i = 0; i < k; i++) {
-		struct renderer *rd = &x->rd[i];
-		rd->recs = x->page + n * i / k;
-		rd->n = n * (i + 1) / k - n * i / k;
-		rd->out = i ? &rd->own : out;
-		buf_reset(&rd->own);
-	}
-	for (unsigned i = 1; i < k; i++, started++)
-		if (pthread_create(&tid[i], NULL, render_slice, &x->rd[i]) != 0)
+		/* A pointer record's fields are its change's: found here, since
+		 * only this thread may use the transaction. */
+		uint64_t log_seq = pointer_of(x->page[n].data, x->page[n].len), pusher;
+		x->page[n].change = NULL;
+		if (log_seq && (r = store_log_change(t, log_seq, &x->page[n].change,
+						     &x->page[n].change_len, &pusher)) < 0) {
+			r = r == -ENOENT ? -EIO : r;
 			break;
-	/* what could not get a thread is rendered here, in order */
-	for (unsigned i = 0; i < k; i++)
-		if (i == 0 || i > started)
-			render_slice(&x->rd[i]);
+		}
+		if (++n % CHUNK == 0 && started)
+			publish(&pw, n, false);
+	}
+	/* On a read error the page is still rendered to its end (the workers
+	 * wait for it), then dropped. */
+	publish(&pw, n, true);
+	take_chunks(&pw, &x->rd[0]);
 	for (unsigned i = 1; i <= started; i++)
 		pthread_join(tid[i], NULL);
-	for (unsigned i = 0; i < k && r >= 0; i++) {
-		struct renderer *rd = &x->rd[i];
-		if ((r = rd->r) < 0)
-			break;
-		if (i && (r = buf_append(out, rd->own.data, rd->own.len)) < 0)
-			break;
-		written += rd->written;
-	}
+	pthread_cond_destroy(&pw.ready);
+	pthread_mutex_destroy(&pw.lock);
 	if (r < 0)
 		goto out;
+	x->scanned += n;
+	for (size_t i = 0; i * CHUNK < n; i++) {
+		struct chunk *ck = &x->chunks[i];
+		if ((r = ck->r) < 0 || (r = buf_append(out, ck->out.data, ck->out.len)) < 0)
+			goto out;
+		written += ck->written;
+	}
 	x->written += (uint64_t)written;
 	r = 0;
 out:

@@ -1,14 +1,16 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 1 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 2 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "1"
+ *   meta  "format"                              decimal text, "2"
  *   meta  "counters"                            Counters (pb)
- *   recs  be64 record seq                       Record (pb): merged state
+ *   recs  be64 record seq                       Record (pb): merged state, or
+ *                                               a pointer to the one change
+ *                                               that made it (Record.log_seq)
  *   rid   16-byte record id                     be64 record seq
  *   log   be64 log seq                          LogEntry (pb): change as received
  *   rlog  be64 record seq | be64 log seq        empty: a record's history
@@ -28,6 +30,13 @@
  * dirtying one random leaf page per report. Only the id index (rid) is
  * keyed by the phone's UUID; version 7 UUIDs keep that near the right edge
  * too.
+ *
+ * A report is stored once: nearly every record is one change that made it
+ * and nothing since, so its record holds only ids and receipt metadata and
+ * names its log entry (Record.log_seq); readers rebuild the registers from
+ * that change, and the first edit writes the record in full. This halves
+ * the bytes a durable commit of new reports writes. Format 1 (before
+ * pointer records) opens as it is and is marked 2 when written.
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
@@ -52,6 +61,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "codec.h"
 #include "common.h"
 #include "form.h"
 #include "hlc.h"
@@ -99,6 +109,7 @@ struct store {
 	size_t map_size;
 	struct store_opts opts;
 	bool read_only;
+	bool old_format;           /* opened a format 1 store */
 	char dir[];
 };
 
@@ -113,6 +124,8 @@ struct store_txn {
 	uint64_t records;
 	uint8_t head_hash[32];
 	struct hlc hlc;
+	MDB_cursor *log_cursor;    /* store_log_change's: lookups in seq order
+				      stay on their leaf page */
 };
 
 /* The one place LMDB's codes become ours. */
@@ -272,7 +285,7 @@ static int write_format(struct store *s, char *err, size_t errlen)
 	char fmt[16];
 	int n = snprintf(fmt, sizeof(fmt), "%u", STORE_FORMAT_VERSION);
 	v = val_of(fmt, (size_t)n);
-	rc = mdb_put(txn, s->dbi[DB_META], &k, &v, MDB_NOOVERWRITE);
+	rc = mdb_put(txn, s->dbi[DB_META], &k, &v, s->old_format ? 0 : MDB_NOOVERWRITE);
 	if (rc == MDB_KEYEXIST) {
 		mdb_txn_abort(txn);
 		return 0;
@@ -322,14 +335,17 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 		memcpy(fmt, v.mv_data, SH_MIN(v.mv_size, sizeof(fmt) - 1));
 		char *end;
 		unsigned long ver = strtoul(fmt, &end, 10);
-		if (*end || end == fmt || ver != STORE_FORMAT_VERSION) {
+		if (*end || end == fmt || ver < 1 || ver > STORE_FORMAT_VERSION) {
 			snprintf(err, errlen,
-				 "%s holds store format '%s'; this program reads format %u only. "
+				 "%s holds store format '%s'; this program reads formats 1 to %u. "
 				 "Refusing to open it: use the Shahidi release that wrote it.",
 				 s->dir, fmt, STORE_FORMAT_VERSION);
 			mdb_txn_abort(txn);
 			return -ENOTSUP;
 		}
+		/* Format 1 is format 2 without pointer records: it is read as
+		 * it is, and marked 2 before anything is written to it. */
+		s->old_format = ver < STORE_FORMAT_VERSION;
 	}
 	bool missing = rc == MDB_NOTFOUND;
 	if (rc && !missing) {
@@ -348,7 +364,7 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", s->dir, mdb_strerror(rc));
 		return lmdb_err(rc);
 	}
-	return missing && !s->read_only ? write_format(s, err, errlen) : 0;
+	return (missing || s->old_format) && !s->read_only ? write_format(s, err, errlen) : 0;
 }
 
 int store_open(const char *dir, const struct store_opts *opts, struct store **ret, char *err,
@@ -545,6 +561,8 @@ int store_commit(struct store_txn *t)
 {
 	struct store *s = t->s;
 	int r = 0;
+	if (t->log_cursor)
+		mdb_cursor_close(t->log_cursor);
 	if (t->write) {
 		r = save_counters(t);
 		if (r < 0) {
@@ -575,6 +593,8 @@ void store_abort(struct store_txn *t)
 {
 	if (!t)
 		return;
+	if (t->log_cursor)
+		mdb_cursor_close(t->log_cursor);
 	if (t->txn)
 		mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
@@ -637,15 +657,117 @@ int store_info(struct store_txn *t, struct store_info *ret)
 
 /* ---- records ---- */
 
+static int encode_new_record(struct arena *a, struct store_change *c, bool full);
+
+/* The writes of a change as stored in the log (a shahidi.v1.Change that
+ * passed validation when it came), as prepare_change made them: each
+ * field's stamp defaults to the change's. Only for changes a pointer
+ * record names: no deletion, no base stamps. */
+static int change_writes(struct arena *a, const uint8_t *p, size_t n, uint64_t pusher,
+			 struct store_change *c)
+{
+	struct pb_field f, g;
+	size_t pos = 0, nw = 0;
+	uint64_t hlc = 0;
+	int r;
+	c->origin = pusher;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case 2: c->record_id = f.data; break;
+		case 3:
+			if (!(c->form_id = arena_alloc(a, f.len + 1)))
+				return -ENOMEM;
+			memcpy((char *)c->form_id, f.data, f.len);
+			((char *)c->form_id)[f.len] = 0;
+			break;
+		case 4: c->form_version = (uint32_t)f.varint; break;
+		case 5: hlc = f.varint; break;
+		case 6: c->origin = f.varint ? f.varint : pusher; break;
+		case 8: nw++; break;
+		case 9: return -EIO; /* never in a pointer record's change */
+		default: break;
+		}
+	}
+	if (r < 0 || !c->record_id || !c->form_id)
+		return -EIO;
+	struct merge_write *w = arena_zalloc(a, (nw + 1) * sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	c->writes = w;
+	c->n_writes = 0;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number != 8)
+			continue;
+		struct merge_write *x = &w[c->n_writes++];
+		size_t p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if (g.number == 1)
+				x->field = (uint32_t)g.varint;
+			else if (g.number == 2) {
+				x->value = g.data;
+				x->value_len = g.len;
+			} else if (g.number == 3)
+				x->hlc = g.varint;
+		}
+		if (r < 0)
+			return -EIO;
+		if (!x->hlc)
+			x->hlc = hlc;
+	}
+	return 0;
+}
+
+/* A stored record, unpacked into a: a pointer record (Record.log_seq) is
+ * rebuilt from the change it points to, then looks like any other. */
+static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
+			 merge_rec_t **ret)
+{
+	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
+		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v->mv_size, v->mv_data);
+	if (!rec)
+		return -EIO; /* our own bytes do not decode: corruption */
+	if (rec->log_seq) {
+		const uint8_t *chg;
+		size_t len;
+		uint64_t pusher;
+		struct store_change c = {0};
+		int r = store_log_change(t, rec->log_seq, &chg, &len, &pusher);
+		if (r < 0)
+			return r == -ENOENT ? -EIO : r;
+		if ((r = change_writes(a, chg, len, pusher, &c)) < 0 ||
+		    (r = encode_new_record(a, &c, true)) < 0)
+			return r;
+		if (!c.new_record)
+			return -EIO;
+		merge_rec_t *full = (merge_rec_t *)protobuf_c_message_unpack(
+			&shahidi__store__v1__record__descriptor, arena_pb_allocator(a),
+			c.new_record_len, c.new_record);
+		if (!full)
+			return -EIO;
+		full->form_version = rec->form_version;
+		full->first_received_ms = rec->first_received_ms;
+		full->last_changed_ms = rec->last_changed_ms;
+		full->changes = rec->changes;
+		full->seq = rec->seq;
+		full->assigned = rec->assigned;
+		full->n_assigned = rec->n_assigned;
+		rec = full; /* log_seq 0: written back in full */
+	}
+	merge_rec_expand(rec);
+	*ret = rec;
+	return 0;
+}
+
 static int record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_rec_t **ret)
 {
 	uint8_t k[8];
+	MDB_val v;
 	sh_put_be64(k, seq);
-	int r = get_pb(t, a, DB_RECS, k, 8, &shahidi__store__v1__record__descriptor, (void **)ret);
-	if (r == 0)
-		merge_rec_expand(*ret);
-	return r;
+	int r = get_raw(t, DB_RECS, k, 8, &v);
+	return r < 0 ? r : record_unpack(t, a, &v, ret);
 }
+
 
 static int record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
 {
@@ -706,13 +828,9 @@ int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge
 	int r = next_u64_key(t, DB_RECS, &s, &v);
 	if (r <= 0)
 		return r;
-	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
-		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
-	if (!rec)
-		return -EIO;
-	merge_rec_expand(rec);
+	if ((r = record_unpack(t, a, &v, ret)) < 0)
+		return r;
 	*seq = s;
-	*ret = rec;
 	return 1;
 }
 
@@ -830,6 +948,34 @@ int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_
 	uint8_t k[8];
 	sh_put_be64(k, seq);
 	return get_pb(t, a, DB_LOG, k, 8, &shahidi__store__v1__log_entry__descriptor, (void **)ret);
+}
+
+int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
+		     uint64_t *ret_pusher)
+{
+	uint8_t k[8];
+	MDB_val v;
+	struct pb_field f;
+	size_t pos = 0;
+	int r;
+	sh_put_be64(k, seq);
+	if (!t->log_cursor && (r = lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_LOG],
+							     &t->log_cursor))) < 0)
+		return r;
+	MDB_val key = val_of(k, 8);
+	if ((r = lmdb_err(mdb_cursor_get(t->log_cursor, &key, &v, MDB_SET_KEY))) < 0)
+		return r;
+	*ret = NULL;
+	*ret_pusher = 0;
+	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0) {
+		if (f.number == 2 && f.wire_type == 1) /* LogEntry.device */
+			*ret_pusher = f.varint;
+		else if (f.number == 5 && f.wire_type == 2) { /* LogEntry.change */
+			*ret = f.data;
+			*ret_len = f.len;
+		}
+	}
+	return r < 0 || !*ret ? -EIO : 0;
 }
 
 static int next_pair(struct store_txn *t, int db, uint64_t prefix, uint64_t *cursor,
@@ -983,8 +1129,9 @@ static int put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool h
  * one register per field, one entry each, written straight as
  * shahidi.store.v1.Record bytes -- what merging into an empty record and
  * packing it would give (merge_rec_compact's base: the creator and the
- * stamp of its lowest field), at a fraction of the cost. */
-static int encode_new_record(struct arena *a, struct store_change *c)
+ * stamp of its lowest field), at a fraction of the cost. Without full,
+ * only what a pointer record stores (no registers: see Record.log_seq). */
+static int encode_new_record(struct arena *a, struct store_change *c, bool full)
 {
 	size_t n = c->n_writes, cap = 64 + strlen(c->form_id) + 16;
 	uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
@@ -1014,7 +1161,7 @@ static int encode_new_record(struct arena *a, struct store_change *c)
 		q += put_field_uint(q, 3, c->form_version);
 	q += put_field_fixed64(q, 4, c->origin);
 	q += put_field_fixed64(q, 5, base_hlc);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && full; i++) {
 		const struct merge_write *w = &c->writes[order[i]];
 		uint8_t entry[32], *e = entry;
 		if (w->hlc != base_hlc)
@@ -1067,10 +1214,20 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
 		for (size_t k = 0; k < c->writes[i].n_base; k++)
 			c->max_base_hlc = SH_MAX(c->max_base_hlc, c->writes[i].base[k].hlc);
 	c->new_record = NULL;
+	c->pointer = false;
 	if (!creates)
 		return 0;
-	if (c->max_base_hlc == 0)
-		return encode_new_record(a, c);
+	if (c->max_base_hlc == 0) {
+		/* The usual report: stored once, in the log; its record points
+		 * there. A deletion in the same change keeps the full form. */
+		c->pointer = true;
+		for (size_t i = 0; i < c->n_writes; i++)
+			c->pointer &= c->writes[i].field != MERGE_DELETION_FIELD;
+		int r = encode_new_record(a, c, !c->pointer);
+		if (!c->new_record)
+			c->pointer = false;
+		return r;
+	}
 	/* What merging it into an empty record gives; the writer uses it when
 	 * the record is indeed new and no stamp needs bringing back. */
 	merge_rec_t *rec = merge_rec_new(a, c->record_id, c->form_id);
@@ -1139,7 +1296,7 @@ static int apply_new(struct store_txn *t, const struct store_change *c, const ui
 		     uint64_t now_ms)
 {
 	uint64_t log_seq = t->next_log_seq++, seq = t->next_record_seq++;
-	uint8_t tail[48], rk[8];
+	uint8_t tail[64], rk[8];
 	int r;
 	t->counters_dirty = true;
 	if ((r = append_log(t, c, log_seq, seq, now_ms, 0)) < 0 ||
@@ -1148,11 +1305,13 @@ static int apply_new(struct store_txn *t, const struct store_change *c, const ui
 	sh_put_be64(rk, seq);
 	if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
 		return r;
-	/* Record fields 11-14: receipt metadata. */
+	/* Record fields 11-14: receipt metadata; 15: where its registers are. */
 	size_t n = put_field_uint(tail, 11, now_ms);
 	n += put_field_uint(tail + n, 12, now_ms);
 	n += put_field_uint(tail + n, 13, 1);
 	n += put_field_uint(tail + n, 14, seq);
+	if (c->pointer)
+		n += put_field_uint(tail + n, 15, log_seq);
 	if ((r = put_concat(t, DB_RECS, rk, 8, c->new_record, c->new_record_len, tail, n,
 			    MDB_APPEND)) < 0)
 		return r;
@@ -1416,10 +1575,24 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
 int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
 		 uint64_t device)
 {
-	merge_rec_t *rec;
-	int r = store_record_get(t, a, record_id, &rec);
+	/* As stored: a pointer record stays one (assigning changes no
+	 * register). */
+	uint64_t seq;
+	uint8_t k[8];
+	MDB_val v;
+	int r = record_seq(t, record_id, &seq);
 	if (r < 0)
 		return r;
+	sh_put_be64(k, seq);
+	if ((r = get_raw(t, DB_RECS, k, 8, &v)) < 0)
+		return r;
+	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
+		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
+	if (!rec)
+		return -EIO;
+	bool pointer = rec->log_seq != 0;
+	if (!pointer)
+		merge_rec_expand(rec);
 	if (has_u64(rec->assigned, rec->n_assigned, device))
 		return 0;
 	bool writer = has_u64(rec->writers, rec->n_writers, device);
@@ -1436,7 +1609,9 @@ int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[1
 		memcpy(na + at + 1, rec->assigned + at, (rec->n_assigned - at) * sizeof(*na));
 	rec->assigned = na;
 	rec->n_assigned++;
-	if ((r = put_record(t, rec, false, rec->conflicts > 0)) < 0)
+	r = pointer ? put_pb(t, DB_RECS, k, 8, &rec->base, 0)
+		    : put_record(t, rec, false, rec->conflicts > 0);
+	if (r < 0)
 		return r;
 	if (writer)
 		return 0; /* it already holds the record's history */

@@ -24,7 +24,7 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 1u
+#define STORE_FORMAT_VERSION 2u
 
 struct store;
 struct store_txn;
@@ -112,6 +112,10 @@ typedef Shahidi__Store__V1__LogEntry store_log_t;
 
 /* Entry seq (1, 2, ...). -ENOENT when absent. */
 int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret);
+/* The change of log entry seq as received (borrowed from the map: valid
+ * while t is open), and the device that pushed it. -ENOENT, -EIO. */
+int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
+		     uint64_t *ret_pusher);
 /* Log seqs of a record's changes after *cursor (0 = first), in order. 1 with
  * *ret_log_seq set and *cursor advanced, 0 at the end. */
 int store_record_log_next(struct store_txn *t, uint64_t record_seq, uint64_t *cursor,
@@ -153,6 +157,8 @@ struct store_change {
 				      record does not exist yet, packed without
 				      receipt metadata; NULL if not prepared */
 	size_t new_record_len;
+	bool pointer;              /* new_record is a pointer record's: no
+				      registers, they are this change's */
 	uint64_t max_base_hlc;     /* highest stamp its bases name */
 };
 

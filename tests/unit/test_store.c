@@ -35,6 +35,25 @@ static void raw_put(const char *dir, const char *db, const void *k, size_t klen,
 	mdb_env_close(env);
 }
 
+/* The format version stored in dir, as text. */
+static void raw_format(const char *dir, char out[16])
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val key = {6, "format"}, val;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
+	CHECK(mdb_get(txn, dbi, &key, &val) == 0 && val.mv_size < 16);
+	memcpy(out, val.mv_data, val.mv_size);
+	out[val.mv_size] = 0;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+}
+
 static void test_open_creates_private_store(void)
 {
 	char dir[256], sub[300], path[400];
@@ -61,9 +80,12 @@ static void test_format_version_is_checked(void)
 	tu_tmpdir(dir);
 	store_close(tu_store_open(dir, NULL));
 
-	raw_put(dir, "meta", "format", 6, "2", 1);
+	char fmt[16];
+	raw_format(dir, fmt);
+	CHECK(!strcmp(fmt, "2"));
+	raw_put(dir, "meta", "format", 6, "3", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '2'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '3'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -71,8 +93,17 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, &ro, &s, err, sizeof(err)) == -ENOTSUP);
 	/* and it was never "repaired" */
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
+	raw_put(dir, "meta", "format", 6, "0", 1);
+	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
+	/* format 1 (no pointer records) is read as it is, and marked 2 by
+	 * the first program that opens it to write */
 	raw_put(dir, "meta", "format", 6, "1", 1);
+	store_close(tu_store_open(dir, &ro));
+	raw_format(dir, fmt);
+	CHECK(!strcmp(fmt, "1"));
 	store_close(tu_store_open(dir, NULL));
+	raw_format(dir, fmt);
+	CHECK(!strcmp(fmt, "2"));
 
 	/* a directory that is not a store is refused by the read-only tools */
 	char empty[256];
@@ -442,10 +473,14 @@ static void test_pull_feeds(void)
 	tu_rmrf(dir);
 }
 
-/* A new record written straight as bytes (the writer's fast path) is the
- * record merging the change into nothing gives. */
-static void test_prepared_new_records_equal_merged_ones(void)
+/* A new record written by the writer's fast path -- as a pointer to its
+ * change in the log, or straight as bytes when the change also deletes --
+ * reads back as the record merging the change into nothing gives. */
+static void test_new_records_read_back_as_merged(void)
 {
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
 	struct arena *a = arena_new();
 	for (uint64_t seed = 1; seed <= 200; seed++) {
 		Shahidi__V1__Change *ch = tu_report(a, FORMS, seed, seed, tu_now_hlc() + seed);
@@ -454,34 +489,44 @@ static void test_prepared_new_records_equal_merged_ones(void)
 		if (seed % 7 == 0)
 			tu_delete(a, ch, false, 0, NULL);
 		struct buf body = {0};
-		tu_batch(&body, 1, 1, &ch, 1, CODEC_IDENTITY);
+		tu_batch(&body, 1, seed, &ch, 1, CODEC_IDENTITY);
 		struct sync_limits lim;
 		struct form_verdict v;
 		struct sync_batch *b;
 		sync_limits_default(&lim);
 		CHECK(sync_decode(FORMS, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(), &b, &v) == 0);
 		buf_free(&body);
-		/* the batch's change, prepared: its new_record bytes */
 		struct store_change *sc = sync_batch_change(b, 0);
 		CHECK(sc && sc->new_record);
-		merge_rec_t *fast = (merge_rec_t *)protobuf_c_message_unpack(
-			&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), sc->new_record_len,
-			sc->new_record);
-		CHECK(fast);
-		merge_rec_expand(fast);
+		CHECK(sc->pointer == (seed % 7 != 0)); /* a deletion keeps the full form */
 		merge_rec_t *slow = merge_rec_new(a, sc->record_id, sc->form_id);
 		struct merge_change mc = {.device = sc->origin, .form_version = sc->form_version,
 					  .writes = sc->writes, .n_writes = sc->n_writes};
 		CHECK(merge_apply(a, slow, &mc) == 0);
+
+		struct store_txn *t;
+		enum store_outcome out;
+		uint64_t stored;
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(store_apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(out == STORE_APPLIED && stored == 0);
+		CHECK(store_commit(t) == 0);
+		merge_rec_t *back;
+		CHECK(store_begin(s, false, &t) == 0);
+		CHECK(store_record_get(t, a, sc->record_id, &back) == 0);
 		uint8_t d1[32], d2[32];
-		merge_digest(fast, d1);
+		merge_digest(back, d1);
 		merge_digest(slow, d2);
 		CHECK(!memcmp(d1, d2, 32));
-		CHECK(fast->n_writers == 1 && fast->writers[0] == sc->origin);
+		CHECK(back->n_writers == 1 && back->writers[0] == sc->origin);
+		CHECK(back->changes == 1 && back->log_seq == 0);
+		store_abort(t);
 		sync_batch_free(b);
 		arena_reset(a);
 	}
 	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
 }
 
 int main(void)
@@ -495,7 +540,7 @@ int main(void)
 	RUN(test_clock_ahead_is_brought_back);
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
-	RUN(test_prepared_new_records_equal_merged_ones);
+	RUN(test_new_records_read_back_as_merged);
 	form_registry_free(FORMS);
 	return 0;
 }
