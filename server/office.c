@@ -806,11 +806,16 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 	}
 	buf_printf(&b,
 		   "shahidi_commit_seconds_sum %.6f\nshahidi_commit_seconds_count %" PRIu64 "\n"
+		   "# HELP shahidi_commit_apply_seconds Of the commits' time, applying the batches;\n"
+		   "# the rest is writing and syncing the pages.\n"
+		   "# TYPE shahidi_commit_apply_seconds counter\n"
+		   "shahidi_commit_apply_seconds_total %.6f\n"
 		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
 		   "# TYPE shahidi_group_commit_jobs summary\n"
 		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
 		   "shahidi_group_commit_jobs_max %" PRIu64 "\n",
-		   ws.latency_sum_s, ws.commits, ws.group_sum, ws.commits, ws.max_group);
+		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
+		   ws.max_group);
 	http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
 	buf_free(&b);
 }

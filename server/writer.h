@@ -51,6 +51,8 @@ struct writer_stats {
 	 * 200, 500, 1000 ms, +Inf */
 	uint64_t latency_buckets[11];
 	double latency_sum_s;
+	double apply_sum_s;         /* of that, applying the jobs (CPU); the rest
+				       is writing the pages and syncing them */
 	uint64_t group_sum;
 };
 

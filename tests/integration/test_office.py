@@ -3,6 +3,7 @@ assignment, county scopes, roles, history, devices over HTTP, metrics,
 backup under load and restore."""
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -234,6 +235,10 @@ def test_devices_over_http_and_metrics():
         assert 'shahidi_requests_total{route="/v1/push",status="2xx"} 1' in text
         assert 'shahidi_requests_total{route="/v1/push",status="4xx"} 1' in text
         assert "shahidi_commit_seconds_bucket" in text and "shahidi_map_bytes" in text
+        commit = float(re.search(r"^shahidi_commit_seconds_sum (\S+)$", text, re.M).group(1))
+        apply = float(re.search(r"^shahidi_commit_apply_seconds_total (\S+)$", text,
+                                re.M).group(1))
+        assert 0 < apply < commit, text
         _, out, _ = cli("audit", "--data", s.data)
         assert '"action":"enrol"' in out and '"action":"revoke"' in out
 
