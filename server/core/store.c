@@ -65,6 +65,7 @@
 #include "common.h"
 #include "form.h"
 #include "hlc.h"
+#include "recpack.h"
 
 enum {
 	DB_META,
@@ -723,8 +724,7 @@ static int change_writes(struct arena *a, const uint8_t *p, size_t n, uint64_t p
 static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			 merge_rec_t **ret)
 {
-	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
-		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v->mv_size, v->mv_data);
+	merge_rec_t *rec = recpack_unpack(a, v->mv_data, v->mv_size);
 	if (!rec)
 		return -EIO; /* our own bytes do not decode: corruption */
 	if (rec->log_seq) {
@@ -740,9 +740,7 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			return r;
 		if (!c.new_record)
 			return -EIO;
-		merge_rec_t *full = (merge_rec_t *)protobuf_c_message_unpack(
-			&shahidi__store__v1__record__descriptor, arena_pb_allocator(a),
-			c.new_record_len, c.new_record);
+		merge_rec_t *full = recpack_unpack(a, c.new_record, c.new_record_len);
 		if (!full)
 			return -EIO;
 		full->form_version = rec->form_version;
@@ -1101,12 +1099,23 @@ static bool has_u64(const uint64_t *arr, size_t n, uint64_t v)
 	return false;
 }
 
+/* Packs rec straight into LMDB's page. */
+static int put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags)
+{
+	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
+	int r = write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
+	if (r < 0)
+		return r;
+	recpack_pack(rec, d.mv_data);
+	return 0;
+}
+
 static int put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict)
 {
 	uint8_t k[8];
 	sh_put_be64(k, rec->seq);
 	merge_rec_compact(rec);
-	int r = put_pb(t, DB_RECS, k, 8, &rec->base, is_new ? MDB_APPEND : 0);
+	int r = put_rec(t, k, rec, is_new ? MDB_APPEND : 0);
 	merge_rec_expand(rec);
 	if (r < 0)
 		return r;
@@ -1586,8 +1595,7 @@ int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[1
 	sh_put_be64(k, seq);
 	if ((r = get_raw(t, DB_RECS, k, 8, &v)) < 0)
 		return r;
-	merge_rec_t *rec = (merge_rec_t *)protobuf_c_message_unpack(
-		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), v.mv_size, v.mv_data);
+	merge_rec_t *rec = recpack_unpack(a, v.mv_data, v.mv_size);
 	if (!rec)
 		return -EIO;
 	bool pointer = rec->log_seq != 0;
@@ -1609,8 +1617,7 @@ int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[1
 		memcpy(na + at + 1, rec->assigned + at, (rec->n_assigned - at) * sizeof(*na));
 	rec->assigned = na;
 	rec->n_assigned++;
-	r = pointer ? put_pb(t, DB_RECS, k, 8, &rec->base, 0)
-		    : put_record(t, rec, false, rec->conflicts > 0);
+	r = pointer ? put_rec(t, k, rec, 0) : put_record(t, rec, false, rec->conflicts > 0);
 	if (r < 0)
 		return r;
 	if (writer)

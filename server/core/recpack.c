@@ -1,0 +1,372 @@
+#include "recpack.h"
+
+#include <string.h>
+
+#include "arena.h"
+#include "codec.h"
+
+/* ---- unpacking ---- */
+
+/* Counts the occurrences of field number, checking that every field of
+ * the message is one we know with its wire type (known: a bit per field
+ * number, wt: each one's wire type). 0 when something else is there. */
+static int scan(const uint8_t *p, size_t n, uint32_t known, const uint8_t *wt, uint32_t number,
+		size_t *ret_count)
+{
+	struct pb_field f;
+	size_t pos = 0, count = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number >= 32 || !(known & (1u << f.number)) || f.wire_type != wt[f.number])
+			return 0;
+		count += f.number == number;
+	}
+	*ret_count = count;
+	return r < 0 ? -1 : 1;
+}
+
+static const uint8_t entry_wt[8] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2, [7] = 0};
+#define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7)
+static const uint8_t reg_wt[3] = {[1] = 0, [2] = 2};
+#define REG_KNOWN (1u << 1 | 1u << 2)
+static const uint8_t rec_wt[16] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
+				   [7] = 2,  [8] = 2,  [9] = 0,	 [10] = 0, [11] = 0, [12] = 0,
+				   [13] = 0, [14] = 0, [15] = 0};
+#define REC_KNOWN 0xfffeu /* 1 to 15 */
+
+/* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory. */
+static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry_t *e)
+{
+	static const merge_entry_t init = SHAHIDI__STORE__V1__ENTRY__INIT;
+	struct pb_field f;
+	size_t pos = 0, count;
+	int r = scan(p, n, ENTRY_KNOWN, entry_wt, 0, &count);
+	if (r <= 0)
+		return r;
+	(void)a;
+	*e = init;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		switch (f.number) {
+		case 1: e->device = f.varint; break;
+		case 2: e->hlc = f.varint; break;
+		case 3: e->orig_hlc = f.varint; break;
+		case 4: e->dead = f.varint != 0; break;
+		case 5:
+			e->value.data = (uint8_t *)f.data;
+			e->value.len = f.len;
+			break;
+		case 7: e->pending = f.varint != 0; break;
+		default: break;
+		}
+	}
+	return 1;
+}
+
+static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
+{
+	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
+	struct pb_field f;
+	size_t pos = 0, count;
+	int r = scan(p, n, REG_KNOWN, reg_wt, 2, &count);
+	if (r <= 0)
+		return r;
+	*g = init;
+	merge_entry_t *es = arena_alloc(a, (count + 1) * sizeof(*es));
+	g->entries = arena_alloc(a, (count + 1) * sizeof(*g->entries));
+	if (!es || !g->entries)
+		return -1;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number == 1) {
+			g->field = (uint32_t)f.varint;
+		} else {
+			merge_entry_t *e = &es[g->n_entries];
+			if ((r = unpack_entry(a, f.data, f.len, e)) <= 0)
+				return r;
+			g->entries[g->n_entries++] = e;
+		}
+	}
+	return 1;
+}
+
+/* Appends a packed repeated fixed64 to *arr. */
+static void add_fixed64s(uint64_t *arr, size_t *n, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t v = 0;
+		for (int b = 7; b >= 0; b--)
+			v = (v << 8) | p[i + (size_t)b];
+		arr[(*n)++] = v;
+	}
+}
+
+/* 1 unpacked, 0 not ours to do, -1 malformed or no memory. */
+static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_t **ret)
+{
+	struct pb_field f;
+	size_t pos = 0, n_regs = 0, n_writers = 0, n_assigned = 0;
+	int r;
+	/* what is there, and how many of each array */
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number >= 16 || !(REC_KNOWN & (1u << f.number)) ||
+		    f.wire_type != rec_wt[f.number])
+			return 0;
+		if ((f.number == 7 || f.number == 8) && f.len % 8)
+			return -1;
+		n_regs += f.number == 6;
+		n_writers += f.number == 7 ? f.len / 8 : 0;
+		n_assigned += f.number == 8 ? f.len / 8 : 0;
+	}
+	if (r < 0)
+		return -1;
+	merge_rec_t *rec = arena_alloc(a, sizeof(*rec));
+	merge_reg_t *regs = arena_alloc(a, (n_regs + 1) * sizeof(*regs));
+	if (!rec || !regs)
+		return -1;
+	merge_rec_t init = SHAHIDI__STORE__V1__RECORD__INIT;
+	*rec = init;
+	rec->registers = arena_alloc(a, (n_regs + 1) * sizeof(*rec->registers));
+	if (n_writers)
+		rec->writers = arena_alloc(a, n_writers * sizeof(*rec->writers));
+	if (n_assigned)
+		rec->assigned = arena_alloc(a, n_assigned * sizeof(*rec->assigned));
+	if (!rec->registers || (n_writers && !rec->writers) || (n_assigned && !rec->assigned))
+		return -1;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		switch (f.number) {
+		case 1:
+			rec->record_id.data = (uint8_t *)f.data;
+			rec->record_id.len = f.len;
+			break;
+		case 2: {
+			char *s = arena_alloc(a, f.len + 1);
+			if (!s)
+				return -1;
+			memcpy(s, f.data, f.len);
+			s[f.len] = 0;
+			rec->form_id = s;
+			break;
+		}
+		case 3: rec->form_version = (uint32_t)f.varint; break;
+		case 4: rec->base_device = f.varint; break;
+		case 5: rec->base_hlc = f.varint; break;
+		case 6: {
+			merge_reg_t *g = &regs[rec->n_registers];
+			if ((r = unpack_register(a, f.data, f.len, g)) <= 0)
+				return r;
+			rec->registers[rec->n_registers++] = g;
+			break;
+		}
+		case 7: add_fixed64s(rec->writers, &rec->n_writers, f.data, f.len); break;
+		case 8: add_fixed64s(rec->assigned, &rec->n_assigned, f.data, f.len); break;
+		case 9: rec->conflicts = (uint32_t)f.varint; break;
+		case 10: rec->delete_conflict = f.varint != 0; break;
+		case 11: rec->first_received_ms = f.varint; break;
+		case 12: rec->last_changed_ms = f.varint; break;
+		case 13: rec->changes = f.varint; break;
+		case 14: rec->seq = f.varint; break;
+		case 15: rec->log_seq = f.varint; break;
+		default: break;
+		}
+	}
+	*ret = rec;
+	return 1;
+}
+
+merge_rec_t *recpack_unpack(struct arena *a, const uint8_t *in, size_t n)
+{
+	/* A copy: the caller's bytes may be LMDB's, which move when the
+	 * record is written back in the same transaction. */
+	uint8_t *p = arena_alloc(a, n + 1);
+	merge_rec_t *rec;
+	if (!p)
+		return NULL;
+	if (n)
+		memcpy(p, in, n);
+	int r = unpack_record(a, p, n, &rec);
+	if (r > 0)
+		return rec;
+	if (r < 0)
+		return NULL;
+	return (merge_rec_t *)protobuf_c_message_unpack(&shahidi__store__v1__record__descriptor,
+							 arena_pb_allocator(a), n, in);
+}
+
+/* ---- packing ---- */
+
+static size_t vlen(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static uint8_t *put_v(uint8_t *q, uint64_t v)
+{
+	while (v >= 0x80) {
+		*q++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*q++ = (uint8_t)v;
+	return q;
+}
+
+static uint8_t *put_f64(uint8_t *q, uint32_t number, uint64_t v)
+{
+	*q++ = (uint8_t)(number << 3 | 1);
+	for (int i = 0; i < 8; i++)
+		*q++ = (uint8_t)(v >> (8 * i));
+	return q;
+}
+
+static uint8_t *put_uint(uint8_t *q, uint32_t number, uint64_t v)
+{
+	*q++ = (uint8_t)(number << 3);
+	return put_v(q, v);
+}
+
+static uint8_t *put_len(uint8_t *q, uint32_t number, size_t len)
+{
+	*q++ = (uint8_t)(number << 3 | 2);
+	return put_v(q, len);
+}
+
+static size_t entry_size(const merge_entry_t *e)
+{
+	return (e->device ? 9 : 0) + (e->hlc ? 9 : 0) + (e->orig_hlc ? 9 : 0) + (e->dead ? 2 : 0) +
+	       (e->value.len ? 1 + vlen(e->value.len) + e->value.len : 0) + (e->pending ? 2 : 0);
+}
+
+static size_t register_size(const merge_reg_t *g)
+{
+	size_t n = g->field ? 1 + vlen(g->field) : 0;
+	for (size_t i = 0; i < g->n_entries; i++) {
+		size_t es = entry_size(g->entries[i]);
+		n += 1 + vlen(es) + es;
+	}
+	return n;
+}
+
+/* Whether anything in rec came from a field we do not know: then
+ * protobuf-c packs it, keeping those fields. */
+static bool has_unknown(const merge_rec_t *rec)
+{
+	if (rec->base.n_unknown_fields)
+		return true;
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		if (g->base.n_unknown_fields)
+			return true;
+		for (size_t k = 0; k < g->n_entries; k++)
+			if (g->entries[k]->base.n_unknown_fields)
+				return true;
+	}
+	return false;
+}
+
+size_t recpack_size(const merge_rec_t *rec)
+{
+	if (has_unknown(rec))
+		return protobuf_c_message_get_packed_size(&rec->base);
+	size_t n = 0, fl = rec->form_id ? strlen(rec->form_id) : 0;
+	if (rec->record_id.len)
+		n += 1 + vlen(rec->record_id.len) + rec->record_id.len;
+	if (fl)
+		n += 1 + vlen(fl) + fl;
+	if (rec->form_version)
+		n += 1 + vlen(rec->form_version);
+	n += (rec->base_device ? 9 : 0) + (rec->base_hlc ? 9 : 0);
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		size_t rs = register_size(rec->registers[i]);
+		n += 1 + vlen(rs) + rs;
+	}
+	if (rec->n_writers)
+		n += 1 + vlen(rec->n_writers * 8) + rec->n_writers * 8;
+	if (rec->n_assigned)
+		n += 1 + vlen(rec->n_assigned * 8) + rec->n_assigned * 8;
+	if (rec->conflicts)
+		n += 1 + vlen(rec->conflicts);
+	if (rec->delete_conflict)
+		n += 2;
+	const uint64_t tail[5] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq};
+	for (int i = 0; i < 5; i++)
+		if (tail[i])
+			n += 1 + vlen(tail[i]);
+	return n;
+}
+
+static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, size_t n)
+{
+	q = put_len(q, number, n * 8);
+	for (size_t i = 0; i < n; i++)
+		for (int b = 0; b < 8; b++)
+			*q++ = (uint8_t)(v[i] >> (8 * b));
+	return q;
+}
+
+size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
+{
+	if (has_unknown(rec))
+		return protobuf_c_message_pack(&rec->base, out);
+	uint8_t *q = out;
+	size_t fl = rec->form_id ? strlen(rec->form_id) : 0;
+	if (rec->record_id.len) {
+		q = put_len(q, 1, rec->record_id.len);
+		memcpy(q, rec->record_id.data, rec->record_id.len);
+		q += rec->record_id.len;
+	}
+	if (fl) {
+		q = put_len(q, 2, fl);
+		memcpy(q, rec->form_id, fl);
+		q += fl;
+	}
+	if (rec->form_version)
+		q = put_uint(q, 3, rec->form_version);
+	if (rec->base_device)
+		q = put_f64(q, 4, rec->base_device);
+	if (rec->base_hlc)
+		q = put_f64(q, 5, rec->base_hlc);
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		q = put_len(q, 6, register_size(g));
+		if (g->field)
+			q = put_uint(q, 1, g->field);
+		for (size_t k = 0; k < g->n_entries; k++) {
+			const merge_entry_t *e = g->entries[k];
+			q = put_len(q, 2, entry_size(e));
+			if (e->device)
+				q = put_f64(q, 1, e->device);
+			if (e->hlc)
+				q = put_f64(q, 2, e->hlc);
+			if (e->orig_hlc)
+				q = put_f64(q, 3, e->orig_hlc);
+			if (e->dead)
+				q = put_uint(q, 4, 1);
+			if (e->value.len) {
+				q = put_len(q, 5, e->value.len);
+				memcpy(q, e->value.data, e->value.len);
+				q += e->value.len;
+			}
+			if (e->pending)
+				q = put_uint(q, 7, 1);
+		}
+	}
+	if (rec->n_writers)
+		q = put_fixed64s(q, 7, rec->writers, rec->n_writers);
+	if (rec->n_assigned)
+		q = put_fixed64s(q, 8, rec->assigned, rec->n_assigned);
+	if (rec->conflicts)
+		q = put_uint(q, 9, rec->conflicts);
+	if (rec->delete_conflict)
+		q = put_uint(q, 10, 1);
+	const uint64_t tail[5] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq};
+	for (int i = 0; i < 5; i++)
+		if (tail[i])
+			q = put_uint(q, (uint32_t)(11 + i), tail[i]);
+	return (size_t)(q - out);
+}
