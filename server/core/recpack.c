@@ -183,11 +183,10 @@ merge_rec_t *recpack_unpack(struct arena *a, const uint8_t *in, size_t n)
 		return NULL;
 	if (n)
 		memcpy(p, in, n);
-	int r = unpack_record(a, p, n, &rec);
-	if (r > 0)
+	if (unpack_record(a, p, n, &rec) > 0)
 		return rec;
-	if (r < 0)
-		return NULL;
+	/* Anything but the well-formed fields we know (out of memory too):
+	 * protobuf-c decides, so that both always read the same. */
 	return (merge_rec_t *)protobuf_c_message_unpack(&shahidi__store__v1__record__descriptor,
 							 arena_pb_allocator(a), n, in);
 }

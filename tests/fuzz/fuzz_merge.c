@@ -4,7 +4,11 @@
  *     repeated, give a byte-identical digest;
  *   - no lost change: every write is either live or superseded (a later
  *     stamp of its device, or a base that names it, is known);
- *   - conflicts consistent: the record's counter matches its registers. */
+ *   - conflicts consistent: the record's counter matches its registers;
+ *   - the store's record codec (recpack) packs the merged record to
+ *     protobuf-c's bytes and reads them back to the same digest, and reads
+ *     the raw input, taken as a stored record, exactly as protobuf-c does
+ *     (both refuse it, or both read what packs to the same bytes). */
 #include "fuzz.h"
 
 #include <stdlib.h>
@@ -12,6 +16,7 @@
 
 #include "arena.h"
 #include "merge.h"
+#include "recpack.h"
 
 #define MAX_W 48
 
@@ -29,6 +34,48 @@ static void apply_all(struct arena *a, merge_rec_t *rec, struct w *ws, const int
 		struct merge_change c = {.device = x->device, .form_version = 1, .writes = &x->mw,
 					 .n_writes = 1};
 		if (merge_apply(a, rec, &c) < 0)
+			abort();
+	}
+}
+
+/* recpack's bytes for rec (compacted in place); abort when they are not
+ * protobuf-c's. */
+static uint8_t *packed(struct arena *a, merge_rec_t *rec, size_t *ret_n)
+{
+	size_t n = protobuf_c_message_get_packed_size(&rec->base);
+	uint8_t *ref = arena_alloc(a, n + 1), *ours = arena_alloc(a, n + 1);
+	protobuf_c_message_pack(&rec->base, ref);
+	if (recpack_size(rec) != n || recpack_pack(rec, ours) != n || memcmp(ref, ours, n))
+		abort();
+	*ret_n = n;
+	return ours;
+}
+
+static void check_codec(struct arena *a, merge_rec_t *rec, const uint8_t *raw, size_t raw_n)
+{
+	uint8_t d1[32], d2[32];
+	merge_digest(rec, d1);
+	merge_rec_compact(rec);
+	size_t n;
+	uint8_t *bytes = packed(a, rec, &n);
+	merge_rec_t *back = recpack_unpack(a, bytes, n);
+	if (!back)
+		abort();
+	merge_rec_expand(back);
+	merge_digest(back, d2);
+	if (memcmp(d1, d2, 32))
+		abort();
+
+	merge_rec_t *ours = recpack_unpack(a, raw, raw_n);
+	ProtobufCMessage *theirs = protobuf_c_message_unpack(
+		&shahidi__store__v1__record__descriptor, arena_pb_allocator(a), raw_n, raw);
+	if (!ours != !theirs)
+		abort();
+	if (ours) {
+		size_t n1, n2 = protobuf_c_message_get_packed_size(theirs);
+		uint8_t *p1 = packed(a, ours, &n1), *p2 = arena_alloc(a, n2 + 1);
+		protobuf_c_message_pack(theirs, p2);
+		if (n1 != n2 || memcmp(p1, p2, n1))
 			abort();
 	}
 }
@@ -106,6 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* not convergent */
 	check(r1, ws, n);
 	check(r2, ws, n);
+	check_codec(a, r1, data, size);
 	arena_free(a);
 	return 0;
 }
