@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int buf_reserve(struct buf *b, size_t extra)
+int buf_grow(struct buf *b, size_t extra)
 {
 	if (b->cap - b->len >= extra)
 		return 0;
@@ -20,29 +20,6 @@ int buf_reserve(struct buf *b, size_t extra)
 		return -ENOMEM;
 	b->data = p;
 	b->cap = cap;
-	return 0;
-}
-
-int buf_append(struct buf *b, const void *p, size_t n)
-{
-	if (n == 0)
-		return 0;
-	int r = buf_reserve(b, n);
-	if (r < 0)
-		return r;
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
-int buf_putc(struct buf *b, char c)
-{
-	if (b->len == b->cap) {
-		int r = buf_reserve(b, 1);
-		if (r < 0)
-			return r;
-	}
-	b->data[b->len++] = (uint8_t)c;
 	return 0;
 }
 
