@@ -54,7 +54,7 @@ struct http_conn {
 				others wait (not when overloaded) */
 	bool has_data;       /* paused with a request waiting in its socket */
 	bool admitted;       /* resumed with a request to read: it holds one
-				of the queue's places until the request starts */
+				of the queue's places until it has read it */
 	bool expect_continue;
 	int error_status;    /* set by a parser callback that refused */
 	struct http_request req;
@@ -94,7 +94,7 @@ struct http_server {
 	struct http_conn *resume_from; /* where resume_paused() looks first */
 	size_t inflight;         /* request body bytes held */
 	bool paused;             /* reading paused for backpressure */
-	unsigned admitted;       /* connections admitted, request not begun */
+	unsigned admitted;       /* connections admitted, request not read yet */
 	uv_timer_t resume_timer; /* while some wait: resume_paused() again */
 	bool resume_timer_open;
 	llhttp_settings_t settings;
