@@ -658,8 +658,6 @@ int store_info(struct store_txn *t, struct store_info *ret)
 
 /* ---- records ---- */
 
-static int encode_new_record(struct arena *a, struct store_change *c, bool full);
-
 /* The writes of a change as stored in the log (a shahidi.v1.Change that
  * passed validation when it came), as prepare_change made them: each
  * field's stamp defaults to the change's. Only for changes a pointer
@@ -728,6 +726,10 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 	if (!rec)
 		return -EIO; /* our own bytes do not decode: corruption */
 	if (rec->log_seq) {
+		/* One register per write, one entry each: what merging the
+		 * change into nothing gives (encode_new_record's record). The
+		 * change is copied: its bytes in the map may move when this
+		 * transaction writes. */
 		const uint8_t *chg;
 		size_t len;
 		uint64_t pusher;
@@ -735,22 +737,46 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		int r = store_log_change(t, rec->log_seq, &chg, &len, &pusher);
 		if (r < 0)
 			return r == -ENOENT ? -EIO : r;
-		if ((r = change_writes(a, chg, len, pusher, &c)) < 0 ||
-		    (r = encode_new_record(a, &c, true)) < 0)
+		uint8_t *copy = arena_memdup(a, chg, len);
+		if (!copy)
+			return -ENOMEM;
+		if ((r = change_writes(a, copy, len, pusher, &c)) < 0)
 			return r;
-		if (!c.new_record)
-			return -EIO;
-		merge_rec_t *full = recpack_unpack(a, c.new_record, c.new_record_len);
-		if (!full)
-			return -EIO;
-		full->form_version = rec->form_version;
-		full->first_received_ms = rec->first_received_ms;
-		full->last_changed_ms = rec->last_changed_ms;
-		full->changes = rec->changes;
-		full->seq = rec->seq;
-		full->assigned = rec->assigned;
-		full->n_assigned = rec->n_assigned;
-		rec = full; /* log_seq 0: written back in full */
+		size_t n = c.n_writes;
+		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
+		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
+		merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
+		merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
+		if (!order || !regs || !rp || !es || !ep)
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			size_t m = i; /* by field, as registers are kept */
+			while (m > 0 && c.writes[order[m - 1]].field > c.writes[i].field) {
+				order[m] = order[m - 1];
+				m--;
+			}
+			order[m] = (uint16_t)i;
+		}
+		static const merge_reg_t reg_init = SHAHIDI__STORE__V1__REGISTER__INIT;
+		static const merge_entry_t entry_init = SHAHIDI__STORE__V1__ENTRY__INIT;
+		for (size_t i = 0; i < n; i++) {
+			const struct merge_write *w = &c.writes[order[i]];
+			es[i] = entry_init;
+			es[i].device = c.origin;
+			es[i].hlc = w->hlc;
+			es[i].value.data = (uint8_t *)w->value;
+			es[i].value.len = w->value_len;
+			ep[i] = &es[i];
+			regs[i] = reg_init;
+			regs[i].field = w->field;
+			regs[i].n_entries = 1;
+			regs[i].entries = &ep[i];
+			rp[i] = &regs[i];
+		}
+		rec->registers = rp;
+		rec->n_registers = n;
+		rec->log_seq = 0; /* written back in full */
 	}
 	merge_rec_expand(rec);
 	*ret = rec;
