@@ -22,6 +22,10 @@ struct cli_cmd {
 /* Prints "shahidi: " and the message to stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Parses the options of a command that takes only --data DIR (and --help,
+ * which prints help): false when the command is to return *ret at once.
+ * Leaves optind at its first argument. */
+bool cli_data_only(int argc, char **argv, const char *help, const char **data, int *ret);
 /* Opens the store in dir; prints why not and returns NULL on failure. */
 struct store *cli_open_store(const char *dir, bool read_only);
 /* The built-in forms plus those in extra (file or directory; may be NULL). */

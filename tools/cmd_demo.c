@@ -63,36 +63,23 @@ static Shahidi__V1__Change *edit(struct arena *a, const Shahidi__V1__Change *of,
 
 int cmd_demo(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd':
-			data = optarg;
-			break;
-		case 'h':
-			printf("Usage: shahidi demo [--data DIR]\n\n"
-			       "Makes (or reuses) a store, enrols two demo phones, ingests a batch\n"
-			       "of three synthetic incident reports, then one edit from each phone to\n"
-			       "the same field of the first report, made without seeing each other,\n"
-			       "and prints the merged record: both edits are kept, one wins by its\n"
-			       "stamp, and the conflict is listed for a coordinator.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi demo [--data DIR]\n\n"
+			   "Makes (or reuses) a store, enrols two demo phones, ingests a batch\n"
+			   "of three synthetic incident reports, then one edit from each phone to\n"
+			   "the same field of the first report, made without seeing each other,\n"
+			   "and prints the merged record: both edits are kept, one wins by its\n"
+			   "stamp, and the conflict is listed for a coordinator.\n",
+			   &data, &rc))
+		return rc;
 
 	struct form_registry *reg = cli_load_forms(NULL);
 	struct store *s = reg ? cli_open_store(data, false) : NULL;
 	struct arena *a = arena_new();
 	struct buf body = {0};
-	int rc = 1;
+	rc = 1;
 	if (!s || !a)
 		goto out;
 	const struct form *f = form_registry_find(reg, "incident_report", 1);

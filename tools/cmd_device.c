@@ -155,28 +155,15 @@ static int revoke_fn(struct store_txn *t, void *ud)
 
 static int revoke(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd':
-			data = optarg;
-			break;
-		case 'h':
-			printf("Usage: shahidi device revoke [--data DIR] ID\n\n"
-			       "Revokes a device's token: the server refuses it from the next request\n"
-			       "on, without a restart. The device's data stays. Use it at once when a\n"
-			       "phone is lost or seized.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi device revoke [--data DIR] ID\n\n"
+			   "Revokes a device's token: the server refuses it from the next request\n"
+			   "on, without a restart. The device's data stays. Use it at once when a\n"
+			   "phone is lost or seized.\n",
+			   &data, &rc))
+		return rc;
 	struct revoke_ctx ctx;
 	if (optind != argc - 1 || sh_device_parse(argv[optind], &ctx.id) < 0) {
 		cli_err("revoke needs one device id (16 hex digits; see 'shahidi device list')");

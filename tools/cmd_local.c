@@ -525,31 +525,18 @@ static void verify_progress(uint64_t done, uint64_t total, void *ud)
 
 int cmd_verify(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd':
-			data = optarg;
-			break;
-		case 'h':
-			printf("Usage: shahidi verify [--data DIR]\n\n"
-			       "Walks the change log and recomputes its hash chain: every entry's\n"
-			       "hash covers the previous one, so any later change, removal or\n"
-			       "reordering of the history breaks a link. Prints the first broken\n"
-			       "link and exits 1, or exits 0 when the chain is intact. Also prints\n"
-			       "a digest of all merged records: two stores that received the same\n"
-			       "changes, in any order, print the same one.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi verify [--data DIR]\n\n"
+			   "Walks the change log and recomputes its hash chain: every entry's\n"
+			   "hash covers the previous one, so any later change, removal or\n"
+			   "reordering of the history breaks a link. Prints the first broken\n"
+			   "link and exits 1, or exits 0 when the chain is intact. Also prints\n"
+			   "a digest of all merged records: two stores that received the same\n"
+			   "changes, in any order, print the same one.\n",
+			   &data, &rc))
+		return rc;
 	struct store *s = cli_open_store(data, true);
 	if (!s)
 		return 1;

@@ -597,27 +597,16 @@ static int assign_fn(struct store_txn *t, void *ud)
 
 int cmd_assign(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
 	struct assign_ctx ctx;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': data = optarg; break;
-		case 'h':
-			printf("Usage: shahidi assign [--data DIR] RECORD_ID DEVICE_ID\n\n"
-			       "Assigns a record to a device: its next pull brings the record's whole\n"
-			       "history, and later changes follow. Phones otherwise hold only what they\n"
-			       "wrote: a seized phone must not carry the organisation's records.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi assign [--data DIR] RECORD_ID DEVICE_ID\n\n"
+			   "Assigns a record to a device: its next pull brings the record's whole\n"
+			   "history, and later changes follow. Phones otherwise hold only what they\n"
+			   "wrote: a seized phone must not carry the organisation's records.\n",
+			   &data, &rc))
+		return rc;
 	if (argc - optind != 2 || uuid_parse(argv[optind], ctx.id) < 0 ||
 	    sh_device_parse(argv[optind + 1], &ctx.device) < 0) {
 		cli_err("assign needs a record id and a device id (see --help)");
@@ -641,29 +630,18 @@ int cmd_assign(int argc, char **argv)
 
 int cmd_backup(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': data = optarg; break;
-		case 'h':
-			printf("Usage: shahidi backup [--data DIR] DEST\n\n"
-			       "Writes a consistent, compacted copy of the store into DEST, a new\n"
-			       "directory, while the server keeps running (one LMDB read snapshot).\n"
-			       "To restore: stop the server, move the old data directory aside, put\n"
-			       "DEST in its place (or start the server with --data DEST), and check it\n"
-			       "with 'shahidi verify --data DEST'. Encrypt backups that leave the\n"
-			       "machine: they hold survivors' data.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi backup [--data DIR] DEST\n\n"
+			   "Writes a consistent, compacted copy of the store into DEST, a new\n"
+			   "directory, while the server keeps running (one LMDB read snapshot).\n"
+			   "To restore: stop the server, move the old data directory aside, put\n"
+			   "DEST in its place (or start the server with --data DEST), and check it\n"
+			   "with 'shahidi verify --data DEST'. Encrypt backups that leave the\n"
+			   "machine: they hold survivors' data.\n",
+			   &data, &rc))
+		return rc;
 	if (argc - optind != 1) {
 		cli_err("backup needs a destination directory (see --help)");
 		return EXIT_USAGE;
@@ -685,30 +663,20 @@ int cmd_backup(int argc, char **argv)
 
 int cmd_audit(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
-	};
-	const char *data = CLI_DEFAULT_DATA;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': data = optarg; break;
-		case 'h':
-			printf("Usage: shahidi audit [--data DIR]\n\n"
-			       "Prints the audit log, one JSON object per line: every export,\n"
-			       "resolution, assignment and device change made at the office, with\n"
-			       "who made it and when.\n");
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
-	}
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi audit [--data DIR]\n\n"
+			   "Prints the audit log, one JSON object per line: every export,\n"
+			   "resolution, assignment and device change made at the office, with\n"
+			   "who made it and when.\n",
+			   &data, &rc))
+		return rc;
 	struct store *s = cli_open_store(data, true);
 	struct arena *a = arena_new();
 	struct store_txn *t = NULL;
-	int rc = 1, r;
+	int r;
+	rc = 1;
 	if (!s || !a || store_begin(s, false, &t) < 0)
 		goto out;
 	uint64_t seq = 0;

@@ -1,5 +1,6 @@
 /* shahidi: the command-line tool over the core library. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,30 @@ struct form_registry *cli_load_forms(const char *extra)
 		return NULL;
 	}
 	return reg;
+}
+
+bool cli_data_only(int argc, char **argv, const char *help, const char **data, int *ret)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	int c;
+	*data = CLI_DEFAULT_DATA;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': *data = optarg; break;
+		case 'h':
+			fputs(help, stdout);
+			*ret = 0;
+			return false;
+		default:
+			*ret = EXIT_USAGE;
+			return false;
+		}
+	}
+	return true;
 }
 
 int cli_read_file(const char *path, uint8_t **ret, size_t *ret_len)
