@@ -66,6 +66,7 @@
 #include "form.h"
 #include "hlc.h"
 #include "recpack.h"
+#include "wire.h"
 
 enum {
 	DB_META,
@@ -658,65 +659,6 @@ int store_info(struct store_txn *t, struct store_info *ret)
 
 /* ---- records ---- */
 
-/* The writes of a change as stored in the log (a shahidi.v1.Change that
- * passed validation when it came), as prepare_change made them: each
- * field's stamp defaults to the change's. Only for changes a pointer
- * record names: no deletion, no base stamps. */
-static int change_writes(struct arena *a, const uint8_t *p, size_t n, uint64_t pusher,
-			 struct store_change *c)
-{
-	struct pb_field f, g;
-	size_t pos = 0, nw = 0;
-	uint64_t hlc = 0;
-	int r;
-	c->origin = pusher;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		switch (f.number) {
-		case 2: c->record_id = f.data; break;
-		case 3:
-			if (!(c->form_id = arena_alloc(a, f.len + 1)))
-				return -ENOMEM;
-			memcpy((char *)c->form_id, f.data, f.len);
-			((char *)c->form_id)[f.len] = 0;
-			break;
-		case 4: c->form_version = (uint32_t)f.varint; break;
-		case 5: hlc = f.varint; break;
-		case 6: c->origin = f.varint ? f.varint : pusher; break;
-		case 8: nw++; break;
-		case 9: return -EIO; /* never in a pointer record's change */
-		default: break;
-		}
-	}
-	if (r < 0 || !c->record_id || !c->form_id)
-		return -EIO;
-	struct merge_write *w = arena_zalloc(a, (nw + 1) * sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	c->writes = w;
-	c->n_writes = 0;
-	pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number != 8)
-			continue;
-		struct merge_write *x = &w[c->n_writes++];
-		size_t p2 = 0;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if (g.number == 1)
-				x->field = (uint32_t)g.varint;
-			else if (g.number == 2) {
-				x->value = g.data;
-				x->value_len = g.len;
-			} else if (g.number == 3)
-				x->hlc = g.varint;
-		}
-		if (r < 0)
-			return -EIO;
-		if (!x->hlc)
-			x->hlc = hlc;
-	}
-	return 0;
-}
-
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
  * rebuilt from the change it points to, then looks like any other. */
 static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
@@ -733,16 +675,19 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		const uint8_t *chg;
 		size_t len;
 		uint64_t pusher;
-		struct store_change c = {0};
+		struct wire_change c;
 		int r = store_log_change(t, rec->log_seq, &chg, &len, &pusher);
 		if (r < 0)
 			return r == -ENOENT ? -EIO : r;
 		uint8_t *copy = arena_memdup(a, chg, len);
 		if (!copy)
 			return -ENOMEM;
-		if ((r = change_writes(a, copy, len, pusher, &c)) < 0)
-			return r;
-		size_t n = c.n_writes;
+		if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &c)) < 0)
+			return r == -ENOMEM ? r : -EIO;
+		if (c.has_deletion)
+			return -EIO; /* never in a pointer record's change */
+		uint64_t origin = c.origin ? c.origin : pusher;
+		size_t n = c.n_fields;
 		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
 		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
 		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
@@ -752,7 +697,7 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
 			size_t m = i; /* by field, as registers are kept */
-			while (m > 0 && c.writes[order[m - 1]].field > c.writes[i].field) {
+			while (m > 0 && c.fields[order[m - 1]].field > c.fields[i].field) {
 				order[m] = order[m - 1];
 				m--;
 			}
@@ -761,10 +706,10 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		static const merge_reg_t reg_init = SHAHIDI__STORE__V1__REGISTER__INIT;
 		static const merge_entry_t entry_init = SHAHIDI__STORE__V1__ENTRY__INIT;
 		for (size_t i = 0; i < n; i++) {
-			const struct merge_write *w = &c.writes[order[i]];
+			const struct wire_write *w = &c.fields[order[i]];
 			es[i] = entry_init;
-			es[i].device = c.origin;
-			es[i].hlc = w->hlc;
+			es[i].device = origin;
+			es[i].hlc = w->hlc ? w->hlc : c.hlc; /* as prepare_change */
 			es[i].value.data = (uint8_t *)w->value;
 			es[i].value.len = w->value_len;
 			ep[i] = &es[i];

@@ -13,6 +13,7 @@
 #include "shahidi.pb-c.h"
 #include "store.h"
 #include "uuid.h"
+#include "wire.h"
 
 struct prepared {
 	struct store_change sc;
@@ -80,186 +81,11 @@ struct store_change *sync_batch_change(struct sync_batch *b, size_t i)
 
 /* ---- reading the wire ----
  *
- * Changes are read straight from the bytes received, not unpacked with
- * protobuf-c: its generic unpacking of every nested Value cost about 15 us
- * a report (unpacking them is not needed: values are kept as sent and
- * checked from their bytes), which made decoding the whole pipeline's
- * bottleneck. The messages read here are the few of proto/shahidi.proto
- * that carry structure: PushBatch, Change, FieldWrite, Deletion, Stamp.
- * Protobuf's rules hold: unknown fields are skipped, a scalar given twice
- * takes its last value; a field of the wrong wire type is malformed. */
-
-struct wire_write {
-	uint32_t field;
-	uint64_t hlc;
-	const uint8_t *value;       /* encoded Value as sent; NULL: cleared */
-	size_t value_len;
-	struct merge_stamp *base;
-	size_t n_base;
-};
-
-struct wire_change {
-	uint64_t change_id, hlc, origin;
-	uint32_t form_version;
-	bool create;
-	const uint8_t *record_id;
-	size_t record_id_len;
-	const uint8_t *form_id;
-	size_t form_id_len;
-	struct wire_write *fields;
-	size_t n_fields;
-	bool has_deletion, deleted;
-	uint64_t del_hlc;
-	struct merge_stamp *del_base;
-	size_t n_del_base;
-};
+ * The batch is read straight from the bytes received, as its changes are
+ * (wire.h): no protobuf-c unpacking on this path. */
 
 /* Field f must have wire type wt. */
 #define WIRE(f, wt) ((f).wire_type == (wt) ? 0 : -EPROTO)
-
-static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
-		       size_t max, struct merge_stamp **ret, size_t *ret_n)
-{
-	struct pb_field f, g;
-	size_t pos = 0, count = 0;
-	int r;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0)
-		count += f.number == number;
-	if (r < 0)
-		return r;
-	if (count > max)
-		return -EMSGSIZE;
-	struct merge_stamp *st = arena_alloc(a, (count + 1) * sizeof(*st));
-	if (!st)
-		return -ENOMEM;
-	size_t k = 0;
-	pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number != number)
-			continue;
-		if (WIRE(f, 2) < 0)
-			return -EPROTO;
-		struct merge_stamp s = {0, 0};
-		size_t p2 = 0;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if ((g.number == 1 || g.number == 2) && WIRE(g, 1) < 0)
-				return -EPROTO;
-			if (g.number == 1)
-				s.hlc = g.varint;
-			else if (g.number == 2)
-				s.device = g.varint;
-		}
-		if (r < 0)
-			return r;
-		st[k++] = s;
-	}
-	*ret = st;
-	*ret_n = k;
-	return 0;
-}
-
-static int read_field_write(struct arena *a, const struct sync_limits *lim, const uint8_t *p,
-			    size_t n, struct wire_write *w)
-{
-	struct pb_field f;
-	size_t pos = 0, values = 0, stamps = 0;
-	int r;
-	memset(w, 0, sizeof(*w));
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		switch (f.number) {
-		case 1:
-			if (WIRE(f, 0) < 0 || f.varint > UINT32_MAX)
-				return -EPROTO;
-			w->field = (uint32_t)f.varint;
-			break;
-		case 2:
-			/* a value given twice would be merged by protobuf: refuse */
-			if (WIRE(f, 2) < 0 || ++values > 1)
-				return -EPROTO;
-			w->value = f.data;
-			w->value_len = f.len;
-			break;
-		case 3:
-			if (WIRE(f, 1) < 0)
-				return -EPROTO;
-			w->hlc = f.varint;
-			break;
-		case 4:
-			if (WIRE(f, 2) < 0)
-				return -EPROTO;
-			stamps++;
-			break;
-		default:
-			break;
-		}
-	}
-	if (r < 0)
-		return r;
-	/* most writes name no base: no second pass for them */
-	return stamps ? read_stamps(a, p, n, 4, lim->max_base, &w->base, &w->n_base) : 0;
-}
-
-/* The change's base stamps go to a, its list of writes (read once, into
- * merge_writes) to tmp. */
-static int read_change(struct arena *a, struct arena *tmp, const struct sync_limits *lim,
-		       const uint8_t *p, size_t n, struct wire_change *c)
-{
-	struct pb_field f;
-	size_t pos = 0, nf = 0, deletions = 0;
-	int r;
-	memset(c, 0, sizeof(*c));
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		switch (f.number) {
-		case 1: r = WIRE(f, 0); c->change_id = f.varint; break;
-		case 2: r = WIRE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
-		case 3: r = WIRE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
-		case 4:
-			r = WIRE(f, 0);
-			c->form_version = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
-			break;
-		case 5: r = WIRE(f, 1); c->hlc = f.varint; break;
-		case 6: r = WIRE(f, 1); c->origin = f.varint; break;
-		case 7: r = WIRE(f, 0); c->create = f.varint != 0; break;
-		case 8: r = WIRE(f, 2); nf++; break;
-		case 9: r = WIRE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
-		default: break;
-		}
-		if (r < 0)
-			return -EPROTO;
-	}
-	if (r < 0)
-		return r;
-	if (nf > lim->max_fields)
-		return -EMSGSIZE;
-	c->fields = arena_alloc(tmp, (nf + 1) * sizeof(*c->fields));
-	if (!c->fields)
-		return -ENOMEM;
-	pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == 8) {
-			if ((r = read_field_write(a, lim, f.data, f.len, &c->fields[c->n_fields++])) < 0)
-				return r;
-		} else if (f.number == 9) {
-			struct pb_field g;
-			size_t p2 = 0;
-			c->has_deletion = true;
-			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-				if (g.number == 1 && WIRE(g, 0) == 0)
-					c->deleted = g.varint != 0;
-				else if (g.number == 2 && WIRE(g, 1) == 0)
-					c->del_hlc = g.varint;
-				else if (g.number <= 3 && (g.number == 3 ? WIRE(g, 2) : -EPROTO) < 0)
-					return -EPROTO;
-			}
-			if (r < 0)
-				return r;
-			if ((r = read_stamps(a, f.data, f.len, 3, lim->max_base, &c->del_base,
-					     &c->n_del_base)) < 0)
-				return r;
-		}
-	}
-	return 0;
-}
 
 #define BAD(c, ...)                                                         \
 	do {                                                                \
@@ -283,7 +109,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 	sc->raw_len = raw_len;
 	crypto_generichash(sc->digest, 32, raw, raw_len, NULL, 0);
 
-	int r = read_change(b->arena, tmp, lim, raw, raw_len, &wc);
+	int r = wire_read_change(b->arena, tmp, lim->max_fields, lim->max_base, raw, raw_len, &wc);
 	if (r == -ENOMEM)
 		return r;
 	if (r == -EMSGSIZE)

@@ -1,0 +1,152 @@
+#include "wire.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "arena.h"
+#include "codec.h"
+
+/* Field f must have wire type wt. */
+#define WIRE(f, wt) ((f).wire_type == (wt) ? 0 : -EPROTO)
+
+static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
+		       size_t max, struct merge_stamp **ret, size_t *ret_n)
+{
+	struct pb_field f, g;
+	size_t pos = 0, count = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0)
+		count += f.number == number;
+	if (r < 0)
+		return r;
+	if (count > max)
+		return -EMSGSIZE;
+	struct merge_stamp *st = arena_alloc(a, (count + 1) * sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	size_t k = 0;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number != number)
+			continue;
+		if (WIRE(f, 2) < 0)
+			return -EPROTO;
+		struct merge_stamp s = {0, 0};
+		size_t p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if ((g.number == 1 || g.number == 2) && WIRE(g, 1) < 0)
+				return -EPROTO;
+			if (g.number == 1)
+				s.hlc = g.varint;
+			else if (g.number == 2)
+				s.device = g.varint;
+		}
+		if (r < 0)
+			return r;
+		st[k++] = s;
+	}
+	*ret = st;
+	*ret_n = k;
+	return 0;
+}
+
+static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, size_t n,
+			    struct wire_write *w)
+{
+	struct pb_field f;
+	size_t pos = 0, values = 0, stamps = 0;
+	int r;
+	memset(w, 0, sizeof(*w));
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case 1:
+			if (WIRE(f, 0) < 0 || f.varint > UINT32_MAX)
+				return -EPROTO;
+			w->field = (uint32_t)f.varint;
+			break;
+		case 2:
+			/* a value given twice would be merged by protobuf: refuse */
+			if (WIRE(f, 2) < 0 || ++values > 1)
+				return -EPROTO;
+			w->value = f.data;
+			w->value_len = f.len;
+			break;
+		case 3:
+			if (WIRE(f, 1) < 0)
+				return -EPROTO;
+			w->hlc = f.varint;
+			break;
+		case 4:
+			if (WIRE(f, 2) < 0)
+				return -EPROTO;
+			stamps++;
+			break;
+		default:
+			break;
+		}
+	}
+	if (r < 0)
+		return r;
+	/* most writes name no base: no second pass for them */
+	return stamps ? read_stamps(a, p, n, 4, max_base, &w->base, &w->n_base) : 0;
+}
+
+int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
+		     const uint8_t *p, size_t n, struct wire_change *c)
+{
+	struct pb_field f;
+	size_t pos = 0, nf = 0, deletions = 0;
+	int r;
+	memset(c, 0, sizeof(*c));
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case 1: r = WIRE(f, 0); c->change_id = f.varint; break;
+		case 2: r = WIRE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
+		case 3: r = WIRE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
+		case 4:
+			r = WIRE(f, 0);
+			c->form_version = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
+			break;
+		case 5: r = WIRE(f, 1); c->hlc = f.varint; break;
+		case 6: r = WIRE(f, 1); c->origin = f.varint; break;
+		case 7: r = WIRE(f, 0); c->create = f.varint != 0; break;
+		case 8: r = WIRE(f, 2); nf++; break;
+		case 9: r = WIRE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
+		default: break;
+		}
+		if (r < 0)
+			return -EPROTO;
+	}
+	if (r < 0)
+		return r;
+	if (nf > max_fields)
+		return -EMSGSIZE;
+	c->fields = arena_alloc(tmp, (nf + 1) * sizeof(*c->fields));
+	if (!c->fields)
+		return -ENOMEM;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number == 8) {
+			if ((r = read_field_write(a, max_base, f.data, f.len, &c->fields[c->n_fields++])) < 0)
+				return r;
+		} else if (f.number == 9) {
+			struct pb_field g;
+			size_t p2 = 0;
+			c->has_deletion = true;
+			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+				if (g.number == 1 && WIRE(g, 0) == 0)
+					c->deleted = g.varint != 0;
+				else if (g.number == 2 && WIRE(g, 1) == 0)
+					c->del_hlc = g.varint;
+				else if (g.number <= 3 && (g.number == 3 ? WIRE(g, 2) : -EPROTO) < 0)
+					return -EPROTO;
+			}
+			if (r < 0)
+				return r;
+			if ((r = read_stamps(a, f.data, f.len, 3, max_base, &c->del_base,
+					     &c->n_del_base)) < 0)
+				return r;
+		}
+	}
+	return 0;
+}

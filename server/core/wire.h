@@ -1,0 +1,54 @@
+/* wire: shahidi.v1.Change read straight from the bytes received.
+ *
+ * Not unpacked with protobuf-c: its generic unpacking of every nested Value
+ * cost about 15 us a report (values are kept as sent and checked from their
+ * bytes), which made decoding the pipeline's bottleneck. Protobuf's rules
+ * hold: unknown fields are skipped, a scalar given twice takes its last
+ * value; a field of the wrong wire type is malformed. Used by the decoder
+ * (sync), which validates what it reads, and by the store, which rebuilds
+ * a pointer record from the change in its log.
+ */
+#ifndef SHAHIDI_WIRE_H
+#define SHAHIDI_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "merge.h"
+
+struct arena;
+
+struct wire_write {
+	uint32_t field;
+	uint64_t hlc;
+	const uint8_t *value;       /* encoded Value as sent; NULL: cleared */
+	size_t value_len;
+	struct merge_stamp *base;
+	size_t n_base;
+};
+
+struct wire_change {
+	uint64_t change_id, hlc, origin;
+	uint32_t form_version;
+	bool create;
+	const uint8_t *record_id;
+	size_t record_id_len;
+	const uint8_t *form_id;
+	size_t form_id_len;
+	struct wire_write *fields;
+	size_t n_fields;
+	bool has_deletion, deleted;
+	uint64_t del_hlc;
+	struct merge_stamp *del_base;
+	size_t n_del_base;
+};
+
+/* Reads a Change from p[0..n). Base stamps go to a (they outlive the
+ * call), the list of writes to tmp (read once, into merge_writes); values,
+ * ids and the form id point into p. -EPROTO malformed, -EMSGSIZE more than
+ * max_fields writes or max_base stamps in one, -ENOMEM. */
+int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
+		     const uint8_t *p, size_t n, struct wire_change *c);
+
+#endif
