@@ -1,12 +1,12 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 2 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 3 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "2"
+ *   meta  "format"                              decimal text, "3"
  *   meta  "counters"                            Counters (pb)
  *   recs  be64 record seq                       Record (pb): merged state, or
  *                                               a pointer to the one change
@@ -15,7 +15,9 @@
  *   log   be64 log seq                          LogEntry (pb): change as received
  *   rlog  be64 record seq | be64 log seq        empty: a record's history
  *   chg   be64 origin device | be64 change id   be64 log seq: change dedupe
- *   feed  be64 device | be64 feed seq           be64 log seq: what a device pulls
+ *   feed  be64 device | be64 feed seq           be64 log seqs, 1 to FEED_PACK:
+ *                                               what a device pulls; the
+ *                                               i-th has feed seq key + i
  *   bat   be64 device | be64 batch seq          BatchMemo (pb): batch dedupe
  *   dev   be64 device id                        Device (pb)
  *   tok   32-byte BLAKE2b-256 of a token        be64 device id
@@ -37,6 +39,14 @@
  * that change, and the first edit writes the record in full. This halves
  * the bytes a durable commit of new reports writes. Format 1 (before
  * pointer records) opens as it is and is marked 2 when written.
+ *
+ * Feeds (format 3): a change to a record held by many devices goes to each
+ * of their feeds. One entry per change and device made an edit of a record
+ * shared by 64 phones cost 63 B-tree inserts; the writer now gathers a
+ * transaction's feed items and writes one entry per device with up to
+ * FEED_PACK of them (feed seqs stay one per item, so a pull can stop
+ * inside an entry and cursors mean what they meant). Format 2 stores,
+ * whose entries hold one item each, are read as they are.
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
@@ -111,9 +121,18 @@ struct store {
 	size_t map_size;
 	struct store_opts opts;
 	bool read_only;
-	bool old_format;           /* opened a format 1 store */
+	bool old_format;           /* opened a format 1 or 2 store */
 	char dir[];
 };
+
+/* A feed item waiting for the end of its transaction (feed_add). */
+struct feed_item {
+	uint64_t device, log_seq;
+};
+
+/* Items per feed entry: 512 bytes, well inside a leaf node; a pull that
+ * stops inside one re-reads at most this many. */
+#define FEED_PACK 64
 
 struct store_txn {
 	struct store *s;
@@ -128,7 +147,16 @@ struct store_txn {
 	struct hlc hlc;
 	MDB_cursor *log_cursor;    /* store_log_change's: lookups in seq order
 				      stay on their leaf page */
+	struct feed_item *feed;    /* owned; written by feed_flush */
+	size_t n_feed, cap_feed;
+	/* store_feed_next's last entry, in a read transaction (points into
+	 * the map, valid while it lasts) */
+	uint64_t fc_device, fc_first;
+	const uint8_t *fc_items;
+	size_t fc_n;
 };
+
+static int feed_flush(struct store_txn *t);
 
 /* The one place LMDB's codes become ours. */
 static int lmdb_err(int rc)
@@ -345,8 +373,9 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 			mdb_txn_abort(txn);
 			return -ENOTSUP;
 		}
-		/* Format 1 is format 2 without pointer records: it is read as
-		 * it is, and marked 2 before anything is written to it. */
+		/* Format 1 is format 2 without pointer records, format 2 is
+		 * format 3 with one item per feed entry: both are read as they
+		 * are, and marked 3 before anything is written to them. */
 		s->old_format = ver < STORE_FORMAT_VERSION;
 	}
 	bool missing = rc == MDB_NOTFOUND;
@@ -566,7 +595,9 @@ int store_commit(struct store_txn *t)
 	if (t->log_cursor)
 		mdb_cursor_close(t->log_cursor);
 	if (t->write) {
-		r = save_counters(t);
+		r = feed_flush(t);
+		if (r == 0)
+			r = save_counters(t);
 		if (r < 0) {
 			mdb_txn_abort(t->txn);
 		} else {
@@ -587,6 +618,7 @@ int store_commit(struct store_txn *t)
 		pthread_mutex_unlock(&s->hlc_lock);
 	}
 	pthread_rwlock_unlock(&s->resize_lock);
+	free(t->feed);
 	free(t);
 	return r;
 }
@@ -600,6 +632,7 @@ void store_abort(struct store_txn *t)
 	if (t->txn)
 		mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
+	free(t->feed);
 	free(t);
 }
 
@@ -1052,14 +1085,56 @@ out:
 
 /* ---- applying changes ---- */
 
+/* Queues a feed item; feed_flush writes them at the end of the
+ * transaction. */
 static int feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq)
 {
-	uint8_t k[16], v[8];
-	sh_put_be64(k, device);
-	sh_put_be64(k + 8, t->next_feed_seq++);
-	sh_put_be64(v, log_seq);
+	if (t->n_feed == t->cap_feed) {
+		size_t cap = t->cap_feed ? 2 * t->cap_feed : 256;
+		struct feed_item *f = realloc(t->feed, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		t->feed = f;
+		t->cap_feed = cap;
+	}
+	t->feed[t->n_feed++] = (struct feed_item){device, log_seq};
+	return 0;
+}
+
+static int feed_item_cmp(const void *x, const void *y)
+{
+	const struct feed_item *a = x, *b = y;
+	if (a->device != b->device)
+		return a->device < b->device ? -1 : 1;
+	return a->log_seq < b->log_seq ? -1 : a->log_seq > b->log_seq;
+}
+
+/* Writes the queued items: per device, in log order, at most FEED_PACK to
+ * an entry. */
+static int feed_flush(struct store_txn *t)
+{
+	if (!t->n_feed)
+		return 0;
+	qsort(t->feed, t->n_feed, sizeof(*t->feed), feed_item_cmp);
+	for (size_t i = 0; i < t->n_feed;) {
+		uint64_t device = t->feed[i].device;
+		uint8_t k[16], v[8 * FEED_PACK];
+		size_t n = 0;
+		while (i + n < t->n_feed && n < FEED_PACK && t->feed[i + n].device == device) {
+			sh_put_be64(v + 8 * n, t->feed[i + n].log_seq);
+			n++;
+		}
+		sh_put_be64(k, device);
+		sh_put_be64(k + 8, t->next_feed_seq);
+		int r = put_raw(t, DB_FEED, k, 16, v, 8 * n, 0);
+		if (r < 0)
+			return r;
+		t->next_feed_seq += n;
+		i += n;
+	}
+	t->n_feed = 0;
 	t->counters_dirty = true;
-	return put_raw(t, DB_FEED, k, 16, v, 8, 0);
+	return 0;
 }
 
 static bool has_u64(const uint64_t *arr, size_t n, uint64_t v)
@@ -1517,37 +1592,100 @@ int store_token_del(struct store_txn *t, const uint8_t hash[32])
 
 /* ---- feeds ---- */
 
+/* The entry of device's feed holding the first item at or after feed seq
+ * pos: 1 with its first seq, items and count; 0 when there is none. */
+static int feed_entry_at(struct store_txn *t, uint64_t device, uint64_t pos, uint64_t *ret_first,
+			 const uint8_t **ret_items, size_t *ret_n)
+{
+	MDB_cursor *c;
+	uint8_t kb[16];
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c);
+	if (rc)
+		return lmdb_err(rc);
+	sh_put_be64(kb, device);
+	sh_put_be64(kb + 8, pos);
+	MDB_val k = val_of(kb, 16), v, pk, pv;
+	int found = 0;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	if (rc && rc != MDB_NOTFOUND)
+		goto out;
+	bool after = rc == 0;
+	if (!(after && k.mv_size == 16 && !memcmp(k.mv_data, kb, 16))) {
+		/* Not an entry starting at pos: the one before may hold it. */
+		int rp = mdb_cursor_get(c, &pk, &pv, after ? MDB_PREV : MDB_LAST);
+		if (rp && rp != MDB_NOTFOUND) {
+			rc = rp;
+			goto out;
+		}
+		if (rp == 0 && pk.mv_size == 16 && sh_get_be64(pk.mv_data) == device &&
+		    pv.mv_size >= 8 && sh_get_be64((uint8_t *)pk.mv_data + 8) + pv.mv_size / 8 > pos) {
+			k = pk;
+			v = pv;
+			after = true;
+		}
+	}
+	rc = 0;
+	if (after && k.mv_size == 16 && sh_get_be64(k.mv_data) == device) {
+		if (v.mv_size < 8 || v.mv_size % 8 || v.mv_size > 8 * FEED_PACK) {
+			rc = MDB_CORRUPTED;
+			goto out;
+		}
+		*ret_first = sh_get_be64((uint8_t *)k.mv_data + 8);
+		*ret_items = v.mv_data;
+		*ret_n = v.mv_size / 8;
+		found = 1;
+	}
+out:
+	mdb_cursor_close(c);
+	return rc ? (rc == MDB_CORRUPTED ? -EIO : lmdb_err(rc)) : found;
+}
+
 int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq)
 {
-	MDB_val v;
-	int r = next_pair(t, DB_FEED, device, cursor, &v);
-	if (r != 1)
+	if (*cursor == UINT64_MAX)
+		return 0;
+	uint64_t pos = *cursor + 1, first;
+	const uint8_t *items;
+	size_t n;
+	int r;
+	if (t->write && (r = feed_flush(t)) < 0)
 		return r;
-	if (v.mv_size != 8)
-		return -EIO;
-	*ret_log_seq = sh_get_be64(v.mv_data);
+	if (!t->write && t->fc_items && t->fc_device == device && pos >= t->fc_first &&
+	    pos - t->fc_first < t->fc_n) {
+		first = t->fc_first;
+		items = t->fc_items;
+		n = t->fc_n;
+	} else {
+		if ((r = feed_entry_at(t, device, pos, &first, &items, &n)) <= 0)
+			return r;
+		if (!t->write) {
+			t->fc_device = device;
+			t->fc_first = first;
+			t->fc_items = items;
+			t->fc_n = n;
+		}
+	}
+	size_t i = pos > first ? (size_t)(pos - first) : 0;
+	*cursor = first + i;
+	*ret_log_seq = sh_get_be64(items + 8 * i);
 	return 1;
 }
 
 int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
 {
-	MDB_cursor *c;
-	uint8_t kb[16];
-	uint64_t n = 0;
-	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c);
-	if (rc)
-		return lmdb_err(rc);
-	sh_put_be64(kb, device);
-	sh_put_be64(kb + 8, cursor == UINT64_MAX ? cursor : cursor + 1);
-	MDB_val k = val_of(kb, 16), v;
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	while (rc == 0 && k.mv_size == 16 && sh_get_be64(k.mv_data) == device) {
-		n++;
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	uint64_t n = 0, first;
+	const uint8_t *items;
+	size_t k;
+	int r = t->write ? feed_flush(t) : 0;
+	while (r == 0 && cursor != UINT64_MAX &&
+	       (r = feed_entry_at(t, device, cursor + 1, &first, &items, &k)) == 1) {
+		uint64_t from = SH_MAX(cursor + 1, first);
+		n += first + k - from;
+		cursor = first + k - 1;
+		r = 0;
 	}
-	mdb_cursor_close(c);
-	if (rc && rc != MDB_NOTFOUND)
-		return lmdb_err(rc);
+	if (r < 0)
+		return r;
 	*ret = n;
 	return 0;
 }

@@ -54,6 +54,34 @@ static void raw_format(const char *dir, char out[16])
 	mdb_env_close(env);
 }
 
+/* Entries of db whose key starts with be64 prefix. */
+static size_t raw_count_prefix(const char *dir, const char *db, uint64_t prefix)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *c;
+	uint8_t kb[8];
+	size_t n = 0;
+	sh_put_be64(kb, prefix);
+	MDB_val k = {8, kb}, v;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	CHECK(mdb_cursor_open(txn, dbi, &c) == 0);
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= 8 && !memcmp(k.mv_data, kb, 8)) {
+		n++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return n;
+}
+
 static void test_open_creates_private_store(void)
 {
 	char dir[256], sub[300], path[400];
@@ -82,10 +110,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "2"));
-	raw_put(dir, "meta", "format", 6, "3", 1);
+	CHECK(!strcmp(fmt, "3"));
+	raw_put(dir, "meta", "format", 6, "4", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '3'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '4'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -95,15 +123,20 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	raw_put(dir, "meta", "format", 6, "0", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	/* format 1 (no pointer records) is read as it is, and marked 2 by
-	 * the first program that opens it to write */
-	raw_put(dir, "meta", "format", 6, "1", 1);
-	store_close(tu_store_open(dir, &ro));
-	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "1"));
-	store_close(tu_store_open(dir, NULL));
-	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "2"));
+	/* formats 1 (no pointer records) and 2 (a feed item per entry) are
+	 * read as they are, and marked 3 by the first program that opens them
+	 * to write */
+	static const char *const olds[] = {"1", "2"};
+	for (size_t i = 0; i < 2; i++) {
+		const char *old = olds[i];
+		raw_put(dir, "meta", "format", 6, old, 1);
+		store_close(tu_store_open(dir, &ro));
+		raw_format(dir, fmt);
+		CHECK(!strcmp(fmt, old));
+		store_close(tu_store_open(dir, NULL));
+		raw_format(dir, fmt);
+		CHECK(!strcmp(fmt, "3"));
+	}
 
 	/* a directory that is not a store is refused by the read-only tools */
 	char empty[256];
@@ -473,6 +506,85 @@ static void test_pull_feeds(void)
 	tu_rmrf(dir);
 }
 
+/* A transaction's feed items for one device are written FEED_PACK (64) to
+ * an entry; a pull pages through them one item at a time all the same, and
+ * what waits is counted per item. 150 edits of a record in one push give
+ * its other holder entries of 64, 64 and 22 items; a single-item entry (B's
+ * edit in A's feed) is what a format 2 store holds. */
+static void test_feed_entries_pack_and_page(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
+	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 9, 1, hlc);
+	struct buf body = {0}, out = {0};
+	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	uint64_t seen[2] = {hlc, pa};
+	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, hlc + 100);
+	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
+	tu_batch(&body, pb, 1, &e, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+
+	enum { N = 150 };
+	Shahidi__V1__Change *edits[N];
+	uint64_t base[2] = {hlc, pa};
+	for (size_t i = 0; i < N; i++) {
+		edits[i] = tu_change(a, c->record_id.data, 2 + i, hlc + 200 + i);
+		tu_set(a, edits[i], 140, tu_choice(a, i % 2 ? "high" : "low"), 1, base);
+		base[0] = hlc + 200 + i;
+	}
+	tu_batch(&body, pa, 2, edits, N, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+
+	struct store_txn *t;
+	struct sync_pull_info info;
+	uint64_t cursor = 0, waiting, last_log = 0, got = 0, pages = 0;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_feed_count(t, pb, 0, &waiting) == 0);
+	CHECK_EQ_INT(waiting, N);
+	do {
+		/* pages of 50 end inside the entries of 64 */
+		buf_reset(&out);
+		CHECK(sync_pull(t, pb, cursor, 50, 1 << 20, &out, &info) == 0);
+		Shahidi__V1__PullResponse *pr =
+			shahidi__v1__pull_response__unpack(NULL, out.len, out.data);
+		CHECK(pr != NULL);
+		for (size_t i = 0; pr && i < pr->n_changes; i++) {
+			CHECK(pr->changes[i]->cursor > cursor);
+			CHECK(pr->changes[i]->log_seq > last_log); /* in log order, once */
+			cursor = pr->changes[i]->cursor;
+			last_log = pr->changes[i]->log_seq;
+			got++;
+		}
+		shahidi__v1__pull_response__free_unpacked(pr, NULL);
+		CHECK_EQ_INT(info.next_cursor, cursor);
+		CHECK(store_feed_count(t, pb, cursor, &waiting) == 0);
+		CHECK_EQ_INT(waiting, N - got);
+		pages++;
+	} while (info.more && pages < 10);
+	CHECK_EQ_INT(got, N);
+	CHECK_EQ_INT(pages, 3);
+	/* A gets B's edit: one item */
+	buf_reset(&out);
+	CHECK(sync_pull(t, pa, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 1);
+	CHECK(store_feed_count(t, pa, 0, &waiting) == 0 && waiting == 1);
+	CHECK(store_feed_count(t, pa, info.next_cursor, &waiting) == 0 && waiting == 0);
+	store_abort(t);
+	buf_free(&out);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pb), 3);
+	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pa), 1);
+	tu_rmrf(dir);
+}
+
 /* A new record written by the writer's fast path -- as a pointer to its
  * change in the log, or straight as bytes when the change also deletes --
  * reads back as the record merging the change into nothing gives. */
@@ -534,6 +646,7 @@ int main(void)
 	FORMS = tu_forms(false);
 	RUN(test_open_creates_private_store);
 	RUN(test_format_version_is_checked);
+	RUN(test_feed_entries_pack_and_page);
 	RUN(test_map_grows_and_stops_at_its_cap);
 	RUN(test_hash_chain_detects_tampering);
 	RUN(test_batches_and_changes_are_deduplicated);
