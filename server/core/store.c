@@ -209,6 +209,20 @@ static int put_raw(struct store_txn *t, int db, const void *key, size_t klen, co
 	return write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
 }
 
+/* Puts key -> v unless key is there: 0 put, 1 with *ret_old the value
+ * already there. One descent of the tree where a get and a put took two. */
+static int put_new(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
+		   size_t vlen, MDB_val *ret_old)
+{
+	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
+	int rc = mdb_put(t->txn, t->s->dbi[db], &k, &d, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST) {
+		*ret_old = d;
+		return 1;
+	}
+	return write_err(t, rc);
+}
+
 static int del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 {
 	MDB_val k = val_of(key, klen);
@@ -1331,15 +1345,10 @@ static int append_log(struct store_txn *t, const struct store_change *c, uint64_
 	return 0;
 }
 
-/* The indexes every applied change gets: dedupe, the record's history. */
-static int index_change(struct store_txn *t, const uint8_t ck[16], uint64_t log_seq,
-			uint64_t record_seq)
+/* The record's history gets the change. */
+static int history_add(struct store_txn *t, uint64_t log_seq, uint64_t record_seq)
 {
-	uint8_t lk[8], rk[16];
-	sh_put_be64(lk, log_seq);
-	int r = put_raw(t, DB_CHG, ck, 16, lk, 8, MDB_NOOVERWRITE);
-	if (r < 0)
-		return r;
+	uint8_t rk[16];
 	sh_put_be64(rk, record_seq);
 	sh_put_be64(rk + 8, log_seq);
 	return put_raw(t, DB_RLOG, rk, 16, "", 0, 0);
@@ -1347,19 +1356,17 @@ static int index_change(struct store_txn *t, const uint8_t ck[16], uint64_t log_
 
 /* A change that makes a new record, from its prepared bytes: no merge, no
  * packing on the writer's thread. */
-static int apply_new(struct store_txn *t, const struct store_change *c, const uint8_t ck[16],
+static int apply_new(struct store_txn *t, const struct store_change *c, uint64_t seq,
 		     uint64_t now_ms)
 {
-	uint64_t log_seq = t->next_log_seq++, seq = t->next_record_seq++;
+	uint64_t log_seq = t->next_log_seq++;
 	uint8_t tail[64], rk[8];
 	int r;
 	t->counters_dirty = true;
 	if ((r = append_log(t, c, log_seq, seq, now_ms, 0)) < 0 ||
-	    (r = index_change(t, ck, log_seq, seq)) < 0)
+	    (r = history_add(t, log_seq, seq)) < 0)
 		return r;
 	sh_put_be64(rk, seq);
-	if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
-		return r;
 	/* Record fields 11-14: receipt metadata; 15: where its registers are. */
 	size_t n = put_field_uint(tail, 11, now_ms);
 	n += put_field_uint(tail + n, 12, now_ms);
@@ -1370,7 +1377,6 @@ static int apply_new(struct store_txn *t, const struct store_change *c, const ui
 	if ((r = put_concat(t, DB_RECS, rk, 8, c->new_record, c->new_record_len, tail, n,
 			    MDB_APPEND)) < 0)
 		return r;
-	t->records++;
 	return 0;
 }
 
@@ -1378,17 +1384,21 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		       struct form_verdict *verdict)
 {
-	uint8_t ck[16];
-	MDB_val v;
+	uint8_t ck[16], lk[8], rk[8];
+	MDB_val v = {0};
 	int r;
 
 	*ret_stored_hlc = 0;
 	if (!c->log_prefix && (r = store_prepare_change(a, c, false)) < 0)
 		return r;
+	/* The dedupe entry goes in first, naming the log seq the change will
+	 * have: one lookup answers "seen before?" and records it if not. */
+	uint64_t log_seq = t->next_log_seq;
 	sh_put_be64(ck, c->origin);
 	sh_put_be64(ck + 8, c->change_id);
-	r = get_raw(t, DB_CHG, ck, 16, &v);
-	if (r == 0) {
+	sh_put_be64(lk, log_seq);
+	r = put_new(t, DB_CHG, ck, 16, lk, 8, &v);
+	if (r == 1) {
 		store_log_t *e;
 		if (v.mv_size != 8)
 			return -EIO;
@@ -1402,7 +1412,7 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		*ret_stored_hlc = e->stored_hlc;
 		return 0;
 	}
-	if (r != -ENOENT)
+	if (r < 0)
 		return r;
 
 	/* A phone whose clock runs ahead must not win every later edit: its
@@ -1410,27 +1420,38 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	 * and the push response says what it was stored under). */
 	bool clamp = !hlc_receive(&t->hlc, c->hlc, now_ms);
 	uint64_t bound = hlc_make(now_ms + t->s->opts.max_skew_ms, HLC_COUNTER_MASK);
-	uint64_t seq;
-	r = record_seq(t, c->record_id, &seq);
-	if (r == -ENOENT && c->new_record && !clamp && c->max_base_hlc <= bound) {
-		if ((r = apply_new(t, c, ck, now_ms)) < 0)
+	/* Likewise the id index: the record is new if its id goes in. */
+	uint64_t seq = t->next_record_seq;
+	sh_put_be64(rk, seq);
+	if ((r = put_new(t, DB_RID, c->record_id, 16, rk, 8, &v)) < 0)
+		return r;
+	bool is_new = r == 0, had_conflict = false;
+	if (is_new) {
+		t->next_record_seq++;
+		t->records++;
+	} else if (v.mv_size != 8) {
+		return -EIO;
+	} else {
+		seq = sh_get_be64(v.mv_data);
+	}
+	if (is_new && c->new_record && !clamp && c->max_base_hlc <= bound) {
+		if ((r = apply_new(t, c, seq, now_ms)) < 0)
 			return r;
 		*ret_outcome = STORE_APPLIED;
 		return 0;
 	}
-	if (r < 0 && r != -ENOENT)
-		return r;
 
-	bool is_new = r == -ENOENT, had_conflict = false;
 	merge_rec_t *rec;
 	if (is_new) {
 		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
 			return -ENOMEM;
-		rec->seq = t->next_record_seq++;
+		rec->seq = seq;
 		rec->first_received_ms = now_ms;
 	} else if ((r = record_by_seq(t, a, seq, &rec)) < 0) {
 		return r == -ENOENT ? -EIO : r;
 	} else if (strcmp(rec->form_id, c->form_id)) {
+		if ((r = del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
+			return r;
 		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
 		       rec->form_id, c->form_id);
 	} else {
@@ -1450,7 +1471,7 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 		}
 	}
 
-	uint64_t log_seq = t->next_log_seq++;
+	t->next_log_seq++;
 	t->counters_dirty = true;
 	struct merge_change mc = {
 		.device = c->origin,
@@ -1465,15 +1486,8 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	rec->changes++;
 
 	if ((r = append_log(t, c, log_seq, rec->seq, now_ms, stored)) < 0 ||
-	    (r = index_change(t, ck, log_seq, rec->seq)) < 0)
+	    (r = history_add(t, log_seq, rec->seq)) < 0)
 		return r;
-	if (is_new) {
-		uint8_t rk[8];
-		sh_put_be64(rk, rec->seq);
-		if ((r = put_raw(t, DB_RID, c->record_id, 16, rk, 8, MDB_NOOVERWRITE)) < 0)
-			return r;
-		t->records++;
-	}
 	if ((r = put_record(t, rec, is_new, had_conflict)) < 0)
 		return r;
 

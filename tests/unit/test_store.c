@@ -641,12 +641,66 @@ static void test_new_records_read_back_as_merged(void)
 	tu_rmrf(dir);
 }
 
+/* A change for a record of another form is refused, and not remembered:
+ * sent again it is refused again, not taken for a duplicate; the same
+ * change id for the right form is then applied. */
+static void test_change_for_another_form_is_refused(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t dev = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *ch = tu_report(a, FORMS, 3, 1, hlc);
+	struct buf body = {0};
+	tu_batch(&body, dev, 1, &ch, 1, CODEC_IDENTITY);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	struct tu_state before, after;
+	tu_state(s, &before);
+
+	Shahidi__V1__Change *e = tu_change(a, ch->record_id.data, 2, hlc + 10);
+	tu_set(a, e, 140, tu_choice(a, "high"), 0, NULL);
+	tu_batch(&body, dev, 2, &e, 1, CODEC_IDENTITY);
+	struct sync_limits lim;
+	struct form_verdict v;
+	struct sync_batch *b;
+	sync_limits_default(&lim);
+	CHECK(sync_decode(FORMS, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(), &b, &v) == 0);
+	struct store_change *sc = sync_batch_change(b, 0);
+	const char *form = sc->form_id;
+	for (int round = 0; round < 3; round++) {
+		struct store_txn *t;
+		enum store_outcome out;
+		uint64_t stored;
+		sc->form_id = round < 2 ? "another_form" : form;
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(store_apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(store_commit(t) == 0);
+		tu_state(s, &after);
+		if (round < 2) {
+			CHECK(out == STORE_REJECTED);
+			CHECK_EQ_STR(v.code, "form_mismatch");
+			CHECK(tu_state_eq(&before, &after));
+		} else {
+			CHECK(out == STORE_APPLIED);
+			CHECK_EQ_INT(after.log_entries, before.log_entries + 1);
+		}
+	}
+	sync_batch_free(b);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 int main(void)
 {
 	FORMS = tu_forms(false);
 	RUN(test_open_creates_private_store);
 	RUN(test_format_version_is_checked);
 	RUN(test_feed_entries_pack_and_page);
+	RUN(test_change_for_another_form_is_refused);
 	RUN(test_map_grows_and_stops_at_its_cap);
 	RUN(test_hash_chain_detects_tampering);
 	RUN(test_batches_and_changes_are_deduplicated);
