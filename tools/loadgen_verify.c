@@ -156,9 +156,13 @@ static int change_key(const store_log_t *e, uint64_t *ret_id, uint64_t *ret_orig
 static int check_history(struct vstate *vs, struct store_txn *t, struct arena *a,
 			 const merge_rec_t *rec, struct expect *ex, size_t n, const char *idtxt)
 {
-	uint64_t cursor = 0, log_seq, found = 0;
-	int r;
-	while ((r = store_record_log_next(t, rec->seq, &cursor, &log_seq)) == 1) {
+	uint64_t found = 0, *hist;
+	size_t n_hist;
+	int r = store_record_history(t, a, rec, &hist, &n_hist);
+	if (r < 0)
+		return r;
+	for (size_t h = 0; h < n_hist; h++) {
+		uint64_t log_seq = hist[h];
 		store_log_t *e;
 		uint64_t id, origin;
 		if ((r = store_log_get(t, a, log_seq, &e)) < 0)
@@ -176,8 +180,6 @@ static int check_history(struct vstate *vs, struct store_txn *t, struct arena *a
 		else
 			x->seen++;
 	}
-	if (r < 0)
-		return r;
 	vs->entries += found;
 	if (found != rec->changes)
 		fail(vs, "record %s counts %" PRIu64 " changes but its history holds %" PRIu64,

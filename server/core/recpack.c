@@ -29,10 +29,10 @@ static const uint8_t entry_wt[8] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2,
 #define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7)
 static const uint8_t reg_wt[3] = {[1] = 0, [2] = 2};
 #define REG_KNOWN (1u << 1 | 1u << 2)
-static const uint8_t rec_wt[16] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
+static const uint8_t rec_wt[17] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
 				   [7] = 2,  [8] = 2,  [9] = 0,	 [10] = 0, [11] = 0, [12] = 0,
-				   [13] = 0, [14] = 0, [15] = 0};
-#define REC_KNOWN 0xfffeu /* 1 to 15 */
+				   [13] = 0, [14] = 0, [15] = 0, [16] = 0};
+#define REC_KNOWN 0x1fffeu /* 1 to 16 */
 
 /* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory. */
 static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry_t *e)
@@ -107,7 +107,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	int r;
 	/* what is there, and how many of each array */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 16 || !(REC_KNOWN & (1u << f.number)) ||
+		if (f.number >= 17 || !(REC_KNOWN & (1u << f.number)) ||
 		    f.wire_type != rec_wt[f.number])
 			return 0;
 		if ((f.number == 7 || f.number == 8) && f.len % 8)
@@ -166,6 +166,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 		case 13: rec->changes = f.varint; break;
 		case 14: rec->seq = f.varint; break;
 		case 15: rec->log_seq = f.varint; break;
+		case 16: rec->head_log_seq = f.varint; break;
 		default: break;
 		}
 	}
@@ -290,11 +291,11 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + vlen(rec->conflicts);
 	if (rec->delete_conflict)
 		n += 2;
-	const uint64_t tail[5] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq};
-	for (int i = 0; i < 5; i++)
+	const uint64_t tail[6] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq, rec->head_log_seq};
+	for (int i = 0; i < 6; i++)
 		if (tail[i])
-			n += 1 + vlen(tail[i]);
+			n += (i < 5 ? 1 : 2) + vlen(tail[i]); /* field 16's tag takes two */
 	return n;
 }
 
@@ -367,5 +368,10 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 	for (int i = 0; i < 5; i++)
 		if (tail[i])
 			q = put_uint(q, (uint32_t)(11 + i), tail[i]);
+	if (rec->head_log_seq) {
+		*q++ = 16 << 3 | 0x80; /* field 16, varint: a two-byte tag */
+		*q++ = 1;
+		q = put_v(q, rec->head_log_seq);
+	}
 	return (size_t)(q - out);
 }

@@ -353,9 +353,13 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 		render_record_county(rec, f, ret_county);
 	}
 	entries = json_array();
-	uint64_t cur = 0, log_seq;
+	uint64_t *hist;
+	size_t n_hist = 0;
 	struct buf text = {0};
-	while ((r = store_record_log_next(t, rec->seq, &cur, &log_seq)) == 1) {
+	if ((r = store_record_history(t, a, rec, &hist, &n_hist)) < 0)
+		goto out;
+	for (size_t h = 0; h < n_hist; h++) {
+		uint64_t log_seq = hist[h];
 		store_log_t *e;
 		if ((r = store_log_get(t, a, log_seq, &e)) < 0)
 			break;

@@ -13,7 +13,9 @@
  *                                               that made it (Record.log_seq)
  *   rid   16-byte record id                     be64 record seq
  *   log   be64 log seq                          LogEntry (pb): change as received
- *   rlog  be64 record seq | be64 log seq        empty: a record's history
+ *   rlog  be64 record seq | be64 log seq        empty: a record's history, as
+ *                                               formats 1 and 2 kept it (see
+ *                                               below); no longer written
  *   chg   be64 origin device | be64 change id   be64 log seq: change dedupe
  *   feed  be64 device | be64 feed seq           be64 log seqs, 1 to FEED_PACK:
  *                                               what a device pulls; the
@@ -39,6 +41,13 @@
  * that change, and the first edit writes the record in full. This halves
  * the bytes a durable commit of new reports writes. Format 1 (before
  * pointer records) opens as it is and is marked 2 when written.
+ *
+ * A record's history (format 3) is a chain through the log: each entry
+ * names the record's previous change (LogEntry.prev_log_seq) and a record
+ * written in full names its newest (Record.head_log_seq; a pointer
+ * record's log_seq is its only change). Formats 1 and 2 kept an index
+ * (rlog) with a random-position insert per edit, a sixth insert per
+ * report; what a store holds of it from before is still read.
  *
  * Feeds (format 3): a change to a record held by many devices goes to each
  * of their feeds. One entry per change and device made an edit of a record
@@ -768,7 +777,8 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		}
 		rec->registers = rp;
 		rec->n_registers = n;
-		rec->log_seq = 0; /* written back in full */
+		rec->head_log_seq = rec->log_seq; /* its only change */
+		rec->log_seq = 0;                 /* written back in full */
 	}
 	merge_rec_expand(rec);
 	*ret = rec;
@@ -1012,14 +1022,89 @@ static int next_pair(struct store_txn *t, int db, uint64_t prefix, uint64_t *cur
 	return 1;
 }
 
-int store_record_log_next(struct store_txn *t, uint64_t record_seq, uint64_t *cursor,
-			  uint64_t *ret_log_seq)
+/* LogEntry.prev_log_seq of entry seq. */
+static int log_prev(struct store_txn *t, uint64_t seq, uint64_t *ret)
 {
+	uint8_t k[8];
 	MDB_val v;
-	int r = next_pair(t, DB_RLOG, record_seq, cursor, &v);
-	if (r == 1)
-		*ret_log_seq = *cursor;
-	return r;
+	sh_put_be64(k, seq);
+	int r = get_raw(t, DB_LOG, k, 8, &v);
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r;
+	struct pb_field f;
+	size_t pos = 0;
+	*ret = 0;
+	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0)
+		if (f.number == 9 && f.wire_type == 0)
+			*ret = f.varint;
+	return r < 0 ? -EIO : 0;
+}
+
+int store_record_history(struct store_txn *t, struct arena *a, const merge_rec_t *rec,
+			 uint64_t **ret, size_t *ret_n)
+{
+	size_t n = 0, cap = 16;
+	uint64_t *seqs = arena_alloc(a, cap * sizeof(*seqs));
+	if (!seqs)
+		return -ENOMEM;
+	/* Newest first along the chain... */
+	uint64_t at = rec->log_seq ? rec->log_seq : rec->head_log_seq;
+	while (at) {
+		if (n == cap) {
+			uint64_t *more = arena_alloc(a, 2 * cap * sizeof(*more));
+			if (!more)
+				return -ENOMEM;
+			memcpy(more, seqs, n * sizeof(*seqs));
+			seqs = more;
+			cap *= 2;
+		}
+		seqs[n++] = at;
+		uint64_t prev;
+		int r = log_prev(t, at, &prev);
+		if (r < 0)
+			return r;
+		if (prev >= at)
+			return -EIO; /* a chain only goes back */
+		at = prev;
+	}
+	for (size_t i = 0; i < n / 2; i++) {
+		uint64_t x = seqs[i];
+		seqs[i] = seqs[n - 1 - i];
+		seqs[n - 1 - i] = x;
+	}
+	/* ...then what formats 1 and 2 indexed before the chain began (its
+	 * first entry is the newest of them, or the record's first change). */
+	uint64_t before = n ? seqs[0] : UINT64_MAX, cur = 0, *old = NULL;
+	size_t n_old = 0, cap_old = 0;
+	MDB_val v;
+	int r;
+	while ((r = next_pair(t, DB_RLOG, rec->seq, &cur, &v)) == 1 && cur < before) {
+		if (n_old == cap_old) {
+			cap_old = cap_old ? 2 * cap_old : 16;
+			uint64_t *more = arena_alloc(a, cap_old * sizeof(*more));
+			if (!more)
+				return -ENOMEM;
+			if (n_old)
+				memcpy(more, old, n_old * sizeof(*old));
+			old = more;
+		}
+		old[n_old++] = cur;
+	}
+	if (r < 0)
+		return r;
+	if (n_old) {
+		uint64_t *all = arena_alloc(a, (n_old + n + 1) * sizeof(*all));
+		if (!all)
+			return -ENOMEM;
+		memcpy(all, old, n_old * sizeof(*old));
+		if (n)
+			memcpy(all + n_old, seqs, n * sizeof(*seqs));
+		seqs = all;
+		n += n_old;
+	}
+	*ret = seqs;
+	*ret_n = n;
+	return 0;
 }
 
 static void chain_hash(const uint8_t prev[32], uint64_t seq, const store_log_t *e,
@@ -1321,7 +1406,7 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
 /* Appends the change's log entry: its prepared part and the fields only
  * the writer knows. */
 static int append_log(struct store_txn *t, const struct store_change *c, uint64_t log_seq,
-		      uint64_t record_seq, uint64_t now_ms, uint64_t stored)
+		      uint64_t record_seq, uint64_t prev, uint64_t now_ms, uint64_t stored)
 {
 	store_log_t e = SHAHIDI__STORE__V1__LOG_ENTRY__INIT;
 	uint8_t hash[32], tail[80], lk[8];
@@ -1337,21 +1422,14 @@ static int append_log(struct store_txn *t, const struct store_change *c, uint64_
 	if (stored)
 		n += put_field_fixed64(tail + n, 6, stored);
 	n += put_field_bytes(tail + n, 8, hash, 32);
+	if (prev)
+		n += put_field_uint(tail + n, 9, prev);
 	sh_put_be64(lk, log_seq);
 	int r = put_concat(t, DB_LOG, lk, 8, c->log_prefix, c->log_prefix_len, tail, n, MDB_APPEND);
 	if (r < 0)
 		return r == -EEXIST ? -EIO : r;
 	memcpy(t->head_hash, hash, 32);
 	return 0;
-}
-
-/* The record's history gets the change. */
-static int history_add(struct store_txn *t, uint64_t log_seq, uint64_t record_seq)
-{
-	uint8_t rk[16];
-	sh_put_be64(rk, record_seq);
-	sh_put_be64(rk + 8, log_seq);
-	return put_raw(t, DB_RLOG, rk, 16, "", 0, 0);
 }
 
 /* A change that makes a new record, from its prepared bytes: no merge, no
@@ -1363,8 +1441,7 @@ static int apply_new(struct store_txn *t, const struct store_change *c, uint64_t
 	uint8_t tail[64], rk[8];
 	int r;
 	t->counters_dirty = true;
-	if ((r = append_log(t, c, log_seq, seq, now_ms, 0)) < 0 ||
-	    (r = history_add(t, log_seq, seq)) < 0)
+	if ((r = append_log(t, c, log_seq, seq, 0, now_ms, 0)) < 0)
 		return r;
 	sh_put_be64(rk, seq);
 	/* Record fields 11-14: receipt metadata; 15: where its registers are. */
@@ -1485,9 +1562,12 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	rec->last_changed_ms = now_ms;
 	rec->changes++;
 
-	if ((r = append_log(t, c, log_seq, rec->seq, now_ms, stored)) < 0 ||
-	    (r = history_add(t, log_seq, rec->seq)) < 0)
+	/* The record's history chain: this change follows its newest (none
+	 * for a record last written before format 3: store_record_history
+	 * finds the changes before this one in rlog). */
+	if ((r = append_log(t, c, log_seq, rec->seq, rec->head_log_seq, now_ms, stored)) < 0)
 		return r;
+	rec->head_log_seq = log_seq;
 	if ((r = put_record(t, rec, is_new, had_conflict)) < 0)
 		return r;
 
@@ -1746,11 +1826,14 @@ int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[1
 	if (writer)
 		return 0; /* it already holds the record's history */
 	/* Give it the whole history, in log order. */
-	uint64_t cur = 0, log_seq;
-	while ((r = store_record_log_next(t, rec->seq, &cur, &log_seq)) == 1)
-		if ((r = feed_add(t, device, log_seq)) < 0)
+	uint64_t *hist;
+	size_t n;
+	if ((r = store_record_history(t, a, rec, &hist, &n)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if ((r = feed_add(t, device, hist[i])) < 0)
 			return r;
-	return r;
+	return 0;
 }
 
 int store_write(struct store *s, int (*fn)(struct store_txn *t, void *ud), void *ud)

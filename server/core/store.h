@@ -116,10 +116,11 @@ int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_
  * while t is open), and the device that pushed it. -ENOENT, -EIO. */
 int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
 		     uint64_t *ret_pusher);
-/* Log seqs of a record's changes after *cursor (0 = first), in order. 1 with
- * *ret_log_seq set and *cursor advanced, 0 at the end. */
-int store_record_log_next(struct store_txn *t, uint64_t record_seq, uint64_t *cursor,
-			  uint64_t *ret_log_seq);
+/* The log seqs of rec's changes, oldest first: *ret (allocated from a)
+ * holds *ret_n of them. rec as store_record_get or store_record_next gave
+ * it. */
+int store_record_history(struct store_txn *t, struct arena *a, const merge_rec_t *rec,
+			 uint64_t **ret, size_t *ret_n);
 /* Recomputes the hash chain from entry 1. Returns 0 when intact, or the
  * seq of the first entry whose link does not verify (> 0), or an error.
  * progress (may be NULL) is called every 65536 entries. */

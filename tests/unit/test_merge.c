@@ -346,6 +346,7 @@ static void test_recpack_is_protobuf_c(void)
 		r->changes = (uint64_t)writes;
 		r->seq = (uint64_t)round + 1;
 		r->log_seq = round % 5 == 0 ? 1u << 20 : 0;
+		r->head_log_seq = round % 5 == 1 ? (uint64_t)round << 30 : 0; /* a two-byte tag */
 		merge_rec_compact(r);
 		size_t n;
 		uint8_t *bytes = packed_both_ways(r, &n);

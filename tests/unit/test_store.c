@@ -10,6 +10,7 @@
 #include "hlc.h"
 #include "testutil.h"
 #include "uuid.h"
+#include "store.pb-c.h"
 
 static struct form_registry *FORMS;
 
@@ -694,6 +695,141 @@ static void test_change_for_another_form_is_refused(void)
 	tu_rmrf(dir);
 }
 
+/* Rewrites dir's store as format 2 kept a record's history: an rlog entry
+ * per change, no chain through the log, no head in the record. */
+static void raw_make_format2(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi log, rlog, recs, meta;
+	MDB_cursor *c;
+	MDB_val k, v;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "log", 0, &log) == 0);
+	CHECK(mdb_dbi_open(txn, "rlog", 0, &rlog) == 0);
+	CHECK(mdb_dbi_open(txn, "recs", 0, &recs) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+	CHECK(mdb_cursor_open(txn, log, &c) == 0);
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		Shahidi__Store__V1__LogEntry *e =
+			shahidi__store__v1__log_entry__unpack(NULL, v.mv_size, v.mv_data);
+		CHECK(e != NULL);
+		uint8_t rk[16], buf[4096];
+		sh_put_be64(rk, e->record_seq);
+		memcpy(rk + 8, k.mv_data, 8);
+		MDB_val rkey = {16, rk}, empty = {0, ""};
+		CHECK(mdb_put(txn, rlog, &rkey, &empty, 0) == 0);
+		e->prev_log_seq = 0;
+		MDB_val nv = {shahidi__store__v1__log_entry__pack(e, buf), buf};
+		CHECK(nv.mv_size < sizeof(buf));
+		uint8_t kc[8]; /* k points into the page the put rewrites */
+		memcpy(kc, k.mv_data, 8);
+		MDB_val kv = {8, kc};
+		CHECK(mdb_cursor_put(c, &kv, &nv, MDB_CURRENT) == 0);
+		shahidi__store__v1__log_entry__free_unpacked(e, NULL);
+	}
+	mdb_cursor_close(c);
+	CHECK(mdb_cursor_open(txn, recs, &c) == 0);
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		Shahidi__Store__V1__Record *r =
+			shahidi__store__v1__record__unpack(NULL, v.mv_size, v.mv_data);
+		CHECK(r != NULL);
+		uint8_t buf[8192];
+		r->head_log_seq = 0;
+		MDB_val nv = {shahidi__store__v1__record__pack(r, buf), buf};
+		CHECK(nv.mv_size < sizeof(buf));
+		uint8_t kc[8];
+		memcpy(kc, k.mv_data, 8);
+		MDB_val kv = {8, kc};
+		CHECK(mdb_cursor_put(c, &kv, &nv, MDB_CURRENT) == 0);
+		shahidi__store__v1__record__free_unpacked(r, NULL);
+	}
+	mdb_cursor_close(c);
+	MDB_val fk = {6, "format"}, fv = {1, "2"};
+	CHECK(mdb_put(txn, meta, &fk, &fv, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+/* The log seqs of a record's history. */
+static size_t history_of(struct store *s, struct arena *a, const uint8_t id[16], uint64_t **ret)
+{
+	struct store_txn *t;
+	merge_rec_t *rec;
+	size_t n = 0;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, a, id, &rec) == 0);
+	CHECK(store_record_history(t, a, rec, ret, &n) == 0);
+	store_abort(t);
+	return n;
+}
+
+/* A record's history is a chain through the log (format 3); a store of
+ * format 2 kept it in an index (rlog). Its records' histories read the
+ * same after the upgrade, and go on through the chain with the next edit;
+ * a record assigned then gets every change. */
+static void test_history_from_before_format_3(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
+	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc(), batch = 1;
+	Shahidi__V1__Change *c = tu_report(a, FORMS, 4, 1, hlc);
+	Shahidi__V1__Change *other = tu_report(a, FORMS, 5, 2, hlc + 1);
+	const uint8_t *id = c->record_id.data;
+	struct buf body = {0};
+	Shahidi__V1__Change *two[2] = {c, other};
+	tu_batch(&body, pa, batch++, two, 2, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	for (uint64_t i = 0; i < 2; i++) {
+		Shahidi__V1__Change *e = tu_change(a, id, 3 + i, hlc + 10 + i);
+		tu_set(a, e, 140, tu_choice(a, i ? "high" : "low"), 0, NULL);
+		tu_batch(&body, pa, batch++, &e, 1, CODEC_DEFLATE);
+		CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	}
+	uint64_t *h, *h2;
+	size_t n = history_of(s, a, id, &h);
+	CHECK_EQ_INT(n, 3);
+	CHECK(history_of(s, a, other->record_id.data, &h2) == 1 && h2[0] == 2);
+	store_close(s);
+
+	raw_make_format2(dir);
+	s = tu_store_open(dir, NULL);
+	size_t m = history_of(s, a, id, &h2);
+	CHECK(m == n && !memcmp(h, h2, n * sizeof(*h)));
+	Shahidi__V1__Change *e = tu_change(a, id, 5, hlc + 20);
+	tu_set(a, e, 140, tu_choice(a, "low"), 0, NULL);
+	tu_batch(&body, pa, batch++, &e, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	CHECK_EQ_INT(history_of(s, a, id, &h2), 4);
+	CHECK(!memcmp(h, h2, n * sizeof(*h)) && h2[3] > h2[2]);
+
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	CHECK(store_assign(t, a, id, pb) == 0);
+	CHECK(store_commit(t) == 0);
+	CHECK(store_begin(s, false, &t) == 0);
+	uint64_t cur = 0, log_seq;
+	for (size_t i = 0; i < 4; i++) {
+		CHECK(store_feed_next(t, pb, &cur, &log_seq) == 1);
+		CHECK_EQ_INT(log_seq, h2[i]);
+	}
+	CHECK(store_feed_next(t, pb, &cur, &log_seq) == 0);
+	store_abort(t);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 int main(void)
 {
 	FORMS = tu_forms(false);
@@ -701,6 +837,7 @@ int main(void)
 	RUN(test_format_version_is_checked);
 	RUN(test_feed_entries_pack_and_page);
 	RUN(test_change_for_another_form_is_refused);
+	RUN(test_history_from_before_format_3);
 	RUN(test_map_grows_and_stops_at_its_cap);
 	RUN(test_hash_chain_detects_tampering);
 	RUN(test_batches_and_changes_are_deduplicated);
