@@ -79,7 +79,14 @@ static void roundtrip(size_t n, enum codec_enc enc, int level, enum codec_enc de
 	if (enc == CODEC_GZIP)
 		CHECK(z.data[0] == 0x1f && z.data[1] == 0x8b);
 	else
-		CHECK_EQ_INT(z.data[0], 0x78); /* zlib, 32K window */
+		CHECK_EQ_INT(z.data[0] & 0x0f, 8); /* zlib, deflate */
+	if (enc != CODEC_GZIP) {
+		/* the window is sized to the input: 32K for big ones, down to
+		 * 512 bytes (CINFO = log2(window) - 8) */
+		unsigned cinfo = z.data[0] >> 4;
+		CHECK(n >= 32768 ? cinfo == 7 : ((size_t)256 << cinfo) >= SH_MAX(n, (size_t)512));
+		CHECK(n >= 32768 || cinfo == 1 || ((size_t)128 << cinfo) < n);
+	}
 	uint8_t *zc = exact(z.data, z.len);
 	CHECK_EQ_INT(codec_inflate(zc, z.len, dec, n + 1, &out), 0);
 	CHECK_EQ_INT(out.len, n);
