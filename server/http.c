@@ -335,8 +335,31 @@ void http_add_header(struct http_conn *c, const char *line)
 	}
 }
 
+enum codec_enc http_accepted_encoding(const struct http_conn *c)
+{
+	return c->req.accept_gzip ? CODEC_GZIP : c->req.accept_deflate ? CODEC_DEFLATE
+								: CODEC_IDENTITY;
+}
+
+static void respond(struct http_conn *c, int status, const char *content_type,
+		    enum codec_enc body_enc, const uint8_t *body, size_t len);
+
 void http_respond(struct http_conn *c, int status, const char *content_type,
 		  const uint8_t *body, size_t len)
+{
+	respond(c, status, content_type, CODEC_AUTO, body, len);
+}
+
+void http_respond_encoded(struct http_conn *c, int status, const char *content_type,
+			  enum codec_enc enc, const uint8_t *body, size_t len)
+{
+	respond(c, status, content_type, enc, body, len);
+}
+
+/* body_enc: what body already is; CODEC_AUTO to compress it here when
+ * the client accepts it. */
+static void respond(struct http_conn *c, int status, const char *content_type,
+		    enum codec_enc body_enc, const uint8_t *body, size_t len)
 {
 	if (c->responded)
 		return;
@@ -365,15 +388,18 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
 	wr->c = c;
 	const char *enc = NULL;
 	struct buf packed = {0};
-	if (content_type && !strcmp(content_type, "application/x-protobuf") && len > 64 &&
+	if (body_enc == CODEC_AUTO && content_type &&
+	    !strcmp(content_type, "application/x-protobuf") && len > 64 &&
 	    (c->req.accept_deflate || c->req.accept_gzip)) {
-		enum codec_enc e = c->req.accept_gzip ? CODEC_GZIP : CODEC_DEFLATE;
+		enum codec_enc e = http_accepted_encoding(c);
 		if (codec_deflate(body, len, e, 6, &packed) == 0 && packed.len < len) {
-			enc = e == CODEC_GZIP ? "gzip" : "deflate";
+			body_enc = e;
 			body = packed.data;
 			len = packed.len;
 		}
 	}
+	if (body_enc == CODEC_GZIP || body_enc == CODEC_DEFLATE)
+		enc = body_enc == CODEC_GZIP ? "gzip" : "deflate";
 	int r = buf_printf(&wr->data,
 			   "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: %s\r\n"
 			   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",

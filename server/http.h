@@ -78,6 +78,13 @@ void http_free(struct server *srv);
  * no-op). */
 void http_respond(struct http_conn *c, int status, const char *content_type,
 		  const uint8_t *body, size_t len);
+/* The same with a body already encoded as enc (CODEC_IDENTITY: as it
+ * is), for a large body compressed off the event loop. */
+void http_respond_encoded(struct http_conn *c, int status, const char *content_type,
+			  enum codec_enc enc, const uint8_t *body, size_t len);
+/* The encoding the request accepts for a response (gzip before deflate),
+ * CODEC_IDENTITY when none. */
+enum codec_enc http_accepted_encoding(const struct http_conn *c);
 /* A short JSON error body: {"error": code, "message": message}. */
 void http_error(struct http_conn *c, int status, const char *code, const char *message);
 /* Adds a header line to the next response, e.g. "Allow: GET". */

@@ -152,6 +152,26 @@ def test_encodings():
         assert st == 400 and b"bad_compression" in b
         assert store_state(s.data) == before
 
+        # A pull (compressed off the event loop) comes in what the phone
+        # accepts, the same changes whatever that is.
+        b_ = Device(s.data, "phone B")
+        rec = report(a)
+        push(s.port, a, batch(a, [rec]))
+        edits = [edit(b_, rec.record_id, 142, "text", f"Wanjiru {i}") for i in range(20)]
+        st, r = push(s.port, b_, batch(b_, edits))
+        assert st == 200 and all(x.status == APPLIED for x in r.results)
+        got = {}
+        for accept in ["gzip", "deflate", "identity"]:
+            st, h, body = request(s.port, "GET", "/v1/pull?cursor=0", headers={
+                "Authorization": f"Bearer {a.token}", "Accept-Encoding": accept})
+            assert st == 200
+            assert h.get("content-encoding") == (None if accept == "identity" else accept), h
+            p = pb.PullResponse()
+            p.ParseFromString(body)
+            got[accept] = [(c.cursor, c.log_seq, c.change.SerializeToString()) for c in p.changes]
+        assert len(got["identity"]) == 20
+        assert got["gzip"] == got["deflate"] == got["identity"]
+
 
 def test_keepalive_and_pipelining():
     with Server() as s:
