@@ -439,17 +439,22 @@ static void test_tokens_and_revocation(void)
 	tu_rmrf(dir);
 }
 
-static void test_pull_feeds(void)
+/* A new store in dir with phones A and B enrolled. */
+static struct store *open_with_phones(char dir[256], uint64_t *pa, uint64_t *pb)
 {
-	char dir[256];
 	tu_tmpdir(dir);
 	struct store *s = tu_store_open(dir, NULL);
-	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
-	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
-	uint64_t pc = tu_enrol(s, "C", "047", ROLE_DEVICE, NULL);
-	struct arena *a = arena_new();
-	uint64_t hlc = tu_now_hlc();
-	Shahidi__V1__Change *c = tu_report(a, FORMS, 5, 1, hlc);
+	*pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
+	*pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	return s;
+}
+
+/* Phone pa pushes a report (change 1, stamped hlc), phone pb an edit of
+ * it that saw it: the report, allocated in a. */
+static Shahidi__V1__Change *report_edited_by(struct store *s, struct arena *a, uint64_t pa,
+					     uint64_t pb, uint64_t seed, uint64_t hlc)
+{
+	Shahidi__V1__Change *c = tu_report(a, FORMS, seed, 1, hlc);
 	struct buf body = {0};
 	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
@@ -458,6 +463,19 @@ static void test_pull_feeds(void)
 	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
 	tu_batch(&body, pb, 1, &e, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	buf_free(&body);
+	return c;
+}
+
+static void test_pull_feeds(void)
+{
+	char dir[256];
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
+	uint64_t pc = tu_enrol(s, "C", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	struct buf body = {0};
+	Shahidi__V1__Change *c = report_edited_by(s, a, pa, pb, 5, tu_now_hlc());
 
 	struct store_txn *t;
 	struct buf out = {0};
@@ -515,21 +533,12 @@ static void test_pull_feeds(void)
 static void test_feed_entries_pack_and_page(void)
 {
 	char dir[256];
-	tu_tmpdir(dir);
-	struct store *s = tu_store_open(dir, NULL);
-	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
-	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
 	struct arena *a = arena_new();
 	uint64_t hlc = tu_now_hlc();
-	Shahidi__V1__Change *c = tu_report(a, FORMS, 9, 1, hlc);
 	struct buf body = {0}, out = {0};
-	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
-	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
-	uint64_t seen[2] = {hlc, pa};
-	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, hlc + 100);
-	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
-	tu_batch(&body, pb, 1, &e, 1, CODEC_DEFLATE);
-	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	Shahidi__V1__Change *c = report_edited_by(s, a, pa, pb, 9, hlc);
 
 	enum { N = 150 };
 	Shahidi__V1__Change *edits[N];
@@ -776,10 +785,8 @@ static size_t history_of(struct store *s, struct arena *a, const uint8_t id[16],
 static void test_history_from_before_format_3(void)
 {
 	char dir[256];
-	tu_tmpdir(dir);
-	struct store *s = tu_store_open(dir, NULL);
-	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL);
-	uint64_t pb = tu_enrol(s, "B", "047", ROLE_DEVICE, NULL);
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
 	struct arena *a = arena_new();
 	uint64_t hlc = tu_now_hlc(), batch = 1;
 	Shahidi__V1__Change *c = tu_report(a, FORMS, 4, 1, hlc);
