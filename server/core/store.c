@@ -39,8 +39,8 @@
  * and nothing since, so its record holds only ids and receipt metadata and
  * names its log entry (Record.log_seq); readers rebuild the registers from
  * that change, and the first edit writes the record in full. This halves
- * the bytes a durable commit of new reports writes. Format 1 (before
- * pointer records) opens as it is and is marked 2 when written.
+ * the bytes a durable commit of new reports writes (format 2; format 1
+ * stores, without pointer records, are read as they are).
  *
  * A record's history (format 3) is a chain through the log: each entry
  * names the record's previous change (LogEntry.prev_log_seq) and a record
@@ -56,6 +56,9 @@
  * FEED_PACK of them (feed seqs stay one per item, so a pull can stop
  * inside an entry and cursors mean what they meant). Format 2 stores,
  * whose entries hold one item each, are read as they are.
+ *
+ * Stores of formats 1 and 2 are marked 3 by the first program that opens
+ * them to write; nothing in them is rewritten.
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
