@@ -620,6 +620,7 @@ int store_commit(struct store_txn *t)
 	int r = 0;
 	if (t->log_cursor)
 		mdb_cursor_close(t->log_cursor);
+	t->log_cursor = NULL;
 	if (t->write) {
 		r = feed_flush(t);
 		if (r == 0)
@@ -643,9 +644,7 @@ int store_commit(struct store_txn *t)
 			s->hlc_last = t->hlc.last;
 		pthread_mutex_unlock(&s->hlc_lock);
 	}
-	pthread_rwlock_unlock(&s->resize_lock);
-	free(t->feed);
-	free(t);
+	store_abort(t); /* what is left of it: the lock, the memory */
 	return r;
 }
 
@@ -655,7 +654,7 @@ void store_abort(struct store_txn *t)
 		return;
 	if (t->log_cursor)
 		mdb_cursor_close(t->log_cursor);
-	if (t->txn)
+	if (t->txn) /* NULL once store_commit ended it */
 		mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
 	free(t->feed);
@@ -796,7 +795,6 @@ static int record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, mer
 	int r = get_raw(t, DB_RECS, k, 8, &v);
 	return r < 0 ? r : record_unpack(t, a, &v, ret);
 }
-
 
 static int record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
 {
@@ -979,20 +977,28 @@ int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_
 	return get_pb(t, a, DB_LOG, k, 8, &shahidi__store__v1__log_entry__descriptor, (void **)ret);
 }
 
-int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
-		     uint64_t *ret_pusher)
+/* Log entry seq's bytes, through the transaction's log cursor: lookups
+ * in seq order (an export's, a history's) stay on their leaf page. */
+static int log_raw(struct store_txn *t, uint64_t seq, MDB_val *ret)
 {
 	uint8_t k[8];
-	MDB_val v;
-	struct pb_field f;
-	size_t pos = 0;
 	int r;
 	sh_put_be64(k, seq);
 	if (!t->log_cursor && (r = lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_LOG],
 							     &t->log_cursor))) < 0)
 		return r;
 	MDB_val key = val_of(k, 8);
-	if ((r = lmdb_err(mdb_cursor_get(t->log_cursor, &key, &v, MDB_SET_KEY))) < 0)
+	return lmdb_err(mdb_cursor_get(t->log_cursor, &key, ret, MDB_SET_KEY));
+}
+
+int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
+		     uint64_t *ret_pusher)
+{
+	MDB_val v;
+	struct pb_field f;
+	size_t pos = 0;
+	int r;
+	if ((r = log_raw(t, seq, &v)) < 0)
 		return r;
 	*ret = NULL;
 	*ret_pusher = 0;
@@ -1028,10 +1034,8 @@ static int next_pair(struct store_txn *t, int db, uint64_t prefix, uint64_t *cur
 /* LogEntry.prev_log_seq of entry seq. */
 static int log_prev(struct store_txn *t, uint64_t seq, uint64_t *ret)
 {
-	uint8_t k[8];
 	MDB_val v;
-	sh_put_be64(k, seq);
-	int r = get_raw(t, DB_LOG, k, 8, &v);
+	int r = log_raw(t, seq, &v);
 	if (r < 0)
 		return r == -ENOENT ? -EIO : r;
 	struct pb_field f;
@@ -1043,69 +1047,50 @@ static int log_prev(struct store_txn *t, uint64_t seq, uint64_t *ret)
 	return r < 0 ? -EIO : 0;
 }
 
+/* Appends v to *arr (n of cap used), growing it in a. */
+static int u64_push(struct arena *a, uint64_t **arr, size_t *n, size_t *cap, uint64_t v)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? 2 * *cap : 16;
+		uint64_t *more = arena_alloc(a, nc * sizeof(*more));
+		if (!more)
+			return -ENOMEM;
+		if (*n)
+			memcpy(more, *arr, *n * sizeof(*more));
+		*arr = more;
+		*cap = nc;
+	}
+	(*arr)[(*n)++] = v;
+	return 0;
+}
+
 int store_record_history(struct store_txn *t, struct arena *a, const merge_rec_t *rec,
 			 uint64_t **ret, size_t *ret_n)
 {
-	size_t n = 0, cap = 16;
-	uint64_t *seqs = arena_alloc(a, cap * sizeof(*seqs));
-	if (!seqs)
-		return -ENOMEM;
-	/* Newest first along the chain... */
-	uint64_t at = rec->log_seq ? rec->log_seq : rec->head_log_seq;
-	while (at) {
-		if (n == cap) {
-			uint64_t *more = arena_alloc(a, 2 * cap * sizeof(*more));
-			if (!more)
-				return -ENOMEM;
-			memcpy(more, seqs, n * sizeof(*seqs));
-			seqs = more;
-			cap *= 2;
-		}
-		seqs[n++] = at;
-		uint64_t prev;
-		int r = log_prev(t, at, &prev);
-		if (r < 0)
+	uint64_t *chain = NULL, *all = NULL;
+	size_t n_chain = 0, cap_chain = 0, n = 0, cap = 0;
+	int r;
+	/* The chain, newest first... */
+	for (uint64_t at = rec->log_seq ? rec->log_seq : rec->head_log_seq, prev; at; at = prev) {
+		if ((r = u64_push(a, &chain, &n_chain, &cap_chain, at)) < 0 ||
+		    (r = log_prev(t, at, &prev)) < 0)
 			return r;
 		if (prev >= at)
 			return -EIO; /* a chain only goes back */
-		at = prev;
 	}
-	for (size_t i = 0; i < n / 2; i++) {
-		uint64_t x = seqs[i];
-		seqs[i] = seqs[n - 1 - i];
-		seqs[n - 1 - i] = x;
-	}
-	/* ...then what formats 1 and 2 indexed before the chain began (its
-	 * first entry is the newest of them, or the record's first change). */
-	uint64_t before = n ? seqs[0] : UINT64_MAX, cur = 0, *old = NULL;
-	size_t n_old = 0, cap_old = 0;
+	/* ...after what formats 1 and 2 indexed before it began (its first
+	 * entry is the newest of those, or the record's first change). */
+	uint64_t before = n_chain ? chain[n_chain - 1] : UINT64_MAX, cur = 0;
 	MDB_val v;
-	int r;
-	while ((r = next_pair(t, DB_RLOG, rec->seq, &cur, &v)) == 1 && cur < before) {
-		if (n_old == cap_old) {
-			cap_old = cap_old ? 2 * cap_old : 16;
-			uint64_t *more = arena_alloc(a, cap_old * sizeof(*more));
-			if (!more)
-				return -ENOMEM;
-			if (n_old)
-				memcpy(more, old, n_old * sizeof(*old));
-			old = more;
-		}
-		old[n_old++] = cur;
-	}
+	while ((r = next_pair(t, DB_RLOG, rec->seq, &cur, &v)) == 1 && cur < before)
+		if ((r = u64_push(a, &all, &n, &cap, cur)) < 0)
+			return r;
 	if (r < 0)
 		return r;
-	if (n_old) {
-		uint64_t *all = arena_alloc(a, (n_old + n + 1) * sizeof(*all));
-		if (!all)
-			return -ENOMEM;
-		memcpy(all, old, n_old * sizeof(*old));
-		if (n)
-			memcpy(all + n_old, seqs, n * sizeof(*seqs));
-		seqs = all;
-		n += n_old;
-	}
-	*ret = seqs;
+	for (size_t i = n_chain; i-- > 0;)
+		if ((r = u64_push(a, &all, &n, &cap, chain[i])) < 0)
+			return r;
+	*ret = all;
 	*ret_n = n;
 	return 0;
 }
@@ -1689,52 +1674,51 @@ int store_token_del(struct store_txn *t, const uint8_t hash[32])
 
 /* ---- feeds ---- */
 
-/* The entry of device's feed holding the first item at or after feed seq
- * pos: 1 with its first seq, items and count; 0 when there is none. */
-static int feed_entry_at(struct store_txn *t, uint64_t device, uint64_t pos, uint64_t *ret_first,
-			 const uint8_t **ret_items, size_t *ret_n)
+/* Feed entry k -> v of device: its first seq, items and count. 1, 0 when
+ * it is not the device's, -EIO when malformed. */
+static int feed_entry(uint64_t device, const MDB_val *k, const MDB_val *v, uint64_t *ret_first,
+		      const uint8_t **ret_items, size_t *ret_n)
 {
-	MDB_cursor *c;
+	if (k->mv_size != 16 || sh_get_be64(k->mv_data) != device)
+		return 0;
+	if (v->mv_size < 8 || v->mv_size % 8 || v->mv_size > 8 * FEED_PACK)
+		return -EIO;
+	*ret_first = sh_get_be64((const uint8_t *)k->mv_data + 8);
+	*ret_items = v->mv_data;
+	*ret_n = v->mv_size / 8;
+	return 1;
+}
+
+/* Puts c on the entry of device's feed holding the first item at or after
+ * feed seq pos: 1 with its first seq, items and count; 0 when there is
+ * none. */
+static int feed_seek(MDB_cursor *c, uint64_t device, uint64_t pos, uint64_t *ret_first,
+		     const uint8_t **ret_items, size_t *ret_n)
+{
 	uint8_t kb[16];
-	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c);
-	if (rc)
-		return lmdb_err(rc);
 	sh_put_be64(kb, device);
 	sh_put_be64(kb + 8, pos);
-	MDB_val k = val_of(kb, 16), v, pk, pv;
-	int found = 0;
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	MDB_val k = val_of(kb, 16), v;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	if (rc && rc != MDB_NOTFOUND)
-		goto out;
+		return lmdb_err(rc);
+	if (rc == 0 && k.mv_size == 16 && !memcmp(k.mv_data, kb, 16))
+		return feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
+	/* Not an entry starting at pos: the one before may hold it. */
 	bool after = rc == 0;
-	if (!(after && k.mv_size == 16 && !memcmp(k.mv_data, kb, 16))) {
-		/* Not an entry starting at pos: the one before may hold it. */
-		int rp = mdb_cursor_get(c, &pk, &pv, after ? MDB_PREV : MDB_LAST);
-		if (rp && rp != MDB_NOTFOUND) {
-			rc = rp;
-			goto out;
-		}
-		if (rp == 0 && pk.mv_size == 16 && sh_get_be64(pk.mv_data) == device &&
-		    pv.mv_size >= 8 && sh_get_be64((uint8_t *)pk.mv_data + 8) + pv.mv_size / 8 > pos) {
-			k = pk;
-			v = pv;
-			after = true;
-		}
-	}
-	rc = 0;
-	if (after && k.mv_size == 16 && sh_get_be64(k.mv_data) == device) {
-		if (v.mv_size < 8 || v.mv_size % 8 || v.mv_size > 8 * FEED_PACK) {
-			rc = MDB_CORRUPTED;
-			goto out;
-		}
-		*ret_first = sh_get_be64((uint8_t *)k.mv_data + 8);
-		*ret_items = v.mv_data;
-		*ret_n = v.mv_size / 8;
-		found = 1;
-	}
-out:
-	mdb_cursor_close(c);
-	return rc ? (rc == MDB_CORRUPTED ? -EIO : lmdb_err(rc)) : found;
+	rc = mdb_cursor_get(c, &k, &v, after ? MDB_PREV : MDB_LAST);
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	int r = rc ? 0 : feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
+	if (r != 0 && (r < 0 || *ret_first + *ret_n > pos))
+		return r;
+	if (!after)
+		return 0;
+	if (rc == 0 && (rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) != 0)
+		return lmdb_err(rc); /* back to the entry after pos */
+	if (rc)
+		rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); /* pos was before them all */
+	return rc ? lmdb_err(rc) : feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
 }
 
 int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq)
@@ -1753,7 +1737,12 @@ int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint
 		items = t->fc_items;
 		n = t->fc_n;
 	} else {
-		if ((r = feed_entry_at(t, device, pos, &first, &items, &n)) <= 0)
+		MDB_cursor *c;
+		if ((r = lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c))) < 0)
+			return r;
+		r = feed_seek(c, device, pos, &first, &items, &n);
+		mdb_cursor_close(c);
+		if (r <= 0)
 			return r;
 		if (!t->write) {
 			t->fc_device = device;
@@ -1773,14 +1762,27 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
 	uint64_t n = 0, first;
 	const uint8_t *items;
 	size_t k;
+	MDB_cursor *c;
 	int r = t->write ? feed_flush(t) : 0;
-	while (r == 0 && cursor != UINT64_MAX &&
-	       (r = feed_entry_at(t, device, cursor + 1, &first, &items, &k)) == 1) {
-		uint64_t from = SH_MAX(cursor + 1, first);
-		n += first + k - from;
-		cursor = first + k - 1;
-		r = 0;
+	if (r < 0 || cursor == UINT64_MAX)
+		goto out;
+	if ((r = lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c))) < 0)
+		return r;
+	/* The entry holding the first item after cursor, then the rest of
+	 * the device's entries in order. */
+	r = feed_seek(c, device, cursor + 1, &first, &items, &k);
+	if (r == 1)
+		n = first + k - SH_MAX(cursor + 1, first);
+	while (r == 1) {
+		MDB_val kv, v;
+		int rc = mdb_cursor_get(c, &kv, &v, MDB_NEXT);
+		r = rc ? (rc == MDB_NOTFOUND ? 0 : lmdb_err(rc))
+		       : feed_entry(device, &kv, &v, &first, &items, &k);
+		if (r == 1)
+			n += k;
 	}
+	mdb_cursor_close(c);
+out:
 	if (r < 0)
 		return r;
 	*ret = n;
