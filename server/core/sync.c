@@ -84,9 +84,6 @@ struct store_change *sync_batch_change(struct sync_batch *b, size_t i)
  * The batch is read straight from the bytes received, as its changes are
  * (wire.h): no protobuf-c unpacking on this path. */
 
-/* Field f must have wire type wt. */
-#define WIRE(f, wt) ((f).wire_type == (wt) ? 0 : -EPROTO)
-
 #define BAD(c, ...)                                                         \
 	do {                                                                \
 		snprintf(v->code, sizeof(v->code), "%s", c);                \
@@ -263,16 +260,16 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 	while ((r = codec_pb_next(b->body.data, b->body.len, &pos, &f)) > 0) {
 		int w = 0;
 		switch (f.number) {
-		case 1: w = WIRE(f, 1); b->hdr.device = f.varint; break;
-		case 2: w = WIRE(f, 0); b->hdr.batch_seq = f.varint; break;
-		case 3: w = WIRE(f, 2); app = f.data; app_len = f.len; break;
+		case 1: w = WIRE_TYPE(f, 1); b->hdr.device = f.varint; break;
+		case 2: w = WIRE_TYPE(f, 0); b->hdr.batch_seq = f.varint; break;
+		case 3: w = WIRE_TYPE(f, 2); app = f.data; app_len = f.len; break;
 		case 4:
-			w = WIRE(f, 0);
+			w = WIRE_TYPE(f, 0);
 			b->hdr.unsent = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
 			break;
-		case 5: w = WIRE(f, 1); b->hdr.sent_hlc = f.varint; break;
+		case 5: w = WIRE_TYPE(f, 1); b->hdr.sent_hlc = f.varint; break;
 		case 6:
-			w = WIRE(f, 2);
+			w = WIRE_TYPE(f, 2);
 			if (++n > lim->max_changes)
 				BAD(-EMSGSIZE, "too_many_changes", "more than %zu changes in one batch",
 				    lim->max_changes);

@@ -6,9 +6,6 @@
 #include "arena.h"
 #include "codec.h"
 
-/* Field f must have wire type wt. */
-#define WIRE(f, wt) ((f).wire_type == (wt) ? 0 : -EPROTO)
-
 static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
 		       size_t max, struct merge_stamp **ret, size_t *ret_n)
 {
@@ -29,12 +26,12 @@ static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t num
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		if (f.number != number)
 			continue;
-		if (WIRE(f, 2) < 0)
+		if (WIRE_TYPE(f, 2) < 0)
 			return -EPROTO;
 		struct merge_stamp s = {0, 0};
 		size_t p2 = 0;
 		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if ((g.number == 1 || g.number == 2) && WIRE(g, 1) < 0)
+			if ((g.number == 1 || g.number == 2) && WIRE_TYPE(g, 1) < 0)
 				return -EPROTO;
 			if (g.number == 1)
 				s.hlc = g.varint;
@@ -60,24 +57,24 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
 		case 1:
-			if (WIRE(f, 0) < 0 || f.varint > UINT32_MAX)
+			if (WIRE_TYPE(f, 0) < 0 || f.varint > UINT32_MAX)
 				return -EPROTO;
 			w->field = (uint32_t)f.varint;
 			break;
 		case 2:
 			/* a value given twice would be merged by protobuf: refuse */
-			if (WIRE(f, 2) < 0 || ++values > 1)
+			if (WIRE_TYPE(f, 2) < 0 || ++values > 1)
 				return -EPROTO;
 			w->value = f.data;
 			w->value_len = f.len;
 			break;
 		case 3:
-			if (WIRE(f, 1) < 0)
+			if (WIRE_TYPE(f, 1) < 0)
 				return -EPROTO;
 			w->hlc = f.varint;
 			break;
 		case 4:
-			if (WIRE(f, 2) < 0)
+			if (WIRE_TYPE(f, 2) < 0)
 				return -EPROTO;
 			stamps++;
 			break;
@@ -100,18 +97,18 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 	memset(c, 0, sizeof(*c));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
-		case 1: r = WIRE(f, 0); c->change_id = f.varint; break;
-		case 2: r = WIRE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
-		case 3: r = WIRE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
+		case 1: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
+		case 2: r = WIRE_TYPE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
+		case 3: r = WIRE_TYPE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
 		case 4:
-			r = WIRE(f, 0);
+			r = WIRE_TYPE(f, 0);
 			c->form_version = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
 			break;
-		case 5: r = WIRE(f, 1); c->hlc = f.varint; break;
-		case 6: r = WIRE(f, 1); c->origin = f.varint; break;
-		case 7: r = WIRE(f, 0); c->create = f.varint != 0; break;
-		case 8: r = WIRE(f, 2); nf++; break;
-		case 9: r = WIRE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
+		case 5: r = WIRE_TYPE(f, 1); c->hlc = f.varint; break;
+		case 6: r = WIRE_TYPE(f, 1); c->origin = f.varint; break;
+		case 7: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
+		case 8: r = WIRE_TYPE(f, 2); nf++; break;
+		case 9: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
 		default: break;
 		}
 		if (r < 0)
@@ -134,11 +131,11 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 			size_t p2 = 0;
 			c->has_deletion = true;
 			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-				if (g.number == 1 && WIRE(g, 0) == 0)
+				if (g.number == 1 && WIRE_TYPE(g, 0) == 0)
 					c->deleted = g.varint != 0;
-				else if (g.number == 2 && WIRE(g, 1) == 0)
+				else if (g.number == 2 && WIRE_TYPE(g, 1) == 0)
 					c->del_hlc = g.varint;
-				else if (g.number <= 3 && (g.number == 3 ? WIRE(g, 2) : -EPROTO) < 0)
+				else if (g.number <= 3 && (g.number == 3 ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
 					return -EPROTO;
 			}
 			if (r < 0)

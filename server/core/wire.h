@@ -44,6 +44,10 @@ struct wire_change {
 	size_t n_del_base;
 };
 
+/* 0 when protobuf field f (a struct pb_field) has wire type wt, else
+ * -EPROTO: for readers of our messages (this one, the batch's). */
+#define WIRE_TYPE(f, wt) ((f).wire_type == (wt) ? 0 : -EPROTO)
+
 /* Reads a Change from p[0..n). Base stamps go to a (they outlive the
  * call), the list of writes to tmp (read once, into merge_writes); values,
  * ids and the form id point into p. -EPROTO malformed, -EMSGSIZE more than
