@@ -341,25 +341,23 @@ enum codec_enc http_accepted_encoding(const struct http_conn *c)
 								: CODEC_IDENTITY;
 }
 
-static void respond(struct http_conn *c, int status, const char *content_type,
-		    enum codec_enc body_enc, const uint8_t *body, size_t len);
+bool http_compress(enum codec_enc enc, const uint8_t *body, size_t len, struct buf *out)
+{
+	if ((enc == CODEC_DEFLATE || enc == CODEC_GZIP) && len > 64 &&
+	    codec_deflate(body, len, enc, 6, out) == 0 && out->len < len)
+		return true;
+	buf_free(out);
+	return false;
+}
 
 void http_respond(struct http_conn *c, int status, const char *content_type,
 		  const uint8_t *body, size_t len)
 {
-	respond(c, status, content_type, CODEC_AUTO, body, len);
+	http_respond_encoded(c, status, content_type, CODEC_AUTO, body, len);
 }
 
 void http_respond_encoded(struct http_conn *c, int status, const char *content_type,
-			  enum codec_enc enc, const uint8_t *body, size_t len)
-{
-	respond(c, status, content_type, enc, body, len);
-}
-
-/* body_enc: what body already is; CODEC_AUTO to compress it here when
- * the client accepts it. */
-static void respond(struct http_conn *c, int status, const char *content_type,
-		    enum codec_enc body_enc, const uint8_t *body, size_t len)
+			  enum codec_enc body_enc, const uint8_t *body, size_t len)
 {
 	if (c->responded)
 		return;
@@ -388,11 +386,11 @@ static void respond(struct http_conn *c, int status, const char *content_type,
 	wr->c = c;
 	const char *enc = NULL;
 	struct buf packed = {0};
-	if (body_enc == CODEC_AUTO && content_type &&
-	    !strcmp(content_type, "application/x-protobuf") && len > 64 &&
-	    (c->req.accept_deflate || c->req.accept_gzip)) {
+	if (body_enc == CODEC_AUTO) {
+		body_enc = CODEC_IDENTITY;
 		enum codec_enc e = http_accepted_encoding(c);
-		if (codec_deflate(body, len, e, 6, &packed) == 0 && packed.len < len) {
+		if (content_type && !strcmp(content_type, "application/x-protobuf") &&
+		    http_compress(e, body, len, &packed)) {
 			body_enc = e;
 			body = packed.data;
 			len = packed.len;

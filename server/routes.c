@@ -287,10 +287,8 @@ static void pull_read(uv_work_t *w)
 	/* Compressed here, not on the event loop: a full page (1,000
 	 * changes, ~1 MB) takes tens of ms that every other phone would wait
 	 * through. */
-	if (p->r == 0 && p->enc != CODEC_IDENTITY && p->out.len > 64 &&
-	    (codec_deflate(p->out.data, p->out.len, p->enc, 6, &p->packed) < 0 ||
-	     p->packed.len >= p->out.len))
-		buf_free(&p->packed);
+	if (p->r == 0)
+		http_compress(p->enc, p->out.data, p->out.len, &p->packed);
 }
 
 static void pull_done(uv_work_t *w, int status)
