@@ -32,11 +32,9 @@ static inline int buf_append(struct buf *b, const void *p, size_t n)
 {
 	if (n == 0)
 		return 0;
-	if (b->cap - b->len < n) {
-		int r = buf_grow(b, n);
-		if (r < 0)
-			return r;
-	}
+	int r = buf_reserve(b, n);
+	if (r < 0)
+		return r;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
 	return 0;
@@ -44,11 +42,9 @@ static inline int buf_append(struct buf *b, const void *p, size_t n)
 
 static inline int buf_putc(struct buf *b, char c)
 {
-	if (b->len == b->cap) {
-		int r = buf_grow(b, 1);
-		if (r < 0)
-			return r;
-	}
+	int r = buf_reserve(b, 1);
+	if (r < 0)
+		return r;
 	b->data[b->len++] = (uint8_t)c;
 	return 0;
 }

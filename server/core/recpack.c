@@ -35,7 +35,7 @@ static const uint8_t rec_wt[17] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] =
 #define REC_KNOWN 0x1fffeu /* 1 to 16 */
 
 /* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory. */
-static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry_t *e)
+static int unpack_entry(const uint8_t *p, size_t n, merge_entry_t *e)
 {
 	static const merge_entry_t init = SHAHIDI__STORE__V1__ENTRY__INIT;
 	struct pb_field f;
@@ -43,7 +43,6 @@ static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry
 	int r = scan(p, n, ENTRY_KNOWN, entry_wt, 0, &count);
 	if (r <= 0)
 		return r;
-	(void)a;
 	*e = init;
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		switch (f.number) {
@@ -80,7 +79,7 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 			g->field = (uint32_t)f.varint;
 		} else {
 			merge_entry_t *e = &es[g->n_entries];
-			if ((r = unpack_entry(a, f.data, f.len, e)) <= 0)
+			if ((r = unpack_entry(f.data, f.len, e)) <= 0)
 				return r;
 			g->entries[g->n_entries++] = e;
 		}
