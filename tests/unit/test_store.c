@@ -595,6 +595,18 @@ static void test_feed_entries_pack_and_page(void)
 	tu_rmrf(dir);
 }
 
+/* A batch body decoded as the server's decoder does (it must decode). */
+static struct sync_batch *decode(const struct buf *body)
+{
+	struct sync_limits lim;
+	struct form_verdict v;
+	struct sync_batch *b = NULL;
+	sync_limits_default(&lim);
+	CHECK(sync_decode(FORMS, &lim, body->data, body->len, CODEC_IDENTITY, sh_now_ms(), &b, &v) ==
+	      0);
+	return b;
+}
+
 /* A new record written by the writer's fast path -- as a pointer to its
  * change in the log, or straight as bytes when the change also deletes --
  * reads back as the record merging the change into nothing gives. */
@@ -611,12 +623,9 @@ static void test_new_records_read_back_as_merged(void)
 		if (seed % 7 == 0)
 			tu_delete(a, ch, false, 0, NULL);
 		struct buf body = {0};
-		tu_batch(&body, 1, seed, &ch, 1, CODEC_IDENTITY);
-		struct sync_limits lim;
 		struct form_verdict v;
-		struct sync_batch *b;
-		sync_limits_default(&lim);
-		CHECK(sync_decode(FORMS, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(), &b, &v) == 0);
+		tu_batch(&body, 1, seed, &ch, 1, CODEC_IDENTITY);
+		struct sync_batch *b = decode(&body);
 		buf_free(&body);
 		struct store_change *sc = sync_batch_change(b, 0);
 		CHECK(sc && sc->new_record);
@@ -672,11 +681,8 @@ static void test_change_for_another_form_is_refused(void)
 	Shahidi__V1__Change *e = tu_change(a, ch->record_id.data, 2, hlc + 10);
 	tu_set(a, e, 140, tu_choice(a, "high"), 0, NULL);
 	tu_batch(&body, dev, 2, &e, 1, CODEC_IDENTITY);
-	struct sync_limits lim;
 	struct form_verdict v;
-	struct sync_batch *b;
-	sync_limits_default(&lim);
-	CHECK(sync_decode(FORMS, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(), &b, &v) == 0);
+	struct sync_batch *b = decode(&body);
 	struct store_change *sc = sync_batch_change(b, 0);
 	const char *form = sc->form_id;
 	for (int round = 0; round < 3; round++) {
