@@ -13,6 +13,7 @@
 #include "common.h"
 #include "http.h"
 #include "ratelimit.h"
+#include "rebuild.h"
 #include "routes.h"
 #include "server.h"
 
@@ -261,6 +262,12 @@ int main(int argc, char **argv)
 				.max_skew_ms = cfg->max_skew_ms};
 	if (store_open(cfg->data_dir, &so, &srv.store, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
+		return 1;
+	}
+	int rb = rebuild_if_old(srv.store, stderr);
+	if (rb < 0) {
+		fprintf(stderr, "shahidi-server: rebuilding the records of an older store format: %s\n",
+			strerror(-rb));
 		return 1;
 	}
 	srv.loop = uv_default_loop();

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "gen.h"
 #include "hlc.h"
+#include "rebuild.h"
 #include "render.h"
 #include "shahidi.pb-c.h"
 #include "sync.h"
@@ -513,6 +514,44 @@ int cmd_conflicts(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "resolve"))
 		return cli_conflicts_resolve(argc - 1, argv + 1);
 	return show_or_conflicts(argc, argv, true);
+}
+
+/* ---- rebuild ---- */
+
+int cmd_rebuild(int argc, char **argv)
+{
+	const char *data;
+	int rc;
+	if (!cli_data_only(argc, argv,
+			   "Usage: shahidi rebuild [--data DIR]\n\n"
+			   "Merges every record again from the change log, which holds every\n"
+			   "change as received, under this release's merge rule, and prints the\n"
+			   "records' digest before and after. A store of an older format is\n"
+			   "rebuilt by itself the first time a program opens it to write; this\n"
+			   "command does it on demand (stop the server first, or let it wait:\n"
+			   "each step is its own transaction). Back the store up before.\n",
+			   &data, &rc))
+		return rc;
+	struct store *s = cli_open_store(data, true);
+	if (!s)
+		return 1;
+	store_close(s);
+	/* opened read-only first, so that a missing store is not created */
+	struct store_opts o = {0};
+	char err[512];
+	if (store_open(data, &o, &s, err, sizeof(err)) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	struct rebuild_report rep;
+	int r = rebuild_records(s, &rep);
+	store_close(s);
+	if (r < 0) {
+		cli_err("rebuild failed: %s", sh_strerror(r));
+		return 1;
+	}
+	rebuild_print(stdout, "rebuilt", &rep);
+	return 0;
 }
 
 /* ---- verify ---- */

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "auth.h"
 #include "common.h"
 #include "form.h"
@@ -461,6 +462,38 @@ static int prepare_store(struct lg_run *run)
 out:
 	if (r < 0 && r != -EINVAL)
 		fprintf(stderr, "shahidi-loadgen: %s: %s\n", run->o.data, sh_strerror(r));
+	store_close(s);
+	return r;
+}
+
+static int assign_fn(struct store_txn *t, void *ud)
+{
+	struct lg_run *run = ud;
+	struct arena *a = arena_new();
+	int r = a ? 0 : -ENOMEM;
+	for (unsigned i = 1; r == 0 && i < run->n_dev; i++)
+		for (unsigned k = 0; r == 0 && k < run->n_shared && k < run->dev[0].n_recs; k++) {
+			r = store_assign(t, a, run->dev[0].recs[k].id, run->dev[i].id);
+			arena_reset(a);
+		}
+	arena_free(a);
+	return r;
+}
+
+int lg_assign_shared(struct lg_run *run)
+{
+	struct store *s;
+	char err[256];
+	if (run->o.tokens || !run->n_shared || run->n_dev < 2)
+		return 0;
+	int r = store_open(run->o.data, NULL, &s, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "shahidi-loadgen: %s\n", err);
+		return r;
+	}
+	if ((r = store_write(s, assign_fn, run)) < 0)
+		fprintf(stderr, "shahidi-loadgen: cannot assign the shared records: %s\n",
+			sh_strerror(r));
 	store_close(s);
 	return r;
 }

@@ -194,6 +194,12 @@ void lg_work_free(struct lg_run *run);
  * which are counted). */
 int lg_net_run(struct lg_run *run);
 
+/* loadgen.c: assigns device 0's shared records to every other device in
+ * the store (a phone may change only records it created or was assigned,
+ * as a coordinator would assign them); nothing when the run has no store
+ * of its own (--tokens). 0 or a negative errno. */
+int lg_assign_shared(struct lg_run *run);
+
 /* loadgen_verify.c: checks the store in dir against what the server
  * acknowledged; fills run->v. 0, or a negative errno when the store could
  * not be read (run->v.why says why). */

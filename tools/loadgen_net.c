@@ -445,6 +445,9 @@ static void open_gate(struct lg_net *net)
 	if (net->gate_open)
 		return;
 	net->gate_open = true;
+	/* The shared records exist now: the others may edit them once a
+	 * coordinator has assigned them (a failure shows as not_assigned) */
+	lg_assign_shared(net->run);
 	for (unsigned i = 0; i < net->run->n_dev; i++) {
 		struct lg_conn *o = net->run->dev[i].conn;
 		if (o->waiting_gate) {

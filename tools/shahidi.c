@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "rebuild.h"
 
 static const struct cli_cmd commands[] = {
 	{"demo", "make a store, ingest a sample batch, print the merged record", cmd_demo},
@@ -16,6 +17,7 @@ static const struct cli_cmd commands[] = {
 	{"show", "print a merged record with its field stamps", cmd_show},
 	{"conflicts", "list open conflicts; 'conflicts resolve' resolves one", cmd_conflicts},
 	{"verify", "check the change log's hash chain", cmd_verify},
+	{"rebuild", "merge every record again from the change log", cmd_rebuild},
 	{"status", "sync status per device, county and store", cmd_status},
 	{"export", "export merged records as CSV or NDJSON", cmd_export},
 	{"history", "a record's custody trail from the change log", cmd_history},
@@ -44,6 +46,14 @@ struct store *cli_open_store(const char *dir, bool read_only)
 	struct store_opts o = {.read_only = read_only};
 	if (store_open(dir, &o, &s, err, sizeof(err)) < 0) {
 		cli_err("%s", err);
+		return NULL;
+	}
+	/* A store of an older format is merged again under today's rule the
+	 * first time anything writes to it. */
+	int r = read_only ? 0 : rebuild_if_old(s, stderr);
+	if (r < 0) {
+		cli_err("%s: rebuilding the records of an older store format: %s", dir, sh_strerror(r));
+		store_close(s);
 		return NULL;
 	}
 	return s;

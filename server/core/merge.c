@@ -31,19 +31,7 @@ merge_rec_t *merge_rec_new(struct arena *a, const uint8_t *record_id, const char
 	return rec;
 }
 
-/* Inserts ptr at index i of a pointer array, copying it into the arena. */
-static void **insert_ptr(struct arena *a, void **arr, size_t n, size_t i, void *ptr)
-{
-	void **na = arena_alloc(a, (n + 1) * sizeof(*na));
-	if (!na)
-		return NULL;
-	if (i)
-		memcpy(na, arr, i * sizeof(*na));
-	na[i] = ptr;
-	if (n > i)
-		memcpy(na + i + 1, arr + i, (n - i) * sizeof(*na));
-	return na;
-}
+typedef Shahidi__Store__V1__Stamp merge_pb_stamp_t;
 
 static merge_reg_t *find_reg(const merge_rec_t *rec, uint32_t field, size_t *ret_at)
 {
@@ -70,23 +58,36 @@ const merge_reg_t *merge_register(const merge_rec_t *rec, uint32_t field)
 	return find_reg(rec, field, &at);
 }
 
-static merge_reg_t *get_reg(struct arena *a, merge_rec_t *rec, uint32_t field)
+/* Makes sure every register the change writes exists, growing the
+ * record's array once per change (not once per new field: a change that
+ * adds hundreds of fields must not copy the array hundreds of times). */
+static int add_registers(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 {
-	size_t at;
-	merge_reg_t *reg = find_reg(rec, field, &at);
-	if (reg)
-		return reg;
-	reg = arena_alloc(a, sizeof(*reg));
-	if (!reg)
-		return NULL;
-	shahidi__store__v1__register__init(reg);
-	reg->field = field;
-	void **na = insert_ptr(a, (void **)rec->registers, rec->n_registers, at, reg);
-	if (!na)
-		return NULL;
-	rec->registers = (merge_reg_t **)na;
-	rec->n_registers++;
-	return reg;
+	size_t missing = 0, at;
+	for (size_t i = 0; i < c->n_writes; i++)
+		missing += !find_reg(rec, c->writes[i].field, &at);
+	if (!missing)
+		return 0;
+	merge_reg_t **na = arena_alloc(a, (rec->n_registers + missing) * sizeof(*na));
+	merge_reg_t *regs = arena_alloc(a, missing * sizeof(*regs));
+	if (!na || !regs)
+		return -ENOMEM;
+	if (rec->n_registers)
+		memcpy(na, rec->registers, rec->n_registers * sizeof(*na));
+	rec->registers = na;
+	size_t k = 0;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		uint32_t field = c->writes[i].field;
+		if (find_reg(rec, field, &at))
+			continue; /* present, or added by an earlier write of this change */
+		merge_reg_t *reg = &regs[k++];
+		shahidi__store__v1__register__init(reg);
+		reg->field = field;
+		memmove(na + at + 1, na + at, (rec->n_registers - at) * sizeof(*na));
+		na[at] = reg;
+		rec->n_registers++;
+	}
+	return 0;
 }
 
 static merge_entry_t *find_entry(const merge_reg_t *reg, uint64_t device, size_t *ret_at)
@@ -111,52 +112,97 @@ static merge_entry_t *find_entry(const merge_reg_t *reg, uint64_t device, size_t
 static merge_entry_t *new_entry(struct arena *a, merge_reg_t *reg, uint64_t device, size_t at)
 {
 	merge_entry_t *e = arena_alloc(a, sizeof(*e));
-	if (!e)
+	merge_entry_t **na = arena_alloc(a, (reg->n_entries + 1) * sizeof(*na));
+	if (!e || !na)
 		return NULL;
 	shahidi__store__v1__entry__init(e);
 	e->device = device;
-	void **na = insert_ptr(a, (void **)reg->entries, reg->n_entries, at, e);
-	if (!na)
-		return NULL;
-	reg->entries = (merge_entry_t **)na;
+	if (at)
+		memcpy(na, reg->entries, at * sizeof(*na));
+	na[at] = e;
+	if (reg->n_entries > at)
+		memcpy(na + at + 1, reg->entries + at, (reg->n_entries - at) * sizeof(*na));
+	reg->entries = na;
 	reg->n_entries++;
 	return e;
 }
 
-static void set_dead_only(merge_entry_t *e, uint64_t hlc)
+static int stamp_cmp(uint64_t dev_a, uint64_t hlc_a, uint64_t dev_b, uint64_t hlc_b)
 {
-	e->hlc = hlc;
-	e->orig_hlc = 0;
-	e->dead = true;
-	e->pending = true;
-	e->value.data = NULL;
-	e->value.len = 0;
+	if (dev_a != dev_b)
+		return dev_a < dev_b ? -1 : 1;
+	return hlc_a < hlc_b ? -1 : hlc_a > hlc_b;
 }
 
-/* A base stamp names a write its writer saw: that write is superseded. The
- * writer may name it by the stamp its device sent, before it learnt the
- * stamp it was stored under (clock skew). */
-static int apply_base(struct arena *a, merge_reg_t *reg, struct merge_stamp b, uint64_t bound)
+/* Index of tombstone (device, hlc) or where it would go; *found says. */
+static size_t find_tomb(const merge_reg_t *reg, uint64_t device, uint64_t hlc, bool *found)
+{
+	size_t lo = 0, hi = reg->n_tombstones;
+	*found = false;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const merge_pb_stamp_t *t = reg->tombstones[mid];
+		int c = stamp_cmp(t->device, t->hlc, device, hlc);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Drops the tombstones of device at or below hlc: its latest write is
+ * there now, so they name that write (handled by its dead flag) or
+ * earlier ones, which are superseded anyway. */
+static void drop_tombs_upto(merge_reg_t *reg, uint64_t device, uint64_t hlc)
+{
+	bool found;
+	size_t from = find_tomb(reg, device, 0, &found);
+	size_t to = from;
+	while (to < reg->n_tombstones && reg->tombstones[to]->device == device &&
+	       reg->tombstones[to]->hlc <= hlc)
+		to++;
+	if (to == from)
+		return;
+	memmove(reg->tombstones + from, reg->tombstones + to,
+		(reg->n_tombstones - to) * sizeof(*reg->tombstones));
+	reg->n_tombstones -= to - from;
+}
+
+/* A base stamp names one write its writer saw: that write is dead. */
+static int apply_base(struct arena *a, merge_reg_t *reg, struct merge_stamp b, size_t room)
 {
 	size_t at;
 	merge_entry_t *e = find_entry(reg, b.device, &at);
-	if (e && e->orig_hlc && b.hlc == e->orig_hlc)
-		b.hlc = e->hlc;
-	else if (bound && b.hlc > bound)
-		return 0;
-	if (!e) {
-		if (!(e = new_entry(a, reg, b.device, at)))
-			return -ENOMEM;
-		set_dead_only(e, b.hlc);
-		return 0;
-	}
-	if (b.hlc > e->hlc) {
-		set_dead_only(e, b.hlc);
-	} else if (b.hlc == e->hlc) {
+	if (e && b.hlc == e->hlc) {
 		e->dead = true;
 		e->value.data = NULL;
 		e->value.len = 0;
+		return 0;
 	}
+	if (e && b.hlc < e->hlc)
+		return 0; /* an earlier write of that device: superseded already */
+	bool found;
+	size_t i = find_tomb(reg, b.device, b.hlc, &found);
+	if (found)
+		return 0;
+	/* The array was grown for the whole write's bases (see merge_apply). */
+	if (room == 0)
+		return -ENOMEM;
+	merge_pb_stamp_t *t = arena_alloc(a, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	shahidi__store__v1__stamp__init(t);
+	t->device = b.device;
+	t->hlc = b.hlc;
+	memmove(reg->tombstones + i + 1, reg->tombstones + i,
+		(reg->n_tombstones - i) * sizeof(*reg->tombstones));
+	reg->tombstones[i] = t;
+	reg->n_tombstones++;
 	return 0;
 }
 
@@ -169,33 +215,66 @@ static int value_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 	return alen < blen ? -1 : alen > blen;
 }
 
-static int apply_write(struct arena *a, merge_reg_t *reg, uint64_t device,
+static int set_seen(struct arena *a, merge_entry_t *e, const struct merge_change *c)
+{
+	e->seen = NULL;
+	e->n_seen = 0;
+	if (!c->n_seen)
+		return 0;
+	merge_pb_stamp_t *st = arena_alloc(a, c->n_seen * sizeof(*st));
+	merge_pb_stamp_t **sp = arena_alloc(a, c->n_seen * sizeof(*sp));
+	if (!st || !sp)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_seen; i++) {
+		shahidi__store__v1__stamp__init(&st[i]);
+		st[i].hlc = c->seen[i].hlc;
+		st[i].device = c->seen[i].device;
+		sp[i] = &st[i];
+	}
+	e->seen = sp;
+	e->n_seen = c->n_seen;
+	return 0;
+}
+
+static int apply_write(struct arena *a, merge_reg_t *reg, const struct merge_change *c,
 		       const struct merge_write *w)
 {
 	size_t at;
-	merge_entry_t *e = find_entry(reg, device, &at);
+	bool named = false;
+	merge_entry_t *e = find_entry(reg, c->device, &at);
 	if (!e) {
-		if (!(e = new_entry(a, reg, device, at)))
+		if (!(e = new_entry(a, reg, c->device, at)))
 			return -ENOMEM;
-	} else if (w->hlc < e->hlc) {
-		return 0; /* the device wrote again later: this one is superseded */
-	} else if (w->hlc == e->hlc) {
-		if (e->dead) {
-			e->pending = false; /* arrived after a write that saw it */
-			return 0;
-		}
-		/* Two writes under one stamp: only a broken device does this. Keep
-		 * the greater value so that the outcome does not depend on order. */
-		if (value_cmp(w->value, w->value_len, e->value.data, e->value.len) <= 0)
-			return 0;
+	} else {
+		/* The device's writes in the order it made them: change id, then
+		 * (a change writing one field twice, which only a broken device
+		 * does) stamp and value, so that the outcome is order-free. */
+		int cmp = c->seq != e->seq ? (c->seq < e->seq ? -1 : 1)
+					   : w->hlc != e->hlc ? (w->hlc < e->hlc ? -1 : 1)
+					   : e->dead ? 0
+					   : value_cmp(w->value, w->value_len, e->value.data, e->value.len);
+		if (cmp <= 0)
+			return 0; /* an earlier write, or this one again */
+		named = w->hlc == e->hlc && e->dead; /* a base named this stamp */
 	}
+	bool found;
+	size_t i = find_tomb(reg, c->device, w->hlc, &found);
+	(void)i;
+	named |= found;
+	e->seq = c->seq;
 	e->hlc = w->hlc;
-	e->orig_hlc = w->orig_hlc;
-	e->dead = false;
+	e->orig_hlc = 0;
 	e->pending = false;
-	e->value.data = (uint8_t *)w->value;
-	e->value.len = w->value_len;
-	return 0;
+	e->dead = named;
+	e->value.data = named ? NULL : (uint8_t *)w->value;
+	e->value.len = named ? 0 : w->value_len;
+	drop_tombs_upto(reg, c->device, w->hlc);
+	return w->field == MERGE_DELETION_FIELD ? set_seen(a, e, c) : 0;
+}
+
+static bool live(const merge_entry_t *e)
+{
+	return !e->dead && !e->pending;
 }
 
 const merge_entry_t *merge_current(const merge_reg_t *reg)
@@ -205,7 +284,7 @@ const merge_entry_t *merge_current(const merge_reg_t *reg)
 		return NULL;
 	for (size_t i = 0; i < reg->n_entries; i++) {
 		const merge_entry_t *e = reg->entries[i];
-		if (e->dead || e->pending)
+		if (!live(e))
 			continue;
 		/* entries are sorted by device, so ">=" breaks hlc ties by device */
 		if (!best || e->hlc >= best->hlc)
@@ -218,8 +297,23 @@ size_t merge_live_count(const merge_reg_t *reg)
 {
 	size_t n = 0;
 	for (size_t i = 0; reg && i < reg->n_entries; i++)
-		n += !reg->entries[i]->dead && !reg->entries[i]->pending;
+		n += live(reg->entries[i]);
 	return n;
+}
+
+bool merge_in_conflict(const merge_reg_t *reg)
+{
+	const merge_entry_t *first = NULL;
+	for (size_t i = 0; reg && i < reg->n_entries; i++) {
+		const merge_entry_t *e = reg->entries[i];
+		if (!live(e))
+			continue;
+		if (!first)
+			first = e;
+		else if (value_cmp(first->value.data, first->value.len, e->value.data, e->value.len))
+			return true;
+	}
+	return false;
 }
 
 static bool entry_says_deleted(const merge_entry_t *e)
@@ -234,24 +328,41 @@ bool merge_is_deleted(const merge_rec_t *rec)
 	return entry_says_deleted(merge_current(merge_register(rec, MERGE_DELETION_FIELD)));
 }
 
+/* Whether deletion entry d had seen write e: a write of its own device
+ * (earlier, or later: that device knows it deleted), or a stamp its
+ * Deletion.seen listed. */
+static bool deletion_saw(const merge_entry_t *d, const merge_entry_t *e)
+{
+	if (e->device == d->device)
+		return true;
+	for (size_t i = 0; i < d->n_seen; i++)
+		if (d->seen[i]->hlc == e->hlc && d->seen[i]->device == e->device)
+			return true;
+	return false;
+}
+
 static void recount(merge_rec_t *rec)
 {
 	uint32_t n = 0;
-	const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));
-	bool deleted = entry_says_deleted(del);
+	const merge_reg_t *dreg = merge_register(rec, MERGE_DELETION_FIELD);
+	bool deleted = entry_says_deleted(merge_current(dreg));
 	bool flag = false;
 
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
-		n += merge_live_count(reg) > 1;
+		n += merge_in_conflict(reg);
 		if (!deleted || flag || reg->field == MERGE_DELETION_FIELD)
 			continue;
-		for (size_t j = 0; j < reg->n_entries; j++) {
+		for (size_t j = 0; j < reg->n_entries && !flag; j++) {
 			const merge_entry_t *e = reg->entries[j];
-			if (!e->dead && !e->pending && e->hlc > del->hlc && e->device != del->device) {
-				flag = true;
-				break;
+			if (!live(e))
+				continue;
+			bool seen = false;
+			for (size_t k = 0; k < dreg->n_entries && !seen; k++) {
+				const merge_entry_t *d = dreg->entries[k];
+				seen = live(d) && entry_says_deleted(d) && deletion_saw(d, e);
 			}
+			flag = !seen;
 		}
 	}
 	rec->delete_conflict = flag;
@@ -285,15 +396,26 @@ static int add_sorted_u64(struct arena *a, uint64_t **arr, size_t *n, uint64_t v
 
 int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 {
+	if (add_registers(a, rec, c) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < c->n_writes; i++) {
 		const struct merge_write *w = &c->writes[i];
-		merge_reg_t *reg = get_reg(a, rec, w->field);
-		if (!reg)
-			return -ENOMEM;
-		for (size_t k = 0; k < w->n_base; k++)
-			if (apply_base(a, reg, w->base[k], c->max_base_hlc) < 0)
+		size_t at;
+		merge_reg_t *reg = find_reg(rec, w->field, &at);
+		if (w->n_base) {
+			/* room for every base to become a tombstone, grown once */
+			merge_pb_stamp_t **na =
+				arena_alloc(a, (reg->n_tombstones + w->n_base) * sizeof(*na));
+			if (!na)
 				return -ENOMEM;
-		if (apply_write(a, reg, c->device, w) < 0)
+			if (reg->n_tombstones)
+				memcpy(na, reg->tombstones, reg->n_tombstones * sizeof(*na));
+			reg->tombstones = na;
+		}
+		for (size_t k = 0; k < w->n_base; k++)
+			if (apply_base(a, reg, w->base[k], w->n_base - k) < 0)
+				return -ENOMEM;
+		if (apply_write(a, reg, c, w) < 0)
 			return -ENOMEM;
 	}
 	if (c->form_version > rec->form_version)
@@ -329,9 +451,20 @@ void merge_digest(const merge_rec_t *rec, uint8_t out[32])
 			const merge_entry_t *e = reg->entries[j];
 			hash_u64(&st, e->device);
 			hash_u64(&st, e->hlc);
+			hash_u64(&st, e->seq);
 			hash_u64(&st, (uint64_t)e->dead << 1 | !e->pending);
 			hash_u64(&st, e->value.len);
 			crypto_generichash_update(&st, e->value.data, e->value.len);
+			hash_u64(&st, e->n_seen);
+			for (size_t k = 0; k < e->n_seen; k++) {
+				hash_u64(&st, e->seen[k]->hlc);
+				hash_u64(&st, e->seen[k]->device);
+			}
+		}
+		hash_u64(&st, reg->n_tombstones);
+		for (size_t k = 0; k < reg->n_tombstones; k++) {
+			hash_u64(&st, reg->tombstones[k]->hlc);
+			hash_u64(&st, reg->tombstones[k]->device);
 		}
 	}
 	hash_u64(&st, rec->conflicts);
@@ -347,19 +480,22 @@ void merge_rec_expand(merge_rec_t *rec)
 				e->device = rec->base_device;
 			if (!e->hlc)
 				e->hlc = rec->base_hlc;
+			if (!e->seq)
+				e->seq = rec->base_seq;
 		}
-	rec->base_device = rec->base_hlc = 0;
+	rec->base_device = rec->base_hlc = rec->base_seq = 0;
 }
 
 void merge_rec_compact(merge_rec_t *rec)
 {
 	/* The first entry of the first field register is the creator's
 	 * stamp in nearly every record: a good base. */
-	rec->base_device = rec->base_hlc = 0;
+	rec->base_device = rec->base_hlc = rec->base_seq = 0;
 	for (size_t i = 0; i < rec->n_registers && !rec->base_device; i++)
 		if (rec->registers[i]->field != MERGE_DELETION_FIELD && rec->registers[i]->n_entries) {
 			rec->base_device = rec->registers[i]->entries[0]->device;
 			rec->base_hlc = rec->registers[i]->entries[0]->hlc;
+			rec->base_seq = rec->registers[i]->entries[0]->seq;
 		}
 	for (size_t i = 0; i < rec->n_registers; i++)
 		for (size_t j = 0; j < rec->registers[i]->n_entries; j++) {
@@ -368,5 +504,7 @@ void merge_rec_compact(merge_rec_t *rec)
 				e->device = 0;
 			if (e->hlc == rec->base_hlc)
 				e->hlc = 0;
+			if (e->seq == rec->base_seq)
+				e->seq = 0;
 		}
 }

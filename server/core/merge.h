@@ -1,30 +1,42 @@
 /* merge: the convergent merge of changes into a record. Pure: no I/O, no
  * store, no clock.
  *
- * Every field of a record, and its deletion flag (register 0), is a
- * multi-value register. A write carries its stamp (HLC, origin device) and
- * its base: the stamps of the values its writer had seen for that field.
- * A write is superseded by
- *   - any write whose base names its stamp, and
- *   - any later write (higher HLC) of the same device, since a device has
- *     always seen its own earlier writes.
- * The live values of a register are the writes received that nothing
- * received supersedes. Its current value is the live value with the
- * greatest (hlc, device); more than one live value is an open conflict.
- * A write whose base names every live value resolves it.
+ * THE RULE. Every field of a record, and its deletion (register 0), is a
+ * multi-value register. A write is identified by its stamp (HLC, origin
+ * device) exactly as the phone made it -- nothing here or in the store
+ * ever rewrites a stamp -- and carries its change id (seq) and its base:
+ * the stamps of the values its writer had seen for that field.
+ *   - A device's own writes are ordered by seq (its change ids), not by
+ *     stamp: its latest write supersedes its earlier ones, so a clock set
+ *     wrong and then right cannot reorder them.
+ *   - A base supersedes exactly the writes it names: a write whose stamp
+ *     a base names is dead. Naming a write that has not arrived touches
+ *     nothing else (the stamp is kept as a tombstone until that write
+ *     comes); naming a write that never arrives hides nothing.
+ *   - The live values are the devices' latest writes that no base names.
+ *     More than one live value, not all equal, is an open conflict; equal
+ *     concurrent values (two agreeing deletions) are not.
+ *   - The value shown is the live value with the greatest (hlc, device).
+ *     This is the only place a stamp's size counts: a clock however far
+ *     ahead can win which of several concurrent values is shown first,
+ *     never more, and the conflict is listed either way.
+ *   - A deletion carries what its device had seen of the record (the
+ *     stamps of the live values it knew, Deletion.seen). While the record
+ *     is deleted, a live value of any field that no live deletion saw (not
+ *     listed, and not an earlier write of the deleting device) flags the
+ *     record for review (delete_conflict): an edit is never hidden by a
+ *     deletion that did not see it, whatever the clocks say.
  *
- * Because a device's writes to a register supersede one another, a
- * register keeps at most one entry per device: its highest stamp seen
- * (from a write or from a base naming it), whether that stamp is
- * superseded, and the value when it is live. That is what makes the result
- * depend only on the set of writes received, not their order or
- * repetition, with metadata bounded by the number of devices that wrote
- * the field (as cr-sqlite's per-column versions are).
- *
- * A record whose deletion register says "deleted" while a field holds a
- * live write with a higher HLC than the deletion, from another device, is
- * flagged: that edit was made without seeing the deletion (an HLC that had
- * seen it would be higher), so a person must look.
+ * State. A register keeps, per device, its latest write (seq, stamp,
+ * value, dead flag, and for a deletion what it saw), plus tombstones: base
+ * stamps naming a device's write above its latest one. A base naming a
+ * stamp below a device's latest write is moot and dropped. So the state,
+ * and merge_digest(), depend only on the set of writes received, in any
+ * order and with any repetition, with metadata bounded by the devices
+ * that wrote the field and the bases that named writes still to come.
+ * This assumes a device's stamps grow with its change ids (any HLC's do);
+ * a device that breaks it can make only its own values' liveness depend
+ * on arrival order, never another device's.
  *
  * Records are shahidi.store.v1.Record messages unpacked into an arena;
  * merge_apply() edits them in place and allocates from the same arena.
@@ -53,8 +65,7 @@ struct merge_stamp {
 
 struct merge_write {
 	uint32_t field;          /* 0: the deletion register */
-	uint64_t hlc;            /* stamp it is stored under */
-	uint64_t orig_hlc;       /* stamp as sent when clamped for skew; else 0 */
+	uint64_t hlc;            /* its stamp, as sent */
 	const uint8_t *value;    /* encoded shahidi.v1.Value; borrowed, must
 				    outlive the arena's use of the record */
 	size_t value_len;
@@ -64,14 +75,14 @@ struct merge_write {
 
 struct merge_change {
 	uint64_t device;         /* origin device of every write */
+	uint64_t seq;            /* its change id, 1 or more: orders the
+				    device's own writes */
 	uint32_t form_version;
 	const struct merge_write *writes;
 	size_t n_writes;
-	/* Base stamps above this bound (the server's clock plus the allowed
-	 * skew) can only name writes that were stored under another stamp:
-	 * they are matched by the stamp as sent, or else ignored, so that a
-	 * fast clock cannot bury later writes. 0 = no bound. */
-	uint64_t max_base_hlc;
+	/* A deletion's view (Deletion.seen); borrowed like values. */
+	const struct merge_stamp *seen;
+	size_t n_seen;
 };
 
 /* Makes an empty record in the arena. NULL when out of memory. */
@@ -93,13 +104,16 @@ void merge_rec_compact(merge_rec_t *rec);
 const merge_entry_t *merge_current(const merge_reg_t *reg);
 /* Number of live values of a register. */
 size_t merge_live_count(const merge_reg_t *reg);
+/* Whether a register holds live values that differ: an open conflict. */
+bool merge_in_conflict(const merge_reg_t *reg);
 bool merge_is_deleted(const merge_rec_t *rec);
 
 /* The encoded Value for "deleted" (true) or "not deleted" (false). */
 const uint8_t *merge_deletion_value(bool deleted, size_t *ret_len);
 
-/* BLAKE2b-256 over the merged state only (form, registers' stamps, dead
- * flags and values), not receipt metadata: equal for any order of the same
+/* BLAKE2b-256 over the merged state only (form, registers' stamps, seqs,
+ * dead flags, values, deletions' views and tombstones), not receipt
+ * metadata: equal for any order of the same
  * changes. */
 void merge_digest(const merge_rec_t *rec, uint8_t out[32]);
 

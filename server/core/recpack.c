@@ -25,25 +25,69 @@ static int scan(const uint8_t *p, size_t n, uint32_t known, const uint8_t *wt, u
 	return r < 0 ? -1 : 1;
 }
 
-static const uint8_t entry_wt[8] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2, [7] = 0};
-#define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7)
-static const uint8_t reg_wt[3] = {[1] = 0, [2] = 2};
-#define REG_KNOWN (1u << 1 | 1u << 2)
-static const uint8_t rec_wt[17] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
+static const uint8_t entry_wt[10] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2,
+				     [7] = 0, [8] = 0, [9] = 2};
+#define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 8 | 1u << 9)
+static const uint8_t reg_wt[4] = {[1] = 0, [2] = 2, [3] = 2};
+#define REG_KNOWN (1u << 1 | 1u << 2 | 1u << 3)
+static const uint8_t stamp_wt[3] = {[1] = 1, [2] = 1};
+#define STAMP_KNOWN (1u << 1 | 1u << 2)
+static const uint8_t rec_wt[18] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
 				   [7] = 2,  [8] = 2,  [9] = 0,	 [10] = 0, [11] = 0, [12] = 0,
-				   [13] = 0, [14] = 0, [15] = 0, [16] = 0};
-#define REC_KNOWN 0x1fffeu /* 1 to 16 */
+				   [13] = 0, [14] = 0, [15] = 0, [16] = 0, [17] = 0};
+#define REC_KNOWN 0x3fffeu /* 1 to 17 */
+
+typedef Shahidi__Store__V1__Stamp pb_stamp_t;
+
+/* Reads every Stamp under field number of p into a fresh array. */
+static int unpack_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
+			 size_t count, pb_stamp_t ***ret, size_t *ret_n)
+{
+	static const pb_stamp_t init = SHAHIDI__STORE__V1__STAMP__INIT;
+	struct pb_field f, g;
+	size_t pos = 0, k = 0, c2;
+	*ret = NULL;
+	*ret_n = 0;
+	if (!count)
+		return 1;
+	pb_stamp_t *st = arena_alloc(a, count * sizeof(*st));
+	pb_stamp_t **sp = arena_alloc(a, count * sizeof(*sp));
+	if (!st || !sp)
+		return -1;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number != number)
+			continue;
+		int r = scan(f.data, f.len, STAMP_KNOWN, stamp_wt, 0, &c2);
+		if (r <= 0)
+			return r;
+		size_t p2 = 0;
+		st[k] = init;
+		while (codec_pb_next(f.data, f.len, &p2, &g) > 0) {
+			if (g.number == 1)
+				st[k].hlc = g.varint;
+			else
+				st[k].device = g.varint;
+		}
+		sp[k] = &st[k];
+		k++;
+	}
+	*ret = sp;
+	*ret_n = k;
+	return 1;
+}
 
 /* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory. */
-static int unpack_entry(const uint8_t *p, size_t n, merge_entry_t *e)
+static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry_t *e)
 {
 	static const merge_entry_t init = SHAHIDI__STORE__V1__ENTRY__INIT;
 	struct pb_field f;
 	size_t pos = 0, count;
-	int r = scan(p, n, ENTRY_KNOWN, entry_wt, 0, &count);
+	int r = scan(p, n, ENTRY_KNOWN, entry_wt, 9, &count);
 	if (r <= 0)
 		return r;
 	*e = init;
+	if ((r = unpack_stamps(a, p, n, 9, count, &e->seen, &e->n_seen)) <= 0)
+		return r;
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		switch (f.number) {
 		case 1: e->device = f.varint; break;
@@ -55,6 +99,7 @@ static int unpack_entry(const uint8_t *p, size_t n, merge_entry_t *e)
 			e->value.len = f.len;
 			break;
 		case 7: e->pending = f.varint != 0; break;
+		case 8: e->seq = f.varint; break;
 		default: break;
 		}
 	}
@@ -66,10 +111,14 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
 	struct pb_field f;
 	size_t pos = 0, count;
-	int r = scan(p, n, REG_KNOWN, reg_wt, 2, &count);
+	size_t n_tombs;
+	int r = scan(p, n, REG_KNOWN, reg_wt, 3, &n_tombs);
 	if (r <= 0)
 		return r;
+	r = scan(p, n, REG_KNOWN, reg_wt, 2, &count);
 	*g = init;
+	if ((r = unpack_stamps(a, p, n, 3, n_tombs, &g->tombstones, &g->n_tombstones)) <= 0)
+		return r;
 	merge_entry_t *es = arena_alloc(a, (count + 1) * sizeof(*es));
 	g->entries = arena_alloc(a, (count + 1) * sizeof(*g->entries));
 	if (!es || !g->entries)
@@ -77,9 +126,9 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		if (f.number == 1) {
 			g->field = (uint32_t)f.varint;
-		} else {
+		} else if (f.number == 2) {
 			merge_entry_t *e = &es[g->n_entries];
-			if ((r = unpack_entry(f.data, f.len, e)) <= 0)
+			if ((r = unpack_entry(a, f.data, f.len, e)) <= 0)
 				return r;
 			g->entries[g->n_entries++] = e;
 		}
@@ -106,7 +155,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	int r;
 	/* what is there, and how many of each array */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 17 || !(REC_KNOWN & (1u << f.number)) ||
+		if (f.number >= 18 || !(REC_KNOWN & (1u << f.number)) ||
 		    f.wire_type != rec_wt[f.number])
 			return 0;
 		if ((f.number == 7 || f.number == 8) && f.len % 8)
@@ -166,6 +215,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 		case 14: rec->seq = f.varint; break;
 		case 15: rec->log_seq = f.varint; break;
 		case 16: rec->head_log_seq = f.varint; break;
+		case 17: rec->base_seq = f.varint; break;
 		default: break;
 		}
 	}
@@ -233,10 +283,37 @@ static uint8_t *put_len(uint8_t *q, uint32_t number, size_t len)
 	return put_v(q, len);
 }
 
+static size_t stamp_size(const pb_stamp_t *s)
+{
+	return (s->hlc ? 9 : 0) + (s->device ? 9 : 0);
+}
+
+static size_t stamps_size(pb_stamp_t *const *st, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		len += 2 + stamp_size(st[i]); /* tag, length (at most 18) */
+	return len;
+}
+
+static uint8_t *put_stamps(uint8_t *q, uint32_t number, pb_stamp_t *const *st, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		*q++ = (uint8_t)(number << 3 | 2);
+		*q++ = (uint8_t)stamp_size(st[i]);
+		if (st[i]->hlc)
+			q = put_f64(q, 1, st[i]->hlc);
+		if (st[i]->device)
+			q = put_f64(q, 2, st[i]->device);
+	}
+	return q;
+}
+
 static size_t entry_size(const merge_entry_t *e)
 {
 	return (e->device ? 9 : 0) + (e->hlc ? 9 : 0) + (e->orig_hlc ? 9 : 0) + (e->dead ? 2 : 0) +
-	       (e->value.len ? 1 + vlen(e->value.len) + e->value.len : 0) + (e->pending ? 2 : 0);
+	       (e->value.len ? 1 + vlen(e->value.len) + e->value.len : 0) + (e->pending ? 2 : 0) +
+	       (e->seq ? 1 + vlen(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
 }
 
 static size_t register_size(const merge_reg_t *g)
@@ -246,7 +323,7 @@ static size_t register_size(const merge_reg_t *g)
 		size_t es = entry_size(g->entries[i]);
 		n += 1 + vlen(es) + es;
 	}
-	return n;
+	return n + stamps_size(g->tombstones, g->n_tombstones);
 }
 
 /* Whether anything in rec came from a field we do not know: then
@@ -261,6 +338,9 @@ static bool has_unknown(const merge_rec_t *rec)
 			return true;
 		for (size_t k = 0; k < g->n_entries; k++)
 			if (g->entries[k]->base.n_unknown_fields)
+				return true;
+		for (size_t k = 0; k < g->n_tombstones; k++)
+			if (g->tombstones[k]->base.n_unknown_fields)
 				return true;
 	}
 	return false;
@@ -290,11 +370,11 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + vlen(rec->conflicts);
 	if (rec->delete_conflict)
 		n += 2;
-	const uint64_t tail[6] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq, rec->head_log_seq};
-	for (int i = 0; i < 6; i++)
+	const uint64_t tail[7] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq};
+	for (int i = 0; i < 7; i++)
 		if (tail[i])
-			n += (i < 5 ? 1 : 2) + vlen(tail[i]); /* field 16's tag takes two */
+			n += (i < 5 ? 1 : 2) + vlen(tail[i]); /* fields 16, 17: two-byte tags */
 	return n;
 }
 
@@ -352,7 +432,11 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 			}
 			if (e->pending)
 				q = put_uint(q, 7, 1);
+			if (e->seq)
+				q = put_uint(q, 8, e->seq);
+			q = put_stamps(q, 9, e->seen, e->n_seen);
 		}
+		q = put_stamps(q, 3, g->tombstones, g->n_tombstones);
 	}
 	if (rec->n_writers)
 		q = put_fixed64s(q, 7, rec->writers, rec->n_writers);
@@ -371,6 +455,11 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		*q++ = 16 << 3 | 0x80; /* field 16, varint: a two-byte tag */
 		*q++ = 1;
 		q = put_v(q, rec->head_log_seq);
+	}
+	if (rec->base_seq) {
+		*q++ = (uint8_t)(17 << 3 | 0x80); /* field 17, varint */
+		*q++ = 1;
+		q = put_v(q, rec->base_seq);
 	}
 	return (size_t)(q - out);
 }

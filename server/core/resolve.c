@@ -39,12 +39,12 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	uint32_t field = q->how == RESOLVE_DELETED ? MERGE_DELETION_FIELD : q->field;
 	const merge_reg_t *reg = merge_register(rec, field);
 	if (q->how == RESOLVE_DELETED) {
-		if (!rec->delete_conflict && merge_live_count(reg) < 2)
+		if (!rec->delete_conflict && !merge_in_conflict(reg))
 			BAD("no_conflict", "the record's deletion is not in conflict");
 	} else {
 		if (field == MERGE_DELETION_FIELD)
 			BAD("bad_field", "field numbers start at 1");
-		if (merge_live_count(reg) < 2)
+		if (!merge_in_conflict(reg))
 			BAD("no_conflict", "field %u is not in conflict", field);
 	}
 
@@ -99,7 +99,37 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		base[k] = (struct merge_stamp){e->hlc, e->device};
 		k++;
 	}
-	uint64_t hlc = hlc_tick(store_hlc(t), now_ms); /* above every stamp received */
+	/* A deletion's view: every live value of the record, each stamp once,
+	 * so that what the coordinator settled is no longer flagged. */
+	size_t n_seen = 0, cap_seen = 0;
+	for (size_t i = 0; q->how == RESOLVE_DELETED && i < rec->n_registers; i++)
+		if (rec->registers[i]->field != MERGE_DELETION_FIELD)
+			cap_seen += rec->registers[i]->n_entries;
+	Shahidi__V1__Stamp *seen_pb = arena_alloc(a, (cap_seen + 1) * sizeof(*seen_pb));
+	Shahidi__V1__Stamp **seen_pp = arena_alloc(a, (cap_seen + 1) * sizeof(*seen_pp));
+	struct merge_stamp *seen = arena_alloc(a, (cap_seen + 1) * sizeof(*seen));
+	if (!seen_pb || !seen_pp || !seen) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; q->how == RESOLVE_DELETED && i < rec->n_registers; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		for (size_t j = 0; g->field != MERGE_DELETION_FIELD && j < g->n_entries; j++) {
+			const merge_entry_t *e = g->entries[j];
+			bool dup = e->dead || e->pending;
+			for (size_t m = 0; m < n_seen && !dup; m++)
+				dup = seen[m].hlc == e->hlc && seen[m].device == e->device;
+			if (dup)
+				continue;
+			seen[n_seen] = (struct merge_stamp){e->hlc, e->device};
+			shahidi__v1__stamp__init(&seen_pb[n_seen]);
+			seen_pb[n_seen].hlc = e->hlc;
+			seen_pb[n_seen].device = e->device;
+			seen_pp[n_seen] = &seen_pb[n_seen];
+			n_seen++;
+		}
+	}
+	uint64_t hlc = hlc_tick(store_hlc(t), now_ms);
 	dev->server_changes++;
 	Shahidi__V1__Change ch = SHAHIDI__V1__CHANGE__INIT;
 	ch.change_id = SERVER_CHANGE_BIT | dev->server_changes;
@@ -113,6 +143,8 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		del.deleted = q->deleted;
 		del.supersedes = sp;
 		del.n_supersedes = k;
+		del.seen = seen_pp;
+		del.n_seen = n_seen;
 		ch.deletion = &del;
 	} else {
 		fw.field = field;
@@ -140,7 +172,8 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		.pusher = actor, .origin = actor, .change_id = ch.change_id,
 		.record_id = q->record_id, .form_id = rec->form_id,
 		.form_version = rec->form_version, .raw = raw, .raw_len = raw_len,
-		.hlc = hlc, .writes = &w, .n_writes = 1,
+		.hlc = hlc, .writes = &w, .n_writes = 1, .seen = seen, .n_seen = n_seen,
+		.office = true,
 	};
 	crypto_generichash(sc.digest, 32, raw, raw_len, NULL, 0);
 	enum store_outcome out;

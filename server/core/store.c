@@ -133,7 +133,8 @@ struct store {
 	size_t map_size;
 	struct store_opts opts;
 	bool read_only;
-	bool old_format;           /* opened a format 1 or 2 store */
+	bool old_format;           /* opened a store of an older format */
+	unsigned opened_format;    /* the format it had when opened; 0 = new */
 	char dir[];
 };
 
@@ -403,6 +404,7 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 		 * format 3 with one item per feed entry: both are read as they
 		 * are, and marked 3 before anything is written to them. */
 		s->old_format = ver < STORE_FORMAT_VERSION;
+		s->opened_format = (unsigned)ver;
 	}
 	bool missing = rc == MDB_NOTFOUND;
 	if (rc && !missing) {
@@ -768,6 +770,7 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			es[i] = entry_init;
 			es[i].device = origin;
 			es[i].hlc = w->hlc ? w->hlc : c.hlc; /* as prepare_change */
+			es[i].seq = c.change_id;
 			es[i].value.data = (uint8_t *)w->value;
 			es[i].value.len = w->value_len;
 			ep[i] = &es[i];
@@ -1303,6 +1306,11 @@ static int encode_new_record(struct arena *a, struct store_change *c, bool full)
 		q += put_field_uint(q, 3, c->form_version);
 	q += put_field_fixed64(q, 4, c->origin);
 	q += put_field_fixed64(q, 5, base_hlc);
+	if (full) {
+		/* Record.base_seq (17): every entry's change id, left out of them */
+		q += put_varint(q, 17 << 3);
+		q += put_varint(q, c->change_id);
+	}
 	for (size_t i = 0; i < n && full; i++) {
 		const struct merge_write *w = &c->writes[order[i]];
 		uint8_t entry[32], *e = entry;
@@ -1351,21 +1359,21 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
 	c->log_prefix = p;
 	c->log_prefix_len = n;
 
-	c->max_base_hlc = 0;
-	for (size_t i = 0; i < c->n_writes; i++)
-		for (size_t k = 0; k < c->writes[i].n_base; k++)
-			c->max_base_hlc = SH_MAX(c->max_base_hlc, c->writes[i].base[k].hlc);
+	bool deletes = false;
+	c->has_base = false;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		c->has_base |= c->writes[i].n_base > 0;
+		deletes |= c->writes[i].field == MERGE_DELETION_FIELD;
+	}
 	c->new_record = NULL;
 	c->pointer = false;
-	if (!creates)
-		return 0;
-	if (c->max_base_hlc == 0) {
+	if (!creates || deletes)
+		return 0; /* a deletion's view goes through the merge */
+	if (!c->has_base) {
 		/* The usual report: stored once, in the log; its record points
-		 * there. A deletion in the same change keeps the full form. */
+		 * there. */
 		c->pointer = true;
-		for (size_t i = 0; i < c->n_writes; i++)
-			c->pointer &= c->writes[i].field != MERGE_DELETION_FIELD;
-		int r = encode_new_record(a, c, !c->pointer);
+		int r = encode_new_record(a, c, false);
 		if (!c->new_record)
 			c->pointer = false;
 		return r;
@@ -1375,8 +1383,10 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates)
 	merge_rec_t *rec = merge_rec_new(a, c->record_id, c->form_id);
 	if (!rec)
 		return -ENOMEM;
-	struct merge_change mc = {.device = c->origin, .form_version = c->form_version,
-				  .writes = c->writes, .n_writes = c->n_writes};
+	struct merge_change mc = {.device = c->origin, .seq = c->change_id,
+				  .form_version = c->form_version,
+				  .writes = c->writes, .n_writes = c->n_writes,
+				  .seen = c->seen, .n_seen = c->n_seen};
 	if (merge_apply(a, rec, &mc) < 0)
 		return -ENOMEM;
 	if (rec->conflicts)
@@ -1480,11 +1490,11 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	if (r < 0)
 		return r;
 
-	/* A phone whose clock runs ahead must not win every later edit: its
-	 * stamps are brought back to our clock (the original stays in the log,
-	 * and the push response says what it was stored under). */
-	bool clamp = !hlc_receive(&t->hlc, c->hlc, now_ms);
-	uint64_t bound = hlc_make(now_ms + t->s->opts.max_skew_ms, HLC_COUNTER_MASK);
+	/* Stamps are kept as sent (see merge.h: only the display of concurrent
+	 * values depends on their size). A stamp too far ahead of our clock
+	 * does not move it, so that one phone's wrong clock reaches nobody
+	 * through server_hlc. */
+	hlc_receive(&t->hlc, c->hlc, now_ms);
 	/* Likewise the id index: the record is new if its id goes in. */
 	uint64_t seq = t->next_record_seq;
 	sh_put_be64(rk, seq);
@@ -1499,7 +1509,7 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	} else {
 		seq = sh_get_be64(v.mv_data);
 	}
-	if (is_new && c->new_record && !clamp && c->max_base_hlc <= bound) {
+	if (is_new && c->new_record) {
 		if ((r = apply_new(t, c, seq, now_ms)) < 0)
 			return r;
 		*ret_outcome = STORE_APPLIED;
@@ -1519,31 +1529,28 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 			return r;
 		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
 		       rec->form_id, c->form_id);
+	} else if (!c->office && !has_u64(rec->writers, rec->n_writers, c->origin) &&
+		   !has_u64(rec->assigned, rec->n_assigned, c->origin)) {
+		/* Knowing a record's id is not holding it: a phone changes what
+		 * it created or was assigned, nothing else. */
+		if ((r = del_raw(t, DB_CHG, ck, 16)) < 0)
+			return r;
+		REJECT("not_assigned",
+		       "this device did not create the record and was not assigned it");
 	} else {
 		had_conflict = rec->conflicts > 0;
-	}
-
-	struct merge_write *w = c->writes;
-	uint64_t stored = 0;
-	if (clamp) {
-		stored = hlc_tick(&t->hlc, now_ms);
-		w = arena_memdup(a, c->writes, c->n_writes * sizeof(*w));
-		if (!w)
-			return -ENOMEM;
-		for (size_t i = 0; i < c->n_writes; i++) {
-			w[i].orig_hlc = w[i].hlc;
-			w[i].hlc = stored;
-		}
 	}
 
 	t->next_log_seq++;
 	t->counters_dirty = true;
 	struct merge_change mc = {
 		.device = c->origin,
+		.seq = c->change_id,
 		.form_version = c->form_version,
-		.writes = w,
+		.writes = c->writes,
 		.n_writes = c->n_writes,
-		.max_base_hlc = bound,
+		.seen = c->seen,
+		.n_seen = c->n_seen,
 	};
 	if ((r = merge_apply(a, rec, &mc)) < 0)
 		return r;
@@ -1553,7 +1560,7 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 	/* The record's history chain: this change follows its newest (none
 	 * for a record last written before format 3: store_record_history
 	 * finds the changes before this one in rlog). */
-	if ((r = append_log(t, c, log_seq, rec->seq, rec->head_log_seq, now_ms, stored)) < 0)
+	if ((r = append_log(t, c, log_seq, rec->seq, rec->head_log_seq, now_ms, 0)) < 0)
 		return r;
 	rec->head_log_seq = log_seq;
 	if ((r = put_record(t, rec, is_new, had_conflict)) < 0)
@@ -1572,8 +1579,23 @@ int store_apply_change(struct store_txn *t, struct arena *a, struct store_change
 			return r;
 	}
 	*ret_outcome = STORE_APPLIED;
-	*ret_stored_hlc = stored;
 	return 0;
+}
+
+int store_record_replace(struct store_txn *t, merge_rec_t *rec)
+{
+	uint8_t k[8];
+	MDB_val v;
+	sh_put_be64(k, rec->seq);
+	int r = get_raw(t, DB_CFL, k, 8, &v);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	return put_record(t, rec, false, r == 0);
+}
+
+unsigned store_opened_format(const struct store *s)
+{
+	return s->opened_format;
 }
 
 /* ---- batches ---- */

@@ -24,7 +24,7 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 3u
+#define STORE_FORMAT_VERSION 4u
 
 struct store;
 struct store_txn;
@@ -33,7 +33,8 @@ struct store_opts {
 	size_t map_size;      /* initial map size; 0 = 256 MiB */
 	size_t max_map_size;  /* growth stops here (then -ENOSPC); 0 = 1 TiB */
 	bool read_only;       /* open for reading only (tools) */
-	uint64_t max_skew_ms; /* stamps further ahead are clamped; 0 = 1 hour */
+	uint64_t max_skew_ms; /* stamps further ahead do not move the server's
+				 clock; 0 = 1 hour */
 	bool unsafe_nosync;   /* no fsync (MDB_NOSYNC): for fuzzing only, where
 				 durability is not what is tested. Never in the
 				 server or the tools. */
@@ -148,8 +149,14 @@ struct store_change {
 	size_t raw_len;
 	uint8_t digest[32];        /* BLAKE2b-256 of raw */
 	uint64_t hlc;              /* the change's stamp (max of its writes) */
-	struct merge_write *writes; /* borrowed; stamps may be rewritten for skew */
+	struct merge_write *writes; /* borrowed */
 	size_t n_writes;
+	const struct merge_stamp *seen; /* its deletion's view; borrowed */
+	size_t n_seen;
+	/* An office change (a resolution): may write a record its device
+	 * neither wrote nor was assigned (the caller checked the scope). A
+	 * phone may change only records it holds. */
+	bool office;
 	/* Work done before the writer, so that its single thread does little
 	 * more than append (store_prepare_change fills these): */
 	const uint8_t *log_prefix; /* LogEntry: device, batch, change, digest */
@@ -160,7 +167,7 @@ struct store_change {
 	size_t new_record_len;
 	bool pointer;              /* new_record is a pointer record's: no
 				      registers, they are this change's */
-	uint64_t max_base_hlc;     /* highest stamp its bases name */
+	bool has_base;             /* a write names a base */
 };
 
 /* Prepares c for store_apply_change off the writer's thread: the log
@@ -171,11 +178,20 @@ int store_prepare_change(struct arena *a, struct store_change *c, bool creates);
 /* Applies one change in a write transaction: deduplicates it by (origin,
  * change id), merges it into its record, appends it to the hash-chained
  * log and the pull feeds of the record's other devices. *ret_stored_hlc is
- * the stamp its writes were stored under when they were too far ahead of
- * the server's clock, else 0. On STORE_REJECTED, *verdict says why. */
+ * 0 (stamps are kept as sent; a duplicate of a change stored by an older
+ * format says what it was stored under). On STORE_REJECTED, *verdict says
+ * why: form_mismatch, change_id_reused, or not_assigned (a phone's change
+ * to a record it did not create and was not assigned). */
 int store_apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		       struct form_verdict *verdict);
+
+/* Writes rec back under its seq (rec->seq must name a stored record), as
+ * merged: the rebuild's way of replacing a record's merged state. */
+int store_record_replace(struct store_txn *t, merge_rec_t *rec);
+/* The format the store had when opened (0: new), so that the caller can
+ * rebuild the records of an older one (see rebuild.h). */
+unsigned store_opened_format(const struct store *s);
 
 /* ---- batches ---- */
 

@@ -146,6 +146,14 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		BAD("bad_stamp", "the change has no HLC stamp");
 	if (wc.n_fields == 0 && !wc.has_deletion)
 		BAD("empty_change", "the change sets no field and deletes nothing");
+	/* Work per change is bounded by the form, before anything is built:
+	 * each field it knows once, and a newer app's fields up to a margin. */
+	size_t unknown = 0;
+	for (size_t i = 0; i < wc.n_fields; i++)
+		unknown += !form_field(form, wc.fields[i].field);
+	if (unknown > SYNC_MAX_UNKNOWN_FIELDS)
+		BAD("too_many_fields", "%zu fields the form does not know; at most %u allowed",
+		    unknown, SYNC_MAX_UNKNOWN_FIELDS);
 
 	size_t nw = wc.n_fields + (wc.has_deletion ? 1 : 0);
 	struct merge_write *w = arena_zalloc(b->arena, nw * sizeof(*w));
@@ -159,6 +167,10 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			BAD("bad_field", "field numbers start at 1");
 		const struct form_field *fd = form_field(form, fw->field);
 		struct form_value fv;
+		/* Relayed to other phones as sent: it must parse anywhere. */
+		if (wire_value_check(fw->value, fw->value_len) < 0)
+			BAD("malformed_value", "field %u: the value is not a well-formed Value "
+			    "(wire types, UTF-8 text, nested messages)", fw->field);
 		if (fd) {
 			size_t k = (size_t)(fd - form->fields);
 			if (seen[k / 64] & (1ull << (k % 64)))
@@ -206,6 +218,11 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		for (size_t k = 0; k < wc.n_del_base; k++)
 			if (!wc.del_base[k].hlc || !wc.del_base[k].device)
 				BAD("bad_stamp", "deletion: a base stamp lacks its HLC or device");
+		for (size_t k = 0; k < wc.n_del_seen; k++)
+			if (!wc.del_seen[k].hlc || !wc.del_seen[k].device)
+				BAD("bad_stamp", "deletion: a seen stamp lacks its HLC or device");
+		sc->seen = wc.del_seen;
+		sc->n_seen = wc.n_del_seen;
 		struct merge_write *dw = &w[wc.n_fields];
 		dw->field = MERGE_DELETION_FIELD;
 		dw->hlc = wc.del_hlc ? wc.del_hlc : wc.hlc;
@@ -364,6 +381,7 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 	       struct sync_result *ret)
 {
 	struct arena *a = b->scratch;
+	struct arena *ca = NULL; /* one change's merge, released after it */
 	const struct batch_hdr *pb = &b->hdr;
 	struct sync_result res = {0};
 	store_device_t *dev;
@@ -373,30 +391,35 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 	arena_reset(a);
 	if ((r = store_device_get(t, a, pb->device, &dev)) < 0)
 		return r;
+	if (!(ca = arena_new()))
+		return -ENOMEM;
 
 	Shahidi__V1__PushResponse resp = SHAHIDI__V1__PUSH_RESPONSE__INIT, *old = NULL;
 	r = store_memo_get(t, a, pb->device, pb->batch_seq, &memo);
 	if (r == 0) {
+		r = -EEXIST;
 		if (memo->body_digest.len != 32 || memcmp(memo->body_digest.data, b->digest, 32))
-			return -EEXIST;
+			goto out;
 		old = shahidi__v1__push_response__unpack(arena_pb_allocator(a), memo->results.len,
 							 memo->results.data);
+		r = -EIO;
 		if (!old)
-			return -EIO;
+			goto out;
 		resp = *old;
 		for (size_t i = 0; i < resp.n_results; i++)
 			res.applied += resp.results[i]->status == SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED;
 		res.replay = true;
 		dev->duplicates += b->n_changes;
 	} else if (r != -ENOENT) {
-		return r;
+		goto out;
 	} else {
 		resp.batch_seq = pb->batch_seq;
 		resp.n_results = b->n_changes;
 		resp.results = arena_alloc(a, (b->n_changes + 1) * sizeof(*resp.results));
 		Shahidi__V1__ChangeResult *cr = arena_alloc(a, (b->n_changes + 1) * sizeof(*cr));
+		r = -ENOMEM;
 		if (!resp.results || !cr)
-			return -ENOMEM;
+			goto out;
 		for (size_t i = 0; i < b->n_changes; i++) {
 			struct prepared *p = &b->changes[i];
 			Shahidi__V1__ChangeResult *x = &cr[i];
@@ -405,9 +428,10 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 			enum store_outcome out = STORE_REJECTED;
 			struct form_verdict v = p->verdict;
 			if (!p->rejected) {
-				r = store_apply_change(t, a, &p->sc, now_ms, &out, &x->stored_hlc, &v);
+				r = store_apply_change(t, ca, &p->sc, now_ms, &out, &x->stored_hlc, &v);
+				arena_reset(ca);
 				if (r < 0)
-					return r;
+					goto out;
 			}
 			if (out == STORE_APPLIED) {
 				x->status = SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED;
@@ -419,8 +443,9 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 				x->status = SHAHIDI__V1__CHANGE_RESULT__STATUS__REJECTED;
 				x->code = arena_memdup(a, v.code, strlen(v.code) + 1);
 				x->reason = arena_memdup(a, v.reason, strlen(v.reason) + 1);
+				r = -ENOMEM;
 				if (!x->code || !x->reason)
-					return -ENOMEM;
+					goto out;
 				note_reject(dev, a, &v);
 				res.rejected++;
 			}
@@ -429,13 +454,13 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 		/* Remember the answer, so that a retry gets the same one. */
 		store_memo_t m = SHAHIDI__STORE__V1__BATCH_MEMO__INIT;
 		if ((r = pack_response(b, &resp)) < 0)
-			return r;
+			goto out;
 		m.body_digest.data = b->digest;
 		m.body_digest.len = 32;
 		m.results.data = b->response.data;
 		m.results.len = b->response.len;
 		if ((r = store_memo_put(t, pb->device, pb->batch_seq, &m)) < 0)
-			return r;
+			goto out;
 		dev->batches++;
 		dev->changes_applied += res.applied;
 		dev->duplicates += res.duplicate;
@@ -451,7 +476,7 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 		dev->unsent = pb->unsent;
 	}
 	if ((r = store_device_put(t, dev)) < 0)
-		return r;
+		goto out;
 
 	struct hlc *clock = store_hlc(t);
 	if (pb->sent_hlc && hlc_ms(pb->sent_hlc) > 0)
@@ -459,46 +484,21 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 	resp.server_hlc = hlc_tick(clock, now_ms);
 	resp.pull_cursor = dev->pull_cursor;
 	if ((r = pack_response(b, &resp)) < 0)
-		return r;
+		goto out;
 	res.response = b->response.data;
 	res.response_len = b->response.len;
 	*ret = res;
-	return 0;
-}
-
-/* A change as it was stored: restamped when its stamps were clamped. */
-static int stored_change(struct arena *a, const store_log_t *e, struct buf *tmp,
-			 const uint8_t **ret, size_t *ret_len)
-{
-	if (!e->stored_hlc) {
-		*ret = e->change.data;
-		*ret_len = e->change.len;
-		return 0;
-	}
-	Shahidi__V1__Change *ch = shahidi__v1__change__unpack(arena_pb_allocator(a), e->change.len,
-							       e->change.data);
-	if (!ch)
-		return -EIO;
-	ch->hlc = e->stored_hlc;
-	for (size_t i = 0; i < ch->n_fields; i++)
-		ch->fields[i]->hlc = 0;
-	if (ch->deletion)
-		ch->deletion->hlc = 0;
-	buf_reset(tmp);
-	int r = buf_reserve(tmp, shahidi__v1__change__get_packed_size(ch));
-	if (r < 0)
-		return r;
-	tmp->len = shahidi__v1__change__pack(ch, tmp->data);
-	*ret = tmp->data;
-	*ret_len = tmp->len;
-	return 0;
+	r = 0;
+out:
+	arena_free(ca);
+	return r;
 }
 
 int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t limit,
 	      size_t max_bytes, struct buf *out, struct sync_pull_info *ret)
 {
 	struct sync_pull_info info = {.next_cursor = cursor};
-	struct buf item = {0}, tmp = {0};
+	struct buf item = {0};
 	uint64_t log_seq, cur = cursor;
 	struct arena *a = arena_new();
 	int r;
@@ -517,10 +517,10 @@ int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t li
 			r = r == -ENOENT ? -EIO : r;
 			goto out;
 		}
-		const uint8_t *chg;
-		size_t chg_len;
-		if ((r = stored_change(a, e, &tmp, &chg, &chg_len)) < 0)
-			goto out;
+		/* As received: stamps are never rewritten (see merge.h), and
+		 * what was accepted was checked to parse anywhere. */
+		const uint8_t *chg = e->change.data;
+		size_t chg_len = e->change.len;
 		/* PulledChange, written straight to the wire: no message to build. */
 		buf_reset(&item);
 		if ((r = codec_pb_put_uint(&item, 1, cur)) < 0 ||
@@ -545,7 +545,6 @@ int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t li
 	r = 0;
 out:
 	buf_free(&item);
-	buf_free(&tmp);
 	arena_free(a);
 	if (r < 0)
 		out->len = start;

@@ -19,6 +19,11 @@
 struct store_txn;
 struct arena;
 
+/* Fields a change may set that its form does not know (a newer app's):
+ * with each known field at most once, a change writes at most the form's
+ * field count plus this, whatever max_fields says. */
+#define SYNC_MAX_UNKNOWN_FIELDS 64u
+
 struct sync_limits {
 	size_t max_inflated;  /* bytes of a batch after inflating */
 	size_t max_changes;   /* changes per batch */

@@ -5,6 +5,7 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "form.h"
 
 static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
 		       size_t max, struct merge_stamp **ret, size_t *ret_n)
@@ -135,15 +136,123 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 					c->deleted = g.varint != 0;
 				else if (g.number == 2 && WIRE_TYPE(g, 1) == 0)
 					c->del_hlc = g.varint;
-				else if (g.number <= 3 && (g.number == 3 ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
+				else if (g.number <= 4 && (g.number >= 3 ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
 					return -EPROTO;
 			}
 			if (r < 0)
 				return r;
 			if ((r = read_stamps(a, f.data, f.len, 3, max_base, &c->del_base,
-					     &c->n_del_base)) < 0)
+					     &c->n_del_base)) < 0 ||
+			    (r = read_stamps(a, f.data, f.len, 4, WIRE_MAX_SEEN, &c->del_seen,
+					     &c->n_del_seen)) < 0)
 				return r;
 		}
 	}
+	return 0;
+}
+
+/* Checks a message's fields: wt[i] is the wire type of known field i
+ * (0xff: unknown), utf8 a bit per string field, sub[i] a check of a
+ * nested message. */
+struct msg_rule {
+	uint8_t n;
+	const uint8_t *wt;
+	uint32_t utf8;
+	int (*sub[16])(const uint8_t *, size_t);
+};
+
+static int check_msg(const struct msg_rule *m, const uint8_t *p, size_t n)
+{
+	struct pb_field f;
+	size_t pos = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number >= m->n || m->wt[f.number] == 0xff)
+			continue; /* unknown: kept as bytes by every parser */
+		if (f.wire_type != m->wt[f.number])
+			return -EPROTO;
+		if ((m->utf8 >> f.number & 1) && f.len && !form_utf8_ok(f.data, f.len))
+			return -EPROTO;
+		if (f.number < 16 && m->sub[f.number] && m->sub[f.number](f.data, f.len) < 0)
+			return -EPROTO;
+	}
+	return r < 0 ? -EPROTO : 0;
+}
+
+static int check_choices(const uint8_t *p, size_t n)
+{
+	static const uint8_t wt[2] = {0xff, 2};
+	static const struct msg_rule m = {2, wt, 1u << 1, {0}};
+	return check_msg(&m, p, n);
+}
+
+static int check_geopoint(const uint8_t *p, size_t n)
+{
+	static const uint8_t wt[5] = {0xff, 1, 1, 1, 1};
+	static const struct msg_rule m = {5, wt, 0, {0}};
+	return check_msg(&m, p, n);
+}
+
+static int check_attachment(const uint8_t *p, size_t n)
+{
+	static const uint8_t wt[5] = {0xff, 2, 2, 0, 2};
+	static const struct msg_rule m = {5, wt, 1u << 4, {0}};
+	return check_msg(&m, p, n);
+}
+
+static int check_sealed(const uint8_t *p, size_t n)
+{
+	static const uint8_t wt[3] = {0xff, 2, 2};
+	static const struct msg_rule m = {3, wt, 0, {0}};
+	return check_msg(&m, p, n);
+}
+
+int wire_value_check(const uint8_t *p, size_t n)
+{
+	/* text, integer, decimal, boolean, date, datetime, choice, choices,
+	 * geopoint, attachment, sealed: shahidi.v1.Value's members 1 to 11 */
+	static const uint8_t wt[12] = {0xff, 2, 0, 1, 0, 2, 0, 2, 2, 2, 2, 2};
+	static const struct msg_rule m = {
+		12, wt, 1u << 1 | 1u << 5 | 1u << 7,
+		{[8] = check_choices, [9] = check_geopoint, [10] = check_attachment,
+		 [11] = check_sealed}};
+	return check_msg(&m, p, n);
+}
+
+int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pusher,
+		      struct merge_change *ret)
+{
+	size_t nw = wc->n_fields + (wc->has_deletion ? 1 : 0);
+	struct merge_write *w = arena_zalloc(a, (nw + 1) * sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	for (size_t i = 0; i < wc->n_fields; i++) {
+		const struct wire_write *fw = &wc->fields[i];
+		w[i] = (struct merge_write){
+			.field = fw->field,
+			.hlc = fw->hlc ? fw->hlc : wc->hlc,
+			.value = fw->value,
+			.value_len = fw->value_len,
+			.base = fw->base,
+			.n_base = fw->n_base,
+		};
+	}
+	if (wc->has_deletion) {
+		struct merge_write *dw = &w[wc->n_fields];
+		dw->field = MERGE_DELETION_FIELD;
+		dw->hlc = wc->del_hlc ? wc->del_hlc : wc->hlc;
+		dw->value = merge_deletion_value(wc->deleted, &dw->value_len);
+		dw->base = wc->del_base;
+		dw->n_base = wc->n_del_base;
+	}
+	*ret = (struct merge_change){
+		.device = wc->origin ? wc->origin : pusher,
+		.seq = wc->change_id,
+		.form_version = wc->form_version,
+		.writes = w,
+		.n_writes = nw,
+		.seen = wc->del_seen,
+		.n_seen = wc->n_del_seen,
+	};
 	return 0;
 }

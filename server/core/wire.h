@@ -42,7 +42,12 @@ struct wire_change {
 	uint64_t del_hlc;
 	struct merge_stamp *del_base;
 	size_t n_del_base;
+	struct merge_stamp *del_seen; /* Deletion.seen: what the deleter saw */
+	size_t n_del_seen;
 };
+
+/* At most this many stamps in a deletion's view (Deletion.seen). */
+#define WIRE_MAX_SEEN 4096
 
 /* 0 when protobuf field f (a struct pb_field) has wire type wt, else
  * -EPROTO: for readers of our messages (this one, the batch's). */
@@ -51,8 +56,23 @@ struct wire_change {
 /* Reads a Change from p[0..n). Base stamps go to a (they outlive the
  * call), the list of writes to tmp (read once, into merge_writes); values,
  * ids and the form id point into p. -EPROTO malformed, -EMSGSIZE more than
- * max_fields writes or max_base stamps in one, -ENOMEM. */
+ * max_fields writes or max_base stamps in one (or WIRE_MAX_SEEN in a
+ * deletion's view), -ENOMEM. */
 int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
 		     const uint8_t *p, size_t n, struct wire_change *c);
+
+/* 0 when p[0..n) is a shahidi.v1.Value that a strict protobuf parser
+ * (Python's, Java's) accepts: every member we know has its wire type, its
+ * strings are UTF-8, its nested messages (Choices, GeoPoint, Attachment,
+ * Sealed) parse in turn; unknown members are well-formed. Else -EPROTO.
+ * What the server relays to other phones must pass this, whether or not
+ * the form knows the field. */
+int wire_value_check(const uint8_t *p, size_t n);
+
+/* The merge's view of a change read by wire_read_change, pushed by
+ * pusher: one write per field plus one for its deletion, each with its
+ * stamp filled in (0 = the change's). Allocates from a. */
+int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pusher,
+		      struct merge_change *ret);
 
 #endif

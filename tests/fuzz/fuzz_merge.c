@@ -3,7 +3,9 @@
  *   - convergence: the same writes applied in another order, with some
  *     repeated, give a byte-identical digest;
  *   - no lost change: every write is either live or superseded (a later
- *     stamp of its device, or a base that names it, is known);
+ *     change of its device, or a base that names it, is known);
+ * Stamps are adversarial: one device's clock runs near 2^63, one near 0,
+ * stamps tie, bases name writes that never come, deletions carry views. 
  *   - conflicts consistent: the record's counter matches its registers;
  *   - the store's record codec (recpack) packs the merged record to
  *     protobuf-c's bytes and reads them back to the same digest, and reads
@@ -22,8 +24,10 @@
 
 struct w {
 	struct merge_write mw;
-	struct merge_stamp base[3];
-	uint64_t device;
+	struct merge_stamp base[4];
+	struct merge_stamp seen[3];
+	size_t n_seen;
+	uint64_t device, seq;
 	uint8_t value[4];
 };
 
@@ -31,8 +35,9 @@ static void apply_all(struct arena *a, merge_rec_t *rec, struct w *ws, const int
 {
 	for (int i = 0; i < n; i++) {
 		struct w *x = &ws[order[i]];
-		struct merge_change c = {.device = x->device, .form_version = 1, .writes = &x->mw,
-					 .n_writes = 1};
+		struct merge_change c = {.device = x->device, .seq = x->seq, .form_version = 1,
+					 .writes = &x->mw, .n_writes = 1, .seen = x->seen,
+					 .n_seen = x->n_seen};
 		if (merge_apply(a, rec, &c) < 0)
 			abort();
 	}
@@ -84,7 +89,7 @@ static void check(const merge_rec_t *rec, struct w *ws, int n)
 {
 	uint32_t conflicts = 0;
 	for (size_t i = 0; i < rec->n_registers; i++)
-		conflicts += merge_live_count(rec->registers[i]) > 1;
+		conflicts += merge_in_conflict(rec->registers[i]);
 	if (conflicts + rec->delete_conflict != rec->conflicts)
 		abort();
 	for (int i = 0; i < n; i++) {
@@ -93,11 +98,15 @@ static void check(const merge_rec_t *rec, struct w *ws, int n)
 		for (size_t k = 0; reg && k < reg->n_entries; k++)
 			if (reg->entries[k]->device == ws[i].device)
 				e = reg->entries[k];
-		/* its device's entry holds it or a later stamp */
-		if (!e || e->hlc < ws[i].mw.hlc)
+		/* its device's entry holds it or a later change */
+		if (!e || e->seq < ws[i].seq || e->pending)
 			abort();
-		if (e->hlc == ws[i].mw.hlc && !e->dead && e->pending)
-			abort(); /* it arrived: it cannot be pending */
+		/* a live entry's stamp no base names */
+		for (int k = 0; k < n && !e->dead; k++)
+			for (size_t b = 0; b < ws[k].mw.n_base; b++)
+				if (ws[k].mw.field == reg->field && ws[k].mw.base[b].hlc == e->hlc &&
+				    ws[k].mw.base[b].device == e->device)
+					abort();
 	}
 }
 
@@ -106,14 +115,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const uint8_t rid[16] = {1};
 	struct w ws[MAX_W];
 	int n = 0;
+	/* Each device's clock: its stamps grow with its changes (any HLC's
+	 * do), from wherever the clock stands: far ahead, near 0, right. */
+	uint64_t clock[5] = {0, 1000, 1000, 1, (uint64_t)1 << 63}, seq[5] = {0};
 	/* 6 bytes per write: device, field, hlc step, value, base mask, deleted */
 	for (size_t p = 0; p + 6 <= size && n < MAX_W; p += 6, n++) {
 		struct w *x = &ws[n];
 		memset(x, 0, sizeof(*x));
 		x->device = 1 + data[p] % 4;
+		x->seq = ++seq[x->device];
 		uint32_t field = data[p + 1] % 4; /* 0: the deletion register */
 		x->mw.field = field;
-		x->mw.hlc = 100 + (uint64_t)data[p + 2]; /* collisions are wanted */
+		clock[x->device] += data[p + 2] % 8; /* 0: a tie with its last */
+		x->mw.hlc = clock[x->device];
 		if (field == 0) {
 			x->mw.value = merge_deletion_value(data[p + 5] & 1, &x->mw.value_len);
 		} else {
@@ -124,12 +138,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			x->mw.value = x->value;
 			x->mw.value_len = 4;
 		}
-		/* bases name earlier writes of the same register */
-		for (int k = 0, m = 0; k < n && m < 3; k++)
+		/* bases name earlier writes of the same register... */
+		int m = 0;
+		for (int k = 0; k < n && m < 3; k++)
 			if ((data[p + 4] >> (k % 8)) & 1 && ws[k].mw.field == field)
-				x->base[m++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device},
-				x->mw.n_base = (size_t)m;
+				x->base[m++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device};
+		/* ...and now and then a write that never comes */
+		if ((data[p + 3] & 0xc0) == 0xc0)
+			x->base[m++] = (struct merge_stamp){clock[1 + data[p + 3] % 4] + 1 + data[p + 5],
+							    1 + (uint64_t)data[p + 3] % 4};
+		x->mw.n_base = (size_t)m;
 		x->mw.base = x->base;
+		/* a deletion's view: some earlier writes of any field */
+		for (int k = 0; field == 0 && k < n && x->n_seen < 3; k++)
+			if ((data[p + 3] >> (k % 8)) & 1)
+				x->seen[x->n_seen++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device};
 	}
 	if (!n)
 		return 0;

@@ -97,6 +97,13 @@ def edit(dev, record_id, field, kind, v, seen=()):
     return c
 
 
+def assign(data, record_id, dev):
+    """A coordinator assigns a record to a device: it may then change the
+    record (a phone changes only what it created or was assigned) and pulls
+    its history."""
+    cli("assign", "--data", data, str(uuid.UUID(bytes=bytes(record_id))), dev.hex)
+
+
 def batch(dev, changes, seq=None):
     if seq is None:
         seq = dev.next_batch

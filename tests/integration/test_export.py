@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import uuid
 
-from harness import (BUILD, CLI, SRC, Device, Server, batch, cli, edit, pb, push, report,
+from harness import (BUILD, CLI, SRC, Device, Server, assign, batch, cli, edit, pb, push, report,
                      request, run_tests, value)
 
 V2 = os.path.join(SRC, "tests", "fixtures", "incident_report.v2.json")
@@ -67,6 +67,8 @@ def test_csv_equals_the_merged_records():
             assert st == 200 and all(x.status == 1 for x in r_.results), r_
         # B edits some, deletes one, and makes one conflict
         edits = []
+        for i in (3, 4, 5, 6):
+            assign(s.data, recs[i].record_id, b)
         for i in (3, 4):
             r = recs[i]
             edits.append(edit(b, r.record_id, 140, "choice", "urgent", []))
@@ -76,6 +78,7 @@ def test_csv_equals_the_merged_records():
                       form_version=1, hlc=b.hlc())
         b.next_change += 1
         d.deletion.deleted = True
+        d.deletion.seen.add(hlc=gone.hlc, device=a.id)  # what B had seen of it
         edits.append(d)
         expected[str(uuid.UUID(bytes=gone.record_id))]["deleted"] = "yes"
         c = recs[6]

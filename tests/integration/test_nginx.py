@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (APPLIED, SRC, Device, Server, batch, deflate, edit, pb, report,
+from harness import (APPLIED, SRC, Device, Server, assign, batch, deflate, edit, pb, report,
                      run_tests)
 
 
@@ -84,6 +84,7 @@ http {{
             resp = pb.PushResponse()
             resp.ParseFromString(data)
             assert resp.results[0].status == APPLIED
+            assign(s.data, rec.record_id, b)
             st, data = call(b, "POST", "/v1/push",
                             deflate(batch(b, [edit(b, rec.record_id, 140, "choice", "high",
                                                    [(rec.hlc, a.id)])])))

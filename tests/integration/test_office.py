@@ -9,8 +9,8 @@ import tempfile
 import threading
 import time
 
-from harness import (APPLIED, Device, Server, batch, cli, edit, pb, pull, push, report, request,
-                     run_tests, store_state)
+from harness import (APPLIED, Device, Server, assign, batch, cli, edit, pb, pull, push, report,
+                     request, run_tests, store_state)
 
 
 def get_json(port, path, token):
@@ -54,6 +54,7 @@ def test_status_counts_what_was_pushed():
         rec = sent[n47[0].hex][2][0]
         seen = [(rec.hlc, n47[0].id)]
         push_unsent(s.port, n47[0], [edit(n47[0], rec.record_id, 140, "choice", "high", seen)], 0)
+        assign(s.data, rec.record_id, n47[1])
         push_unsent(s.port, n47[1], [edit(n47[1], rec.record_id, 140, "choice", "urgent", seen)], 0)
         dup = batch(n47[2], [report(n47[2], county="047")], seq=99)
         push(s.port, n47[2], dup)
@@ -104,6 +105,7 @@ def test_roles_and_county_scope():
                               (r42, a42, Device(s.data, "k2", "042"))]:
             seen = [(rec.hlc, d.id)]
             push(s.port, d, batch(d, [edit(d, rec.record_id, 140, "choice", "high", seen)]))
+            assign(s.data, rec.record_id, other)
             push(s.port, other, batch(other, [edit(other, rec.record_id, 140, "choice", "low", seen)]))
 
         # a device token: 403 on everything of the office
@@ -152,6 +154,7 @@ def test_resolve_flows_to_the_phones():
         push(s.port, a, batch(a, [rec]))
         seen = [(rec.hlc, a.id)]
         push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "high", seen)]))
+        assign(s.data, rec.record_id, b)
         push(s.port, b, batch(b, [edit(b, rec.record_id, 140, "choice", "urgent", seen)]))
         rid = str(__import__("uuid").UUID(bytes=rec.record_id))
         cursor_a = pull(s.port, a).next_cursor

@@ -4,8 +4,8 @@ full run's log holds neither a token nor any report content."""
 import json
 import time
 
-from harness import (Device, Server, batch, cli, edit, pull, push, report, request, run_tests,
-                     value)
+from harness import (Device, Server, assign, batch, cli, edit, pull, push, report, request,
+                     run_tests, value)
 
 
 def attempt(port, token, xff=None):
@@ -55,6 +55,7 @@ def test_no_tokens_or_content_in_the_log():
         push(s.port, a, batch(a, [rec]))
         seen = [(rec.hlc, a.id)]
         push(s.port, a, batch(a, [edit(a, rec.record_id, 62, "text", secret_text + " A", seen)]))
+        assign(s.data, rec.record_id, b)
         push(s.port, b, batch(b, [edit(b, rec.record_id, 62, "text", secret_text + " B", seen)]))
         pull(s.port, a)
         for path in ["/v1/status", "/v1/conflicts", "/metrics", "/v1/devices",

@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from html.parser import HTMLParser
 
-from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, edit, pb, push, report,
+from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, assign, edit, pb, push, report,
                      request, run_tests)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -161,6 +161,7 @@ def setup(s):
     # Both edit the risk level having seen only the report: a conflict.
     seen = [(rec.hlc, n1.id)]
     pushed(s, n1, [edit(n1, rec.record_id, 140, "choice", "high", seen)], [APPLIED], unsent=1)
+    assign(s.data, rec.record_id, n2)
     pushed(s, n2, [edit(n2, rec.record_id, 140, "choice", "urgent", seen)], [APPLIED], unsent=7)
 
     # 042: k1 two reports and a bad one, with a hostile app version; k2 one
@@ -177,6 +178,7 @@ def setup(s):
     seen = [(krec.hlc, k1.id)]
     pushed(s, k1, [edit(k1, krec.record_id, 142, "text", HOSTILE_A, seen)], [APPLIED], unsent=3,
            app=HOSTILE_APP)
+    assign(s.data, krec.record_id, k2)
     pushed(s, k2, [edit(k2, krec.record_id, 142, "text", HOSTILE_B, seen)], [APPLIED])
     return dict(n1=n1, n2=n2, n3=n3, k1=k1, k2=k2, admin=admin, coord=coord, rec=rec, krec=krec)
 

@@ -4,8 +4,8 @@ import re
 import socket
 import threading
 
-from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, batch, cli, deflate, edit,
-                     pb, pull, push, read_response, report, request, run_tests, store_state)
+from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, assign, batch, cli, deflate,
+                     edit, pb, pull, push, read_response, report, request, run_tests, store_state)
 
 
 def test_two_phones_push_pull_and_conflict():
@@ -20,6 +20,15 @@ def test_two_phones_push_pull_and_conflict():
         # own changes do not come back to A.
         assert len(pull(s.port, b).changes) == 0
         assert len(pull(s.port, a).changes) == 0
+        # B may not change a record it does not hold...
+        st, r = push(s.port, b, batch(b, [edit(b, rec.record_id, 140, "choice", "low")]))
+        assert st == 200 and r.results[0].status == REJECTED, r
+        assert r.results[0].code == "not_assigned", r
+        # ...until a coordinator assigns it (B then pulls the report).
+        assign(s.data, rec.record_id, b)
+        p = pull(s.port, b)
+        assert len(p.changes) == 1 and p.changes[0].change.create
+        b_cursor = p.next_cursor
 
         # Both edit the risk level having seen only the report: a conflict.
         seen = [(rec.hlc, a.id)]
@@ -36,8 +45,8 @@ def test_two_phones_push_pull_and_conflict():
         assert len(pull(s.port, a, cursor=p.next_cursor).changes) == 0
         # B, a writer of the record now, gets A's later edits.
         st, r = push(s.port, a, batch(a, [edit(a, rec.record_id, 142, "text", "Wanjiru")]))
-        pb_ = pull(s.port, b)
-        assert [c.change.fields[0].field for c in pb_.changes] == [142]
+        pb_ = pull(s.port, b, cursor=b_cursor)
+        assert [c.change.fields[0].field for c in pb_.changes] == [140, 142]
 
         # The CLI sees the conflict while the server runs.
         _, out, _ = cli("conflicts", "--data", s.data)
@@ -157,6 +166,7 @@ def test_encodings():
         b_ = Device(s.data, "phone B")
         rec = report(a)
         push(s.port, a, batch(a, [rec]))
+        assign(s.data, rec.record_id, b_)
         edits = [edit(b_, rec.record_id, 142, "text", f"Wanjiru {i}") for i in range(20)]
         st, r = push(s.port, b_, batch(b_, edits))
         assert st == 200 and all(x.status == APPLIED for x in r.results)

@@ -1,11 +1,19 @@
-/* Property: the merge converges. 20 simulated phones make thousands of
- * offline edits from a fixed seed (creates, concurrent edits of the same
- * fields, clears, deletes and undeletes, edits after deletes), learning
- * each other's changes now and then as pulls would. All their changes are
- * then applied to fresh stores in 50 random orders, with random
- * duplicates, in random batches: every store must end with the same
- * records digest and the same open conflicts, and its change log must hold
- * every change exactly once.
+/* Property: the merge converges, to the right result. 20 simulated phones
+ * make thousands of offline edits from a fixed seed (creates, concurrent
+ * edits of the same fields, clears, deletes and undeletes with what they
+ * had seen, edits after deletes), learning each other's changes now and
+ * then as pulls would. Their clocks are wrong as phones' are: some days
+ * ahead, some hours behind, the others right; none moves its clock from
+ * the stamps it pulls (the protocol's rule). Some bases name writes that
+ * never come (a broken or hostile app). The records exist, and are
+ * assigned to the phones that pulled them, before the other changes
+ * arrive; then every change is applied to fresh stores in 50 random
+ * orders, with random duplicates, in random batches, at random server
+ * times. Every store must end with the same records digest and the same
+ * open conflicts, its change log must hold every change exactly once, and
+ * every record must be what a reference model of the rule (below: the
+ * rule of merge.h computed naively from the set of all writes, sharing no
+ * code with merge.c) says it is.
  *
  * SEED=n in the environment replays a run; the seed is printed first. */
 #include <inttypes.h>
@@ -28,6 +36,9 @@ struct sim_change {
 	size_t record;             /* index in records[] */
 	struct merge_write *w;     /* its writes, for the phones' replicas */
 	size_t n_w;
+	struct merge_stamp *seen;  /* its deletion's view */
+	size_t n_seen;
+	bool create;
 	uint8_t *bytes;            /* the encoded Change */
 	size_t len;
 };
@@ -35,6 +46,7 @@ struct sim_change {
 struct phone {
 	uint64_t id;
 	uint64_t next_change;
+	int64_t offset_ms;     /* how wrong its clock is */
 	struct hlc clock;
 	merge_rec_t **replica; /* per record: its local merged copy, or NULL */
 	uint8_t *applied;      /* per change: already in its replica */
@@ -65,17 +77,26 @@ static void replica_apply(struct phone *p, const struct sim_change *c)
 		p->replica[c->record] = merge_rec_new(A, records[c->record], "incident_report");
 	struct merge_change mc = {.device = c->device, .form_version = 1, .writes = c->w,
 				  .n_writes = c->n_w};
+	mc.seq = c->change_id;
+	mc.seen = c->seen;
+	mc.n_seen = c->n_seen;
 	CHECK(merge_apply(A, p->replica[c->record], &mc) == 0);
-	for (size_t i = 0; i < c->n_w; i++)
-		hlc_receive(&p->clock, c->w[i].hlc, wall);
 	p->applied[c - changes] = 1;
 }
 
+static uint64_t phone_now(const struct phone *p)
+{
+	return (uint64_t)((int64_t)wall + p->offset_ms);
+}
+
 static void add_change(struct phone *p, Shahidi__V1__Change *c, size_t record,
-		       struct merge_write *w, size_t n_w)
+		       struct merge_write *w, size_t n_w, struct merge_stamp *seen, size_t n_seen)
 {
 	grow((void **)&changes, &cap_changes, n_changes, sizeof(*changes));
 	struct sim_change *sc = &changes[n_changes++];
+	sc->seen = seen;
+	sc->n_seen = n_seen;
+	sc->create = c->create;
 	sc->device = p->id;
 	sc->change_id = c->change_id;
 	sc->record = record;
@@ -93,8 +114,11 @@ static void add_change(struct phone *p, Shahidi__V1__Change *c, size_t record,
 
 static void create(struct phone *p)
 {
-	uint64_t hlc = hlc_tick(&p->clock, wall);
-	Shahidi__V1__Change *c = gen_report(&R, A, F, p->next_change++, hlc, hlc_ms(hlc));
+	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
+	/* dates in the report as the phone's calendar says (never ahead of
+	 * the server's, or they would be refused as future dates) */
+	Shahidi__V1__Change *c = gen_report(&R, A, F, p->next_change++, hlc,
+					    SH_MIN(hlc_ms(hlc), wall));
 	CHECK(c);
 	grow((void **)&records, &cap_records, n_records, sizeof(*records));
 	memcpy(records[n_records], c->record_id.data, 16);
@@ -108,7 +132,7 @@ static void create(struct phone *p)
 		w[i] = (struct merge_write){.field = c->fields[i]->field, .hlc = hlc,
 					    .value = v.data, .value_len = v.len};
 	}
-	add_change(p, c, n_records++, w, c->n_fields);
+	add_change(p, c, n_records++, w, c->n_fields, NULL, 0);
 }
 
 /* The stamps of the live values of a register in p's replica: the base of
@@ -117,8 +141,8 @@ static void base_of(const merge_reg_t *reg, struct merge_stamp **ret, Shahidi__V
 		    size_t *ret_n)
 {
 	size_t n = merge_live_count(reg), k = 0;
-	struct merge_stamp *b = arena_alloc(A, (n + 1) * sizeof(*b));
-	Shahidi__V1__Stamp **pb = arena_alloc(A, (n + 1) * sizeof(*pb));
+	struct merge_stamp *b = arena_alloc(A, (n + 2) * sizeof(*b));
+	Shahidi__V1__Stamp **pb = arena_alloc(A, (n + 2) * sizeof(*pb));
 	for (size_t i = 0; reg && i < reg->n_entries; i++) {
 		const merge_entry_t *e = reg->entries[i];
 		if (e->dead || e->pending)
@@ -129,6 +153,50 @@ static void base_of(const merge_reg_t *reg, struct merge_stamp **ret, Shahidi__V
 		pb[k]->hlc = e->hlc;
 		pb[k]->device = e->device;
 		k++;
+	}
+	if (gen_below(&R, 25) == 0) {
+		/* a base naming a write that never comes: up to days ahead, of
+		 * any phone (a broken or hostile app) */
+		uint64_t dev = 0x1000 + gen_below(&R, N_DEV) * 0x10001;
+		uint64_t h = hlc_make(wall + gen_below(&R, 4ull * 86400000), gen_below(&R, 5));
+		b[k] = (struct merge_stamp){h, dev};
+		pb[k] = arena_alloc(A, sizeof(**pb));
+		shahidi__v1__stamp__init(pb[k]);
+		pb[k]->hlc = h;
+		pb[k]->device = dev;
+		k++;
+	}
+	*ret = b;
+	*ret_pb = pb;
+	*ret_n = k;
+}
+
+/* A deletion's view: the stamps of every live value of the record in p's
+ * replica, each once. */
+static void seen_of(const merge_rec_t *rec, struct merge_stamp **ret, Shahidi__V1__Stamp ***ret_pb,
+		    size_t *ret_n)
+{
+	size_t cap = 1, k = 0;
+	for (size_t i = 0; i < rec->n_registers; i++)
+		cap += rec->registers[i]->n_entries;
+	struct merge_stamp *b = arena_alloc(A, cap * sizeof(*b));
+	Shahidi__V1__Stamp **pb = arena_alloc(A, cap * sizeof(*pb));
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		for (size_t j = 0; reg->field && j < reg->n_entries; j++) {
+			const merge_entry_t *e = reg->entries[j];
+			bool dup = e->dead;
+			for (size_t m = 0; m < k && !dup; m++)
+				dup = b[m].hlc == e->hlc && b[m].device == e->device;
+			if (dup)
+				continue;
+			b[k] = (struct merge_stamp){e->hlc, e->device};
+			pb[k] = arena_alloc(A, sizeof(**pb));
+			shahidi__v1__stamp__init(pb[k]);
+			pb[k]->hlc = e->hlc;
+			pb[k]->device = e->device;
+			k++;
+		}
 	}
 	*ret = b;
 	*ret_pb = pb;
@@ -147,7 +215,7 @@ static void edit(struct phone *p)
 		return;
 	size_t rec = known[gen_below(&R, nk)];
 	merge_rec_t *mine = p->replica[rec];
-	uint64_t hlc = hlc_tick(&p->clock, wall);
+	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
 	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
 	shahidi__v1__change__init(c);
 	c->change_id = p->next_change++;
@@ -171,7 +239,7 @@ static void edit(struct phone *p)
 		fw->field = field;
 		/* now and then a caseworker is cleared */
 		bool clear = field == 142 && gen_below(&R, 4) == 0;
-		fw->value = clear ? NULL : gen_value(&R, A, fd, hlc_ms(hlc));
+		fw->value = clear ? NULL : gen_value(&R, A, fd, SH_MIN(hlc_ms(hlc), wall));
 		ProtobufCBinaryData v = {0, NULL};
 		if (fw->value)
 			v = gen_pack_value(A, fw->value);
@@ -185,11 +253,17 @@ static void edit(struct phone *p)
 		c->fields[c->n_fields++] = fw;
 		n_w++;
 	}
+	struct merge_stamp *seen = NULL;
+	size_t n_seen = 0;
 	if (gen_below(&R, 8) == 0) {
-		/* delete, or undo a deletion */
+		/* delete, or undo a deletion, with what it had seen (mostly) */
 		Shahidi__V1__Deletion *d = arena_zalloc(A, sizeof(*d));
 		shahidi__v1__deletion__init(d);
 		d->deleted = !merge_is_deleted(mine);
+		if (gen_below(&R, 5)) {
+			seen_of(mine, &seen, &d->seen, &d->n_seen);
+			n_seen = d->n_seen;
+		}
 		base_of(merge_register(mine, MERGE_DELETION_FIELD), (struct merge_stamp **)&w[n_w].base,
 			&d->supersedes, &d->n_supersedes);
 		w[n_w].n_base = d->n_supersedes;
@@ -199,7 +273,7 @@ static void edit(struct phone *p)
 		c->deletion = d;
 		n_w++;
 	}
-	add_change(p, c, rec, w, n_w);
+	add_change(p, c, rec, w, n_w, seen, n_seen);
 }
 
 /* A pull: p learns every change to the records it holds, and sometimes a
@@ -222,6 +296,11 @@ static void simulate(void)
 		phones[i].id = 0x1000 + (uint64_t)i * 0x10001;
 		phones[i].next_change = 1;
 		phones[i].clock.max_skew_ms = 3600 * 1000;
+		/* a quarter days ahead, a quarter hours behind, the rest right */
+		if (i % 4 == 1)
+			phones[i].offset_ms = (int64_t)(86400000 + gen_below(&R, 2 * 86400000));
+		else if (i % 4 == 2)
+			phones[i].offset_ms = -(int64_t)(3600000 + gen_below(&R, 5 * 3600000));
 	}
 	wall = sh_now_ms() - 3600 * 1000;
 	for (int round = 0; round < ROUNDS; round++) {
@@ -241,6 +320,183 @@ static void simulate(void)
 	}
 }
 
+/* ---- the reference model ----
+ *
+ * The rule as merge.h states it, computed from the set of every write made
+ * to a record, the slow and obvious way. Nothing here calls merge.c. */
+
+struct ref_w {
+	uint64_t device, seq, hlc;
+	const uint8_t *val;
+	size_t len;
+	const struct sim_change *c;
+};
+
+static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen;
+	int r = n ? memcmp(a, b, n) : 0;
+	return r ? r : (alen > blen) - (alen < blen);
+}
+
+/* Whether (hlc, device) is named by the base of any write to field f of
+ * record rec. */
+static bool ref_named(size_t rec, uint32_t f, uint64_t hlc, uint64_t device)
+{
+	for (size_t i = 0; i < n_changes; i++) {
+		if (changes[i].record != rec)
+			continue;
+		for (size_t k = 0; k < changes[i].n_w; k++) {
+			const struct merge_write *w = &changes[i].w[k];
+			for (size_t b = 0; w->field == f && b < w->n_base; b++)
+				if (w->base[b].hlc == hlc && w->base[b].device == device)
+					return true;
+		}
+	}
+	return false;
+}
+
+/* The live writes of field f of record rec: each device's latest (by
+ * change id, then stamp, then value) that no base names. */
+static size_t ref_live(size_t rec, uint32_t f, struct ref_w *out)
+{
+	size_t n = 0;
+	for (int d = 0; d < N_DEV; d++) {
+		struct ref_w best = {0};
+		bool any = false;
+		for (size_t i = 0; i < n_changes; i++) {
+			const struct sim_change *c = &changes[i];
+			if (c->record != rec || c->device != phones[d].id)
+				continue;
+			for (size_t k = 0; k < c->n_w; k++) {
+				const struct merge_write *w = &c->w[k];
+				if (w->field != f)
+					continue;
+				struct ref_w x = {c->device, c->change_id, w->hlc, w->value, w->value_len, c};
+				if (!any || x.seq > best.seq ||
+				    (x.seq == best.seq && (x.hlc > best.hlc ||
+				     (x.hlc == best.hlc && bytes_cmp(x.val, x.len, best.val, best.len) > 0))))
+					best = x;
+				any = true;
+			}
+		}
+		if (any && !ref_named(rec, f, best.hlc, best.device))
+			out[n++] = best;
+	}
+	return n;
+}
+
+static const struct ref_w *ref_shown(const struct ref_w *live, size_t n)
+{
+	const struct ref_w *best = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!best || live[i].hlc > best->hlc ||
+		    (live[i].hlc == best->hlc && live[i].device > best->device))
+			best = &live[i];
+	return best;
+}
+
+static bool ref_conflict(const struct ref_w *live, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (bytes_cmp(live[0].val, live[0].len, live[i].val, live[i].len))
+			return true;
+	return false;
+}
+
+static bool says_deleted(const uint8_t *v, size_t len)
+{
+	size_t n;
+	const uint8_t *t = merge_deletion_value(true, &n);
+	return len == n && !memcmp(v, t, n);
+}
+
+static void check_reference(struct store *s)
+{
+	struct arena *a = arena_new();
+	struct store_txn *t;
+	struct ref_w live[N_DEV], dlive[N_DEV];
+	uint64_t flagged = 0, conflicted = 0, tombs = 0, hidden_by_stamp = 0;
+	CHECK(store_begin(s, false, &t) == 0);
+	for (size_t r = 0; r < n_records; r++) {
+		merge_rec_t *rec;
+		CHECK(store_record_get(t, a, records[r], &rec) == 0);
+		uint32_t fields[64];
+		size_t nf = 0;
+		for (size_t i = 0; i < n_changes; i++)
+			for (size_t k = 0; changes[i].record == r && k < changes[i].n_w; k++) {
+				bool have = false;
+				for (size_t m = 0; m < nf && !have; m++)
+					have = fields[m] == changes[i].w[k].field;
+				if (!have) {
+					CHECK(nf < 64);
+					fields[nf++] = changes[i].w[k].field;
+				}
+			}
+		size_t nd = ref_live(r, MERGE_DELETION_FIELD, dlive);
+		const struct ref_w *del = ref_shown(dlive, nd);
+		bool deleted = del && says_deleted(del->val, del->len), flag = false;
+		uint32_t n_conf = 0;
+		for (size_t m = 0; m < nf; m++) {
+			uint32_t f = fields[m];
+			size_t n = ref_live(r, f, live);
+			const merge_reg_t *reg = merge_register(rec, f);
+			CHECK(reg != NULL);
+			tombs += reg->n_tombstones;
+			/* the same live values, and the same one shown */
+			CHECK_EQ_INT(merge_live_count(reg), n);
+			for (size_t i = 0; i < n; i++) {
+				bool found = false;
+				for (size_t j = 0; j < reg->n_entries && !found; j++) {
+					const merge_entry_t *e = reg->entries[j];
+					found = !e->dead && e->device == live[i].device &&
+						e->hlc == live[i].hlc &&
+						!bytes_cmp(e->value.data, e->value.len, live[i].val, live[i].len);
+				}
+				CHECK(found);
+			}
+			const struct ref_w *shown = ref_shown(live, n);
+			const merge_entry_t *cur = merge_current(reg);
+			CHECK(!shown == !cur);
+			CHECK(!cur || (cur->device == shown->device && cur->hlc == shown->hlc));
+			n_conf += ref_conflict(live, n);
+			if (!deleted || !f)
+				continue;
+			/* an edit no live deletion saw flags the record */
+			for (size_t i = 0; i < n && !flag; i++) {
+				bool saw = false;
+				for (size_t k = 0; k < nd && !saw; k++) {
+					const struct ref_w *d = &dlive[k];
+					if (!says_deleted(d->val, d->len))
+						continue;
+					saw = d->device == live[i].device;
+					for (size_t q = 0; q < d->c->n_seen && !saw; q++)
+						saw = d->c->seen[q].hlc == live[i].hlc &&
+						      d->c->seen[q].device == live[i].device;
+				}
+				if (!saw) {
+					flag = true;
+					/* what a comparison of stamps would have let through */
+					hidden_by_stamp += live[i].hlc < del->hlc;
+				}
+			}
+		}
+		CHECK_EQ_INT(rec->delete_conflict, flag);
+		CHECK_EQ_INT(rec->conflicts, n_conf + flag);
+		flagged += flag;
+		conflicted += rec->conflicts > 0;
+		arena_reset(a);
+	}
+	store_abort(t);
+	arena_free(a);
+	fprintf(stderr, "reference model: %zu records agree; %" PRIu64 " with conflicts, %" PRIu64
+			" flagged for an edit their deletion had not seen (%" PRIu64
+			" of them stamped before it), %" PRIu64 " tombstones\n",
+		n_records, conflicted, flagged, hidden_by_stamp, tombs);
+	/* the run must exercise what it claims to */
+	CHECK(flagged > 0 && hidden_by_stamp > 0 && tombs > 0);
+}
+
 /* One run: all changes in a random order with duplicates, in batches of
  * one phone's changes, into a fresh store. */
 struct run_ctx {
@@ -255,12 +511,67 @@ static int apply_all(struct store_txn *t, void *ud)
 	c->rejected = 0;
 	for (size_t i = 0; i < c->n; i++) {
 		struct sync_result res;
-		int r = sync_apply(t, c->batches[i], sh_now_ms(), &res);
+		/* at any server time within two hours: arrival time is no input */
+		uint64_t now = sh_now_ms() - gen_below(&R, 2 * 3600 * 1000);
+		int r = sync_apply(t, c->batches[i], now, &res);
 		if (r < 0)
 			return r;
 		c->rejected += res.rejected;
 	}
 	return 0;
+}
+
+/* Every phone that pulled a record it did not create holds it, as a
+ * coordinator's assignment makes it hold it. */
+static int assign_all(struct store_txn *t, void *ud)
+{
+	(void)ud;
+	struct arena *a = arena_new();
+	int r = 0;
+	for (size_t i = 0; i < n_changes && r == 0; i++) {
+		if (!changes[i].create)
+			continue;
+		size_t rec = changes[i].record;
+		for (int d = 0; d < N_DEV && r == 0; d++)
+			if (phones[d].id != changes[i].device && phones[d].replica[rec])
+				r = store_assign(t, a, records[rec], phones[d].id);
+	}
+	arena_free(a);
+	return r;
+}
+
+/* Decodes the changes seq[from..to) into batches of one phone's changes. */
+static void make_batches(const struct form_registry *forms, const size_t *seq, size_t from,
+			 size_t to, uint64_t *batch_seq, struct run_ctx *ctx, struct buf *body)
+{
+	struct sync_limits lim;
+	sync_limits_default(&lim);
+	for (size_t i = from; i < to;) {
+		uint64_t dev = changes[seq[i]].device;
+		int di = (int)((dev - 0x1000) / 0x10001);
+		size_t max = 1 + gen_below(&R, 50);
+		buf_reset(body);
+		codec_pb_put_fixed64(body, 1, dev);
+		codec_pb_put_uint(body, 2, ++batch_seq[di]);
+		size_t k = 0;
+		while (i < to && k < max && changes[seq[i]].device == dev) {
+			codec_pb_put_bytes(body, 6, changes[seq[i]].bytes, changes[seq[i]].len);
+			i++;
+			k++;
+		}
+		struct form_verdict v;
+		CHECK(sync_decode(forms, &lim, body->data, body->len, CODEC_IDENTITY, sh_now_ms(),
+				  &ctx->batches[ctx->n++], &v) == 0);
+	}
+}
+
+static void shuffle(size_t *seq, size_t n)
+{
+	for (size_t i = n; i-- > 1;) {
+		size_t j = gen_below(&R, i + 1), x = seq[i];
+		seq[i] = seq[j];
+		seq[j] = x;
+	}
 }
 
 static void run(int order, const struct form_registry *forms, uint8_t ref[32],
@@ -281,43 +592,34 @@ static void run(int order, const struct form_registry *forms, uint8_t ref[32],
 	}
 	CHECK(store_commit(t) == 0);
 
-	/* the order: a shuffle of every change, a fifth of them twice */
-	size_t n = 0, cap = n_changes * 2;
+	/* The order: first the creates (a record exists before anyone else
+	 * can be assigned it, as on a real server), then the assignments, then
+	 * a shuffle of every change, a fifth of them twice. */
+	size_t n = 0, cap = n_changes * 3, n_creates = 0;
 	size_t *seq = malloc(cap * sizeof(*seq));
+	for (size_t i = 0; i < n_changes; i++)
+		if (changes[i].create)
+			seq[n++] = i;
+	n_creates = n;
+	shuffle(seq, n);
 	for (size_t i = 0; i < n_changes; i++) {
 		seq[n++] = i;
 		if (gen_below(&R, 5) == 0)
 			seq[n++] = i;
 	}
-	for (size_t i = n - 1; i > 0; i--) {
-		size_t j = gen_below(&R, i + 1), x = seq[i];
-		seq[i] = seq[j];
-		seq[j] = x;
-	}
+	shuffle(seq + n_creates, n - n_creates);
 	uint64_t batch_seq[N_DEV] = {0};
 	struct run_ctx ctx = {.batches = calloc(n, sizeof(*ctx.batches))};
 	struct buf body = {0};
-	struct sync_limits lim;
-	sync_limits_default(&lim);
-	for (size_t i = 0; i < n;) {
-		uint64_t dev = changes[seq[i]].device;
-		int di = (int)((dev - 0x1000) / 0x10001);
-		size_t max = 1 + gen_below(&R, 50);
-		buf_reset(&body);
-		codec_pb_put_fixed64(&body, 1, dev);
-		codec_pb_put_uint(&body, 2, ++batch_seq[di]);
-		size_t k = 0;
-		while (i < n && k < max && changes[seq[i]].device == dev) {
-			codec_pb_put_bytes(&body, 6, changes[seq[i]].bytes, changes[seq[i]].len);
-			i++;
-			k++;
-		}
-		struct form_verdict v;
-		CHECK(sync_decode(forms, &lim, body.data, body.len, CODEC_IDENTITY, sh_now_ms(),
-				  &ctx.batches[ctx.n++], &v) == 0);
-	}
+	make_batches(forms, seq, 0, n_creates, batch_seq, &ctx, &body);
 	CHECK(store_write(s, apply_all, &ctx) == 0);
 	CHECK_EQ_INT(ctx.rejected, 0);
+	CHECK(store_write(s, assign_all, NULL) == 0);
+	size_t first_rest = ctx.n;
+	make_batches(forms, seq, n_creates, n, batch_seq, &ctx, &body);
+	struct run_ctx rest = {.batches = ctx.batches + first_rest, .n = ctx.n - first_rest};
+	CHECK(store_write(s, apply_all, &rest) == 0);
+	CHECK_EQ_INT(rest.rejected, 0);
 
 	struct tu_state st;
 	struct store_info info;
@@ -340,6 +642,8 @@ static void run(int order, const struct form_registry *forms, uint8_t ref[32],
 		fprintf(stderr, "order %d diverged\n", order);
 	CHECK(!memcmp(ref, st.records, 32));
 	CHECK_EQ_INT(info.open_conflicts, *ref_conflicts);
+	if (order == 0)
+		check_reference(s);
 
 	for (size_t i = 0; i < ctx.n; i++)
 		sync_batch_free(ctx.batches[i]);

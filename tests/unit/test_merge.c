@@ -37,11 +37,24 @@ static struct merge_stamp *base1(uint64_t hlc, uint64_t dev)
 	return b;
 }
 
+/* One change of one write; its change id is its stamp, as for a device
+ * whose clock is right (apply_seq says otherwise). */
+static void apply_seen(merge_rec_t *rec, uint64_t dev, uint64_t seq, struct merge_write w,
+		       const struct merge_stamp *seen, size_t n_seen)
+{
+	struct merge_change c = {.device = dev, .seq = seq, .form_version = 1,
+				 .writes = &w, .n_writes = 1, .seen = seen, .n_seen = n_seen};
+	CHECK(merge_apply(A, rec, &c) == 0);
+}
+
+static void apply_seq(merge_rec_t *rec, uint64_t dev, uint64_t seq, struct merge_write w)
+{
+	apply_seen(rec, dev, seq, w, NULL, 0);
+}
+
 static void apply(merge_rec_t *rec, uint64_t dev, struct merge_write w)
 {
-	struct merge_change c = {.device = dev, .form_version = 1,
-				 .writes = &w, .n_writes = 1};
-	CHECK(merge_apply(A, rec, &c) == 0);
+	apply_seq(rec, dev, w.hlc, w);
 }
 
 static merge_rec_t *fresh(void)
@@ -180,9 +193,9 @@ static void test_edit_concurrent_with_deletion_is_flagged(void)
 	merge_rec_t *r = fresh();
 	apply(r, DEV_A, text_write(5, 100, "x"));
 	struct merge_write d = del_write(200, true);
-	apply(r, DEV_B, d);
+	apply_seen(r, DEV_B, 200, d, base1(100, DEV_A), 1); /* B had seen "x" */
 	CHECK(!r->delete_conflict);
-	/* A edits, not having seen the deletion: its stamp is higher. */
+	/* A edits, not having seen the deletion. */
 	struct merge_write e = text_write(5, 250, "edited");
 	e.base = base1(100, DEV_A);
 	e.n_base = 1;
@@ -194,15 +207,51 @@ static void test_edit_concurrent_with_deletion_is_flagged(void)
 	struct merge_write c = del_write(400, true);
 	c.base = base1(200, DEV_B);
 	c.n_base = 1;
-	apply(r, DEV_C, c);
+	apply_seen(r, DEV_C, 400, c, base1(250, DEV_A), 1);
 	CHECK(!r->delete_conflict);
 	CHECK_EQ_INT(r->conflicts, 0);
 
-	/* An edit older than the deletion is not flagged. */
+	/* An edit the deletion saw is not flagged... */
 	merge_rec_t *r2 = fresh();
 	apply(r2, DEV_A, text_write(5, 100, "x"));
-	apply(r2, DEV_B, del_write(200, true));
+	apply_seen(r2, DEV_B, 200, del_write(200, true), base1(100, DEV_A), 1);
 	CHECK(!r2->delete_conflict);
+	/* ...nor one its own device made before deleting... */
+	merge_rec_t *r3 = fresh();
+	apply(r3, DEV_A, text_write(5, 100, "x"));
+	apply(r3, DEV_A, del_write(200, true));
+	CHECK(!r3->delete_conflict);
+	/* ...but one it did not see is, however old its stamp: B's edit was
+	 * made offline before A deleted, and A had not seen it. */
+	merge_rec_t *r4 = fresh();
+	apply(r4, DEV_A, text_write(5, 100, "x"));
+	apply(r4, DEV_B, text_write(6, 150, "B offline"));
+	apply_seen(r4, DEV_A, 200, del_write(200, true), base1(100, DEV_A), 1);
+	CHECK(merge_is_deleted(r4));
+	CHECK(r4->delete_conflict);
+	CHECK_EQ_INT(r4->conflicts, 1);
+	/* the same when the edit comes after the deletion with a slow clock */
+	merge_rec_t *r5 = fresh();
+	apply(r5, DEV_A, text_write(5, 100, "x"));
+	apply_seen(r5, DEV_A, 200, del_write(200, true), base1(100, DEV_A), 1);
+	apply_seq(r5, DEV_B, 7, text_write(6, 50, "B, clock behind"));
+	CHECK(r5->delete_conflict);
+}
+
+static void test_agreeing_deletions_are_no_conflict(void)
+{
+	merge_rec_t *r = fresh();
+	apply(r, DEV_A, text_write(5, 100, "x"));
+	apply_seen(r, DEV_A, 200, del_write(200, true), base1(100, DEV_A), 1);
+	apply_seen(r, DEV_B, 210, del_write(210, true), base1(100, DEV_A), 1);
+	CHECK_EQ_INT(merge_live_count(merge_register(r, 0)), 2);
+	CHECK(!merge_in_conflict(merge_register(r, 0)));
+	CHECK_EQ_INT(r->conflicts, 0);
+	CHECK(merge_is_deleted(r));
+	/* a delete and an undelete at once do conflict */
+	apply(r, DEV_C, del_write(205, false));
+	CHECK(merge_in_conflict(merge_register(r, 0)));
+	CHECK_EQ_INT(r->conflicts, 1);
 }
 
 static void test_same_stamp_two_values_is_order_independent(void)
@@ -219,20 +268,53 @@ static void test_same_stamp_two_values_is_order_independent(void)
 	CHECK(!memcmp(d1, d2, 32));
 }
 
-static void test_base_may_name_the_stamp_as_sent(void)
+static void test_own_writes_ordered_by_change_id(void)
 {
-	/* A's write was stored under 150 (its clock ran ahead: sent as 900);
-	 * B's edit names the stamp A's phone knew: it must still supersede. */
+	/* A phone days ahead writes "first" (change 2), then "second" (change
+	 * 3, naming the first); its clock was set right in between, so the
+	 * second's stamp is lower. Either arrival order keeps "second". */
+	const uint64_t ahead = 1000000, right = 500;
+	for (int order = 0; order < 2; order++) {
+		merge_rec_t *r = fresh();
+		struct merge_write w2 = text_write(55, ahead, "first");
+		struct merge_write w3 = text_write(55, right, "second");
+		w3.base = base1(ahead, DEV_A);
+		w3.n_base = 1;
+		if (order) {
+			apply_seq(r, DEV_A, 3, w3);
+			apply_seq(r, DEV_A, 2, w2);
+		} else {
+			apply_seq(r, DEV_A, 2, w2);
+			apply_seq(r, DEV_A, 3, w3);
+		}
+		CHECK_EQ_STR(current(r, 55), "second");
+		CHECK_EQ_INT(r->conflicts, 0);
+	}
+}
+
+static void test_base_naming_a_future_write_hides_nothing(void)
+{
+	/* P names a stamp of Q far in the future. Q's real later edits stay
+	 * live (a conflict with P's, which had not seen them). */
 	merge_rec_t *r = fresh();
-	struct merge_write w = text_write(5, 150, "A");
-	w.orig_hlc = 900;
-	apply(r, DEV_A, w);
-	struct merge_write e = text_write(5, 200, "B");
-	e.base = base1(900, DEV_A);
-	e.n_base = 1;
-	apply(r, DEV_B, e);
-	CHECK_EQ_INT(merge_live_count(merge_register(r, 5)), 1);
-	CHECK_EQ_STR(current(r, 5), "B");
+	apply(r, DEV_B, text_write(73, 100, "Q's"));
+	struct merge_write p = text_write(73, 150, "P's");
+	struct merge_stamp *b = arena_alloc(A, 2 * sizeof(*b));
+	b[0] = (struct merge_stamp){100, DEV_B};
+	b[1] = (struct merge_stamp){100 + 3000000, DEV_B};
+	p.base = b;
+	p.n_base = 2;
+	apply(r, DEV_A, p);
+	CHECK_EQ_STR(current(r, 73), "P's");
+	CHECK_EQ_INT(merge_register(r, 73)->n_tombstones, 1);
+	apply(r, DEV_B, text_write(73, 200, "Q's later"));
+	CHECK_EQ_INT(merge_live_count(merge_register(r, 73)), 2);
+	CHECK_EQ_INT(r->conflicts, 1);
+	CHECK_EQ_STR(current(r, 73), "Q's later");
+	/* the write it named, if it ever comes, is dead on arrival */
+	apply(r, DEV_B, text_write(73, 100 + 3000000, "named"));
+	CHECK_EQ_INT(merge_live_count(merge_register(r, 73)), 1);
+	CHECK_EQ_INT(merge_register(r, 73)->n_tombstones, 0);
 }
 
 static void test_digest_ignores_order_and_repeats(void)
@@ -302,8 +384,8 @@ static uint8_t *packed_both_ways(const merge_rec_t *rec, size_t *ret_n)
 }
 
 /* recpack gives protobuf-c's bytes and reads them back as protobuf-c does,
- * on records made by random merges (conflicts, deletions, pending and
- * clamped entries, cleared values, assignments, pointer records), on
+ * on records made by random merges (conflicts, deletions and their views,
+ * tombstones, cleared values, assignments, pointer records), on
  * records with a field it does not know, and on every truncation. */
 static void test_recpack_is_protobuf_c(void)
 {
@@ -330,9 +412,14 @@ static void test_recpack_is_protobuf_c(void)
 				w.base = base1(1000 + (s >> 30) % 500, devs[(s >> 16) % 4]);
 				w.n_base = 1;
 			}
-			if ((s >> 18) % 11 == 0)
-				w.orig_hlc = hlc + 99999;
-			apply(r, dev, w);
+			if ((s >> 18) % 11 == 0) {
+				w.base = base1(hlc + 99999, devs[(s >> 16) % 4]); /* a tombstone */
+				w.n_base = 1;
+			}
+			if (field == 0 && (s >> 22) % 2)
+				apply_seen(r, dev, hlc, w, base1(hlc - 7, devs[(s >> 24) % 4]), 1);
+			else
+				apply(r, dev, w);
 		}
 		if (round % 3 == 0) {
 			uint64_t *as = arena_alloc(A, 2 * sizeof(*as));
@@ -406,7 +493,9 @@ int main(void)
 	RUN(test_deletion_is_a_register);
 	RUN(test_edit_concurrent_with_deletion_is_flagged);
 	RUN(test_same_stamp_two_values_is_order_independent);
-	RUN(test_base_may_name_the_stamp_as_sent);
+	RUN(test_agreeing_deletions_are_no_conflict);
+	RUN(test_own_writes_ordered_by_change_id);
+	RUN(test_base_naming_a_future_write_hides_nothing);
 	RUN(test_digest_ignores_order_and_repeats);
 	RUN(test_recpack_is_protobuf_c);
 	arena_free(A);

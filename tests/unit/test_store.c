@@ -111,10 +111,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "3"));
-	raw_put(dir, "meta", "format", 6, "4", 1);
+	CHECK(!strcmp(fmt, "4"));
+	raw_put(dir, "meta", "format", 6, "5", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '4'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '5'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -124,19 +124,22 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	raw_put(dir, "meta", "format", 6, "0", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	/* formats 1 (no pointer records) and 2 (a feed item per entry) are
-	 * read as they are, and marked 3 by the first program that opens them
-	 * to write */
-	static const char *const olds[] = {"1", "2"};
-	for (size_t i = 0; i < 2; i++) {
+	/* formats 1 (no pointer records), 2 (a feed item per entry) and 3
+	 * (stamps brought back for skew) are read as they are, and marked 4
+	 * by the first program that opens them to write, which then rebuilds
+	 * their records (rebuild.h) */
+	static const char *const olds[] = {"1", "2", "3"};
+	for (size_t i = 0; i < 3; i++) {
 		const char *old = olds[i];
 		raw_put(dir, "meta", "format", 6, old, 1);
 		store_close(tu_store_open(dir, &ro));
 		raw_format(dir, fmt);
 		CHECK(!strcmp(fmt, old));
-		store_close(tu_store_open(dir, NULL));
+		s = tu_store_open(dir, NULL);
+		CHECK_EQ_INT(store_opened_format(s), (long long)(old[0] - '0'));
+		store_close(s);
 		raw_format(dir, fmt);
-		CHECK(!strcmp(fmt, "3"));
+		CHECK(!strcmp(fmt, "4"));
 	}
 
 	/* a directory that is not a store is refused by the read-only tools */
@@ -325,7 +328,19 @@ static void test_batches_and_changes_are_deduplicated(void)
 	tu_rmrf(dir);
 }
 
-static void test_clock_ahead_is_brought_back(void)
+static int assign_fn(struct store_txn *t, void *ud)
+{
+	void **p = ud;
+	struct arena *a = arena_new();
+	int r = store_assign(t, a, p[0], *(uint64_t *)p[1]);
+	arena_free(a);
+	return r;
+}
+
+/* A phone days ahead keeps its stamps (nothing is rewritten, so every
+ * server and every order agree); it wins nothing over edits that saw its
+ * values, and it does not drag the server's clock. */
+static void test_clock_ahead_keeps_its_stamps(void)
 {
 	char dir[256];
 	tu_tmpdir(dir);
@@ -341,30 +356,30 @@ static void test_clock_ahead_is_brought_back(void)
 	Shahidi__V1__PushResponse *resp;
 	tu_batch(&body, a_dev, 1, &c, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
-	uint64_t stored = resp->results[0]->stored_hlc;
-	CHECK(stored != 0);
-	CHECK(hlc_ms(stored) <= sh_now_ms() + 1000);
-	CHECK(resp->server_hlc > stored);
+	CHECK_EQ_INT(resp->results[0]->stored_hlc, 0);
+	CHECK(hlc_ms(resp->server_hlc) <= sh_now_ms() + 1000); /* not dragged */
 	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	void *args[2] = {c->record_id.data, &b_dev};
+	CHECK(store_write(s, assign_fn, args) == 0);
 
-	/* Another phone, with a right clock, edits the risk level later: its
-	 * edit wins, although the fast phone's stamp was "newer". */
-	uint64_t seen[2] = {stored, a_dev};
+	/* Another phone, with a right clock, edits the risk level having seen
+	 * the fast phone's value: its edit wins, although the fast phone's
+	 * stamp is "newer". */
+	uint64_t seen[2] = {future, a_dev};
 	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, tu_now_hlc() + 10);
 	tu_set(a, e, 140, tu_choice(a, "urgent"), 1, seen);
 	tu_batch(&body, b_dev, 1, &e, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
-	CHECK_EQ_INT(resp->results[0]->stored_hlc, 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
 	shahidi__v1__push_response__free_unpacked(resp, NULL);
 
-	/* The fast phone edits again before it heard back, naming its own
-	 * stamp as it knew it: that still supersedes what was stored. */
+	/* The fast phone edits again, naming its own stamp. */
 	uint64_t own[2] = {future, a_dev};
 	Shahidi__V1__Change *e2 = tu_change(a, c->record_id.data, 2, future + 5);
 	tu_set(a, e2, 142, tu_text(a, "Wanjiru"), 1, own);
 	tu_batch(&body, a_dev, 2, &e2, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, &resp, NULL) == 0);
-	CHECK(resp->results[0]->stored_hlc != 0);
+	CHECK_EQ_INT(resp->results[0]->stored_hlc, 0);
 	shahidi__v1__push_response__free_unpacked(resp, NULL);
 
 	struct store_txn *t;
@@ -373,14 +388,15 @@ static void test_clock_ahead_is_brought_back(void)
 	CHECK(store_record_get(t, a, c->record_id.data, &rec) == 0);
 	const merge_entry_t *risk = merge_current(merge_register(rec, 140));
 	CHECK(risk && risk->device == b_dev);
+	const merge_entry_t *name = merge_current(merge_register(rec, 142));
+	CHECK(name && name->hlc == future + 5); /* as sent */
 	CHECK_EQ_INT(merge_live_count(merge_register(rec, 142)), 1);
 	CHECK_EQ_INT(rec->conflicts, 0);
-	/* the original stamp stays in the log */
+	struct store_info info;
+	CHECK(store_info(t, &info) == 0 && hlc_ms(info.hlc) <= sh_now_ms() + 1000);
 	store_log_t *le;
 	CHECK(store_log_get(t, a, 1, &le) == 0);
-	Shahidi__V1__Change *orig = shahidi__v1__change__unpack(NULL, le->change.len, le->change.data);
-	CHECK(orig && orig->hlc == future && le->stored_hlc == stored);
-	shahidi__v1__change__free_unpacked(orig, NULL);
+	CHECK_EQ_INT(le->stored_hlc, 0);
 	store_abort(t);
 	buf_free(&body);
 	arena_free(a);
@@ -458,6 +474,9 @@ static Shahidi__V1__Change *report_edited_by(struct store *s, struct arena *a, u
 	struct buf body = {0};
 	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	/* B holds the record (a phone may change only what it holds) */
+	void *args[2] = {c->record_id.data, &pb};
+	CHECK(store_write(s, assign_fn, args) == 0);
 	uint64_t seen[2] = {hlc, pa};
 	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, hlc + 100);
 	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
@@ -481,9 +500,8 @@ static void test_pull_feeds(void)
 	struct buf out = {0};
 	struct sync_pull_info info;
 	CHECK(store_begin(s, false, &t) == 0);
-	/* A gets B's edit of its record; B gets nothing back (A's create is
-	 * not B's: B never wrote or was assigned the record before it edited;
-	 * after the edit, A's later changes would reach it). C gets nothing. */
+	/* A gets B's edit of its record; B, assigned the record, got A's
+	 * create then, and not its own edit back. C gets nothing. */
 	CHECK(sync_pull(t, pa, 0, 100, 1 << 20, &out, &info) == 0);
 	CHECK_EQ_INT(info.changes, 1);
 	Shahidi__V1__PullResponse *pr = shahidi__v1__pull_response__unpack(NULL, out.len, out.data);
@@ -497,7 +515,7 @@ static void test_pull_feeds(void)
 	CHECK_EQ_INT(info.changes, 0);
 	buf_reset(&out);
 	CHECK(sync_pull(t, pb, 0, 100, 1 << 20, &out, &info) == 0);
-	CHECK_EQ_INT(info.changes, 0);
+	CHECK_EQ_INT(info.changes, 1);
 	buf_reset(&out);
 	CHECK(sync_pull(t, pc, 0, 100, 1 << 20, &out, &info) == 0);
 	CHECK_EQ_INT(info.changes, 0);
@@ -555,7 +573,11 @@ static void test_feed_entries_pack_and_page(void)
 	struct sync_pull_info info;
 	uint64_t cursor = 0, waiting, last_log = 0, got = 0, pages = 0;
 	CHECK(store_begin(s, false, &t) == 0);
-	CHECK(store_feed_count(t, pb, 0, &waiting) == 0);
+	/* first, the create B got when it was assigned the record */
+	CHECK(sync_pull(t, pb, 0, 1, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 1);
+	cursor = info.next_cursor;
+	CHECK(store_feed_count(t, pb, cursor, &waiting) == 0);
 	CHECK_EQ_INT(waiting, N);
 	do {
 		/* pages of 50 end inside the entries of 64 */
@@ -590,7 +612,7 @@ static void test_feed_entries_pack_and_page(void)
 	buf_free(&body);
 	arena_free(a);
 	store_close(s);
-	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pb), 3);
+	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pb), 4); /* the assignment's, then 3 */
 	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pa), 1);
 	tu_rmrf(dir);
 }
@@ -607,9 +629,9 @@ static struct sync_batch *decode(const struct buf *body)
 	return b;
 }
 
-/* A new record written by the writer's fast path -- as a pointer to its
- * change in the log, or straight as bytes when the change also deletes --
- * reads back as the record merging the change into nothing gives. */
+/* A new record written by the writer's fast path (a pointer to its change
+ * in the log), or merged when the change also deletes, reads back as the
+ * record merging the change into nothing gives. */
 static void test_new_records_read_back_as_merged(void)
 {
 	char dir[256];
@@ -628,11 +650,14 @@ static void test_new_records_read_back_as_merged(void)
 		struct sync_batch *b = decode(&body);
 		buf_free(&body);
 		struct store_change *sc = sync_batch_change(b, 0);
-		CHECK(sc && sc->new_record);
-		CHECK(sc->pointer == (seed % 7 != 0)); /* a deletion keeps the full form */
+		/* a deletion, with its view, goes through the merge */
+		CHECK(sc && !sc->new_record == (seed % 7 == 0));
+		CHECK(sc->pointer == (seed % 7 != 0));
 		merge_rec_t *slow = merge_rec_new(a, sc->record_id, sc->form_id);
-		struct merge_change mc = {.device = sc->origin, .form_version = sc->form_version,
-					  .writes = sc->writes, .n_writes = sc->n_writes};
+		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
+					  .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes,
+					  .seen = sc->seen, .n_seen = sc->n_seen};
 		CHECK(merge_apply(a, slow, &mc) == 0);
 
 		struct store_txn *t;
@@ -854,7 +879,7 @@ int main(void)
 	RUN(test_map_grows_and_stops_at_its_cap);
 	RUN(test_hash_chain_detects_tampering);
 	RUN(test_batches_and_changes_are_deduplicated);
-	RUN(test_clock_ahead_is_brought_back);
+	RUN(test_clock_ahead_keeps_its_stamps);
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);

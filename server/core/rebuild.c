@@ -1,0 +1,162 @@
+#include "rebuild.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "arena.h"
+#include "merge.h"
+#include "recpack.h"
+#include "store.h"
+#include "wire.h"
+
+/* Records per transaction: a rebuild of a large store writes in steps. */
+#define CHUNK 1000
+
+struct chunk {
+	uint64_t after;   /* records after this seq are still to do */
+	bool done;
+	uint64_t rebuilt;
+};
+
+/* One record, from nothing, through every change of its history. */
+static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
+{
+	uint64_t *seqs;
+	size_t n;
+	int r;
+	if ((r = store_record_history(t, a, old, &seqs, &n)) < 0)
+		return r;
+	merge_rec_t *rec = merge_rec_new(a, old->record_id.data, old->form_id);
+	if (!rec)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *chg;
+		size_t len;
+		uint64_t pusher;
+		struct wire_change wc;
+		struct merge_change mc;
+		if ((r = store_log_change(t, seqs[i], &chg, &len, &pusher)) < 0)
+			return r == -ENOENT ? -EIO : r;
+		uint8_t *copy = arena_memdup(a, chg, len); /* the map moves as we write */
+		if (!copy && len)
+			return -ENOMEM;
+		if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &wc)) < 0)
+			return r == -ENOMEM ? r : -EIO;
+		if ((r = wire_change_merge(a, &wc, pusher, &mc)) < 0 || (r = merge_apply(a, rec, &mc)) < 0)
+			return r;
+	}
+	/* What the merge does not make: where it is, when, who was assigned. */
+	rec->seq = old->seq;
+	rec->first_received_ms = old->first_received_ms;
+	rec->last_changed_ms = old->last_changed_ms;
+	rec->changes = old->changes;
+	rec->head_log_seq = old->head_log_seq;
+	rec->assigned = old->assigned;
+	rec->n_assigned = old->n_assigned;
+	return store_record_replace(t, rec);
+}
+
+static int rebuild_chunk(struct store_txn *t, void *ud)
+{
+	struct chunk *c = ud;
+	struct arena *a = arena_new();
+	struct store_cursor *cur = NULL;
+	uint64_t seqs[CHUNK], last = c->after;
+	size_t n = 0;
+	int r;
+	if (!a)
+		return -ENOMEM;
+	/* Which records, first: the cursor must not watch them change. */
+	if ((r = store_records_cursor(t, c->after, &cur)) < 0)
+		goto out;
+	const uint8_t *data;
+	size_t len;
+	uint64_t seq;
+	while (n < CHUNK && (r = store_cursor_next(cur, &seq, &data, &len)) == 1) {
+		last = seq;
+		merge_rec_t *rec = recpack_unpack(a, data, len);
+		if (!rec) {
+			r = -EIO;
+			goto out;
+		}
+		if (!rec->log_seq) /* a pointer record is its change already */
+			seqs[n++] = seq;
+	}
+	if (r < 0)
+		goto out;
+	bool end = r == 0;
+	store_cursor_close(cur);
+	cur = NULL;
+	for (size_t i = 0; i < n; i++) {
+		merge_rec_t *rec;
+		arena_reset(a);
+		uint64_t s = seqs[i] - 1;
+		if ((r = store_record_next(t, a, &s, &rec)) != 1 || s != seqs[i]) {
+			r = r < 0 ? r : -EIO;
+			goto out;
+		}
+		if ((r = rebuild_one(t, a, rec)) < 0)
+			goto out;
+	}
+	c->after = last;
+	c->done = end;
+	c->rebuilt += n;
+	r = 0;
+out:
+	store_cursor_close(cur);
+	arena_free(a);
+	return r;
+}
+
+static int digest(struct store *s, uint8_t out[32], uint64_t *ret_records)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	int r = a ? store_begin(s, false, &t) : -ENOMEM;
+	if (r == 0) {
+		r = store_records_digest(t, a, out, ret_records);
+		store_abort(t);
+	}
+	arena_free(a);
+	return r;
+}
+
+int rebuild_records(struct store *s, struct rebuild_report *ret)
+{
+	struct chunk c = {0};
+	struct rebuild_report rep = {0};
+	int r = digest(s, rep.before, &rep.records);
+	while (r == 0 && !c.done)
+		r = store_write(s, rebuild_chunk, &c);
+	if (r == 0)
+		r = digest(s, rep.after, &rep.records);
+	rep.rebuilt = c.rebuilt;
+	*ret = rep;
+	return r;
+}
+
+void rebuild_print(FILE *f, const char *who, const struct rebuild_report *r)
+{
+	char b[65], a[65];
+	for (int i = 0; i < 32; i++) {
+		snprintf(b + 2 * i, 3, "%02x", r->before[i]);
+		snprintf(a + 2 * i, 3, "%02x", r->after[i]);
+	}
+	fprintf(f, "%s: %llu records, %llu rebuilt from the change log; digest before %s, after %s\n",
+		who, (unsigned long long)r->records, (unsigned long long)r->rebuilt, b, a);
+}
+
+int rebuild_if_old(struct store *s, FILE *log)
+{
+	unsigned fmt = store_opened_format(s);
+	if (fmt == 0 || fmt >= STORE_FORMAT_VERSION)
+		return 0;
+	struct rebuild_report rep;
+	int r = rebuild_records(s, &rep);
+	if (r == 0 && log) {
+		char who[64];
+		snprintf(who, sizeof(who), "store format %u -> %u", fmt, STORE_FORMAT_VERSION);
+		rebuild_print(log, who, &rep);
+	}
+	return r;
+}
