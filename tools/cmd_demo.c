@@ -16,6 +16,15 @@
 #include "shahidi.pb-c.h"
 #include "uuid.h"
 
+static int assign_b(struct store_txn *t, void *ud)
+{
+	void **args = ud;
+	struct arena *a = arena_new();
+	int r = a ? store_assign(t, a, args[0], *(const uint64_t *)args[1]) : -ENOMEM;
+	arena_free(a);
+	return r;
+}
+
 static int pack_batch(Shahidi__V1__PushBatch *pb, struct buf *out)
 {
 	struct buf raw = {0};
@@ -125,8 +134,15 @@ int cmd_demo(int argc, char **argv)
 	if (cli_ingest_bytes(s, reg, body.data, body.len, false) != 0)
 		goto out;
 
-	/* Both phones had the report as created; each changes its risk level
-	 * without seeing the other's edit. */
+	/* A coordinator assigns the report to phone B too (a phone changes
+	 * only what it created or was assigned); both phones then have it as
+	 * created, and each changes its risk level without seeing the other's
+	 * edit. */
+	printf("\n== a coordinator assigns the first report to phone B\n");
+	if (store_write(s, assign_b, (void *[]){reports[0]->record_id.data, &p2.id}) < 0) {
+		cli_err("cannot assign the report to phone B");
+		goto out;
+	}
 	Shahidi__V1__Stamp seen = SHAHIDI__V1__STAMP__INIT;
 	seen.hlc = reports[0]->hlc;
 	seen.device = p1.id;

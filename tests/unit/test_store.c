@@ -8,6 +8,8 @@
 #include "check.h"
 #include "common.h"
 #include "hlc.h"
+#include "merge.h"
+#include "rebuild.h"
 #include "testutil.h"
 #include "uuid.h"
 #include "store.pb-c.h"
@@ -868,6 +870,83 @@ static void test_history_from_before_format_3(void)
 	tu_rmrf(dir);
 }
 
+struct tamper {
+	const uint8_t *id;
+	uint64_t hlc;
+};
+
+/* Makes a record what format 3 stored for it: field 140's stamp brought
+ * back to the server's clock (orig_hlc holds the one sent). */
+static int tamper_fn(struct store_txn *t, void *ud)
+{
+	struct tamper *x = ud;
+	struct arena *a = arena_new();
+	merge_rec_t *rec;
+	int r = store_record_get(t, a, x->id, &rec);
+	if (r == 0) {
+		merge_reg_t *reg = (merge_reg_t *)merge_register(rec, 142);
+		CHECK(reg && reg->n_entries == 1);
+		reg->entries[0]->orig_hlc = reg->entries[0]->hlc;
+		reg->entries[0]->hlc = x->hlc;
+		r = store_record_replace(t, rec);
+	}
+	arena_free(a);
+	return r;
+}
+
+/* A store of format 3 is merged again from its log at the first open for
+ * writing: its records become what today's rule makes of the same
+ * changes, and the digests before and after are told. */
+static void test_old_format_is_rebuilt(void)
+{
+	char dir[256];
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *c = report_edited_by(s, a, pa, pb, 21, hlc);
+	/* A, its clock two days ahead, sets field 142 */
+	uint64_t ahead = hlc_make(hlc_ms(hlc) + 2 * 86400000ull, 0);
+	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 2, ahead);
+	tu_set(a, e, 142, tu_text(a, "Achieng"), 0, NULL);
+	struct buf body = {0};
+	tu_batch(&body, pa, 2, &e, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	for (int i = 0; i < 30; i++) /* reports nobody edited: pointer records */
+		push_reports(s, pb, 10 + (uint64_t)i, 1, 100 + (uint64_t)i, 0);
+	struct tu_state good, bad, after;
+	tu_state(s, &good);
+	struct tamper x = {c->record_id.data, hlc + 5};
+	CHECK(store_write(s, tamper_fn, &x) == 0);
+	tu_state(s, &bad);
+	CHECK(memcmp(good.records, bad.records, 32));
+	store_close(s);
+
+	raw_put(dir, "meta", "format", 6, "3", 1);
+	s = tu_store_open(dir, NULL);
+	FILE *log = tmpfile();
+	CHECK(log && rebuild_if_old(s, log) == 0);
+	tu_state(s, &after);
+	CHECK(tu_state_eq(&good, &after));
+	char line[512] = {0}, hex_bad[65], hex_good[65];
+	rewind(log);
+	CHECK(fgets(line, sizeof(line), log) != NULL);
+	sh_hex(bad.records, 32, hex_bad);
+	sh_hex(good.records, 32, hex_good);
+	CHECK(strstr(line, "store format 3 -> 4") && strstr(line, hex_bad) && strstr(line, hex_good));
+	CHECK(strstr(line, "31 records, 1 rebuilt")); /* the rest point at their change */
+	fclose(log);
+	/* once is enough */
+	store_close(s);
+	s = tu_store_open(dir, NULL);
+	CHECK_EQ_INT(store_opened_format(s), 4);
+	CHECK(rebuild_if_old(s, NULL) == 0);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 int main(void)
 {
 	FORMS = tu_forms(false);
@@ -883,6 +962,7 @@ int main(void)
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);
+	RUN(test_old_format_is_rebuilt);
 	form_registry_free(FORMS);
 	return 0;
 }
