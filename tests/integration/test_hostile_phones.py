@@ -296,6 +296,33 @@ def test_a_write_bomb_is_refused_cheaply():
         assert took < 5, took  # a generous bound: it is ~0.1 s here
 
 
+def test_heap_per_push_is_bounded():
+    """(5) The heaviest push a phone can make that is accepted: 5,000 new
+    reports, each with 64 empty fields of a newer app (the cheapest writes
+    on the wire). The server's own memory grows by a bounded multiple of
+    the inflated body (7.9 x measured; asserted with a margin)."""
+    with Server(quiet=True) as s:
+        a = Device(s.data, "newer app")
+        pid = s.proc.pid
+        changes = []
+        for _ in range(5000):
+            c = report(a)
+            for f in range(2000, 2064):
+                c.fields.add(field=f)
+            changes.append(c)
+        body = batch(a, changes)
+        time.sleep(0.2)
+        base = rss_kb(pid)
+        st, r = push(s.port, a, body)
+        grown = rss_kb(pid) - base
+        assert st == 200 and all(x.status == APPLIED for x in r.results)
+        ratio = grown * 1024 / len(body)
+        print(f"   {len(body)} bytes inflated, all applied: own memory +{grown} KiB "
+              f"({ratio:.1f} x the body)")
+        if "ASAN_OPTIONS" not in os.environ:  # the sanitizers' own memory is not ours
+            assert ratio < 12, ratio
+
+
 def test_writes_need_the_record():
     """(6) A phone of another county that knows a record's id can neither
     change it nor move it; the phone that holds it may correct its county."""
