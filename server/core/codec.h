@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -104,6 +105,58 @@ static inline int codec_pb_next(const uint8_t *in, size_t len, size_t *pos,
 	*pos = p;
 	*ret = f;
 	return 1;
+}
+
+/* Writes straight into memory the caller sized (at most 10 bytes a
+ * varint, 11 + 8 a fixed64 field): the one set of varint writers, for the
+ * store's values and records. Each returns the bytes written. */
+static inline size_t codec_put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}
+
+static inline size_t codec_varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v > 0x7f) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static inline size_t codec_put_uint(uint8_t *p, uint32_t number, uint64_t v)
+{
+	size_t n = codec_put_varint(p, (uint64_t)number << 3);
+	return n + codec_put_varint(p + n, v);
+}
+
+static inline size_t codec_put_fixed64(uint8_t *p, uint32_t number, uint64_t v)
+{
+	size_t n = codec_put_varint(p, (uint64_t)number << 3 | 1);
+	for (int i = 0; i < 8; i++)
+		p[n++] = (uint8_t)(v >> (8 * i));
+	return n;
+}
+
+/* A length-delimited field's tag and length, then its len bytes. */
+static inline size_t codec_put_len(uint8_t *p, uint32_t number, size_t len)
+{
+	size_t n = codec_put_varint(p, (uint64_t)number << 3 | 2);
+	return n + codec_put_varint(p + n, len);
+}
+
+static inline size_t codec_put_bytes(uint8_t *p, uint32_t number, const uint8_t *b, size_t len)
+{
+	size_t n = codec_put_len(p, number, len);
+	if (len)
+		memcpy(p + n, b, len);
+	return n + len;
 }
 
 /* Appends a varint / a tag / a length-delimited field, for writing wire

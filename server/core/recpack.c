@@ -243,45 +243,8 @@ merge_rec_t *recpack_unpack(struct arena *a, const uint8_t *in, size_t n)
 
 /* ---- packing ---- */
 
-static size_t vlen(uint64_t v)
-{
-	size_t n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static uint8_t *put_v(uint8_t *q, uint64_t v)
-{
-	while (v >= 0x80) {
-		*q++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*q++ = (uint8_t)v;
-	return q;
-}
-
-static uint8_t *put_f64(uint8_t *q, uint32_t number, uint64_t v)
-{
-	*q++ = (uint8_t)(number << 3 | 1);
-	for (int i = 0; i < 8; i++)
-		*q++ = (uint8_t)(v >> (8 * i));
-	return q;
-}
-
-static uint8_t *put_uint(uint8_t *q, uint32_t number, uint64_t v)
-{
-	*q++ = (uint8_t)(number << 3);
-	return put_v(q, v);
-}
-
-static uint8_t *put_len(uint8_t *q, uint32_t number, size_t len)
-{
-	*q++ = (uint8_t)(number << 3 | 2);
-	return put_v(q, len);
-}
+/* The writers are codec.h's (codec_put_*): one varint writer for every
+ * stored value. */
 
 static size_t stamp_size(const pb_stamp_t *s)
 {
@@ -302,9 +265,9 @@ static uint8_t *put_stamps(uint8_t *q, uint32_t number, pb_stamp_t *const *st, s
 		*q++ = (uint8_t)(number << 3 | 2);
 		*q++ = (uint8_t)stamp_size(st[i]);
 		if (st[i]->hlc)
-			q = put_f64(q, 1, st[i]->hlc);
+			q += codec_put_fixed64(q, 1, st[i]->hlc);
 		if (st[i]->device)
-			q = put_f64(q, 2, st[i]->device);
+			q += codec_put_fixed64(q, 2, st[i]->device);
 	}
 	return q;
 }
@@ -312,16 +275,16 @@ static uint8_t *put_stamps(uint8_t *q, uint32_t number, pb_stamp_t *const *st, s
 static size_t entry_size(const merge_entry_t *e)
 {
 	return (e->device ? 9 : 0) + (e->hlc ? 9 : 0) + (e->orig_hlc ? 9 : 0) + (e->dead ? 2 : 0) +
-	       (e->value.len ? 1 + vlen(e->value.len) + e->value.len : 0) + (e->pending ? 2 : 0) +
-	       (e->seq ? 1 + vlen(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
+	       (e->value.len ? 1 + codec_varint_len(e->value.len) + e->value.len : 0) + (e->pending ? 2 : 0) +
+	       (e->seq ? 1 + codec_varint_len(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
 }
 
 static size_t register_size(const merge_reg_t *g)
 {
-	size_t n = g->field ? 1 + vlen(g->field) : 0;
+	size_t n = g->field ? 1 + codec_varint_len(g->field) : 0;
 	for (size_t i = 0; i < g->n_entries; i++) {
 		size_t es = entry_size(g->entries[i]);
-		n += 1 + vlen(es) + es;
+		n += 1 + codec_varint_len(es) + es;
 	}
 	return n + stamps_size(g->tombstones, g->n_tombstones);
 }
@@ -352,35 +315,35 @@ size_t recpack_size(const merge_rec_t *rec)
 		return protobuf_c_message_get_packed_size(&rec->base);
 	size_t n = 0, fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len)
-		n += 1 + vlen(rec->record_id.len) + rec->record_id.len;
+		n += 1 + codec_varint_len(rec->record_id.len) + rec->record_id.len;
 	if (fl)
-		n += 1 + vlen(fl) + fl;
+		n += 1 + codec_varint_len(fl) + fl;
 	if (rec->form_version)
-		n += 1 + vlen(rec->form_version);
+		n += 1 + codec_varint_len(rec->form_version);
 	n += (rec->base_device ? 9 : 0) + (rec->base_hlc ? 9 : 0);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		size_t rs = register_size(rec->registers[i]);
-		n += 1 + vlen(rs) + rs;
+		n += 1 + codec_varint_len(rs) + rs;
 	}
 	if (rec->n_writers)
-		n += 1 + vlen(rec->n_writers * 8) + rec->n_writers * 8;
+		n += 1 + codec_varint_len(rec->n_writers * 8) + rec->n_writers * 8;
 	if (rec->n_assigned)
-		n += 1 + vlen(rec->n_assigned * 8) + rec->n_assigned * 8;
+		n += 1 + codec_varint_len(rec->n_assigned * 8) + rec->n_assigned * 8;
 	if (rec->conflicts)
-		n += 1 + vlen(rec->conflicts);
+		n += 1 + codec_varint_len(rec->conflicts);
 	if (rec->delete_conflict)
 		n += 2;
 	const uint64_t tail[7] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
 				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq};
 	for (int i = 0; i < 7; i++)
 		if (tail[i])
-			n += (i < 5 ? 1 : 2) + vlen(tail[i]); /* fields 16, 17: two-byte tags */
+			n += (i < 5 ? 1 : 2) + codec_varint_len(tail[i]); /* fields 16, 17: two-byte tags */
 	return n;
 }
 
 static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, size_t n)
 {
-	q = put_len(q, number, n * 8);
+	q += codec_put_len(q, number, n * 8);
 	for (size_t i = 0; i < n; i++)
 		for (int b = 0; b < 8; b++)
 			*q++ = (uint8_t)(v[i] >> (8 * b));
@@ -394,46 +357,46 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 	uint8_t *q = out;
 	size_t fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len) {
-		q = put_len(q, 1, rec->record_id.len);
+		q += codec_put_len(q, 1, rec->record_id.len);
 		memcpy(q, rec->record_id.data, rec->record_id.len);
 		q += rec->record_id.len;
 	}
 	if (fl) {
-		q = put_len(q, 2, fl);
+		q += codec_put_len(q, 2, fl);
 		memcpy(q, rec->form_id, fl);
 		q += fl;
 	}
 	if (rec->form_version)
-		q = put_uint(q, 3, rec->form_version);
+		q += codec_put_uint(q, 3, rec->form_version);
 	if (rec->base_device)
-		q = put_f64(q, 4, rec->base_device);
+		q += codec_put_fixed64(q, 4, rec->base_device);
 	if (rec->base_hlc)
-		q = put_f64(q, 5, rec->base_hlc);
+		q += codec_put_fixed64(q, 5, rec->base_hlc);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		q = put_len(q, 6, register_size(g));
+		q += codec_put_len(q, 6, register_size(g));
 		if (g->field)
-			q = put_uint(q, 1, g->field);
+			q += codec_put_uint(q, 1, g->field);
 		for (size_t k = 0; k < g->n_entries; k++) {
 			const merge_entry_t *e = g->entries[k];
-			q = put_len(q, 2, entry_size(e));
+			q += codec_put_len(q, 2, entry_size(e));
 			if (e->device)
-				q = put_f64(q, 1, e->device);
+				q += codec_put_fixed64(q, 1, e->device);
 			if (e->hlc)
-				q = put_f64(q, 2, e->hlc);
+				q += codec_put_fixed64(q, 2, e->hlc);
 			if (e->orig_hlc)
-				q = put_f64(q, 3, e->orig_hlc);
+				q += codec_put_fixed64(q, 3, e->orig_hlc);
 			if (e->dead)
-				q = put_uint(q, 4, 1);
+				q += codec_put_uint(q, 4, 1);
 			if (e->value.len) {
-				q = put_len(q, 5, e->value.len);
+				q += codec_put_len(q, 5, e->value.len);
 				memcpy(q, e->value.data, e->value.len);
 				q += e->value.len;
 			}
 			if (e->pending)
-				q = put_uint(q, 7, 1);
+				q += codec_put_uint(q, 7, 1);
 			if (e->seq)
-				q = put_uint(q, 8, e->seq);
+				q += codec_put_uint(q, 8, e->seq);
 			q = put_stamps(q, 9, e->seen, e->n_seen);
 		}
 		q = put_stamps(q, 3, g->tombstones, g->n_tombstones);
@@ -443,23 +406,23 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 	if (rec->n_assigned)
 		q = put_fixed64s(q, 8, rec->assigned, rec->n_assigned);
 	if (rec->conflicts)
-		q = put_uint(q, 9, rec->conflicts);
+		q += codec_put_uint(q, 9, rec->conflicts);
 	if (rec->delete_conflict)
-		q = put_uint(q, 10, 1);
+		q += codec_put_uint(q, 10, 1);
 	const uint64_t tail[5] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
 				  rec->seq, rec->log_seq};
 	for (int i = 0; i < 5; i++)
 		if (tail[i])
-			q = put_uint(q, (uint32_t)(11 + i), tail[i]);
+			q += codec_put_uint(q, (uint32_t)(11 + i), tail[i]);
 	if (rec->head_log_seq) {
 		*q++ = 16 << 3 | 0x80; /* field 16, varint: a two-byte tag */
 		*q++ = 1;
-		q = put_v(q, rec->head_log_seq);
+		q += codec_put_varint(q, rec->head_log_seq);
 	}
 	if (rec->base_seq) {
 		*q++ = (uint8_t)(17 << 3 | 0x80); /* field 17, varint */
 		*q++ = 1;
-		q = put_v(q, rec->base_seq);
+		q += codec_put_varint(q, rec->base_seq);
 	}
 	return (size_t)(q - out);
 }

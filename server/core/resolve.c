@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apply.h"
 #include "arena.h"
 #include "common.h"
 #include "hlc.h"
@@ -178,7 +179,7 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	crypto_generichash(sc.digest, 32, raw, raw_len, NULL, 0);
 	enum store_outcome out;
 	uint64_t stored;
-	if ((r = store_apply_change(t, a, &sc, now_ms, &out, &stored, v)) < 0)
+	if ((r = apply_change(t, a, &sc, now_ms, &out, &stored, v)) < 0)
 		goto out;
 	if (out != STORE_APPLIED) {
 		r = -EINVAL;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apply.h"
 #include "arena.h"
 #include "common.h"
 #include "hlc.h"
@@ -235,7 +236,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 	sc->n_writes = nw;
 	sc->hlc = max_hlc;
 	/* the writer's share, done here on the thread pool */
-	return store_prepare_change(b->arena, sc, wc.create) < 0 ? -ENOMEM : 0;
+	return apply_prepare(b->arena, sc, wc.create) < 0 ? -ENOMEM : 0;
 }
 
 #undef BAD
@@ -428,7 +429,7 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 			enum store_outcome out = STORE_REJECTED;
 			struct form_verdict v = p->verdict;
 			if (!p->rejected) {
-				r = store_apply_change(t, ca, &p->sc, now_ms, &out, &x->stored_hlc, &v);
+				r = apply_change(t, ca, &p->sc, now_ms, &out, &x->stored_hlc, &v);
 				arena_reset(ca);
 				if (r < 0)
 					goto out;

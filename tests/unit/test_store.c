@@ -4,6 +4,7 @@
 #include <lmdb.h>
 #include <sys/stat.h>
 
+#include "apply.h"
 #include "auth.h"
 #include "check.h"
 #include "common.h"
@@ -666,7 +667,7 @@ static void test_new_records_read_back_as_merged(void)
 		enum store_outcome out;
 		uint64_t stored;
 		CHECK(store_begin(s, true, &t) == 0);
-		CHECK(store_apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
 		CHECK(out == STORE_APPLIED && stored == 0);
 		CHECK(store_commit(t) == 0);
 		merge_rec_t *back;
@@ -718,7 +719,7 @@ static void test_change_for_another_form_is_refused(void)
 		uint64_t stored;
 		sc->form_id = round < 2 ? "another_form" : form;
 		CHECK(store_begin(s, true, &t) == 0);
-		CHECK(store_apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
 		CHECK(store_commit(t) == 0);
 		tu_state(s, &after);
 		if (round < 2) {

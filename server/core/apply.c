@@ -1,0 +1,315 @@
+/* apply: the engine above the store (see apply.h). */
+#include "apply.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+
+#include "arena.h"
+#include "codec.h"
+#include "common.h"
+#include "form.h"
+
+#define REJECT(c, ...)                                                        \
+	do {                                                                  \
+		snprintf(verdict->code, sizeof(verdict->code), "%s", c);      \
+		snprintf(verdict->reason, sizeof(verdict->reason), __VA_ARGS__); \
+		*ret_outcome = STORE_REJECTED;                                \
+		return 0;                                                     \
+	} while (0)
+
+/* The record a change makes from nothing, when no write names a base:
+ * one register per field, one entry each, written straight as
+ * shahidi.store.v1.Record bytes -- what merging into an empty record and
+ * packing it would give (merge_rec_compact's base: the creator and the
+ * stamp of its lowest field), at a fraction of the cost. Without full,
+ * only what a pointer record stores (no registers: see Record.log_seq). */
+static int encode_new_record(struct arena *a, struct store_change *c, bool full)
+{
+	size_t n = c->n_writes, cap = 64 + strlen(c->form_id) + 16;
+	uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+	if (!order)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		size_t m = i; /* insertion sort by field: a few dozen fields */
+		while (m > 0 && c->writes[order[m - 1]].field > c->writes[i].field) {
+			order[m] = order[m - 1];
+			m--;
+		}
+		order[m] = (uint16_t)i;
+		cap += 48 + c->writes[i].value_len;
+	}
+	uint64_t base_hlc = 0;
+	for (size_t i = 0; i < n && !base_hlc; i++)
+		if (c->writes[order[i]].field != MERGE_DELETION_FIELD)
+			base_hlc = c->writes[order[i]].hlc;
+	if (!base_hlc)
+		return 0; /* only a deletion: leave it to the general path */
+	uint8_t *p = arena_alloc(a, cap), *q = p;
+	if (!p)
+		return -ENOMEM;
+	q += codec_put_bytes(q, 1, c->record_id, 16);
+	q += codec_put_bytes(q, 2, (const uint8_t *)c->form_id, strlen(c->form_id));
+	if (c->form_version)
+		q += codec_put_uint(q, 3, c->form_version);
+	q += codec_put_fixed64(q, 4, c->origin);
+	q += codec_put_fixed64(q, 5, base_hlc);
+	if (full) {
+		/* Record.base_seq (17): every entry's change id, left out of them */
+		q += codec_put_varint(q, 17 << 3);
+		q += codec_put_varint(q, c->change_id);
+	}
+	for (size_t i = 0; i < n && full; i++) {
+		const struct merge_write *w = &c->writes[order[i]];
+		uint8_t entry[32], *e = entry;
+		if (w->hlc != base_hlc)
+			e += codec_put_fixed64(e, 2, w->hlc);
+		size_t elen;
+		uint8_t hdr[32], *h = hdr;
+		if (w->field)
+			h += codec_put_uint(h, 1, w->field);
+		h += codec_put_varint(h, 2 << 3 | 2);
+		elen = (size_t)(e - entry) +
+		       (w->value_len ? 1 + codec_varint_len(w->value_len) + w->value_len : 0);
+		h += codec_put_varint(h, elen);
+		q += codec_put_varint(q, 6 << 3 | 2);
+		q += codec_put_varint(q, (size_t)(h - hdr) + elen);
+		memcpy(q, hdr, (size_t)(h - hdr));
+		q += h - hdr;
+		memcpy(q, entry, (size_t)(e - entry));
+		q += e - entry;
+		if (w->value_len)
+			q += codec_put_bytes(q, 5, w->value, w->value_len);
+	}
+	uint8_t dev[8];
+	for (int i = 0; i < 8; i++)
+		dev[i] = (uint8_t)(c->origin >> (8 * i));
+	q += codec_put_bytes(q, 7, dev, 8); /* writers: packed fixed64 */
+	c->new_record = p;
+	c->new_record_len = (size_t)(q - p);
+	arena_shrink(a, p, c->new_record_len); /* cap is a bound, twice the need */
+	return 0;
+}
+
+int apply_prepare(struct arena *a, struct store_change *c, bool creates)
+{
+	/* LogEntry fields 2, 3, 5, 7 (see proto/store.proto); the writer
+	 * appends 1, 4, 6 and 8. */
+	size_t cap = 10 + 12 + 12 + c->raw_len + 36;
+	uint8_t *p = arena_alloc(a, cap);
+	if (!p)
+		return -ENOMEM;
+	size_t n = codec_put_fixed64(p, 2, c->pusher);
+	n += codec_put_uint(p + n, 3, c->batch_seq);
+	n += codec_put_bytes(p + n, 5, c->raw, c->raw_len);
+	n += codec_put_bytes(p + n, 7, c->digest, 32);
+	arena_shrink(a, p, n);
+	c->log_prefix = p;
+	c->log_prefix_len = n;
+
+	bool deletes = false;
+	c->has_base = false;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		c->has_base |= c->writes[i].n_base > 0;
+		deletes |= c->writes[i].field == MERGE_DELETION_FIELD;
+	}
+	c->new_record = NULL;
+	c->pointer = false;
+	if (!creates || deletes)
+		return 0; /* a deletion's view goes through the merge */
+	if (!c->has_base) {
+		/* The usual report: stored once, in the log; its record points
+		 * there. */
+		c->pointer = true;
+		int r = encode_new_record(a, c, false);
+		if (!c->new_record)
+			c->pointer = false;
+		return r;
+	}
+	/* What merging it into an empty record gives; the writer uses it when
+	 * the record is indeed new and no stamp needs bringing back. */
+	merge_rec_t *rec = merge_rec_new(a, c->record_id, c->form_id);
+	if (!rec)
+		return -ENOMEM;
+	struct merge_change mc = {.device = c->origin, .seq = c->change_id,
+				  .form_version = c->form_version,
+				  .writes = c->writes, .n_writes = c->n_writes,
+				  .seen = c->seen, .n_seen = c->n_seen};
+	if (merge_apply(a, rec, &mc) < 0)
+		return -ENOMEM;
+	if (rec->conflicts)
+		return 0; /* cannot happen for one change; keep the general path */
+	merge_rec_compact(rec);
+	size_t len = shahidi__store__v1__record__get_packed_size(rec);
+	uint8_t *b = arena_alloc(a, len + 1);
+	if (!b)
+		return -ENOMEM;
+	c->new_record_len = shahidi__store__v1__record__pack(rec, b);
+	c->new_record = b;
+	return 0;
+}
+
+static int log_append(struct store_txn *t, const struct store_change *c, uint64_t log_seq,
+		      uint64_t record_seq, uint64_t prev, uint64_t now_ms)
+{
+	struct st_log_append e = {
+		.prefix = c->log_prefix, .prefix_len = c->log_prefix_len,
+		.pusher = c->pusher, .batch_seq = c->batch_seq, .digest = c->digest,
+		.log_seq = log_seq, .record_seq = record_seq, .prev = prev, .now_ms = now_ms,
+	};
+	return st_append_log(t, &e);
+}
+
+/* A change that makes a new record, from its prepared bytes: no merge, no
+ * packing on the writer's thread. */
+static int apply_new(struct store_txn *t, const struct store_change *c, uint64_t seq,
+		     uint64_t now_ms)
+{
+	uint64_t log_seq = t->next_log_seq++;
+	uint8_t tail[64], rk[8];
+	int r;
+	t->counters_dirty = true;
+	if ((r = log_append(t, c, log_seq, seq, 0, now_ms)) < 0)
+		return r;
+	sh_put_be64(rk, seq);
+	/* Record fields 11-14: receipt metadata; 15: where its registers are. */
+	size_t n = codec_put_uint(tail, 11, now_ms);
+	n += codec_put_uint(tail + n, 12, now_ms);
+	n += codec_put_uint(tail + n, 13, 1);
+	n += codec_put_uint(tail + n, 14, seq);
+	if (c->pointer)
+		n += codec_put_uint(tail + n, 15, log_seq);
+	if ((r = st_put_concat(t, DB_RECS, rk, 8, c->new_record, c->new_record_len, tail, n,
+			    MDB_APPEND)) < 0)
+		return r;
+	return 0;
+}
+
+int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
+		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
+		       struct form_verdict *verdict)
+{
+	uint8_t ck[16], lk[8], rk[8];
+	MDB_val v = {0};
+	int r;
+
+	*ret_stored_hlc = 0;
+	if (!c->log_prefix && (r = apply_prepare(a, c, false)) < 0)
+		return r;
+	/* The dedupe entry goes in first, naming the log seq the change will
+	 * have: one lookup answers "seen before?" and records it if not. */
+	uint64_t log_seq = t->next_log_seq;
+	sh_put_be64(ck, c->origin);
+	sh_put_be64(ck + 8, c->change_id);
+	sh_put_be64(lk, log_seq);
+	r = st_put_new(t, DB_CHG, ck, 16, lk, 8, &v);
+	if (r == 1) {
+		store_log_t *e;
+		if (v.mv_size != 8)
+			return -EIO;
+		if ((r = store_log_get(t, a, sh_get_be64(v.mv_data), &e)) < 0)
+			return r == -ENOENT ? -EIO : r;
+		if (e->change_digest.len != 32 || memcmp(e->change_digest.data, c->digest, 32))
+			REJECT("change_id_reused",
+			       "change %llu of this device was received before with other content",
+			       (unsigned long long)c->change_id);
+		*ret_outcome = STORE_DUPLICATE;
+		*ret_stored_hlc = e->stored_hlc;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+
+	/* Stamps are kept as sent (see merge.h: only the display of concurrent
+	 * values depends on their size). A stamp too far ahead of our clock
+	 * does not move it, so that one phone's wrong clock reaches nobody
+	 * through server_hlc. */
+	hlc_receive(&t->hlc, c->hlc, now_ms);
+	/* Likewise the id index: the record is new if its id goes in. */
+	uint64_t seq = t->next_record_seq;
+	sh_put_be64(rk, seq);
+	if ((r = st_put_new(t, DB_RID, c->record_id, 16, rk, 8, &v)) < 0)
+		return r;
+	bool is_new = r == 0, had_conflict = false;
+	if (is_new) {
+		t->next_record_seq++;
+		t->records++;
+	} else if (v.mv_size != 8) {
+		return -EIO;
+	} else {
+		seq = sh_get_be64(v.mv_data);
+	}
+	if (is_new && c->new_record) {
+		if ((r = apply_new(t, c, seq, now_ms)) < 0)
+			return r;
+		*ret_outcome = STORE_APPLIED;
+		return 0;
+	}
+
+	merge_rec_t *rec;
+	if (is_new) {
+		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
+			return -ENOMEM;
+		rec->seq = seq;
+		rec->first_received_ms = now_ms;
+	} else if ((r = st_record_by_seq(t, a, seq, &rec)) < 0) {
+		return r == -ENOENT ? -EIO : r;
+	} else if (strcmp(rec->form_id, c->form_id)) {
+		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
+			return r;
+		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
+		       rec->form_id, c->form_id);
+	} else if (!c->office && !st_has_u64(rec->writers, rec->n_writers, c->origin) &&
+		   !st_has_u64(rec->assigned, rec->n_assigned, c->origin)) {
+		/* Knowing a record's id is not holding it: a phone changes what
+		 * it created or was assigned, nothing else. */
+		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
+			return r;
+		REJECT("not_assigned",
+		       "this device did not create the record and was not assigned it");
+	} else {
+		had_conflict = rec->conflicts > 0;
+	}
+
+	t->next_log_seq++;
+	t->counters_dirty = true;
+	struct merge_change mc = {
+		.device = c->origin,
+		.seq = c->change_id,
+		.form_version = c->form_version,
+		.writes = c->writes,
+		.n_writes = c->n_writes,
+		.seen = c->seen,
+		.n_seen = c->n_seen,
+	};
+	if ((r = merge_apply(a, rec, &mc)) < 0)
+		return r;
+	rec->last_changed_ms = now_ms;
+	rec->changes++;
+
+	/* The record's history chain: this change follows its newest (none
+	 * for a record last written before format 3: store_record_history
+	 * finds the changes before this one in rlog). */
+	if ((r = log_append(t, c, log_seq, rec->seq, rec->head_log_seq, now_ms)) < 0)
+		return r;
+	rec->head_log_seq = log_seq;
+	if ((r = st_put_record(t, rec, is_new, had_conflict)) < 0)
+		return r;
+
+	/* Every other device that holds the record pulls the change. */
+	for (size_t i = 0; i < rec->n_writers; i++) {
+		uint64_t d = rec->writers[i];
+		if (d != c->origin && d != c->pusher && (r = st_feed_add(t, d, log_seq)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < rec->n_assigned; i++) {
+		uint64_t d = rec->assigned[i];
+		if (d != c->origin && d != c->pusher && !st_has_u64(rec->writers, rec->n_writers, d) &&
+		    (r = st_feed_add(t, d, log_seq)) < 0)
+			return r;
+	}
+	*ret_outcome = STORE_APPLIED;
+	return 0;
+}

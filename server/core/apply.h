@@ -1,0 +1,83 @@
+/* apply: the engine above the store. A validated change (sync.c builds it
+ * from the wire, resolve.c at the office) is prepared off the writer's
+ * thread (apply_prepare) and applied inside a write transaction
+ * (apply_change), where each rule that decides what a change may do has
+ * its one place.
+ */
+#ifndef SHAHIDI_APPLY_H
+#define SHAHIDI_APPLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "merge.h"
+
+struct arena;
+struct form_verdict;
+struct store_txn;
+
+enum store_outcome {
+	STORE_APPLIED = 1,
+	STORE_DUPLICATE = 2,
+	STORE_REJECTED = 3,
+};
+
+/* A validated change, ready to apply. Built by the sync module. */
+struct store_change {
+	uint64_t pusher;           /* device that pushed it */
+	uint64_t origin;           /* its origin device (= pusher for phones) */
+	uint64_t change_id;
+	uint64_t batch_seq;
+	const uint8_t *record_id;  /* 16 bytes, borrowed */
+	const char *form_id;       /* borrowed */
+	uint32_t form_version;
+	const uint8_t *raw;        /* the Change exactly as received, borrowed */
+	size_t raw_len;
+	uint8_t digest[32];        /* BLAKE2b-256 of raw */
+	uint64_t hlc;              /* the change's stamp (max of its writes) */
+	struct merge_write *writes; /* borrowed */
+	size_t n_writes;
+	const struct merge_stamp *seen; /* its deletion's view; borrowed */
+	size_t n_seen;
+	/* An office change (a resolution): may write a record its device
+	 * neither wrote nor was assigned (the caller checked the scope). A
+	 * phone may change only records it holds. */
+	bool office;
+	/* Work done before the writer, so that its single thread does little
+	 * more than append (apply_prepare fills these): */
+	const uint8_t *log_prefix; /* LogEntry: device, batch, change, digest */
+	size_t log_prefix_len;
+	const uint8_t *new_record; /* the record this change makes when its
+				      record does not exist yet, packed without
+				      receipt metadata; NULL if not prepared */
+	size_t new_record_len;
+	bool pointer;              /* new_record is a pointer record's: no
+				      registers, they are this change's */
+	bool has_base;             /* a write names a base */
+};
+
+/* Prepares c for apply_change off the writer's thread: the log
+ * entry's fixed part, and for a creation the packed new record. Pure
+ * computation; allocates from a. */
+int apply_prepare(struct arena *a, struct store_change *c, bool creates);
+
+/* Applies one change in a write transaction, in this order:
+ *   1. dedupe: (origin, change id) seen before is a duplicate (or, with
+ *      other bytes, change_id_reused);
+ *   2. the clock rule: the change's stamps are kept as sent; the server's
+ *      clock takes them only within --max-skew of its own (apply_clock);
+ *   3. the holding rule: a phone changes only records it created or was
+ *      assigned (not_assigned), a record of its own form (form_mismatch);
+ *   4. merge (merge.h), the record written back (records.c);
+ *   5. log: appended to the hash-chained log (chain.c);
+ *   6. fan-out: into the feeds of the record's other holders (feed.c). *ret_stored_hlc is
+ * 0 (stamps are kept as sent; a duplicate of a change stored by an older
+ * format says what it was stored under). On STORE_REJECTED, *verdict says
+ * why: form_mismatch, change_id_reused, or not_assigned (a phone's change
+ * to a record it did not create and was not assigned). */
+int apply_change(struct store_txn *t, struct arena *a, struct store_change *c, uint64_t now_ms,
+		 enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
+		 struct form_verdict *verdict);
+
+#endif

@@ -1,0 +1,230 @@
+/* feed: what each device pulls, and assignment (see store.c, "Feeds"). */
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#include "arena.h"
+#include "common.h"
+#include "recpack.h"
+
+/* Queues a feed item; st_feed_flush writes them at the end of the
+ * transaction. */
+int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq)
+{
+	if (t->n_feed == t->cap_feed) {
+		size_t cap = t->cap_feed ? 2 * t->cap_feed : 256;
+		struct feed_item *f = realloc(t->feed, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		t->feed = f;
+		t->cap_feed = cap;
+	}
+	t->feed[t->n_feed++] = (struct feed_item){device, log_seq};
+	return 0;
+}
+
+static int feed_item_cmp(const void *x, const void *y)
+{
+	const struct feed_item *a = x, *b = y;
+	if (a->device != b->device)
+		return a->device < b->device ? -1 : 1;
+	return a->log_seq < b->log_seq ? -1 : a->log_seq > b->log_seq;
+}
+
+/* Writes the queued items: per device, in log order, at most FEED_PACK to
+ * an entry. */
+int st_feed_flush(struct store_txn *t)
+{
+	if (!t->n_feed)
+		return 0;
+	qsort(t->feed, t->n_feed, sizeof(*t->feed), feed_item_cmp);
+	for (size_t i = 0; i < t->n_feed;) {
+		uint64_t device = t->feed[i].device;
+		uint8_t k[16], v[8 * FEED_PACK];
+		size_t n = 0;
+		while (i + n < t->n_feed && n < FEED_PACK && t->feed[i + n].device == device) {
+			sh_put_be64(v + 8 * n, t->feed[i + n].log_seq);
+			n++;
+		}
+		sh_put_be64(k, device);
+		sh_put_be64(k + 8, t->next_feed_seq);
+		int r = st_put_raw(t, DB_FEED, k, 16, v, 8 * n, 0);
+		if (r < 0)
+			return r;
+		t->next_feed_seq += n;
+		i += n;
+	}
+	t->n_feed = 0;
+	t->counters_dirty = true;
+	return 0;
+}
+
+/* Feed entry k -> v of device: its first seq, items and count. 1, 0 when
+ * it is not the device's, -EIO when malformed. */
+static int feed_entry(uint64_t device, const MDB_val *k, const MDB_val *v, uint64_t *ret_first,
+		      const uint8_t **ret_items, size_t *ret_n)
+{
+	if (k->mv_size != 16 || sh_get_be64(k->mv_data) != device)
+		return 0;
+	if (v->mv_size < 8 || v->mv_size % 8 || v->mv_size > 8 * FEED_PACK)
+		return -EIO;
+	*ret_first = sh_get_be64((const uint8_t *)k->mv_data + 8);
+	*ret_items = v->mv_data;
+	*ret_n = v->mv_size / 8;
+	return 1;
+}
+
+/* Puts c on the entry of device's feed holding the first item at or after
+ * feed seq pos: 1 with its first seq, items and count; 0 when there is
+ * none. */
+static int feed_seek(MDB_cursor *c, uint64_t device, uint64_t pos, uint64_t *ret_first,
+		     const uint8_t **ret_items, size_t *ret_n)
+{
+	uint8_t kb[16];
+	sh_put_be64(kb, device);
+	sh_put_be64(kb + 8, pos);
+	MDB_val k = val_of(kb, 16), v;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	if (rc && rc != MDB_NOTFOUND)
+		return st_lmdb_err(rc);
+	if (rc == 0 && k.mv_size == 16 && !memcmp(k.mv_data, kb, 16))
+		return feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
+	/* Not an entry starting at pos: the one before may hold it. */
+	bool after = rc == 0;
+	rc = mdb_cursor_get(c, &k, &v, after ? MDB_PREV : MDB_LAST);
+	if (rc && rc != MDB_NOTFOUND)
+		return st_lmdb_err(rc);
+	int r = rc ? 0 : feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
+	if (r != 0 && (r < 0 || *ret_first + *ret_n > pos))
+		return r;
+	if (!after)
+		return 0;
+	if (rc == 0 && (rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) != 0)
+		return st_lmdb_err(rc); /* back to the entry after pos */
+	if (rc)
+		rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); /* pos was before them all */
+	return rc ? st_lmdb_err(rc) : feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
+}
+
+int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq)
+{
+	if (*cursor == UINT64_MAX)
+		return 0;
+	uint64_t pos = *cursor + 1, first;
+	const uint8_t *items;
+	size_t n;
+	int r;
+	if (t->write && (r = st_feed_flush(t)) < 0)
+		return r;
+	if (!t->write && t->fc_items && t->fc_device == device && pos >= t->fc_first &&
+	    pos - t->fc_first < t->fc_n) {
+		first = t->fc_first;
+		items = t->fc_items;
+		n = t->fc_n;
+	} else {
+		MDB_cursor *c;
+		if ((r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c))) < 0)
+			return r;
+		r = feed_seek(c, device, pos, &first, &items, &n);
+		mdb_cursor_close(c);
+		if (r <= 0)
+			return r;
+		if (!t->write) {
+			t->fc_device = device;
+			t->fc_first = first;
+			t->fc_items = items;
+			t->fc_n = n;
+		}
+	}
+	size_t i = pos > first ? (size_t)(pos - first) : 0;
+	*cursor = first + i;
+	*ret_log_seq = sh_get_be64(items + 8 * i);
+	return 1;
+}
+
+int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
+{
+	uint64_t n = 0, first;
+	const uint8_t *items;
+	size_t k;
+	MDB_cursor *c;
+	int r = t->write ? st_feed_flush(t) : 0;
+	if (r < 0 || cursor == UINT64_MAX)
+		goto out;
+	if ((r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c))) < 0)
+		return r;
+	/* The entry holding the first item after cursor, then the rest of
+	 * the device's entries in order. */
+	r = feed_seek(c, device, cursor + 1, &first, &items, &k);
+	if (r == 1)
+		n = first + k - SH_MAX(cursor + 1, first);
+	while (r == 1) {
+		MDB_val kv, v;
+		int rc = mdb_cursor_get(c, &kv, &v, MDB_NEXT);
+		r = rc ? (rc == MDB_NOTFOUND ? 0 : st_lmdb_err(rc))
+		       : feed_entry(device, &kv, &v, &first, &items, &k);
+		if (r == 1)
+			n += k;
+	}
+	mdb_cursor_close(c);
+out:
+	if (r < 0)
+		return r;
+	*ret = n;
+	return 0;
+}
+
+int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
+		 uint64_t device)
+{
+	/* As stored: a pointer record stays one (assigning changes no
+	 * register). */
+	uint64_t seq;
+	uint8_t k[8];
+	MDB_val v;
+	int r = st_record_seq(t, record_id, &seq);
+	if (r < 0)
+		return r;
+	sh_put_be64(k, seq);
+	if ((r = st_get_raw(t, DB_RECS, k, 8, &v)) < 0)
+		return r;
+	merge_rec_t *rec = recpack_unpack(a, v.mv_data, v.mv_size);
+	if (!rec)
+		return -EIO;
+	bool pointer = rec->log_seq != 0;
+	if (!pointer)
+		merge_rec_expand(rec);
+	if (st_has_u64(rec->assigned, rec->n_assigned, device))
+		return 0;
+	bool writer = st_has_u64(rec->writers, rec->n_writers, device);
+	uint64_t *na = arena_alloc(a, (rec->n_assigned + 1) * sizeof(*na));
+	if (!na)
+		return -ENOMEM;
+	size_t at = 0;
+	while (at < rec->n_assigned && rec->assigned[at] < device)
+		at++;
+	if (at)
+		memcpy(na, rec->assigned, at * sizeof(*na));
+	na[at] = device;
+	if (rec->n_assigned > at)
+		memcpy(na + at + 1, rec->assigned + at, (rec->n_assigned - at) * sizeof(*na));
+	rec->assigned = na;
+	rec->n_assigned++;
+	r = pointer ? st_put_rec(t, k, rec, 0) : st_put_record(t, rec, false, rec->conflicts > 0);
+	if (r < 0)
+		return r;
+	if (writer)
+		return 0; /* it already holds the record's history */
+	/* Give it the whole history, in log order. */
+	uint64_t *hist;
+	size_t n;
+	if ((r = store_record_history(t, a, rec, &hist, &n)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if ((r = st_feed_add(t, device, hist[i])) < 0)
+			return r;
+	return 0;
+}

@@ -1,0 +1,271 @@
+/* records: the merged records, read and written (see store_int.h). */
+#include "store_int.h"
+
+#include <errno.h>
+#include <sodium.h>
+
+
+#include "arena.h"
+#include "common.h"
+#include "recpack.h"
+#include "wire.h"
+
+/* A stored record, unpacked into a: a pointer record (Record.log_seq) is
+ * rebuilt from the change it points to, then looks like any other. */
+static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
+			 merge_rec_t **ret)
+{
+	merge_rec_t *rec = recpack_unpack(a, v->mv_data, v->mv_size);
+	if (!rec)
+		return -EIO; /* our own bytes do not decode: corruption */
+	if (rec->log_seq) {
+		/* One register per write, one entry each: what merging the
+		 * change into nothing gives (encode_new_record's record). The
+		 * change is copied: its bytes in the map may move when this
+		 * transaction writes. */
+		const uint8_t *chg;
+		size_t len;
+		uint64_t pusher;
+		struct wire_change c;
+		int r = store_log_change(t, rec->log_seq, &chg, &len, &pusher);
+		if (r < 0)
+			return r == -ENOENT ? -EIO : r;
+		uint8_t *copy = arena_memdup(a, chg, len);
+		if (!copy)
+			return -ENOMEM;
+		if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &c)) < 0)
+			return r == -ENOMEM ? r : -EIO;
+		if (c.has_deletion)
+			return -EIO; /* never in a pointer record's change */
+		uint64_t origin = c.origin ? c.origin : pusher;
+		size_t n = c.n_fields;
+		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
+		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
+		merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
+		merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
+		if (!order || !regs || !rp || !es || !ep)
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			size_t m = i; /* by field, as registers are kept */
+			while (m > 0 && c.fields[order[m - 1]].field > c.fields[i].field) {
+				order[m] = order[m - 1];
+				m--;
+			}
+			order[m] = (uint16_t)i;
+		}
+		static const merge_reg_t reg_init = SHAHIDI__STORE__V1__REGISTER__INIT;
+		static const merge_entry_t entry_init = SHAHIDI__STORE__V1__ENTRY__INIT;
+		for (size_t i = 0; i < n; i++) {
+			const struct wire_write *w = &c.fields[order[i]];
+			es[i] = entry_init;
+			es[i].device = origin;
+			es[i].hlc = w->hlc ? w->hlc : c.hlc; /* as prepare_change */
+			es[i].seq = c.change_id;
+			es[i].value.data = (uint8_t *)w->value;
+			es[i].value.len = w->value_len;
+			ep[i] = &es[i];
+			regs[i] = reg_init;
+			regs[i].field = w->field;
+			regs[i].n_entries = 1;
+			regs[i].entries = &ep[i];
+			rp[i] = &regs[i];
+		}
+		rec->registers = rp;
+		rec->n_registers = n;
+		rec->head_log_seq = rec->log_seq; /* its only change */
+		rec->log_seq = 0;                 /* written back in full */
+	}
+	merge_rec_expand(rec);
+	*ret = rec;
+	return 0;
+}
+
+int st_record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_rec_t **ret)
+{
+	uint8_t k[8];
+	MDB_val v;
+	sh_put_be64(k, seq);
+	int r = st_get_raw(t, DB_RECS, k, 8, &v);
+	return r < 0 ? r : record_unpack(t, a, &v, ret);
+}
+
+int st_record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
+{
+	MDB_val v;
+	int r = st_get_raw(t, DB_RID, id, 16, &v);
+	if (r < 0)
+		return r;
+	if (v.mv_size != 8)
+		return -EIO;
+	*ret = sh_get_be64(v.mv_data);
+	return 0;
+}
+
+int store_record_get(struct store_txn *t, struct arena *a, const uint8_t id[16],
+		     merge_rec_t **ret)
+{
+	uint64_t seq;
+	int r = st_record_seq(t, id, &seq);
+	return r < 0 ? r : st_record_by_seq(t, a, seq, ret);
+}
+
+int store_record_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret)
+{
+	MDB_val v;
+	uint64_t s = *seq;
+	int r = st_next_u64_key(t, DB_RECS, &s, &v);
+	if (r <= 0)
+		return r;
+	if ((r = record_unpack(t, a, &v, ret)) < 0)
+		return r;
+	*seq = s;
+	return 1;
+}
+
+struct store_cursor {
+	MDB_cursor *c;
+	uint64_t after;
+	bool started;
+};
+
+int store_records_cursor(struct store_txn *t, uint64_t after_seq, struct store_cursor **ret)
+{
+	struct store_cursor *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return -ENOMEM;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_RECS], &sc->c);
+	if (rc) {
+		free(sc);
+		return st_lmdb_err(rc);
+	}
+	sc->after = after_seq;
+	*ret = sc;
+	return 0;
+}
+
+int store_cursor_next(struct store_cursor *sc, uint64_t *ret_seq, const uint8_t **ret_data,
+		      size_t *ret_len)
+{
+	MDB_val k, v;
+	int rc;
+	if (!sc->started) {
+		uint8_t kb[8];
+		if (sc->after == UINT64_MAX)
+			return 0;
+		sh_put_be64(kb, sc->after + 1);
+		k = val_of(kb, 8);
+		rc = mdb_cursor_get(sc->c, &k, &v, MDB_SET_RANGE);
+		sc->started = true;
+	} else {
+		rc = mdb_cursor_get(sc->c, &k, &v, MDB_NEXT);
+	}
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return st_lmdb_err(rc);
+	if (k.mv_size != 8)
+		return -EIO;
+	*ret_seq = sh_get_be64(k.mv_data);
+	*ret_data = v.mv_data;
+	*ret_len = v.mv_size;
+	return 1;
+}
+
+void store_cursor_close(struct store_cursor *sc)
+{
+	if (!sc)
+		return;
+	mdb_cursor_close(sc->c);
+	free(sc);
+}
+
+int store_conflict_next(struct store_txn *t, struct arena *a, uint64_t *seq, merge_rec_t **ret)
+{
+	MDB_val v;
+	uint64_t s = *seq;
+	int r = st_next_u64_key(t, DB_CFL, &s, &v);
+	if (r <= 0)
+		return r;
+	if ((r = st_record_by_seq(t, a, s, ret)) < 0)
+		return r == -ENOENT ? -EIO : r;
+	*seq = s;
+	return 1;
+}
+
+int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
+			 uint64_t *ret_records)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	crypto_generichash_state st;
+	uint64_t n = 0;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_RID], &c);
+	if (rc)
+		return st_lmdb_err(rc);
+	crypto_generichash_init(&st, NULL, 0, 32);
+	int r = 0;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		merge_rec_t *rec;
+		uint8_t d[32];
+		if (v.mv_size != 8) {
+			r = -EIO;
+			break;
+		}
+		if ((r = st_record_by_seq(t, a, sh_get_be64(v.mv_data), &rec)) < 0)
+			break;
+		merge_digest(rec, d);
+		crypto_generichash_update(&st, d, 32);
+		arena_reset(a);
+		n++;
+	}
+	mdb_cursor_close(c);
+	if (r == 0 && rc != MDB_NOTFOUND)
+		r = st_lmdb_err(rc);
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r;
+	crypto_generichash_final(&st, out, 32);
+	*ret_records = n;
+	return 0;
+}
+
+/* ---- log ---- */
+
+/* Packs rec straight into LMDB's page. */
+int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags)
+{
+	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
+	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
+	if (r < 0)
+		return r;
+	recpack_pack(rec, d.mv_data);
+	return 0;
+}
+
+int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict)
+{
+	uint8_t k[8];
+	sh_put_be64(k, rec->seq);
+	merge_rec_compact(rec);
+	int r = st_put_rec(t, k, rec, is_new ? MDB_APPEND : 0);
+	merge_rec_expand(rec);
+	if (r < 0)
+		return r;
+	if (rec->conflicts && !had_conflict)
+		return st_put_raw(t, DB_CFL, k, 8, "", 0, 0);
+	if (!rec->conflicts && had_conflict)
+		return st_del_raw(t, DB_CFL, k, 8);
+	return 0;
+}
+
+int store_record_replace(struct store_txn *t, merge_rec_t *rec)
+{
+	uint8_t k[8];
+	MDB_val v;
+	sh_put_be64(k, rec->seq);
+	int r = st_get_raw(t, DB_CFL, k, 8, &v);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	return st_put_record(t, rec, false, r == 0);
+}

@@ -1,0 +1,144 @@
+/* store_int: what the store's own files share and nobody else sees: the
+ * environment and transaction structs, the table handles and the raw
+ * LMDB helpers (one error map: st_lmdb_err).
+ *
+ *   store.c    the environment: open, format, transactions, map growth,
+ *              page release, backup, counters (the key layout is there)
+ *   records.c  merged records: read (pointer records rebuilt), write,
+ *              cursors, conflicts index, digest
+ *   chain.c    the change log and its hash chain, a record's history
+ *   feed.c     pull feeds: what each device pulls, assignment
+ *   devices.c  devices, tokens, batch memos, the audit log
+ *   apply.c    the apply engine: dedupe, the holding rule, merge, log,
+ *              fan-out (apply.h)
+ */
+#ifndef SHAHIDI_STORE_INT_H
+#define SHAHIDI_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hlc.h"
+#include "store.h"
+
+enum {
+	DB_META,
+	DB_RECS,
+	DB_RID,
+	DB_LOG,
+	DB_RLOG,
+	DB_CHG,
+	DB_FEED,
+	DB_BAT,
+	DB_DEV,
+	DB_TOK,
+	DB_CFL,
+	DB_AUDIT,
+	DB_COUNT
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	/* Readers and writers hold it shared; growing the map holds it
+	 * exclusive, since mdb_env_set_mapsize() needs no transaction open in
+	 * the process. */
+	pthread_rwlock_t resize_lock;
+	pthread_mutex_t hlc_lock;
+	uint64_t hlc_last; /* highest HLC committed by this process */
+	/* Set when a write found the map full (as opposed to the disk):
+	 * store_grow() then knows that growing helps. */
+	_Atomic bool map_full;
+	/* store_release_pages(): transactions begun so far, and where the map
+	 * was when last found (it moves when it grows). */
+	_Atomic uint64_t txns;
+	pthread_mutex_t release_lock;
+	uint64_t released_at;      /* txns at the last release */
+	uintptr_t map_lo, map_hi;  /* 0, 0: not found yet */
+	size_t map_size;
+	struct store_opts opts;
+	bool read_only;
+	bool old_format;           /* opened a store of an older format */
+	unsigned opened_format;    /* the format it had when opened; 0 = new */
+	char dir[];
+};
+
+/* A feed item waiting for the end of its transaction (st_feed_add). */
+struct feed_item {
+	uint64_t device, log_seq;
+};
+
+/* Items per feed entry: 512 bytes, well inside a leaf node; a pull that
+ * stops inside one re-reads at most this many. */
+#define FEED_PACK 64
+
+struct store_txn {
+	struct store *s;
+	MDB_txn *txn;
+	bool write;
+	bool counters_dirty;
+	uint64_t next_log_seq;
+	uint64_t next_record_seq;
+	uint64_t next_feed_seq;
+	uint64_t records;
+	uint8_t head_hash[32];
+	struct hlc hlc;
+	MDB_cursor *log_cursor;    /* store_log_change's: lookups in seq order
+				      stay on their leaf page */
+	struct feed_item *feed;    /* owned; written by st_feed_flush */
+	size_t n_feed, cap_feed;
+	/* store_feed_next's last entry, in a read transaction (points into
+	 * the map, valid while it lasts) */
+	uint64_t fc_device, fc_first;
+	const uint8_t *fc_items;
+	size_t fc_n;
+};
+
+static inline MDB_val val_of(const void *p, size_t n)
+{
+	return (MDB_val){.mv_size = n, .mv_data = (void *)p};
+}
+
+int st_lmdb_err(int rc);
+int st_write_err(struct store_txn *t, int rc);
+int st_get_raw(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret);
+int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
+		   size_t vlen, unsigned flags);
+int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
+		   size_t vlen, MDB_val *ret_old);
+int st_del_raw(struct store_txn *t, int db, const void *key, size_t klen);
+int st_put_concat(struct store_txn *t, int db, const void *key, size_t klen,
+		      const uint8_t *head, size_t hlen, const uint8_t *tail, size_t tlen,
+		      unsigned flags);
+int st_put_pb(struct store_txn *t, int db, const void *key, size_t klen,
+		  const ProtobufCMessage *m, unsigned flags);
+int st_get_pb(struct store_txn *t, struct arena *a, int db, const void *key, size_t klen,
+		  const ProtobufCMessageDescriptor *desc, void **ret);
+int st_seek(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret_k,
+		MDB_val *ret_v);
+int st_next_u64_key(struct store_txn *t, int db, uint64_t *seq, MDB_val *ret_v);
+int st_next_pair(struct store_txn *t, int db, uint64_t prefix, uint64_t *cursor,
+		     MDB_val *ret_v);
+int st_u64_push(struct arena *a, uint64_t **arr, size_t *n, size_t *cap, uint64_t v);
+bool st_has_u64(const uint64_t *arr, size_t n, uint64_t v);
+int st_record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_rec_t **ret);
+int st_record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret);
+int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags);
+int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict);
+int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq);
+int st_feed_flush(struct store_txn *t);
+/* A change's log entry: the part prepared off the writer's thread
+ * (LogEntry fields 2, 3, 5, 7: apply_prepare) and what only the writer
+ * knows. Appended with its chain link (chain.c). */
+struct st_log_append {
+	const uint8_t *prefix;
+	size_t prefix_len;
+	uint64_t pusher, batch_seq;
+	const uint8_t *digest; /* 32 bytes: BLAKE2b-256 of the change */
+	uint64_t log_seq, record_seq, prev, now_ms;
+};
+int st_append_log(struct store_txn *t, const struct st_log_append *e);
+
+#endif
