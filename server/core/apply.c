@@ -187,6 +187,28 @@ static int apply_new(struct store_txn *t, const struct store_change *c, uint64_t
 	return 0;
 }
 
+/* THE CLOCK RULE. A change's stamps are kept exactly as sent: the merge
+ * (merge.h) orders a device's own writes by change id and supersedes only
+ * what bases name, so only the display of concurrent values depends on a
+ * stamp's size, and rewriting stamps on arrival (as formats 1-3 did) would
+ * make the result depend on arrival time. The server's own clock takes a
+ * stamp only within --max-skew of its time, so that one phone's wrong
+ * clock reaches nobody through server_hlc. */
+static void clock_rule(struct store_txn *t, const struct store_change *c, uint64_t now_ms)
+{
+	hlc_receive(&t->hlc, c->hlc, now_ms);
+}
+
+/* THE HOLDING RULE. Knowing a record's id is not holding it: a phone
+ * changes what it created (or has written: it created it, or was assigned
+ * it then) or was assigned, nothing else. An office change (a resolution)
+ * was checked against its actor's counties by its caller. */
+static bool holding_rule(const struct store_change *c, const merge_rec_t *rec)
+{
+	return c->office || st_has_u64(rec->writers, rec->n_writers, c->origin) ||
+	       st_has_u64(rec->assigned, rec->n_assigned, c->origin);
+}
+
 int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		       struct form_verdict *verdict)
@@ -222,11 +244,7 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	if (r < 0)
 		return r;
 
-	/* Stamps are kept as sent (see merge.h: only the display of concurrent
-	 * values depends on their size). A stamp too far ahead of our clock
-	 * does not move it, so that one phone's wrong clock reaches nobody
-	 * through server_hlc. */
-	hlc_receive(&t->hlc, c->hlc, now_ms);
+	clock_rule(t, c, now_ms);
 	/* Likewise the id index: the record is new if its id goes in. */
 	uint64_t seq = t->next_record_seq;
 	sh_put_be64(rk, seq);
@@ -261,10 +279,7 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 			return r;
 		REJECT("form_mismatch", "the record belongs to form %s, the change is for %s",
 		       rec->form_id, c->form_id);
-	} else if (!c->office && !st_has_u64(rec->writers, rec->n_writers, c->origin) &&
-		   !st_has_u64(rec->assigned, rec->n_assigned, c->origin)) {
-		/* Knowing a record's id is not holding it: a phone changes what
-		 * it created or was assigned, nothing else. */
+	} else if (!holding_rule(c, rec)) {
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
 			return r;
 		REJECT("not_assigned",

@@ -65,10 +65,11 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates);
 /* Applies one change in a write transaction, in this order:
  *   1. dedupe: (origin, change id) seen before is a duplicate (or, with
  *      other bytes, change_id_reused);
- *   2. the clock rule: the change's stamps are kept as sent; the server's
- *      clock takes them only within --max-skew of its own (apply_clock);
- *   3. the holding rule: a phone changes only records it created or was
- *      assigned (not_assigned), a record of its own form (form_mismatch);
+ *   2. the clock rule (clock_rule in apply.c): stamps are kept as sent;
+ *      the server's clock takes them only within --max-skew of its own;
+ *   3. the holding rule (holding_rule): a phone changes only records it
+ *      created or was assigned (not_assigned), of the change's form
+ *      (form_mismatch);
  *   4. merge (merge.h), the record written back (records.c);
  *   5. log: appended to the hash-chained log (chain.c);
  *   6. fan-out: into the feeds of the record's other holders (feed.c). *ret_stored_hlc is
