@@ -119,7 +119,8 @@ def gzip_(raw):
 class Server:
     """The real binary on 127.0.0.1:<ephemeral>, stopped by its PID."""
 
-    def __init__(self, data=None, args=(), quiet=False):
+    def __init__(self, data=None, args=(), quiet=False, env=None):
+        self.env = env  # None: this process's environment
         self.tmp = tempfile.TemporaryDirectory(prefix="shahidi-it-")
         self.data = data or os.path.join(self.tmp.name, "data")
         self.args = list(args)
@@ -132,7 +133,7 @@ class Server:
         cmd = [SERVER, "--data", self.data, "--listen", "127.0.0.1:0", *self.args]
         if self.quiet:
             cmd.append("--quiet")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
         m = re.search(r":(\d+)$", line.strip())
         if not m:
@@ -289,3 +290,29 @@ def run_tests(module_globals):
         t0 = time.time()
         fn()
         print(f"   ok ({time.time() - t0:.1f}s)", flush=True)
+
+
+def iolog_env(log_path, stall_ms=0):
+    """The environment for a server run under tests/shim/iolog.c, which
+    records its data-file writes and syncs and its socket writes in
+    log_path (and, with stall_ms, sleeps that long after each commit)."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = os.environ["SHAHIDI_IOLOG_SO"]
+    env["SHAHIDI_IOLOG"] = log_path
+    env["SHAHIDI_IOLOG_STALL_MS"] = str(stall_ms)
+    # Under the sanitizers the shim comes before libasan: allowed here.
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    return env
+
+
+def iolog_read(log_path):
+    """The events of an iolog file in the order they happened:
+    [(seq, ns, kind, fd, arg1, arg2, first bytes)]."""
+    out = []
+    with open(log_path) as f:
+        for line in f:
+            p = line.split()
+            out.append((int(p[0]), int(p[1]), p[2], int(p[3]), int(p[4]), int(p[5]),
+                        bytes.fromhex(p[6]) if len(p) > 6 else b""))
+    out.sort()
+    return out
