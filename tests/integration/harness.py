@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -316,3 +317,54 @@ def iolog_read(log_path):
                         bytes.fromhex(p[6]) if len(p) > 6 else b""))
     out.sort()
     return out
+
+
+class Worker(threading.Thread):
+    """A thread whose exception is not lost: join() re-raises it in the
+    test's thread (a plain Thread only prints it, and the test passes)."""
+
+    def __init__(self, fn, *args):
+        super().__init__(target=self._run, args=(fn, args), daemon=True)
+        self.error = None
+
+    def _run(self, fn, args):
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 (re-raised by join)
+            self.error = e
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.is_alive():
+            raise AssertionError(f"{self.name} still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+
+
+def workers(fn, args_list):
+    """Starts one Worker per argument of args_list; returns them."""
+    ws = [Worker(fn, a) for a in args_list]
+    for w in ws:
+        w.start()
+    return ws
+
+
+def join_all(ws, timeout=300):
+    """Joins every worker, then raises the first failure among them."""
+    first = None
+    for w in ws:
+        try:
+            w.join(timeout)
+        except BaseException as e:  # noqa: BLE001
+            first = first or e
+    if first is not None:
+        raise first
+
+
+def metric(text, name):
+    """The value of one line of Prometheus text, e.g. metric(m,
+    'shahidi_changes_total{outcome="applied"}')."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {name} in /metrics")
