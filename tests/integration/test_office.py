@@ -9,8 +9,8 @@ import tempfile
 import threading
 import time
 
-from harness import (APPLIED, Device, Server, batch, cli, edit, pb, pull, push, report, request,
-                     run_tests, store_state)
+from harness import (APPLIED, Device, Server, batch, cli, edit, join_all, pb, pull, push, report,
+                     request, run_tests, store_state, workers)
 
 
 def get_json(port, path, token):
@@ -193,6 +193,51 @@ def test_resolve_flows_to_the_phones():
         assert "hash chain intact" in out
 
 
+def test_resolve_with_a_written_value_and_with_deleted():
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        admin = Device(s.data, "admin", role="admin")
+        rec, gone = report(a), report(a)
+        push(s.port, a, batch(a, [rec, gone]))
+        seen = [(rec.hlc, a.id)]
+        push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "high", seen)]))
+        push(s.port, b, batch(b, [edit(b, rec.record_id, 140, "choice", "urgent", seen)]))
+        rid = str(__import__("uuid").UUID(bytes=rec.record_id))
+        gid = str(__import__("uuid").UUID(bytes=gone.record_id))
+        # a value neither phone wrote
+        st, r = post_json(s.port, "/v1/conflicts/resolve", coord.token,
+                          {"record_id": rid, "field": "risk_level", "value": "low"})
+        assert st == 200 and r["resolved"], r
+        _, out, _ = cli("show", "--data", s.data, rid)
+        assert "Low" in out and "CONFLICT" not in out, out
+        # phone A deletes a record that phone B edits without having seen
+        # the deletion: an edit made while deleted
+        d = pb.Change(change_id=a.next_change, record_id=gone.record_id, form_id="incident_report",
+                      form_version=1, hlc=a.hlc())
+        a.next_change += 1
+        d.deletion.deleted = True
+        push(s.port, a, batch(a, [d]))
+        push(s.port, b, batch(b, [edit(b, gone.record_id, 140, "choice", "high",
+                                       [(gone.hlc, a.id)])]))
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        kinds = {c.get("kind") for r_ in j["records"] if r_["record_id"] == gid
+                 for c in r_["conflicts"]}
+        assert "edited_while_deleted" in kinds, j
+        st, r = post_json(s.port, "/v1/conflicts/resolve", coord.token,
+                          {"record_id": gid, "field": "_deleted", "deleted": False})
+        assert st == 200 and r["resolved"], r
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        assert j["open_conflicts"] == 0, j
+        # undeleted: the record is exported without include_deleted
+        st, h, body = request(s.port, "GET", "/v1/export?format=ndjson",
+                              headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200 and gid.encode() in body, body[:500]
+        _, out, _ = cli("audit", "--data", s.data)
+        assert out.count('"action":"resolve"') == 2 and '"how":"value"' in out, out
+        assert '"deleted":false' in out, out
+
+
 def test_assign_gives_the_whole_history():
     with Server() as s:
         a, c = Device(s.data, "A"), Device(s.data, "C")
@@ -208,6 +253,10 @@ def test_assign_gives_the_whole_history():
         assert [ch.change.change_id for ch in p.changes] == [1, 3]
         push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "low")]))
         assert len(pull(s.port, c, cursor=p.next_cursor).changes) == 1
+        # the assignment is in the audit log, with who made it and for whom
+        _, out, _ = cli("audit", "--data", s.data)
+        line = [ln for ln in out.splitlines() if '"action":"assign"' in ln]
+        assert len(line) == 1 and coord.hex in line[0] and c.hex in line[0] and rid in line[0], out
 
 
 def test_devices_over_http_and_metrics():
@@ -252,20 +301,18 @@ def test_backup_under_load_and_restore():
         def load(dev):
             while not stop.is_set():
                 st, r = push(s.port, dev, batch(dev, [report(dev) for _ in range(20)]))
-                assert st == 200
+                assert st == 200, (st, r)
                 acked.append(20)
-        threads = [threading.Thread(target=load, args=(p,)) for p in phones]
-        for t in threads:
-            t.start()
+        threads = workers(load, phones)  # an assertion in a phone fails the test
         while sum(acked) < 400:
+            assert all(t.is_alive() for t in threads), "a phone stopped"
             time.sleep(0.01)
         # every batch acked before the copy starts must be in it; batches acked
         # while it runs may or may not be (a slow sanitizer build acks many)
         n_before = sum(acked)
         cli("backup", "--data", s.data, os.path.join(d, "bk"))  # under load
         stop.set()
-        for t in threads:
-            t.join()
+        join_all(threads, timeout=60)
         # the copy is consistent on its own: it verifies and exports
         _, out, _ = cli("verify", "--data", os.path.join(d, "bk"))
         assert "hash chain intact" in out
