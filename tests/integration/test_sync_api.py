@@ -1,11 +1,14 @@
 """Push and pull over real HTTP: two phones, merge and conflicts, retries
 and deduplication, tokens and roles, encodings, keep-alive and pipelining."""
+import os
 import re
 import socket
 import threading
+import time
 
 from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, batch, cli, deflate, edit,
-                     pb, pull, push, read_response, report, request, run_tests, store_state)
+                     iolog_env, metric, pb, pull, push, read_response, report, request, run_tests,
+                     store_state)
 
 
 def test_two_phones_push_pull_and_conflict():
@@ -58,6 +61,13 @@ def test_retry_after_lost_response_dedupes():
                        "Authorization: Bearer %s\r\nContent-Encoding: deflate\r\n\r\n"
                        % (len(body), a.token)).encode() + body)
             c.close()
+        # The server finishes a push whose phone went away: the batch is
+        # committed (once) before the phone retries.
+        deadline = time.time() + 10
+        while store_state(s.data)[2] < 20:
+            assert time.time() < deadline, "the dropped sends were never committed"
+            time.sleep(0.05)
+        assert store_state(s.data)[:3:2] == (20, 20)
         # The phone retries: same results, nothing stored twice.
         st, h, b = request(s.port, "POST", "/v1/push", body, {
             "Authorization": f"Bearer {a.token}", "Content-Encoding": "deflate"})
@@ -72,6 +82,14 @@ def test_retry_after_lost_response_dedupes():
         assert [x.status for x in r2.results] == [APPLIED] * 20  # the same answer
         entries, _, records, _ = store_state(s.data)
         assert (entries, records) == (20, 20)
+        admin = Device(s.data, "admin", role="admin")
+        st, _, m = request(s.port, "GET", "/metrics",
+                           headers={"Authorization": f"Bearer {admin.token}"})
+        m = m.decode()
+        # five sends of one batch: applied once, answered from memory after
+        assert metric(m, 'shahidi_changes_total{outcome="applied"}') == 20, m
+        assert metric(m, "shahidi_batches_total") == 5, m
+        assert metric(m, "shahidi_batches_replayed_total") == 4, m
 
         # The same batch number with other content: 409, nothing stored.
         before = store_state(s.data)
@@ -206,7 +224,14 @@ def test_keepalive_and_pipelining():
 
 
 def test_concurrent_pushes_group_commit():
-    concurrent_pushes([])
+    # The shim holds each commit 20 ms after its meta page is written, so
+    # batches arriving meanwhile queue: the writer must take them together.
+    metrics = concurrent_pushes([], stall_ms=20)
+    commits = metric(metrics, "shahidi_commit_seconds_count")
+    batches = metric(metrics, "shahidi_batches_total")
+    most = metric(metrics, "shahidi_group_commit_jobs_max")
+    print(f"   {batches:.0f} batches in {commits:.0f} commits, at most {most:.0f} in one")
+    assert batches == 40 and commits < batches / 2 and most > 1, (batches, commits, most)
 
 
 def test_backpressure_pauses_instead_of_failing():
@@ -217,8 +242,11 @@ def test_backpressure_pauses_instead_of_failing():
     assert paused and int(paused.group(1)) > 0, metrics
 
 
-def concurrent_pushes(args, reports=20):
-    with Server(quiet=True, args=args) as s:
+def concurrent_pushes(args, reports=20, stall_ms=0):
+    srv = Server(quiet=True, args=args)
+    if stall_ms:
+        srv.env = iolog_env(os.path.join(srv.tmp.name, "iolog"), stall_ms=stall_ms)
+    with srv as s:
         devs = [Device(s.data, f"phone {i}") for i in range(8)]
         errors = []
 
