@@ -1,7 +1,8 @@
-"""SIGTERM while phones push: every phone either got its acknowledgement
+"""SIGTERM (and SIGINT, Ctrl-C) while phones push: every phone either got its acknowledgement
 (and the data is there after a restart) or got none (and its retry applies
 the batch exactly once). The server exits 0 and the store opens cleanly."""
 import random
+import signal
 import time
 
 from harness import (APPLIED, DUPLICATE, Device, Server, batch, join_all, push, report,
@@ -12,7 +13,15 @@ NB = 40
 
 
 def test_sigterm_during_pushes():
-    rng = random.Random(7)
+    stop_during_pushes(signal.SIGTERM, 7)
+
+
+def test_sigint_during_pushes():
+    stop_during_pushes(signal.SIGINT, 8)
+
+
+def stop_during_pushes(sig, seed):
+    rng = random.Random(seed)
     srv = Server(quiet=True)
     srv.start()
     devs = [Device(srv.data, f"phone {i}") for i in range(6)]
@@ -36,7 +45,7 @@ def test_sigterm_during_pushes():
     while sum(len(v) for v in acked.values()) < 10:
         time.sleep(0.001)
     time.sleep(rng.uniform(0, 0.02))
-    rc = srv.stop()
+    rc = srv.stop(sig)
     join_all(threads, timeout=60)
     assert rc == 0, srv.logtext()
     n_acked = sum(len(v) for v in acked.values())
