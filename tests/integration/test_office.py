@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 
-from harness import (APPLIED, Device, Server, batch, cli, edit, join_all, pb, pull, push, report,
+from harness import (APPLIED, REJECTED, Device, Server, batch, cli, edit, join_all, pb, pull, push, report,
                      request, run_tests, store_state, workers)
 
 
@@ -236,6 +236,72 @@ def test_resolve_with_a_written_value_and_with_deleted():
         _, out, _ = cli("audit", "--data", s.data)
         assert out.count('"action":"resolve"') == 2 and '"how":"value"' in out, out
         assert '"deleted":false' in out, out
+
+
+def test_silent_devices():
+    with Server() as s:
+        a, b = Device(s.data, "quiet phone"), Device(s.data, "busy phone")
+        gone = Device(s.data, "revoked phone")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        for d in (a, b, gone):
+            push(s.port, d, batch(d, [report(d)]))
+        cli("device", "revoke", "--data", s.data, gone.hex)
+        time.sleep(1.2)
+        push(s.port, b, batch(b, [report(b)]))
+        # silent for more than 0.00001 days (0.86 s): phone A only (not the
+        # phone that just pushed, not the revoked one, not the coordinator)
+        st, j = get_json(s.port, "/v1/status?silent_days=0.00001", coord.token)
+        assert st == 200, j
+        silent = {d["id"] for d in j["devices"] if d["silent"]}
+        assert silent == {a.hex}, (silent, j["devices"])
+        c47 = [c for c in j["counties"] if c["county"] == "047"][0]
+        assert c47["silent_devices"] == [a.hex], c47
+        # by default (7 days) nobody is silent yet
+        st, j = get_json(s.port, "/v1/status", coord.token)
+        assert not any(d["silent"] for d in j["devices"]), j["devices"]
+        _, out, _ = cli("status", "--data", s.data, "--silent-days", "0.00001")
+        assert "[SILENT]" in out and out.count("[SILENT]") == 1, out
+
+
+def test_sealed_values_merged_unread():
+    """A sealed field's ciphertext is opaque: any bytes (here not even valid
+    UTF-8 or protobuf) are kept as sent, merged by stamp like any value,
+    handed back byte for byte, and only their size is checked."""
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        rec = report(a)
+        push(s.port, a, batch(a, [rec]))
+        st, r = post_json(s.port, "/v1/assign", coord.token,
+                          {"record_id": str(__import__("uuid").UUID(bytes=rec.record_id)),
+                           "device": b.hex})
+        assert st == 200, r
+        seen = [(rec.hlc, a.id)]
+        blobs = {a.id: b"\x00\xff\x0a\x80" + os.urandom(3000),
+                 b.id: b"\xff\xfe" + os.urandom(5000) + b"\x00"}
+        for d in (a, b):
+            c = edit(d, rec.record_id, 143, "text", "x", seen)  # field 143: sealed_notes
+            c.fields[0].value.Clear()
+            c.fields[0].value.sealed.key_id = b"org-key-1"
+            c.fields[0].value.sealed.ciphertext = blobs[d.id]
+            st, r = push(s.port, d, batch(d, [c]))
+            assert st == 200 and r.results[0].status == APPLIED, r
+        # merged like any value: two concurrent writes, a conflict
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        assert [c["field"] for c in j["records"][0]["conflicts"]] == ["sealed_notes"], j
+        # each phone pulls the other's ciphertext exactly as it was sent
+        for d, other in ((a, b), (b, a)):
+            got = [x.change for x in pull(s.port, d).changes if x.device == other.id]
+            sealed = [f.value.sealed for ch in got for f in ch.fields if f.field == 143]
+            assert len(sealed) == 1 and sealed[0].ciphertext == blobs[other.id], d.name
+            assert sealed[0].key_id == b"org-key-1"
+        # only the size is checked
+        c = edit(a, rec.record_id, 143, "text", "x", seen)
+        c.fields[0].value.Clear()
+        c.fields[0].value.sealed.ciphertext = os.urandom(65536 + 200)  # + framing slack
+        st, r = push(s.port, a, batch(a, [c]))
+        assert st == 200 and r.results[0].status == REJECTED, r
+        assert r.results[0].code == "sealed_too_long", r
 
 
 def test_assign_gives_the_whole_history():
