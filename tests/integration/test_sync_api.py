@@ -46,6 +46,10 @@ def test_two_phones_push_pull_and_conflict():
         _, out, _ = cli("conflicts", "--data", s.data)
         assert "risk_level" in out and "CONFLICT: 2 values" in out, out
         assert "Urgent" in out and "High" in out
+        # the value shown (first) is the one with the later stamp: B's
+        lines = out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if "risk_level" in ln)
+        assert "Urgent" in lines[at + 1] and "High" in lines[at + 2], out
         assert "1 record with open conflicts" in out
         assert s.stop() == 0
 
@@ -90,6 +94,18 @@ def test_retry_after_lost_response_dedupes():
         assert metric(m, 'shahidi_changes_total{outcome="applied"}') == 20, m
         assert metric(m, "shahidi_batches_total") == 5, m
         assert metric(m, "shahidi_batches_replayed_total") == 4, m
+
+        # A phone that lost an answer may send its changes again in a new
+        # batch: each is recognised by (device, change id), stored once.
+        b2 = pb.PushBatch()
+        b2.ParseFromString(__import__("zlib").decompress(body))
+        b2.batch_seq = 2
+        fresh = report(a)
+        b2.changes.append(fresh)
+        st, r3 = push(s.port, a, b2.SerializeToString())
+        assert st == 200 and [x.status for x in r3.results] == [DUPLICATE] * 20 + [APPLIED], r3
+        assert store_state(s.data)[:3:2] == (21, 21)
+        a.next_batch = 3
 
         # The same batch number with other content: 409, nothing stored.
         before = store_state(s.data)
