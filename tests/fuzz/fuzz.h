@@ -8,4 +8,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Optional: after a replay (replay_main.c), a target may check what the
+ * corpus reached; non-zero fails the replay. */
+int fuzz_replay_check(void) __attribute__((weak));
+
 #endif

@@ -25,7 +25,7 @@
 #include "routes.h"
 #include "server.h"
 
-/* The token the seed requests carry (tests/fuzz/make_seeds.py). */
+/* The token the seed requests carry (tests/fuzz/make_seeds.sh). */
 static const char fuzz_token[] = "shd_fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuz";
 #define FUZZ_DEVICE 1
 

@@ -2,6 +2,7 @@
  * not), then applied to a real store, as the writer would. */
 #include "fuzz.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,8 +15,13 @@
 static struct form_registry *forms;
 static struct store *store;
 
-/* The device the seed batches name (device: 1 in tests/fuzz/make_seeds.py). */
-#define FUZZ_DEVICE 1
+/* The devices the corpus names: 1 (crash-no-form-id) and 2 to 5, one seed
+ * batch each (tests/fuzz/make_seeds.sh). */
+#define FUZZ_DEVICES 5
+
+/* Inputs that applied at least one change: the replay test checks that
+ * the seeds get that far (fuzz_replay_check). */
+static unsigned applied_inputs;
 
 static void setup(void)
 {
@@ -29,12 +35,14 @@ static void setup(void)
 		abort();
 	struct store_txn *t;
 	store_begin(store, true, &t);
-	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
-	d.id = FUZZ_DEVICE;
-	d.name = "fuzz";
-	d.county = "047";
-	d.role = ROLE_DEVICE;
-	store_device_put(t, &d);
+	for (uint64_t id = 1; id <= FUZZ_DEVICES; id++) {
+		store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
+		d.id = id;
+		d.name = "fuzz";
+		d.county = "047";
+		d.role = ROLE_DEVICE;
+		store_device_put(t, &d);
+	}
 	store_commit(t);
 }
 
@@ -42,6 +50,8 @@ static int apply(struct store_txn *t, void *ud)
 {
 	struct sync_result res;
 	int r = sync_apply(t, ud, sh_now_ms(), &res);
+	if (r == 0 && res.applied)
+		applied_inputs++;
 	/* refusals that change nothing are fine */
 	return r == -EEXIST || r == -ENOENT ? 0 : r;
 }
@@ -61,5 +71,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r < 0 && r != -ENOSPC)
 		abort(); /* a decoded batch must apply or be refused, never break */
 	sync_batch_free(b);
+	return 0;
+}
+
+int fuzz_replay_check(void)
+{
+	const char *min = getenv("SHAHIDI_FUZZ_MIN_APPLIED");
+	fprintf(stderr, "fuzz_push: %u inputs applied changes\n", applied_inputs);
+	if (min && applied_inputs < (unsigned)atoi(min)) {
+		fprintf(stderr, "fuzz_push: fewer than %s reached the apply path\n", min);
+		return 1;
+	}
 	return 0;
 }

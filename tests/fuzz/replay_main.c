@@ -65,5 +65,7 @@ int main(int argc, char **argv)
 			closedir(d);
 	}
 	fprintf(stderr, "replayed %d inputs\n", n);
+	if (fuzz_replay_check && fuzz_replay_check() != 0)
+		return 1;
 	return n > 0 ? 0 : 1;
 }

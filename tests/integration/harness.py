@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -126,7 +127,8 @@ def gzip_(raw):
 class Server:
     """The real binary on 127.0.0.1:<ephemeral>, stopped by its PID."""
 
-    def __init__(self, data=None, args=(), quiet=False):
+    def __init__(self, data=None, args=(), quiet=False, env=None):
+        self.env = env  # None: this process's environment
         self.tmp = tempfile.TemporaryDirectory(prefix="shahidi-it-")
         self.data = data or os.path.join(self.tmp.name, "data")
         self.args = list(args)
@@ -139,7 +141,7 @@ class Server:
         cmd = [SERVER, "--data", self.data, "--listen", "127.0.0.1:0", *self.args]
         if self.quiet:
             cmd.append("--quiet")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
         m = re.search(r":(\d+)$", line.strip())
         if not m:
@@ -296,3 +298,80 @@ def run_tests(module_globals):
         t0 = time.time()
         fn()
         print(f"   ok ({time.time() - t0:.1f}s)", flush=True)
+
+
+def iolog_env(log_path, stall_ms=0):
+    """The environment for a server run under tests/shim/iolog.c, which
+    records its data-file writes and syncs and its socket writes in
+    log_path (and, with stall_ms, sleeps that long after each commit)."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = os.environ["SHAHIDI_IOLOG_SO"]
+    env["SHAHIDI_IOLOG"] = log_path
+    env["SHAHIDI_IOLOG_STALL_MS"] = str(stall_ms)
+    # Under the sanitizers the shim comes before libasan: allowed here.
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    return env
+
+
+def iolog_read(log_path):
+    """The events of an iolog file in the order they happened:
+    [(seq, ns, kind, fd, arg1, arg2, first bytes)]."""
+    out = []
+    with open(log_path) as f:
+        for line in f:
+            p = line.split()
+            out.append((int(p[0]), int(p[1]), p[2], int(p[3]), int(p[4]), int(p[5]),
+                        bytes.fromhex(p[6]) if len(p) > 6 else b""))
+    out.sort()
+    return out
+
+
+class Worker(threading.Thread):
+    """A thread whose exception is not lost: join() re-raises it in the
+    test's thread (a plain Thread only prints it, and the test passes)."""
+
+    def __init__(self, fn, *args):
+        super().__init__(target=self._run, args=(fn, args), daemon=True)
+        self.error = None
+
+    def _run(self, fn, args):
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 (re-raised by join)
+            self.error = e
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.is_alive():
+            raise AssertionError(f"{self.name} still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+
+
+def workers(fn, args_list):
+    """Starts one Worker per argument of args_list; returns them."""
+    ws = [Worker(fn, a) for a in args_list]
+    for w in ws:
+        w.start()
+    return ws
+
+
+def join_all(ws, timeout=300):
+    """Joins every worker, then raises the first failure among them."""
+    first = None
+    for w in ws:
+        try:
+            w.join(timeout)
+        except BaseException as e:  # noqa: BLE001
+            first = first or e
+    if first is not None:
+        raise first
+
+
+def metric(text, name):
+    """The value of one line of Prometheus text, e.g. metric(m,
+    'shahidi_changes_total{outcome="applied"}')."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {name} in /metrics")

@@ -4,7 +4,7 @@ import socket
 import time
 import zlib
 
-from harness import (Device, Server, batch, deflate, push, read_response, report, request,
+from harness import (Device, Server, batch, deflate, pull, push, read_response, report, request,
                      run_tests, store_state)
 
 ARGS = ["--max-body", "64K", "--max-inflated", "1M", "--max-changes", "10",
@@ -108,6 +108,30 @@ def test_limits():
 
         assert store_state(s.data) == before
         assert s.stop() == 0
+
+
+def test_max_map_gives_507_and_stores_nothing():
+    # The map starts at 1 MiB and may grow to 4 MiB: pushes are accepted
+    # (the map grows past its start), then one no longer fits: 507, the
+    # store unchanged, and reads still served.
+    with Server(args=["--map-size", "1M", "--max-map", "4M"], quiet=True) as s:
+        p = Device(s.data, "phone")
+        acked = 0
+        for _ in range(200):
+            before = store_state(s.data)
+            st, r = push(s.port, p, batch(p, [report(p, narrative="x" * 2000)
+                                             for _ in range(50)]))
+            if st != 200:
+                break
+            acked += 50
+        assert st == 507 and r["error"] == "storage_full", (st, r)
+        assert acked * 2000 > 1 << 20, acked  # it grew past the initial map
+        assert store_state(s.data) == before  # nothing of the refused batch
+        assert request(s.port, "GET", "/healthz")[0] == 200
+        pull(s.port, p)  # 200: reads are served
+        entries, _, records, _ = store_state(s.data)
+        assert entries == records == acked
+        print(f"   {acked} reports accepted under --max-map 4M, then 507")
 
 
 if __name__ == "__main__":

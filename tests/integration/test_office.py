@@ -9,8 +9,8 @@ import tempfile
 import threading
 import time
 
-from harness import (APPLIED, Device, Server, assign, batch, cli, edit, pb, pull, push, report,
-                     request, run_tests, store_state)
+from harness import (APPLIED, REJECTED, Device, Server, assign, batch, cli, edit, join_all, pb, pull,
+                     push, report, request, run_tests, store_state, workers)
 
 
 def get_json(port, path, token):
@@ -196,6 +196,119 @@ def test_resolve_flows_to_the_phones():
         assert "hash chain intact" in out
 
 
+def test_resolve_with_a_written_value_and_with_deleted():
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        admin = Device(s.data, "admin", role="admin")
+        rec, gone = report(a), report(a)
+        push(s.port, a, batch(a, [rec, gone]))
+        seen = [(rec.hlc, a.id)]
+        push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "high", seen)]))
+        assign(s.data, rec.record_id, b)
+        assign(s.data, gone.record_id, b)
+        push(s.port, b, batch(b, [edit(b, rec.record_id, 140, "choice", "urgent", seen)]))
+        rid = str(__import__("uuid").UUID(bytes=rec.record_id))
+        gid = str(__import__("uuid").UUID(bytes=gone.record_id))
+        # a value neither phone wrote
+        st, r = post_json(s.port, "/v1/conflicts/resolve", coord.token,
+                          {"record_id": rid, "field": "risk_level", "value": "low"})
+        assert st == 200 and r["resolved"], r
+        _, out, _ = cli("show", "--data", s.data, rid)
+        assert "Low" in out and "CONFLICT" not in out, out
+        # phone A deletes a record that phone B edits without having seen
+        # the deletion: an edit made while deleted
+        d = pb.Change(change_id=a.next_change, record_id=gone.record_id, form_id="incident_report",
+                      form_version=1, hlc=a.hlc())
+        a.next_change += 1
+        d.deletion.deleted = True
+        push(s.port, a, batch(a, [d]))
+        push(s.port, b, batch(b, [edit(b, gone.record_id, 140, "choice", "high",
+                                       [(gone.hlc, a.id)])]))
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        kinds = {c.get("kind") for r_ in j["records"] if r_["record_id"] == gid
+                 for c in r_["conflicts"]}
+        assert "edited_while_deleted" in kinds, j
+        st, r = post_json(s.port, "/v1/conflicts/resolve", coord.token,
+                          {"record_id": gid, "field": "_deleted", "deleted": False})
+        assert st == 200 and r["resolved"], r
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        assert j["open_conflicts"] == 0, j
+        # undeleted: the record is exported without include_deleted
+        st, h, body = request(s.port, "GET", "/v1/export?format=ndjson",
+                              headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200 and gid.encode() in body, body[:500]
+        _, out, _ = cli("audit", "--data", s.data)
+        assert out.count('"action":"resolve"') == 2 and '"how":"value"' in out, out
+        assert '"deleted":false' in out, out
+
+
+def test_silent_devices():
+    with Server() as s:
+        a, b = Device(s.data, "quiet phone"), Device(s.data, "busy phone")
+        gone = Device(s.data, "revoked phone")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        for d in (a, b, gone):
+            push(s.port, d, batch(d, [report(d)]))
+        cli("device", "revoke", "--data", s.data, gone.hex)
+        time.sleep(1.2)
+        push(s.port, b, batch(b, [report(b)]))
+        # silent for more than 0.00001 days (0.86 s): phone A only (not the
+        # phone that just pushed, not the revoked one, not the coordinator)
+        st, j = get_json(s.port, "/v1/status?silent_days=0.00001", coord.token)
+        assert st == 200, j
+        silent = {d["id"] for d in j["devices"] if d["silent"]}
+        assert silent == {a.hex}, (silent, j["devices"])
+        c47 = [c for c in j["counties"] if c["county"] == "047"][0]
+        assert c47["silent_devices"] == [a.hex], c47
+        # by default (7 days) nobody is silent yet
+        st, j = get_json(s.port, "/v1/status", coord.token)
+        assert not any(d["silent"] for d in j["devices"]), j["devices"]
+        _, out, _ = cli("status", "--data", s.data, "--silent-days", "0.00001")
+        assert "[SILENT]" in out and out.count("[SILENT]") == 1, out
+
+
+def test_sealed_values_merged_unread():
+    """A sealed field's ciphertext is opaque: any bytes (here not even valid
+    UTF-8 or protobuf) are kept as sent, merged by stamp like any value,
+    handed back byte for byte, and only their size is checked."""
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        coord = Device(s.data, "coordinator", "047", role="coordinator")
+        rec = report(a)
+        push(s.port, a, batch(a, [rec]))
+        st, r = post_json(s.port, "/v1/assign", coord.token,
+                          {"record_id": str(__import__("uuid").UUID(bytes=rec.record_id)),
+                           "device": b.hex})
+        assert st == 200, r
+        seen = [(rec.hlc, a.id)]
+        blobs = {a.id: b"\x00\xff\x0a\x80" + os.urandom(3000),
+                 b.id: b"\xff\xfe" + os.urandom(5000) + b"\x00"}
+        for d in (a, b):
+            c = edit(d, rec.record_id, 143, "text", "x", seen)  # field 143: sealed_notes
+            c.fields[0].value.Clear()
+            c.fields[0].value.sealed.key_id = b"org-key-1"
+            c.fields[0].value.sealed.ciphertext = blobs[d.id]
+            st, r = push(s.port, d, batch(d, [c]))
+            assert st == 200 and r.results[0].status == APPLIED, r
+        # merged like any value: two concurrent writes, a conflict
+        st, j = get_json(s.port, "/v1/conflicts", coord.token)
+        assert [c["field"] for c in j["records"][0]["conflicts"]] == ["sealed_notes"], j
+        # each phone pulls the other's ciphertext exactly as it was sent
+        for d, other in ((a, b), (b, a)):
+            got = [x.change for x in pull(s.port, d).changes if x.device == other.id]
+            sealed = [f.value.sealed for ch in got for f in ch.fields if f.field == 143]
+            assert len(sealed) == 1 and sealed[0].ciphertext == blobs[other.id], d.name
+            assert sealed[0].key_id == b"org-key-1"
+        # only the size is checked
+        c = edit(a, rec.record_id, 143, "text", "x", seen)
+        c.fields[0].value.Clear()
+        c.fields[0].value.sealed.ciphertext = os.urandom(65536 + 200)  # + framing slack
+        st, r = push(s.port, a, batch(a, [c]))
+        assert st == 200 and r.results[0].status == REJECTED, r
+        assert r.results[0].code == "sealed_too_long", r
+
+
 def test_assign_gives_the_whole_history():
     with Server() as s:
         a, c = Device(s.data, "A"), Device(s.data, "C")
@@ -211,6 +324,10 @@ def test_assign_gives_the_whole_history():
         assert [ch.change.change_id for ch in p.changes] == [1, 3]
         push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "low")]))
         assert len(pull(s.port, c, cursor=p.next_cursor).changes) == 1
+        # the assignment is in the audit log, with who made it and for whom
+        _, out, _ = cli("audit", "--data", s.data)
+        line = [ln for ln in out.splitlines() if '"action":"assign"' in ln]
+        assert len(line) == 1 and coord.hex in line[0] and c.hex in line[0] and rid in line[0], out
 
 
 def test_devices_over_http_and_metrics():
@@ -255,20 +372,18 @@ def test_backup_under_load_and_restore():
         def load(dev):
             while not stop.is_set():
                 st, r = push(s.port, dev, batch(dev, [report(dev) for _ in range(20)]))
-                assert st == 200
+                assert st == 200, (st, r)
                 acked.append(20)
-        threads = [threading.Thread(target=load, args=(p,)) for p in phones]
-        for t in threads:
-            t.start()
+        threads = workers(load, phones)  # an assertion in a phone fails the test
         while sum(acked) < 400:
+            assert all(t.is_alive() for t in threads), "a phone stopped"
             time.sleep(0.01)
         # every batch acked before the copy starts must be in it; batches acked
         # while it runs may or may not be (a slow sanitizer build acks many)
         n_before = sum(acked)
         cli("backup", "--data", s.data, os.path.join(d, "bk"))  # under load
         stop.set()
-        for t in threads:
-            t.join()
+        join_all(threads, timeout=60)
         # the copy is consistent on its own: it verifies and exports
         _, out, _ = cli("verify", "--data", os.path.join(d, "bk"))
         assert "hash chain intact" in out

@@ -1,11 +1,20 @@
 """Who gets in, and what the log says: refused tokens are rate-limited per
 address, X-Forwarded-For counts only behind a trusted local proxy, and a
-full run's log holds neither a token nor any report content."""
+full run's log holds neither a token nor any report content. Plain HTTP
+is refused beyond loopback unless --allow-plaintext; the address checks
+that need a non-loopback peer run in a network namespace made here, so no
+packet leaves this machine."""
 import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import uuid
 
-from harness import (Device, Server, assign, batch, cli, edit, pull, push, report, request,
-                     run_tests, value)
+from harness import (SERVER, Device, Server, assign, batch, cli, edit, pull, push, read_response,
+                     report, request, run_tests, value)
 
 
 def attempt(port, token, xff=None):
@@ -41,6 +50,84 @@ def test_forwarded_for_behind_a_trusted_proxy():
         # another client behind the same proxy is not punished for it
         assert attempt(s.port, bad, "10.0.0.2, 192.168.1.9") == 401
         assert attempt(s.port, bad, "2001:db8::1") == 401
+
+
+def test_plain_http_refused_off_loopback():
+    # Documentation addresses (RFC 5737, RFC 3849): not on this machine, so
+    # even a server that did not refuse could not listen on them.
+    with tempfile.TemporaryDirectory(prefix="shahidi-it-") as d:
+        for addr in ["192.0.2.1:0", "[2001:db8::1]:0"]:
+            p = subprocess.run([SERVER, "--data", os.path.join(d, "data"), "--listen", addr],
+                               capture_output=True, text=True, timeout=30)
+            assert p.returncode != 0 and "refusing to serve plain HTTP" in p.stderr, (addr, p)
+            # --allow-plaintext lifts the refusal (and the bind then fails)
+            p = subprocess.run([SERVER, "--data", os.path.join(d, "data"), "--listen", addr,
+                                "--allow-plaintext"], capture_output=True, text=True, timeout=30)
+            assert p.returncode != 0 and "refusing" not in p.stderr, (addr, p)
+            assert "cannot listen" in p.stderr, (addr, p)
+    # loopback in all its forms is served
+    for extra in (["--listen", "127.0.0.2:0"], ["--listen", "[::1]:0"]):
+        with Server(args=extra) as s:
+            host = "::1" if "::1" in extra[1] else "127.0.0.2"
+            c = socket.create_connection((host, s.port), timeout=10)
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(c)[0] == 200
+            c.close()
+
+
+NS_ADDR = "10.78.0.1"
+
+
+def test_non_loopback_in_a_network_namespace():
+    """In a namespace of its own whose lo also holds 10.78.0.1: a server
+    told to listen there refuses without --allow-plaintext, serves with
+    it, and believes X-Forwarded-For (--trust-proxy) only from a peer on
+    loopback, not from one at 10.78.0.1."""
+    ns = "shahidi-sec-" + uuid.uuid4().hex[:6]
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        raise AssertionError(f"this test makes a network namespace (needs root): {e}")
+    try:
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "addr", "add", NS_ADDR + "/32", "dev", "lo"]):
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True)
+        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--in-netns"],
+                           capture_output=True, text=True, timeout=120)
+        print(p.stdout, end="")
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def in_netns():
+    def attempt_from(src, port, token, xff):
+        c = socket.create_connection((NS_ADDR if src != "127.0.0.1" else "127.0.0.1", port),
+                                     timeout=10)
+        c.sendall((f"GET /v1/pull HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   f"Authorization: Bearer {token}\r\nX-Forwarded-For: {xff}\r\n\r\n").encode())
+        peer = c.getsockname()[0]
+        st = read_response(c)[0]
+        c.close()
+        return peer, st
+
+    with tempfile.TemporaryDirectory(prefix="shahidi-it-") as d:
+        p = subprocess.run([SERVER, "--data", os.path.join(d, "data"), "--listen",
+                            NS_ADDR + ":0"], capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and "refusing to serve plain HTTP" in p.stderr, p
+    bad = "shd_" + "D" * 43
+    with Server(args=["--listen", "0.0.0.0:0", "--allow-plaintext", "--trust-proxy",
+                      "--auth-burst", "3", "--auth-refill", "60"]) as s:
+        # from 10.78.0.1: each request names another client, none believed
+        got = [attempt_from(NS_ADDR, s.port, bad, f"192.168.7.{i}") for i in range(4)]
+        assert {peer for peer, _ in got} == {NS_ADDR}, got
+        assert [st for _, st in got] == [401] * 3 + [429], got
+        # from loopback (a proxy on this machine): believed, each client apart
+        got = [attempt_from("127.0.0.1", s.port, bad, f"192.168.8.{i}") for i in range(4)]
+        assert {peer for peer, _ in got} == {"127.0.0.1"}, got
+        assert [st for _, st in got] == [401] * 4, got
+    print("   in the namespace: refused without --allow-plaintext; X-Forwarded-For from "
+          "10.78.0.1 ignored (429 at the 4th), from loopback believed")
 
 
 def test_no_tokens_or_content_in_the_log():
@@ -79,4 +166,7 @@ def test_no_tokens_or_content_in_the_log():
 
 
 if __name__ == "__main__":
-    run_tests(globals())
+    if sys.argv[1:] == ["--in-netns"]:
+        in_netns()
+    else:
+        run_tests(globals())

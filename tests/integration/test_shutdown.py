@@ -1,19 +1,27 @@
-"""SIGTERM while phones push: every phone either got its acknowledgement
+"""SIGTERM (and SIGINT, Ctrl-C) while phones push: every phone either got its acknowledgement
 (and the data is there after a restart) or got none (and its retry applies
 the batch exactly once). The server exits 0 and the store opens cleanly."""
 import random
-import threading
+import signal
 import time
 
-from harness import (APPLIED, DUPLICATE, Device, Server, batch, cli, push, report, run_tests,
-                     store_state)
+from harness import (APPLIED, DUPLICATE, Device, Server, batch, join_all, push, report,
+                     run_tests, store_state, workers)
 
 
 NB = 40
 
 
 def test_sigterm_during_pushes():
-    rng = random.Random(7)
+    stop_during_pushes(signal.SIGTERM, 7)
+
+
+def test_sigint_during_pushes():
+    stop_during_pushes(signal.SIGINT, 8)
+
+
+def stop_during_pushes(sig, seed):
+    rng = random.Random(seed)
     srv = Server(quiet=True)
     srv.start()
     devs = [Device(srv.data, f"phone {i}") for i in range(6)]
@@ -32,16 +40,13 @@ def test_sigterm_during_pushes():
                 acked[d.id].add(i)
             elif st != 503:
                 raise AssertionError((st, r))
-    threads = [threading.Thread(target=phone, args=(d,)) for d in devs]
-    for t in threads:
-        t.start()
+    threads = workers(phone, devs)  # an assertion in a phone fails the test
     # Stop once some batches are acknowledged, at a random moment after.
     while sum(len(v) for v in acked.values()) < 10:
         time.sleep(0.001)
     time.sleep(rng.uniform(0, 0.02))
-    rc = srv.stop()
-    for t in threads:
-        t.join()
+    rc = srv.stop(sig)
+    join_all(threads, timeout=60)
     assert rc == 0, srv.logtext()
     n_acked = sum(len(v) for v in acked.values())
     assert 0 < n_acked < 6 * NB, n_acked  # the stop really fell mid-way

@@ -1,11 +1,14 @@
 """Push and pull over real HTTP: two phones, merge and conflicts, retries
 and deduplication, tokens and roles, encodings, keep-alive and pipelining."""
+import os
 import re
 import socket
 import threading
+import time
 
 from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, assign, batch, cli, deflate,
-                     edit, pb, pull, push, read_response, report, request, run_tests, store_state)
+                     edit, iolog_env, metric, pb, pull, push, read_response, report, request,
+                     run_tests, store_state)
 
 
 def test_two_phones_push_pull_and_conflict():
@@ -52,6 +55,10 @@ def test_two_phones_push_pull_and_conflict():
         _, out, _ = cli("conflicts", "--data", s.data)
         assert "risk_level" in out and "CONFLICT: 2 values" in out, out
         assert "Urgent" in out and "High" in out
+        # the value shown (first) is the one with the later stamp: B's
+        lines = out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if "risk_level" in ln)
+        assert "Urgent" in lines[at + 1] and "High" in lines[at + 2], out
         assert "1 record with open conflicts" in out
         assert s.stop() == 0
 
@@ -67,6 +74,13 @@ def test_retry_after_lost_response_dedupes():
                        "Authorization: Bearer %s\r\nContent-Encoding: deflate\r\n\r\n"
                        % (len(body), a.token)).encode() + body)
             c.close()
+        # The server finishes a push whose phone went away: the batch is
+        # committed (once) before the phone retries.
+        deadline = time.time() + 10
+        while store_state(s.data)[2] < 20:
+            assert time.time() < deadline, "the dropped sends were never committed"
+            time.sleep(0.05)
+        assert store_state(s.data)[:3:2] == (20, 20)
         # The phone retries: same results, nothing stored twice.
         st, h, b = request(s.port, "POST", "/v1/push", body, {
             "Authorization": f"Bearer {a.token}", "Content-Encoding": "deflate"})
@@ -81,6 +95,26 @@ def test_retry_after_lost_response_dedupes():
         assert [x.status for x in r2.results] == [APPLIED] * 20  # the same answer
         entries, _, records, _ = store_state(s.data)
         assert (entries, records) == (20, 20)
+        admin = Device(s.data, "admin", role="admin")
+        st, _, m = request(s.port, "GET", "/metrics",
+                           headers={"Authorization": f"Bearer {admin.token}"})
+        m = m.decode()
+        # five sends of one batch: applied once, answered from memory after
+        assert metric(m, 'shahidi_changes_total{outcome="applied"}') == 20, m
+        assert metric(m, "shahidi_batches_total") == 5, m
+        assert metric(m, "shahidi_batches_replayed_total") == 4, m
+
+        # A phone that lost an answer may send its changes again in a new
+        # batch: each is recognised by (device, change id), stored once.
+        b2 = pb.PushBatch()
+        b2.ParseFromString(__import__("zlib").decompress(body))
+        b2.batch_seq = 2
+        fresh = report(a)
+        b2.changes.append(fresh)
+        st, r3 = push(s.port, a, b2.SerializeToString())
+        assert st == 200 and [x.status for x in r3.results] == [DUPLICATE] * 20 + [APPLIED], r3
+        assert store_state(s.data)[:3:2] == (21, 21)
+        a.next_batch = 3
 
         # The same batch number with other content: 409, nothing stored.
         before = store_state(s.data)
@@ -216,7 +250,14 @@ def test_keepalive_and_pipelining():
 
 
 def test_concurrent_pushes_group_commit():
-    concurrent_pushes([])
+    # The shim holds each commit 20 ms after its meta page is written, so
+    # batches arriving meanwhile queue: the writer must take them together.
+    metrics = concurrent_pushes([], stall_ms=20)
+    commits = metric(metrics, "shahidi_commit_seconds_count")
+    batches = metric(metrics, "shahidi_batches_total")
+    most = metric(metrics, "shahidi_group_commit_jobs_max")
+    print(f"   {batches:.0f} batches in {commits:.0f} commits, at most {most:.0f} in one")
+    assert batches == 40 and commits < batches / 2 and most > 1, (batches, commits, most)
 
 
 def test_backpressure_pauses_instead_of_failing():
@@ -227,8 +268,11 @@ def test_backpressure_pauses_instead_of_failing():
     assert paused and int(paused.group(1)) > 0, metrics
 
 
-def concurrent_pushes(args, reports=20):
-    with Server(quiet=True, args=args) as s:
+def concurrent_pushes(args, reports=20, stall_ms=0):
+    srv = Server(quiet=True, args=args)
+    if stall_ms:
+        srv.env = iolog_env(os.path.join(srv.tmp.name, "iolog"), stall_ms=stall_ms)
+    with srv as s:
         devs = [Device(s.data, f"phone {i}") for i in range(8)]
         errors = []
 

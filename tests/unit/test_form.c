@@ -563,24 +563,24 @@ static void test_utf8(void)
 }
 
 /*
- * Known library bugs. Each test asserts the documented behaviour and
- * fails until form.c is fixed; they run last so that every test above
- * still runs. The first to fail stops the program: fix them in order.
+ * Regression tests for three bugs once in form.c, now fixed. Each asserts
+ * the documented behaviour; the comment above it says what the bug was
+ * (line numbers are those of the time).
  */
 
-/* form.c:736: the attachment check measures media_type with strlen(), so
- * a NUL hides whatever follows it (bytes that are not UTF-8, or any
- * length past the 100-byte cap) and the value is stored as sent. */
+/* Was (form.c:736): the attachment check measured media_type with strlen(), so
+ * a NUL hid whatever followed it (bytes that are not UTF-8, or any
+ * length past the 100-byte cap) and the value was stored as sent. */
 static void test_attachment_media_type_with_nul_refused(void)
 {
 	const struct form_field *files = fld(V1, 100);
 	CHECK_EQ_STR(verdict(files, attachment(16, "image/jpeg\0\xff\xfe", 13)), "bad_attachment");
 }
 
-/* form.c:703-710: a CHOICES value may hold every code of its vocabulary,
- * but codes are tracked in a 64-entry array and the 65th distinct, valid
- * code is refused as too_many_choices ("more codes than the vocabulary
- * has"), which it is not. */
+/* Was (form.c:703-710): a CHOICES value may hold every code of its
+ * vocabulary, but codes were tracked in a 64-entry array and the 65th
+ * distinct, valid code was refused as too_many_choices ("more codes than
+ * the vocabulary has"), which it is not. */
 static void test_choices_more_than_64_codes(void)
 {
 	struct buf j = {0};
@@ -606,10 +606,11 @@ static void test_choices_more_than_64_codes(void)
 	buf_free(&j);
 }
 
-/* form.c:281: form_registry_add_path() loads files with json_load_file(..,
- * 0, ..), without JSON_REJECT_DUPLICATES, and passes on the re-dumped
- * text: a key given twice, which form_registry_add_json() refuses (see
- * test_bad_definitions), is silently resolved to its last value. */
+/* Was (form.c:281): form_registry_add_path() loaded files with
+ * json_load_file(.., 0, ..), without JSON_REJECT_DUPLICATES, and passed on
+ * the re-dumped text: a key given twice, which form_registry_add_json()
+ * refuses (see test_bad_definitions), was silently resolved to its last
+ * value. */
 static void test_path_refuses_duplicate_keys(void)
 {
 	char dir[256], path[300], err[256] = "";
