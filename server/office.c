@@ -1,11 +1,14 @@
 #include "office.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "audit.h"
@@ -739,6 +742,73 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 
 /* ---- metrics ---- */
 
+/* The process metrics every Prometheus client library exports, from
+ * /proc (Linux). A figure that cannot be read is left out. */
+static void metrics__process(struct buf *b)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		buf_printf(b,
+			   "# HELP process_cpu_seconds_total User and system CPU time spent.\n"
+			   "# TYPE process_cpu_seconds_total counter\n"
+			   "process_cpu_seconds_total %.6f\n",
+			   (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+				   (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+	long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
+	unsigned long long vsize = 0, rss = 0, start = 0, btime = 0;
+	char line[1024];
+	FILE *f = fopen("/proc/self/stat", "r");
+	if (f) {
+		/* after the command name, which may hold spaces and parentheses */
+		char *p = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d"
+				" %*d %*d %llu %llu %llu", &start, &vsize, &rss) == 3)
+			buf_printf(b,
+				   "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+				   "# TYPE process_resident_memory_bytes gauge\n"
+				   "process_resident_memory_bytes %llu\n"
+				   "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+				   "# TYPE process_virtual_memory_bytes gauge\n"
+				   "process_virtual_memory_bytes %llu\n",
+				   rss * (unsigned long long)page, vsize);
+		else
+			start = 0;
+		fclose(f);
+	}
+	if (start && ticks > 0 && (f = fopen("/proc/stat", "r"))) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "btime %llu", &btime) == 1)
+				break;
+		fclose(f);
+		if (btime)
+			buf_printf(b,
+				   "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
+				   "# TYPE process_start_time_seconds gauge\n"
+				   "process_start_time_seconds %.2f\n",
+				   (double)btime + (double)start / (double)ticks);
+	}
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		unsigned n = 0;
+		const struct dirent *e;
+		while ((e = readdir(d)))
+			n += e->d_name[0] != '.';
+		closedir(d);
+		buf_printf(b,
+			   "# HELP process_open_fds Number of open file descriptors.\n"
+			   "# TYPE process_open_fds gauge\n"
+			   "process_open_fds %u\n",
+			   n - 1); /* the directory's own */
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		buf_printf(b,
+			   "# HELP process_max_fds Maximum number of open file descriptors.\n"
+			   "# TYPE process_max_fds gauge\n"
+			   "process_max_fds %llu\n",
+			   (unsigned long long)rl.rlim_cur);
+}
+
 void office_metrics(struct http_conn *c, struct server *srv, struct http_request *req)
 {
 	struct buf b = {0};
@@ -761,9 +831,11 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 				buf_printf(&b, "shahidi_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
 					   routes_name(r), cls[k], st->requests[r][k]);
 	buf_printf(&b,
-		   "# HELP shahidi_batches_total Push batches answered (replays: sent again).\n"
+		   "# HELP shahidi_batches_total Push batches answered, replays included.\n"
 		   "# TYPE shahidi_batches_total counter\n"
 		   "shahidi_batches_total %" PRIu64 "\n"
+		   "# HELP shahidi_batches_replayed_total Push batches sent again, answered from the store.\n"
+		   "# TYPE shahidi_batches_replayed_total counter\n"
 		   "shahidi_batches_replayed_total %" PRIu64 "\n"
 		   "# HELP shahidi_changes_total Changes by outcome.\n"
 		   "# TYPE shahidi_changes_total counter\n"
@@ -773,23 +845,36 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 		   "# HELP shahidi_open_conflicts Records with open conflicts.\n"
 		   "# TYPE shahidi_open_conflicts gauge\n"
 		   "shahidi_open_conflicts %" PRIu64 "\n"
-		   "# TYPE shahidi_records gauge\nshahidi_records %" PRIu64 "\n"
-		   "# TYPE shahidi_log_entries gauge\nshahidi_log_entries %" PRIu64 "\n"
+		   "# HELP shahidi_records Records in the store, deleted ones included.\n"
+		   "# TYPE shahidi_records gauge\n"
+		   "shahidi_records %" PRIu64 "\n"
+		   "# HELP shahidi_log_entries Entries in the change log.\n"
+		   "# TYPE shahidi_log_entries gauge\n"
+		   "shahidi_log_entries %" PRIu64 "\n"
 		   "# HELP shahidi_connections_open Open client connections.\n"
 		   "# TYPE shahidi_connections_open gauge\n"
 		   "shahidi_connections_open %u\n"
+		   "# HELP shahidi_connections_refused_total Connections refused over --max-conns.\n"
 		   "# TYPE shahidi_connections_refused_total counter\n"
 		   "shahidi_connections_refused_total %" PRIu64 "\n"
 		   "# HELP shahidi_reads_paused_total Requests left unread while overloaded.\n"
 		   "# TYPE shahidi_reads_paused_total counter\n"
 		   "shahidi_reads_paused_total %" PRIu64 "\n"
-		   "# TYPE shahidi_auth_failures_total counter\nshahidi_auth_failures_total %" PRIu64 "\n"
-		   "# TYPE shahidi_auth_throttled_total counter\nshahidi_auth_throttled_total %" PRIu64 "\n"
-		   "# HELP shahidi_map_bytes Store map size and use.\n"
-		   "# TYPE shahidi_map_bytes gauge\n"
-		   "shahidi_map_bytes{kind=\"size\"} %" PRIu64 "\n"
-		   "shahidi_map_bytes{kind=\"used\"} %" PRIu64 "\n"
-		   "# TYPE shahidi_writer_queue gauge\nshahidi_writer_queue %" PRIu64 "\n",
+		   "# HELP shahidi_auth_failures_total Requests refused for a missing or wrong token.\n"
+		   "# TYPE shahidi_auth_failures_total counter\n"
+		   "shahidi_auth_failures_total %" PRIu64 "\n"
+		   "# HELP shahidi_auth_throttled_total Requests refused with 429 after too many bad tokens.\n"
+		   "# TYPE shahidi_auth_throttled_total counter\n"
+		   "shahidi_auth_throttled_total %" PRIu64 "\n"
+		   "# HELP shahidi_map_size_bytes Size of the store's memory map (grows up to --max-map).\n"
+		   "# TYPE shahidi_map_size_bytes gauge\n"
+		   "shahidi_map_size_bytes %" PRIu64 "\n"
+		   "# HELP shahidi_map_used_bytes Bytes of the store's map in use.\n"
+		   "# TYPE shahidi_map_used_bytes gauge\n"
+		   "shahidi_map_used_bytes %" PRIu64 "\n"
+		   "# HELP shahidi_writer_queue Batches waiting for the writer.\n"
+		   "# TYPE shahidi_writer_queue gauge\n"
+		   "shahidi_writer_queue %" PRIu64 "\n",
 		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
 		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
 		   http_conns(srv), st->conns_refused, st->reads_paused, st->auth_failures, st->auth_throttled,
@@ -806,16 +891,22 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 	}
 	buf_printf(&b,
 		   "shahidi_commit_seconds_sum %.6f\nshahidi_commit_seconds_count %" PRIu64 "\n"
-		   "# HELP shahidi_commit_apply_seconds Of the commits' time, applying the batches;\n"
-		   "# the rest is writing and syncing the pages.\n"
-		   "# TYPE shahidi_commit_apply_seconds counter\n"
+		   "# HELP shahidi_commit_apply_seconds_total Of the commits' time, applying the "
+		   "batches (the rest is writing and syncing the pages).\n"
+		   "# TYPE shahidi_commit_apply_seconds_total counter\n"
 		   "shahidi_commit_apply_seconds_total %.6f\n"
 		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
 		   "# TYPE shahidi_group_commit_jobs summary\n"
 		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
-		   "shahidi_group_commit_jobs_max %" PRIu64 "\n",
+		   "# HELP shahidi_group_commit_jobs_max Most jobs in one group commit since start.\n"
+		   "# TYPE shahidi_group_commit_jobs_max gauge\n"
+		   "shahidi_group_commit_jobs_max %" PRIu64 "\n"
+		   "# HELP shahidi_build_info The running server's version.\n"
+		   "# TYPE shahidi_build_info gauge\n"
+		   "shahidi_build_info{version=\"%s\"} 1\n",
 		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
-		   ws.max_group);
+		   ws.max_group, SHAHIDI_VERSION);
+	metrics__process(&b);
 	http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
 	buf_free(&b);
 }

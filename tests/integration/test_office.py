@@ -234,7 +234,7 @@ def test_devices_over_http_and_metrics():
         assert st == 200 and 'shahidi_changes_total{outcome="applied"} 1' in text, text
         assert 'shahidi_requests_total{route="/v1/push",status="2xx"} 1' in text
         assert 'shahidi_requests_total{route="/v1/push",status="4xx"} 1' in text
-        assert "shahidi_commit_seconds_bucket" in text and "shahidi_map_bytes" in text
+        assert "shahidi_commit_seconds_bucket" in text and "shahidi_map_used_bytes" in text
         commit = float(re.search(r"^shahidi_commit_seconds_sum (\S+)$", text, re.M).group(1))
         apply = float(re.search(r"^shahidi_commit_apply_seconds_total (\S+)$", text,
                                 re.M).group(1))
