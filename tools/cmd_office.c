@@ -248,7 +248,7 @@ int cmd_export(int argc, char **argv)
 		}
 	}
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct store *s = reg ? cli_open_existing_store(data) : NULL;
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
@@ -482,7 +482,7 @@ int cli_conflicts_resolve(int argc, char **argv)
 	}
 	ctx.q.how = (enum resolve_how)how;
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct store *s = reg ? cli_open_existing_store(data) : NULL;
 	struct buf vb = {0};
 	int rc = 1, r;
 	if (!s)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "common.h"
@@ -47,6 +48,24 @@ struct store *cli_open_store(const char *dir, bool read_only)
 		return NULL;
 	}
 	return s;
+}
+
+struct store *cli_open_existing_store(const char *dir)
+{
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && stat(path, &st) < 0 && errno == ENOENT) {
+		cli_err("%s holds no Shahidi store (no data.mdb); nothing was written", dir);
+		return NULL;
+	}
+	/* Opening for reading first refuses an LMDB file that is not a store
+	 * (no format version) before anything is written to it. */
+	struct store *s = cli_open_store(dir, true);
+	if (!s)
+		return NULL;
+	store_close(s);
+	return cli_open_store(dir, false);
 }
 
 struct form_registry *cli_load_forms(const char *extra)

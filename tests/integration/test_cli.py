@@ -47,6 +47,32 @@ def store_files(d):
     return sorted(os.listdir(d))
 
 
+def test_cli_refuses_a_folder_that_is_not_a_store():
+    with tempfile.TemporaryDirectory(prefix="shahidi-it-") as d:
+        empty = os.path.join(d, "empty")
+        os.mkdir(empty, 0o755)
+        with open(os.path.join(empty, "notes.txt"), "w") as f:
+            f.write("not a store\n")
+        out = os.path.join(d, "out.csv")
+        rid = str(uuid.uuid4())
+        for args in [["export", "--data", empty, "--format", "csv"],
+                     ["export", "--data", empty, "--format", "ndjson", "--out", out],
+                     ["conflicts", "resolve", "--data", empty, "--as", "00000000000000aa", rid,
+                      "risk_level", "--value", "high"],
+                     ["conflicts", "resolve", "--data", empty, "--as", "00000000000000aa", rid,
+                      "--deleted", "yes"]]:
+            rc, so, se = cli(*args, check=False)
+            assert rc == 1, (args, rc, so, se)
+            assert so == "", (args, so)
+            assert "holds no Shahidi store" in se, (args, se)
+            assert store_files(empty) == ["notes.txt"], (args, store_files(empty))
+            assert os.stat(empty).st_mode & 0o777 == 0o755
+            assert not os.path.exists(out)
+        missing = os.path.join(d, "missing")
+        rc, so, se = cli("export", "--data", missing, check=False)
+        assert rc == 1 and not os.path.exists(missing), (rc, se)
+
+
 def width(s):
     """Display width as a terminal shows it (combining marks take none)."""
     return sum(0 if unicodedata.combining(ch) else
