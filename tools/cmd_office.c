@@ -34,6 +34,33 @@ static size_t parse_counties(const char *arg, const char **out, size_t max)
 	return n;
 }
 
+/* 0 when every code is in the county vocabulary of a loaded form (of
+ * form_id when given); otherwise prints the codes that are and returns
+ * EXIT_USAGE. An unknown code would silently select nothing. */
+static int check_counties(const struct form_registry *reg, const char *form_id,
+			  const char *const *codes, size_t n)
+{
+	const struct form_field *vocab = NULL;
+	for (size_t k = 0; k < n; k++) {
+		bool ok = false;
+		for (size_t i = 0; i < form_registry_count(reg) && !ok; i++) {
+			const struct form *f = form_registry_at(reg, i);
+			if (!f->county_field || (form_id && strcmp(f->form_id, form_id)))
+				continue;
+			vocab = vocab ? vocab : f->county_field;
+			ok = form_choice(f->county_field, codes[k], strlen(codes[k])) != NULL;
+		}
+		if (ok)
+			continue;
+		cli_err("unknown county '%s'; the county codes are:", codes[k]);
+		for (size_t i = 0; vocab && i < vocab->n_choices; i++)
+			fprintf(stderr, "  %s %s%s", vocab->choices[i].code, vocab->choices[i].label,
+				i % 4 == 3 || i + 1 == vocab->n_choices ? "\n" : "");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* ---- status ---- */
 
 static void print_time(const json_t *iso)
@@ -149,10 +176,14 @@ int cmd_status(int argc, char **argv)
 		}
 	}
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, true) : NULL;
+	struct store *s = NULL;
 	json_t *st = NULL;
 	int rc = 1, r;
-	if (!s)
+	if (reg && (r = check_counties(reg, NULL, counties, so.n_counties))) {
+		rc = r;
+		goto out;
+	}
+	if (!reg || !(s = cli_open_store(data, true)))
 		goto out;
 	if ((r = status_collect(s, reg, &so, &st)) < 0) {
 		cli_err("cannot read the status: %s", sh_strerror(r));
@@ -248,13 +279,18 @@ int cmd_export(int argc, char **argv)
 		}
 	}
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_existing_store(data) : NULL;
+	struct store *s = NULL;
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
 	char err[256];
 	int rc = 1, r;
-	if (!s)
+	if (reg && (r = check_counties(reg, eo.form_id ? eo.form_id : "incident_report", counties,
+				       eo.n_counties))) {
+		rc = r;
+		goto done;
+	}
+	if (!reg || !(s = cli_open_existing_store(data)))
 		goto done;
 	if ((r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));

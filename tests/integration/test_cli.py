@@ -73,6 +73,23 @@ def test_cli_refuses_a_folder_that_is_not_a_store():
         assert rc == 1 and not os.path.exists(missing), (rc, se)
 
 
+def test_unknown_counties_are_refused():
+    with tempfile.TemporaryDirectory(prefix="shahidi-it-") as d:
+        data = os.path.join(d, "data")
+        Device(data, "nairobi", "047")
+        for cmd in [["export", "--format", "csv"], ["status"]]:
+            for bad in ["099", "Nairobi", "047,48", "000", "47"]:
+                rc, so, se = cli(*cmd, "--data", data, "--county", bad, check=False)
+                assert rc == 2 and so == "", (cmd, bad, rc, so, se)
+                assert "unknown county" in se and "001 Mombasa" in se and \
+                    "047 Nairobi City" in se, (cmd, bad, se)
+            # good codes still work
+            cli(*cmd, "--data", data, "--county", "047,042")
+        # only the good export is in the audit log
+        _, out, _ = cli("audit", "--data", data)
+        assert out.count('"export"') == 1, out
+
+
 def width(s):
     """Display width as a terminal shows it (combining marks take none)."""
     return sum(0 if unicodedata.combining(ch) else
