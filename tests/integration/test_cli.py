@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import unicodedata
 import uuid
 
@@ -94,6 +95,75 @@ def width(s):
     """Display width as a terminal shows it (combining marks take none)."""
     return sum(0 if unicodedata.combining(ch) else
                2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in s)
+
+
+def test_status_table():
+    import harness as h
+    with h.Server() as s:
+        long_name = "Wanjirũ Wambũi Njoroge Kĩmani"  # ũ is 2 bytes: cut at 20 bytes it split
+        devs = [Device(s.data, long_name, "047"), Device(s.data, "Kisumu phone", "042"),
+                Device(s.data, "Amani", "047")]
+        old = Device(s.data, "Old phone", "042")
+        coord = Device(s.data, "Coordinator Müller", "047", role="coordinator")
+        for d in devs:
+            st, r = h.push(s.port, d, batch(d, [report(d, county="047" if d is not devs[1] else "042")]))
+            assert st == 200
+        # a rejection on one phone, so LAST REJECTION has something in it
+        bad = report(devs[2])
+        bad.fields[0].value.choice = "nonsense"
+        h.push(s.port, devs[2], batch(devs[2], [bad]))
+        cli("device", "revoke", "--data", s.data, coord.hex)
+        # "Old phone" never pushed: silent once enrolled longer than the
+        # threshold (0.9 s)
+        time.sleep(1.0)
+        rc, out, _ = cli("status", "--data", s.data, "--silent-days", "0.00001")
+        lines = out.splitlines()
+        head_i = next(i for i, ln in enumerate(lines) if ln.startswith("DEVICE"))
+        head = lines[head_i]
+        rows = lines[head_i + 1:]
+        assert len(rows) == 5, rows
+        # every row is valid UTF-8 (the CLI wrote text) and no name is cut
+        # inside a character; columns line up by display width
+        for col in ["COUNTY", "ROLE", "REVOKED", "SILENT", "LAST PUSH", "LAST REJECTION"]:
+            assert col in head, (col, head)
+        for r in rows:
+            assert "\ufffd" not in r
+        headers = ["DEVICE", "NAME", "COUNTY", "ROLE", "REVOKED", "LAST PUSH", "LAST PULL", "APP",
+                   "UNSENT", "BATCHES", "APPLIED", "DUP", "REJ", "TO PULL", "CONFL", "SILENT",
+                   "LAST REJECTION"]
+        starts = [width(head[:head.index(hd)]) for hd in headers] + [10 ** 6]
+
+        def col(row, name):
+            """The text under a header, by display position (left-aligned
+            columns start under their header)."""
+            k = headers.index(name)
+            acc, pos = "", 0
+            for ch in row:
+                if starts[k] <= pos < starts[k + 1]:
+                    acc += ch
+                pos += width(ch)
+            return acc
+        for r in rows:
+            assert re.match(r"\d{3} ", col(r, "COUNTY")), (r, col(r, "COUNTY"))
+        by_id = {r.split()[0]: r for r in rows}
+        crow = by_id[coord.hex]
+        assert col(crow, "ROLE").split()[0] == "coordinator", crow
+        assert col(crow, "REVOKED").split()[0] == "yes", crow
+        assert col(by_id[devs[0].hex], "REVOKED").split()[0] == "-"
+        name0 = col(by_id[devs[0].hex], "NAME")
+        assert name0.endswith("… "), name0
+        assert width(name0) == 21 and long_name.startswith(name0[:-2]), name0
+        assert col(by_id[old.hex], "SILENT").split()[0] == "yes", by_id[old.hex]
+        assert "[SILENT]" not in out
+        lastrej = col(by_id[old.hex], "LAST REJECTION").strip()
+        assert lastrej == "", by_id[old.hex]
+        assert "choice_not_in_vocabulary" in col(by_id[devs[2].hex], "LAST REJECTION")
+        # counties: only the active ones unless --all-counties
+        county_rows = [ln for ln in lines[:head_i] if re.match(r"\d{3} ", ln)]
+        assert [ln[:3] for ln in county_rows] == ["042", "047"], county_rows
+        _, out_all, _ = cli("status", "--data", s.data, "--all-counties")
+        county_rows = [ln for ln in out_all.splitlines() if re.match(r"\d{3} ", ln)]
+        assert len(county_rows) == 47, county_rows
 
 
 if __name__ == "__main__":
