@@ -168,7 +168,8 @@ static void usage(FILE *out)
 		     "Commands:\n");
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options.\n"
+	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options;\n"
+		     "'shahidi --version' prints the version.\n"
 		     "The data directory defaults to ./%s (--data DIR).\n",
 		CLI_DEFAULT_DATA);
 }
@@ -181,6 +182,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("shahidi %s\n", SHAHIDI_VERSION);
 		return 0;
 	}
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)

@@ -166,5 +166,14 @@ def test_status_table():
         assert len(county_rows) == 47, county_rows
 
 
+def test_version():
+    with open(os.path.join(SRC, "meson.build")) as f:
+        version = re.search(r"version: '([^']+)'", f.read()).group(1)
+    rc, out, err = cli("--version")
+    assert out == f"shahidi {version}\n", out
+    rc, out, err = cli("--help")
+    assert "--version" in out
+
+
 if __name__ == "__main__":
     run_tests(globals())
