@@ -517,10 +517,48 @@ struct resolve_ctx {
 	json_t *details;
 };
 
+/* The rights the server gives the same device's token over HTTP: a
+ * coordinator or an admin, not revoked; a coordinator only in its counties
+ * (a record outside them looks absent, -ENOENT). -EPERM otherwise. */
+static int resolve__may(struct store_txn *t, const struct resolve_ctx *c)
+{
+	struct arena *a = arena_new();
+	store_device_t *d;
+	merge_rec_t *rec;
+	int r;
+	if (!a)
+		return -ENOMEM;
+	if ((r = store_device_get(t, a, c->actor, &d)) < 0 ||
+	    (r = store_record_get(t, a, c->q.record_id, &rec)) < 0)
+		goto out;
+	if (d->revoked || (d->role != ROLE_COORDINATOR && d->role != ROLE_ADMIN)) {
+		r = -EPERM;
+		goto out;
+	}
+	if (d->role == ROLE_COORDINATOR) {
+		char county[4] = "";
+		render_record_county(rec, form_registry_find(c->forms, rec->form_id, rec->form_version),
+				     county);
+		bool in = !d->n_counties && !d->county[0]; /* enrolled without a county: all */
+		for (size_t i = 0; i < d->n_counties && !in; i++)
+			in = !strcmp(d->counties[i], county);
+		if (!d->n_counties && d->county[0])
+			in = !strcmp(d->county, county);
+		if (!in)
+			r = -ENOENT;
+	}
+out:
+	arena_free(a);
+	return r;
+}
+
 static int resolve_fn(struct store_txn *t, void *ud)
 {
 	struct resolve_ctx *c = ud;
-	int r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
+	int r = resolve__may(t, c);
+	if (r < 0)
+		return r;
+	r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
 	if (r < 0)
 		return r;
 	json_incref(c->details);
@@ -656,6 +694,9 @@ int cli_conflicts_resolve(int argc, char **argv)
 	r = store_write(s, resolve_fn, &ctx);
 	if (r == -ENOENT)
 		cli_err("no record %s, or no device %s", rid, hex);
+	else if (r == -EPERM)
+		cli_err("device %s may not resolve conflicts (a coordinator's or admin's, not revoked)",
+			hex);
 	else if (r == -EINVAL)
 		cli_err("%s: %s", ctx.v.code, ctx.v.reason);
 	else if (r < 0)

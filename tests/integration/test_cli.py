@@ -175,5 +175,41 @@ def test_version():
     assert "--version" in out
 
 
+def test_resolve_as_coordinator_keeps_to_its_counties():
+    with tempfile.TemporaryDirectory(prefix="shahidi-it-") as d:
+        data = os.path.join(d, "data")
+        a, b = Device(data, "kisumu 1", "042"), Device(data, "kisumu 2", "042")
+        coord47 = Device(data, "nairobi coordinator", "047", role="coordinator")
+        coord42 = Device(data, "kisumu coordinator", "042", role="coordinator")
+        r = report(a, county="042")
+        path = os.path.join(d, "b")
+        for dev, changes in [(a, [r]),
+                             (a, [edit(a, r.record_id, 140, "choice", "high", [(r.hlc, a.id)])]),
+                             (b, [edit(b, r.record_id, 140, "choice", "low", [(r.hlc, a.id)])])]:
+            with open(path, "wb") as f:
+                f.write(batch(dev, changes))
+            cli("ingest", "--data", data, path)
+        rid = str(uuid.UUID(bytes=r.record_id))
+        _, audit_before, _ = cli("audit", "--data", data)
+        before = harness.store_state(data)
+        for args in [[rid, "risk_level", "--take", a.hex], [rid, "--deleted", "no"]]:
+            rc, out, err = cli("conflicts", "resolve", "--data", data, "--as", coord47.hex, *args,
+                               check=False)
+            assert rc == 1 and out == "", (rc, out, err)
+            assert f"no record {rid}" in err, err  # out of scope looks absent, as over HTTP
+        # nor may a phone (its token is refused at the office over HTTP too)
+        rc, out, err = cli("conflicts", "resolve", "--data", data, "--as", a.hex, rid,
+                           "risk_level", "--take", a.hex, check=False)
+        assert rc == 1 and "may not resolve conflicts" in err, (rc, err)
+        assert harness.store_state(data) == before
+        _, audit_after, _ = cli("audit", "--data", data)
+        assert audit_after == audit_before
+        # the Kisumu coordinator may
+        cli("conflicts", "resolve", "--data", data, "--as", coord42.hex, rid, "risk_level",
+            "--take", a.hex)
+        _, audit_after, _ = cli("audit", "--data", data)
+        assert coord42.hex in audit_after and coord47.hex not in audit_after
+
+
 if __name__ == "__main__":
     run_tests(globals())
