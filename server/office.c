@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -576,6 +577,29 @@ void office_devices(struct http_conn *c, struct server *srv, struct http_request
 
 /* ---- export: streamed, a page at a time ---- */
 
+/* true when code is in the county vocabulary of form_id (any version);
+ * otherwise *ret_valid (a new reference) maps the valid codes to names. */
+static bool export__county_known(const struct form_registry *forms, const char *form_id,
+				 const char *code, json_t **ret_valid)
+{
+	const struct form_field *vocab = NULL;
+	for (size_t i = 0; i < form_registry_count(forms); i++) {
+		const struct form *f = form_registry_at(forms, i);
+		if (!f->county_field || strcmp(f->form_id, form_id))
+			continue;
+		if (form_choice(f->county_field, code, strlen(code)))
+			return true;
+		vocab = vocab ? vocab : f->county_field;
+	}
+	if (!vocab)
+		return true; /* a form without counties: nothing matches, as before */
+	json_t *valid = json_object();
+	for (size_t i = 0; i < vocab->n_choices; i++)
+		json_object_set_new(valid, vocab->choices[i].code, json_string(vocab->choices[i].label));
+	*ret_valid = valid;
+	return false;
+}
+
 #define EXPORT_PAGE 5000
 
 struct export_job {
@@ -588,6 +612,12 @@ struct export_job {
 	bool csv;
 	int err;
 	struct buf out;
+	/* when the client accepts gzip or deflate: the stream compressing out,
+	 * and the buffer it compresses into (swapped with out after each page) */
+	struct codec_deflater *z;
+	enum codec_enc zenc;
+	struct buf zout;
+	char filename[128]; /* Content-Disposition */
 	char actor[64];
 	json_t *details;
 	char counties[SERVER_MAX_SCOPE][4];
@@ -613,6 +643,8 @@ static void export_finish(struct export_job *e)
 	}
 	json_decref(e->details);
 	export_free(e->x);
+	codec_deflater_free(e->z);
+	buf_free(&e->zout);
 	buf_free(&e->out);
 	http_conn_unref(e->c);
 	free(e);
@@ -629,6 +661,13 @@ static void export_work(uv_work_t *w)
 	}
 	int64_t n = export_page(e->x, e->srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
 	e->err = n < 0 ? (int)n : 0;
+	if (e->err == 0 && e->z) {
+		buf_reset(&e->zout);
+		e->err = codec_deflater_write(e->z, e->out.data, e->out.len, e->done, &e->zout);
+		struct buf t = e->out;
+		e->out = e->zout;
+		e->zout = t;
+	}
 }
 
 static void export_drained(void *ud)
@@ -653,6 +692,14 @@ static void export_page_done(uv_work_t *w, int status)
 	}
 	if (!e->started) {
 		e->started = true;
+		char h[192];
+		snprintf(h, sizeof(h), "Content-Disposition: attachment; filename=\"%s\"", e->filename);
+		http_add_header(e->c, h);
+		if (e->z) {
+			http_add_header(e->c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
+								    : "Content-Encoding: deflate");
+		}
+		http_add_header(e->c, "Vary: Accept-Encoding");
 		if (http_stream_start(e->c, 200, e->csv ? "text/csv; charset=utf-8"
 							: "application/x-ndjson") < 0) {
 			e->err = -EPIPE;
@@ -700,6 +747,12 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			    !strcmp(flag, "1");
 	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
 			      !strcmp(flag, "1");
+	/* Coordinators export their own counties, never the sensitive fields. */
+	bool coord = req->role != ROLE_ADMIN;
+	if (coord && o.include_sensitive) {
+		http_error(c, 403, "forbidden", "only admins export sensitive fields");
+		return;
+	}
 	struct export_job *e = calloc(1, sizeof(*e));
 	if (!e) {
 		http_error(c, 503, "busy", "out of memory");
@@ -708,9 +761,32 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	size_t n = 0;
 	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
 		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
+			json_t *valid;
+			if (!export__county_known(srv->forms, form, tok, &valid)) {
+				free(e);
+				char msg[64];
+				snprintf(msg, sizeof(msg), "unknown county %.8s: the codes are in counties", tok);
+				json_t *j = json_pack("{s:s,s:s,s:o}", "error", "unknown_county",
+						      "message", msg, "counties", valid);
+				respond_json(c, 400, j);
+				json_decref(j);
+				return;
+			}
+			if (!in_scope(req, tok)) {
+				free(e);
+				http_error(c, 403, "forbidden", "that county is not one of yours");
+				return;
+			}
 			snprintf(e->counties[n], 4, "%s", tok);
 			e->cptr[n] = e->counties[n];
 			n++;
+		}
+	}
+	if (!n && coord) {
+		/* none asked for: all of the coordinator's (none = all counties) */
+		for (; n < req->n_scope; n++) {
+			snprintf(e->counties[n], 4, "%s", req->scope[n]);
+			e->cptr[n] = e->counties[n];
 		}
 	}
 	o.counties = e->cptr;
@@ -728,6 +804,19 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	e->srv = srv;
 	e->csv = o.format == EXPORT_CSV;
 	e->work.data = e;
+	/* Exports compress ~10 times: worth a core's time when the client takes it. */
+	e->zenc = http_accepted_encoding(c);
+	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
+		e->z = NULL; /* sent as it is */
+	}
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
+	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
+		 e->csv ? "csv" : "ndjson");
 	actor_of(req, e->actor);
 	json_t *cj = json_array();
 	for (size_t i = 0; i < n; i++)

@@ -111,8 +111,10 @@ def test_roles_and_county_scope():
                      "/v1/history?record=00000000-0000-0000-0000-000000000001"]:
             st, _ = get_json(s.port, path, a47.token)
             assert st == 403, path
-        # a coordinator: no exports, no device management
-        for path in ["/v1/export", "/v1/devices", "/metrics"]:
+        # a coordinator: no device management, no metrics, no sensitive
+        # fields or other counties in exports (test_export has the rest)
+        for path in ["/v1/devices", "/metrics", "/v1/export?include_sensitive=1",
+                     "/v1/export?county=047"]:
             assert get_json(s.port, path, coord42.token)[0] == 403, path
         # the Kisumu coordinator sees Kisumu only
         st, j = get_json(s.port, "/v1/status", coord42.token)
