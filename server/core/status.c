@@ -168,7 +168,9 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 			json_array_append(devices, row->j);
 			if (d->role == ROLE_DEVICE) {
 				struct county_row *c = county_row(acc, d->county);
-				c->devices++;
+				/* phones in service, as the page's Phones tile counts
+				 * them; a revoked phone's past work still counts */
+				c->devices += !d->revoked;
 				c->batches += d->batches;
 				c->applied += d->changes_applied;
 				c->duplicates += d->duplicates;
