@@ -61,7 +61,7 @@ static int parse_size(const char *s, size_t *ret)
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (errno || end == s || v < 0)
+	if (errno || end == s || !(v >= 0) || !isfinite(v)) /* NaN fails the >= */
 		return -EINVAL;
 	double mult = 1;
 	switch (*end) {
@@ -164,10 +164,10 @@ int main(int argc, char **argv)
 		.auth_refill_ms = 3000,
 	};
 	sync_limits_default(&cfg->sync);
-	int c;
-	size_t sz;
+	int c, li = -1;
+	size_t sz = 0; /* parse_size leaves it alone on failure */
 	unsigned ms;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((li = -1, c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
 		bool bad = false;
 		switch (c) {
 		case 'd': cfg->data_dir = optarg; break;
@@ -221,8 +221,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (bad) {
+			/* Every flag with a value is a long option: getopt_long says
+			 * which, whether given as --flag=V, --flag V or abbreviated. */
 			fprintf(stderr, "shahidi-server: bad value '%s' for --%s (see --help)\n", optarg,
-				opts[0].name ? argv[optind - 1] + 2 : "");
+				li >= 0 ? opts[li].name : "?");
 			return 2;
 		}
 	}

@@ -1,11 +1,15 @@
 #include "office.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "audit.h"
@@ -573,6 +577,29 @@ void office_devices(struct http_conn *c, struct server *srv, struct http_request
 
 /* ---- export: streamed, a page at a time ---- */
 
+/* true when code is in the county vocabulary of form_id (any version);
+ * otherwise *ret_valid (a new reference) maps the valid codes to names. */
+static bool export__county_known(const struct form_registry *forms, const char *form_id,
+				 const char *code, json_t **ret_valid)
+{
+	const struct form_field *vocab = NULL;
+	for (size_t i = 0; i < form_registry_count(forms); i++) {
+		const struct form *f = form_registry_at(forms, i);
+		if (!f->county_field || strcmp(f->form_id, form_id))
+			continue;
+		if (form_choice(f->county_field, code, strlen(code)))
+			return true;
+		vocab = vocab ? vocab : f->county_field;
+	}
+	if (!vocab)
+		return true; /* a form without counties: nothing matches, as before */
+	json_t *valid = json_object();
+	for (size_t i = 0; i < vocab->n_choices; i++)
+		json_object_set_new(valid, vocab->choices[i].code, json_string(vocab->choices[i].label));
+	*ret_valid = valid;
+	return false;
+}
+
 #define EXPORT_PAGE 5000
 
 struct export_job {
@@ -585,6 +612,12 @@ struct export_job {
 	bool csv;
 	int err;
 	struct buf out;
+	/* when the client accepts gzip or deflate: the stream compressing out,
+	 * and the buffer it compresses into (swapped with out after each page) */
+	struct codec_deflater *z;
+	enum codec_enc zenc;
+	struct buf zout;
+	char filename[128]; /* Content-Disposition */
 	char actor[64];
 	json_t *details;
 	char counties[SERVER_MAX_SCOPE][4];
@@ -610,6 +643,8 @@ static void export_finish(struct export_job *e)
 	}
 	json_decref(e->details);
 	export_free(e->x);
+	codec_deflater_free(e->z);
+	buf_free(&e->zout);
 	buf_free(&e->out);
 	http_conn_unref(e->c);
 	free(e);
@@ -626,6 +661,13 @@ static void export_work(uv_work_t *w)
 	}
 	int64_t n = export_page(e->x, e->srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
 	e->err = n < 0 ? (int)n : 0;
+	if (e->err == 0 && e->z) {
+		buf_reset(&e->zout);
+		e->err = codec_deflater_write(e->z, e->out.data, e->out.len, e->done, &e->zout);
+		struct buf t = e->out;
+		e->out = e->zout;
+		e->zout = t;
+	}
 }
 
 static void export_drained(void *ud)
@@ -650,6 +692,14 @@ static void export_page_done(uv_work_t *w, int status)
 	}
 	if (!e->started) {
 		e->started = true;
+		char h[192];
+		snprintf(h, sizeof(h), "Content-Disposition: attachment; filename=\"%s\"", e->filename);
+		http_add_header(e->c, h);
+		if (e->z) {
+			http_add_header(e->c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
+								    : "Content-Encoding: deflate");
+		}
+		http_add_header(e->c, "Vary: Accept-Encoding");
 		if (http_stream_start(e->c, 200, e->csv ? "text/csv; charset=utf-8"
 							: "application/x-ndjson") < 0) {
 			e->err = -EPIPE;
@@ -697,6 +747,12 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			    !strcmp(flag, "1");
 	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
 			      !strcmp(flag, "1");
+	/* Coordinators export their own counties, never the sensitive fields. */
+	bool coord = req->role != ROLE_ADMIN;
+	if (coord && o.include_sensitive) {
+		http_error(c, 403, "forbidden", "only admins export sensitive fields");
+		return;
+	}
 	struct export_job *e = calloc(1, sizeof(*e));
 	if (!e) {
 		http_error(c, 503, "busy", "out of memory");
@@ -705,9 +761,32 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	size_t n = 0;
 	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
 		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
+			json_t *valid;
+			if (!export__county_known(srv->forms, form, tok, &valid)) {
+				free(e);
+				char msg[64];
+				snprintf(msg, sizeof(msg), "unknown county %.8s: the codes are in counties", tok);
+				json_t *j = json_pack("{s:s,s:s,s:o}", "error", "unknown_county",
+						      "message", msg, "counties", valid);
+				respond_json(c, 400, j);
+				json_decref(j);
+				return;
+			}
+			if (!in_scope(req, tok)) {
+				free(e);
+				http_error(c, 403, "forbidden", "that county is not one of yours");
+				return;
+			}
 			snprintf(e->counties[n], 4, "%s", tok);
 			e->cptr[n] = e->counties[n];
 			n++;
+		}
+	}
+	if (!n && coord) {
+		/* none asked for: all of the coordinator's (none = all counties) */
+		for (; n < req->n_scope; n++) {
+			snprintf(e->counties[n], 4, "%s", req->scope[n]);
+			e->cptr[n] = e->counties[n];
 		}
 	}
 	o.counties = e->cptr;
@@ -725,6 +804,19 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	e->srv = srv;
 	e->csv = o.format == EXPORT_CSV;
 	e->work.data = e;
+	/* Exports compress ~10 times: worth a core's time when the client takes it. */
+	e->zenc = http_accepted_encoding(c);
+	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
+		e->z = NULL; /* sent as it is */
+	}
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
+	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
+		 e->csv ? "csv" : "ndjson");
 	actor_of(req, e->actor);
 	json_t *cj = json_array();
 	for (size_t i = 0; i < n; i++)
@@ -738,6 +830,73 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 }
 
 /* ---- metrics ---- */
+
+/* The process metrics every Prometheus client library exports, from
+ * /proc (Linux). A figure that cannot be read is left out. */
+static void metrics__process(struct buf *b)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		buf_printf(b,
+			   "# HELP process_cpu_seconds_total User and system CPU time spent.\n"
+			   "# TYPE process_cpu_seconds_total counter\n"
+			   "process_cpu_seconds_total %.6f\n",
+			   (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+				   (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+	long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
+	unsigned long long vsize = 0, rss = 0, start = 0, btime = 0;
+	char line[1024];
+	FILE *f = fopen("/proc/self/stat", "r");
+	if (f) {
+		/* after the command name, which may hold spaces and parentheses */
+		char *p = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d"
+				" %*d %*d %llu %llu %llu", &start, &vsize, &rss) == 3)
+			buf_printf(b,
+				   "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+				   "# TYPE process_resident_memory_bytes gauge\n"
+				   "process_resident_memory_bytes %llu\n"
+				   "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+				   "# TYPE process_virtual_memory_bytes gauge\n"
+				   "process_virtual_memory_bytes %llu\n",
+				   rss * (unsigned long long)page, vsize);
+		else
+			start = 0;
+		fclose(f);
+	}
+	if (start && ticks > 0 && (f = fopen("/proc/stat", "r"))) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "btime %llu", &btime) == 1)
+				break;
+		fclose(f);
+		if (btime)
+			buf_printf(b,
+				   "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
+				   "# TYPE process_start_time_seconds gauge\n"
+				   "process_start_time_seconds %.2f\n",
+				   (double)btime + (double)start / (double)ticks);
+	}
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		unsigned n = 0;
+		const struct dirent *e;
+		while ((e = readdir(d)))
+			n += e->d_name[0] != '.';
+		closedir(d);
+		buf_printf(b,
+			   "# HELP process_open_fds Number of open file descriptors.\n"
+			   "# TYPE process_open_fds gauge\n"
+			   "process_open_fds %u\n",
+			   n - 1); /* the directory's own */
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		buf_printf(b,
+			   "# HELP process_max_fds Maximum number of open file descriptors.\n"
+			   "# TYPE process_max_fds gauge\n"
+			   "process_max_fds %llu\n",
+			   (unsigned long long)rl.rlim_cur);
+}
 
 void office_metrics(struct http_conn *c, struct server *srv, struct http_request *req)
 {
@@ -761,9 +920,11 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 				buf_printf(&b, "shahidi_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
 					   routes_name(r), cls[k], st->requests[r][k]);
 	buf_printf(&b,
-		   "# HELP shahidi_batches_total Push batches answered (replays: sent again).\n"
+		   "# HELP shahidi_batches_total Push batches answered, replays included.\n"
 		   "# TYPE shahidi_batches_total counter\n"
 		   "shahidi_batches_total %" PRIu64 "\n"
+		   "# HELP shahidi_batches_replayed_total Push batches sent again, answered from the store.\n"
+		   "# TYPE shahidi_batches_replayed_total counter\n"
 		   "shahidi_batches_replayed_total %" PRIu64 "\n"
 		   "# HELP shahidi_changes_total Changes by outcome.\n"
 		   "# TYPE shahidi_changes_total counter\n"
@@ -773,23 +934,36 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 		   "# HELP shahidi_open_conflicts Records with open conflicts.\n"
 		   "# TYPE shahidi_open_conflicts gauge\n"
 		   "shahidi_open_conflicts %" PRIu64 "\n"
-		   "# TYPE shahidi_records gauge\nshahidi_records %" PRIu64 "\n"
-		   "# TYPE shahidi_log_entries gauge\nshahidi_log_entries %" PRIu64 "\n"
+		   "# HELP shahidi_records Records in the store, deleted ones included.\n"
+		   "# TYPE shahidi_records gauge\n"
+		   "shahidi_records %" PRIu64 "\n"
+		   "# HELP shahidi_log_entries Entries in the change log.\n"
+		   "# TYPE shahidi_log_entries gauge\n"
+		   "shahidi_log_entries %" PRIu64 "\n"
 		   "# HELP shahidi_connections_open Open client connections.\n"
 		   "# TYPE shahidi_connections_open gauge\n"
 		   "shahidi_connections_open %u\n"
+		   "# HELP shahidi_connections_refused_total Connections refused over --max-conns.\n"
 		   "# TYPE shahidi_connections_refused_total counter\n"
 		   "shahidi_connections_refused_total %" PRIu64 "\n"
 		   "# HELP shahidi_reads_paused_total Requests left unread while overloaded.\n"
 		   "# TYPE shahidi_reads_paused_total counter\n"
 		   "shahidi_reads_paused_total %" PRIu64 "\n"
-		   "# TYPE shahidi_auth_failures_total counter\nshahidi_auth_failures_total %" PRIu64 "\n"
-		   "# TYPE shahidi_auth_throttled_total counter\nshahidi_auth_throttled_total %" PRIu64 "\n"
-		   "# HELP shahidi_map_bytes Store map size and use.\n"
-		   "# TYPE shahidi_map_bytes gauge\n"
-		   "shahidi_map_bytes{kind=\"size\"} %" PRIu64 "\n"
-		   "shahidi_map_bytes{kind=\"used\"} %" PRIu64 "\n"
-		   "# TYPE shahidi_writer_queue gauge\nshahidi_writer_queue %" PRIu64 "\n",
+		   "# HELP shahidi_auth_failures_total Requests refused for a missing or wrong token.\n"
+		   "# TYPE shahidi_auth_failures_total counter\n"
+		   "shahidi_auth_failures_total %" PRIu64 "\n"
+		   "# HELP shahidi_auth_throttled_total Requests refused with 429 after too many bad tokens.\n"
+		   "# TYPE shahidi_auth_throttled_total counter\n"
+		   "shahidi_auth_throttled_total %" PRIu64 "\n"
+		   "# HELP shahidi_map_size_bytes Size of the store's memory map (grows up to --max-map).\n"
+		   "# TYPE shahidi_map_size_bytes gauge\n"
+		   "shahidi_map_size_bytes %" PRIu64 "\n"
+		   "# HELP shahidi_map_used_bytes Bytes of the store's map in use.\n"
+		   "# TYPE shahidi_map_used_bytes gauge\n"
+		   "shahidi_map_used_bytes %" PRIu64 "\n"
+		   "# HELP shahidi_writer_queue Batches waiting for the writer.\n"
+		   "# TYPE shahidi_writer_queue gauge\n"
+		   "shahidi_writer_queue %" PRIu64 "\n",
 		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
 		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
 		   http_conns(srv), st->conns_refused, st->reads_paused, st->auth_failures, st->auth_throttled,
@@ -806,16 +980,22 @@ void office_metrics(struct http_conn *c, struct server *srv, struct http_request
 	}
 	buf_printf(&b,
 		   "shahidi_commit_seconds_sum %.6f\nshahidi_commit_seconds_count %" PRIu64 "\n"
-		   "# HELP shahidi_commit_apply_seconds Of the commits' time, applying the batches;\n"
-		   "# the rest is writing and syncing the pages.\n"
-		   "# TYPE shahidi_commit_apply_seconds counter\n"
+		   "# HELP shahidi_commit_apply_seconds_total Of the commits' time, applying the "
+		   "batches (the rest is writing and syncing the pages).\n"
+		   "# TYPE shahidi_commit_apply_seconds_total counter\n"
 		   "shahidi_commit_apply_seconds_total %.6f\n"
 		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
 		   "# TYPE shahidi_group_commit_jobs summary\n"
 		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
-		   "shahidi_group_commit_jobs_max %" PRIu64 "\n",
+		   "# HELP shahidi_group_commit_jobs_max Most jobs in one group commit since start.\n"
+		   "# TYPE shahidi_group_commit_jobs_max gauge\n"
+		   "shahidi_group_commit_jobs_max %" PRIu64 "\n"
+		   "# HELP shahidi_build_info The running server's version.\n"
+		   "# TYPE shahidi_build_info gauge\n"
+		   "shahidi_build_info{version=\"%s\"} 1\n",
 		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
-		   ws.max_group);
+		   ws.max_group, SHAHIDI_VERSION);
+	metrics__process(&b);
 	http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
 	buf_free(&b);
 }

@@ -40,7 +40,7 @@ static const struct route {
 	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY},
 	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY},
 	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0},
-	{"/v1/export", R_EXPORT, HTTP_GET, ADMIN, 0},
+	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0},
 	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0},
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY},
 	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY},

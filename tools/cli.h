@@ -28,6 +28,10 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool cli_data_only(int argc, char **argv, const char *help, const char **data, int *ret);
 /* Opens the store in dir; prints why not and returns NULL on failure. */
 struct store *cli_open_store(const char *dir, bool read_only);
+/* Opens for writing a store that must already exist: a directory that
+ * holds none is refused, and nothing is created in it. For commands that
+ * read what is there and only record what they did (export, resolve). */
+struct store *cli_open_existing_store(const char *dir);
 /* The built-in forms plus those in extra (file or directory; may be NULL). */
 struct form_registry *cli_load_forms(const char *extra);
 /* Reads a whole file (or stdin for "-") into a malloc'd buffer. */

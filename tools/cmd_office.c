@@ -6,11 +6,13 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "arena.h"
 #include "audit.h"
@@ -34,7 +36,89 @@ static size_t parse_counties(const char *arg, const char **out, size_t max)
 	return n;
 }
 
+/* 0 when every code is in the county vocabulary of a loaded form (of
+ * form_id when given); otherwise prints the codes that are and returns
+ * EXIT_USAGE. An unknown code would silently select nothing. */
+static int check_counties(const struct form_registry *reg, const char *form_id,
+			  const char *const *codes, size_t n)
+{
+	const struct form_field *vocab = NULL;
+	for (size_t k = 0; k < n; k++) {
+		bool ok = false;
+		for (size_t i = 0; i < form_registry_count(reg) && !ok; i++) {
+			const struct form *f = form_registry_at(reg, i);
+			if (!f->county_field || (form_id && strcmp(f->form_id, form_id)))
+				continue;
+			vocab = vocab ? vocab : f->county_field;
+			ok = form_choice(f->county_field, codes[k], strlen(codes[k])) != NULL;
+		}
+		if (ok)
+			continue;
+		cli_err("unknown county '%s'; the county codes are:", codes[k]);
+		for (size_t i = 0; vocab && i < vocab->n_choices; i++)
+			fprintf(stderr, "  %s %s%s", vocab->choices[i].code, vocab->choices[i].label,
+				i % 4 == 3 || i + 1 == vocab->n_choices ? "\n" : "");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* ---- status ---- */
+
+/* Prints s in exactly width terminal columns: cut on a character boundary
+ * (with "…" when cut), padded by display width (wcwidth), so that names
+ * with accents or wide characters keep the columns aligned. Bytes that are
+ * not UTF-8, and control characters, print as '?'. NULL prints "-". */
+static void put_cell(const char *s, int width)
+{
+	if (!s || !*s)
+		s = "-";
+	mbstate_t ms;
+	int total = 0;
+	memset(&ms, 0, sizeof(ms));
+	for (const char *p = s; *p;) {
+		wchar_t wc;
+		size_t n = mbrtowc(&wc, p, strlen(p), &ms);
+		int w = 1;
+		if (n == (size_t)-1 || n == (size_t)-2) {
+			memset(&ms, 0, sizeof(ms));
+			n = 1;
+		} else if ((w = wcwidth(wc)) < 0) {
+			w = 1;
+		}
+		total += w;
+		p += n;
+	}
+	int room = total > width ? width - 1 : width, used = 0;
+	memset(&ms, 0, sizeof(ms));
+	for (const char *p = s; *p;) {
+		wchar_t wc;
+		size_t n = mbrtowc(&wc, p, strlen(p), &ms);
+		int w = 1;
+		bool bad = n == (size_t)-1 || n == (size_t)-2;
+		if (bad) {
+			memset(&ms, 0, sizeof(ms));
+			n = 1;
+		} else if ((w = wcwidth(wc)) < 0) {
+			w = 1;
+			bad = true;
+		}
+		if (used + w > room)
+			break;
+		if (bad)
+			putchar('?');
+		else
+			fwrite(p, 1, n, stdout);
+		used += w;
+		p += n;
+	}
+	if (total > width) {
+		fputs("\xe2\x80\xa6", stdout); /* … */
+		used++;
+	}
+	for (; used < width; used++)
+		putchar(' ');
+}
 
 static void print_time(const json_t *iso)
 {
@@ -63,13 +147,14 @@ static void print_status(json_t *st)
 	size_t i;
 	json_t *c;
 	json_array_foreach(json_object_get(st, "counties"), i, c) {
-		char name[32];
+		char name[128];
 		snprintf(name, sizeof(name), "%s %s", json_string_value(json_object_get(c, "county")),
 			 json_string_value(json_object_get(c, "name")));
-		printf("%-22.22s %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
+		put_cell(name, 22);
+		printf(" %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
 		       " %7" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
 		       " %5" JSON_INTEGER_FORMAT " %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT "  ",
-		       name, json_integer_value(json_object_get(c, "devices")),
+		       json_integer_value(json_object_get(c, "devices")),
 		       json_integer_value(json_object_get(c, "records")),
 		       json_integer_value(json_object_get(c, "open_conflicts")),
 		       json_integer_value(json_object_get(c, "batches")),
@@ -85,23 +170,25 @@ static void print_status(json_t *st)
 			printf(" %s", json_string_value(d));
 		putchar('\n');
 	}
-	printf("\n%-16s %-20s %-6s %-11s %-20s %-20s %-10s %6s %7s %7s %4s %4s %7s %5s  %s\n", "DEVICE",
-	       "NAME", "COUNTY", "ROLE", "LAST PUSH", "LAST PULL", "APP", "UNSENT", "BATCHES",
-	       "APPLIED", "DUP", "REJ", "TO PULL", "CONFL", "LAST REJECTION");
+	printf("\n%-16s %-20s %-6s %-11s %-7s %-20s %-20s %-10s %6s %7s %7s %4s %4s %7s %5s %-6s  %s\n",
+	       "DEVICE", "NAME", "COUNTY", "ROLE", "REVOKED", "LAST PUSH", "LAST PULL", "APP", "UNSENT",
+	       "BATCHES", "APPLIED", "DUP", "REJ", "TO PULL", "CONFL", "SILENT", "LAST REJECTION");
 	json_array_foreach(json_object_get(st, "devices"), i, c) {
-		printf("%-16s %-20.20s %-6s %-11s ", json_string_value(json_object_get(c, "id")),
-		       json_string_value(json_object_get(c, "name")),
-		       json_string_value(json_object_get(c, "county")),
-		       json_is_true(json_object_get(c, "revoked"))
-			       ? "revoked"
-			       : json_string_value(json_object_get(c, "role")));
+		printf("%-16s ", json_string_value(json_object_get(c, "id")));
+		put_cell(json_string_value(json_object_get(c, "name")), 20);
+		putchar(' ');
+		put_cell(json_string_value(json_object_get(c, "county")), 6);
+		putchar(' ');
+		put_cell(json_string_value(json_object_get(c, "role")), 11);
+		printf(" %-7s ", json_is_true(json_object_get(c, "revoked")) ? "yes" : "-");
 		print_time(json_object_get(c, "last_push"));
 		putchar(' ');
 		print_time(json_object_get(c, "last_pull"));
-		printf(" %-10.10s %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
+		putchar(' ');
+		put_cell(json_string_value(json_object_get(c, "app_version")), 10);
+		printf(" %6" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
 		       " %4" JSON_INTEGER_FORMAT " %4" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
-		       " %5" JSON_INTEGER_FORMAT "  %s%s\n",
-		       json_string_value(json_object_get(c, "app_version")),
+		       " %5" JSON_INTEGER_FORMAT " %-6s  ",
 		       json_integer_value(json_object_get(c, "unsent")),
 		       json_integer_value(json_object_get(c, "batches")),
 		       json_integer_value(json_object_get(c, "changes_applied")),
@@ -109,8 +196,11 @@ static void print_status(json_t *st)
 		       json_integer_value(json_object_get(c, "rejected")),
 		       json_integer_value(json_object_get(c, "waiting_to_pull")),
 		       json_integer_value(json_object_get(c, "open_conflicts")),
-		       json_is_true(json_object_get(c, "silent")) ? "[SILENT] " : "",
-		       json_string_value(json_object_get(c, "last_rejection")));
+		       json_is_true(json_object_get(c, "silent")) ? "yes" : "-");
+		const char *rej = json_string_value(json_object_get(c, "last_rejection"));
+		if (rej && *rej)
+			put_cell(rej, 60);
+		putchar('\n');
 	}
 }
 
@@ -120,7 +210,7 @@ int cmd_status(int argc, char **argv)
 		{"data", required_argument, 0, 'd'},	 {"forms", required_argument, 0, 'f'},
 		{"json", no_argument, 0, 'j'},		 {"county", required_argument, 0, 'c'},
 		{"silent-days", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
+		{"all-counties", no_argument, 0, 'A'},	 {0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL;
 	const char *counties[48];
@@ -132,27 +222,38 @@ int cmd_status(int argc, char **argv)
 		case 'd': data = optarg; break;
 		case 'f': forms = optarg; break;
 		case 'j': json = true; break;
+		case 'A': so.all_counties = true; break;
 		case 'c': so.n_counties = parse_counties(optarg, counties, 47); break;
 		case 's': so.silent_days = strtod(optarg, NULL); break;
 		case 'h':
-			printf("Usage: shahidi status [--data DIR] [--json] [--county CODES] [--silent-days N]\n\n"
+			printf("Usage: shahidi status [--data DIR] [--json] [--county CODES] [--silent-days N]\n"
+			       "                      [--all-counties]\n\n"
 			       "Sync status for field coordinators: per device (last push and pull,\n"
 			       "app version, changes still on the phone, accepted, duplicates,\n"
 			       "rejections, changes waiting for it to pull, open conflicts on its\n"
 			       "records), per county (the same summed, and devices silent for more\n"
 			       "than --silent-days, default 7), and store-wide. The same numbers as\n"
 			       "the server's GET /v1/status and status page. --county 042,047 limits\n"
-			       "it to those counties. Reads the store directly, server running or not.\n");
+			       "it to those counties. Counties with no device and no record are left\n"
+			       "out unless --all-counties. Reads the store directly, server running or\n"
+			       "not.\n");
 			return 0;
 		default:
 			return EXIT_USAGE;
 		}
 	}
+	/* Names are UTF-8 whatever the user's locale: measure them as such. */
+	if (!setlocale(LC_CTYPE, "") || MB_CUR_MAX == 1)
+		setlocale(LC_CTYPE, "C.UTF-8");
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, true) : NULL;
+	struct store *s = NULL;
 	json_t *st = NULL;
 	int rc = 1, r;
-	if (!s)
+	if (reg && (r = check_counties(reg, NULL, counties, so.n_counties))) {
+		rc = r;
+		goto out;
+	}
+	if (!reg || !(s = cli_open_store(data, true)))
 		goto out;
 	if ((r = status_collect(s, reg, &so, &st)) < 0) {
 		cli_err("cannot read the status: %s", sh_strerror(r));
@@ -248,13 +349,18 @@ int cmd_export(int argc, char **argv)
 		}
 	}
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct store *s = NULL;
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
 	char err[256];
 	int rc = 1, r;
-	if (!s)
+	if (reg && (r = check_counties(reg, eo.form_id ? eo.form_id : "incident_report", counties,
+				       eo.n_counties))) {
+		rc = r;
+		goto done;
+	}
+	if (!reg || !(s = cli_open_existing_store(data)))
 		goto done;
 	if ((r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
@@ -411,10 +517,48 @@ struct resolve_ctx {
 	json_t *details;
 };
 
+/* The rights the server gives the same device's token over HTTP: a
+ * coordinator or an admin, not revoked; a coordinator only in its counties
+ * (a record outside them looks absent, -ENOENT). -EPERM otherwise. */
+static int resolve__may(struct store_txn *t, const struct resolve_ctx *c)
+{
+	struct arena *a = arena_new();
+	store_device_t *d;
+	merge_rec_t *rec;
+	int r;
+	if (!a)
+		return -ENOMEM;
+	if ((r = store_device_get(t, a, c->actor, &d)) < 0 ||
+	    (r = store_record_get(t, a, c->q.record_id, &rec)) < 0)
+		goto out;
+	if (d->revoked || (d->role != ROLE_COORDINATOR && d->role != ROLE_ADMIN)) {
+		r = -EPERM;
+		goto out;
+	}
+	if (d->role == ROLE_COORDINATOR) {
+		char county[4] = "";
+		render_record_county(rec, form_registry_find(c->forms, rec->form_id, rec->form_version),
+				     county);
+		bool in = !d->n_counties && !d->county[0]; /* enrolled without a county: all */
+		for (size_t i = 0; i < d->n_counties && !in; i++)
+			in = !strcmp(d->counties[i], county);
+		if (!d->n_counties && d->county[0])
+			in = !strcmp(d->county, county);
+		if (!in)
+			r = -ENOENT;
+	}
+out:
+	arena_free(a);
+	return r;
+}
+
 static int resolve_fn(struct store_txn *t, void *ud)
 {
 	struct resolve_ctx *c = ud;
-	int r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
+	int r = resolve__may(t, c);
+	if (r < 0)
+		return r;
+	r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
 	if (r < 0)
 		return r;
 	json_incref(c->details);
@@ -482,7 +626,7 @@ int cli_conflicts_resolve(int argc, char **argv)
 	}
 	ctx.q.how = (enum resolve_how)how;
 	struct form_registry *reg = cli_load_forms(forms);
-	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	struct store *s = reg ? cli_open_existing_store(data) : NULL;
 	struct buf vb = {0};
 	int rc = 1, r;
 	if (!s)
@@ -550,6 +694,9 @@ int cli_conflicts_resolve(int argc, char **argv)
 	r = store_write(s, resolve_fn, &ctx);
 	if (r == -ENOENT)
 		cli_err("no record %s, or no device %s", rid, hex);
+	else if (r == -EPERM)
+		cli_err("device %s may not resolve conflicts (a coordinator's or admin's, not revoked)",
+			hex);
 	else if (r == -EINVAL)
 		cli_err("%s: %s", ctx.v.code, ctx.v.reason);
 	else if (r < 0)

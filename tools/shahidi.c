@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "common.h"
@@ -57,6 +58,24 @@ struct store *cli_open_store(const char *dir, bool read_only)
 		return NULL;
 	}
 	return s;
+}
+
+struct store *cli_open_existing_store(const char *dir)
+{
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && stat(path, &st) < 0 && errno == ENOENT) {
+		cli_err("%s holds no Shahidi store (no data.mdb); nothing was written", dir);
+		return NULL;
+	}
+	/* Opening for reading first refuses an LMDB file that is not a store
+	 * (no format version) before anything is written to it. */
+	struct store *s = cli_open_store(dir, true);
+	if (!s)
+		return NULL;
+	store_close(s);
+	return cli_open_store(dir, false);
 }
 
 struct form_registry *cli_load_forms(const char *extra)
@@ -159,7 +178,8 @@ static void usage(FILE *out)
 		     "Commands:\n");
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options.\n"
+	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options;\n"
+		     "'shahidi --version' prints the version.\n"
 		     "The data directory defaults to ./%s (--data DIR).\n",
 		CLI_DEFAULT_DATA);
 }
@@ -172,6 +192,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("shahidi %s\n", SHAHIDI_VERSION);
 		return 0;
 	}
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)

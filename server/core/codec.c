@@ -1,6 +1,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <zlib.h>
@@ -150,6 +151,71 @@ done:
 	if (r < 0)
 		out->len = start;
 	return r;
+}
+
+struct codec_deflater {
+	z_stream zs;
+	bool ended;
+};
+
+int codec_deflater_new(enum codec_enc enc, int level, struct codec_deflater **ret)
+{
+	if (enc != CODEC_DEFLATE && enc != CODEC_GZIP)
+		return -EINVAL;
+	struct codec_deflater *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	if (deflateInit2(&d->zs, level, Z_DEFLATED, enc == CODEC_GZIP ? 31 : 15, 8,
+			 Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(d);
+		return -ENOMEM;
+	}
+	*ret = d;
+	return 0;
+}
+
+int codec_deflater_write(struct codec_deflater *d, const uint8_t *in, size_t len, bool finish,
+			 struct buf *out)
+{
+	if (d->ended)
+		return -EINVAL;
+	size_t start = out->len;
+	d->zs.next_in = (Bytef *)in;
+	int zr;
+	do {
+		/* zlib counts in 32 bits: feed a large input in pieces */
+		size_t piece = SH_MIN(len, (size_t)1 << 30);
+		d->zs.avail_in = (uInt)piece;
+		len -= piece;
+		bool last = finish && !len;
+		do {
+			if (buf_reserve(out, 65536) < 0) {
+				out->len = start;
+				return -ENOMEM;
+			}
+			d->zs.next_out = out->data + out->len;
+			d->zs.avail_out = (uInt)(out->cap - out->len > UINT32_MAX ? UINT32_MAX
+										  : out->cap - out->len);
+			uInt before = d->zs.avail_out;
+			zr = deflate(&d->zs, last ? Z_FINISH : Z_NO_FLUSH);
+			out->len += before - d->zs.avail_out;
+			if (zr == Z_STREAM_ERROR) {
+				out->len = start;
+				return -EINVAL;
+			}
+		} while (d->zs.avail_out == 0 || (last && zr != Z_STREAM_END));
+	} while (len);
+	if (finish)
+		d->ended = true;
+	return 0;
+}
+
+void codec_deflater_free(struct codec_deflater *d)
+{
+	if (!d)
+		return;
+	deflateEnd(&d->zs);
+	free(d);
 }
 
 int codec_get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *ret)

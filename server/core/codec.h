@@ -7,6 +7,7 @@
 #define SHAHIDI_CODEC_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,6 +35,19 @@ int codec_inflate(const uint8_t *in, size_t len, enum codec_enc enc, size_t max_
 /* Appends in[0..len) compressed as enc (DEFLATE or GZIP) at level (1-9, or
  * -1 for zlib's default). 0, -EINVAL, -EMSGSIZE (4 GiB or more) or -ENOMEM. */
 int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, struct buf *out);
+
+/* A compressed stream made piece by piece (a streamed export): each
+ * codec_deflater_write appends what zlib has ready for in[0..len) to out
+ * (possibly nothing: zlib keeps up to its window); finish ends the stream.
+ * Memory is zlib's state (~256 KiB), whatever the stream's length. */
+struct codec_deflater;
+/* enc: DEFLATE or GZIP. 0, -EINVAL or -ENOMEM. */
+int codec_deflater_new(enum codec_enc enc, int level, struct codec_deflater **ret);
+/* 0 or -ENOMEM (out then as it was), -EINVAL after the end. */
+int codec_deflater_write(struct codec_deflater *d, const uint8_t *in, size_t len, bool finish,
+			 struct buf *out);
+/* NULL is a no-op. */
+void codec_deflater_free(struct codec_deflater *d);
 
 /* One top-level field of a protobuf message, as the wire holds it. */
 struct pb_field {

@@ -805,7 +805,10 @@ int export_header(struct exporter *x, struct buf *out)
 {
 	if (x->o.format != EXPORT_CSV)
 		return 0;
-	int r = buf_puts(out, "record_id,form_id,form_version,first_received,last_changed,devices,"
+	/* A UTF-8 byte order mark first: without it Excel reads the file in
+	 * the machine's code page and survivors' names turn to mojibake. */
+	int r = buf_puts(out, "\xef\xbb\xbf"
+			      "record_id,form_id,form_version,first_received,last_changed,devices,"
 			      "deleted,conflict");
 	for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
 		if (x->cols[c].sensitive && !x->o.include_sensitive)

@@ -52,7 +52,8 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 	       struct exporter **ret, char *err, size_t errlen);
 void export_free(struct exporter *x);
 
-/* Appends the CSV header line (nothing for NDJSON). */
+/* Appends a UTF-8 byte order mark and the CSV header line (nothing for
+ * NDJSON). */
 int export_header(struct exporter *x, struct buf *out);
 
 /* Appends the next records after *cursor (0 = the first), reading at most

@@ -167,7 +167,8 @@ json_t *render_value_json(const struct form_field *fd, const uint8_t *v, size_t 
 	return NULL;
 }
 
-static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e)
+/* with_text: also "text", the value as people read it (choice labels). */
+static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e, bool with_text)
 {
 	char dev[17], stamp[48];
 	sh_device_fmt(e->device, dev);
@@ -176,8 +177,15 @@ static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e)
 	char hlc[24];
 	/* as a string: JSON numbers lose precision above 2^53 in JavaScript */
 	snprintf(hlc, sizeof(hlc), "%llu", (unsigned long long)e->hlc);
-	return json_pack("{s:o,s:s,s:s,s:s}", "value", v ? v : json_null(), "device", dev,
-			 "stamp", stamp, "hlc", hlc);
+	json_t *j = json_pack("{s:o,s:s,s:s,s:s}", "value", v ? v : json_null(), "device", dev,
+			      "stamp", stamp, "hlc", hlc);
+	if (j && with_text) {
+		struct buf b = {0};
+		if (render_value_text(fd, e->value.data, e->value.len, true, &b) == 0)
+			json_object_set_new(j, "text", json_stringn(b.len ? (const char *)b.data : "", b.len));
+		buf_free(&b);
+	}
+	return j;
 }
 
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only)
@@ -210,15 +218,16 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool co
 		snprintf(name, sizeof(name), "field_%u", reg->field);
 		const merge_entry_t *cur = merge_current(reg);
 		if (cur && !conflicts_only)
-			json_object_set_new(fields, key, entry_json(fd, cur));
+			json_object_set_new(fields, key, entry_json(fd, cur, false));
 		if (merge_live_count(reg) > 1) {
 			json_t *vals = json_array();
 			for (size_t k = 0; k < reg->n_entries; k++)
 				if (!reg->entries[k]->dead && !reg->entries[k]->pending)
-					json_array_append_new(vals, entry_json(fd, reg->entries[k]));
-			json_array_append_new(conflicts, json_pack("{s:s,s:i,s:o}", "field", key,
-								   "number", (int)reg->field,
-								   "values", vals));
+					json_array_append_new(vals, entry_json(fd, reg->entries[k], true));
+			json_array_append_new(conflicts,
+					      json_pack("{s:s,s:s,s:i,s:o}", "field", key, "label",
+							fd && fd->label ? fd->label : key, "number",
+							(int)reg->field, "values", vals));
 		}
 	}
 	const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));

@@ -34,8 +34,10 @@ void render_time_ms(uint64_t ms, char buf[32]);
  * field's current value with its stamp and device, and every live value
  * of a conflicted field. With conflicts_only, "fields" is left empty: only
  * the values in conflict are shown (what a coordinator needs to resolve
- * them, and no more of the report). f may be NULL when the form is not
- * loaded. New reference or NULL. */
+ * them, and no more of the report). A conflict carries the field's
+ * "label" and each of its values a "text" as people read it (choice labels,
+ * render_value_text). f may be NULL when the form is not loaded. New
+ * reference or NULL. */
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
 
 /* Encodes a value given as JSON for a field (a string for text, dates,

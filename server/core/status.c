@@ -168,7 +168,9 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 			json_array_append(devices, row->j);
 			if (d->role == ROLE_DEVICE) {
 				struct county_row *c = county_row(acc, d->county);
-				c->devices++;
+				/* phones in service, as the page's Phones tile counts
+				 * them; a revoked phone's past work still counts */
+				c->devices += !d->revoked;
 				c->batches += d->batches;
 				c->applied += d->changes_applied;
 				c->duplicates += d->duplicates;
@@ -267,6 +269,11 @@ int status_collect(struct store *s, const struct form_registry *forms,
 	for (int i = 1; i <= 48; i++) {
 		/* the row of records without a county (i == 48) comes last */
 		struct county_row *c = &acc.counties[i % 48];
+		if (!c->code[0] && i < 48 && o->all_counties) {
+			snprintf(c->code, sizeof(c->code), "%03d", i);
+			if (!status_in_scope(o, c->code))
+				c->code[0] = 0;
+		}
 		if (!c->code[0] && !(i == 48 && c->records))
 			continue;
 		json_array_append_new(

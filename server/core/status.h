@@ -22,6 +22,8 @@ struct status_opts {
 	const char *const *counties; /* scope: county codes; NULL/0 = all */
 	size_t n_counties;
 	double silent_days;          /* devices silent longer are listed (7) */
+	bool all_counties;           /* a row for every county in the scope, not
+					only those with devices or records */
 	uint64_t now_ms;
 };
 

@@ -9,8 +9,10 @@ import random
 import resource
 import subprocess
 import tempfile
+import re
 import time
 import uuid
+import zlib
 
 from harness import (BUILD, CLI, SRC, Device, Server, assign, batch, cli, edit, pb, push, report,
                      request, run_tests, value)
@@ -97,7 +99,8 @@ def test_csv_equals_the_merged_records():
         with open(path, "rb") as f:
             raw = f.read()
         assert raw.count(b"\r\n") == 60  # RFC 4180 line ends (the header + 59 rows)
-        with open(path, newline="", encoding="utf-8") as f:
+        assert raw.startswith(b"\xef\xbb\xbf")  # a BOM: Excel reads it as UTF-8
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         assert "survivor_name" not in rows[0] and "narrative" not in rows[0]
         cols = list(rows[0].keys())
@@ -116,13 +119,13 @@ def test_csv_equals_the_merged_records():
         # with the deleted, and the sensitive fields
         _, out, _ = cli("export", "--data", s.data, "--forms", V2, "--format", "csv",
                         "--include-deleted", "--include-sensitive", "--quiet")
-        rows = list(csv.DictReader(io.StringIO(out, newline="")))
+        rows = list(csv.DictReader(io.StringIO(out.lstrip("\ufeff"), newline="")))
         assert len(rows) == 60 and all(r["survivor_name"] == "Secret Name" for r in rows)
         assert sum(r["deleted"] == "yes" for r in rows) == 1
         # filters
         _, out, _ = cli("export", "--data", s.data, "--forms", V2, "--format", "csv",
                         "--county", "042", "--quiet")
-        rows42 = list(csv.DictReader(io.StringIO(out, newline="")))
+        rows42 = list(csv.DictReader(io.StringIO(out.lstrip("\ufeff"), newline="")))
         assert rows42 and all(r["incident_county"] == "Kisumu" for r in rows42)
         _, out, _ = cli("export", "--data", s.data, "--forms", V2, "--format", "csv",
                         "--since", "2999-01-01", "--quiet")
@@ -141,6 +144,77 @@ def test_csv_equals_the_merged_records():
         assert st == 200 and body.decode() == nd
         _, audit, _ = cli("audit", "--data", s.data)
         assert audit.count('"action":"export"') == 6 and '"records":59' in audit
+
+
+def get(s, path, token, **headers):
+    return request(s.port, "GET", path, headers={"Authorization": f"Bearer {token}", **headers})
+
+
+def test_csv_for_excel_and_coordinators():
+    """CSV opens in Excel as UTF-8 (a BOM), downloads with a file name,
+    travels compressed when the client accepts gzip; coordinators export
+    their own counties without sensitive fields, and nothing more."""
+    with Server() as s:
+        a47, a42 = Device(s.data, "nairobi", "047"), Device(s.data, "kisumu", "042")
+        admin = Device(s.data, "admin", role="admin")
+        coord = Device(s.data, "kisumu coordinator", "042", role="coordinator")
+        for d, county in [(a47, "047"), (a42, "042")]:
+            recs = [report(d, county=county, narrative="Wanjirũ narrative " * 20) for _ in range(30)]
+            for r in recs:
+                r.fields.add(field=31, value=value("text", "Wanjirũ Secret"))  # sensitive
+            assert push(s.port, d, batch(d, recs))[0] == 200
+
+        # the CLI's CSV starts with a UTF-8 BOM; NDJSON does not
+        _, out, _ = cli("export", "--data", s.data, "--format", "csv", "--quiet")
+        assert out.startswith("\ufeffrecord_id,"), out[:20]
+        _, nd, _ = cli("export", "--data", s.data, "--format", "ndjson", "--quiet")
+        assert nd.startswith("{")
+
+        # over HTTP: the same bytes, a file name, gzip when accepted
+        st, h, plain = get(s, "/v1/export?format=csv", admin.token)
+        assert st == 200 and plain.decode() == out.replace("\n", "\r\n"), (st, plain[:40])
+        assert "content-encoding" not in h
+        cd = h.get("content-disposition", "")
+        assert re.fullmatch(r'attachment; filename="shahidi-incident_report-\d{8}T\d{6}Z\.csv"', cd), h
+        assert h["content-type"] == "text/csv; charset=utf-8"
+        st, h, gz = get(s, "/v1/export?format=csv", admin.token, **{"Accept-Encoding": "gzip"})
+        assert st == 200 and h.get("content-encoding") == "gzip", h
+        assert "accept-encoding" in h.get("vary", "").lower(), h
+        assert zlib.decompress(gz, 31) == plain
+        print(f"   CSV of 60 records over HTTP: {len(plain)} bytes, gzip {len(gz)} bytes")
+        assert len(gz) < len(plain) / 3
+        st, h, df = get(s, "/v1/export?format=ndjson", admin.token, **{"Accept-Encoding": "deflate"})
+        assert st == 200 and h.get("content-encoding") == "deflate", h
+        assert zlib.decompress(df).decode() == nd
+        assert h["content-disposition"].endswith('.ndjson"'), h
+
+        # a coordinator: its counties, no sensitive fields
+        st, h, body = get(s, "/v1/export?format=csv", coord.token)
+        assert st == 200, (st, body)
+        rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+        assert len(rows) == 30 and {r["incident_county"] for r in rows} == {"Kisumu"}
+        assert "survivor_name" not in rows[0] and "narrative" not in rows[0]
+        assert b"Secret" not in body
+        st, h, body = get(s, "/v1/export?format=ndjson&county=042", coord.token)
+        assert st == 200 and body.count(b"\n") == 30
+        for q in ["county=047", "county=042,047", "include_sensitive=1",
+                  "county=042&include_sensitive=1"]:
+            st, h, body = get(s, f"/v1/export?format=csv&{q}", coord.token)
+            assert st == 403, (q, st, body)
+            assert json.loads(body)["error"] == "forbidden", body
+        # unknown counties are refused, for admins too
+        for tok in [admin.token, coord.token]:
+            st, h, body = get(s, "/v1/export?format=csv&county=099", tok)
+            j = json.loads(body)
+            assert st == 400 and j["error"] == "unknown_county", (st, body)
+            assert len(j["counties"]) == 47 and j["counties"]["047"] == "Nairobi City", j
+        # a phone still cannot
+        assert get(s, "/v1/export?format=csv", a42.token)[0] == 403
+        _, audit, _ = cli("audit", "--data", s.data)
+        mine = [json.loads(l) for l in audit.splitlines() if coord.hex in l]
+        assert len(mine) == 2 and all(e["action"] == "export" for e in mine), audit
+        assert mine[0]["counties"] == ["042"] and mine[0]["records"] == 30, mine[0]
+        assert not mine[0]["include_sensitive"]
 
 
 def peak_rss(cmd):
@@ -193,7 +267,7 @@ def test_filters_and_formula_escaping_over_http():
             st, h, body = request(s.port, "GET", "/v1/export?" + query,
                                   headers={"Authorization": f"Bearer {admin.token}"})
             assert st == 200, (query, st, body)
-            return list(csv.DictReader(io.StringIO(body.decode(), newline="")))
+            return list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")))
 
         def ids(rows):
             return {row["record_id"] for row in rows}
@@ -240,7 +314,7 @@ def test_100k_records_in_constant_memory():
         print(f"   peak RSS of export: 10k records {rss_small} KiB, 100k records {rss_big} KiB")
         # flat: ten times the records, (nearly) the same memory
         assert rss_big < rss_small * 1.3 + 4096, (rss_small, rss_big)
-        with open(out, newline="", encoding="utf-8") as f:
+        with open(out, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 100000 and len({r["record_id"] for r in rows}) == 100000
         # pages are rendered on several threads: byte for byte what one gives

@@ -10,18 +10,21 @@ Chromium (Debian package "chromium", installed by tools/dev) is run with
 --dump-dom, each run in its own profile directory and process group, with a
 deadline; only that group is killed if it overruns.
 """
+import base64
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from html.parser import HTMLParser
 
-from harness import (APPLIED, DUPLICATE, REJECTED, Device, Server, assign, edit, pb, push, report,
-                     request, run_tests)
+from harness import (APPLIED, BUILD, DUPLICATE, REJECTED, Device, Server, assign, cli, edit, pb,
+                     push, report, request, run_tests)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE_APP = '<img src=x onerror="document.title=1">'
@@ -48,6 +51,94 @@ def browse(url, timeout=60):
             raise AssertionError(f"chromium did not finish within {timeout}s")
         assert p.returncode == 0 and out, (p.returncode, err.decode(errors="replace")[-3000:])
         return out.decode()
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe
+    (--remote-debugging-pipe: fd 3 in, fd 4 out, messages ended by NUL),
+    for what --dump-dom cannot tell: layout at a given window size, and
+    screenshots. Its own profile, its own process group, a deadline on
+    every answer; close() kills only that group."""
+
+    def __init__(self, timeout=60):
+        assert CHROMIUM, "chromium is not installed: run tools/dev setup (Debian package chromium)"
+        self.prof = tempfile.TemporaryDirectory(prefix="shahidi-chromium-")
+        prof = self.prof.name
+        to_r, self.to_w = os.pipe()
+        self.from_r, from_w = os.pipe()
+
+        def fds():
+            os.dup2(to_r, 3)
+            os.dup2(from_w, 4)
+        env = dict(os.environ, HOME=prof, XDG_CONFIG_HOME=prof, XDG_CACHE_HOME=prof)
+        cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--disable-extensions", "--hide-scrollbars",
+               "--force-color-profile=srgb", f"--user-data-dir={prof}",
+               "--remote-debugging-pipe", "about:blank"]
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=env, start_new_session=True, preexec_fn=fds,
+                                  pass_fds=(3, 4))  # kept after preexec_fn set them
+        os.close(to_r)
+        os.close(from_w)
+        self.timeout, self.buf, self.next_id = timeout, b"", 0
+        tid = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=tid, flatten=True)["sessionId"]
+        self.call("Page.enable", session=True)
+        self.call("Runtime.enable", session=True)
+
+    def call(self, method, session=False, **params):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = self.session
+        os.write(self.to_w, json.dumps(msg).encode() + b"\0")
+        deadline = time.time() + self.timeout
+        while True:
+            while b"\0" in self.buf:
+                line, self.buf = self.buf.split(b"\0", 1)
+                m = json.loads(line)
+                if m.get("id") == self.next_id:
+                    assert "error" not in m, (method, m["error"])
+                    return m["result"]
+            left = deadline - time.time()
+            assert left > 0, f"chromium did not answer {method} within {self.timeout}s"
+            r, _, _ = select.select([self.from_r], [], [], left)
+            if r:
+                chunk = os.read(self.from_r, 1 << 20)
+                assert chunk, "chromium closed its pipe"
+                self.buf += chunk
+
+    def eval(self, expr):
+        r = self.call("Runtime.evaluate", session=True, expression=expr, returnByValue=True,
+                      awaitPromise=True)
+        assert "exceptionDetails" not in r, r["exceptionDetails"]
+        return r["result"].get("value")
+
+    def open(self, url, width, height, mobile=False, ready="document.body.dataset.state === 'ready'"):
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=mobile)
+        self.call("Page.navigate", session=True, url="about:blank")  # a fresh page, not a hash change
+        self.call("Page.navigate", session=True, url=url)
+        deadline = time.time() + self.timeout
+        while not self.eval(f"!!(document.body && ({ready}))"):
+            assert time.time() < deadline, f"{url} not ready: {self.eval('document.body.dataset.state')}"
+            time.sleep(0.1)
+
+    def screenshot(self, path):
+        r = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=False)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(r["data"]))
+
+    def close(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)   # the group this object started, nothing else
+        except ProcessLookupError:
+            pass
+        self.p.wait(timeout=30)
+        os.close(self.to_w)
+        os.close(self.from_r)
+        self.prof.cleanup()
 
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -252,11 +343,12 @@ def check_page(dom, st, cf):
         assert dom.v(p + "county") == r["county"]
         assert dom.num(p + "open_conflicts") == r["open_conflicts"]
         for c in r["conflicts"]:
-            assert dom.text(p + f"field.{c['field']}") == c["field"]
+            # labels, as the CLI and the CSV show them; the codes in data-v
+            assert dom.text(p + f"field.{c['field']}") == c["label"]
             assert dom.v(p + f"field.{c['field']}") == str(c["number"])
             for i, v in enumerate(c["values"]):
                 q = f"{p}{c['field']}.{i}."
-                assert dom.v(q + "value") == v["value"] and dom.text(q + "value") == v["value"]
+                assert dom.v(q + "value") == v["value"] and dom.text(q + "value") == v["text"]
                 assert dom.v(q + "device") == v["device"] and v["device"] in dom.text(q + "device")
                 assert dom.v(q + "stamp") == v["stamp"]
     # Server data never became markup: the page itself has no img, and
@@ -321,7 +413,7 @@ def test_status_page_shows_the_json():
         for rid in by_county.values():
             assert dom.text(f"conflict.{rid}.record_id") == rid
         values = {dom.text(k) for k in dom.k if k.endswith(".value")}
-        assert {"high", "urgent", HOSTILE_A, HOSTILE_B} <= values, values
+        assert {"High", "Urgent", HOSTILE_A, HOSTILE_B} <= values, values
 
         # A coordinator limited to 042 sees 042 only: nothing of 047 is in
         # the DOM, not even a device id.
@@ -354,6 +446,118 @@ def test_status_page_shows_the_json():
         for t in [admin.token, coord.token, d["k1"].token, "token="]:
             assert t not in log
         assert s.stop() == 0
+
+
+def attention(d):
+    """The page's rule for a device needing attention."""
+    return not d["revoked"] and bool(d["silent"] or d["unsent"] > 0 or d["rejected"] > 0 or
+                                     d["open_conflicts"] > 0 or d["waiting_to_pull"] > 0)
+
+
+LAYOUT = """(() => {
+  const vw = innerWidth, out = {vw, vh: innerHeight,
+    docWidth: document.documentElement.scrollWidth, tables: {}};
+  for (const id of ['t-devices', 't-counties']) {
+    const t = document.getElementById(id), box = t.closest('.scroll');
+    out.tables[id] = {scroll: box.scrollWidth, client: box.clientWidth,
+      headers: Array.from(t.tHead.rows[0].cells).map(c => {
+        const r = c.getBoundingClientRect();
+        return {text: c.textContent, left: r.left, right: r.right, shown: r.width > 0};
+      })};
+  }
+  out.attention = Array.from(document.querySelectorAll('#t-devices tr.attention'))
+    .map(tr => ({id: tr.dataset.device, top: tr.getBoundingClientRect().top + scrollY}));
+  const dev = document.getElementById('s-devices').getBoundingClientRect();
+  out.devicesTop = dev.top + scrollY;
+  return out;
+})()"""
+
+
+def test_layout_at_desktop_and_phone_widths():
+    """47 counties with phones: at 1366 px every column of the device and
+    county tables is on screen without scrolling sideways; on a 390 px
+    phone the devices needing attention start within the first two
+    screens. Screenshots of both go to the build directory."""
+    with Server() as s:
+        admin = Device(s.data, "office admin", county="", role="admin")
+        phones = []
+        for i in range(1, 48):
+            code = f"{i:03d}"
+            d = Device(s.data, f"Wanjirũ Kamau-Njoroge {code}", county=code)
+            phones.append(d)
+            changes = [report(d, code)]
+            if i % 9 == 0:
+                bad = report(d, code)
+                bad.fields[0].value.choice = "not_a_status"
+                changes.append(bad)
+            pushed(s, d, changes, [APPLIED] + [REJECTED] * (len(changes) - 1),
+                   unsent=3 if i % 7 == 0 else 0, app="field 2.3.1 (build 2026-11-20)")
+        # a revoked phone: counted nowhere as a phone, shown as revoked
+        gone = Device(s.data, "Lost phone", county="047")
+        pushed(s, gone, [report(gone, "047")], [APPLIED])
+        cli("device", "revoke", "--data", s.data, gone.hex)
+        # a conflict on a choice field: labels, as the CLI and CSV show them
+        a, b = phones[41], Device(s.data, "Kisumu phone 2", county="042")
+        rec = report(a, "042")
+        pushed(s, a, [rec], [APPLIED])
+        seen = [(rec.hlc, a.id)]
+        pushed(s, a, [edit(a, rec.record_id, 140, "choice", "high", seen)], [APPLIED])
+        assign(s.data, rec.record_id, b)
+        pushed(s, b, [edit(b, rec.record_id, 140, "choice", "urgent", seen)], [APPLIED])
+
+        st = get_json(s.port, "/v1/status", admin)
+        cf = get_json(s.port, "/v1/conflicts", admin)
+        assert len(st["counties"]) == 47
+        want = {d["id"] for d in st["devices"] if attention(d)}
+        assert len(want) >= 8, want
+
+        shots = os.path.join(BUILD, "status-page")
+        os.makedirs(shots, exist_ok=True)
+        br = Chromium()
+        try:
+            url = f"{s.url}/#token={admin.token}"
+            br.open(url, 1366, 768)
+            desk = br.eval(LAYOUT)
+            br.eval("document.getElementById('s-devices').scrollIntoView()")
+            br.screenshot(os.path.join(shots, "desktop-1366-devices.png"))
+            br.eval("scrollTo(0, 0)")
+            br.screenshot(os.path.join(shots, "desktop-1366.png"))
+            dom = Dom(br.eval("document.documentElement.outerHTML"))
+            br.open(url, 390, 844, mobile=True)
+            phone = br.eval(LAYOUT)
+            br.screenshot(os.path.join(shots, "phone-390.png"))
+            br.call("Emulation.setDeviceMetricsOverride", session=True, width=390, height=844 * 2,
+                    deviceScaleFactor=1, mobile=True)
+            br.screenshot(os.path.join(shots, "phone-390-two-screens.png"))
+        finally:
+            br.close()
+        print(f"   screenshots in {shots}; desktop: page {desk['docWidth']} px wide, "
+              f"devices table {desk['tables']['t-devices']['scroll']} of "
+              f"{desk['tables']['t-devices']['client']} px; phone: devices section at "
+              f"{phone['devicesTop']:.0f} px, first device needing attention at "
+              f"{min((x['top'] for x in phone['attention']), default=-1):.0f} px (screen {phone['vh']} px)")
+
+        # desktop: nothing to scroll sideways, every column header on screen
+        assert desk["docWidth"] <= desk["vw"], desk["docWidth"]
+        for tid, t in desk["tables"].items():
+            assert t["scroll"] <= t["client"] + 1, (tid, t["scroll"], t["client"])
+            for hd in t["headers"]:
+                assert hd["shown"] and 0 <= hd["left"] and hd["right"] <= desk["vw"], (tid, hd)
+        # phone: no sideways scrolling either; the devices needing attention
+        # are the ones the page marks, and the first is within two screens
+        assert phone["docWidth"] <= phone["vw"], phone["docWidth"]
+        assert {x["id"] for x in phone["attention"]} == want
+        first = min(x["top"] for x in phone["attention"])
+        assert first < 2 * phone["vh"], (first, phone["vh"])
+
+        # the Phones tile and the county rows agree on the revoked phone
+        check_page(dom, st, cf)
+        assert dom.num("page.phones") == 48 == sum(c["devices"] for c in st["counties"])
+        assert dom.v(f"device.{gone.hex}.revoked") == "true"
+        rid = next(r["record_id"] for r in cf["records"])
+        assert dom.text(f"conflict.{rid}.field.risk_level") == "Risk level"
+        shown = {dom.text(f"conflict.{rid}.risk_level.{i}.value") for i in range(2)}
+        assert shown == {"High", "Urgent"}, shown
 
 
 if __name__ == "__main__":

@@ -573,6 +573,49 @@ static void test_pb_put(void)
 	buf_free(&b);
 }
 
+/* A stream made piece by piece (streamed exports) inflates to the pieces
+ * joined, whatever the pieces' sizes; an empty stream is a valid one; a
+ * write after the end is refused; NULL frees nothing. */
+static void test_deflater(void)
+{
+	enum codec_enc encs[] = {CODEC_DEFLATE, CODEC_GZIP};
+	size_t n = 3 << 20;
+	uint8_t *in = sample(n, 7);
+	for (int k = 0; k < 2; k++) {
+		struct codec_deflater *d;
+		struct buf z = {0}, out = {0};
+		CHECK_EQ_INT(codec_deflater_new(encs[k], 6, &d), 0);
+		size_t pos = 0, step = 1;
+		while (pos < n) {
+			size_t len = SH_MIN(step, n - pos);
+			CHECK_EQ_INT(codec_deflater_write(d, in + pos, len, false, &z), 0);
+			pos += len;
+			step = step * 3 + 1; /* 1 byte up to megabytes */
+		}
+		CHECK_EQ_INT(codec_deflater_write(d, NULL, 0, true, &z), 0);
+		CHECK_EQ_INT(codec_deflater_write(d, in, 1, false, &z), -EINVAL);
+		codec_deflater_free(d);
+		if (encs[k] == CODEC_GZIP)
+			CHECK(z.data[0] == 0x1f && z.data[1] == 0x8b);
+		CHECK_EQ_INT(codec_inflate(z.data, z.len, encs[k], n, &out), 0);
+		CHECK_EQ_INT(out.len, n);
+		CHECK(!memcmp(out.data, in, n));
+		buf_reset(&z);
+		buf_reset(&out);
+		CHECK_EQ_INT(codec_deflater_new(encs[k], 6, &d), 0);
+		CHECK_EQ_INT(codec_deflater_write(d, NULL, 0, true, &z), 0);
+		codec_deflater_free(d);
+		CHECK_EQ_INT(codec_inflate(z.data, z.len, encs[k], 1, &out), 0);
+		CHECK_EQ_INT(out.len, 0);
+		buf_free(&z);
+		buf_free(&out);
+	}
+	struct codec_deflater *d;
+	CHECK_EQ_INT(codec_deflater_new(CODEC_IDENTITY, 6, &d), -EINVAL);
+	codec_deflater_free(NULL);
+	free(in);
+}
+
 int main(void)
 {
 	RUN(test_enc_parse);
@@ -585,6 +628,7 @@ int main(void)
 	RUN(test_trailing_and_corrupt);
 	RUN(test_garbage);
 	RUN(test_failure_restores_len);
+	RUN(test_deflater);
 	RUN(test_pb_walk);
 	RUN(test_pb_truncated);
 	RUN(test_pb_refuses);
