@@ -109,16 +109,19 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 	c->log_prefix = p;
 	c->log_prefix_len = n;
 
-	bool deletes = false;
+	bool deletes = false, instances = false;
 	c->has_base = false;
 	for (size_t i = 0; i < c->n_writes; i++) {
 		c->has_base |= c->writes[i].n_base > 0;
 		deletes |= c->writes[i].field == MERGE_DELETION_FIELD;
+		instances |= c->writes[i].inst != NULL;
 	}
 	c->new_record = NULL;
 	c->pointer = false;
-	if (!creates || deletes)
-		return 0; /* a deletion's view goes through the merge */
+	/* a deletion's view, and instances with their groups' rules, go
+	 * through the merge */
+	if (!creates || deletes || instances)
+		return 0;
 	if (!c->has_base) {
 		/* The usual report: stored once, in the log; its record points
 		 * there. */
@@ -209,6 +212,91 @@ static bool holding_rule(const struct store_change *c, const merge_rec_t *rec)
 	       st_has_u64(rec->assigned, rec->n_assigned, c->origin);
 }
 
+/* THE GROUPS' RULES (repeat groups, form version 3 on). An instance holds
+ * fields of one group: a change writing an instance with a field of
+ * another group than the instance already has is refused
+ * (instance_group_mismatch). The group of an instance is the group of its
+ * registers' fields. */
+static const struct form_group *group_of(const struct form *f, const merge_rec_t *rec,
+					 const uint8_t id[16])
+{
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		if (!merge_reg_in_instance(g) || memcmp(g->instance.data, id, 16))
+			continue;
+		const struct form_field *fd = form_field(f, g->field);
+		if (fd && fd->group)
+			return fd->group;
+	}
+	return NULL;
+}
+
+static bool instance_groups_agree(const struct store_change *c, const merge_rec_t *rec,
+				  struct form_verdict *verdict)
+{
+	for (size_t i = 0; c->form && i < c->n_writes; i++) {
+		const struct merge_write *w = &c->writes[i];
+		const struct form_field *fd = w->inst ? form_field(c->form, w->field) : NULL;
+		const struct form_group *g = fd && fd->group ? group_of(c->form, rec, w->inst->id) : NULL;
+		if (g && g != fd->group) {
+			snprintf(verdict->code, sizeof(verdict->code), "instance_group_mismatch");
+			snprintf(verdict->reason, sizeof(verdict->reason),
+				 "the instance belongs to group %s; field %u is of group %s", g->name,
+				 fd->number, fd->group->name);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The groups (with a bound) this change adds an instance to: at most max. */
+static size_t new_instances(const struct store_change *c, const merge_rec_t *rec,
+			    const struct form_group **ret, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; c->form && i < c->n_writes; i++) {
+		const struct merge_write *w = &c->writes[i];
+		const struct form_field *fd = w->inst ? form_field(c->form, w->field) : NULL;
+		if (!fd || !fd->group || !fd->group->max || group_of(c->form, rec, w->inst->id))
+			continue;
+		bool have = false;
+		for (size_t k = 0; k < n && !have; k++)
+			have = ret[k] == fd->group;
+		if (!have && n < max)
+			ret[n++] = fd->group;
+	}
+	return n;
+}
+
+/* THE BOUND. A change that adds an instance to a group already at its max
+ * (instances not removed) is refused (too_many_instances). Judged on the
+ * merged record, per change: like every per-change refusal, which of two
+ * concurrent adds that cross the bound is refused depends on which comes
+ * last. */
+static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
+				 const struct form_group *const *grown, size_t n_grown,
+				 struct form_verdict *verdict)
+{
+	for (size_t k = 0; k < n_grown; k++) {
+		uint32_t live = 0;
+		const uint8_t *last = NULL;
+		for (size_t i = 0; i < rec->n_registers; i++) {
+			const merge_reg_t *g = rec->registers[i];
+			if (!merge_reg_in_instance(g) || (last && !memcmp(last, g->instance.data, 16)))
+				continue;
+			last = g->instance.data;
+			live += group_of(f, rec, last) == grown[k] && !merge_instance_removed(rec, last);
+		}
+		if (live > grown[k]->max) {
+			snprintf(verdict->code, sizeof(verdict->code), "too_many_instances");
+			snprintf(verdict->reason, sizeof(verdict->reason),
+				 "group %s holds at most %u instances", grown[k]->name, grown[k]->max);
+			return false;
+		}
+	}
+	return true;
+}
+
 int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		       uint64_t now_ms, enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		       struct form_verdict *verdict)
@@ -284,9 +372,16 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 			return r;
 		REJECT("not_assigned",
 		       "this device did not create the record and was not assigned it");
+	} else if (!instance_groups_agree(c, rec, verdict)) {
+		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
+			return r;
+		*ret_outcome = STORE_REJECTED;
+		return 0;
 	} else {
 		had_conflict = rec->conflicts > 0;
 	}
+	const struct form_group *grown[8];
+	size_t n_grown = new_instances(c, rec, grown, 8);
 
 	t->next_log_seq++;
 	t->counters_dirty = true;
@@ -301,6 +396,20 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	};
 	if ((r = merge_apply(a, rec, &mc)) < 0)
 		return r;
+	if (!instances_within_max(rec, c->form, grown, n_grown, verdict)) {
+		/* refused after all: take back what accepting it put in */
+		t->next_log_seq--;
+		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
+			return r;
+		if (is_new) {
+			t->next_record_seq--;
+			t->records--;
+			if ((r = st_del_raw(t, DB_RID, c->record_id, 16)) < 0)
+				return r;
+		}
+		*ret_outcome = STORE_REJECTED;
+		return 0;
+	}
 	rec->last_changed_ms = now_ms;
 	rec->changes++;
 

@@ -14,6 +14,7 @@
 #include "merge.h"
 
 struct arena;
+struct form;
 struct form_verdict;
 struct store_txn;
 
@@ -44,6 +45,9 @@ struct store_change {
 	 * neither wrote nor was assigned (the caller checked the scope). A
 	 * phone may change only records it holds. */
 	bool office;
+	/* Its form (sync.c and resolve.c set it): the groups' rules need it
+	 * (instance_group_mismatch, too_many_instances). NULL: not checked. */
+	const struct form *form;
 	/* Work done before the writer, so that its single thread does little
 	 * more than append (apply_prepare fills these): */
 	const uint8_t *log_prefix; /* LogEntry: device, batch, change, digest */

@@ -39,6 +39,7 @@ static const char *const type_names[] = {
 	[FT_DECIMAL] = "decimal",   [FT_BOOLEAN] = "boolean",	[FT_DATE] = "date",
 	[FT_DATETIME] = "datetime", [FT_CHOICE] = "choice",	[FT_CHOICES] = "choices",
 	[FT_GEOPOINT] = "geopoint", [FT_ATTACHMENT] = "attachment", [FT_SEALED] = "sealed",
+	[FT_LINK] = "link",
 };
 
 const char *form_type_name(enum form_type t)
@@ -140,6 +141,53 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		goto out;
 	}
 
+	/* Repeat groups first: fields name them. */
+	json_t *jgroups = json_object_get(root, "groups");
+	if (jgroups && (!json_is_array(jgroups) || json_array_size(jgroups) > 64))
+		FAIL("%s: groups must be an array of at most 64", origin);
+	size_t ng = jgroups ? json_array_size(jgroups) : 0;
+	struct form_group *groups = arena_zalloc(reg->arena, (ng + 1) * sizeof(*groups));
+	if (!groups) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < ng; i++) {
+		json_t *jg = json_array_get(jgroups, i);
+		const char *gname = opt_str(jg, "name");
+		json_t *jmin = json_object_get(jg, "min"), *jmax = json_object_get(jg, "max");
+		if (!json_is_object(jg) || !gname || !*gname)
+			FAIL("%s: group #%zu has no name", origin, i + 1);
+		if ((jmin && (!json_is_integer(jmin) || json_integer_value(jmin) < 0)) ||
+		    (jmax && (!json_is_integer(jmax) || json_integer_value(jmax) < 0 ||
+			      json_integer_value(jmax) > 100000)))
+			FAIL("%s: group %s: min and max are counts of instances", origin, gname);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(groups[j].name, gname))
+				FAIL("%s: two groups are named %s", origin, gname);
+		groups[i].name = dupstr(reg, gname);
+		groups[i].label = dupstr(reg, opt_str(jg, "label") ? opt_str(jg, "label") : gname);
+		groups[i].min = jmin ? (uint32_t)json_integer_value(jmin) : 0;
+		groups[i].max = jmax ? (uint32_t)json_integer_value(jmax) : 0;
+		if (groups[i].max && groups[i].min > groups[i].max)
+			FAIL("%s: group %s: min is above max", origin, gname);
+		if (!groups[i].name || !groups[i].label) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < ng; i++) {
+		const char *pname = opt_str(json_array_get(jgroups, i), "parent");
+		if (!pname)
+			continue;
+		for (size_t j = 0; j < ng; j++)
+			if (!strcmp(groups[j].name, pname))
+				groups[i].parent = &groups[j];
+		if (!groups[i].parent || groups[i].parent == &groups[i] || groups[i].parent->parent ||
+		    opt_str(json_array_get(jgroups, groups[i].parent - groups), "parent"))
+			FAIL("%s: group %s: parent %s must be another group, itself not nested "
+			     "(groups nest one level)", origin, groups[i].name, pname);
+	}
+
 	size_t nf = json_array_size(jfields);
 	struct form_field *fields = arena_zalloc(reg->arena, nf * sizeof(*fields));
 	if (!fields) {
@@ -168,6 +216,21 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		fd->required = json_is_true(json_object_get(jf, "required"));
 		fd->sensitive = json_is_true(json_object_get(jf, "sensitive"));
 		fd->allow_future = json_is_true(json_object_get(jf, "allow_future"));
+		const char *gname = opt_str(jf, "group"), *lname = opt_str(jf, "link_group");
+		for (size_t j = 0; j < ng && gname; j++)
+			if (!strcmp(groups[j].name, gname))
+				fd->group = &groups[j];
+		if (gname && !fd->group)
+			FAIL("%s: field %s: no group named %s", origin, name, gname);
+		for (size_t j = 0; j < ng && lname; j++)
+			if (!strcmp(groups[j].name, lname))
+				fd->link_group = &groups[j];
+		if ((fd->type == FT_LINK) != (fd->link_group != NULL))
+			FAIL("%s: field %s: link fields, and only they, name a link_group (a group)",
+			     origin, name);
+		if (fd->group && fd->required)
+			FAIL("%s: field %s: a group's fields cannot be required (instances are added "
+			     "offline; see the group's min)", origin, name);
 		for (size_t j = 0; j < i; j++) {
 			if (fields[j].number == fd->number)
 				FAIL("%s: fields %s and %s share number %u", origin, fields[j].name,
@@ -265,13 +328,27 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 	while (at < reg->n_forms && cmp_form(&forms[at], id, version) < 0)
 		at++;
 	memmove(&forms[at + 1], &forms[at], (reg->n_forms - at) * sizeof(*forms));
+	for (size_t i = 0; i < ng; i++) {
+		const char *pf = opt_str(json_array_get(jgroups, i), "parent_field");
+		if (!groups[i].parent != !pf)
+			FAIL("%s: group %s: a nested group names its parent_field, and only it", origin,
+			     groups[i].name);
+		for (size_t j = 0; j < nf && pf; j++)
+			if (!strcmp(fields[j].name, pf))
+				groups[i].parent_field = &fields[j];
+		if (pf && (!groups[i].parent_field || groups[i].parent_field->type != FT_LINK ||
+			   groups[i].parent_field->group != &groups[i] ||
+			   groups[i].parent_field->link_group != groups[i].parent))
+			FAIL("%s: group %s: parent_field %s must be one of its link fields, naming "
+			     "the parent group", origin, groups[i].name, pf);
+	}
 	const struct form_field *county = NULL;
 	const char *cname = opt_str(root, "county_field");
 	if (cname) {
 		for (size_t i = 0; i < nf && !county; i++)
 			if (!strcmp(fields[i].name, cname))
 				county = &fields[i];
-		if (!county || county->type != FT_CHOICE)
+		if (!county || county->type != FT_CHOICE || county->group)
 			FAIL("%s: county_field %s is not a choice field of the form", origin, cname);
 	}
 	/* Field by number in one step: numbers are small in practice. */
@@ -295,6 +372,8 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		.fields = fields,
 		.n_fields = nf,
 		.county_field = county,
+		.groups = groups,
+		.n_groups = ng,
 		.origin = dupstr(reg, origin),
 		.by_number = by_number,
 		.max_number = max_number,
@@ -460,6 +539,8 @@ int form_registry_pack(const struct form_registry *reg, struct buf *out)
 			d->has_range = ff->has_range;
 			d->min = ff->min;
 			d->max = ff->max;
+			d->group = ff->group ? (char *)ff->group->name : "";
+			d->link_group = ff->link_group ? (char *)ff->link_group->name : "";
 			d->n_choices = ff->n_choices;
 			d->choices = arena_alloc(a, (ff->n_choices + 1) * sizeof(*d->choices));
 			if (!d->choices)
@@ -474,6 +555,24 @@ int form_registry_pack(const struct form_registry *reg, struct buf *out)
 				d->choices[k] = c;
 			}
 			fd->fields[j] = d;
+		}
+		fd->n_groups = f->n_groups;
+		fd->groups = arena_alloc(a, (f->n_groups + 1) * sizeof(*fd->groups));
+		if (!fd->groups)
+			goto out;
+		for (size_t j = 0; j < f->n_groups; j++) {
+			const struct form_group *g = &f->groups[j];
+			Shahidi__V1__GroupDef *gd = arena_alloc(a, sizeof(*gd));
+			if (!gd)
+				goto out;
+			shahidi__v1__group_def__init(gd);
+			gd->name = (char *)g->name;
+			gd->label = (char *)g->label;
+			gd->min = g->min;
+			gd->max = g->max;
+			gd->parent = g->parent ? (char *)g->parent->name : "";
+			gd->parent_field = g->parent_field ? g->parent_field->number : 0;
+			fd->groups[j] = gd;
 		}
 		list.forms[i] = fd;
 	}
@@ -497,6 +596,14 @@ const struct form_field *form_field(const struct form *f, uint32_t number)
 	for (size_t i = 0; i < f->n_fields; i++)
 		if (f->fields[i].number == number)
 			return &f->fields[i];
+	return NULL;
+}
+
+const struct form_group *form_group(const struct form *f, const char *name)
+{
+	for (size_t i = 0; i < f->n_groups; i++)
+		if (!strcmp(f->groups[i].name, name))
+			return &f->groups[i];
 	return NULL;
 }
 
@@ -534,14 +641,14 @@ int form_value_parse(const uint8_t *p, size_t n, struct form_value *ret)
 	int r;
 
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number < FT_TEXT || f.number > FT_SEALED)
+		if (f.number < FT_TEXT || f.number > FT_LINK)
 			continue; /* unknown member: a newer app; kept in the bytes */
 		if (v.kind != FT_NONE)
 			return -EPROTO; /* two members of a oneof: ambiguous, refuse */
 		static const uint8_t wire[] = {
 			[FT_TEXT] = 2,	   [FT_INTEGER] = 0, [FT_DECIMAL] = 1,	 [FT_BOOLEAN] = 0,
 			[FT_DATE] = 2,	   [FT_DATETIME] = 0, [FT_CHOICE] = 2,	 [FT_CHOICES] = 2,
-			[FT_GEOPOINT] = 2, [FT_ATTACHMENT] = 2, [FT_SEALED] = 2,
+			[FT_GEOPOINT] = 2, [FT_ATTACHMENT] = 2, [FT_SEALED] = 2, [FT_LINK] = 2,
 		};
 		if (f.wire_type != wire[f.number])
 			return -EPROTO;
@@ -550,6 +657,7 @@ int form_value_parse(const uint8_t *p, size_t n, struct form_value *ret)
 		case FT_TEXT:
 		case FT_DATE:
 		case FT_CHOICE:
+		case FT_LINK:
 			v.str = f.data;
 			v.str_len = f.len;
 			break;
@@ -821,6 +929,12 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 		    mt_len > 100 || !form_utf8_ok(mt, mt_len))
 			VERDICT("bad_attachment",
 				"needs a 16-byte file id, a 32-byte SHA-256, a size and a media type");
+		break;
+	}
+	case FT_LINK: {
+		static const uint8_t nil[16];
+		if (v.str_len != 16 || !memcmp(v.str, nil, 16))
+			VERDICT("bad_link", "a link is the 16-byte id of an instance, not the nil id");
 		break;
 	}
 	case FT_SEALED:

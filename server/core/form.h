@@ -35,6 +35,7 @@ enum form_type {
 	FT_GEOPOINT = 9,
 	FT_ATTACHMENT = 10,
 	FT_SEALED = 11,
+	FT_LINK = 12, /* the 16-byte id of a repeat-group instance */
 };
 
 const char *form_type_name(enum form_type t);
@@ -42,6 +43,16 @@ const char *form_type_name(enum form_type t);
 struct form_choice {
 	const char *code;  /* owned by the registry */
 	const char *label;
+};
+
+/* A repeat group (shahidi.v1.GroupDef): a part of the record that occurs
+ * any number of times, each occurrence an instance with its own id. */
+struct form_group {
+	const char *name;    /* export table; owned by the registry */
+	const char *label;
+	uint32_t min, max;   /* instances per record; max 0 = no bound */
+	const struct form_group *parent;         /* nested: NULL = the record */
+	const struct form_field *parent_field;   /* the LINK naming the parent */
 };
 
 struct form_field {
@@ -61,6 +72,8 @@ struct form_field {
 	const struct form_choice *choices; /* in definition order */
 	size_t n_choices;
 	const uint16_t *by_code;           /* private: choices sorted by code */
+	const struct form_group *group;      /* NULL: a field of the record */
+	const struct form_group *link_group; /* LINK: whose instances it names */
 };
 
 struct form {
@@ -73,6 +86,8 @@ struct form {
 	 * what coordinators' county scopes and the status page group by.
 	 * NULL when the form has none. */
 	const struct form_field *county_field;
+	const struct form_group *groups; /* repeat groups, in definition order */
+	size_t n_groups;
 	const char *origin;              /* file it came from, for messages */
 	const uint16_t *by_number;       /* private: field index by number */
 	uint32_t max_number;
@@ -103,13 +118,16 @@ const struct form *form_registry_at(const struct form_registry *reg, size_t i);
 int form_registry_pack(const struct form_registry *reg, struct buf *out);
 
 const struct form_field *form_field(const struct form *f, uint32_t number);
+/* The group named name, or NULL. */
+const struct form_group *form_group(const struct form *f, const char *name);
 const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len);
 
 /* A decoded view of an encoded shahidi.v1.Value. Pointers point into the
  * bytes given to form_value_parse() and live as long as they do. */
 struct form_value {
 	enum form_type kind;    /* FT_NONE: cleared */
-	const uint8_t *str;     /* TEXT, DATE, CHOICE: not NUL-terminated */
+	const uint8_t *str;     /* TEXT, DATE, CHOICE: not NUL-terminated;
+				   LINK: the instance id's bytes */
 	size_t str_len;
 	int64_t i;              /* INTEGER, DATETIME */
 	double d;               /* DECIMAL */

@@ -33,17 +33,30 @@ merge_rec_t *merge_rec_new(struct arena *a, const uint8_t *record_id, const char
 
 typedef Shahidi__Store__V1__Stamp merge_pb_stamp_t;
 
-static merge_reg_t *find_reg(const merge_rec_t *rec, uint32_t field, size_t *ret_at)
+/* Registers sort by (instance, field): the record's own (no instance)
+ * first, then instances by id. */
+static int reg_cmp(const merge_reg_t *g, const uint8_t *instance, uint32_t field)
+{
+	if (g->instance.len != (instance ? 16u : 0u))
+		return g->instance.len ? 1 : -1;
+	int c = instance ? memcmp(g->instance.data, instance, 16) : 0;
+	if (c)
+		return c;
+	return g->field < field ? -1 : g->field > field;
+}
+
+static merge_reg_t *find_reg(const merge_rec_t *rec, const uint8_t *instance, uint32_t field,
+			     size_t *ret_at)
 {
 	size_t lo = 0, hi = rec->n_registers;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		uint32_t f = rec->registers[mid]->field;
-		if (f == field) {
+		int c = reg_cmp(rec->registers[mid], instance, field);
+		if (c == 0) {
 			*ret_at = mid;
 			return rec->registers[mid];
 		}
-		if (f < field)
+		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -52,10 +65,22 @@ static merge_reg_t *find_reg(const merge_rec_t *rec, uint32_t field, size_t *ret
 	return NULL;
 }
 
+static const uint8_t *inst_id(const struct merge_write *w)
+{
+	return w->inst ? w->inst->id : NULL;
+}
+
 const merge_reg_t *merge_register(const merge_rec_t *rec, uint32_t field)
 {
 	size_t at;
-	return find_reg(rec, field, &at);
+	return find_reg(rec, NULL, field, &at);
+}
+
+const merge_reg_t *merge_register_in(const merge_rec_t *rec, const uint8_t *instance,
+				     uint32_t field)
+{
+	size_t at;
+	return find_reg(rec, instance, field, &at);
 }
 
 /* Makes sure every register the change writes exists, growing the
@@ -65,7 +90,7 @@ static int add_registers(struct arena *a, merge_rec_t *rec, const struct merge_c
 {
 	size_t missing = 0, at;
 	for (size_t i = 0; i < c->n_writes; i++)
-		missing += !find_reg(rec, c->writes[i].field, &at);
+		missing += !find_reg(rec, inst_id(&c->writes[i]), c->writes[i].field, &at);
 	if (!missing)
 		return 0;
 	merge_reg_t **na = arena_alloc(a, (rec->n_registers + missing) * sizeof(*na));
@@ -78,11 +103,17 @@ static int add_registers(struct arena *a, merge_rec_t *rec, const struct merge_c
 	size_t k = 0;
 	for (size_t i = 0; i < c->n_writes; i++) {
 		uint32_t field = c->writes[i].field;
-		if (find_reg(rec, field, &at))
+		const uint8_t *inst = inst_id(&c->writes[i]);
+		if (find_reg(rec, inst, field, &at))
 			continue; /* present, or added by an earlier write of this change */
 		merge_reg_t *reg = &regs[k++];
 		shahidi__store__v1__register__init(reg);
 		reg->field = field;
+		if (inst) {
+			if (!(reg->instance.data = arena_memdup(a, inst, 16)))
+				return -ENOMEM;
+			reg->instance.len = 16;
+		}
 		memmove(na + at + 1, na + at, (rec->n_registers - at) * sizeof(*na));
 		na[at] = reg;
 		rec->n_registers++;
@@ -215,24 +246,25 @@ static int value_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 	return alen < blen ? -1 : alen > blen;
 }
 
-static int set_seen(struct arena *a, merge_entry_t *e, const struct merge_change *c)
+static int set_seen(struct arena *a, merge_entry_t *e, const struct merge_stamp *seen,
+		    size_t n_seen)
 {
 	e->seen = NULL;
 	e->n_seen = 0;
-	if (!c->n_seen)
+	if (!n_seen)
 		return 0;
-	merge_pb_stamp_t *st = arena_alloc(a, c->n_seen * sizeof(*st));
-	merge_pb_stamp_t **sp = arena_alloc(a, c->n_seen * sizeof(*sp));
+	merge_pb_stamp_t *st = arena_alloc(a, n_seen * sizeof(*st));
+	merge_pb_stamp_t **sp = arena_alloc(a, n_seen * sizeof(*sp));
 	if (!st || !sp)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->n_seen; i++) {
+	for (size_t i = 0; i < n_seen; i++) {
 		shahidi__store__v1__stamp__init(&st[i]);
-		st[i].hlc = c->seen[i].hlc;
-		st[i].device = c->seen[i].device;
+		st[i].hlc = seen[i].hlc;
+		st[i].device = seen[i].device;
 		sp[i] = &st[i];
 	}
 	e->seen = sp;
-	e->n_seen = c->n_seen;
+	e->n_seen = n_seen;
 	return 0;
 }
 
@@ -269,7 +301,10 @@ static int apply_write(struct arena *a, merge_reg_t *reg, const struct merge_cha
 	e->value.data = named ? NULL : (uint8_t *)w->value;
 	e->value.len = named ? 0 : w->value_len;
 	drop_tombs_upto(reg, c->device, w->hlc);
-	return w->field == MERGE_DELETION_FIELD ? set_seen(a, e, c) : 0;
+	if (w->field != MERGE_DELETION_FIELD)
+		return 0;
+	return w->inst ? set_seen(a, e, w->inst->seen, w->inst->n_seen)
+		       : set_seen(a, e, c->seen, c->n_seen);
 }
 
 static bool live(const merge_entry_t *e)
@@ -341,9 +376,80 @@ static bool deletion_saw(const merge_entry_t *d, const merge_entry_t *e)
 	return false;
 }
 
+/* Whether some live deletion entry of dreg (saying "deleted") saw e. */
+static bool some_deletion_saw(const merge_reg_t *dreg, const merge_entry_t *e)
+{
+	for (size_t k = 0; dreg && k < dreg->n_entries; k++) {
+		const merge_entry_t *d = dreg->entries[k];
+		if (live(d) && entry_says_deleted(d) && deletion_saw(d, e))
+			return true;
+	}
+	return false;
+}
+
+/* Whether any live value of reg is unseen by every live deletion of dreg. */
+static bool has_unseen(const merge_reg_t *reg, const merge_reg_t *dreg)
+{
+	for (size_t j = 0; j < reg->n_entries; j++)
+		if (live(reg->entries[j]) && !some_deletion_saw(dreg, reg->entries[j]))
+			return true;
+	return false;
+}
+
+/* The registers of one instance are consecutive, its removal (field 0)
+ * first: [*i, end). */
+static size_t instance_end(const merge_rec_t *rec, size_t i)
+{
+	size_t end = i + 1;
+	while (end < rec->n_registers && rec->registers[end]->instance.len == 16 &&
+	       !memcmp(rec->registers[end]->instance.data, rec->registers[i]->instance.data, 16))
+		end++;
+	return end;
+}
+
+bool merge_instance_removed(const merge_rec_t *rec, const uint8_t instance[16])
+{
+	return entry_says_deleted(merge_current(merge_register_in(rec, instance, MERGE_DELETION_FIELD)));
+}
+
+/* Whether a live value of reg links to a removed instance. */
+static bool links_removed(const merge_rec_t *rec, const merge_reg_t *reg)
+{
+	for (size_t j = 0; j < reg->n_entries; j++) {
+		const merge_entry_t *e = reg->entries[j];
+		struct form_value v;
+		if (live(e) && form_value_parse(e->value.data, e->value.len, &v) == 0 &&
+		    v.kind == FT_LINK && v.str_len == 16 && merge_instance_removed(rec, v.str))
+			return true;
+	}
+	return false;
+}
+
+int merge_instance_flag(const merge_rec_t *rec, const uint8_t instance[16])
+{
+	size_t at;
+	const merge_reg_t *dreg = find_reg(rec, instance, MERGE_DELETION_FIELD, &at);
+	if (merge_instance_removed(rec, instance)) {
+		for (size_t i = at + 1; i < instance_end(rec, at); i++)
+			if (has_unseen(rec->registers[i], dreg))
+				return 1;
+		for (size_t i = 0; i < rec->n_registers; i++) {
+			const merge_reg_t *g = rec->registers[i];
+			for (size_t j = 0; j < g->n_entries; j++) {
+				const merge_entry_t *e = g->entries[j];
+				struct form_value v;
+				if (live(e) && form_value_parse(e->value.data, e->value.len, &v) == 0 &&
+				    v.kind == FT_LINK && v.str_len == 16 && !memcmp(v.str, instance, 16))
+					return 2;
+			}
+		}
+	}
+	return 0;
+}
+
 static void recount(merge_rec_t *rec)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, flags = 0;
 	const merge_reg_t *dreg = merge_register(rec, MERGE_DELETION_FIELD);
 	bool deleted = entry_says_deleted(merge_current(dreg));
 	bool flag = false;
@@ -351,22 +457,31 @@ static void recount(merge_rec_t *rec)
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
 		n += merge_in_conflict(reg);
-		if (!deleted || flag || reg->field == MERGE_DELETION_FIELD)
+		flags += links_removed(rec, reg);
+		/* the record's deletion: an edit anywhere it had not seen */
+		if (deleted && !flag && !(reg->field == MERGE_DELETION_FIELD && !reg->instance.len))
+			flag = has_unseen(reg, dreg);
+	}
+	/* a removed instance: an edit of it that no live removal saw */
+	for (size_t i = 0; i < rec->n_registers;) {
+		const merge_reg_t *reg = rec->registers[i];
+		if (!reg->instance.len) {
+			i++;
 			continue;
-		for (size_t j = 0; j < reg->n_entries && !flag; j++) {
-			const merge_entry_t *e = reg->entries[j];
-			if (!live(e))
-				continue;
-			bool seen = false;
-			for (size_t k = 0; k < dreg->n_entries && !seen; k++) {
-				const merge_entry_t *d = dreg->entries[k];
-				seen = live(d) && entry_says_deleted(d) && deletion_saw(d, e);
-			}
-			flag = !seen;
 		}
+		size_t end = instance_end(rec, i);
+		const merge_reg_t *ireg = reg->field == MERGE_DELETION_FIELD ? reg : NULL;
+		if (ireg && entry_says_deleted(merge_current(ireg))) {
+			for (size_t k = i + 1; k < end; k++)
+				if (has_unseen(rec->registers[k], ireg)) {
+					flags++;
+					break;
+				}
+		}
+		i = end;
 	}
 	rec->delete_conflict = flag;
-	rec->conflicts = n + flag;
+	rec->conflicts = n + flag + flags;
 }
 
 static int add_sorted_u64(struct arena *a, uint64_t **arr, size_t *n, uint64_t v)
@@ -401,7 +516,7 @@ int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 	for (size_t i = 0; i < c->n_writes; i++) {
 		const struct merge_write *w = &c->writes[i];
 		size_t at;
-		merge_reg_t *reg = find_reg(rec, w->field, &at);
+		merge_reg_t *reg = find_reg(rec, inst_id(w), w->field, &at);
 		if (w->n_base) {
 			/* room for every base to become a tombstone, grown once */
 			merge_pb_stamp_t **na =
@@ -445,6 +560,8 @@ void merge_digest(const merge_rec_t *rec, uint8_t out[32])
 	hash_u64(&st, rec->n_registers);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
+		hash_u64(&st, reg->instance.len);
+		crypto_generichash_update(&st, reg->instance.data, reg->instance.len);
 		hash_u64(&st, reg->field);
 		hash_u64(&st, reg->n_entries);
 		for (size_t j = 0; j < reg->n_entries; j++) {

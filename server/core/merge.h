@@ -38,6 +38,16 @@
  * a device that breaks it can make only its own values' liveness depend
  * on arrival order, never another device's.
  *
+ * REPEATED ENTITIES. A field of a repeat group is written to an instance
+ * (a 16-byte id made on the phone): its register is keyed by (instance,
+ * field) and merges exactly as the record's own. Membership is add-wins:
+ * an instance exists once any write names it. Field 0 of an instance is
+ * its removal, merged like the record's deletion, with its own view
+ * (merge_inst.seen): while an instance is removed, a live value of it that
+ * no live removal saw flags the record; so does a live LINK value (Value
+ * member 12) naming a removed instance. Each flag counts as one conflict;
+ * delete_conflict says some flag is up.
+ *
  * Records are shahidi.store.v1.Record messages unpacked into an arena;
  * merge_apply() edits them in place and allocates from the same arena.
  */
@@ -63,14 +73,26 @@ struct merge_stamp {
 	uint64_t device;
 };
 
+/* A write to an instance of a repeat group (FieldWrite.instance). */
+struct merge_inst {
+	uint8_t id[16];
+	/* Field 0 of the instance (its removal): the stamps of the instance's
+	 * live values its writer had seen (FieldWrite.seen); borrowed. */
+	const struct merge_stamp *seen;
+	size_t n_seen;
+};
+
 struct merge_write {
-	uint32_t field;          /* 0: the deletion register */
+	uint32_t field;          /* 0: the deletion (of the record, or of the
+				    instance) */
+	uint32_t n_base;
 	uint64_t hlc;            /* its stamp, as sent */
 	const uint8_t *value;    /* encoded shahidi.v1.Value; borrowed, must
 				    outlive the arena's use of the record */
 	size_t value_len;
 	const struct merge_stamp *base; /* borrowed */
-	size_t n_base;
+	const struct merge_inst *inst;  /* NULL: a field of the record itself;
+					   borrowed */
 };
 
 struct merge_change {
@@ -80,7 +102,7 @@ struct merge_change {
 	uint32_t form_version;
 	const struct merge_write *writes;
 	size_t n_writes;
-	/* A deletion's view (Deletion.seen); borrowed like values. */
+	/* The record deletion's view (Deletion.seen); borrowed like values. */
 	const struct merge_stamp *seen;
 	size_t n_seen;
 };
@@ -92,8 +114,24 @@ merge_rec_t *merge_rec_new(struct arena *a, const uint8_t *record_id, const char
  * unspecified state and must be dropped). */
 int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c);
 
-/* The register of a field, or NULL. */
+/* The register of a field of the record, or NULL. */
 const merge_reg_t *merge_register(const merge_rec_t *rec, uint32_t field);
+/* The register of a field of a repeat-group instance (16-byte id; NULL:
+ * the record's own), or NULL. */
+const merge_reg_t *merge_register_in(const merge_rec_t *rec, const uint8_t *instance,
+				     uint32_t field);
+/* Whether a register belongs to an instance (then reg->instance.data is its
+ * 16-byte id). */
+static inline bool merge_reg_in_instance(const merge_reg_t *reg)
+{
+	return reg->instance.len == 16;
+}
+/* Whether an instance's removal register says "removed". */
+bool merge_instance_removed(const merge_rec_t *rec, const uint8_t instance[16]);
+/* Why a removed instance, or a link, flags the record: 1 when an edit of
+ * instance that no live removal saw is live; 2 when it is linked to by a
+ * live value although removed; 0 when neither. */
+int merge_instance_flag(const merge_rec_t *rec, const uint8_t instance[16]);
 /* Entries as stored leave out the record's common stamp (see
  * proto/store.proto): merge_rec_expand() fills it in after unpacking,
  * merge_rec_compact() takes it out again before packing. */

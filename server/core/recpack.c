@@ -28,8 +28,8 @@ static int scan(const uint8_t *p, size_t n, uint32_t known, const uint8_t *wt, u
 static const uint8_t entry_wt[10] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2,
 				     [7] = 0, [8] = 0, [9] = 2};
 #define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 8 | 1u << 9)
-static const uint8_t reg_wt[4] = {[1] = 0, [2] = 2, [3] = 2};
-#define REG_KNOWN (1u << 1 | 1u << 2 | 1u << 3)
+static const uint8_t reg_wt[5] = {[1] = 0, [2] = 2, [3] = 2, [4] = 2};
+#define REG_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4)
 static const uint8_t stamp_wt[3] = {[1] = 1, [2] = 1};
 #define STAMP_KNOWN (1u << 1 | 1u << 2)
 static const uint8_t rec_wt[18] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
@@ -126,6 +126,9 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		if (f.number == 1) {
 			g->field = (uint32_t)f.varint;
+		} else if (f.number == 4) {
+			g->instance.data = (uint8_t *)f.data;
+			g->instance.len = f.len;
 		} else if (f.number == 2) {
 			merge_entry_t *e = &es[g->n_entries];
 			if ((r = unpack_entry(a, f.data, f.len, e)) <= 0)
@@ -286,7 +289,8 @@ static size_t register_size(const merge_reg_t *g)
 		size_t es = entry_size(g->entries[i]);
 		n += 1 + codec_varint_len(es) + es;
 	}
-	return n + stamps_size(g->tombstones, g->n_tombstones);
+	n += stamps_size(g->tombstones, g->n_tombstones);
+	return n + (g->instance.len ? 1 + codec_varint_len(g->instance.len) + g->instance.len : 0);
 }
 
 /* Whether anything in rec came from a field we do not know: then
@@ -400,6 +404,8 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 			q = put_stamps(q, 9, e->seen, e->n_seen);
 		}
 		q = put_stamps(q, 3, g->tombstones, g->n_tombstones);
+		if (g->instance.len)
+			q += codec_put_bytes(q, 4, g->instance.data, g->instance.len);
 	}
 	if (rec->n_writers)
 		q = put_fixed64s(q, 7, rec->writers, rec->n_writers);

@@ -95,6 +95,11 @@ int render_value_text(const struct form_field *fd, const uint8_t *v, size_t n, b
 	case FT_SEALED:
 		snprintf(tmp, sizeof(tmp), "[sealed, %zu bytes]", fv.sub_len);
 		break;
+	case FT_LINK:
+		if (fv.str_len != 16)
+			return buf_puts(out, "[malformed]");
+		uuid_fmt(fv.str, tmp);
+		break;
 	}
 	return buf_puts(out, tmp);
 }
@@ -111,6 +116,13 @@ json_t *render_value_json(const struct form_field *fd, const uint8_t *v, size_t 
 	case FT_DATE:
 	case FT_CHOICE:
 		return json_stringn((const char *)fv.str, fv.str_len);
+	case FT_LINK: {
+		char id[UUID_STR_LEN + 1];
+		if (fv.str_len != 16)
+			return NULL;
+		uuid_fmt(fv.str, id);
+		return json_string(id);
+	}
 	case FT_INTEGER:
 		return json_integer(fv.i);
 	case FT_DECIMAL:

@@ -92,6 +92,24 @@ struct store_change *sync_batch_change(struct sync_batch *b, size_t i)
 		return -EINVAL;                                             \
 	} while (0)
 
+/* qsort's comparator has no context argument: the change being checked
+ * (prepare_change runs on one thread at a time per batch, but batches are
+ * decoded on several threads). */
+static _Thread_local const struct wire_change *sort_ctx;
+
+/* (instance, field) order; writes without an instance first. */
+static int write_cmp(const void *x, const void *y)
+{
+	const struct wire_write *a = &sort_ctx->fields[*(const uint32_t *)x];
+	const struct wire_write *b = &sort_ctx->fields[*(const uint32_t *)y];
+	if (a->instance_len != b->instance_len)
+		return a->instance_len < b->instance_len ? -1 : 1;
+	int c = a->instance ? memcmp(a->instance, b->instance, a->instance_len) : 0;
+	if (c)
+		return c;
+	return a->field < b->field ? -1 : a->field > b->field;
+}
+
 static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			  const struct form_registry *forms, const struct sync_limits *lim,
 			  const uint8_t *raw, size_t raw_len, uint64_t now_ms, struct prepared *p)
@@ -156,37 +174,54 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		BAD("too_many_fields", "%zu fields the form does not know; at most %u allowed",
 		    unknown, SYNC_MAX_UNKNOWN_FIELDS);
 
-	size_t nw = wc.n_fields + (wc.has_deletion ? 1 : 0);
-	struct merge_write *w = arena_zalloc(b->arena, nw * sizeof(*w));
-	if (!w)
+	uint64_t seen[FORM_MAX_FIELDS / 64] = {0}; /* record fields, by index in the form */
+	/* writes to instances and to fields the form does not know, checked
+	 * below in (instance, field) order: each once, an instance's of one
+	 * group, in n log n whatever a phone sends */
+	uint32_t *order = arena_alloc(tmp, (wc.n_fields + 1) * sizeof(*order));
+	size_t n_order = 0;
+	if (!order)
 		return -ENOMEM;
-	uint64_t max_hlc = 0;
-	uint64_t seen[FORM_MAX_FIELDS / 64] = {0}; /* by index in the form */
 	for (size_t i = 0; i < wc.n_fields; i++) {
 		const struct wire_write *fw = &wc.fields[i];
-		if (fw->field == 0)
-			BAD("bad_field", "field numbers start at 1");
 		const struct form_field *fd = form_field(form, fw->field);
 		struct form_value fv;
+		bool inst = fw->instance != NULL;
+		if (inst && (fw->instance_len != UUID_LEN || uuid_is_nil(fw->instance)))
+			BAD("bad_instance", "field %u: an instance id is 16 bytes, not the nil UUID",
+			    fw->field);
+		if (fw->field == 0 && !inst)
+			BAD("bad_field", "field numbers start at 1");
+		if (fw->n_seen && fw->field != 0)
+			BAD("bad_field", "field %u: only an instance's removal (field 0) lists what it "
+			    "saw", fw->field);
 		/* Relayed to other phones as sent: it must parse anywhere. */
 		if (wire_value_check(fw->value, fw->value_len) < 0)
 			BAD("malformed_value", "field %u: the value is not a well-formed Value "
 			    "(wire types, UTF-8 text, nested messages)", fw->field);
-		if (fd) {
-			size_t k = (size_t)(fd - form->fields);
-			if (seen[k / 64] & (1ull << (k % 64)))
-				BAD("duplicate_field", "field %u is set twice", fw->field);
-			seen[k / 64] |= 1ull << (k % 64);
+		if (fw->field == 0) {
+			/* an instance's removal register: a boolean, like Deletion */
+			if (form_value_parse(fw->value, fw->value_len, &fv) < 0 || fv.kind != FT_BOOLEAN)
+				BAD("bad_removal", "an instance's field 0 (its removal) holds a boolean");
+		} else if (fd) {
+			if (inst != (fd->group != NULL))
+				BAD(inst ? "not_in_group" : "instance_required",
+				    inst ? "field %u (%s) belongs to the record, not to a repeat group"
+					 : "field %u (%s) belongs to a repeat group: name its instance",
+				    fd->number, fd->name);
 			if (form_check_value(fd, fw->value, fw->value_len, now_ms, v) < 0)
 				return -EINVAL;
 			if (fd->required && form_value_parse(fw->value, fw->value_len, &fv) == 0 &&
 			    fv.kind == FT_NONE)
 				BAD("required_cleared", "field %u (%s) is required and cannot be cleared",
 				    fd->number, fd->name);
-		} else {
-			for (size_t j = 0; j < i; j++) /* fields the form does not know: rare */
-				if (wc.fields[j].field == fw->field)
+			if (!inst) {
+				size_t k = (size_t)(fd - form->fields);
+				if (seen[k / 64] & (1ull << (k % 64)))
 					BAD("duplicate_field", "field %u is set twice", fw->field);
+				seen[k / 64] |= 1ull << (k % 64);
+			}
+		} else {
 			/* A newer app's field: kept and passed on, never dropped. */
 			if (fw->value_len > lim->max_value)
 				BAD("value_too_long", "field %u: %zu bytes, at most %zu allowed",
@@ -194,18 +229,35 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			if (form_value_parse(fw->value, fw->value_len, &fv) < 0)
 				BAD("malformed_value", "field %u: the value is not well-formed", fw->field);
 		}
+		if (!fd || inst)
+			order[n_order++] = (uint32_t)i;
 		for (size_t k = 0; k < fw->n_base; k++)
 			if (!fw->base[k].hlc || !fw->base[k].device)
 				BAD("bad_stamp", "field %u: a base stamp lacks its HLC or device", fw->field);
-		w[i] = (struct merge_write){
-			.field = fw->field,
-			.hlc = fw->hlc ? fw->hlc : wc.hlc,
-			.value = fw->value,
-			.value_len = fw->value_len,
-			.base = fw->base,
-			.n_base = fw->n_base,
-		};
-		max_hlc = SH_MAX(max_hlc, w[i].hlc);
+		for (size_t k = 0; k < fw->n_seen; k++)
+			if (!fw->seen[k].hlc || !fw->seen[k].device)
+				BAD("bad_stamp", "field %u: a seen stamp lacks its HLC or device", fw->field);
+	}
+	sort_ctx = &wc;
+	qsort(order, n_order, sizeof(*order), write_cmp);
+	const struct form_group *group = NULL; /* of the instance being read */
+	for (size_t k = 0; k < n_order; k++) {
+		const struct wire_write *fw = &wc.fields[order[k]];
+		const struct wire_write *o = k ? &wc.fields[order[k - 1]] : NULL;
+		bool same = o && o->instance_len == fw->instance_len &&
+			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+		if (same && o->field == fw->field)
+			BAD("duplicate_field", "field %u is set twice", fw->field);
+		if (!same)
+			group = NULL;
+		const struct form_field *fd = form_field(form, fw->field);
+		if (fw->instance && fd && fd->group) {
+			if (group && group != fd->group)
+				BAD("instance_group_mismatch",
+				    "one instance holds fields of groups %s and %s", group->name,
+				    fd->group->name);
+			group = fd->group;
+		}
 	}
 	if (wc.create) {
 		for (size_t i = 0; i < form->n_fields; i++) {
@@ -222,18 +274,19 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		for (size_t k = 0; k < wc.n_del_seen; k++)
 			if (!wc.del_seen[k].hlc || !wc.del_seen[k].device)
 				BAD("bad_stamp", "deletion: a seen stamp lacks its HLC or device");
-		sc->seen = wc.del_seen;
-		sc->n_seen = wc.n_del_seen;
-		struct merge_write *dw = &w[wc.n_fields];
-		dw->field = MERGE_DELETION_FIELD;
-		dw->hlc = wc.del_hlc ? wc.del_hlc : wc.hlc;
-		dw->value = merge_deletion_value(wc.deleted, &dw->value_len);
-		dw->base = wc.del_base;
-		dw->n_base = wc.n_del_base;
-		max_hlc = SH_MAX(max_hlc, dw->hlc);
 	}
-	sc->writes = w;
-	sc->n_writes = nw;
+	/* Valid: the merge's view of it, in the batch's arena. */
+	struct merge_change mc;
+	if (wire_change_merge(b->arena, &wc, pusher, &mc) < 0)
+		return -ENOMEM;
+	uint64_t max_hlc = 0;
+	for (size_t i = 0; i < mc.n_writes; i++)
+		max_hlc = SH_MAX(max_hlc, mc.writes[i].hlc);
+	sc->writes = (struct merge_write *)mc.writes;
+	sc->n_writes = mc.n_writes;
+	sc->seen = mc.seen;
+	sc->n_seen = mc.n_seen;
+	sc->form = form;
 	sc->hlc = max_hlc;
 	/* the writer's share, done here on the thread pool */
 	return apply_prepare(b->arena, sc, wc.create) < 0 ? -ENOMEM : 0;

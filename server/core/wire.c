@@ -52,7 +52,7 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 			    struct wire_write *w)
 {
 	struct pb_field f;
-	size_t pos = 0, values = 0, stamps = 0;
+	size_t pos = 0, values = 0, stamps = 0, seen = 0;
 	int r;
 	memset(w, 0, sizeof(*w));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
@@ -79,14 +79,27 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 				return -EPROTO;
 			stamps++;
 			break;
+		case 5:
+			if (WIRE_TYPE(f, 2) < 0)
+				return -EPROTO;
+			w->instance = f.data;
+			w->instance_len = f.len;
+			break;
+		case 6:
+			if (WIRE_TYPE(f, 2) < 0)
+				return -EPROTO;
+			seen++;
+			break;
 		default:
 			break;
 		}
 	}
 	if (r < 0)
 		return r;
-	/* most writes name no base: no second pass for them */
-	return stamps ? read_stamps(a, p, n, 4, max_base, &w->base, &w->n_base) : 0;
+	/* most writes name no base and no view: no second pass for them */
+	if (stamps && (r = read_stamps(a, p, n, 4, max_base, &w->base, &w->n_base)) < 0)
+		return r;
+	return seen ? read_stamps(a, p, n, 6, WIRE_MAX_SEEN, &w->seen, &w->n_seen) : 0;
 }
 
 int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
@@ -210,10 +223,11 @@ static int check_sealed(const uint8_t *p, size_t n)
 int wire_value_check(const uint8_t *p, size_t n)
 {
 	/* text, integer, decimal, boolean, date, datetime, choice, choices,
-	 * geopoint, attachment, sealed: shahidi.v1.Value's members 1 to 11 */
-	static const uint8_t wt[12] = {0xff, 2, 0, 1, 0, 2, 0, 2, 2, 2, 2, 2};
+	 * geopoint, attachment, sealed, link: shahidi.v1.Value's members 1 to
+	 * 12 */
+	static const uint8_t wt[13] = {0xff, 2, 0, 1, 0, 2, 0, 2, 2, 2, 2, 2, 2};
 	static const struct msg_rule m = {
-		12, wt, 1u << 1 | 1u << 5 | 1u << 7,
+		13, wt, 1u << 1 | 1u << 5 | 1u << 7,
 		{[8] = check_choices, [9] = check_geopoint, [10] = check_attachment,
 		 [11] = check_sealed}};
 	return check_msg(&m, p, n);
@@ -234,8 +248,17 @@ int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pu
 			.value = fw->value,
 			.value_len = fw->value_len,
 			.base = fw->base,
-			.n_base = fw->n_base,
+			.n_base = (uint32_t)fw->n_base,
 		};
+		if (fw->instance_len == 16) {
+			struct merge_inst *in = arena_alloc(a, sizeof(*in));
+			if (!in)
+				return -ENOMEM;
+			memcpy(in->id, fw->instance, 16);
+			in->seen = fw->seen;
+			in->n_seen = fw->n_seen;
+			w[i].inst = in;
+		}
 	}
 	if (wc->has_deletion) {
 		struct merge_write *dw = &w[wc->n_fields];
@@ -243,7 +266,7 @@ int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pu
 		dw->hlc = wc->del_hlc ? wc->del_hlc : wc->hlc;
 		dw->value = merge_deletion_value(wc->deleted, &dw->value_len);
 		dw->base = wc->del_base;
-		dw->n_base = wc->n_del_base;
+		dw->n_base = (uint32_t)wc->n_del_base;
 	}
 	*ret = (struct merge_change){
 		.device = wc->origin ? wc->origin : pusher,

@@ -26,6 +26,10 @@ struct wire_write {
 	size_t value_len;
 	struct merge_stamp *base;
 	size_t n_base;
+	const uint8_t *instance;    /* FieldWrite.instance as sent; NULL: none */
+	size_t instance_len;
+	struct merge_stamp *seen;   /* FieldWrite.seen (an instance's removal) */
+	size_t n_seen;
 };
 
 struct wire_change {
@@ -71,7 +75,8 @@ int wire_value_check(const uint8_t *p, size_t n);
 
 /* The merge's view of a change read by wire_read_change, pushed by
  * pusher: one write per field plus one for its deletion, each with its
- * stamp filled in (0 = the change's). Allocates from a. */
+ * stamp filled in (0 = the change's), its instance (when 16 bytes) and the
+ * instance removal's view. Allocates from a. */
 int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pusher,
 		      struct merge_change *ret);
 

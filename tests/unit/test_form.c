@@ -134,10 +134,11 @@ static void test_builtin_v1(void)
 	char err[256] = "";
 	CHECK_EQ_INT(form_registry_new(&reg), 0);
 	CHECK_EQ_INT(form_registry_add_builtin(reg, err, sizeof(err)), 0);
-	CHECK_EQ_INT(form_registry_count(reg), 1);
+	CHECK_EQ_INT(form_registry_count(reg), 2); /* v1 and v3 */
 	const struct form *f = form_registry_find(reg, "incident_report", 1);
 	CHECK(f);
 	CHECK(!form_registry_find(reg, "incident_report", 2));
+	CHECK_EQ_INT(f->n_groups, 0);
 	CHECK(!form_registry_find(reg, "incident", 1));
 
 	const struct form_field *county = fld(f, 53);
@@ -175,16 +176,71 @@ static void test_builtin_v1(void)
 	form_registry_free(reg);
 }
 
+/* Version 3: who did what to whom, as repeat groups. */
+static void test_builtin_v3_groups(void)
+{
+	struct form_registry *reg;
+	char err[256] = "";
+	CHECK_EQ_INT(form_registry_new(&reg), 0);
+	CHECK_EQ_INT(form_registry_add_builtin(reg, err, sizeof(err)), 0);
+	const struct form *f = form_registry_find(reg, "incident_report", 3);
+	CHECK(f);
+	CHECK_EQ_INT(f->n_groups, 6);
+	const struct form_group *v = form_group(f, "victims"), *a = form_group(f, "acts");
+	const struct form_group *r = form_group(f, "referrals");
+	CHECK(v && a && r && form_group(f, "perpetrators") && form_group(f, "involvements") &&
+	      form_group(f, "sources") && !form_group(f, "nope"));
+	CHECK(fld(f, 200)->group == v && fld(f, 201)->sensitive);
+	CHECK(fld(f, 244)->type == FT_LINK && fld(f, 244)->link_group == v && fld(f, 244)->group == a);
+	CHECK(r->parent == v && r->parent_field == fld(f, 280));
+	CHECK(!fld(f, 1)->group && f->county_field == fld(f, 53));
+	CHECK(!form_field(f, 30) && !form_field(f, 59)); /* v1's survivor block is the first victim */
+	CHECK_EQ_INT(v->max, 50);
+
+	/* A link holds a 16-byte id, not nil. */
+	struct form_verdict ver;
+	uint8_t link[18] = {0x62, 16};
+	CHECK(form_check_value(fld(f, 244), link, 18, 0, &ver) < 0 && !strcmp(ver.code, "bad_link"));
+	link[5] = 7;
+	CHECK(form_check_value(fld(f, 244), link, 18, 0, &ver) == 0);
+	CHECK(form_check_value(fld(f, 244), link, 10, 0, &ver) < 0);
+
+	/* What a broken definition is told. */
+	static const struct {
+		const char *json, *says;
+	} bad[] = {
+		{"{\"form_id\":\"x\",\"version\":1,\"fields\":[{\"number\":1,\"name\":\"a\","
+		 "\"type\":\"text\",\"group\":\"g\"}]}", "no group named g"},
+		{"{\"form_id\":\"x\",\"version\":1,\"groups\":[{\"name\":\"g\"}],\"fields\":["
+		 "{\"number\":1,\"name\":\"a\",\"type\":\"text\",\"group\":\"g\",\"required\":true}]}",
+		 "cannot be required"},
+		{"{\"form_id\":\"x\",\"version\":1,\"groups\":[{\"name\":\"g\"}],\"fields\":["
+		 "{\"number\":1,\"name\":\"a\",\"type\":\"link\",\"group\":\"g\"}]}", "link_group"},
+		{"{\"form_id\":\"x\",\"version\":1,\"groups\":[{\"name\":\"g\",\"parent\":\"g\"}],"
+		 "\"fields\":[{\"number\":1,\"name\":\"a\",\"type\":\"text\"}]}", "one level"},
+		{"{\"form_id\":\"x\",\"version\":1,\"groups\":[{\"name\":\"g\",\"min\":3,\"max\":2}],"
+		 "\"fields\":[{\"number\":1,\"name\":\"a\",\"type\":\"text\"}]}", "min is above max"},
+	};
+	for (size_t i = 0; i < SH_ARRAY_SIZE(bad); i++) {
+		err[0] = 0;
+		CHECK_EQ_INT(form_registry_add_json(reg, bad[i].json, strlen(bad[i].json), "t.json", err,
+						    sizeof(err)), -EINVAL);
+		CHECK(strstr(err, bad[i].says));
+	}
+	form_registry_free(reg);
+}
+
 static void test_v2_fixture(void)
 {
 	char err[256] = "";
-	CHECK_EQ_INT(form_registry_count(REG), 2);
+	CHECK_EQ_INT(form_registry_count(REG), 3); /* v1 and v3 built in, v2 from the file */
 	CHECK(V1 && V2 && V1 != V2);
 	CHECK_EQ_INT(V2->version, 2);
 	/* Sorted by (form_id, version). */
 	CHECK(form_registry_at(REG, 0) == V1);
 	CHECK(form_registry_at(REG, 1) == V2);
-	CHECK(!form_registry_at(REG, 2));
+	CHECK(form_registry_at(REG, 2) == form_registry_find(REG, "incident_report", 3));
+	CHECK(!form_registry_at(REG, 3));
 
 	CHECK(!form_field(V1, 75));
 	CHECK_EQ_STR(fld(V2, 75)->name, "perpetrator_weapon");
@@ -197,7 +253,7 @@ static void test_v2_fixture(void)
 					    err, sizeof(err)), -EEXIST);
 	CHECK(strstr(err, "already loaded"));
 	CHECK_EQ_INT(form_registry_add_builtin(REG, err, sizeof(err)), -EEXIST);
-	CHECK_EQ_INT(form_registry_count(REG), 2);
+	CHECK_EQ_INT(form_registry_count(REG), 3);
 
 	CHECK_EQ_INT(form_registry_add_path(REG, SRCDIR "/tests/fixtures/none.json", err,
 					    sizeof(err)), -ENOENT);
@@ -636,6 +692,7 @@ int main(void)
 	CHECK(V1 && V2);
 
 	RUN(test_builtin_v1);
+	RUN(test_builtin_v3_groups);
 	RUN(test_v2_fixture);
 	RUN(test_bad_definitions);
 	RUN(test_pack);

@@ -481,6 +481,159 @@ static void test_recpack_is_protobuf_c(void)
 	}
 }
 
+/* Repeat groups: writes to instances. */
+static struct merge_write in_write(const uint8_t id[16], uint32_t field, uint64_t hlc,
+				   const char *text)
+{
+	struct merge_write w = text_write(field, hlc, text);
+	struct merge_inst *in = arena_zalloc(A, sizeof(*in));
+	memcpy(in->id, id, 16);
+	w.inst = in;
+	return w;
+}
+
+static struct merge_write in_removal(const uint8_t id[16], uint64_t hlc, bool removed,
+				     const struct merge_stamp *seen, size_t n_seen)
+{
+	struct merge_write w = del_write(hlc, removed);
+	struct merge_inst *in = arena_zalloc(A, sizeof(*in));
+	memcpy(in->id, id, 16);
+	in->seen = seen;
+	in->n_seen = n_seen;
+	w.inst = in;
+	return w;
+}
+
+static struct merge_write link_write(const uint8_t id[16], uint32_t field, uint64_t hlc,
+				     const uint8_t to[16])
+{
+	struct merge_write w = {.field = field, .hlc = hlc};
+	uint8_t *v = arena_alloc(A, 18);
+	v[0] = 0x62; /* Value{link: 16 bytes} */
+	v[1] = 16;
+	memcpy(v + 2, to, 16);
+	w.value = v;
+	w.value_len = 18;
+	struct merge_inst *in = arena_zalloc(A, sizeof(*in));
+	memcpy(in->id, id, 16);
+	w.inst = in;
+	return w;
+}
+
+static const char *current_in(const merge_rec_t *rec, const uint8_t id[16], uint32_t field)
+{
+	const merge_entry_t *e = merge_current(merge_register_in(rec, id, field));
+	struct form_value v;
+	if (!e || form_value_parse(e->value.data, e->value.len, &v) < 0 || v.kind != FT_TEXT)
+		return "";
+	char *s = arena_alloc(A, v.str_len + 1);
+	memcpy(s, v.str, v.str_len);
+	s[v.str_len] = 0;
+	return s;
+}
+
+static void test_instances_added_offline_are_all_kept(void)
+{
+	static const uint8_t p1[16] = {1, 1}, p2[16] = {2, 2};
+	merge_rec_t *r = fresh();
+	apply(r, DEV_A, text_write(5, 100, "record"));
+	/* A and B each add a perpetrator offline: both are kept */
+	apply(r, DEV_A, in_write(p1, 222, 200, "Cpl. Otieno"));
+	apply(r, DEV_B, in_write(p2, 222, 210, "Sgt. Wafula"));
+	CHECK_EQ_STR(current_in(r, p1, 222), "Cpl. Otieno");
+	CHECK_EQ_STR(current_in(r, p2, 222), "Sgt. Wafula");
+	CHECK_EQ_INT(r->conflicts, 0);
+	CHECK(!merge_register(r, 222)); /* the record's own field 222 is another register */
+	/* both edit the same perpetrator's identifiers: a conflict on it */
+	struct merge_write ea = in_write(p1, 222, 300, "Cpl. J. Otieno"),
+			   eb = in_write(p1, 222, 310, "Cpl. Otieno, Kilimani");
+	ea.base = eb.base = base1(200, DEV_A);
+	ea.n_base = eb.n_base = 1;
+	apply(r, DEV_A, ea);
+	apply(r, DEV_B, eb);
+	CHECK(merge_in_conflict(merge_register_in(r, p1, 222)));
+	CHECK_EQ_INT(r->conflicts, 1);
+	CHECK_EQ_STR(current_in(r, p2, 222), "Sgt. Wafula");
+}
+
+static void test_instance_removal_and_what_it_saw(void)
+{
+	static const uint8_t v1[16] = {3, 3};
+	merge_rec_t *r = fresh();
+	apply(r, DEV_A, in_write(v1, 201, 100, "Achieng"));
+	/* A removes the victim, having seen its name: removed, nothing flagged */
+	apply(r, DEV_A, in_removal(v1, 200, true, base1(100, DEV_A), 1));
+	CHECK(merge_instance_removed(r, v1));
+	CHECK_EQ_INT(r->conflicts, 0);
+	/* B had edited the victim offline, unseen by the removal: flagged */
+	apply(r, DEV_B, in_write(v1, 205, 150, "34"));
+	CHECK_EQ_INT(merge_instance_flag(r, v1), 1);
+	CHECK_EQ_INT(r->conflicts, 1);
+	CHECK(!r->delete_conflict); /* the record itself is not deleted */
+	/* a removal that saw B's edit too settles it */
+	struct merge_stamp *both = arena_alloc(A, 2 * sizeof(*both));
+	both[0] = (struct merge_stamp){100, DEV_A};
+	both[1] = (struct merge_stamp){150, DEV_B};
+	struct merge_write again = in_removal(v1, 300, true, both, 2);
+	again.base = base1(200, DEV_A);
+	again.n_base = 1;
+	apply(r, DEV_C, again);
+	CHECK_EQ_INT(merge_instance_flag(r, v1), 0);
+	CHECK_EQ_INT(r->conflicts, 0);
+}
+
+static void test_link_to_a_removed_instance_is_flagged(void)
+{
+	static const uint8_t act[16] = {4, 4}, victim[16] = {5, 5};
+	merge_rec_t *r = fresh();
+	apply(r, DEV_A, in_write(victim, 200, 100, "V-1"));
+	apply(r, DEV_A, in_removal(victim, 200, true, base1(100, DEV_A), 1));
+	CHECK_EQ_INT(r->conflicts, 0);
+	apply(r, DEV_B, link_write(act, 244, 150, victim)); /* B linked an act to it */
+	CHECK_EQ_INT(merge_instance_flag(r, victim), 2);
+	CHECK_EQ_INT(r->conflicts, 1);
+	/* restored: the link stands, no flag */
+	struct merge_write back = in_removal(victim, 400, false, NULL, 0);
+	back.base = base1(200, DEV_A);
+	back.n_base = 1;
+	apply(r, DEV_A, back);
+	CHECK(!merge_instance_removed(r, victim));
+	CHECK_EQ_INT(r->conflicts, 0);
+}
+
+static void test_instances_converge_in_any_order(void)
+{
+	static const uint8_t x[16] = {9}, y[16] = {8};
+	uint8_t ref[32];
+	for (int order = 0; order < 24; order++) {
+		struct merge_write w[5];
+		uint64_t dev[5] = {DEV_A, DEV_B, DEV_A, DEV_C, DEV_B};
+		w[0] = in_write(x, 201, 100, "a");
+		w[1] = in_write(y, 201, 110, "b");
+		w[2] = in_removal(x, 200, true, base1(100, DEV_A), 1);
+		w[3] = link_write(y, 244, 120, x);
+		w[4] = in_write(x, 205, 130, "late edit");
+		int idx[5] = {0, 1, 2, 3, 4};
+		uint64_t s = (uint64_t)order * 7919 + 1;
+		for (int i = 4; i > 0; i--) {
+			s = s * 6364136223846793005ull + 1;
+			int j = (int)((s >> 33) % (uint64_t)(i + 1)), t = idx[i];
+			idx[i] = idx[j];
+			idx[j] = t;
+		}
+		merge_rec_t *r = fresh();
+		for (int i = 0; i < 5; i++)
+			apply(r, dev[idx[i]], w[idx[i]]);
+		uint8_t d[32];
+		merge_digest(r, d);
+		if (!order)
+			memcpy(ref, d, 32);
+		CHECK(!memcmp(ref, d, 32));
+		CHECK_EQ_INT(r->conflicts, 2); /* x removed: B's late edit unseen, and C's link to it */
+		arena_reset(A);
+	}
+}
+
 int main(void)
 {
 	A = arena_new();
@@ -498,6 +651,10 @@ int main(void)
 	RUN(test_base_naming_a_future_write_hides_nothing);
 	RUN(test_digest_ignores_order_and_repeats);
 	RUN(test_recpack_is_protobuf_c);
+	RUN(test_instances_added_offline_are_all_kept);
+	RUN(test_instance_removal_and_what_it_saw);
+	RUN(test_link_to_a_removed_instance_is_flagged);
+	RUN(test_instances_converge_in_any_order);
 	arena_free(A);
 	return 0;
 }
