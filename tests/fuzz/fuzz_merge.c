@@ -24,6 +24,7 @@
 
 struct w {
 	struct merge_write mw;
+	struct merge_inst inst;
 	struct merge_stamp base[4];
 	struct merge_stamp seen[3];
 	size_t n_seen;
@@ -93,7 +94,8 @@ static void check(const merge_rec_t *rec, struct w *ws, int n)
 	if (conflicts + rec->delete_conflict != rec->conflicts)
 		abort();
 	for (int i = 0; i < n; i++) {
-		const merge_reg_t *reg = merge_register(rec, ws[i].mw.field);
+		const merge_reg_t *reg = merge_register_in(rec, ws[i].mw.inst ? ws[i].mw.inst->id : NULL,
+							  ws[i].mw.field);
 		const merge_entry_t *e = NULL;
 		for (size_t k = 0; reg && k < reg->n_entries; k++)
 			if (reg->entries[k]->device == ws[i].device)
@@ -104,11 +106,16 @@ static void check(const merge_rec_t *rec, struct w *ws, int n)
 		/* a live entry's stamp no base names */
 		for (int k = 0; k < n && !e->dead; k++)
 			for (size_t b = 0; b < ws[k].mw.n_base; b++)
-				if (ws[k].mw.field == reg->field && ws[k].mw.base[b].hlc == e->hlc &&
+				if (ws[k].mw.field == reg->field && !ws[k].mw.inst == !ws[i].mw.inst &&
+				    (!ws[k].mw.inst || ws[k].mw.inst->id[0] == ws[i].mw.inst->id[0]) &&
+				    ws[k].mw.base[b].hlc == e->hlc &&
 				    ws[k].mw.base[b].device == e->device)
 					abort();
 	}
 }
+
+/* Value{link: instance 1 or 2} */
+static const uint8_t link1[18] = {0x62, 16, 1, [17] = 0x5a}, link2[18] = {0x62, 16, 2, [17] = 0x5a};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -126,6 +133,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		x->seq = ++seq[x->device];
 		uint32_t field = data[p + 1] % 4; /* 0: the deletion register */
 		x->mw.field = field;
+		/* the record's own register, or one of two instances' (field 0:
+		 * the instance's removal) */
+		unsigned in = (data[p + 1] >> 2) % 3;
+		if (in) {
+			x->inst.id[0] = (uint8_t)in;
+			x->inst.id[15] = 0x5a;
+			x->mw.inst = &x->inst;
+		}
 		clock[x->device] += data[p + 2] % 8; /* 0: a tie with its last */
 		x->mw.hlc = clock[x->device];
 		if (field == 0) {
@@ -141,7 +156,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* bases name earlier writes of the same register... */
 		int m = 0;
 		for (int k = 0; k < n && m < 3; k++)
-			if ((data[p + 4] >> (k % 8)) & 1 && ws[k].mw.field == field)
+			if ((data[p + 4] >> (k % 8)) & 1 && ws[k].mw.field == field &&
+			    !ws[k].mw.inst == !x->mw.inst &&
+			    (!x->mw.inst || ws[k].inst.id[0] == x->inst.id[0]))
 				x->base[m++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device};
 		/* ...and now and then a write that never comes */
 		if ((data[p + 3] & 0xc0) == 0xc0)
@@ -153,6 +170,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int k = 0; field == 0 && k < n && x->n_seen < 3; k++)
 			if ((data[p + 3] >> (k % 8)) & 1)
 				x->seen[x->n_seen++] = (struct merge_stamp){ws[k].mw.hlc, ws[k].device};
+		if (x->mw.inst) { /* an instance's removal carries its own view */
+			x->inst.seen = x->seen;
+			x->inst.n_seen = x->n_seen;
+			x->n_seen = 0;
+		}
+		/* now and then a link, to instance 1 or 2 */
+		if (field == 3 && (data[p + 5] & 0x30) == 0x30) {
+			x->mw.value = (data[p + 5] & 1) ? link1 : link2;
+			x->mw.value_len = 18;
+		}
 	}
 	if (!n)
 		return 0;

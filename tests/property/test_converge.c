@@ -205,6 +205,8 @@ static void seen_of(const merge_rec_t *rec, struct merge_stamp **ret, Shahidi__V
 
 static const uint32_t edit_fields[] = {140, 142, 62, 124, 35, 59, 143, 142};
 
+static void edit_group(struct phone *p, size_t rec);
+
 static void edit(struct phone *p)
 {
 	size_t known[4096], nk = 0;
@@ -214,6 +216,20 @@ static void edit(struct phone *p)
 	if (!nk)
 		return;
 	size_t rec = known[gen_below(&R, nk)];
+	if (gen_below(&R, 2) == 0) {
+		/* mostly records whose groups others write too: concurrent adds,
+		 * edits and removals of the same instances */
+		for (int tries = 0; tries < 8; tries++) {
+			size_t r2 = known[gen_below(&R, nk)];
+			const merge_rec_t *m = p->replica[r2];
+			if (m->n_writers > 1 && m->n_registers && merge_reg_in_instance(m->registers[m->n_registers - 1])) {
+				rec = r2;
+				break;
+			}
+		}
+		edit_group(p, rec);
+		return;
+	}
 	merge_rec_t *mine = p->replica[rec];
 	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
 	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
@@ -276,6 +292,125 @@ static void edit(struct phone *p)
 	add_change(p, c, rec, w, n_w, seen, n_seen);
 }
 
+/* The instances p's replica knows of a record, each once (registers of one
+ * instance are consecutive). */
+static size_t known_instances(const merge_rec_t *rec, const uint8_t **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < rec->n_registers && n < max; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		if (merge_reg_in_instance(g) && (!n || memcmp(out[n - 1], g->instance.data, 16)))
+			out[n++] = g->instance.data;
+	}
+	return n;
+}
+
+/* A change to a record's repeat groups (form version 3, on a record of any
+ * version): add an instance (a victim's name, a perpetrator's identifiers),
+ * edit one, link an act to a victim, remove or restore one with what the
+ * phone had seen of it. */
+static void edit_group(struct phone *p, size_t rec)
+{
+	merge_rec_t *mine = p->replica[rec];
+	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
+	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
+	shahidi__v1__change__init(c);
+	c->change_id = p->next_change++;
+	c->record_id = (ProtobufCBinaryData){16, records[rec]};
+	c->form_id = "incident_report";
+	c->form_version = 3;
+	c->hlc = hlc;
+	const uint8_t *inst[64];
+	size_t ni = known_instances(mine, inst, 64);
+	struct merge_write *w = arena_zalloc(A, 2 * sizeof(*w));
+	struct merge_inst *in = arena_zalloc(A, sizeof(*in));
+	Shahidi__V1__FieldWrite *fw = arena_zalloc(A, sizeof(*fw));
+	shahidi__v1__field_write__init(fw);
+	c->fields = arena_zalloc(A, 2 * sizeof(*c->fields));
+	/* victims (201, a name), perpetrators (222, identifiers), acts (243,
+	 * a place; 244, the victim it happened to) */
+	static const uint32_t new_field[] = {201, 222, 243};
+	const uint8_t *victims[64];
+	size_t nv = 0;
+	for (size_t i = 0; i < ni; i++)
+		if (merge_register_in(mine, inst[i], 201))
+			victims[nv++] = inst[i];
+	uint64_t op = gen_below(&R, 10);
+	if (!ni || op < 3) {
+		for (int k = 0; k < 16; k++) /* a new instance: its id made here */
+			in->id[k] = (uint8_t)gen_below(&R, 256);
+		in->id[0] |= 1;
+		fw->field = new_field[gen_below(&R, 3)];
+	} else {
+		memcpy(in->id, inst[gen_below(&R, ni)], 16);
+		uint32_t own = merge_register_in(mine, in->id, 201)   ? 201
+			       : merge_register_in(mine, in->id, 222) ? 222
+			       : merge_register_in(mine, in->id, 243) ||
+					 merge_register_in(mine, in->id, 244)
+				       ? 243
+				       : 0;
+		fw->field = op < 7 ? own : 0;
+		if (own == 243 && op >= 5 && op < 7 && nv)
+			fw->field = 244;
+	}
+	const merge_reg_t *reg = merge_register_in(mine, in->id, fw->field);
+	Shahidi__V1__Value *val = arena_zalloc(A, sizeof(*val));
+	shahidi__v1__value__init(val);
+	if (fw->field == 0) {
+		/* remove (or restore) with what it had seen of the instance */
+		bool removed = merge_instance_removed(mine, in->id);
+		val->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+		val->boolean = !removed;
+		size_t cap = 1, k = 0;
+		for (size_t i = 0; i < mine->n_registers; i++)
+			cap += mine->registers[i]->n_entries;
+		struct merge_stamp *seen = arena_alloc(A, cap * sizeof(*seen));
+		fw->seen = arena_alloc(A, cap * sizeof(*fw->seen));
+		for (size_t i = 0; !removed && i < mine->n_registers; i++) {
+			const merge_reg_t *g = mine->registers[i];
+			if (!merge_reg_in_instance(g) || memcmp(g->instance.data, in->id, 16) || !g->field)
+				continue;
+			for (size_t j = 0; j < g->n_entries; j++) {
+				const merge_entry_t *e = g->entries[j];
+				if (e->dead)
+					continue;
+				seen[k] = (struct merge_stamp){e->hlc, e->device};
+				fw->seen[k] = arena_alloc(A, sizeof(**fw->seen));
+				shahidi__v1__stamp__init(fw->seen[k]);
+				fw->seen[k]->hlc = e->hlc;
+				fw->seen[k]->device = e->device;
+				k++;
+			}
+		}
+		fw->n_seen = k;
+		in->seen = seen;
+		in->n_seen = k;
+	} else if (fw->field == 244) {
+		/* an act (this instance) names a victim: any instance it knows */
+		uint8_t *to = arena_alloc(A, 16);
+		memcpy(to, victims[gen_below(&R, nv)], 16);
+		val->kind_case = SHAHIDI__V1__VALUE__KIND_LINK;
+		val->link = (ProtobufCBinaryData){16, to};
+	} else {
+		char *t = arena_alloc(A, 24);
+		snprintf(t, 24, "n%llu", (unsigned long long)gen_below(&R, 1000000));
+		val->kind_case = SHAHIDI__V1__VALUE__KIND_TEXT;
+		val->text = t;
+	}
+	fw->value = val;
+	fw->instance = (ProtobufCBinaryData){16, in->id};
+	ProtobufCBinaryData v = gen_pack_value(A, val);
+	base_of(reg, (struct merge_stamp **)&w[0].base, &fw->supersedes, &fw->n_supersedes);
+	w[0].n_base = (uint32_t)fw->n_supersedes;
+	w[0].field = fw->field;
+	w[0].hlc = hlc;
+	w[0].value = v.data;
+	w[0].value_len = v.len;
+	w[0].inst = in;
+	c->fields[c->n_fields++] = fw;
+	add_change(p, c, rec, w, 1, NULL, 0);
+}
+
 /* A pull: p learns every change to the records it holds, and sometimes a
  * record a coordinator assigned to it. */
 static void pull(struct phone *p)
@@ -330,6 +465,7 @@ struct ref_w {
 	const uint8_t *val;
 	size_t len;
 	const struct sim_change *c;
+	const struct merge_write *w;
 };
 
 static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
@@ -339,16 +475,29 @@ static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 	return r ? r : (alen > blen) - (alen < blen);
 }
 
-/* Whether (hlc, device) is named by the base of any write to field f of
- * record rec. */
-static bool ref_named(size_t rec, uint32_t f, uint64_t hlc, uint64_t device)
+/* A register's key: (instance or NULL, field). */
+struct ref_key {
+	const uint8_t *inst;
+	uint32_t field;
+};
+
+static bool key_eq(const struct merge_write *w, struct ref_key k)
+{
+	if (w->field != k.field || !w->inst != !k.inst)
+		return false;
+	return !k.inst || !memcmp(w->inst->id, k.inst, 16);
+}
+
+/* Whether (hlc, device) is named by the base of any write to register k
+ * of record rec. */
+static bool ref_named(size_t rec, struct ref_key k, uint64_t hlc, uint64_t device)
 {
 	for (size_t i = 0; i < n_changes; i++) {
 		if (changes[i].record != rec)
 			continue;
-		for (size_t k = 0; k < changes[i].n_w; k++) {
-			const struct merge_write *w = &changes[i].w[k];
-			for (size_t b = 0; w->field == f && b < w->n_base; b++)
+		for (size_t j = 0; j < changes[i].n_w; j++) {
+			const struct merge_write *w = &changes[i].w[j];
+			for (size_t b = 0; key_eq(w, k) && b < w->n_base; b++)
 				if (w->base[b].hlc == hlc && w->base[b].device == device)
 					return true;
 		}
@@ -356,32 +505,37 @@ static bool ref_named(size_t rec, uint32_t f, uint64_t hlc, uint64_t device)
 	return false;
 }
 
-/* The live writes of field f of record rec: each device's latest (by
+/* The live writes of register k of record rec: each device's latest (by
  * change id, then stamp, then value) that no base names. */
-static size_t ref_live(size_t rec, uint32_t f, struct ref_w *out)
+static size_t ref_live(size_t rec, struct ref_key k, struct ref_w *out)
 {
 	size_t n = 0;
 	for (int d = 0; d < N_DEV; d++) {
 		struct ref_w best = {0};
+		const struct merge_write *bw = NULL;
 		bool any = false;
 		for (size_t i = 0; i < n_changes; i++) {
 			const struct sim_change *c = &changes[i];
 			if (c->record != rec || c->device != phones[d].id)
 				continue;
-			for (size_t k = 0; k < c->n_w; k++) {
-				const struct merge_write *w = &c->w[k];
-				if (w->field != f)
+			for (size_t j = 0; j < c->n_w; j++) {
+				const struct merge_write *w = &c->w[j];
+				if (!key_eq(w, k))
 					continue;
 				struct ref_w x = {c->device, c->change_id, w->hlc, w->value, w->value_len, c};
 				if (!any || x.seq > best.seq ||
 				    (x.seq == best.seq && (x.hlc > best.hlc ||
-				     (x.hlc == best.hlc && bytes_cmp(x.val, x.len, best.val, best.len) > 0))))
+				     (x.hlc == best.hlc && bytes_cmp(x.val, x.len, best.val, best.len) > 0)))) {
 					best = x;
+					bw = w;
+				}
 				any = true;
 			}
 		}
-		if (any && !ref_named(rec, f, best.hlc, best.device))
+		if (any && !ref_named(rec, k, best.hlc, best.device)) {
+			best.w = bw;
 			out[n++] = best;
+		}
 	}
 	return n;
 }
@@ -411,38 +565,77 @@ static bool says_deleted(const uint8_t *v, size_t len)
 	return len == n && !memcmp(v, t, n);
 }
 
+/* Whether deletion d (of the record, or of an instance: its own view) saw
+ * live write x. */
+static bool ref_saw(const struct ref_w *d, const struct ref_w *x)
+{
+	if (d->device == x->device)
+		return true;
+	const struct merge_stamp *seen = d->w->inst ? d->w->inst->seen : d->c->seen;
+	size_t n_seen = d->w->inst ? d->w->inst->n_seen : d->c->n_seen;
+	for (size_t q = 0; q < n_seen; q++)
+		if (seen[q].hlc == x->hlc && seen[q].device == x->device)
+			return true;
+	return false;
+}
+
+/* Whether any live value of the n in live is unseen by every live
+ * deletion (saying deleted) of the nd in dlive. */
+static bool ref_unseen(const struct ref_w *live, size_t n, const struct ref_w *dlive, size_t nd)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool saw = false;
+		for (size_t k = 0; k < nd && !saw; k++)
+			saw = says_deleted(dlive[k].val, dlive[k].len) && ref_saw(&dlive[k], &live[i]);
+		if (!saw)
+			return true;
+	}
+	return false;
+}
+
+static bool ref_removed(size_t rec, const uint8_t *inst)
+{
+	struct ref_w dl[N_DEV];
+	size_t nd = ref_live(rec, (struct ref_key){inst, 0}, dl);
+	const struct ref_w *cur = ref_shown(dl, nd);
+	return cur && says_deleted(cur->val, cur->len);
+}
+
 static void check_reference(struct store *s)
 {
 	struct arena *a = arena_new();
 	struct store_txn *t;
 	struct ref_w live[N_DEV], dlive[N_DEV];
-	uint64_t flagged = 0, conflicted = 0, tombs = 0, hidden_by_stamp = 0;
+	uint64_t flagged = 0, conflicted = 0, tombs = 0, hidden_by_stamp = 0, instances = 0,
+		 inst_flags = 0;
 	CHECK(store_begin(s, false, &t) == 0);
 	for (size_t r = 0; r < n_records; r++) {
 		merge_rec_t *rec;
 		CHECK(store_record_get(t, a, records[r], &rec) == 0);
-		uint32_t fields[64];
-		size_t nf = 0;
+		struct ref_key keys[512];
+		size_t nk = 0;
 		for (size_t i = 0; i < n_changes; i++)
 			for (size_t k = 0; changes[i].record == r && k < changes[i].n_w; k++) {
+				const struct merge_write *w = &changes[i].w[k];
 				bool have = false;
-				for (size_t m = 0; m < nf && !have; m++)
-					have = fields[m] == changes[i].w[k].field;
+				for (size_t m = 0; m < nk && !have; m++)
+					have = key_eq(w, keys[m]);
 				if (!have) {
-					CHECK(nf < 64);
-					fields[nf++] = changes[i].w[k].field;
+					CHECK(nk < 512);
+					keys[nk++] = (struct ref_key){w->inst ? w->inst->id : NULL, w->field};
 				}
 			}
-		size_t nd = ref_live(r, MERGE_DELETION_FIELD, dlive);
+		size_t nd = ref_live(r, (struct ref_key){NULL, MERGE_DELETION_FIELD}, dlive);
 		const struct ref_w *del = ref_shown(dlive, nd);
 		bool deleted = del && says_deleted(del->val, del->len), flag = false;
-		uint32_t n_conf = 0;
-		for (size_t m = 0; m < nf; m++) {
-			uint32_t f = fields[m];
-			size_t n = ref_live(r, f, live);
-			const merge_reg_t *reg = merge_register(rec, f);
+		uint32_t n_conf = 0, n_flags = 0;
+		for (size_t m = 0; m < nk; m++) {
+			struct ref_key k = keys[m];
+			size_t n = ref_live(r, k, live);
+			const merge_reg_t *reg = merge_register_in(rec, k.inst, k.field);
 			CHECK(reg != NULL);
 			tombs += reg->n_tombstones;
+			instances += k.inst && k.field == 0;
 			/* the same live values, and the same one shown */
 			CHECK_EQ_INT(merge_live_count(reg), n);
 			for (size_t i = 0; i < n; i++) {
@@ -460,29 +653,40 @@ static void check_reference(struct store *s)
 			CHECK(!shown == !cur);
 			CHECK(!cur || (cur->device == shown->device && cur->hlc == shown->hlc));
 			n_conf += ref_conflict(live, n);
-			if (!deleted || !f)
+			/* a live link to a removed instance */
+			bool dangling = false;
+			for (size_t i = 0; i < n && !dangling; i++)
+				dangling = live[i].len == 18 && live[i].val[0] == 0x62 &&
+					   ref_removed(r, live[i].val + 2);
+			n_flags += dangling;
+			/* an edit the record's deletion had not seen */
+			if (!deleted || flag || (!k.inst && !k.field))
 				continue;
-			/* an edit no live deletion saw flags the record */
-			for (size_t i = 0; i < n && !flag; i++) {
-				bool saw = false;
-				for (size_t k = 0; k < nd && !saw; k++) {
-					const struct ref_w *d = &dlive[k];
-					if (!says_deleted(d->val, d->len))
-						continue;
-					saw = d->device == live[i].device;
-					for (size_t q = 0; q < d->c->n_seen && !saw; q++)
-						saw = d->c->seen[q].hlc == live[i].hlc &&
-						      d->c->seen[q].device == live[i].device;
-				}
-				if (!saw) {
-					flag = true;
-					/* what a comparison of stamps would have let through */
+			if (ref_unseen(live, n, dlive, nd)) {
+				flag = true;
+				for (size_t i = 0; i < n; i++)
 					hidden_by_stamp += live[i].hlc < del->hlc;
-				}
 			}
 		}
+		/* a removed instance: an edit of it that no live removal saw */
+		for (size_t m = 0; m < nk; m++) {
+			if (!keys[m].inst || keys[m].field || !ref_removed(r, keys[m].inst))
+				continue;
+			struct ref_w rl[N_DEV];
+			size_t nr = ref_live(r, keys[m], rl);
+			bool unseen = false;
+			for (size_t q = 0; q < nk && !unseen; q++) {
+				if (!keys[q].inst || !keys[q].field ||
+				    memcmp(keys[q].inst, keys[m].inst, 16))
+					continue;
+				size_t n = ref_live(r, keys[q], live);
+				unseen = ref_unseen(live, n, rl, nr);
+			}
+			n_flags += unseen;
+			inst_flags += unseen;
+		}
 		CHECK_EQ_INT(rec->delete_conflict, flag);
-		CHECK_EQ_INT(rec->conflicts, n_conf + flag);
+		CHECK_EQ_INT(rec->conflicts, n_conf + flag + n_flags);
 		flagged += flag;
 		conflicted += rec->conflicts > 0;
 		arena_reset(a);
@@ -491,10 +695,11 @@ static void check_reference(struct store *s)
 	arena_free(a);
 	fprintf(stderr, "reference model: %zu records agree; %" PRIu64 " with conflicts, %" PRIu64
 			" flagged for an edit their deletion had not seen (%" PRIu64
-			" of them stamped before it), %" PRIu64 " tombstones\n",
-		n_records, conflicted, flagged, hidden_by_stamp, tombs);
+			" of them stamped before it), %" PRIu64 " tombstones, %" PRIu64
+			" instances removed or restored, %" PRIu64 " flagged for an unseen edit\n",
+		n_records, conflicted, flagged, hidden_by_stamp, tombs, instances, inst_flags);
 	/* the run must exercise what it claims to */
-	CHECK(flagged > 0 && hidden_by_stamp > 0 && tombs > 0);
+	CHECK(flagged > 0 && hidden_by_stamp > 0 && tombs > 0 && instances > 0 && inst_flags > 0);
 }
 
 /* One run: all changes in a random order with duplicates, in batches of
@@ -517,6 +722,8 @@ static int apply_all(struct store_txn *t, void *ud)
 		if (r < 0)
 			return r;
 		c->rejected += res.rejected;
+		if (res.rejected && getenv("SHOW_REJECTS"))
+			fprintf(stderr, "rejected: %.*s\n", (int)res.response_len, res.response);
 	}
 	return 0;
 }
