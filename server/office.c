@@ -210,7 +210,7 @@ void office_conflicts(struct http_conn *c, struct server *srv, struct http_reque
 
 static void run_history(struct job *j)
 {
-	char rid[64], county[4] = "";
+	char rid[64], counties[200] = "";
 	uint8_t id[16];
 	if (!http_query_get(j->req.query, "record", rid, sizeof(rid)) || uuid_parse(rid, id) < 0) {
 		j->status = 400;
@@ -218,8 +218,14 @@ static void run_history(struct job *j)
 		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
 		return;
 	}
-	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, county);
-	if (r == 0 && !in_scope(&j->req, county)) {
+	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, counties, sizeof(counties));
+	/* in scope when any county the record has been in is */
+	bool seen = r == 0 && !counties[0] && in_scope(&j->req, "");
+	for (char *p = counties; r == 0 && *p && !seen; p += p[3] ? 4 : 3) {
+		char one[4] = {p[0], p[1], p[2], 0};
+		seen = in_scope(&j->req, one);
+	}
+	if (r == 0 && !seen) {
 		json_decref(j->out);
 		j->out = NULL;
 		r = -ENOENT; /* out of scope looks like absent: no leak across counties */

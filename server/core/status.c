@@ -340,8 +340,25 @@ out:
 	return r;
 }
 
+/* Adds code (3 characters) to the comma-separated list out, once. */
+static void add_county(char *out, size_t len, const uint8_t *code, size_t n)
+{
+	if (!out || n != 3)
+		return;
+	for (const char *p = out; *p; p += p[3] ? 4 : 3)
+		if (!memcmp(p, code, 3))
+			return;
+	size_t at = strlen(out);
+	if (at + (at ? 4 : 3) + 1 > len)
+		return;
+	if (at)
+		out[at++] = ',';
+	memcpy(out + at, code, 3);
+	out[at + 3] = 0;
+}
+
 int status_history(struct store *s, const struct form_registry *forms, const uint8_t id[16],
-		   json_t **ret, char *ret_county)
+		   json_t **ret, char *ret_counties, size_t counties_len)
 {
 	struct store_txn *t;
 	struct arena *a = arena_new();
@@ -355,9 +372,11 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 	if ((r = store_record_get(t, a, id, &rec)) < 0)
 		goto out;
 	const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
-	if (ret_county) {
-		ret_county[0] = 0;
-		render_record_county(rec, f, ret_county);
+	if (ret_counties) {
+		char cur[4] = "";
+		ret_counties[0] = 0;
+		render_record_county(rec, f, cur);
+		add_county(ret_counties, counties_len, (const uint8_t *)cur, strlen(cur));
 	}
 	entries = json_array();
 	uint64_t *hist;
@@ -396,6 +415,10 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 					render_value_text(fd, p, n, true, &text);
 				}
 			}
+			if (cf && cf->county_field && fw->field == cf->county_field->number && fw->value &&
+			    fw->value->kind_case == SHAHIDI__V1__VALUE__KIND_CHOICE)
+				add_county(ret_counties, counties_len, (const uint8_t *)fw->value->choice,
+					   strlen(fw->value->choice));
 			json_array_append_new(fields, json_pack("{s:i,s:s,s:s#,s:i}", "field", (int)fw->field,
 								"name", fd ? fd->name : "",
 								"value", text.data ? (char *)text.data : "",

@@ -37,9 +37,12 @@ bool status_in_scope(const struct status_opts *o, const char *county);
 
 /* A record's custody trail: every change to it from the change log, in
  * order, with receipt time, pushing device, batch, stamps, chain hash and
- * the values it set. -ENOENT when there is no such record; *ret_county
- * (4 bytes, may be NULL) receives the record's county for scope checks. */
+ * the values it set. -ENOENT when there is no such record. For scope
+ * checks, ret_counties (may be NULL) receives every county the record has
+ * been in, its current one first, as "047,042" (at most counties_len
+ * bytes): a record a phone moved to another county stays visible, with its
+ * move, to the coordinators of the county it left. */
 int status_history(struct store *s, const struct form_registry *forms, const uint8_t id[16],
-		   json_t **ret, char *ret_county);
+		   json_t **ret, char *ret_counties, size_t counties_len);
 
 #endif

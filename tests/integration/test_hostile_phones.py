@@ -325,7 +325,8 @@ def test_heap_per_push_is_bounded():
 
 def test_writes_need_the_record():
     """(6) A phone of another county that knows a record's id can neither
-    change it nor move it; the phone that holds it may correct its county."""
+    change it nor move it; the phone that holds it may correct its county,
+    and the coordinators of both counties see the move in its history."""
     with Server() as s:
         owner = Device(s.data, "Nairobi phone", "047")
         other = Device(s.data, "Kisumu phone", "042")
@@ -341,6 +342,18 @@ def test_writes_need_the_record():
         st, r = push(s.port, owner, batch(owner, [edit(owner, rec.record_id, 53, "choice", "042",
                                                        [(rec.hlc, owner.id)])]))
         assert st == 200 and r.results[0].status == APPLIED, r
+        # the move is in the record's history, for the coordinators of the
+        # county it left and of the one it joined; not for a third county
+        c47 = Device(s.data, "Nairobi coordinator", "047", role="coordinator")
+        c42 = Device(s.data, "Kisumu coordinator", "042", role="coordinator")
+        c01 = Device(s.data, "Mombasa coordinator", "001", role="coordinator")
+        path = "/v1/history?record=" + rid_text(rec)
+        for coord in (c47, c42):
+            st, h = get_json(s.port, path, coord.token)
+            assert st == 200 and len(h["history"]) == 2, (coord.name, h)
+            assert h["history"][1]["fields"][0]["name"] == "incident_county", h
+        st, h = get_json(s.port, path, c01.token)
+        assert st == 404, h
 
 
 def test_agreeing_deletions_and_batch_numbers():
