@@ -9,7 +9,9 @@
 #include <strings.h>
 #include <uv.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
 
+#include "admit.h"
 #include "buf.h"
 #include "common.h"
 #include "render.h"
@@ -68,7 +70,8 @@ struct http_conn {
 	struct buf pending;  /* bytes read and not parsed yet */
 	char extra[256];     /* extra response header lines */
 	size_t extra_len;
-	size_t inflight;     /* bytes counted against max_inflight */
+	size_t inflight;     /* body bytes arrived, charged to admit */
+	uint64_t inflight_dev; /* the device they are charged to */
 	uint64_t t0;         /* request start, monotonic ns */
 	size_t bytes_in;
 	uint8_t peer[16];    /* the socket's remote address */
@@ -92,7 +95,7 @@ struct http_server {
 	struct http_conn *conns; /* every open connection */
 	unsigned n_conns;
 	struct http_conn *resume_from; /* where resume_paused() looks first */
-	size_t inflight;         /* request body bytes held */
+	struct admit *admit;     /* request body bytes held, per device */
 	bool paused;             /* reading paused for backpressure */
 	unsigned admitted;       /* connections admitted, request not read yet */
 	uv_timer_t resume_timer; /* while some wait: resume_paused() again */
@@ -147,7 +150,7 @@ static void conn_free(struct http_conn *c)
 static void release_inflight(struct http_conn *c)
 {
 	struct http_server *h = c->srv->http;
-	h->inflight -= c->inflight;
+	admit_release(h->admit, c->inflight_dev, c->inflight);
 	c->inflight = 0;
 }
 
@@ -220,9 +223,37 @@ static bool overloaded(struct server *srv)
 	/* Requests being decoded count as much as those waiting for the
 	 * writer: both hold their decoded batch in memory; so do those about
 	 * to be read. */
-	return srv->http->inflight >= srv->cfg.max_inflight ||
+	return admit_full(srv->http->admit) ||
 	       routes_busy(srv) + srv->http->admitted >= srv->cfg.max_queue ||
 	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
+}
+
+/* Requests that only read have places of their own: pushes waiting for
+ * the writer do not hold back /healthz, pulls or the office. */
+static bool reads_overloaded(struct server *srv)
+{
+	return routes_reads_busy(srv) >= srv->cfg.max_queue;
+}
+
+/* Whether the request c is about to read only reads (GET, HEAD): 1 yes,
+ * 0 no, -1 nothing has arrived to tell. Looks at what is parsed, or
+ * unparsed, or peeks at the socket without taking anything from it. */
+static int next_is_read(struct http_conn *c)
+{
+	if (c->state == CS_HEADERS && c->header_bytes) {
+		int m = llhttp_get_method(&c->parser);
+		return m == HTTP_GET || m == HTTP_HEAD;
+	}
+	if (c->pending.len)
+		return admit_is_read((const char *)c->pending.data, c->pending.len);
+	uv_os_fd_t fd;
+	char b[5];
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) < 0)
+		return 0;
+	ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return -1;
+	return admit_is_read(b, (size_t)n);
 }
 
 static void unadmit(struct http_conn *c)
@@ -781,12 +812,12 @@ static int on_headers_complete(llhttp_t *p)
 		http_error(c, 413, "body_too_large", msg);
 		return HPE_PAUSED;
 	}
-	if (c->req.content_length) {
-		c->inflight = c->req.content_length;
-		srv->http->inflight += c->inflight;
-		if (buf_reserve(&c->body, c->req.content_length) < 0)
-			return HPE_USER;
-	}
+	/* The claimed length is charged as it arrives (on_body), never up
+	 * front: a claim of 16 MiB trickling a byte a second holds a byte a
+	 * second. */
+	if (c->req.content_length &&
+	    buf_reserve(&c->body, (size_t)SH_MIN(c->req.content_length, (uint64_t)READ_CHUNK)) < 0)
+		return HPE_USER;
 	if (has_body) {
 		c->state = CS_BODY;
 		arm(c, srv->cfg.body_timeout_ms);
@@ -806,12 +837,15 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 		c->error_status = 413; /* chunked bodies have no length up front */
 		return HPE_USER;
 	}
+	if (!c->inflight)
+		c->inflight_dev = c->req.device;
+	if (!admit_charge(c->srv->http->admit, c->inflight_dev, n)) {
+		c->error_status = 429; /* this device holds its share already */
+		return HPE_USER;
+	}
+	c->inflight += n;
 	if (buf_append(&c->body, at, n) < 0)
 		return HPE_USER;
-	if (c->body.len > c->inflight) {
-		c->srv->http->inflight += c->body.len - c->inflight;
-		c->inflight = c->body.len;
-	}
 	return 0;
 }
 
@@ -838,6 +872,12 @@ static void parse_error(struct http_conn *c, llhttp_errno_t err)
 		http_error(c, 431, "headers_too_large", "the request line and headers are too large");
 	else if (c->error_status == 413)
 		http_error(c, 413, "body_too_large", "the request body is too large");
+	else if (c->error_status == 429) {
+		http_add_header(c, "Retry-After: 30");
+		http_error(c, 429, "too_many_uploads",
+			   "this device's uploads in progress hold their share of the server; "
+			   "finish or drop one and try again");
+	}
 	else if (err == HPE_USER)
 		http_error(c, 500, "internal", "out of memory");
 	else
@@ -853,7 +893,8 @@ static void process(struct http_conn *c)
 		 * a thousand phones connecting at once each have a request in
 		 * the first read, and starting them all would hold a thousand
 		 * decoded batches. */
-		if (c->state == CS_IDLE && overloaded(c->srv)) {
+		if (c->state == CS_IDLE && overloaded(c->srv) &&
+		    (reads_overloaded(c->srv) || next_is_read(c) != 1)) {
 			pause_by_server(c);
 			break;
 		}
@@ -890,8 +931,14 @@ static bool must_wait(struct http_conn *c)
 {
 	if (c->admitted)
 		return false; /* its place is kept */
-	return c->state != CS_BODY &&
-	       ((c->srv->http->paused && !c->granted) || overloaded(c->srv));
+	if (c->state == CS_BODY ||
+	    !((c->srv->http->paused && !c->granted) || overloaded(c->srv)))
+		return false;
+	if (reads_overloaded(c->srv))
+		return true;
+	/* Nothing arrived yet: keep listening, on_alloc decides when it does
+	 * (a push then waits in the kernel, a read goes ahead). */
+	return next_is_read(c) == 0;
 }
 
 static void on_resume_timer(uv_timer_t *t)
@@ -1124,6 +1171,10 @@ int http_start(struct server *srv)
 	if (!h)
 		return -ENOMEM;
 	srv->http = h;
+	size_t share = SH_MAX(srv->cfg.max_body, srv->cfg.max_inflight / 4);
+	int r = admit_new(srv->cfg.max_inflight, share, srv->cfg.max_conns, &h->admit);
+	if (r < 0)
+		return r;
 	llhttp_settings_init(&h->settings);
 	h->settings.on_message_begin = on_message_begin;
 	h->settings.on_url = on_url;
@@ -1150,7 +1201,7 @@ int http_start(struct server *srv)
 			srv->cfg.listen);
 		return -EPERM;
 	}
-	int r = uv_timer_init(srv->loop, &h->resume_timer);
+	r = uv_timer_init(srv->loop, &h->resume_timer);
 	if (r < 0)
 		return r;
 	h->resume_timer.data = srv;
@@ -1263,6 +1314,8 @@ unsigned http_conns(const struct server *srv)
 
 void http_free(struct server *srv)
 {
+	if (srv->http)
+		admit_free(srv->http->admit);
 	free(srv->http);
 	srv->http = NULL;
 }

@@ -16,7 +16,8 @@
 #include "server.h"
 #include "shahidi.pb-c.h"
 
-static uint64_t busy; /* async work in flight (one server per process) */
+static uint64_t busy;  /* async work in flight (one server per process) */
+static uint64_t pulls; /* of which pulls */
 
 #define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
@@ -59,6 +60,12 @@ uint64_t routes_busy(const struct server *srv)
 {
 	(void)srv;
 	return busy + office_busy;
+}
+
+uint64_t routes_reads_busy(const struct server *srv)
+{
+	(void)srv;
+	return pulls + office_busy;
 }
 
 /* ---- authentication ---- */
@@ -320,6 +327,7 @@ static void pull_done(uv_work_t *w, int status)
 	http_conn_unref(p->c);
 	free(p);
 	busy--;
+	pulls--;
 	http_kick(srv);
 }
 
@@ -360,6 +368,7 @@ static void handle_pull(struct http_conn *c, struct server *srv, struct http_req
 	p->work.data = p;
 	http_conn_ref(c);
 	busy++;
+	pulls++;
 	if (uv_queue_work(srv->loop, &p->work, pull_read, pull_done) < 0) {
 		p->r = -EAGAIN;
 		pull_done(&p->work, 0);
