@@ -404,7 +404,8 @@ void http_respond_encoded(struct http_conn *c, int status, const char *content_t
 	if (c->state == CS_HEADERS && (c->req.content_length > 0 || c->req.chunked))
 		c->close_after = true;
 	bool keep = !c->close_after && !c->peer_eof && !srv->stopping && status < 500 &&
-		    status != 400 && status != 408 && status != 413 && status != 431 &&
+		    status != 400 && status != 408 && status != 413 && status != 429 &&
+		    status != 431 &&
 		    llhttp_should_keep_alive(&c->parser);
 	if (!keep)
 		c->close_after = true;

@@ -123,14 +123,18 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 	}
 	if (rt->roles) {
 		uint64_t now = sh_now_ms();
-		if (!ratelimit_allow(srv->auth_limit, req->peer, now)) {
-			srv->stats.auth_throttled++;
-			http_add_header(c, "Retry-After: 60");
-			http_error(c, 429, "too_many_failed_attempts",
-				   "too many refused tokens from this address; try again later");
-			return;
-		}
+		/* Every token is looked up, whatever its address did before:
+		 * failures cannot lock out successes (phones behind one carrier
+		 * NAT share an address with whoever guesses). The limit only
+		 * makes further failures answer 429 and lose their connection. */
 		if (!authenticate(srv, req)) {
+			if (!ratelimit_allow(srv->auth_limit, req->peer, now)) {
+				srv->stats.auth_throttled++;
+				http_add_header(c, "Retry-After: 60");
+				http_error(c, 429, "too_many_failed_attempts",
+					   "too many refused tokens from this address; try again later");
+				return;
+			}
 			/* Missing, malformed, unknown or revoked: one answer for all,
 			 * so that nobody learns which devices exist. */
 			ratelimit_fail(srv->auth_limit, req->peer, now);
