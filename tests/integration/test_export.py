@@ -208,5 +208,61 @@ def test_100k_records_in_constant_memory():
                 assert r[k] == str(v), (k, r[k], v)
 
 
+def audit_entries(data):
+    _, out, _ = cli("audit", "--data", data)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_an_export_is_audited_first_and_its_end_after():
+    """The audit entry of an export is written before its first byte (who,
+    filters, sensitive or not), and its end after: records sent, complete
+    or cut. A client that reads part of a large export and hangs up leaves
+    both, and the end says cut."""
+    import socket
+    import struct
+    import time
+    with tempfile.TemporaryDirectory(prefix="shahidi-cut-") as d:
+        data = os.path.join(d, "data")
+        fill(data, 10000)
+        with Server(data=data) as s:
+            admin = Device(s.data, "admin", role="admin")
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"GET /v1/export?format=ndjson&include_sensitive=1 HTTP/1.1\r\n"
+                      b"Host: x\r\nAuthorization: Bearer " + admin.token.encode() + b"\r\n\r\n")
+            got = b""
+            while len(got) < 1 << 20:
+                chunk = c.recv(65536)
+                assert chunk, "the export ended early"
+                got += chunk
+            # the start entry was written before the first byte
+            entries = audit_entries(s.data)
+            assert len(entries) == 1, entries
+            start = entries[0]
+            assert start["action"] == "export" and start["actor"] == "device:" + admin.hex
+            assert start["include_sensitive"] is True and start["format"] == "ndjson"
+            assert start["counties"] == [] and start["export_id"]
+            # hang up mid-export (RST)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            for _ in range(100):
+                entries = audit_entries(s.data)
+                if len(entries) == 2:
+                    break
+                time.sleep(0.1)
+            assert len(entries) == 2, entries
+            end = entries[1]
+            assert end["action"] == "export_end" and end["export_id"] == start["export_id"]
+            assert end["outcome"] == "cut" and 0 <= end["records"] < 10000, end
+            # a complete one says so, with every record
+            st, h, body = request(s.port, "GET", "/v1/export?format=csv",
+                                  headers={"Authorization": f"Bearer {admin.token}"})
+            assert st == 200 and body.count(b"\n") > 10000
+            entries = audit_entries(s.data)
+            assert [e["action"] for e in entries] == ["export", "export_end"] * 2
+            assert entries[2]["include_sensitive"] is False
+            assert entries[3]["outcome"] == "complete" and entries[3]["records"] == 10000, entries
+
+
 if __name__ == "__main__":
     run_tests(globals())
