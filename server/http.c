@@ -9,7 +9,11 @@
 #include <strings.h>
 #include <uv.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "admit.h"
 #include "buf.h"
@@ -20,6 +24,7 @@
 
 #define READ_CHUNK (64 * 1024)
 #define WRITE_QUEUE_CAP (1024 * 1024) /* stop parsing while more is unsent */
+#define DRAIN_POLL_MS 250 /* how often to look whether an answer has arrived */
 
 enum conn_state {
 	CS_IDLE,    /* keep-alive, waiting for a request */
@@ -58,6 +63,7 @@ struct http_conn {
 	bool admitted;       /* resumed with a request to read: it holds one
 				of the queue's places until it has read it */
 	bool expect_continue;
+	bool draining;       /* idle, its answer not yet received by the client */
 	int error_status;    /* set by a parser callback that refused */
 	struct http_request req;
 	struct buf url;
@@ -73,6 +79,8 @@ struct http_conn {
 	size_t inflight;     /* body bytes arrived, charged to admit */
 	uint64_t inflight_dev; /* the device they are charged to */
 	uint64_t t0;         /* request start, monotonic ns */
+	uint64_t body_t0, body_last; /* the body's start and last bytes, ns */
+	uint64_t drain_t0;   /* when its answer was written, ns */
 	size_t bytes_in;
 	uint8_t peer[16];    /* the socket's remote address */
 	bool peer_loopback;
@@ -315,6 +323,33 @@ static void arm(struct http_conn *c, unsigned ms)
 	uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+/* Bytes the client has not yet acknowledged: in our write queue, or in
+ * the socket's send queue (SIOCOUTQ: unsent and unacknowledged). */
+static size_t unreceived(struct http_conn *c)
+{
+	size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+#ifdef SIOCOUTQ
+	uv_os_fd_t fd;
+	int q = 0;
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 &&
+	    q > 0)
+		n += (size_t)q;
+#endif
+	return n;
+}
+
+/* A keep-alive connection's idle time starts when the client has its
+ * answer, not when it was written: over a link that stalls, an answer
+ * written into the socket may take long to arrive, and closing the
+ * connection meanwhile could lose it. How long we wait for it is bounded
+ * by the write timeout (60 s), as for a response the client does not read. */
+static void start_idle(struct http_conn *c)
+{
+	c->draining = true;
+	c->drain_t0 = sh_mono_ns();
+	arm(c, DRAIN_POLL_MS);
+}
+
 /* ---- responses ---- */
 
 static void on_written(uv_write_t *w, int status)
@@ -470,7 +505,7 @@ void http_respond_encoded(struct http_conn *c, int status, const char *content_t
 		return;
 	}
 	c->state = CS_IDLE;
-	arm(c, srv->cfg.idle_timeout_ms);
+	start_idle(c);
 	/* Between requests a connection holds no buffers: a thousand phones
 	 * idling on keep-alive must cost next to nothing. */
 	buf_free(&c->body);
@@ -585,17 +620,41 @@ static void on_timer(uv_timer_t *t)
 		conn_close(c); /* the client does not read its response */
 		return;
 	}
+	uint64_t now = sh_mono_ns();
 	switch (c->state) {
+	case CS_IDLE:
+		if (!c->draining) {
+			conn_close(c); /* idle keep-alive */
+		} else if (!unreceived(c)) {
+			c->draining = false; /* received: the idle time starts now */
+			arm(c, c->srv->cfg.idle_timeout_ms);
+		} else if ((now - c->drain_t0) / 1000000 >= c->srv->cfg.write_timeout_ms) {
+			conn_close(c); /* the client does not take its answer */
+		} else {
+			arm(c, DRAIN_POLL_MS);
+		}
+		break;
 	case CS_HEADERS:
 		c->close_after = true;
 		http_error(c, 408, "header_timeout", "the request headers did not arrive in time");
 		break;
-	case CS_BODY:
+	case CS_BODY: {
+		/* Two limits: the whole body (--body-timeout), and a body that
+		 * stops arriving (--body-stall), e.g. a phone that gave up. */
+		uint64_t total = (now - c->body_t0) / 1000000, still = (now - c->body_last) / 1000000;
+		const struct server_config *cfg = &c->srv->cfg;
 		c->close_after = true;
-		http_error(c, 408, "body_timeout", "the request body did not arrive in time");
+		if (total >= cfg->body_timeout_ms) {
+			http_error(c, 408, "body_timeout", "the request body did not arrive in time");
+		} else if (still >= cfg->body_stall_ms) {
+			http_error(c, 408, "body_stall", "the request body stopped arriving");
+		} else {
+			c->close_after = false;
+			arm(c, (unsigned)SH_MIN(cfg->body_timeout_ms - total, cfg->body_stall_ms - still));
+		}
 		break;
+	}
 	default:
-		/* idle keep-alive, or a response the client does not read */
 		conn_close(c);
 		break;
 	}
@@ -633,6 +692,7 @@ static int on_message_begin(llhttp_t *p)
 	c->responded = false;
 	c->expect_continue = false;
 	c->error_status = 0;
+	c->draining = false;
 	if (c->state == CS_IDLE) {
 		c->state = CS_HEADERS;
 		c->t0 = sh_mono_ns();
@@ -821,7 +881,8 @@ static int on_headers_complete(llhttp_t *p)
 		return HPE_USER;
 	if (has_body) {
 		c->state = CS_BODY;
-		arm(c, srv->cfg.body_timeout_ms);
+		c->body_t0 = c->body_last = sh_mono_ns();
+		arm(c, SH_MIN(srv->cfg.body_timeout_ms, srv->cfg.body_stall_ms));
 		if (c->expect_continue) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
@@ -838,6 +899,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 		c->error_status = 413; /* chunked bodies have no length up front */
 		return HPE_USER;
 	}
+	c->body_last = sh_mono_ns();
 	if (!c->inflight)
 		c->inflight_dev = c->req.device;
 	if (!admit_charge(c->srv->http->admit, c->inflight_dev, n)) {

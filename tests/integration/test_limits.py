@@ -4,7 +4,7 @@ import socket
 import time
 import zlib
 
-from harness import (Device, Server, batch, deflate, push, read_response, report, request,
+from harness import (Device, Server, batch, deflate, edit, pb, push, read_response, report, request,
                      run_tests, store_state)
 
 ARGS = ["--max-body", "64K", "--max-inflated", "1M", "--max-changes", "10",
@@ -108,6 +108,69 @@ def test_limits():
 
         assert store_state(s.data) == before
         assert s.stop() == 0
+
+
+def test_a_body_that_stalls_is_dropped():
+    """--body-stall: a body that stops arriving for that long is dropped
+    (408 body_stall), independently of --body-timeout; one that keeps
+    arriving, however slowly, is not."""
+    with Server(args=["--body-stall", "1", "--body-timeout", "30"]) as s:
+        a = Device(s.data, "phone")
+        auth = f"Authorization: Bearer {a.token}\r\n"
+        body = deflate(batch(a, [report(a)]))
+        head = ("POST /v1/push HTTP/1.1\r\nHost: x\r\n" + auth +
+                "Content-Length: %d\r\nContent-Encoding: deflate\r\n\r\n" % len(body))
+        c = headers_only(s.port, head)
+        c.sendall(body[:10])
+        t0 = time.time()
+        st, h, b, _ = read_response(c)
+        took = time.time() - t0
+        assert st == 408 and b"body_stall" in b and 0.8 < took < 3, (st, b, took)
+        check_closed(c)
+        # a slow body that keeps coming, for longer than the stall limit
+        c = headers_only(s.port, head)
+        step = max(1, len(body) // 6)
+        for i in range(0, len(body), step):
+            c.sendall(body[i:i + step])
+            time.sleep(0.5)
+        st, h, b, _ = read_response(c)
+        assert st == 200, (st, b)
+        c.close()
+
+
+def test_an_answer_waits_for_the_phone_to_take_it():
+    """The idle keep-alive timer starts once the phone has received the
+    answer (nothing left unsent or unacknowledged), not once it was
+    written: a phone whose link stalls for longer than --idle-timeout
+    after asking still gets its whole answer."""
+    with Server(args=["--idle-timeout", "1"]) as s:
+        a, b = Device(s.data, "phone"), Device(s.data, "office phone")
+        # 1,000 of a's reports, each edited by b: a's feed has 1,000 changes
+        for _ in range(10):
+            recs = [report(a) for _ in range(100)]
+            assert push(s.port, a, batch(a, recs))[0] == 200
+            edits = [edit(b, r.record_id, 62, "text", "x" * 1000, [(r.hlc, a.id)]) for r in recs]
+            assert push(s.port, b, batch(b, edits))[0] == 200
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(10)
+        c.connect(("127.0.0.1", s.port))
+        c.sendall(b"GET /v1/pull?cursor=0&limit=1000 HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + a.token.encode() + b"\r\n\r\n")
+        time.sleep(3)  # the link stalls: nothing is read
+        st, h, b, _ = read_response(c)
+        assert st == 200 and h["connection"] == "keep-alive"
+        r = pb.PullResponse()
+        r.ParseFromString(b)
+        assert len(r.changes) == 1000 and len(b) > 500000, (len(r.changes), len(b))
+        # the connection's idle time started when the answer was received:
+        # it is still open for the next request...
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(c)[0] == 200
+        # ...and then, idle, it is closed
+        t0 = time.time()
+        check_closed(c)
+        assert 0.5 < time.time() - t0 < 4
 
 
 if __name__ == "__main__":
