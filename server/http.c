@@ -594,6 +594,8 @@ void http_stream_end(struct http_conn *c)
 	c->streaming = false;
 	if (c->closing)
 		return;
+	if (c->req.method == HTTP_HEAD)
+		return; /* headers only: on_written closes once they have left */
 	if (buf_puts(&b, "0\r\n\r\n") == 0 && queue_write(c, &b, NULL, NULL) == 0) {
 		buf_free(&b);
 		return; /* on_written closes (close_after) */

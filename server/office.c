@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -778,6 +779,15 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		free(e);
 		http_error(c, r == -ENOENT ? 404 : 500, r == -ENOENT ? "no_such_form" : "internal",
 			   r == -ENOENT ? err : "cannot start the export");
+		return;
+	}
+	if (req->method == HTTP_HEAD) {
+		/* The headers a GET would have, no body, nothing exported. */
+		export_free(e->x);
+		free(e);
+		if (http_stream_start(c, 200, o.format == EXPORT_CSV ? "text/csv; charset=utf-8"
+								   : "application/x-ndjson") == 0)
+			http_stream_end(c);
 		return;
 	}
 	static uint64_t exports;

@@ -3,6 +3,7 @@
  * read and write the data directory directly, whether or not the server
  * runs, and record what they did in the audit log. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "arena.h"
 #include "audit.h"
@@ -174,6 +176,29 @@ out:
 
 /* ---- export ---- */
 
+/* An export file is readable by its owner only (0600), whatever the umask
+ * and even over an existing file: it holds survivors' records. The mode
+ * is set before the old content is dropped and the new written. */
+static FILE *export__open_private(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return NULL;
+	if (fchmod(fd, 0600) < 0 || ftruncate(fd, 0) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	FILE *f = fdopen(fd, "wb");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return f;
+}
+
 int cmd_export(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -260,7 +285,7 @@ int cmd_export(int argc, char **argv)
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
-	out = out_path ? fopen(out_path, "wb") : stdout;
+	out = out_path ? export__open_private(out_path) : stdout;
 	if (!out) {
 		cli_err("cannot write %s: %s", out_path, strerror(errno));
 		goto done;

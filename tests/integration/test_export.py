@@ -264,5 +264,46 @@ def test_an_export_is_audited_first_and_its_end_after():
             assert entries[3]["outcome"] == "complete" and entries[3]["records"] == 10000, entries
 
 
+def test_head_sends_no_body_and_sensitive_files_are_private():
+    """HEAD /v1/export answers the headers alone and exports nothing;
+    `shahidi export --include-sensitive --out F` writes F 0600, even over
+    a file that was 0644."""
+    import socket
+    with Server() as s:
+        a = Device(s.data, "phone")
+        admin = Device(s.data, "admin", role="admin")
+        push(s.port, a, batch(a, [report(a) for _ in range(20)]))
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(b"HEAD /v1/export?format=csv HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + admin.token.encode() + b"\r\n\r\n")
+        got = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        c.close()
+        head, _, rest = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"text/csv" in head, got[:300]
+        assert rest == b"", rest[:100]
+        assert audit_entries(s.data) == []
+        with tempfile.TemporaryDirectory(prefix="shahidi-out-") as d:
+            out = os.path.join(d, "sensitive.csv")
+            with open(out, "w") as f:
+                f.write("old")
+            os.chmod(out, 0o644)
+            cli("export", "--data", s.data, "--include-sensitive", "--quiet", "--out", out)
+            assert os.stat(out).st_mode & 0o777 == 0o600, oct(os.stat(out).st_mode)
+            new = os.path.join(d, "new.csv")
+            old = os.umask(0o022)
+            try:
+                cli("export", "--data", s.data, "--include-sensitive", "--quiet", "--out", new)
+            finally:
+                os.umask(old)
+            assert os.stat(new).st_mode & 0o777 == 0o600, oct(os.stat(new).st_mode)
+            with open(new) as f:
+                assert len(f.read().splitlines()) == 21
+
+
 if __name__ == "__main__":
     run_tests(globals())
