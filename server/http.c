@@ -64,6 +64,13 @@ struct http_conn {
 				of the queue's places until it has read it */
 	bool expect_continue;
 	bool draining;       /* idle, its answer not yet received by the client */
+	bool version_seen;   /* the request line named HTTP/1.x */
+	bool hval_open;      /* a header value is being parsed... */
+	const char *hval_next; /* ...and its next byte would be here */
+	const char *exec_end; /* the end of what the parser was last given */
+	bool log_deferred;   /* answered inside the parser: logged after it */
+	int log_status;
+	size_t log_out;
 	int error_status;    /* set by a parser callback that refused */
 	struct http_request req;
 	struct buf url;
@@ -81,7 +88,7 @@ struct http_conn {
 	uint64_t t0;         /* request start, monotonic ns */
 	uint64_t body_t0, body_last; /* the body's start and last bytes, ns */
 	uint64_t drain_t0;   /* when its answer was written, ns */
-	size_t bytes_in;
+	size_t bytes_in;     /* the request's bytes parsed so far */
 	uint8_t peer[16];    /* the socket's remote address */
 	bool peer_loopback;
 	bool streaming;      /* a chunked response is being written */
@@ -373,6 +380,13 @@ static void on_written(uv_write_t *w, int status)
 static void log_request(struct http_conn *c, int status, size_t out)
 {
 	struct server *srv = c->srv;
+	if (c->in_parser) {
+		/* The bytes of this parser call are counted when it returns. */
+		c->log_deferred = true;
+		c->log_status = status;
+		c->log_out = out;
+		return;
+	}
 	const struct http_request *r = &c->req;
 	int cls = status / 100;
 	srv->stats.requests[r->route_id & 31][cls >= 1 && cls <= 5 ? cls : 0]++;
@@ -637,6 +651,12 @@ static void on_timer(uv_timer_t *t)
 		}
 		break;
 	case CS_HEADERS:
+		if (!c->version_seen) {
+			/* Not even a request line that says HTTP/1.x (it may be
+			 * HTTP/0.9's "GET /"): nothing it could read. */
+			conn_close(c);
+			break;
+		}
 		c->close_after = true;
 		http_error(c, 408, "header_timeout", "the request headers did not arrive in time");
 		break;
@@ -695,12 +715,19 @@ static int on_message_begin(llhttp_t *p)
 	c->expect_continue = false;
 	c->error_status = 0;
 	c->draining = false;
+	c->version_seen = false;
+	c->hval_open = false;
 	if (c->state == CS_IDLE) {
 		c->state = CS_HEADERS;
 		c->t0 = sh_mono_ns();
-		c->bytes_in = 0;
 		arm(c, c->srv->cfg.header_timeout_ms);
 	}
+	return 0;
+}
+
+static int on_version_complete(llhttp_t *p)
+{
+	conn_of(p)->version_seen = true;
 	return 0;
 }
 
@@ -717,6 +744,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 	struct http_conn *c = conn_of(p);
 	if (count_header(c, n))
 		return HPE_USER;
+	if (memchr(at, ' ', n) || memchr(at, '\t', n)) {
+		c->error_status = 400; /* "Name :": RFC 9112 5.1 says refuse it */
+		return HPE_USER;
+	}
 	size_t room = sizeof(c->hname) - 1 - c->hname_len;
 	size_t take = n < room ? n : room;
 	memcpy(c->hname + c->hname_len, at, take);
@@ -753,6 +784,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	struct http_conn *c = conn_of(p);
 	if (count_header(c, n))
 		return HPE_USER;
+	/* obs-fold (RFC 9112 5.2): one header over two lines. llhttp hands
+	 * over the second line as another piece of the value; a piece that
+	 * does not start where the last one ended has a line break between. */
+	if ((c->hval_open && at != c->hval_next) || memchr(at, '\n', n) || memchr(at, '\r', n)) {
+		c->error_status = 400;
+		return HPE_USER;
+	}
+	c->hval_open = true;
+	c->hval_next = at + n;
 	if (c->hcur == H_OTHER)
 		return 0;
 	return buf_append(&c->hval, at, n) ? HPE_USER : 0;
@@ -786,6 +826,7 @@ static bool has_token(const char *list, size_t len, const char *tok)
 static int on_header_value_complete(llhttp_t *p)
 {
 	struct http_conn *c = conn_of(p);
+	c->hval_open = false;
 	const char *v = (const char *)c->hval.data;
 	size_t n = c->hval.len;
 	switch (c->hcur) {
@@ -849,6 +890,10 @@ static int on_headers_complete(llhttp_t *p)
 {
 	struct http_conn *c = conn_of(p);
 	struct server *srv = c->srv;
+	if (!c->version_seen) {
+		c->error_status = 9; /* "GET /" and no version: HTTP/0.9 */
+		return HPE_USER;
+	}
 	if (buf_putc(&c->url, 0) < 0)
 		return HPE_USER;
 	char *url = (char *)c->url.data;
@@ -933,8 +978,15 @@ static void parse_error(struct http_conn *c, llhttp_errno_t err)
 	c->close_after = true;
 	if (c->responded)
 		return;
+	if (c->error_status == 9) {
+		conn_close(c); /* HTTP/0.9 could not read an HTTP/1.1 answer */
+		return;
+	}
 	if (c->error_status == 431)
 		http_error(c, 431, "headers_too_large", "the request line and headers are too large");
+	else if (c->error_status == 400)
+		http_error(c, 400, "bad_request",
+			   "a header is folded over two lines or has whitespace before its colon");
 	else if (c->error_status == 413)
 		http_error(c, 413, "body_too_large", "the request body is too large");
 	else if (c->error_status == 429) {
@@ -964,6 +1016,13 @@ static void process(struct http_conn *c)
 			break;
 		}
 		const char *data = (const char *)c->pending.data;
+		if (c->state == CS_IDLE)
+			c->bytes_in = 0; /* a new request starts with these bytes */
+		/* A value cut by the end of the last read goes on at the start of
+		 * this one; one whose line ended there may not go on at all. */
+		if (c->hval_open)
+			c->hval_next = c->hval_next == c->exec_end ? data : NULL;
+		c->exec_end = data + c->pending.len;
 		c->in_parser = true;
 		llhttp_errno_t err = llhttp_execute(&c->parser, data, c->pending.len);
 		c->in_parser = false;
@@ -972,9 +1031,19 @@ static void process(struct http_conn *c)
 			used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
 			llhttp_resume(&c->parser);
 		} else if (err != HPE_OK) {
+			c->bytes_in += c->pending.len;
 			c->pending.len = 0;
+			if (c->log_deferred) {
+				c->log_deferred = false;
+				log_request(c, c->log_status, c->log_out);
+			}
 			parse_error(c, err);
 			break;
+		}
+		c->bytes_in += used;
+		if (c->log_deferred) {
+			c->log_deferred = false;
+			log_request(c, c->log_status, c->log_out);
 		}
 		memmove(c->pending.data, c->pending.data + used, c->pending.len - used);
 		c->pending.len -= used;
@@ -1077,7 +1146,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	struct http_conn *c = s->data;
 	if (nread > 0) {
 		unadmit(c); /* read: the request is counted from here on */
-		c->bytes_in += (size_t)nread;
 		if (buf_append(&c->pending, b->base, (size_t)nread) < 0) {
 			conn_close(c);
 			return;
@@ -1100,13 +1168,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		c->peer_eof = true;
 		uv_read_stop(s);
 		c->reading = false;
-		if (c->state == CS_BUSY)
+		if (c->state == CS_BUSY) {
 			c->close_after = true;
-		else
-			conn_close(c);
-		return;
+			return;
+		}
 	}
-	conn_close(c); /* UV_ECONNRESET and other errors */
+	/* UV_EOF before a request was whole, UV_ECONNRESET, other errors.
+	 * An upload cut mid-body still gets its log line (499, as nginx
+	 * says: the client went away). */
+	if (c->state == CS_BODY && !c->responded)
+		log_request(c, 499, 0);
+	conn_close(c);
 }
 
 static void on_refused_written(uv_write_t *w, int status)
@@ -1243,6 +1315,7 @@ int http_start(struct server *srv)
 	llhttp_settings_init(&h->settings);
 	h->settings.on_message_begin = on_message_begin;
 	h->settings.on_url = on_url;
+	h->settings.on_version_complete = on_version_complete;
 	h->settings.on_header_field = on_header_field;
 	h->settings.on_header_field_complete = on_header_field_complete;
 	h->settings.on_header_value = on_header_value;

@@ -1,5 +1,6 @@
 """Every limit of the server hit once: the status it answers with, and the
 store unchanged afterwards (its records digest and log head)."""
+import re
 import socket
 import time
 import zlib
@@ -171,6 +172,79 @@ def test_an_answer_waits_for_the_phone_to_take_it():
         t0 = time.time()
         check_closed(c)
         assert 0.5 < time.time() - t0 < 4
+
+
+def raw_exchange(port, data, wait=3):
+    """Sends data on a new connection; returns every byte answered until
+    the server closes it (or wait seconds pass)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    c.sendall(data)
+    got = b""
+    try:
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    c.close()
+    return got
+
+
+def test_malformed_requests_are_refused():
+    """A folded (obs-fold) header and whitespace before a header's colon
+    get 400 (RFC 9112 5.2, 5.1); an HTTP/0.9 request line is not answered
+    as HTTP/1.x: the connection is closed."""
+    with Server(args=["--header-timeout", "1"]) as s:
+        a = Device(s.data, "phone")
+        tok = a.token.encode()
+        ok = raw_exchange(s.port, b"GET /v1/pull HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          tok + b"\r\nConnection: close\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200"), ok[:100]
+        folded = raw_exchange(s.port, b"GET /v1/pull HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n "
+                              + tok + b"\r\nConnection: close\r\n\r\n")
+        assert folded.startswith(b"HTTP/1.1 400"), folded[:100]
+        spaced = raw_exchange(s.port, b"GET /v1/pull HTTP/1.1\r\nHost: x\r\nAuthorization : Bearer " +
+                              tok + b"\r\nConnection: close\r\n\r\n")
+        assert spaced.startswith(b"HTTP/1.1 400"), spaced[:100]
+        for line in [b"GET /\r\n", b"GET /healthz\r\n\r\n", b"GET /healthz\r\nHost: x\r\n\r\n"]:
+            t0 = time.time()
+            got = raw_exchange(s.port, line)
+            assert not got.startswith(b"HTTP/1"), (line, got[:100])
+            assert time.time() - t0 < 2.5, line
+        assert request(s.port, "GET", "/healthz")[0] == 200
+
+
+def log_lines(s, route):
+    return [ln for ln in s.logtext().splitlines() if f"route={route} " in ln]
+
+
+def test_the_request_log_counts_every_byte():
+    """in= is every byte of the request, the first read's included; an
+    upload cut mid-body still leaves its line."""
+    with Server() as s:
+        a = Device(s.data, "phone")
+        body = deflate(batch(a, [report(a) for _ in range(50)]))
+        st, r = push(s.port, a, batch(a, [report(a)]))
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        head = ("POST /v1/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % (a.token, len(body)))
+        c.sendall(head.encode() + body)
+        assert read_response(c)[0] == 200
+        c.close()
+        time.sleep(0.2)
+        last = log_lines(s, "/v1/push")[-1]
+        n = int(re.search(r" in=(\d+) ", last).group(1))
+        assert n == len(head) + len(body), (n, len(head), len(body), last)
+        # cut mid-body: a line with the bytes that came
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(head.encode() + body[:1000])
+        time.sleep(0.3)
+        c.close()
+        time.sleep(0.3)
+        last = log_lines(s, "/v1/push")[-1]
+        assert "status=499" in last and f" in={len(head) + 1000} " in last, last
 
 
 if __name__ == "__main__":
