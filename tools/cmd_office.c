@@ -214,7 +214,7 @@ int cmd_export(int argc, char **argv)
 	const char *counties[48];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
-	bool quiet = false;
+	bool quiet = false, audited = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
 		switch (c) {
@@ -277,7 +277,7 @@ int cmd_export(int argc, char **argv)
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
-	char err[256];
+	char err[256], actor[64], id[17];
 	int rc = 1, r;
 	if (!s)
 		goto done;
@@ -285,6 +285,24 @@ int cmd_export(int argc, char **argv)
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
+	/* Audited first, as over HTTP: the entry is written before any
+	 * record is, and an export_end says how it ended. */
+	audit_cli_actor(actor);
+	snprintf(id, sizeof(id), "%016" PRIx64, sh_now_ms() << 16 | ((uint64_t)getpid() & 0xffff));
+	json_t *cj = json_array();
+	for (size_t i = 0; i < eo.n_counties; i++)
+		json_array_append_new(cj, json_string(counties[i]));
+	r = audit_record(s, actor, "export",
+			 json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", id, "format",
+				   eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
+				   eo.form_id ? eo.form_id : "incident_report", "counties", cj,
+				   "since_ms", (json_int_t)eo.since_ms, "include_deleted",
+				   eo.include_deleted, "include_sensitive", eo.include_sensitive));
+	if (r < 0) {
+		cli_err("cannot write the audit log (%s): nothing exported", sh_strerror(r));
+		goto done;
+	}
+	audited = true;
 	out = out_path ? export__open_private(out_path) : stdout;
 	if (!out) {
 		cli_err("cannot write %s: %s", out_path, strerror(errno));
@@ -320,20 +338,13 @@ int cmd_export(int argc, char **argv)
 	if (!quiet)
 		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "",
 			export_written(x), secs);
-	char actor[64];
-	audit_cli_actor(actor);
-	json_t *cj = json_array();
-	for (size_t i = 0; i < eo.n_counties; i++)
-		json_array_append_new(cj, json_string(counties[i]));
-	audit_record(s, actor, "export",
-		     json_pack("{s:s,s:s,s:o,s:I,s:b,s:b,s:I}", "format",
-			       eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
-			       eo.form_id ? eo.form_id : "incident_report", "counties", cj, "since_ms",
-			       (json_int_t)eo.since_ms, "include_deleted", eo.include_deleted,
-			       "include_sensitive", eo.include_sensitive, "records",
-			       (json_int_t)export_written(x)));
 	rc = 0;
 done:
+	if (audited)
+		audit_record(s, actor, "export_end",
+			     json_pack("{s:s,s:I,s:s}", "export_id", id, "records",
+				       (json_int_t)export_written(x), "outcome",
+				       rc == 0 ? "complete" : "failed"));
 	if (out && out != stdout)
 		fclose(out);
 	buf_free(&b);

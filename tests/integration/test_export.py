@@ -303,6 +303,12 @@ def test_head_sends_no_body_and_sensitive_files_are_private():
             assert os.stat(new).st_mode & 0o777 == 0o600, oct(os.stat(new).st_mode)
             with open(new) as f:
                 assert len(f.read().splitlines()) == 21
+        # the CLI's exports are audited as the server's are: first, then their end
+        entries = audit_entries(s.data)
+        assert [e["action"] for e in entries] == ["export", "export_end"] * 2, entries
+        assert entries[0]["actor"].startswith("cli:") and entries[0]["include_sensitive"] is True
+        assert entries[1]["export_id"] == entries[0]["export_id"]
+        assert entries[1]["outcome"] == "complete" and entries[1]["records"] == 20
 
 
 if __name__ == "__main__":
