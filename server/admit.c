@@ -122,7 +122,11 @@ bool admit_full(const struct admit *a)
 	return a->held >= a->max_inflight;
 }
 
-bool admit_is_read(const char *p, size_t n)
+int admit_is_push(const char *p, size_t n)
 {
-	return (n >= 4 && !memcmp(p, "GET ", 4)) || (n >= 5 && !memcmp(p, "HEAD ", 5));
+	static const char push[] = "POST /v1/push";
+	size_t m = sizeof(push) - 1;
+	if (memcmp(p, push, n < m ? n : m))
+		return 0;
+	return n < m ? -1 : 1;
 }

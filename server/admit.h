@@ -5,8 +5,8 @@
  * (--max-inflight) is charged as body bytes arrive, never from the claim,
  * and each device has a share of its own (a quarter of the budget, at
  * least one --max-body): one token, however many connections it opens,
- * cannot hold more than that. Requests that read (GET, HEAD: /healthz,
- * pulls, the office) have their own place in the queue, so that pushes
+ * cannot hold more than that. Requests other than pushes (/healthz,
+ * pulls, the office) have their own places in the queue, so that pushes
  * waiting for the writer never hold them back.
  *
  * Loop thread only. Memory: one table sized at creation, never grown.
@@ -36,8 +36,8 @@ size_t admit_held(const struct admit *a);
 /* Is the budget spent (new bodies must wait)? */
 bool admit_full(const struct admit *a);
 
-/* Does a request starting with these bytes only read (GET or HEAD)?
- * false when it cannot tell yet. */
-bool admit_is_read(const char *p, size_t n);
+/* Is a request starting with these n bytes a push (POST /v1/push)?
+ * 1 yes, 0 no, -1 too few bytes to tell. */
+int admit_is_push(const char *p, size_t n);
 
 #endif

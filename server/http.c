@@ -109,32 +109,37 @@ bool http__overloaded(struct server *srv)
 	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
 }
 
-/* Requests that only read have places of their own: pushes waiting for
- * the writer do not hold back /healthz, pulls or the office. */
-bool http__reads_overloaded(struct server *srv)
+/* Requests other than pushes have places of their own: pushes waiting
+ * for the writer do not hold back /healthz, pulls or the office. */
+bool http__others_overloaded(struct server *srv)
 {
-	return routes_reads_busy(srv) >= srv->cfg.max_queue;
+	return routes_others_busy(srv) >= srv->cfg.max_queue;
 }
 
-/* Whether the request c is about to read only reads (GET, HEAD): 1 yes,
- * 0 no, -1 nothing has arrived to tell. Looks at what is parsed, or
- * unparsed, or peeks at the socket without taking anything from it. */
-int http__next_is_read(struct http_conn *c)
+/* Whether the request c is about to read is a push: 1 yes, 0 no, -1
+ * nothing (or too little) has arrived to tell. Looks at what is parsed,
+ * or unparsed, or peeks at the socket without taking anything from it. */
+int http__next_is_push(struct http_conn *c)
 {
 	if (c->state == CS_HEADERS && c->header_bytes) {
-		int m = llhttp_get_method(&c->parser);
-		return m == HTTP_GET || m == HTTP_HEAD;
+		if (llhttp_get_method(&c->parser) != HTTP_POST)
+			return 0;
+		static const char path[] = "/v1/push";
+		size_t n = SH_MIN(c->url.len, sizeof(path) - 1);
+		if (!n)
+			return -1;
+		return memcmp(c->url.data, path, n) ? 0 : 1; /* a prefix counts: it may be */
 	}
 	if (c->pending.len)
-		return admit_is_read((const char *)c->pending.data, c->pending.len);
+		return admit_is_push((const char *)c->pending.data, c->pending.len);
 	uv_os_fd_t fd;
-	char b[5];
+	char b[13];
 	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) < 0)
-		return 0;
+		return 1;
 	ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
 	if (n <= 0)
 		return -1;
-	return admit_is_read(b, (size_t)n);
+	return admit_is_push(b, (size_t)n);
 }
 
 void http__unadmit(struct http_conn *c)
@@ -289,11 +294,11 @@ static bool must_wait(struct http_conn *c)
 	if (c->state == CS_BODY ||
 	    !((c->srv->http->paused && !c->granted) || http__overloaded(c->srv)))
 		return false;
-	if (http__reads_overloaded(c->srv))
+	if (http__others_overloaded(c->srv))
 		return true;
 	/* Nothing arrived yet: keep listening, on_alloc decides when it does
 	 * (a push then waits in the kernel, a read goes ahead). */
-	return http__next_is_read(c) == 0;
+	return http__next_is_push(c) == 1;
 }
 
 static void on_resume_timer(uv_timer_t *t)

@@ -114,11 +114,11 @@ struct http_server {
 /* http.c */
 void http__conn_close(struct http_conn *c);
 void http__release_inflight(struct http_conn *c);
-/* Is the server too busy to start reading another push? Another read
- * (GET, HEAD)? */
+/* Is the server too busy to start reading another push? Another request
+ * (healthz, pulls, the office)? */
 bool http__overloaded(struct server *srv);
-bool http__reads_overloaded(struct server *srv);
-int http__next_is_read(struct http_conn *c);
+bool http__others_overloaded(struct server *srv);
+int http__next_is_push(struct http_conn *c);
 void http__unadmit(struct http_conn *c);
 void http__resume_paused(struct server *srv);
 void http__pause_by_server(struct http_conn *c);

@@ -344,7 +344,7 @@ void http__process(struct http_conn *c)
 		 * the first read, and starting them all would hold a thousand
 		 * decoded batches. */
 		if (c->state == CS_IDLE && http__overloaded(c->srv) &&
-		    (http__reads_overloaded(c->srv) || http__next_is_read(c) != 1)) {
+		    (http__others_overloaded(c->srv) || http__next_is_push(c) != 0)) {
 			http__pause_by_server(c);
 			break;
 		}

@@ -62,7 +62,7 @@ uint64_t routes_busy(const struct server *srv)
 	return busy + office_busy;
 }
 
-uint64_t routes_reads_busy(const struct server *srv)
+uint64_t routes_others_busy(const struct server *srv)
 {
 	(void)srv;
 	return pulls + office_busy;

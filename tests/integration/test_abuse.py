@@ -330,5 +330,44 @@ def test_one_device_holds_its_share_only():
         assert request(s.port, "GET", "/healthz")[0] == 200
 
 
+def test_pushes_never_hold_back_the_rest():
+    """With the in-flight budget spent by bytes that arrived, the next push
+    waits (unread) until there is room, while /healthz, a pull and the
+    office's requests, GET and POST, are served at once."""
+    import json
+    with Server(args=["--max-inflight", "1K"]) as s:
+        a, b = Device(s.data, "phone A"), Device(s.data, "phone B")
+        admin = Device(s.data, "admin", role="admin")
+        hold = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        hold.sendall(("POST /v1/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                      "Content-Length: 100000\r\n\r\n" % a.token).encode() + b"x" * 5000)
+        time.sleep(0.3)
+        waiting = {}
+        body = batch(b, [report(b)])
+        t = threading.Thread(target=lambda: waiting.update(r=push(s.port, b, body)))
+        t.start()
+        t0 = time.monotonic()
+        assert request(s.port, "GET", "/healthz", timeout=2)[0] == 200
+        st, h, _ = request(s.port, "GET", "/v1/pull", headers={"Authorization": f"Bearer {b.token}"},
+                           timeout=2)
+        assert st == 200
+        st, h, _ = request(s.port, "GET", "/v1/status",
+                           headers={"Authorization": f"Bearer {admin.token}"}, timeout=2)
+        assert st == 200
+        st, h, r = request(s.port, "POST", "/v1/devices/enrol",
+                           json.dumps({"name": "new phone", "county": "047"}).encode(),
+                           {"Authorization": f"Bearer {admin.token}",
+                            "Content-Type": "application/json"}, timeout=2)
+        assert st == 200, r
+        took = time.monotonic() - t0
+        time.sleep(0.5)
+        assert "r" not in waiting, "a push was read while the budget was spent"
+        hold.close()  # room again: the waiting push goes ahead
+        t.join(10)
+        assert waiting["r"][0] == 200, waiting
+        print(f"   4 requests that are not pushes served in {took * 1000:.0f} ms while pushes "
+              "waited")
+
+
 if __name__ == "__main__":
     run_tests(globals())
