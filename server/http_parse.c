@@ -327,8 +327,7 @@ static void parse_error(struct http_conn *c, llhttp_errno_t err)
 		http_error(c, 429, "too_many_uploads",
 			   "this device's uploads in progress hold their share of the server; "
 			   "finish or drop one and try again");
-	}
-	else if (err == HPE_USER)
+	} else if (err == HPE_USER)
 		http_error(c, 500, "internal", "out of memory");
 	else
 		http_error(c, 400, "bad_request", llhttp_errno_name(err));
