@@ -2,136 +2,22 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <uv.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
-#include "buf.h"
+#include "admit.h"
 #include "common.h"
-#include "render.h"
+#include "http_int.h"
 #include "routes.h"
 #include "server.h"
-
-#define READ_CHUNK (64 * 1024)
-#define WRITE_QUEUE_CAP (1024 * 1024) /* stop parsing while more is unsent */
-
-enum conn_state {
-	CS_IDLE,    /* keep-alive, waiting for a request */
-	CS_HEADERS, /* reading request line and headers */
-	CS_BODY,    /* reading the body */
-	CS_BUSY,    /* request being handled; not reading */
-};
-
-enum hdr {
-	H_OTHER,
-	H_AUTHORIZATION,
-	H_CONTENT_ENCODING,
-	H_ACCEPT_ENCODING,
-	H_EXPECT,
-	H_FORWARDED_FOR,
-};
-
-struct http_conn {
-	uv_tcp_t tcp;
-	uv_timer_t timer;
-	struct server *srv;
-	llhttp_t parser;
-	enum conn_state state;
-	int refs;            /* the connection itself + async work in flight */
-	int open_handles;    /* tcp and timer until their close callbacks */
-	bool closing;
-	bool reading;
-	bool in_parser;      /* inside llhttp_execute: do not re-enter it */
-	bool responded;
-	bool close_after;    /* close once the response is written */
-	bool peer_eof;
-	bool paused_by_server; /* backpressure */
-	bool granted;        /* resumed: may read its next request even while
-				others wait (not when overloaded) */
-	bool has_data;       /* paused with a request waiting in its socket */
-	bool admitted;       /* resumed with a request to read: it holds one
-				of the queue's places until it has read it */
-	bool expect_continue;
-	int error_status;    /* set by a parser callback that refused */
-	struct http_request req;
-	struct buf url;
-	char hname[32];
-	size_t hname_len;
-	enum hdr hcur;
-	struct buf hval;
-	size_t header_bytes;
-	struct buf body;
-	struct buf pending;  /* bytes read and not parsed yet */
-	char extra[256];     /* extra response header lines */
-	size_t extra_len;
-	size_t inflight;     /* bytes counted against max_inflight */
-	uint64_t t0;         /* request start, monotonic ns */
-	size_t bytes_in;
-	uint8_t peer[16];    /* the socket's remote address */
-	bool peer_loopback;
-	bool streaming;      /* a chunked response is being written */
-	size_t stream_out;   /* its bytes so far, for the log */
-	struct http_conn *prev, *next;
-};
-
-struct write_req {
-	uv_write_t req;
-	struct http_conn *c;
-	struct buf data;
-	void (*drained)(void *ud); /* streams: the producer waits for this */
-	void *ud;
-};
-
-struct http_server {
-	uv_tcp_t listener;
-	bool listening;
-	struct http_conn *conns; /* every open connection */
-	unsigned n_conns;
-	struct http_conn *resume_from; /* where resume_paused() looks first */
-	size_t inflight;         /* request body bytes held */
-	bool paused;             /* reading paused for backpressure */
-	unsigned admitted;       /* connections admitted, request not read yet */
-	uv_timer_t resume_timer; /* while some wait: resume_paused() again */
-	bool resume_timer_open;
-	llhttp_settings_t settings;
-	char buf[READ_CHUNK];    /* shared read buffer: parsing is synchronous */
-};
-
-static void process(struct http_conn *c);
-static void pause_by_server(struct http_conn *c);
-static void unadmit(struct http_conn *c);
-static void conn_close(struct http_conn *c);
-static void update_reading(struct http_conn *c);
-
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 411: return "Length Required";
-	case 413: return "Content Too Large";
-	case 415: return "Unsupported Media Type";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	case 507: return "Insufficient Storage";
-	default: return "Status";
-	}
-}
 
 /* ---- connection life ---- */
 
@@ -144,10 +30,10 @@ static void conn_free(struct http_conn *c)
 	free(c);
 }
 
-static void release_inflight(struct http_conn *c)
+void http__release_inflight(struct http_conn *c)
 {
 	struct http_server *h = c->srv->http;
-	h->inflight -= c->inflight;
+	admit_release(h->admit, c->inflight_dev, c->inflight);
 	c->inflight = 0;
 }
 
@@ -184,17 +70,15 @@ bool http_responded(struct http_conn *c)
 	return c->responded;
 }
 
-static void resume_paused(struct server *srv);
-
-static void conn_close(struct http_conn *c)
+void http__conn_close(struct http_conn *c)
 {
 	if (c->closing)
 		return;
 	struct server *srv = c->srv;
 	struct http_server *h = srv->http;
 	c->closing = true;
-	release_inflight(c);
-	unadmit(c);
+	http__release_inflight(c);
+	http__unadmit(c);
 	if (h->resume_from == c)
 		h->resume_from = c->next;
 	if (c->prev)
@@ -210,22 +94,55 @@ static void conn_close(struct http_conn *c)
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	http_conn_unref(c); /* the connection's own reference */
-	resume_paused(srv);
+	http__resume_paused(srv);
 }
 
 /* ---- backpressure ---- */
 
-static bool overloaded(struct server *srv)
+bool http__overloaded(struct server *srv)
 {
 	/* Requests being decoded count as much as those waiting for the
 	 * writer: both hold their decoded batch in memory; so do those about
 	 * to be read. */
-	return srv->http->inflight >= srv->cfg.max_inflight ||
+	return admit_full(srv->http->admit) ||
 	       routes_busy(srv) + srv->http->admitted >= srv->cfg.max_queue ||
 	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
 }
 
-static void unadmit(struct http_conn *c)
+/* Requests other than pushes have places of their own: pushes waiting
+ * for the writer do not hold back /healthz, pulls or the office. */
+bool http__others_overloaded(struct server *srv)
+{
+	return routes_others_busy(srv) >= srv->cfg.max_queue;
+}
+
+/* Whether the request c is about to read is a push: 1 yes, 0 no, -1
+ * nothing (or too little) has arrived to tell. Looks at what is parsed,
+ * or unparsed, or peeks at the socket without taking anything from it. */
+int http__next_is_push(struct http_conn *c)
+{
+	if (c->state == CS_HEADERS && c->header_bytes) {
+		if (llhttp_get_method(&c->parser) != HTTP_POST)
+			return 0;
+		static const char path[] = "/v1/push";
+		size_t n = SH_MIN(c->url.len, sizeof(path) - 1);
+		if (!n)
+			return -1;
+		return memcmp(c->url.data, path, n) ? 0 : 1; /* a prefix counts: it may be */
+	}
+	if (c->pending.len)
+		return admit_is_push((const char *)c->pending.data, c->pending.len);
+	uv_os_fd_t fd;
+	char b[13];
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) < 0)
+		return 1;
+	ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return -1;
+	return admit_is_push(b, (size_t)n);
+}
+
+void http__unadmit(struct http_conn *c)
 {
 	if (c->admitted) {
 		c->admitted = false;
@@ -233,10 +150,10 @@ static void unadmit(struct http_conn *c)
 	}
 }
 
-static void resume_paused(struct server *srv)
+void http__resume_paused(struct server *srv)
 {
 	struct http_server *h = srv->http;
-	if (!h || !h->paused || overloaded(srv))
+	if (!h || !h->paused || http__overloaded(srv))
 		return;
 	h->paused = false;
 	/* Round robin from where the last pass stopped: with a thousand
@@ -253,17 +170,17 @@ static void resume_paused(struct server *srv)
 			 * admits no more than fit (the others would read, find
 			 * no room and pause again: a herd, served in the
 			 * kernel's order). One with the request already read
-			 * takes its place at once, in process(). */
+			 * takes its place at once, in http__process(). */
 			if (c->has_data) {
 				c->admitted = true;
 				h->admitted++;
 			}
 			c->has_data = false;
 			if (c->pending.len && c->state == CS_IDLE)
-				process(c); /* a request read while we were overloaded */
+				http__process(c); /* a request read while we were overloaded */
 			else
-				update_reading(c);
-			if (overloaded(srv)) {
+				http__update_reading(c);
+			if (http__overloaded(srv)) {
 				h->resume_from = next; /* the rest stay paused: no herd */
 				break;
 			}
@@ -279,605 +196,89 @@ static void resume_paused(struct server *srv)
 
 static void on_timer(uv_timer_t *t);
 
-static void arm(struct http_conn *c, unsigned ms)
+void http__arm(struct http_conn *c, unsigned ms)
 {
 	uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-/* ---- responses ---- */
-
-static void on_written(uv_write_t *w, int status)
+/* Bytes the client has not yet acknowledged: in our write queue, or in
+ * the socket's send queue (SIOCOUTQ: unsent and unacknowledged). */
+static size_t unreceived(struct http_conn *c)
 {
-	struct write_req *wr = (struct write_req *)w;
-	struct http_conn *c = wr->c;
-	if (status < 0 && !c->closing)
-		conn_close(c); /* the client went away mid-write */
-	if (wr->drained)
-		wr->drained(wr->ud); /* on every status: the producer frees its state */
-	buf_free(&wr->data);
-	free(wr);
-	if (!c->closing && c->close_after && !c->streaming &&
-	    uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
-		conn_close(c);
-	else if (!c->closing && !c->streaming)
-		process(c); /* the write queue drained: parse what waits */
-	http_conn_unref(c);
+	size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+#ifdef SIOCOUTQ
+	uv_os_fd_t fd;
+	int q = 0;
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 &&
+	    q > 0)
+		n += (size_t)q;
+#endif
+	return n;
 }
 
-static void log_request(struct http_conn *c, int status, size_t out)
+/* A keep-alive connection's idle time starts when the client has its
+ * answer, not when it was written: over a link that stalls, an answer
+ * written into the socket may take long to arrive, and closing the
+ * connection meanwhile could lose it. How long we wait for it is bounded
+ * by the write timeout (60 s), as for a response the client does not read. */
+void http__start_idle(struct http_conn *c)
 {
-	struct server *srv = c->srv;
-	const struct http_request *r = &c->req;
-	int cls = status / 100;
-	srv->stats.requests[r->route_id & 31][cls >= 1 && cls <= 5 ? cls : 0]++;
-	if (srv->cfg.quiet)
-		return;
-	char when[32], dev[17] = "-";
-	render_time_ms(sh_now_ms(), when);
-	if (r->device)
-		sh_device_fmt(r->device, dev);
-	double ms = (double)(sh_mono_ns() - c->t0) / 1e6;
-	/* Never the token, the query string or any report content. */
-	fprintf(stderr,
-		"%s method=%s route=%s status=%d in=%zu out=%zu ms=%.1f device=%s changes=%" PRIu32
-		"\n",
-		when, r->method_name ? r->method_name : "-", r->route ? r->route : "-", status,
-		c->bytes_in, out, ms, dev, r->changes);
-}
-
-void http_add_header(struct http_conn *c, const char *line)
-{
-	size_t n = strlen(line);
-	if (c->extra_len + n + 2 < sizeof(c->extra)) {
-		memcpy(c->extra + c->extra_len, line, n);
-		memcpy(c->extra + c->extra_len + n, "\r\n", 2);
-		c->extra_len += n + 2;
-	}
-}
-
-enum codec_enc http_accepted_encoding(const struct http_conn *c)
-{
-	return c->req.accept_gzip ? CODEC_GZIP : c->req.accept_deflate ? CODEC_DEFLATE
-								: CODEC_IDENTITY;
-}
-
-bool http_compress(enum codec_enc enc, const uint8_t *body, size_t len, struct buf *out)
-{
-	if ((enc == CODEC_DEFLATE || enc == CODEC_GZIP) && len > 64 &&
-	    codec_deflate(body, len, enc, 6, out) == 0 && out->len < len)
-		return true;
-	buf_free(out);
-	return false;
-}
-
-void http_respond(struct http_conn *c, int status, const char *content_type,
-		  const uint8_t *body, size_t len)
-{
-	http_respond_encoded(c, status, content_type, CODEC_AUTO, body, len);
-}
-
-void http_respond_encoded(struct http_conn *c, int status, const char *content_type,
-			  enum codec_enc body_enc, const uint8_t *body, size_t len)
-{
-	if (c->responded)
-		return;
-	c->responded = true;
-	struct server *srv = c->srv;
-	release_inflight(c);
-	resume_paused(srv);
-	if (c->closing)
-		return;
-
-	/* A refusal before the body was read cannot keep the connection: the
-	 * unread body would be taken for the next request. */
-	if (c->state == CS_HEADERS && (c->req.content_length > 0 || c->req.chunked))
-		c->close_after = true;
-	bool keep = !c->close_after && !c->peer_eof && !srv->stopping && status < 500 &&
-		    status != 400 && status != 408 && status != 413 && status != 431 &&
-		    llhttp_should_keep_alive(&c->parser);
-	if (!keep)
-		c->close_after = true;
-
-	struct write_req *wr = calloc(1, sizeof(*wr));
-	if (!wr) {
-		conn_close(c);
-		return;
-	}
-	wr->c = c;
-	const char *enc = NULL;
-	struct buf packed = {0};
-	if (body_enc == CODEC_AUTO) {
-		body_enc = CODEC_IDENTITY;
-		enum codec_enc e = http_accepted_encoding(c);
-		if (content_type && !strcmp(content_type, "application/x-protobuf") &&
-		    http_compress(e, body, len, &packed)) {
-			body_enc = e;
-			body = packed.data;
-			len = packed.len;
-		}
-	}
-	if (body_enc == CODEC_GZIP || body_enc == CODEC_DEFLATE)
-		enc = body_enc == CODEC_GZIP ? "gzip" : "deflate";
-	int r = buf_printf(&wr->data,
-			   "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: %s\r\n"
-			   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-			   status, status_text(status), len, keep ? "keep-alive" : "close");
-	if (r == 0 && content_type)
-		r = buf_printf(&wr->data, "Content-Type: %s\r\n", content_type);
-	if (r == 0 && enc)
-		r = buf_printf(&wr->data, "Content-Encoding: %s\r\nVary: Accept-Encoding\r\n", enc);
-	if (r == 0)
-		r = buf_append(&wr->data, c->extra, c->extra_len);
-	if (r == 0)
-		r = buf_append(&wr->data, "\r\n", 2);
-	if (r == 0 && c->req.method != HTTP_HEAD)
-		r = buf_append(&wr->data, body, len);
-	buf_free(&packed);
-	log_request(c, status, len);
-	if (r < 0) {
-		buf_free(&wr->data);
-		free(wr);
-		conn_close(c);
-		return;
-	}
-	uv_buf_t b = uv_buf_init((char *)wr->data.data, (unsigned)wr->data.len);
-	http_conn_ref(c);
-	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
-		buf_free(&wr->data);
-		free(wr);
-		http_conn_unref(c);
-		conn_close(c);
-		return;
-	}
-	c->extra_len = 0;
-	if (c->close_after) {
-		/* Nothing more is read; the write callback closes. */
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
-		arm(c, srv->cfg.write_timeout_ms);
-		return;
-	}
-	c->state = CS_IDLE;
-	arm(c, srv->cfg.idle_timeout_ms);
-	/* Between requests a connection holds no buffers: a thousand phones
-	 * idling on keep-alive must cost next to nothing. */
-	buf_free(&c->body);
-	if (!c->pending.len)
-		buf_free(&c->pending);
-	if (!c->in_parser)
-		process(c);
-}
-
-bool http_conn_gone(struct http_conn *c)
-{
-	return c->closing;
-}
-
-static int queue_write(struct http_conn *c, struct buf *data, void (*drained)(void *),
-		       void *ud)
-{
-	struct write_req *wr = calloc(1, sizeof(*wr));
-	if (!wr)
-		return -ENOMEM;
-	wr->c = c;
-	wr->data = *data;
-	wr->drained = drained;
-	wr->ud = ud;
-	*data = (struct buf){0};
-	uv_buf_t b = uv_buf_init((char *)wr->data.data, (unsigned)wr->data.len);
-	http_conn_ref(c);
-	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
-		*data = wr->data;
-		free(wr);
-		http_conn_unref(c);
-		return -EPIPE;
-	}
-	return 0;
-}
-
-int http_stream_start(struct http_conn *c, int status, const char *content_type)
-{
-	struct buf h = {0};
-	if (c->closing)
-		return -EPIPE;
-	c->responded = true;
-	c->streaming = true;
-	c->stream_out = 0;
-	release_inflight(c);
-	int r = buf_printf(&h,
-			   "HTTP/1.1 %d %s\r\nTransfer-Encoding: chunked\r\nContent-Type: %s\r\n"
-			   "Connection: close\r\nCache-Control: no-store\r\n"
-			   "X-Content-Type-Options: nosniff\r\n%.*s\r\n",
-			   status, status_text(status), content_type, (int)c->extra_len, c->extra);
-	c->close_after = true; /* one long response, then done */
-	c->extra_len = 0;
-	if (r == 0)
-		r = queue_write(c, &h, NULL, NULL);
-	buf_free(&h);
-	return r;
-}
-
-int http_stream_write(struct http_conn *c, const uint8_t *p, size_t n,
-		      void (*drained)(void *ud), void *ud)
-{
-	struct buf b = {0};
-	if (c->closing)
-		return -EPIPE;
-	int r = buf_printf(&b, "%zx\r\n", n);
-	if (r == 0)
-		r = buf_append(&b, p, n);
-	if (r == 0)
-		r = buf_append(&b, "\r\n", 2);
-	if (r == 0)
-		r = queue_write(c, &b, drained, ud);
-	if (r == 0) {
-		c->stream_out += n;
-		arm(c, c->srv->cfg.write_timeout_ms); /* a reader that stalls is dropped */
-	}
-	buf_free(&b);
-	return r;
-}
-
-void http_stream_end(struct http_conn *c)
-{
-	struct buf b = {0};
-	if (!c->streaming)
-		return;
-	log_request(c, 200, c->stream_out);
-	c->streaming = false;
-	if (c->closing)
-		return;
-	if (buf_puts(&b, "0\r\n\r\n") == 0 && queue_write(c, &b, NULL, NULL) == 0) {
-		buf_free(&b);
-		return; /* on_written closes (close_after) */
-	}
-	buf_free(&b);
-	conn_close(c);
-}
-
-void http_error(struct http_conn *c, int status, const char *code, const char *message)
-{
-	char body[512];
-	json_t *j = json_pack("{s:s,s:s}", "error", code, "message", message);
-	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	snprintf(body, sizeof(body), "%s\n", s ? s : "{\"error\":\"internal\"}");
-	free(s);
-	json_decref(j);
-	http_respond(c, status, "application/json", (const uint8_t *)body, strlen(body));
+	c->draining = true;
+	c->drain_t0 = sh_mono_ns();
+	http__arm(c, DRAIN_POLL_MS);
 }
 
 static void on_timer(uv_timer_t *t)
 {
 	struct http_conn *c = t->data;
 	if (c->responded && c->close_after) {
-		conn_close(c); /* the client does not read its response */
+		http__conn_close(c); /* the client does not read its response */
 		return;
 	}
+	uint64_t now = sh_mono_ns();
 	switch (c->state) {
+	case CS_IDLE:
+		if (!c->draining) {
+			http__conn_close(c); /* idle keep-alive */
+		} else if (!unreceived(c)) {
+			c->draining = false; /* received: the idle time starts now */
+			http__arm(c, c->srv->cfg.idle_timeout_ms);
+		} else if ((now - c->drain_t0) / 1000000 >= c->srv->cfg.write_timeout_ms) {
+			http__conn_close(c); /* the client does not take its answer */
+		} else {
+			http__arm(c, DRAIN_POLL_MS);
+		}
+		break;
 	case CS_HEADERS:
+		if (!c->version_seen) {
+			/* Not even a request line that says HTTP/1.x (it may be
+			 * HTTP/0.9's "GET /"): nothing it could read. */
+			http__conn_close(c);
+			break;
+		}
 		c->close_after = true;
 		http_error(c, 408, "header_timeout", "the request headers did not arrive in time");
 		break;
-	case CS_BODY:
+	case CS_BODY: {
+		/* Two limits: the whole body (--body-timeout), and a body that
+		 * stops arriving (--body-stall), e.g. a phone that gave up. */
+		uint64_t total = (now - c->body_t0) / 1000000, still = (now - c->body_last) / 1000000;
+		const struct server_config *cfg = &c->srv->cfg;
 		c->close_after = true;
-		http_error(c, 408, "body_timeout", "the request body did not arrive in time");
+		if (total >= cfg->body_timeout_ms) {
+			http_error(c, 408, "body_timeout", "the request body did not arrive in time");
+		} else if (still >= cfg->body_stall_ms) {
+			http_error(c, 408, "body_stall", "the request body stopped arriving");
+		} else {
+			c->close_after = false;
+			http__arm(c, (unsigned)SH_MIN(cfg->body_timeout_ms - total, cfg->body_stall_ms - still));
+		}
 		break;
+	}
 	default:
-		/* idle keep-alive, or a response the client does not read */
-		conn_close(c);
+		http__conn_close(c);
 		break;
 	}
-}
-
-/* ---- parsing ---- */
-
-static struct http_conn *conn_of(llhttp_t *p)
-{
-	return p->data;
-}
-
-static int count_header(struct http_conn *c, size_t n)
-{
-	c->header_bytes += n;
-	if (c->header_bytes > c->srv->cfg.max_header) {
-		c->error_status = 431;
-		return HPE_USER;
-	}
-	return 0;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-	struct http_conn *c = conn_of(p);
-	memset(&c->req, 0, sizeof(c->req));
-	memcpy(c->req.peer, c->peer, 16);
-	buf_reset(&c->url);
-	buf_reset(&c->hval);
-	buf_reset(&c->body);
-	c->granted = false; /* its turn is taken */
-	c->hname_len = 0;
-	c->hcur = H_OTHER;
-	c->header_bytes = 0;
-	c->responded = false;
-	c->expect_continue = false;
-	c->error_status = 0;
-	if (c->state == CS_IDLE) {
-		c->state = CS_HEADERS;
-		c->t0 = sh_mono_ns();
-		c->bytes_in = 0;
-		arm(c, c->srv->cfg.header_timeout_ms);
-	}
-	return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t n)
-{
-	struct http_conn *c = conn_of(p);
-	if (count_header(c, n))
-		return HPE_USER;
-	return buf_append(&c->url, at, n) ? HPE_USER : 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t n)
-{
-	struct http_conn *c = conn_of(p);
-	if (count_header(c, n))
-		return HPE_USER;
-	size_t room = sizeof(c->hname) - 1 - c->hname_len;
-	size_t take = n < room ? n : room;
-	memcpy(c->hname + c->hname_len, at, take);
-	c->hname_len += take;
-	if (n > room)
-		c->hname_len = sizeof(c->hname); /* too long to be one we read */
-	return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p)
-{
-	struct http_conn *c = conn_of(p);
-	c->hcur = H_OTHER;
-	if (c->hname_len < sizeof(c->hname)) {
-		c->hname[c->hname_len] = 0;
-		if (!strcasecmp(c->hname, "authorization"))
-			c->hcur = H_AUTHORIZATION;
-		else if (!strcasecmp(c->hname, "content-encoding"))
-			c->hcur = H_CONTENT_ENCODING;
-		else if (!strcasecmp(c->hname, "accept-encoding"))
-			c->hcur = H_ACCEPT_ENCODING;
-		else if (!strcasecmp(c->hname, "expect"))
-			c->hcur = H_EXPECT;
-		else if (!strcasecmp(c->hname, "x-forwarded-for"))
-			c->hcur = H_FORWARDED_FOR;
-	}
-	c->hname_len = 0;
-	buf_reset(&c->hval);
-	return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t n)
-{
-	struct http_conn *c = conn_of(p);
-	if (count_header(c, n))
-		return HPE_USER;
-	if (c->hcur == H_OTHER)
-		return 0;
-	return buf_append(&c->hval, at, n) ? HPE_USER : 0;
-}
-
-static bool has_token(const char *list, size_t len, const char *tok)
-{
-	/* "gzip, deflate;q=0.5" style lists; q=0 means refused. */
-	size_t tl = strlen(tok), i = 0;
-	while (i < len) {
-		while (i < len && (list[i] == ' ' || list[i] == ','))
-			i++;
-		size_t s = i;
-		while (i < len && list[i] != ',' && list[i] != ';' && list[i] != ' ')
-			i++;
-		bool match = i - s == tl && !strncasecmp(list + s, tok, tl);
-		bool zero = false;
-		while (i < len && list[i] != ',') {
-			if (list[i] == '=' && i + 1 < len && list[i + 1] == '0' &&
-			    (i + 2 >= len || list[i + 2] == ',' || list[i + 2] == ' ' ||
-			     (list[i + 2] == '.' && (i + 3 >= len || list[i + 3] == '0'))))
-				zero = true;
-			i++;
-		}
-		if (match && !zero)
-			return true;
-	}
-	return false;
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-	struct http_conn *c = conn_of(p);
-	const char *v = (const char *)c->hval.data;
-	size_t n = c->hval.len;
-	switch (c->hcur) {
-	case H_AUTHORIZATION:
-		if (n > 7 && !strncasecmp(v, "Bearer ", 7)) {
-			v += 7;
-			n -= 7;
-			while (n && *v == ' ') {
-				v++;
-				n--;
-			}
-			if (n > HTTP_MAX_TOKEN) {
-				c->req.token_too_long = true;
-			} else {
-				memcpy(c->req.token, v, n);
-				c->req.token[n] = 0;
-			}
-		}
-		break;
-	case H_CONTENT_ENCODING:
-		if (codec_enc_parse(v ? v : "", n, &c->req.enc) < 0)
-			c->req.enc_unsupported = true;
-		break;
-	case H_ACCEPT_ENCODING:
-		c->req.accept_gzip = has_token(v, n, "gzip");
-		c->req.accept_deflate = has_token(v, n, "deflate");
-		break;
-	case H_EXPECT:
-		c->expect_continue = n == 12 && !strncasecmp(v, "100-continue", 12);
-		break;
-	case H_FORWARDED_FOR:
-		/* Only a proxy on this machine that we were told to trust may say
-		 * who the client is; its last hop is the one it saw. */
-		if (c->srv->cfg.trust_proxy && c->peer_loopback && n && n < 256) {
-			char ip[256];
-			const char *last = memrchr(v, ',', n);
-			last = last ? last + 1 : v;
-			snprintf(ip, sizeof(ip), "%.*s", (int)(n - (size_t)(last - v)), last);
-			char *ipp = ip;
-			while (*ipp == ' ')
-				ipp++;
-			struct in6_addr a6;
-			struct in_addr a4;
-			if (inet_pton(AF_INET6, ipp, &a6) == 1) {
-				memcpy(c->req.peer, &a6, 16);
-			} else if (inet_pton(AF_INET, ipp, &a4) == 1) {
-				memset(c->req.peer, 0, 10);
-				memset(c->req.peer + 10, 0xff, 2);
-				memcpy(c->req.peer + 12, &a4, 4);
-			}
-		}
-		break;
-	default:
-		break;
-	}
-	c->hcur = H_OTHER;
-	return 0;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-	struct http_conn *c = conn_of(p);
-	struct server *srv = c->srv;
-	if (buf_putc(&c->url, 0) < 0)
-		return HPE_USER;
-	char *url = (char *)c->url.data;
-	char *q = strchr(url, '?');
-	if (q)
-		*q++ = 0;
-	c->req.path = url;
-	c->req.query = q ? q : "";
-	c->req.method = llhttp_get_method(p);
-	c->req.method_name = llhttp_method_name(c->req.method);
-	c->req.has_length = (p->flags & F_CONTENT_LENGTH) != 0;
-	c->req.content_length = c->req.has_length ? p->content_length : 0;
-	c->req.chunked = (p->flags & F_CHUNKED) != 0;
-	bool has_body = c->req.content_length > 0 || c->req.chunked;
-
-	routes_on_headers(c, &c->req);
-	if (c->responded)
-		return has_body ? HPE_PAUSED : 0; /* refused: a body is not read */
-	if (has_body && c->req.content_length > c->req.body_limit) {
-		c->close_after = true;
-		char msg[128];
-		snprintf(msg, sizeof(msg), "request bodies on this route are limited to %zu bytes",
-			 c->req.body_limit);
-		http_error(c, 413, "body_too_large", msg);
-		return HPE_PAUSED;
-	}
-	if (c->req.content_length) {
-		c->inflight = c->req.content_length;
-		srv->http->inflight += c->inflight;
-		if (buf_reserve(&c->body, c->req.content_length) < 0)
-			return HPE_USER;
-	}
-	if (has_body) {
-		c->state = CS_BODY;
-		arm(c, srv->cfg.body_timeout_ms);
-		if (c->expect_continue) {
-			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-			uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-			uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-		}
-	}
-	return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t n)
-{
-	struct http_conn *c = conn_of(p);
-	if (c->body.len + n > c->req.body_limit) {
-		c->error_status = 413; /* chunked bodies have no length up front */
-		return HPE_USER;
-	}
-	if (buf_append(&c->body, at, n) < 0)
-		return HPE_USER;
-	if (c->body.len > c->inflight) {
-		c->srv->http->inflight += c->body.len - c->inflight;
-		c->inflight = c->body.len;
-	}
-	return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-	struct http_conn *c = conn_of(p);
-	if (c->responded)
-		return HPE_PAUSED; /* refused at its headers, already answered */
-	c->state = CS_BUSY;
-	uv_timer_stop(&c->timer);
-	c->req.body = c->body.data;
-	c->req.body_len = c->body.len;
-	routes_on_request(c, &c->req);
-	/* One request at a time: the next pipelined one waits. */
-	return HPE_PAUSED;
-}
-
-static void parse_error(struct http_conn *c, llhttp_errno_t err)
-{
-	c->close_after = true;
-	if (c->responded)
-		return;
-	if (c->error_status == 431)
-		http_error(c, 431, "headers_too_large", "the request line and headers are too large");
-	else if (c->error_status == 413)
-		http_error(c, 413, "body_too_large", "the request body is too large");
-	else if (err == HPE_USER)
-		http_error(c, 500, "internal", "out of memory");
-	else
-		http_error(c, 400, "bad_request", llhttp_errno_name(err));
-}
-
-/* Parses what is pending, one request at a time. */
-static void process(struct http_conn *c)
-{
-	while (c->pending.len && !c->closing && !c->close_after && c->state != CS_BUSY &&
-	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_CAP) {
-		/* A new request waits, unparsed, while the server is overloaded:
-		 * a thousand phones connecting at once each have a request in
-		 * the first read, and starting them all would hold a thousand
-		 * decoded batches. */
-		if (c->state == CS_IDLE && overloaded(c->srv)) {
-			pause_by_server(c);
-			break;
-		}
-		const char *data = (const char *)c->pending.data;
-		c->in_parser = true;
-		llhttp_errno_t err = llhttp_execute(&c->parser, data, c->pending.len);
-		c->in_parser = false;
-		size_t used = c->pending.len;
-		if (err == HPE_PAUSED) {
-			used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
-			llhttp_resume(&c->parser);
-		} else if (err != HPE_OK) {
-			c->pending.len = 0;
-			parse_error(c, err);
-			break;
-		}
-		memmove(c->pending.data, c->pending.data + used, c->pending.len - used);
-		c->pending.len -= used;
-	}
-	/* Reads land in the shared buffer first: what was parsed need not
-	 * stay allocated while the request is decoded and committed. */
-	if (!c->pending.len)
-		buf_free(&c->pending);
-	update_reading(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
@@ -890,19 +291,25 @@ static bool must_wait(struct http_conn *c)
 {
 	if (c->admitted)
 		return false; /* its place is kept */
-	return c->state != CS_BODY &&
-	       ((c->srv->http->paused && !c->granted) || overloaded(c->srv));
+	if (c->state == CS_BODY ||
+	    !((c->srv->http->paused && !c->granted) || http__overloaded(c->srv)))
+		return false;
+	if (http__others_overloaded(c->srv))
+		return true;
+	/* Nothing arrived yet: keep listening, on_alloc decides when it does
+	 * (a push then waits in the kernel, a read goes ahead). */
+	return http__next_is_push(c) == 1;
 }
 
 static void on_resume_timer(uv_timer_t *t)
 {
 	struct server *srv = t->data;
-	resume_paused(srv);
+	http__resume_paused(srv);
 	if (!srv->http->paused)
 		uv_timer_stop(t);
 }
 
-static void pause_by_server(struct http_conn *c)
+void http__pause_by_server(struct http_conn *c)
 {
 	/* Whatever would resume it (a request finishing, a connection
 	 * closing), a timer looks again at those waiting until none is: a
@@ -914,7 +321,7 @@ static void pause_by_server(struct http_conn *c)
 	if (!c->paused_by_server)
 		c->srv->stats.reads_paused++;
 	c->granted = false;
-	unadmit(c);
+	http__unadmit(c);
 	c->srv->http->paused = true;
 	c->paused_by_server = true;
 	/* Waiting on us is not the client's fault: no 408 meanwhile. */
@@ -922,7 +329,7 @@ static void pause_by_server(struct http_conn *c)
 		uv_timer_stop(&c->timer);
 }
 
-static void update_reading(struct http_conn *c)
+void http__update_reading(struct http_conn *c)
 {
 	struct server *srv = c->srv;
 	bool want = !c->closing && !c->close_after && c->state != CS_BUSY && !c->peer_eof &&
@@ -930,19 +337,19 @@ static void update_reading(struct http_conn *c)
 	/* Pause between requests only: a body being read is already counted,
 	 * and pausing it could wait on itself. */
 	if (want && must_wait(c)) {
-		pause_by_server(c);
+		http__pause_by_server(c);
 		want = false;
 	}
 	if (want && !c->reading) {
 		if (c->state == CS_HEADERS)
-			arm(c, srv->cfg.header_timeout_ms);
+			http__arm(c, srv->cfg.header_timeout_ms);
 		c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
 	} else if (!want && c->reading) {
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
 	}
 	if (!want)
-		unadmit(c); /* it will not read now: the place goes back */
+		http__unadmit(c); /* it will not read now: the place goes back */
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -964,13 +371,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
 	struct http_conn *c = s->data;
 	if (nread > 0) {
-		unadmit(c); /* read: the request is counted from here on */
-		c->bytes_in += (size_t)nread;
+		http__unadmit(c); /* read: the request is counted from here on */
 		if (buf_append(&c->pending, b->base, (size_t)nread) < 0) {
-			conn_close(c);
+			http__conn_close(c);
 			return;
 		}
-		process(c);
+		http__process(c);
 		return;
 	}
 	if (nread == 0)
@@ -978,7 +384,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	if (nread == UV_ENOBUFS) {
 		uv_read_stop(s); /* on_alloc declined: resume_paused reads it */
 		c->reading = false;
-		pause_by_server(c);
+		http__pause_by_server(c);
 		c->has_data = true;
 		return;
 	}
@@ -988,13 +394,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		c->peer_eof = true;
 		uv_read_stop(s);
 		c->reading = false;
-		if (c->state == CS_BUSY)
+		if (c->state == CS_BUSY) {
 			c->close_after = true;
-		else
-			conn_close(c);
-		return;
+			return;
+		}
 	}
-	conn_close(c); /* UV_ECONNRESET and other errors */
+	/* UV_EOF before a request was whole, UV_ECONNRESET, other errors.
+	 * An upload cut mid-body still gets its log line (499, as nginx
+	 * says: the client went away). */
+	if (c->state == CS_BODY && !c->responded)
+		http__log_request(c, 499, 0);
+	http__conn_close(c);
 }
 
 static void on_refused_written(uv_write_t *w, int status)
@@ -1078,8 +488,8 @@ static void on_connection(uv_stream_t *listener, int status)
 	srv->stats.conns_open = h->n_conns;
 	srv->stats.conns_total++;
 	c->state = CS_IDLE;
-	arm(c, srv->cfg.idle_timeout_ms);
-	update_reading(c);
+	http__arm(c, srv->cfg.idle_timeout_ms);
+	http__update_reading(c);
 }
 
 /* ---- listening ---- */
@@ -1124,16 +534,11 @@ int http_start(struct server *srv)
 	if (!h)
 		return -ENOMEM;
 	srv->http = h;
-	llhttp_settings_init(&h->settings);
-	h->settings.on_message_begin = on_message_begin;
-	h->settings.on_url = on_url;
-	h->settings.on_header_field = on_header_field;
-	h->settings.on_header_field_complete = on_header_field_complete;
-	h->settings.on_header_value = on_header_value;
-	h->settings.on_header_value_complete = on_header_value_complete;
-	h->settings.on_headers_complete = on_headers_complete;
-	h->settings.on_body = on_body;
-	h->settings.on_message_complete = on_message_complete;
+	size_t share = SH_MAX(srv->cfg.max_body, srv->cfg.max_inflight / 4);
+	int r = admit_new(srv->cfg.max_inflight, share, srv->cfg.max_conns, &h->admit);
+	if (r < 0)
+		return r;
+	http__parser_settings(&h->settings);
 
 	struct sockaddr_storage addr;
 	bool loopback = false;
@@ -1150,7 +555,7 @@ int http_start(struct server *srv)
 			srv->cfg.listen);
 		return -EPERM;
 	}
-	int r = uv_timer_init(srv->loop, &h->resume_timer);
+	r = uv_timer_init(srv->loop, &h->resume_timer);
 	if (r < 0)
 		return r;
 	h->resume_timer.data = srv;
@@ -1202,48 +607,14 @@ void http_stop(struct server *srv)
 		if (c->state == CS_BUSY)
 			c->close_after = true; /* its acknowledgement is on its way */
 		else
-			conn_close(c);
+			http__conn_close(c);
 		c = next;
 	}
 }
 
-/* Decodes %XX and '+' in a query value, in place. */
-static void url_decode(char *s)
-{
-	char *o = s;
-	for (; *s; s++) {
-		if (*s == '+') {
-			*o++ = ' ';
-		} else if (*s == '%' && s[1] && s[2]) {
-			char hex[3] = {s[1], s[2], 0};
-			*o++ = (char)strtol(hex, NULL, 16);
-			s += 2;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = 0;
-}
-
-bool http_query_get(const char *q, const char *name, char *out, size_t len)
-{
-	size_t nl = strlen(name);
-	while (q && *q) {
-		const char *amp = strchr(q, '&');
-		size_t seg = amp ? (size_t)(amp - q) : strlen(q);
-		if (seg > nl && !strncmp(q, name, nl) && q[nl] == '=') {
-			snprintf(out, len, "%.*s", (int)(seg - nl - 1), q + nl + 1);
-			url_decode(out);
-			return true;
-		}
-		q = amp ? amp + 1 : NULL;
-	}
-	return false;
-}
-
 void http_kick(struct server *srv)
 {
-	resume_paused(srv);
+	http__resume_paused(srv);
 }
 
 int http_port(const struct server *srv)
@@ -1263,6 +634,8 @@ unsigned http_conns(const struct server *srv)
 
 void http_free(struct server *srv)
 {
+	if (srv->http)
+		admit_free(srv->http->admit);
 	free(srv->http);
 	srv->http = NULL;
 }

@@ -35,6 +35,7 @@ static void usage(FILE *out)
 		"  --max-header SIZE      request line and headers (default 8K) -> 431\n"
 		"  --header-timeout SEC   to receive the headers (default 15) -> 408\n"
 		"  --body-timeout SEC     to receive the body (default 300: 2G is slow) -> 408\n"
+		"  --body-stall SEC       a body with no new byte for that long (default 30) -> 408\n"
 		"  --idle-timeout SEC     keep-alive connection without a request (default 60)\n"
 		"  --max-conns N          open connections; more get 503 (default 4096)\n"
 		"  --max-queue N          batches waiting for the writer before reading\n"
@@ -143,7 +144,7 @@ int main(int argc, char **argv)
 		{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
 		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
 		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
-		{"auth-refill", required_argument, 0, 'A'},
+		{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -154,6 +155,7 @@ int main(int argc, char **argv)
 		.max_header = 8 * 1024,
 		.header_timeout_ms = 15000,
 		.body_timeout_ms = 300000,
+		.body_stall_ms = 30000,
 		.idle_timeout_ms = 60000,
 		.write_timeout_ms = 60000,
 		.max_conns = 4096,
@@ -205,6 +207,7 @@ int main(int argc, char **argv)
 			break;
 		case '1': bad = parse_secs(optarg, &cfg->header_timeout_ms) < 0; break;
 		case '2': bad = parse_secs(optarg, &cfg->body_timeout_ms) < 0; break;
+		case '4': bad = parse_secs(optarg, &cfg->body_stall_ms) < 0; break;
 		case '3': bad = parse_secs(optarg, &cfg->idle_timeout_ms) < 0; break;
 		case 's':
 			bad = parse_secs(optarg, &ms) < 0;

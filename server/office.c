@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -581,7 +582,7 @@ void office_devices(struct http_conn *c, struct server *srv, struct http_request
 	start_job(c, srv, req, run_devices);
 }
 
-/* ---- export: streamed, a page at a time ---- */
+/* ---- export: streamed, a page at a time, audited first ---- */
 
 /* true when code is in the county vocabulary of form_id (any version);
  * otherwise *ret_valid (a new reference) maps the valid codes to names. */
@@ -608,15 +609,21 @@ static bool export__county_known(const struct form_registry *forms, const char *
 
 #define EXPORT_PAGE 5000
 
+/* An export's audit trail is two entries, committed by the writer: one
+ * before the first byte leaves (who, what filters, sensitive or not) and
+ * one after the last (records sent, complete or cut), tied by an id. An
+ * export whose first entry cannot be written does not start. */
 struct export_job {
 	uv_work_t work;
+	struct writer_job audit;   /* the start entry, then the end entry */
 	struct http_conn *c;
 	struct server *srv;
 	struct exporter *x;
 	uint64_t cursor;
-	bool done, started;
+	bool done, started, ended;
 	bool csv;
 	int err;
+	uint64_t queued, sent;     /* records handed to the connection / written */
 	struct buf out;
 	/* when the client accepts gzip or deflate: the stream compressing out,
 	 * and the buffer it compresses into (swapped with out after each page) */
@@ -625,28 +632,24 @@ struct export_job {
 	struct buf zout;
 	char filename[128]; /* Content-Disposition */
 	char actor[64];
-	json_t *details;
+	char id[17];
+	json_t *details;           /* the entry the audit job writes */
 	char counties[SERVER_MAX_SCOPE][4];
 	const char *cptr[SERVER_MAX_SCOPE];
 };
 
 static void export_next(struct export_job *e);
 
-static void export_finish(struct export_job *e)
+static int export_audit_fn(struct store_txn *t, void *ud)
 {
-	if (!e->started)
-		http_error(e->c, 500, "internal", "the export failed");
-	else if (e->err == 0 && e->done) {
-		http_stream_end(e->c);
-		json_object_set_new(e->details, "records",
-				    json_integer((json_int_t)export_written(e->x)));
-		audit_record(e->srv->store, e->actor, "export", e->details);
-		e->details = NULL;
-	} else {
-		/* cut short: the client sees a truncated chunked body, not a
-		 * complete-looking file */
-		http_stream_end(e->c);
-	}
+	struct export_job *e = ud;
+	/* The writer may run this again after growing the map. */
+	json_incref(e->details);
+	return audit_record_txn(t, e->actor, e->ended ? "export_end" : "export", e->details);
+}
+
+static void export_free_job(struct export_job *e)
+{
 	json_decref(e->details);
 	export_free(e->x);
 	codec_deflater_free(e->z);
@@ -655,6 +658,42 @@ static void export_finish(struct export_job *e)
 	http_conn_unref(e->c);
 	free(e);
 	office_busy--;
+}
+
+static void export_ended(struct writer_job *job)
+{
+	struct export_job *e = job->ud;
+	if (job->result < 0)
+		fprintf(stderr, "shahidi-server: export %s: its end could not be audited: %s\n", e->id,
+			sh_strerror(job->result));
+	export_free_job(e);
+}
+
+static void export_finish(struct export_job *e)
+{
+	const char *outcome = e->err == -EPIPE || http_conn_gone(e->c) ? "cut" : "failed";
+	if (!e->started) {
+		http_error(e->c, 500, "internal", "the export failed");
+	} else if (e->err == 0 && e->done) {
+		outcome = "complete";
+		e->sent = export_written(e->x);
+		http_stream_end(e->c);
+	} else {
+		/* cut short: the client sees a truncated chunked body, not a
+		 * complete-looking file */
+		http_stream_end(e->c);
+	}
+	json_decref(e->details);
+	e->details = json_pack("{s:s,s:I,s:s}", "export_id", e->id, "records", (json_int_t)e->sent,
+			       "outcome", outcome);
+	e->ended = true;
+	if (!e->details) {
+		export_free_job(e);
+		return;
+	}
+	e->audit = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e,
+				       .done = export_ended, .ud = e};
+	writer_submit(e->srv->writer, &e->audit);
 }
 
 static void export_work(uv_work_t *w)
@@ -679,6 +718,8 @@ static void export_work(uv_work_t *w)
 static void export_drained(void *ud)
 {
 	struct export_job *e = ud;
+	if (!http_conn_gone(e->c))
+		e->sent = e->queued; /* the page before has left */
 	if (e->done || http_conn_gone(e->c) || e->srv->stopping) {
 		if (!e->done)
 			e->err = -EPIPE;
@@ -717,6 +758,7 @@ static void export_page_done(uv_work_t *w, int status)
 		export_drained(e);
 		return;
 	}
+	e->queued = export_written(e->x);
 	if (http_stream_write(e->c, e->out.data, e->out.len, export_drained, e) < 0) {
 		e->err = -EPIPE;
 		export_finish(e);
@@ -729,6 +771,24 @@ static void export_next(struct export_job *e)
 		e->err = -EAGAIN;
 		export_finish(e);
 	}
+}
+
+/* The start entry is durable: now the first byte may go. */
+static void export_audited(struct writer_job *job)
+{
+	struct export_job *e = job->ud;
+	if (job->result < 0) {
+		http_error(e->c, job->result == -ENOSPC ? 507 : 500, "audit_failed",
+			   "the export could not be written to the audit log; nothing was exported");
+		export_free_job(e);
+		return;
+	}
+	if (http_conn_gone(e->c)) {
+		e->err = -EPIPE; /* gone before the first byte: the end says so */
+		export_finish(e);
+		return;
+	}
+	export_next(e);
 }
 
 void office_export(struct http_conn *c, struct server *srv, struct http_request *req)
@@ -806,6 +866,17 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			   r == -ENOENT ? err : "cannot start the export");
 		return;
 	}
+	if (req->method == HTTP_HEAD) {
+		/* The headers a GET would have, no body, nothing exported. */
+		export_free(e->x);
+		free(e);
+		if (http_stream_start(c, 200, o.format == EXPORT_CSV ? "text/csv; charset=utf-8"
+								   : "application/x-ndjson") == 0)
+			http_stream_end(c);
+		return;
+	}
+	static uint64_t exports;
+	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++exports & 0xffff));
 	e->c = c;
 	e->srv = srv;
 	e->csv = o.format == EXPORT_CSV;
@@ -827,12 +898,20 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	json_t *cj = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(cj, json_string(e->counties[i]));
-	e->details = json_pack("{s:s,s:s,s:o,s:I,s:b,s:b}", "format", fmt, "form", form, "counties",
-			       cj, "since_ms", (json_int_t)o.since_ms, "include_deleted",
-			       o.include_deleted, "include_sensitive", o.include_sensitive);
+	e->details = json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", e->id, "format", fmt,
+			       "form", form, "counties", cj, "since_ms", (json_int_t)o.since_ms,
+			       "include_deleted", o.include_deleted, "include_sensitive",
+			       o.include_sensitive);
 	http_conn_ref(c);
 	office_busy++;
-	export_next(e);
+	if (!e->details) {
+		http_error(c, 503, "busy", "out of memory");
+		export_free_job(e);
+		return;
+	}
+	e->audit = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e,
+				       .done = export_audited, .ud = e};
+	writer_submit(srv->writer, &e->audit);
 }
 
 /* ---- metrics ---- */

@@ -1,10 +1,12 @@
 /* ratelimit: failed authentications per client address.
  *
  * Tokens carry 256 bits, so guessing one is hopeless; the limit is there
- * so that a misbehaving or hostile client cannot make the server spend
- * itself on lookups, and so that such attempts are visible (metrics).
- * Each address may fail `burst` times, then once per `per_ms`; beyond
- * that its requests get 429 before the token is even looked at.
+ * so that such attempts are slowed and visible (metrics). Each address may
+ * fail `burst` times, then once per `per_ms`; beyond that its refused
+ * tokens get 429 and lose their connection. Every token is still looked
+ * up (one hash and one read, the same for all): a valid token from a
+ * limited address is served, since many phones may share one address
+ * behind a carrier's NAT.
  * A fixed table: the oldest entries are forgotten first, memory never
  * grows.
  */

@@ -16,7 +16,8 @@
 #include "server.h"
 #include "shahidi.pb-c.h"
 
-static uint64_t busy; /* async work in flight (one server per process) */
+static uint64_t busy;  /* async work in flight (one server per process) */
+static uint64_t pulls; /* of which pulls */
 
 #define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
@@ -59,6 +60,12 @@ uint64_t routes_busy(const struct server *srv)
 {
 	(void)srv;
 	return busy + office_busy;
+}
+
+uint64_t routes_others_busy(const struct server *srv)
+{
+	(void)srv;
+	return pulls + office_busy;
 }
 
 /* ---- authentication ---- */
@@ -116,14 +123,18 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 	}
 	if (rt->roles) {
 		uint64_t now = sh_now_ms();
-		if (!ratelimit_allow(srv->auth_limit, req->peer, now)) {
-			srv->stats.auth_throttled++;
-			http_add_header(c, "Retry-After: 60");
-			http_error(c, 429, "too_many_failed_attempts",
-				   "too many refused tokens from this address; try again later");
-			return;
-		}
+		/* Every token is looked up, whatever its address did before:
+		 * failures cannot lock out successes (phones behind one carrier
+		 * NAT share an address with whoever guesses). The limit only
+		 * makes further failures answer 429 and lose their connection. */
 		if (!authenticate(srv, req)) {
+			if (!ratelimit_allow(srv->auth_limit, req->peer, now)) {
+				srv->stats.auth_throttled++;
+				http_add_header(c, "Retry-After: 60");
+				http_error(c, 429, "too_many_failed_attempts",
+					   "too many refused tokens from this address; try again later");
+				return;
+			}
 			/* Missing, malformed, unknown or revoked: one answer for all,
 			 * so that nobody learns which devices exist. */
 			ratelimit_fail(srv->auth_limit, req->peer, now);
@@ -320,6 +331,7 @@ static void pull_done(uv_work_t *w, int status)
 	http_conn_unref(p->c);
 	free(p);
 	busy--;
+	pulls--;
 	http_kick(srv);
 }
 
@@ -360,6 +372,7 @@ static void handle_pull(struct http_conn *c, struct server *srv, struct http_req
 	p->work.data = p;
 	http_conn_ref(c);
 	busy++;
+	pulls++;
 	if (uv_queue_work(srv->loop, &p->work, pull_read, pull_done) < 0) {
 		p->r = -EAGAIN;
 		pull_done(&p->work, 0);

@@ -50,5 +50,8 @@ const char *routes_name(int id);
 /* Async work (decoding, pulls, commits) not yet finished: the server waits
  * for it to reach zero before it stops. */
 uint64_t routes_busy(const struct server *srv);
+/* Of which requests other than pushes (pulls, office requests): they have
+ * places of their own in the queue, so that pushes never hold them back. */
+uint64_t routes_others_busy(const struct server *srv);
 
 #endif

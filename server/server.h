@@ -25,6 +25,7 @@ struct server_config {
 	struct sync_limits sync;     /* inflated size, changes per batch... */
 	unsigned header_timeout_ms;  /* first byte to end of headers (408) */
 	unsigned body_timeout_ms;    /* end of headers to end of body (408) */
+	unsigned body_stall_ms;      /* a body with no new byte for this long (408) */
 	unsigned idle_timeout_ms;    /* keep-alive connection with no request */
 	unsigned write_timeout_ms;   /* a response the client does not read */
 	unsigned max_conns;          /* more get 503 and are closed */

@@ -3,6 +3,7 @@
  * read and write the data directory directly, whether or not the server
  * runs, and record what they did in the audit log. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <wchar.h>
 
 #include "arena.h"
@@ -275,6 +277,29 @@ out:
 
 /* ---- export ---- */
 
+/* An export file is readable by its owner only (0600), whatever the umask
+ * and even over an existing file: it holds survivors' records. The mode
+ * is set before the old content is dropped and the new written. */
+static FILE *export__open_private(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return NULL;
+	if (fchmod(fd, 0600) < 0 || ftruncate(fd, 0) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	FILE *f = fdopen(fd, "wb");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return f;
+}
+
 int cmd_export(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -290,7 +315,7 @@ int cmd_export(int argc, char **argv)
 	const char *counties[48];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
-	bool quiet = false;
+	bool quiet = false, audited = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
 		switch (c) {
@@ -353,7 +378,7 @@ int cmd_export(int argc, char **argv)
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
-	char err[256];
+	char err[256], actor[64], id[17];
 	int rc = 1, r;
 	if (reg && (r = check_counties(reg, eo.form_id ? eo.form_id : "incident_report", counties,
 				       eo.n_counties))) {
@@ -366,7 +391,25 @@ int cmd_export(int argc, char **argv)
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
-	out = out_path ? fopen(out_path, "wb") : stdout;
+	/* Audited first, as over HTTP: the entry is written before any
+	 * record is, and an export_end says how it ended. */
+	audit_cli_actor(actor);
+	snprintf(id, sizeof(id), "%016" PRIx64, sh_now_ms() << 16 | ((uint64_t)getpid() & 0xffff));
+	json_t *cj = json_array();
+	for (size_t i = 0; i < eo.n_counties; i++)
+		json_array_append_new(cj, json_string(counties[i]));
+	r = audit_record(s, actor, "export",
+			 json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", id, "format",
+				   eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
+				   eo.form_id ? eo.form_id : "incident_report", "counties", cj,
+				   "since_ms", (json_int_t)eo.since_ms, "include_deleted",
+				   eo.include_deleted, "include_sensitive", eo.include_sensitive));
+	if (r < 0) {
+		cli_err("cannot write the audit log (%s): nothing exported", sh_strerror(r));
+		goto done;
+	}
+	audited = true;
+	out = out_path ? export__open_private(out_path) : stdout;
 	if (!out) {
 		cli_err("cannot write %s: %s", out_path, strerror(errno));
 		goto done;
@@ -401,20 +444,13 @@ int cmd_export(int argc, char **argv)
 	if (!quiet)
 		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "",
 			export_written(x), secs);
-	char actor[64];
-	audit_cli_actor(actor);
-	json_t *cj = json_array();
-	for (size_t i = 0; i < eo.n_counties; i++)
-		json_array_append_new(cj, json_string(counties[i]));
-	audit_record(s, actor, "export",
-		     json_pack("{s:s,s:s,s:o,s:I,s:b,s:b,s:I}", "format",
-			       eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
-			       eo.form_id ? eo.form_id : "incident_report", "counties", cj, "since_ms",
-			       (json_int_t)eo.since_ms, "include_deleted", eo.include_deleted,
-			       "include_sensitive", eo.include_sensitive, "records",
-			       (json_int_t)export_written(x)));
 	rc = 0;
 done:
+	if (audited)
+		audit_record(s, actor, "export_end",
+			     json_pack("{s:s,s:I,s:s}", "export_id", id, "records",
+				       (json_int_t)export_written(x), "outcome",
+				       rc == 0 ? "complete" : "failed"));
 	if (out && out != stdout)
 		fclose(out);
 	buf_free(&b);

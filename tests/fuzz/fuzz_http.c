@@ -40,7 +40,8 @@ static void setup(void)
 	struct server_config *cfg = &srv.cfg;
 	*cfg = (struct server_config){
 		.data_dir = dir, .listen = "127.0.0.1:0", .max_body = 1 << 20, .max_header = 8192,
-		.header_timeout_ms = 2000, .body_timeout_ms = 2000, .idle_timeout_ms = 2000,
+		.header_timeout_ms = 2000, .body_timeout_ms = 2000, .body_stall_ms = 2000,
+		.idle_timeout_ms = 2000,
 		.write_timeout_ms = 2000, .max_conns = 64, .max_inflight = 8 << 20, .max_queue = 64,
 		.pull_limit = 100, .quiet = true, .auth_burst = 1000000, .auth_refill_ms = 1,
 	};

@@ -212,8 +212,9 @@ def test_csv_for_excel_and_coordinators():
         assert get(s, "/v1/export?format=csv", a42.token)[0] == 403
         _, audit, _ = cli("audit", "--data", s.data)
         mine = [json.loads(l) for l in audit.splitlines() if coord.hex in l]
-        assert len(mine) == 2 and all(e["action"] == "export" for e in mine), audit
-        assert mine[0]["counties"] == ["042"] and mine[0]["records"] == 30, mine[0]
+        # each export: its entry before the first byte, its end after
+        assert [e["action"] for e in mine] == ["export", "export_end"] * 2, audit
+        assert mine[0]["counties"] == ["042"] and mine[1]["records"] == 30, mine[:2]
         assert not mine[0]["include_sensitive"]
 
 
@@ -345,6 +346,109 @@ def test_100k_records_in_constant_memory():
                 elif isinstance(v, bool):
                     v = "yes" if v else "no"
                 assert r[k] == str(v), (k, r[k], v)
+
+
+def audit_entries(data):
+    _, out, _ = cli("audit", "--data", data)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_an_export_is_audited_first_and_its_end_after():
+    """The audit entry of an export is written before its first byte (who,
+    filters, sensitive or not), and its end after: records sent, complete
+    or cut. A client that reads part of a large export and hangs up leaves
+    both, and the end says cut."""
+    import socket
+    import struct
+    import time
+    with tempfile.TemporaryDirectory(prefix="shahidi-cut-") as d:
+        data = os.path.join(d, "data")
+        fill(data, 10000)
+        with Server(data=data) as s:
+            admin = Device(s.data, "admin", role="admin")
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"GET /v1/export?format=ndjson&include_sensitive=1 HTTP/1.1\r\n"
+                      b"Host: x\r\nAuthorization: Bearer " + admin.token.encode() + b"\r\n\r\n")
+            got = b""
+            while len(got) < 1 << 20:
+                chunk = c.recv(65536)
+                assert chunk, "the export ended early"
+                got += chunk
+            # the start entry was written before the first byte
+            entries = audit_entries(s.data)
+            assert len(entries) == 1, entries
+            start = entries[0]
+            assert start["action"] == "export" and start["actor"] == "device:" + admin.hex
+            assert start["include_sensitive"] is True and start["format"] == "ndjson"
+            assert start["counties"] == [] and start["export_id"]
+            # hang up mid-export (RST)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            for _ in range(100):
+                entries = audit_entries(s.data)
+                if len(entries) == 2:
+                    break
+                time.sleep(0.1)
+            assert len(entries) == 2, entries
+            end = entries[1]
+            assert end["action"] == "export_end" and end["export_id"] == start["export_id"]
+            assert end["outcome"] == "cut" and 0 <= end["records"] < 10000, end
+            # a complete one says so, with every record
+            st, h, body = request(s.port, "GET", "/v1/export?format=csv",
+                                  headers={"Authorization": f"Bearer {admin.token}"})
+            assert st == 200 and body.count(b"\n") > 10000
+            entries = audit_entries(s.data)
+            assert [e["action"] for e in entries] == ["export", "export_end"] * 2
+            assert entries[2]["include_sensitive"] is False
+            assert entries[3]["outcome"] == "complete" and entries[3]["records"] == 10000, entries
+
+
+def test_head_sends_no_body_and_sensitive_files_are_private():
+    """HEAD /v1/export answers the headers alone and exports nothing;
+    `shahidi export --include-sensitive --out F` writes F 0600, even over
+    a file that was 0644."""
+    import socket
+    with Server() as s:
+        a = Device(s.data, "phone")
+        admin = Device(s.data, "admin", role="admin")
+        push(s.port, a, batch(a, [report(a) for _ in range(20)]))
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(b"HEAD /v1/export?format=csv HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + admin.token.encode() + b"\r\n\r\n")
+        got = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        c.close()
+        head, _, rest = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"text/csv" in head, got[:300]
+        assert rest == b"", rest[:100]
+        assert audit_entries(s.data) == []
+        with tempfile.TemporaryDirectory(prefix="shahidi-out-") as d:
+            out = os.path.join(d, "sensitive.csv")
+            with open(out, "w") as f:
+                f.write("old")
+            os.chmod(out, 0o644)
+            cli("export", "--data", s.data, "--include-sensitive", "--quiet", "--out", out)
+            assert os.stat(out).st_mode & 0o777 == 0o600, oct(os.stat(out).st_mode)
+            new = os.path.join(d, "new.csv")
+            old = os.umask(0o022)
+            try:
+                cli("export", "--data", s.data, "--include-sensitive", "--quiet", "--out", new)
+            finally:
+                os.umask(old)
+            assert os.stat(new).st_mode & 0o777 == 0o600, oct(os.stat(new).st_mode)
+            with open(new) as f:
+                assert len(f.read().splitlines()) == 21
+        # the CLI's exports are audited as the server's are: first, then their end
+        entries = audit_entries(s.data)
+        assert [e["action"] for e in entries] == ["export", "export_end"] * 2, entries
+        assert entries[0]["actor"].startswith("cli:") and entries[0]["include_sensitive"] is True
+        assert entries[1]["export_id"] == entries[0]["export_id"]
+        assert entries[1]["outcome"] == "complete" and entries[1]["records"] == 20
 
 
 if __name__ == "__main__":
