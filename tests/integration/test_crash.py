@@ -31,7 +31,7 @@ def test_sigkill_twenty_times_under_load():
     srv.start()
     phones = [Device(srv.data, f"phone {i}") for i in range(8)]
     plans = {p.id: [batch(p, [report(p) for _ in range(rng.randint(5, 40))])
-                    for _ in range(30)] for p in phones}
+                    for _ in range(45)] for p in phones}
     sizes = {p.id: [len(pbatch_changes(b)) for b in plans[p.id]] for p in phones}
     acked = {p.id: {} for p in phones}   # batch index -> results
     lock = threading.Lock()
@@ -68,6 +68,7 @@ def test_sigkill_twenty_times_under_load():
 
     ws = workers(phone, phones)
     kills = []
+    missed = 0
     t0 = time.time()
     while len(kills) < KILLS:
         # Kill once this server has acknowledged a few batches and at least
@@ -93,8 +94,14 @@ def test_sigkill_twenty_times_under_load():
         # what was acknowledged was committed and not yet answered
         entries, _, records, _ = store_state(srv.data)
         assert entries == records >= acked_changes, (entries, records, acked_changes)
-        kills.append((st["acks"], cut, records - acked_changes))
-        assert cut >= 1, f"kill {len(kills)} cut no push in flight: {kills}"
+        if cut >= 1:
+            kills.append((st["acks"], cut, records - acked_changes))
+        else:
+            # every answer was already on its way when the kill landed (a
+            # loaded machine's scheduling): it does not count as a kill
+            # under load; the test kills again, a bounded number of times
+            missed += 1
+            assert missed <= KILLS, f"{missed} kills cut no push in flight: {kills}"
         srv.start()
         with lock:
             st.update(port=srv.port, epoch=st["epoch"] + 1, acks=0, cut=0)
@@ -102,13 +109,14 @@ def test_sigkill_twenty_times_under_load():
     took = time.time() - t0
     join_all(ws, timeout=300)
     print("   per kill (batches acked by that server, pushes cut, changes committed but "
-          f"unanswered): {kills}; {took:.1f} s")
+          f"unanswered): {kills}; {took:.1f} s; {missed} more kills cut nothing and were "
+          "not counted")
     between = sum(1 for k in kills if k[2] > 0)
     assert between >= KILLS // 4, f"only {between} kills landed between a commit and its answer"
     print(f"   {between} of {KILLS} kills landed between a commit and its answer")
     want = 0
     for p in phones:
-        assert len(acked[p.id]) == 30
+        assert len(acked[p.id]) == 45
         want += sum(sizes[p.id])
     entries, _, records, _ = store_state(srv.data)
     assert entries == records == want, (entries, records, want)  # exactly once
