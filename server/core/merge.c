@@ -454,10 +454,20 @@ static void recount(merge_rec_t *rec)
 	bool deleted = entry_says_deleted(merge_current(dreg));
 	bool flag = false;
 
+	/* links can dangle only when some instance is removed: most records
+	 * have none, and their values are not parsed for links */
+	bool any_removed = false;
+	for (size_t i = rec->n_registers; i-- > 0 && !any_removed;) {
+		const merge_reg_t *reg = rec->registers[i];
+		if (!reg->instance.len)
+			break; /* the record's own registers come first */
+		any_removed = reg->field == MERGE_DELETION_FIELD &&
+			      entry_says_deleted(merge_current(reg));
+	}
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
 		n += merge_in_conflict(reg);
-		flags += links_removed(rec, reg);
+		flags += any_removed && links_removed(rec, reg);
 		/* the record's deletion: an edit anywhere it had not seen */
 		if (deleted && !flag && !(reg->field == MERGE_DELETION_FIELD && !reg->instance.len))
 			flag = has_unseen(reg, dreg);

@@ -196,7 +196,8 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			BAD("bad_field", "field %u: only an instance's removal (field 0) lists what it "
 			    "saw", fw->field);
 		/* Relayed to other phones as sent: it must parse anywhere. */
-		if (wire_value_check(fw->value, fw->value_len) < 0)
+		if (wire_value_check(fw->value, fw->value_len,
+				     fd && fw->field ? (uint32_t)fd->type : 0) < 0)
 			BAD("malformed_value", "field %u: the value is not a well-formed Value "
 			    "(wire types, UTF-8 text, nested messages)", fw->field);
 		if (fw->field == 0) {

@@ -174,7 +174,7 @@ struct msg_rule {
 	int (*sub[16])(const uint8_t *, size_t);
 };
 
-static int check_msg(const struct msg_rule *m, const uint8_t *p, size_t n)
+static int check_msg(const struct msg_rule *m, const uint8_t *p, size_t n, uint32_t trusted)
 {
 	struct pb_field f;
 	size_t pos = 0;
@@ -184,7 +184,8 @@ static int check_msg(const struct msg_rule *m, const uint8_t *p, size_t n)
 			continue; /* unknown: kept as bytes by every parser */
 		if (f.wire_type != m->wt[f.number])
 			return -EPROTO;
-		if ((m->utf8 >> f.number & 1) && f.len && !form_utf8_ok(f.data, f.len))
+		if ((m->utf8 >> f.number & 1) && f.number != trusted && f.len &&
+		    !form_utf8_ok(f.data, f.len))
 			return -EPROTO;
 		if (f.number < 16 && m->sub[f.number] && m->sub[f.number](f.data, f.len) < 0)
 			return -EPROTO;
@@ -196,31 +197,31 @@ static int check_choices(const uint8_t *p, size_t n)
 {
 	static const uint8_t wt[2] = {0xff, 2};
 	static const struct msg_rule m = {2, wt, 1u << 1, {0}};
-	return check_msg(&m, p, n);
+	return check_msg(&m, p, n, 0);
 }
 
 static int check_geopoint(const uint8_t *p, size_t n)
 {
 	static const uint8_t wt[5] = {0xff, 1, 1, 1, 1};
 	static const struct msg_rule m = {5, wt, 0, {0}};
-	return check_msg(&m, p, n);
+	return check_msg(&m, p, n, 0);
 }
 
 static int check_attachment(const uint8_t *p, size_t n)
 {
 	static const uint8_t wt[5] = {0xff, 2, 2, 0, 2};
 	static const struct msg_rule m = {5, wt, 1u << 4, {0}};
-	return check_msg(&m, p, n);
+	return check_msg(&m, p, n, 0);
 }
 
 static int check_sealed(const uint8_t *p, size_t n)
 {
 	static const uint8_t wt[3] = {0xff, 2, 2};
 	static const struct msg_rule m = {3, wt, 0, {0}};
-	return check_msg(&m, p, n);
+	return check_msg(&m, p, n, 0);
 }
 
-int wire_value_check(const uint8_t *p, size_t n)
+int wire_value_check(const uint8_t *p, size_t n, uint32_t trusted)
 {
 	/* text, integer, decimal, boolean, date, datetime, choice, choices,
 	 * geopoint, attachment, sealed, link: shahidi.v1.Value's members 1 to
@@ -230,7 +231,7 @@ int wire_value_check(const uint8_t *p, size_t n)
 		13, wt, 1u << 1 | 1u << 5 | 1u << 7,
 		{[8] = check_choices, [9] = check_geopoint, [10] = check_attachment,
 		 [11] = check_sealed}};
-	return check_msg(&m, p, n);
+	return check_msg(&m, p, n, trusted);
 }
 
 int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pusher,

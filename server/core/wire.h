@@ -70,8 +70,10 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
  * strings are UTF-8, its nested messages (Choices, GeoPoint, Attachment,
  * Sealed) parse in turn; unknown members are well-formed. Else -EPROTO.
  * What the server relays to other phones must pass this, whether or not
- * the form knows the field. */
-int wire_value_check(const uint8_t *p, size_t n);
+ * the form knows the field. trusted: a text member (1, 5 or 7) whose
+ * UTF-8 the caller checks itself against the form (form_check_value), so
+ * that it is not read twice; 0 for none. */
+int wire_value_check(const uint8_t *p, size_t n, uint32_t trusted);
 
 /* The merge's view of a change read by wire_read_change, pushed by
  * pusher: one write per field plus one for its deletion, each with its
