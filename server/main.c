@@ -46,7 +46,11 @@ static void usage(FILE *out)
 		"  --pull-limit N         most changes in one pull response (default 1000)\n"
 		"  --map-size SIZE        initial store map size (default 256M; grows)\n"
 		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
-		"  --max-skew SEC         phone clocks further ahead are brought back (3600)\n"
+		"  --max-skew SEC         stamps further ahead than this do not move the\n"
+		"                         server's clock (3600; they are kept as sent)\n"
+		"  --i-know-the-store-is-damaged\n"
+		"                         serve a store whose hash chain's last links do not\n"
+		"                         verify (refused otherwise; said on every start)\n"
 		"  --quiet                no per-request log lines\n"
 		"  --trust-proxy          take the client's address from X-Forwarded-For when\n"
 		"                         the connection comes from this machine (nginx)\n"
@@ -145,6 +149,7 @@ int main(int argc, char **argv)
 		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
 		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
 		{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
+		{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -178,6 +183,7 @@ int main(int argc, char **argv)
 		case 'f': cfg->forms_path = optarg; break;
 		case 'Q': cfg->quiet = true; break;
 		case 'T': cfg->trust_proxy = true; break;
+		case 'D': cfg->damaged_ok = true; break;
 		case 'a':
 			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
 			cfg->auth_burst = (unsigned)sz;
@@ -275,6 +281,22 @@ int main(int argc, char **argv)
 			strerror(-rb));
 		return 1;
 	}
+	/* The last links of the chain, and the head the store keeps, before
+	 * anything is served or appended after them. */
+	int64_t broken = store_verify_tail(srv.store, 1000);
+	if (broken && !cfg->damaged_ok) {
+		fprintf(stderr,
+			"shahidi-server: the store's hash chain does not verify (at log entry %lld, or "
+			"it cannot be read): refusing to serve it. Run `shahidi verify --data %s`; "
+			"--i-know-the-store-is-damaged serves it anyway.\n",
+			(long long)broken, cfg->data_dir);
+		return 1;
+	}
+	if (cfg->damaged_ok)
+		fprintf(stderr,
+			"shahidi-server: started with --i-know-the-store-is-damaged; the chain's last "
+			"links %s\n",
+			broken ? "do NOT verify: serving a damaged store" : "verify");
 	srv.loop = uv_default_loop();
 	int r = writer_start(srv.loop, srv.store, &srv.writer);
 	if (r < 0) {

@@ -19,6 +19,7 @@ struct server_config {
 	const char *data_dir;
 	const char *listen;          /* host:port, [v6]:port */
 	bool allow_plaintext;        /* listen beyond loopback without TLS */
+	bool damaged_ok;             /* serve a store whose chain does not verify */
 	const char *forms_path;      /* extra form definitions, or NULL */
 	size_t max_body;             /* request body bytes as sent (413) */
 	size_t max_header;           /* request line + headers bytes (431) */

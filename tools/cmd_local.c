@@ -1,4 +1,4 @@
-/* shahidi demo | sample | ingest | show | conflicts | verify: commands that
+/* shahidi demo | sample | ingest | show | conflicts | rebuild: commands that
  * work on a data directory directly, with or without the server running. */
 #include <errno.h>
 #include <getopt.h>
@@ -554,61 +554,3 @@ int cmd_rebuild(int argc, char **argv)
 	return 0;
 }
 
-/* ---- verify ---- */
-
-static void verify_progress(uint64_t done, uint64_t total, void *ud)
-{
-	(void)ud;
-	fprintf(stderr, "\rverified %" PRIu64 " of %" PRIu64 " log entries", done, total);
-}
-
-int cmd_verify(int argc, char **argv)
-{
-	const char *data;
-	int rc;
-	if (!cli_data_only(argc, argv,
-			   "Usage: shahidi verify [--data DIR]\n\n"
-			   "Walks the change log and recomputes its hash chain: every entry's\n"
-			   "hash covers the previous one, so any later change, removal or\n"
-			   "reordering of the history breaks a link. Prints the first broken\n"
-			   "link and exits 1, or exits 0 when the chain is intact. Also prints\n"
-			   "a digest of all merged records: two stores that received the same\n"
-			   "changes, in any order, print the same one.\n",
-			   &data, &rc))
-		return rc;
-	struct store *s = cli_open_store(data, true);
-	if (!s)
-		return 1;
-	struct store_txn *t;
-	struct store_info info = {0};
-	uint8_t records[32] = {0};
-	uint64_t n_records = 0;
-	struct arena *a = arena_new();
-	if (a && store_begin(s, false, &t) == 0) {
-		store_info(t, &info);
-		store_records_digest(t, a, records, &n_records);
-		store_abort(t);
-	}
-	arena_free(a);
-	int64_t r = store_verify_chain(s, isatty(2) ? verify_progress : NULL, NULL);
-	if (isatty(2))
-		fputc('\n', stderr);
-	store_close(s);
-	if (r < 0) {
-		cli_err("cannot read the log: %s", sh_strerror((int)r));
-		return 1;
-	}
-	if (r > 0) {
-		printf("BROKEN: the hash chain breaks at log entry %" PRId64
-		       ": the history was altered at or after it\n",
-		       r);
-		return 1;
-	}
-	char head[65], rd[65];
-	sh_hex(info.head_hash, 32, head);
-	sh_hex(records, 32, rd);
-	printf("ok: %" PRIu64 " log entries, hash chain intact, head %s\n"
-	       "records: %" PRIu64 ", digest %s\n",
-	       info.log_entries, head, n_records, rd);
-	return 0;
-}

@@ -19,6 +19,7 @@ static const struct cli_cmd commands[] = {
 	{"conflicts", "list open conflicts; 'conflicts resolve' resolves one", cmd_conflicts},
 	{"verify", "check the change log's hash chain", cmd_verify},
 	{"rebuild", "merge every record again from the change log", cmd_rebuild},
+	{"checkpoint", "sign the hash chain's head with a key kept outside the store", cmd_checkpoint},
 	{"status", "sync status per device, county and store", cmd_status},
 	{"export", "export merged records as CSV or NDJSON", cmd_export},
 	{"history", "a record's custody trail from the change log", cmd_history},

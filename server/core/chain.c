@@ -119,6 +119,12 @@ static void chain_hash(const uint8_t prev[32], uint64_t seq, const store_log_t *
 
 int64_t store_verify_chain(struct store *s, void (*progress)(uint64_t, uint64_t, void *), void *ud)
 {
+	return store_verify_chain_each(s, progress, NULL, ud);
+}
+
+int64_t store_verify_chain_each(struct store *s, void (*progress)(uint64_t, uint64_t, void *),
+				void (*each)(uint64_t seq, const uint8_t hash[32], void *), void *ud)
+{
 	uint8_t prev[32] = {0};
 	uint64_t seq = 0, total = 0, last = 0;
 	struct arena *a = arena_new();
@@ -155,6 +161,8 @@ int64_t store_verify_chain(struct store *s, void (*progress)(uint64_t, uint64_t,
 			}
 			memcpy(prev, h, 32);
 			last = seq;
+			if (each)
+				each(seq, h, ud);
 			if (progress && (seq & 0xffff) == 0)
 				progress(seq, total, ud);
 			n++;
@@ -174,6 +182,54 @@ out:
 	if (r < 0)
 		return r;
 	return bad;
+}
+
+int store_log_hash(struct store_txn *t, uint64_t seq, uint8_t out[32])
+{
+	struct arena *a = arena_new();
+	store_log_t *e;
+	int r = a ? store_log_get(t, a, seq, &e) : -ENOMEM;
+	if (r == 0 && e->hash.len != 32)
+		r = -EIO;
+	if (r == 0)
+		memcpy(out, e->hash.data, 32);
+	arena_free(a);
+	return r;
+}
+
+int64_t store_verify_tail(struct store *s, uint64_t n)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	int64_t bad = 0;
+	int r = a ? store_begin(s, false, &t) : -ENOMEM;
+	if (r < 0) {
+		arena_free(a);
+		return r;
+	}
+	uint64_t last = t->next_log_seq - 1, first = last > n ? last - n + 1 : 1;
+	uint8_t prev[32] = {0};
+	if (first > 1 && (r = store_log_hash(t, first - 1, prev)) < 0)
+		bad = (int64_t)(first - 1);
+	for (uint64_t seq = first; r == 0 && !bad && seq <= last; seq++) {
+		store_log_t *e;
+		uint8_t h[32];
+		arena_reset(a);
+		if ((r = store_log_get(t, a, seq, &e)) < 0) {
+			bad = (int64_t)seq; /* an entry missing where the counters say */
+			r = 0;
+			break;
+		}
+		chain_hash(prev, seq, e, h);
+		if (e->hash.len != 32 || memcmp(h, e->hash.data, 32))
+			bad = (int64_t)seq;
+		memcpy(prev, h, 32);
+	}
+	if (r == 0 && !bad && last && memcmp(prev, t->head_hash, 32))
+		bad = (int64_t)last; /* the counters' head is not the last link */
+	store_abort(t);
+	arena_free(a);
+	return r < 0 && !bad ? r : bad;
 }
 
 /* ---- appending ---- */

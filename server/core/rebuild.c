@@ -1,6 +1,7 @@
 #include "rebuild.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arena.h"
@@ -18,8 +19,9 @@ struct chunk {
 	uint64_t rebuilt;
 };
 
-/* One record, from nothing, through every change of its history. */
-static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
+/* A record made from nothing through every change of its history (in a). */
+static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
+		  merge_rec_t **ret)
 {
 	uint64_t *seqs;
 	size_t n;
@@ -42,9 +44,22 @@ static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
 			return -ENOMEM;
 		if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &wc)) < 0)
 			return r == -ENOMEM ? r : -EIO;
+		if (wc.record_id_len != 16 || memcmp(wc.record_id, old->record_id.data, 16))
+			return -EBADMSG; /* a change of another record in its history */
 		if ((r = wire_change_merge(a, &wc, pusher, &mc)) < 0 || (r = merge_apply(a, rec, &mc)) < 0)
 			return r;
 	}
+	*ret = rec;
+	return 0;
+}
+
+/* One record, from nothing, through every change of its history. */
+static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
+{
+	merge_rec_t *rec;
+	int r = remake(t, a, old, &rec);
+	if (r < 0)
+		return r;
 	/* What the merge does not make: where it is, when, who was assigned. */
 	rec->seq = old->seq;
 	rec->first_received_ms = old->first_received_ms;
@@ -158,5 +173,89 @@ int rebuild_if_old(struct store *s, FILE *log)
 		snprintf(who, sizeof(who), "store format %u -> %u", fmt, STORE_FORMAT_VERSION);
 		rebuild_print(log, who, &rep);
 	}
+	return r;
+}
+
+struct vchunk {
+	uint64_t after;
+	bool done;
+	struct rebuild_check *c;
+};
+
+static void found_bad(struct rebuild_check *c, const uint8_t *id, const char *why)
+{
+	c->bad = true;
+	if (id)
+		memcpy(c->bad_id, id, 16);
+	snprintf(c->why, sizeof(c->why), "%s", why);
+}
+
+/* One page of records in one read transaction, so that a long verify does
+ * not pin old pages while the server writes. */
+static int verify_chunk(struct store *s, struct vchunk *v)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	int r = a ? store_begin(s, false, &t) : -ENOMEM;
+	if (r < 0) {
+		arena_free(a);
+		return r;
+	}
+	uint64_t seq = v->after;
+	size_t n = 0;
+	merge_rec_t *stored;
+	for (;;) {
+		if (n >= CHUNK || v->c->bad)
+			break;
+		uint64_t at = seq;
+		if ((r = store_record_next(t, a, &seq, &stored)) == -EIO) {
+			/* bytes that do not decode: the record after `at` */
+			char why[120];
+			snprintf(why, sizeof(why), "the record stored after seq %llu does not decode",
+				 (unsigned long long)at);
+			found_bad(v->c, NULL, why);
+			r = 0;
+			break;
+		}
+		if (r != 1)
+			break;
+		merge_rec_t *made;
+		uint8_t d1[32], d2[32];
+		n++;
+		v->c->records++;
+		v->after = seq;
+		int m = remake(t, a, stored, &made);
+		if (m == -EBADMSG || m == -EIO || m == -ENOENT) {
+			found_bad(v->c, stored->record_id.data,
+				  "its history holds a change of another record, or a change is missing");
+		} else if (m < 0) {
+			r = m;
+			break;
+		} else {
+			merge_digest(stored, d1);
+			merge_digest(made, d2);
+			if (memcmp(d1, d2, 32) || stored->conflicts != made->conflicts ||
+			    stored->delete_conflict != made->delete_conflict)
+				found_bad(v->c, stored->record_id.data,
+					  "its merged values are not what its changes make");
+		}
+		arena_reset(a);
+	}
+	if (r == 0 || v->c->bad)
+		v->done = true; /* the end, or the first bad record */
+	if (r == 1)
+		r = 0;          /* a full page: on with the next */
+	store_abort(t);
+	arena_free(a);
+	return r < 0 ? r : 0;
+}
+
+int rebuild_verify(struct store *s, struct rebuild_check *ret)
+{
+	struct vchunk v = {.c = ret};
+	memset(ret, 0, sizeof(*ret));
+	int r = 0;
+	while (r == 0 && !v.done)
+		r = verify_chunk(s, &v);
 	return r;
 }

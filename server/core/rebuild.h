@@ -35,6 +35,20 @@ int rebuild_records(struct store *s, struct rebuild_report *ret);
  * do or it was done. */
 int rebuild_if_old(struct store *s, FILE *log);
 
+/* What verify found of the merged records. */
+struct rebuild_check {
+	uint64_t records;        /* checked */
+	bool bad;                /* a record differs from what its log makes */
+	uint8_t bad_id[16];      /* the first that does */
+	char why[120];
+};
+
+/* Makes every record again from the change log, in memory, and compares
+ * it with the stored one (a pointer record with the change it points to):
+ * what is served (exports, pulls, the status page) must be what the
+ * hash-chained log says. 0 (then ret->bad says), or an error. Read only. */
+int rebuild_verify(struct store *s, struct rebuild_check *ret);
+
 /* Prints a report's digests and counts to f, one line. */
 void rebuild_print(FILE *f, const char *who, const struct rebuild_report *r);
 

@@ -125,6 +125,16 @@ int store_record_history(struct store_txn *t, struct arena *a, const merge_rec_t
 /* Recomputes the hash chain from entry 1. Returns 0 when intact, or the
  * seq of the first entry whose link does not verify (> 0), or an error.
  * progress (may be NULL) is called every 65536 entries. */
+/* The same, calling each (may be NULL) with every entry whose link
+ * verified: for checking pinned heads and signed checkpoints. */
+int64_t store_verify_chain_each(struct store *s, void (*progress)(uint64_t, uint64_t, void *),
+				void (*each)(uint64_t seq, const uint8_t hash[32], void *), void *ud);
+/* The stored hash (chain link) of log entry seq. 0, -ENOENT, -EIO. */
+int store_log_hash(struct store_txn *t, uint64_t seq, uint8_t out[32]);
+/* Checks the last n links of the chain and that the store's head is the
+ * last one: what the server does at start. 0 when intact, the seq of the
+ * first bad link (> 0), or an error. */
+int64_t store_verify_tail(struct store *s, uint64_t n);
 int64_t store_verify_chain(struct store *s, void (*progress)(uint64_t done, uint64_t total, void *),
 			   void *ud);
 
