@@ -1,5 +1,6 @@
 /* shahidi-server: the sync daemon phones talk to. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 
 #include "common.h"
@@ -273,6 +275,16 @@ int main(int argc, char **argv)
 				.max_skew_ms = cfg->max_skew_ms};
 	if (store_open(cfg->data_dir, &so, &srv.store, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
+		return 1;
+	}
+	/* One server per store, and none while `shahidi erase` compacts it. */
+	char lockpath[4096];
+	snprintf(lockpath, sizeof(lockpath), "%s/server.lock", cfg->data_dir);
+	int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr, "shahidi-server: %s: %s\n", lockpath,
+			errno == EWOULDBLOCK ? "another shahidi-server, or `shahidi erase`, holds this store"
+					     : strerror(errno));
 		return 1;
 	}
 	int rb = rebuild_if_old(srv.store, stderr);

@@ -61,6 +61,7 @@ int cmd_conflicts(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_rebuild(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
+int cmd_erase(int argc, char **argv);
 int cmd_device(int argc, char **argv);
 int cmd_push(int argc, char **argv);
 int cmd_status(int argc, char **argv);

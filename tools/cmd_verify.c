@@ -1,4 +1,4 @@
-/* shahidi verify | checkpoint: is what the store serves what its
+/* shahidi verify | checkpoint | erase: is what the store serves what its
  * hash-chained log says, and is that log the one an admin pinned?
  *
  * The chain proves the log was not altered after the fact, but its head
@@ -7,7 +7,8 @@
  * noted on paper (`verify --expect-head`), or a checkpoint signed with an
  * Ed25519 key that never enters the data directory (`checkpoint sign`,
  * appended to the audit log and printed, `verify --checkpoint-key`). A
- * rewrite of anything before a checkpoint breaks it. */
+ * rewrite of anything before a checkpoint breaks it. Erasure drops content
+ * and keeps the chain (erase.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "audit.h"
 #include "cli.h"
 #include "common.h"
+#include "erase.h"
 #include "rebuild.h"
 #include "render.h"
 #include "uuid.h"
@@ -429,4 +432,116 @@ int cmd_checkpoint(int argc, char **argv)
 	printf("{\"action\":\"checkpoint\",%s\n", line ? line + 1 : "}");
 	free(line);
 	return 0;
+}
+
+int cmd_erase(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, 0, 'd'},
+		{"as", required_argument, 0, 'a'},
+		{"record", required_argument, 0, 'r'},
+		{"reason", required_argument, 0, 'R'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *data = CLI_DEFAULT_DATA, *as = NULL, *rid = NULL, *reason = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': data = optarg; break;
+		case 'a': as = optarg; break;
+		case 'r': rid = optarg; break;
+		case 'R': reason = optarg; break;
+		case 'h':
+			printf("Usage: shahidi erase [--data DIR] --as ADMIN_DEVICE --record ID --reason TEXT\n\n"
+			       "Erases a record at its data subject's request (Kenya Data Protection Act\n"
+			       "2019, s.40): drops the content of every change of the record from the\n"
+			       "log, keeping each change's digest so that the hash chain still\n"
+			       "verifies; appends an erasure change that the record's other holders pull\n"
+			       "(their app removes it); turns the record into an empty tombstone; writes\n"
+			       "the reason to the audit log; then compacts the store file so that no copy\n"
+			       "of the erased text is left in it. The server must be stopped (the store\n"
+			       "file is rewritten). Backups taken before keep what they held: erase\n"
+			       "there too, or destroy them. ADMIN_DEVICE is an admin's device id.\n");
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	uint8_t id[16];
+	uint64_t actor;
+	if (!as || !rid || !reason || !*reason || optind != argc) {
+		cli_err("erase needs --as ADMIN_DEVICE, --record ID and --reason TEXT (see --help)");
+		return 2;
+	}
+	if (uuid_parse(rid, id) < 0 || sh_device_parse(as, &actor) < 0) {
+		cli_err("--record takes a record UUID, --as a device id of 16 hex digits");
+		return 2;
+	}
+	struct store *s = cli_open_store(data, true); /* only an existing store */
+	if (!s)
+		return 1;
+	store_close(s);
+	char lockpath[4096];
+	snprintf(lockpath, sizeof(lockpath), "%s/server.lock", data);
+	int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		cli_err("%s", errno == EWOULDBLOCK
+				      ? "a server is running on this store: stop it first (erasure rewrites "
+					"the store file)"
+				      : strerror(errno));
+		if (lockfd >= 0)
+			close(lockfd);
+		return 1;
+	}
+	int rc = 1;
+	if (!(s = cli_open_store(data, false)))
+		goto out;
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	store_device_t *dev = NULL;
+	int r = a ? store_begin(s, false, &t) : -ENOMEM;
+	if (r == 0) {
+		r = store_device_get(t, a, actor, &dev);
+		bool admin = r == 0 && dev->role == ROLE_ADMIN && !dev->revoked;
+		store_abort(t);
+		if (r == 0 && !admin)
+			r = -EPERM;
+	}
+	arena_free(a);
+	if (r < 0) {
+		cli_err(r == -EPERM || r == -ENOENT ? "--as %s is not an admin device in service"
+						    : "cannot read the devices: %s",
+			r == -EPERM || r == -ENOENT ? as : sh_strerror(r));
+		store_close(s);
+		goto out;
+	}
+	char actor_name[64];
+	snprintf(actor_name, sizeof(actor_name), "device:%s", as);
+	struct erase_report rep;
+	r = erase_record(s, id, actor, actor_name, reason, sh_now_ms(), &rep);
+	store_close(s);
+	if (r == -ENOENT || r == -EALREADY) {
+		cli_err(r == -ENOENT ? "no record %s" : "record %s was erased before", rid);
+		goto out;
+	}
+	if (r < 0) {
+		cli_err("cannot erase: %s", sh_strerror(r));
+		goto out;
+	}
+	char err[512];
+	if ((r = erase_compact(data, err, sizeof(err))) < 0) {
+		cli_err("erased, but the store could not be compacted (the erased bytes may linger "
+			"in free pages until it is): %s",
+			err);
+		goto out;
+	}
+	printf("erased record %s: the content of %" PRIu64 " change(s) dropped from the log "
+	       "(their digests kept: the chain verifies), erasure change at log entry %" PRIu64
+	       "; the store file compacted\n",
+	       rid, rep.changes, rep.log_seq);
+	rc = 0;
+out:
+	close(lockfd);
+	return rc;
 }

@@ -20,6 +20,7 @@ static const struct cli_cmd commands[] = {
 	{"verify", "check the change log's hash chain", cmd_verify},
 	{"rebuild", "merge every record again from the change log", cmd_rebuild},
 	{"checkpoint", "sign the hash chain's head with a key kept outside the store", cmd_checkpoint},
+	{"erase", "erase a record's content on request, keeping the custody trail", cmd_erase},
 	{"status", "sync status per device, county and store", cmd_status},
 	{"export", "export merged records as CSV or NDJSON", cmd_export},
 	{"history", "a record's custody trail from the change log", cmd_history},

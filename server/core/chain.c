@@ -41,7 +41,9 @@ int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, siz
 	int r;
 	if ((r = log_raw(t, seq, &v)) < 0)
 		return r;
+	bool erased = false;
 	*ret = NULL;
+	*ret_len = 0;
 	*ret_pusher = 0;
 	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0) {
 		if (f.number == 2 && f.wire_type == 1) /* LogEntry.device */
@@ -49,7 +51,13 @@ int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, siz
 		else if (f.number == 5 && f.wire_type == 2) { /* LogEntry.change */
 			*ret = f.data;
 			*ret_len = f.len;
+		} else if (f.number == 10 && f.wire_type == 0) { /* LogEntry.erased */
+			erased = f.varint != 0;
 		}
+	}
+	if (erased && r == 0) {
+		*ret = (const uint8_t *)""; /* its content is gone: no bytes */
+		*ret_len = 0;
 	}
 	return r < 0 || !*ret ? -EIO : 0;
 }
@@ -230,6 +238,24 @@ int64_t store_verify_tail(struct store *s, uint64_t n)
 	store_abort(t);
 	arena_free(a);
 	return r < 0 && !bad ? r : bad;
+}
+
+int store_log_erase(struct store_txn *t, uint64_t seq)
+{
+	struct arena *a = arena_new();
+	store_log_t *e;
+	uint8_t k[8];
+	int r = a ? store_log_get(t, a, seq, &e) : -ENOMEM;
+	if (r == 0) {
+		/* the digest and the link stay: the chain still verifies */
+		e->change.data = NULL;
+		e->change.len = 0;
+		e->erased = true;
+		sh_put_be64(k, seq);
+		r = st_put_pb(t, DB_LOG, k, 8, &e->base, 0);
+	}
+	arena_free(a);
+	return r;
 }
 
 /* ---- appending ---- */

@@ -39,6 +39,8 @@ static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
 		struct merge_change mc;
 		if ((r = store_log_change(t, seqs[i], &chg, &len, &pusher)) < 0)
 			return r == -ENOENT ? -EIO : r;
+		if (!len)
+			continue; /* erased: its content is gone, on purpose */
 		uint8_t *copy = arena_memdup(a, chg, len); /* the map moves as we write */
 		if (!copy && len)
 			return -ENOMEM;
@@ -54,7 +56,7 @@ static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
 }
 
 /* One record, from nothing, through every change of its history. */
-static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
+int rebuild_record(struct store_txn *t, struct arena *a, merge_rec_t *old)
 {
 	merge_rec_t *rec;
 	int r = remake(t, a, old, &rec);
@@ -68,6 +70,7 @@ static int rebuild_one(struct store_txn *t, struct arena *a, merge_rec_t *old)
 	rec->head_log_seq = old->head_log_seq;
 	rec->assigned = old->assigned;
 	rec->n_assigned = old->n_assigned;
+	rec->erased_ms = old->erased_ms;
 	return store_record_replace(t, rec);
 }
 
@@ -110,7 +113,7 @@ static int rebuild_chunk(struct store_txn *t, void *ud)
 			r = r < 0 ? r : -EIO;
 			goto out;
 		}
-		if ((r = rebuild_one(t, a, rec)) < 0)
+		if ((r = rebuild_record(t, a, rec)) < 0)
 			goto out;
 	}
 	c->after = last;

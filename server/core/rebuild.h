@@ -30,6 +30,15 @@ struct rebuild_report {
  * rebuilt record is rebuilt again to the same state). */
 int rebuild_records(struct store *s, struct rebuild_report *ret);
 
+struct store_txn;
+struct arena;
+typedef struct Shahidi__Store__V1__Record Shahidi__Store__V1__Record;
+
+/* Makes one record (as store_record_get gave it) again from its history
+ * and writes it back, keeping where it is, its receipt metadata and its
+ * assignments; erased changes count for nothing. */
+int rebuild_record(struct store_txn *t, struct arena *a, Shahidi__Store__V1__Record *old);
+
 /* Rebuilds when the store was opened at a format older than 4, telling
  * log (may be NULL) the digests before and after. 0 when nothing was to
  * do or it was done. */

@@ -32,10 +32,10 @@ static const uint8_t reg_wt[5] = {[1] = 0, [2] = 2, [3] = 2, [4] = 2};
 #define REG_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4)
 static const uint8_t stamp_wt[3] = {[1] = 1, [2] = 1};
 #define STAMP_KNOWN (1u << 1 | 1u << 2)
-static const uint8_t rec_wt[18] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
+static const uint8_t rec_wt[19] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
 				   [7] = 2,  [8] = 2,  [9] = 0,	 [10] = 0, [11] = 0, [12] = 0,
-				   [13] = 0, [14] = 0, [15] = 0, [16] = 0, [17] = 0};
-#define REC_KNOWN 0x3fffeu /* 1 to 17 */
+				   [13] = 0, [14] = 0, [15] = 0, [16] = 0, [17] = 0, [18] = 0};
+#define REC_KNOWN 0x7fffeu /* 1 to 18 */
 
 typedef Shahidi__Store__V1__Stamp pb_stamp_t;
 
@@ -158,7 +158,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	int r;
 	/* what is there, and how many of each array */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 18 || !(REC_KNOWN & (1u << f.number)) ||
+		if (f.number >= 19 || !(REC_KNOWN & (1u << f.number)) ||
 		    f.wire_type != rec_wt[f.number])
 			return 0;
 		if ((f.number == 7 || f.number == 8) && f.len % 8)
@@ -219,6 +219,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 		case 15: rec->log_seq = f.varint; break;
 		case 16: rec->head_log_seq = f.varint; break;
 		case 17: rec->base_seq = f.varint; break;
+		case 18: rec->erased_ms = f.varint; break;
 		default: break;
 		}
 	}
@@ -337,11 +338,12 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + codec_varint_len(rec->conflicts);
 	if (rec->delete_conflict)
 		n += 2;
-	const uint64_t tail[7] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq};
-	for (int i = 0; i < 7; i++)
+	const uint64_t tail[8] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq,
+				  rec->erased_ms};
+	for (int i = 0; i < 8; i++)
 		if (tail[i])
-			n += (i < 5 ? 1 : 2) + codec_varint_len(tail[i]); /* fields 16, 17: two-byte tags */
+			n += (i < 5 ? 1 : 2) + codec_varint_len(tail[i]); /* fields 16-18: two-byte tags */
 	return n;
 }
 
@@ -429,6 +431,11 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		*q++ = (uint8_t)(17 << 3 | 0x80); /* field 17, varint */
 		*q++ = 1;
 		q += codec_put_varint(q, rec->base_seq);
+	}
+	if (rec->erased_ms) {
+		*q++ = (uint8_t)(18 << 3 | 0x80); /* field 18, varint */
+		*q++ = 1;
+		q += codec_put_varint(q, rec->erased_ms);
 	}
 	return (size_t)(q - out);
 }

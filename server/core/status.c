@@ -432,6 +432,8 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 				      "stored_stamp", stored, "hash", hash, "fields", fields);
 		if (ch && ch->deletion)
 			json_object_set_new(j, "deleted", json_boolean(ch->deletion->deleted));
+		if (e->erased || (ch && ch->erased))
+			json_object_set_new(j, "erased", json_true());
 		json_array_append_new(entries, j);
 	}
 	buf_free(&text);

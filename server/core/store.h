@@ -114,7 +114,8 @@ typedef Shahidi__Store__V1__LogEntry store_log_t;
 /* Entry seq (1, 2, ...). -ENOENT when absent. */
 int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret);
 /* The change of log entry seq as received (borrowed from the map: valid
- * while t is open), and the device that pushed it. -ENOENT, -EIO. */
+ * while t is open), and the device that pushed it; 0 bytes for an erased
+ * entry. -ENOENT, -EIO. */
 int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
 		     uint64_t *ret_pusher);
 /* The log seqs of rec's changes, oldest first: *ret (allocated from a)
@@ -129,6 +130,9 @@ int store_record_history(struct store_txn *t, struct arena *a, const merge_rec_t
  * verified: for checking pinned heads and signed checkpoints. */
 int64_t store_verify_chain_each(struct store *s, void (*progress)(uint64_t, uint64_t, void *),
 				void (*each)(uint64_t seq, const uint8_t hash[32], void *), void *ud);
+/* Drops the content of log entry seq (its change's bytes), keeping its
+ * digest and chain link: erasure (erase.h). 0, -ENOENT, or an error. */
+int store_log_erase(struct store_txn *t, uint64_t seq);
 /* The stored hash (chain link) of log entry seq. 0, -ENOENT, -EIO. */
 int store_log_hash(struct store_txn *t, uint64_t seq, uint8_t out[32]);
 /* Checks the last n links of the chain and that the store's head is the

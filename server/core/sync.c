@@ -572,6 +572,12 @@ int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t li
 			r = r == -ENOENT ? -EIO : r;
 			goto out;
 		}
+		if (e->erased) {
+			/* its content is gone (erase.h): the erasure's own change,
+			 * later in the feed, tells the phone */
+			info.next_cursor = cur;
+			continue;
+		}
 		/* As received: stamps are never rewritten (see merge.h), and
 		 * what was accepted was checked to parse anywhere. */
 		const uint8_t *chg = e->change.data;

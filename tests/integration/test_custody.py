@@ -9,10 +9,12 @@ import re
 import struct
 import subprocess
 import tempfile
+import uuid
 
 import lmdb
 
-from harness import (SERVER, Device, Server, batch, cli, edit, pb, push, report, run_tests)
+from harness import (SERVER, Device, Server, assign, batch, cli, edit, pb, pull, push, report,
+                     run_tests)
 import store_pb2 as spb  # noqa: E402  (beside shahidi_pb2, in the build)
 
 
@@ -167,6 +169,63 @@ def test_the_server_refuses_a_store_whose_last_links_break():
         s.start()
         assert "do NOT verify: serving a damaged store" in s.logtext()
         assert s.stop() == 0
+
+
+def test_erasure_leaves_no_copy_and_keeps_the_trail():
+    secret = "Wanjiru-SECRET-7731 was taken to Kilimani post"
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        admin = Device(s.data, "admin", role="admin")
+        rec = report(a, narrative=secret)
+        keep = report(a, narrative="Another account, kept.")
+        assert push(s.port, a, batch(a, [rec, keep]))[0] == 200
+        assign(s.data, rec.record_id, b)
+        e = edit(b, rec.record_id, 142, "text", "Caseworker SECRET-7731", [(rec.hlc, a.id)])
+        assert push(s.port, b, batch(b, [e]))[0] == 200
+        rid = str(uuid.UUID(bytes=rec.record_id))
+        cursor_b = pull(s.port, b).next_cursor
+        # refused while the server runs: erasure rewrites the store file
+        rc, _, err = cli("erase", "--data", s.data, "--as", admin.hex, "--record", rid,
+                         "--reason", "data subject's request", check=False)
+        assert rc == 1 and "stop it first" in err, err
+        assert s.stop() == 0
+        rc, _, err = cli("erase", "--data", s.data, "--as", a.hex, "--record", rid,
+                         "--reason", "x", check=False)
+        assert rc == 1 and "not an admin" in err, err  # a phone may not
+        _, out, _ = cli("erase", "--data", s.data, "--as", admin.hex, "--record", rid,
+                        "--reason", "data subject's request, ref DPA-2026-14")
+        assert "content of 2 change(s) dropped" in out, out
+        with open(os.path.join(s.data, "data.mdb"), "rb") as f:
+            assert b"SECRET-7731" not in f.read()
+        backup = os.path.join(s.tmp.name, "backup")
+        cli("backup", "--data", s.data, backup)
+        with open(os.path.join(backup, "data.mdb"), "rb") as f:
+            data = f.read()
+            assert b"SECRET-7731" not in data and b"Another account, kept." in data
+        # the chain still verifies, every record is what its log makes
+        rc, out, _ = verify(s.data)
+        assert rc == 0 and "all equal" in out, out
+        # history, export and audit work on the erased record
+        _, out, _ = cli("history", "--data", s.data, "--json", rid)
+        h = __import__("json").loads(out)
+        assert [x.get("erased", False) for x in h["history"]] == [True, True, True], h
+        assert "SECRET" not in out
+        _, out, _ = cli("export", "--data", s.data, "--format", "ndjson", "--include-deleted",
+                        "--include-sensitive", "--quiet")
+        assert "SECRET" not in out and rid in out and "Another account" in out
+        _, out, _ = cli("audit", "--data", s.data)
+        assert '"action":"erase"' in out and "DPA-2026-14" in out
+        rc, _, err = cli("erase", "--data", s.data, "--as", admin.hex, "--record", rid,
+                         "--reason", "again", check=False)
+        assert rc == 1 and "erased before" in err
+        # the holders pull the erasure (and nothing of what was erased)
+        s.start()
+        p = pull(s.port, b, cursor=cursor_b)
+        assert len(p.changes) == 1 and p.changes[0].change.erased, p
+        assert p.changes[0].change.deletion.deleted and not p.changes[0].change.fields
+        p = pull(s.port, a)
+        assert all("SECRET" not in str(c) for c in p.changes)
+        assert any(c.change.erased for c in p.changes), p
 
 
 if __name__ == "__main__":

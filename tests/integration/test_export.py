@@ -210,9 +210,15 @@ def test_csv_for_excel_and_coordinators():
             assert len(j["counties"]) == 47 and j["counties"]["047"] == "Nairobi City", j
         # a phone still cannot
         assert get(s, "/v1/export?format=csv", a42.token)[0] == 403
-        _, audit, _ = cli("audit", "--data", s.data)
-        mine = [json.loads(l) for l in audit.splitlines() if coord.hex in l]
-        # each export: its entry before the first byte, its end after
+        # each export: its entry before the first byte, its end after (the
+        # end is written once the last byte is out: it may trail the answer)
+        deadline = time.time() + 10
+        while True:
+            _, audit, _ = cli("audit", "--data", s.data)
+            mine = [json.loads(l) for l in audit.splitlines() if coord.hex in l]
+            if len(mine) >= 4 or time.time() > deadline:
+                break
+            time.sleep(0.05)
         assert [e["action"] for e in mine] == ["export", "export_end"] * 2, audit
         assert mine[0]["counties"] == ["042"] and mine[1]["records"] == 30, mine[:2]
         assert not mine[0]["include_sensitive"]
