@@ -182,6 +182,8 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 		for (size_t i = 0; i < f->n_fields; i++) {
 			const struct form_field *fd = &f->fields[i];
 			size_t at;
+			if (fd->group)
+				continue; /* an instance's: its group's table (export_long.c) */
 			if (find_in(x->cols, x->n_cols, fd->number, &at)) {
 				x->cols[at].fd = fd; /* newer wording wins */
 				x->cols[at].sensitive |= fd->sensitive;
@@ -416,6 +418,12 @@ static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint6
 			}
 			continue;
 		}
+		if (f.number == 4 && f.wire_type == 2 && f.len) {
+			/* an instance's register (its removal, field 0, included):
+			 * not the record's own */
+			*ret_found = false;
+			return 0;
+		}
 		if (f.number != 2 || f.wire_type != 2)
 			continue;
 		uint64_t dev = 0, hlc = 0;
@@ -481,17 +489,19 @@ static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct v
 		uint32_t field = 0;
 		const uint8_t *val = NULL;
 		size_t vlen = 0, p2 = 0;
+		bool inst = false;
 		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
 			if (g.number == 1)
 				field = (uint32_t)g.varint;
 			else if (g.number == 2) {
 				val = g.data;
 				vlen = g.len;
-			}
+			} else if (g.number == 5 && g.len)
+				inst = true; /* FieldWrite.instance: not the record's */
 		}
 		if (r < 0)
 			return r;
-		if (field)
+		if (field && !inst)
 			view_cell(rd, v, field, val, vlen);
 	}
 	return r;

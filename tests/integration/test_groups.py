@@ -1,0 +1,218 @@
+"""Repeat groups (issue 12) end to end: a v3 incident with 3 victims, 4
+perpetrators, 5 acts and their involvements, edited offline on three phones
+at once, pushed in different orders to three servers started from copies of
+one store, converges (same `shahidi verify` digest) and exports as tables
+an analyst joins by ids alone (Python's csv module, no pandas)."""
+import csv
+import io
+import os
+import shutil
+import tempfile
+import uuid
+
+from harness import (Device, Server, batch, cli, pb, push, run_tests, store_state, uuid7, value)
+
+V3 = 3
+
+
+def change(dev, record_id, create=False):
+    c = pb.Change(change_id=dev.next_change, record_id=record_id, form_id="incident_report",
+                  form_version=V3, hlc=dev.hlc(), create=create)
+    dev.next_change += 1
+    return c
+
+
+def put(c, field, kind, v, inst=None, seen=()):
+    fw = c.fields.add(field=field, value=value(kind, v))
+    if inst is not None:
+        fw.instance = inst
+    for h, d in seen:
+        fw.supersedes.add(hlc=h, device=d)
+    return fw
+
+
+def remove(c, inst, seen):
+    """Removes an instance that its phone had seen with the stamps seen."""
+    fw = c.fields.add(field=0, value=value("boolean", True), instance=inst)
+    for h, d in seen:
+        fw.seen.add(hlc=h, device=d)
+
+
+def incident(dev):
+    """The v3 incident: 3 victims, 4 perpetrators, 5 acts (act i on victim
+    i % 3), each act carried out by perpetrator i % 4 (5 involvements)."""
+    rid = uuid7()
+    c = change(dev, rid, create=True)
+    for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
+                           (11, "choice", "signed"), (12, "date", "2026-11-20"),
+                           (13, "boolean", True), (51, "choice", "exact"),
+                           (53, "choice", "047"), (62, "text", "Three taken from the market.")]:
+        put(c, field, kind, v)
+    ids = {"victims": [uuid7() for _ in range(3)], "perpetrators": [uuid7() for _ in range(4)],
+           "acts": [uuid7() for _ in range(5)], "involvements": [uuid7() for _ in range(5)],
+           "referrals": [uuid7()]}
+    for i, v in enumerate(ids["victims"]):
+        put(c, 200, "text", f"V-{i + 1}", v)
+        put(c, 204, "choice", ["female", "male", "female"][i], v)
+        put(c, 210, "integer", i, v)
+    for i, p in enumerate(ids["perpetrators"]):
+        put(c, 220, "choice", ["kps", "aps", "dci", "kps"][i], p)
+        put(c, 222, "text", f"Officer {i + 1}, service no. 10{i}", p)  # sensitive
+    for i, a in enumerate(ids["acts"]):
+        put(c, 240, "choice", ["torture", "arbitrary_detention", "extortion", "threats",
+                               "excessive_force"][i], a)
+        put(c, 242, "date", "2026-11-1%d" % i, a)
+        put(c, 244, "link", ids["victims"][i % 3], a)
+    for i, n in enumerate(ids["involvements"]):
+        put(c, 260, "link", ids["acts"][i], n)
+        put(c, 261, "link", ids["perpetrators"][i % 4], n)
+        put(c, 262, "choice", "carried_out", n)
+    r = ids["referrals"][0]
+    put(c, 280, "link", ids["victims"][0], r)
+    put(c, 281, "choice", "medical", r)
+    return rid, c, ids
+
+
+def digest(data):
+    return store_state(data)[3]
+
+
+def read(path):
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_three_phones_converge_and_export_joinable():
+    base = tempfile.mkdtemp(prefix="shahidi-groups-")
+    try:
+        with Server(os.path.join(base, "seed")) as s:
+            p1, p2, p3 = (Device(s.data, f"phone {i}") for i in (1, 2, 3))
+            rid, create, ids = incident(p1)
+            st, resp = push(s.port, p1, batch(p1, [create]))
+            assert st == 200 and resp.results[0].status == pb.ChangeResult.APPLIED, resp
+            for d in (p2, p3):
+                cli("assign", "--data", s.data, str(uuid.UUID(bytes=rid)), d.hex)
+        made = (create.hlc, p1.id)  # every value of the incident has this stamp
+
+        # Offline, at once. p1 and p2 both change perpetrator 1's institution
+        # (a conflict on that instance's field); p1 adds a perpetrator and
+        # links it to act 1; p2 adds a victim and removes act 5 and its
+        # involvement, having seen them; p3, not having seen that removal,
+        # corrects act 5's date (the record is flagged) and adds a
+        # perpetrator.
+        perp1, act5, inv5 = ids["perpetrators"][0], ids["acts"][4], ids["involvements"][4]
+        new_p1, new_inv, new_v, new_p3 = uuid7(), uuid7(), uuid7(), uuid7()
+        c1 = change(p1, rid)
+        put(c1, 220, "choice", "aps", perp1, seen=[made])
+        put(c1, 220, "choice", "kdf", new_p1)
+        put(c1, 260, "link", ids["acts"][0], new_inv)
+        put(c1, 261, "link", new_p1, new_inv)
+        put(c1, 262, "choice", "ordered", new_inv)
+        c2a = change(p2, rid)
+        put(c2a, 220, "choice", "dci", perp1, seen=[made])
+        put(c2a, 200, "text", "V-4", new_v)
+        c2b = change(p2, rid)
+        remove(c2b, act5, [made])
+        remove(c2b, inv5, [made])
+        c3 = change(p3, rid)
+        put(c3, 242, "date", "2026-11-19", act5, seen=[made])
+        put(c3, 220, "choice", "unknown", new_p3)
+        batches = {"p1": (p1, batch(p1, [c1])), "p2a": (p2, batch(p2, [c2a])),
+                   "p2b": (p2, batch(p2, [c2b])), "p3": (p3, batch(p3, [c3]))}
+        orders = [["p1", "p2a", "p2b", "p3"], ["p3", "p2b", "p2a", "p1"],
+                  ["p2b", "p3", "p1", "p2a", "p3", "p1"]]  # the last resends two
+        digests, dirs = [], []
+        for k, order in enumerate(orders):
+            d = os.path.join(base, f"server{k}")
+            shutil.copytree(os.path.join(base, "seed"), d)
+            with Server(d) as s:
+                for name in order:
+                    dev, body = batches[name]
+                    st, resp = push(s.port, dev, body)
+                    assert st == 200, (st, resp)
+                    assert all(r.status in (pb.ChangeResult.APPLIED, pb.ChangeResult.DUPLICATE)
+                               for r in resp.results), (name, resp)
+            digests.append(digest(d))
+            dirs.append(d)
+        print(f"   digests of 3 orders: {[x[:12] for x in digests]}")
+        assert len(set(digests)) == 1, digests
+
+        # The long format, from each server: group tables equal byte for byte
+        tables = ["victims", "perpetrators", "acts", "involvements", "referrals", "sources"]
+        outs = []
+        for k, d in enumerate(dirs):
+            out = os.path.join(base, f"export{k}", "tables")  # made if missing
+            cli("export", "--data", d, "--format", "csv", "--out", out, "--quiet")
+            assert sorted(os.listdir(out)) == sorted(["records.csv", "codebook.csv"] +
+                                                     [t + ".csv" for t in tables])
+            outs.append(out)
+        for t in tables:
+            first = open(os.path.join(outs[0], t + ".csv"), "rb").read()
+            for o in outs[1:]:
+                assert open(os.path.join(o, t + ".csv"), "rb").read() == first, t
+
+        out = outs[0]
+        recs = read(os.path.join(out, "records.csv"))
+        assert len(recs) == 1 and recs[0]["deleted"] == "no" and recs[0]["conflict"] == "yes"
+        # the record's own fields only: no group column leaks into records.csv
+        for col in ["victim_code", "perpetrator_institution", "act_violation",
+                    "involvement_act", "referral_type", "source_kind"]:
+            assert col not in recs[0], col
+        victims = read(os.path.join(out, "victims.csv"))
+        perps = read(os.path.join(out, "perpetrators.csv"))
+        acts = read(os.path.join(out, "acts.csv"))
+        invs = read(os.path.join(out, "involvements.csv"))
+        refs = read(os.path.join(out, "referrals.csv"))
+        assert (len(victims), len(perps), len(acts), len(invs), len(refs)) == (4, 6, 4, 5, 1)
+        assert "perpetrator_identifiers" not in perps[0]  # sensitive: not asked for
+        assert "removed" not in acts[0]
+        assert {p["perpetrator_institution"] for p in perps} >= {"Kenya Defence Forces", "Unknown"}
+        # the join an analyst makes: victim <- act <- involvement -> perpetrator
+        vby = {v["instance_id"]: v for v in victims}
+        aby = {a["instance_id"]: a for a in acts}
+        pby = {p["instance_id"]: p for p in perps}
+        assert all(x["record_id"] == recs[0]["record_id"] for x in victims + perps + acts + invs)
+        joined = [(vby[aby[i["involvement_act"]]["act_victim"]]["victim_code"],
+                   aby[i["involvement_act"]]["act_violation"],
+                   pby[i["involvement_perpetrator"]]["perpetrator_institution"], i["involvement_degree"])
+                  for i in invs]
+        print(f"   joined victim-act-perpetrator rows: {len(joined)}")
+        assert len(joined) == 5
+        assert ("V-1", "Torture", "Kenya Defence Forces", "Gave orders") in joined
+        assert sum(1 for j in joined if j[0] == "V-1") == 3  # acts 1 and 4, act 1 twice
+        assert refs[0]["parent_instance_id"] == refs[0]["referral_victim"] == \
+            str(uuid.UUID(bytes=ids["victims"][0]))
+
+        # removed instances on request, marked; sensitive columns on request
+        full = os.path.join(base, "full")
+        cli("export", "--data", dirs[1], "--format", "csv", "--out", full, "--quiet",
+            "--include-deleted", "--include-sensitive")
+        acts = read(os.path.join(full, "acts.csv"))
+        assert len(acts) == 5 and [a["removed"] for a in acts].count("yes") == 1
+        gone = next(a for a in acts if a["removed"] == "yes")
+        assert gone["instance_id"] == str(uuid.UUID(bytes=act5)) and gone["act_date"] == "2026-11-19"
+        assert len(read(os.path.join(full, "involvements.csv"))) == 6
+        assert "perpetrator_identifiers" in read(os.path.join(full, "perpetrators.csv"))[0]
+
+        # the codebook: every exported column of every table
+        book = read(os.path.join(out, "codebook.csv"))
+        row = next(b for b in book if b["table"] == "perpetrators" and
+                   b["column"] == "perpetrator_institution")
+        assert row["field_number"] == "220" and row["type"] == "choice" and row["sensitive"] == "no"
+        assert "kdf=Kenya Defence Forces" in row["choices"]
+        assert not any(b["column"] == "perpetrator_identifiers" for b in book)
+        assert any(b["table"] == "referrals" and b["column"] == "parent_instance_id" for b in book)
+        assert any(b["table"] == "records" and b["column"] == "incident_county" for b in book)
+
+        # a single file as before when --out names a .csv: the record, not
+        # hidden by an instance's removal, without group columns
+        one = os.path.join(base, "one.csv")
+        cli("export", "--data", dirs[2], "--format", "csv", "--out", one, "--quiet")
+        rows = read(one)
+        assert len(rows) == 1 and rows[0]["deleted"] == "no" and "victim_code" not in rows[0]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run_tests(globals())
