@@ -4,7 +4,7 @@ at once, pushed in different orders to three servers started from copies of
 one store, converges (same `shahidi verify` digest) and exports as tables
 an analyst joins by ids alone (Python's csv module, no pandas)."""
 import csv
-import io
+import json
 import os
 import shutil
 import tempfile
@@ -210,6 +210,20 @@ def test_three_phones_converge_and_export_joinable():
         cli("export", "--data", dirs[2], "--format", "csv", "--out", one, "--quiet")
         rows = read(one)
         assert len(rows) == 1 and rows[0]["deleted"] == "no" and "victim_code" not in rows[0]
+
+        # NDJSON nests each group's instances, with their ids, under its name
+        _, nd, _ = cli("export", "--data", dirs[0], "--format", "ndjson", "--quiet")
+        o = json.loads(nd)
+        assert "victim_code" not in o["fields"] and o["fields"]["incident_county"] == "047"
+        assert [len(o[g]) for g in tables[:5]] == [4, 6, 4, 5, 1] and "sources" not in o
+        assert {v["victim_code"] for v in o["victims"]} == {"V-1", "V-2", "V-3", "V-4"}
+        assert all(set(p) >= {"instance_id", "removed"} and "perpetrator_identifiers" not in p
+                   for p in o["perpetrators"])
+        assert {i["instance_id"] for i in o["involvements"]} == {r["instance_id"] for r in invs}
+        _, nd, _ = cli("export", "--data", dirs[0], "--format", "ndjson", "--quiet",
+                       "--include-deleted")
+        acts = json.loads(nd)["acts"]
+        assert len(acts) == 5 and [a["removed"] for a in acts].count(True) == 1
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
