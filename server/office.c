@@ -1,4 +1,5 @@
 #include "office.h"
+#include "office_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include "audit.h"
 #include "auth.h"
 #include "common.h"
-#include "export.h"
 #include "http.h"
 #include "render.h"
 #include "resolve.h"
@@ -44,7 +44,7 @@ void office_page(struct http_conn *c, struct server *srv, struct http_request *r
 		     status_page_len);
 }
 
-static void respond_json(struct http_conn *c, int status, json_t *j)
+void office__respond_json(struct http_conn *c, int status, json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	if (!s) {
@@ -64,7 +64,7 @@ static void scope_of(const struct http_request *req, const char **out, size_t *n
 		out[i] = req->scope[i];
 }
 
-static bool in_scope(const struct http_request *req, const char *county)
+bool office__in_scope(const struct http_request *req, const char *county)
 {
 	if (!req->n_scope)
 		return true;
@@ -74,7 +74,7 @@ static bool in_scope(const struct http_request *req, const char *county)
 	return false;
 }
 
-static void actor_of(const struct http_request *req, char buf[64])
+void office__actor_of(const struct http_request *req, char buf[64])
 {
 	char hex[17];
 	sh_device_fmt(req->device, hex);
@@ -107,7 +107,7 @@ static void job_done(uv_work_t *w, int status)
 	struct job *j = w->data;
 	(void)status;
 	if (j->out)
-		respond_json(j->c, j->status ? j->status : 200, j->out);
+		office__respond_json(j->c, j->status ? j->status : 200, j->out);
 	else
 		http_error(j->c, j->status ? j->status : 500, j->code ? j->code : "internal",
 			   j->msg[0] ? j->msg : "the request failed");
@@ -183,7 +183,7 @@ static void run_conflicts(struct job *j)
 		const struct form *f = form_registry_find(j->srv->forms, rec->form_id, rec->form_version);
 		char county[4] = "";
 		render_record_county(rec, f, county);
-		if (in_scope(&j->req, county)) {
+		if (office__in_scope(&j->req, county)) {
 			/* Only the values in conflict: resolving them is the
 			 * coordinator's work; the rest of the report is not needed. */
 			json_t *o = render_record_json(rec, f, true);
@@ -219,7 +219,7 @@ static void run_history(struct job *j)
 		return;
 	}
 	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, county);
-	if (r == 0 && !in_scope(&j->req, county)) {
+	if (r == 0 && !office__in_scope(&j->req, county)) {
 		json_decref(j->out);
 		j->out = NULL;
 		r = -ENOENT; /* out of scope looks like absent: no leak across counties */
@@ -264,7 +264,7 @@ static void action_done(struct writer_job *job)
 {
 	struct action *a = job->ud;
 	if (job->result == 0 && a->reply)
-		respond_json(a->c, 200, a->reply);
+		office__respond_json(a->c, 200, a->reply);
 	else if (a->status)
 		http_error(a->c, a->status, a->code, a->msg);
 	else if (job->result == -ENOSPC)
@@ -313,7 +313,7 @@ static void start_action(struct http_conn *c, struct server *srv, struct http_re
 	a->req = *req;
 	a->req.body = NULL;
 	a->body = body;
-	actor_of(req, a->actor);
+	office__actor_of(req, a->actor);
 	a->job.kind = WJOB_CALL;
 	a->job.fn = action_fn;
 	a->job.fn_ud = a;
@@ -350,7 +350,7 @@ static int record_county_in(struct store_txn *t, struct action *a, const uint8_t
 	if (r == 0) {
 		const struct form *f = form_registry_find(a->srv->forms, rec->form_id, rec->form_version);
 		render_record_county(rec, f, county);
-		if (!in_scope(&a->req, county))
+		if (!office__in_scope(&a->req, county))
 			r = -ENOENT;
 	}
 	arena_free(ar);
@@ -457,7 +457,7 @@ static int do_assign(struct store_txn *t, struct action *a)
 	if (!(ar = arena_new()))
 		return -ENOMEM;
 	r = store_device_get(t, ar, a->device, &d);
-	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && in_scope(&a->req, d->county);
+	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && office__in_scope(&a->req, d->county);
 	arena_free(ar);
 	if (r < 0 && r != -ENOENT)
 		return r;
@@ -573,260 +573,6 @@ out:
 void office_devices(struct http_conn *c, struct server *srv, struct http_request *req)
 {
 	start_job(c, srv, req, run_devices);
-}
-
-/* ---- export: streamed, a page at a time ---- */
-
-/* true when code is in the county vocabulary of form_id (any version);
- * otherwise *ret_valid (a new reference) maps the valid codes to names. */
-static bool export__county_known(const struct form_registry *forms, const char *form_id,
-				 const char *code, json_t **ret_valid)
-{
-	const struct form_field *vocab = NULL;
-	for (size_t i = 0; i < form_registry_count(forms); i++) {
-		const struct form *f = form_registry_at(forms, i);
-		if (!f->county_field || strcmp(f->form_id, form_id))
-			continue;
-		if (form_choice(f->county_field, code, strlen(code)))
-			return true;
-		vocab = vocab ? vocab : f->county_field;
-	}
-	if (!vocab)
-		return true; /* a form without counties: nothing matches, as before */
-	json_t *valid = json_object();
-	for (size_t i = 0; i < vocab->n_choices; i++)
-		json_object_set_new(valid, vocab->choices[i].code, json_string(vocab->choices[i].label));
-	*ret_valid = valid;
-	return false;
-}
-
-#define EXPORT_PAGE 5000
-
-struct export_job {
-	uv_work_t work;
-	struct http_conn *c;
-	struct server *srv;
-	struct exporter *x;
-	uint64_t cursor;
-	bool done, started;
-	bool csv;
-	int err;
-	struct buf out;
-	/* when the client accepts gzip or deflate: the stream compressing out,
-	 * and the buffer it compresses into (swapped with out after each page) */
-	struct codec_deflater *z;
-	enum codec_enc zenc;
-	struct buf zout;
-	char filename[128]; /* Content-Disposition */
-	char actor[64];
-	json_t *details;
-	char counties[SERVER_MAX_SCOPE][4];
-	const char *cptr[SERVER_MAX_SCOPE];
-};
-
-static void export_next(struct export_job *e);
-
-static void export_finish(struct export_job *e)
-{
-	if (!e->started)
-		http_error(e->c, 500, "internal", "the export failed");
-	else if (e->err == 0 && e->done) {
-		http_stream_end(e->c);
-		json_object_set_new(e->details, "records",
-				    json_integer((json_int_t)export_written(e->x)));
-		audit_record(e->srv->store, e->actor, "export", e->details);
-		e->details = NULL;
-	} else {
-		/* cut short: the client sees a truncated chunked body, not a
-		 * complete-looking file */
-		http_stream_end(e->c);
-	}
-	json_decref(e->details);
-	export_free(e->x);
-	codec_deflater_free(e->z);
-	buf_free(&e->zout);
-	buf_free(&e->out);
-	http_conn_unref(e->c);
-	free(e);
-	office_busy--;
-}
-
-static void export_work(uv_work_t *w)
-{
-	struct export_job *e = w->data;
-	buf_reset(&e->out);
-	if (!e->started && export_header(e->x, &e->out) < 0) {
-		e->err = -ENOMEM;
-		return;
-	}
-	int64_t n = export_page(e->x, e->srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
-	e->err = n < 0 ? (int)n : 0;
-	if (e->err == 0 && e->z) {
-		buf_reset(&e->zout);
-		e->err = codec_deflater_write(e->z, e->out.data, e->out.len, e->done, &e->zout);
-		struct buf t = e->out;
-		e->out = e->zout;
-		e->zout = t;
-	}
-}
-
-static void export_drained(void *ud)
-{
-	struct export_job *e = ud;
-	if (e->done || http_conn_gone(e->c) || e->srv->stopping) {
-		if (!e->done)
-			e->err = -EPIPE;
-		export_finish(e);
-		return;
-	}
-	export_next(e);
-}
-
-static void export_page_done(uv_work_t *w, int status)
-{
-	struct export_job *e = w->data;
-	(void)status;
-	if (e->err < 0 || http_conn_gone(e->c)) {
-		export_finish(e);
-		return;
-	}
-	if (!e->started) {
-		e->started = true;
-		char h[192];
-		snprintf(h, sizeof(h), "Content-Disposition: attachment; filename=\"%s\"", e->filename);
-		http_add_header(e->c, h);
-		if (e->z) {
-			http_add_header(e->c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
-								    : "Content-Encoding: deflate");
-		}
-		http_add_header(e->c, "Vary: Accept-Encoding");
-		if (http_stream_start(e->c, 200, e->csv ? "text/csv; charset=utf-8"
-							: "application/x-ndjson") < 0) {
-			e->err = -EPIPE;
-			export_finish(e);
-			return;
-		}
-	}
-	if (!e->out.len) {
-		export_drained(e);
-		return;
-	}
-	if (http_stream_write(e->c, e->out.data, e->out.len, export_drained, e) < 0) {
-		e->err = -EPIPE;
-		export_finish(e);
-	}
-}
-
-static void export_next(struct export_job *e)
-{
-	if (uv_queue_work(e->srv->loop, &e->work, export_work, export_page_done) < 0) {
-		e->err = -EAGAIN;
-		export_finish(e);
-	}
-}
-
-void office_export(struct http_conn *c, struct server *srv, struct http_request *req)
-{
-	char fmt[16] = "csv", form[65] = "incident_report", county[256] = "", since[64] = "",
-	     flag[8];
-	struct export_opts o = {.format = EXPORT_CSV};
-	http_query_get(req->query, "format", fmt, sizeof(fmt));
-	http_query_get(req->query, "form", form, sizeof(form));
-	if (!strcmp(fmt, "ndjson"))
-		o.format = EXPORT_NDJSON;
-	else if (strcmp(fmt, "csv")) {
-		http_error(c, 400, "bad_query", "format is csv or ndjson");
-		return;
-	}
-	if (http_query_get(req->query, "since", since, sizeof(since)) && since[0] &&
-	    render_parse_time(since, &o.since_ms) < 0) {
-		http_error(c, 400, "bad_query", "since is YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
-		return;
-	}
-	o.include_deleted = http_query_get(req->query, "include_deleted", flag, sizeof(flag)) &&
-			    !strcmp(flag, "1");
-	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
-			      !strcmp(flag, "1");
-	/* Coordinators export their own counties, never the sensitive fields. */
-	bool coord = req->role != ROLE_ADMIN;
-	if (coord && o.include_sensitive) {
-		http_error(c, 403, "forbidden", "only admins export sensitive fields");
-		return;
-	}
-	struct export_job *e = calloc(1, sizeof(*e));
-	if (!e) {
-		http_error(c, 503, "busy", "out of memory");
-		return;
-	}
-	size_t n = 0;
-	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
-		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
-			json_t *valid;
-			if (!export__county_known(srv->forms, form, tok, &valid)) {
-				free(e);
-				char msg[64];
-				snprintf(msg, sizeof(msg), "unknown county %.8s: the codes are in counties", tok);
-				json_t *j = json_pack("{s:s,s:s,s:o}", "error", "unknown_county",
-						      "message", msg, "counties", valid);
-				respond_json(c, 400, j);
-				json_decref(j);
-				return;
-			}
-			if (!in_scope(req, tok)) {
-				free(e);
-				http_error(c, 403, "forbidden", "that county is not one of yours");
-				return;
-			}
-			snprintf(e->counties[n], 4, "%s", tok);
-			e->cptr[n] = e->counties[n];
-			n++;
-		}
-	}
-	if (!n && coord) {
-		/* none asked for: all of the coordinator's (none = all counties) */
-		for (; n < req->n_scope; n++) {
-			snprintf(e->counties[n], 4, "%s", req->scope[n]);
-			e->cptr[n] = e->counties[n];
-		}
-	}
-	o.counties = e->cptr;
-	o.n_counties = n;
-	o.form_id = form;
-	char err[200];
-	int r = export_new(srv->forms, &o, &e->x, err, sizeof(err));
-	if (r < 0) {
-		free(e);
-		http_error(c, r == -ENOENT ? 404 : 500, r == -ENOENT ? "no_such_form" : "internal",
-			   r == -ENOENT ? err : "cannot start the export");
-		return;
-	}
-	e->c = c;
-	e->srv = srv;
-	e->csv = o.format == EXPORT_CSV;
-	e->work.data = e;
-	/* Exports compress ~10 times: worth a core's time when the client takes it. */
-	e->zenc = http_accepted_encoding(c);
-	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
-		e->z = NULL; /* sent as it is */
-	}
-	char stamp[32];
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
-	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
-		 e->csv ? "csv" : "ndjson");
-	actor_of(req, e->actor);
-	json_t *cj = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(cj, json_string(e->counties[i]));
-	e->details = json_pack("{s:s,s:s,s:o,s:I,s:b,s:b}", "format", fmt, "form", form, "counties",
-			       cj, "since_ms", (json_int_t)o.since_ms, "include_deleted",
-			       o.include_deleted, "include_sensitive", o.include_sensitive);
-	http_conn_ref(c);
-	office_busy++;
-	export_next(e);
 }
 
 /* ---- metrics ---- */

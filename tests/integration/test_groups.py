@@ -4,13 +4,17 @@ at once, pushed in different orders to three servers started from copies of
 one store, converges (same `shahidi verify` digest) and exports as tables
 an analyst joins by ids alone (Python's csv module, no pandas)."""
 import csv
+import io
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
+import zipfile
 
-from harness import (Device, Server, batch, cli, pb, push, run_tests, store_state, uuid7, value)
+from harness import (Device, Server, batch, cli, pb, push, request, run_tests, store_state, uuid7,
+                     value)
 
 V3 = 3
 
@@ -87,6 +91,7 @@ def test_three_phones_converge_and_export_joinable():
     try:
         with Server(os.path.join(base, "seed")) as s:
             p1, p2, p3 = (Device(s.data, f"phone {i}") for i in (1, 2, 3))
+            admin = Device(s.data, "admin", role="admin")
             rid, create, ids = incident(p1)
             st, resp = push(s.port, p1, batch(p1, [create]))
             assert st == 200 and resp.results[0].status == pb.ChangeResult.APPLIED, resp
@@ -121,7 +126,7 @@ def test_three_phones_converge_and_export_joinable():
                    "p2b": (p2, batch(p2, [c2b])), "p3": (p3, batch(p3, [c3]))}
         orders = [["p1", "p2a", "p2b", "p3"], ["p3", "p2b", "p2a", "p1"],
                   ["p2b", "p3", "p1", "p2a", "p3", "p1"]]  # the last resends two
-        digests, dirs = [], []
+        digests, dirs, zipped = [], [], None
         for k, order in enumerate(orders):
             d = os.path.join(base, f"server{k}")
             shutil.copytree(os.path.join(base, "seed"), d)
@@ -132,6 +137,11 @@ def test_three_phones_converge_and_export_joinable():
                     assert st == 200, (st, resp)
                     assert all(r.status in (pb.ChangeResult.APPLIED, pb.ChangeResult.DUPLICATE)
                                for r in resp.results), (name, resp)
+                if k == 0:
+                    st, h, zipped = request(s.port, "GET", "/v1/export?format=csvzip", headers={
+                        "Authorization": f"Bearer {admin.token}", "Accept-Encoding": "gzip"})
+                    assert st == 200 and h["content-type"] == "application/zip", (st, h)
+                    assert "content-encoding" not in h and h["content-disposition"].endswith('.zip"')
             digests.append(digest(d))
             dirs.append(d)
         print(f"   digests of 3 orders: {[x[:12] for x in digests]}")
@@ -210,6 +220,19 @@ def test_three_phones_converge_and_export_joinable():
         cli("export", "--data", dirs[2], "--format", "csv", "--out", one, "--quiet")
         rows = read(one)
         assert len(rows) == 1 and rows[0]["deleted"] == "no" and "victim_code" not in rows[0]
+
+        # over HTTP, format=csvzip: the same tables in one zip (CRCs checked)
+        zf = zipfile.ZipFile(io.BytesIO(zipped))
+        assert zf.testzip() is None
+        assert zf.namelist() == ["records.csv"] + [t + ".csv" for t in tables] + ["codebook.csv"]
+        for name in zf.namelist():
+            assert zf.read(name) == open(os.path.join(out, name), "rb").read(), name
+        if shutil.which("unzip"):  # another reader than Python's
+            zpath = os.path.join(base, "export.zip")
+            open(zpath, "wb").write(zipped)
+            t = subprocess.run(["unzip", "-tq", zpath], capture_output=True, text=True, timeout=60)
+            assert t.returncode == 0, t.stdout + t.stderr
+        print(f"   csvzip of the incident: {len(zipped)} bytes")
 
         # NDJSON nests each group's instances, with their ids, under its name
         _, nd, _ = cli("export", "--data", dirs[0], "--format", "ndjson", "--quiet")
