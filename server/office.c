@@ -254,6 +254,7 @@ struct action {
 	/* per action */
 	struct resolve_req rq;
 	uint8_t rid[16];
+	uint8_t inst[16];      /* resolve: the instance, when one is named */
 	struct buf value;
 	uint64_t device;
 	struct auth_enrol enrol;
@@ -375,6 +376,13 @@ static int do_resolve(struct store_txn *t, struct action *a)
 		return r;
 	a->rq.record_id = a->rid;
 	json_object_set_new(a->details, "record_id", json_string(rid));
+	const char *inst = jstr(a->body, "instance");
+	if (inst && uuid_parse(inst, a->inst) < 0)
+		FAIL(400, "bad_request", "instance must be a UUID (a repeat-group instance's id)");
+	if (inst) {
+		a->rq.instance = a->inst;
+		json_object_set_new(a->details, "instance", json_string(inst));
+	}
 	json_t *take = json_object_get(a->body, "take"), *val = json_object_get(a->body, "value");
 	json_t *del = json_object_get(a->body, "deleted");
 	if (json_is_boolean(del)) {

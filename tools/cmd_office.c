@@ -691,8 +691,10 @@ int cli_conflicts_resolve(int argc, char **argv)
 		{"data", required_argument, 0, 'd'},	{"forms", required_argument, 0, 'f'},
 		{"as", required_argument, 0, 'a'},	{"take", required_argument, 0, 't'},
 		{"value", required_argument, 0, 'v'},	{"deleted", required_argument, 0, 'D'},
-		{"help", no_argument, 0, 'h'},		{0, 0, 0, 0},
+		{"instance", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
 	};
+	uint8_t inst[16];
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *value = NULL;
 	struct resolve_ctx ctx = {0};
 	int how = -1, c;
@@ -714,6 +716,13 @@ int cli_conflicts_resolve(int argc, char **argv)
 			}
 			break;
 		case 'v': how = RESOLVE_VALUE; value = optarg; break;
+		case 'i':
+			if (uuid_parse(optarg, inst) < 0) {
+				cli_err("--instance takes a repeat-group instance's id (a UUID)");
+				return EXIT_USAGE;
+			}
+			ctx.q.instance = inst;
+			break;
 		case 'D':
 			how = RESOLVE_DELETED;
 			ctx.q.deleted = !strcmp(optarg, "yes");
@@ -731,7 +740,10 @@ int cli_conflicts_resolve(int argc, char **argv)
 			       "42, true, [\"code\", ...]). For a record edited while it was deleted,\n"
 			       "--deleted yes confirms the deletion, no keeps the record. The resolution\n"
 			       "is a change like any other: it is logged, and phones that hold the\n"
-			       "record pull it. FIELD is a field name or number.\n");
+			       "record pull it. FIELD is a field name or number.\n\n"
+			       "  --instance ID   a field of that repeat-group instance (shahidi conflicts\n"
+			       "                  shows group[ID].field); with --deleted, the instance's\n"
+			       "                  removal: yes confirms it, no restores the instance\n");
 			return 0;
 		default:
 			return EXIT_USAGE;
@@ -754,6 +766,11 @@ int cli_conflicts_resolve(int argc, char **argv)
 	char rid[UUID_STR_LEN + 1];
 	uuid_fmt(ctx.q.record_id, rid);
 	ctx.details = json_pack("{s:s}", "record_id", rid);
+	if (ctx.q.instance) {
+		char iid[UUID_STR_LEN + 1];
+		uuid_fmt(ctx.q.instance, iid);
+		json_object_set_new(ctx.details, "instance", json_string(iid));
+	}
 	if (how != RESOLVE_DELETED) {
 		/* the field by name or number, in the record's form */
 		const char *fname = argv[optind + 1];

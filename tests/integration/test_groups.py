@@ -247,6 +247,61 @@ def test_three_phones_converge_and_export_joinable():
                        "--include-deleted")
         acts = json.loads(nd)["acts"]
         assert len(acts) == 5 and [a["removed"] for a in acts].count(True) == 1
+
+        # Conflicts name the instance, with the group's label, in the CLI
+        # and over HTTP; the removal flag is its own kind; both resolve.
+        P1, A5 = str(uuid.UUID(bytes=perp1)), str(uuid.UUID(bytes=act5))
+        RID = str(uuid.UUID(bytes=rid))
+        _, text, _ = cli("conflicts", "--data", dirs[0])
+        print("   " + "\n   ".join(text.splitlines()[:8]))
+        assert f"perpetrators[{P1}].perpetrator_institution" in text
+        assert "Perpetrators: Institution" in text
+        assert f"acts[{A5}]" in text and "had not seen the removal" in text
+        with Server(dirs[0]) as s:
+            st, h, b = request(s.port, "GET", "/v1/conflicts",
+                               headers={"Authorization": f"Bearer {admin.token}"})
+            assert st == 200, (st, b)
+            rec = json.loads(b)["records"][0]
+            cs = {(c.get("group"), c["field"]): c for c in rec["conflicts"]}
+            c = cs[("perpetrators", "perpetrator_institution")]
+            assert c["instance_id"] == P1 and c["group_label"] == "Perpetrators"
+            assert c["path"] == f"perpetrators[{P1}].perpetrator_institution"
+            assert c["label"] == "Perpetrators: Institution" and len(c["values"]) == 2
+            flags = {c["kind"]: c for c in rec["conflicts"] if c["field"] == "_removed"}
+            f = flags["removed_instance_edited"]
+            assert f["instance_id"] == A5 and f["removed_by"] == p2.hex
+            assert f["path"] == f"acts[{A5}]" and f["group_label"] == "Acts"
+            # the removed involvement still names act 5 (see the merge rule)
+            assert flags["link_to_removed_instance"]["instance_id"] == A5
+            assert ("perpetrators", "perpetrator_identifiers") not in cs
+            # resolved over HTTP: p2's institution, for that instance only
+            body = json.dumps({"record_id": RID, "field": "perpetrator_institution",
+                               "instance": P1, "take": p2.hex}).encode()
+            st, h, b = request(s.port, "POST", "/v1/conflicts/resolve", body, headers={
+                "Authorization": f"Bearer {admin.token}", "Content-Type": "application/json"})
+            assert st == 200, (st, b)
+            # without the instance, the record's own field is not in conflict
+            body = json.dumps({"record_id": RID, "field": "perpetrator_institution",
+                               "take": p2.hex}).encode()
+            st, h, b = request(s.port, "POST", "/v1/conflicts/resolve", body, headers={
+                "Authorization": f"Bearer {admin.token}", "Content-Type": "application/json"})
+            assert st == 409, (st, b)
+        # the removal flag, from the CLI: the removal confirmed, having seen
+        # the late edit
+        cli("conflicts", "resolve", "--data", dirs[0], "--as", admin.hex, RID, "--instance", A5,
+            "--deleted", "yes")
+        _, js, _ = cli("show", "--data", dirs[0], "--json", RID)
+        o = json.loads(js)
+        print(f"   after both resolutions: open_conflicts {o['open_conflicts']}, "
+              f"{[c.get('kind') or c['field'] for c in o['conflicts']]}")
+        assert not [c for c in o["conflicts"] if c.get("instance_id") == P1 or
+                    c.get("kind") == "removed_instance_edited"], o["conflicts"]
+        inst = {p["instance_id"]: p for p in o["groups"]["perpetrators"]}
+        assert inst[P1]["fields"]["perpetrator_institution"]["value"] == "dci"
+        assert next(a for a in o["groups"]["acts"] if a["instance_id"] == A5)["removed"] is True
+        assert "victim_code" not in o["fields"]
+        _, audit, _ = cli("audit", "--data", dirs[0])
+        assert audit.count(f'"instance":"{P1}"') == 1 and audit.count(f'"instance":"{A5}"') == 1
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
