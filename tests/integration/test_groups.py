@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import uuid
 import zipfile
+import zlib
 
 from harness import (Device, Server, batch, cli, pb, push, request, run_tests, store_state, uuid7,
                      value)
@@ -304,6 +305,52 @@ def test_three_phones_converge_and_export_joinable():
         assert audit.count(f'"instance":"{P1}"') == 1 and audit.count(f'"instance":"{A5}"') == 1
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_sample_v3_fills_every_group_with_valid_links():
+    """`shahidi sample --form-version 3`: 0-3 instances per group (at least
+    the group's min), every link naming an instance of its report; the
+    server applies them all; the export's tables join."""
+    with Server() as s:
+        dev = Device(s.data, "sampler")
+        path = os.path.join(s.tmp.name, "v3.z")
+        cli("sample", "--device", dev.hex, "--count", 200, "--seed", 7, "--form-version", 3,
+            "--out", path)
+        raw = zlib.decompress(open(path, "rb").read())
+        b = pb.PushBatch()
+        b.ParseFromString(raw)
+        counts = {}
+        for c in b.changes:
+            assert c.form_version == 3
+            per = {}
+            for fw in c.fields:
+                if fw.instance:
+                    per.setdefault(fw.field // 20, set()).add(fw.instance)
+            for k, ids in per.items():
+                counts.setdefault(k, []).append(len(ids))
+        # field numbers 200.., 220.., 240.., 260.., 280.., 300..: the groups
+        assert sorted(counts) == [10, 11, 12, 13, 14, 15], sorted(counts)
+        assert all(1 <= n <= 3 for n in counts[10]) and all(1 <= n <= 3 for n in counts[12])
+        assert all(n <= 3 for v in counts.values() for n in v)
+        assert max(counts[11]) == 3 and max(counts[13]) == 3
+        st, resp = push(s.port, dev, raw, encoding="identity")
+        assert st == 200 and all(r.status == pb.ChangeResult.APPLIED for r in resp.results), \
+            [r.reason for r in resp.results if r.status != pb.ChangeResult.APPLIED][:3]
+        out = os.path.join(s.tmp.name, "tables")
+        cli("export", "--data", s.data, "--format", "csv", "--out", out, "--quiet")
+        t = {n: read(os.path.join(out, n + ".csv")) for n in
+             ["records", "victims", "perpetrators", "acts", "involvements", "referrals"]}
+        assert len(t["records"]) == 200
+        ids = {n: {(r["record_id"], r["instance_id"]) for r in rows} for n, rows in t.items()
+               if n != "records"}
+        links = [("acts", "act_victim", "victims"), ("involvements", "involvement_act", "acts"),
+                 ("involvements", "involvement_perpetrator", "perpetrators"),
+                 ("referrals", "referral_victim", "victims")]
+        for table, col, to in links:
+            for r in t[table]:
+                assert (r["record_id"], r[col]) in ids[to], (table, col, r)
+        assert all(r["parent_instance_id"] == r["referral_victim"] for r in t["referrals"])
+        print("   200 v3 samples: " + ", ".join(f"{n} {len(rows)}" for n, rows in t.items()))
 
 
 if __name__ == "__main__":
