@@ -301,6 +301,14 @@ def test_three_phones_converge_and_export_joinable():
         assert inst[P1]["fields"]["perpetrator_institution"]["value"] == "dci"
         assert next(a for a in o["groups"]["acts"] if a["instance_id"] == A5)["removed"] is True
         assert "victim_code" not in o["fields"]
+        # the custody trail names instances too
+        _, hj, _ = cli("history", "--data", dirs[0], "--json", RID)
+        names = {(f["name"], f["value"]) for e in json.loads(hj)["history"] for f in e["fields"]}
+        assert (f"acts[{A5}]", "removed") in names, sorted(names)[:5]
+        assert (f"perpetrators[{P1}].perpetrator_institution", "DCI") in names
+        assert (f"acts[{A5}].act_date", "2026-11-19") in names
+        _, ht, _ = cli("history", "--data", dirs[0], RID)
+        assert f"victims[{str(uuid.UUID(bytes=new_v))}].victim_code" in ht
         _, audit, _ = cli("audit", "--data", dirs[0])
         assert audit.count(f'"instance":"{P1}"') == 1 and audit.count(f'"instance":"{A5}"') == 1
     finally:
