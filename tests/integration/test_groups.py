@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 import zipfile
 import zlib
@@ -359,6 +360,54 @@ def test_sample_v3_fills_every_group_with_valid_links():
                 assert (r["record_id"], r[col]) in ids[to], (table, col, r)
         assert all(r["parent_instance_id"] == r["referral_victim"] for r in t["referrals"])
         print("   200 v3 samples: " + ", ".join(f"{n} {len(rows)}" for n, rows in t.items()))
+
+
+def fill_v3(data, n, step=2000):
+    _, out, _ = cli("device", "enroll", "--data", data, "--name", "filler", "--county", "047")
+    dev = out.split()[1]
+    with tempfile.TemporaryDirectory(prefix="shahidi-fill-") as d:
+        files = []
+        for i in range(n // step):
+            f = os.path.join(d, f"b{i}.z")
+            cli("sample", "--device", dev, "--count", step, "--seed", i + 1, "--batch-seq", i + 1,
+                "--first-change", i * step + 1, "--form-version", 3, "--out", f)
+            files.append(f)
+        cli("ingest", "--data", data, "--quiet", *files, timeout=600)
+
+
+def peak_rss(cmd):
+    out = subprocess.run(["/usr/bin/env", "python3", "-c",
+                          "import resource,subprocess,sys;"
+                          "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,check=True);"
+                          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+                          *cmd], capture_output=True, text=True, check=True, timeout=300)
+    return int(out.stdout)
+
+
+def test_long_format_in_constant_memory():
+    """The long format's peak memory does not grow with the store: 4k and
+    40k v3 records (about 10 rows each across the tables)."""
+    base = tempfile.mkdtemp(prefix="shahidi-groups-mem-")
+    try:
+        small, big = os.path.join(base, "small"), os.path.join(base, "big")
+        fill_v3(small, 4000)
+        fill_v3(big, 40000)
+        cli_path = os.path.join(os.environ["SHAHIDI_BUILD"], "tools", "shahidi")
+        rss = {}
+        for name, d in [("small", small), ("big", big)]:
+            out = os.path.join(base, "out-" + name)
+            t0 = time.time()
+            rss[name] = peak_rss([cli_path, "export", "--data", d, "--format", "csv", "--out", out,
+                                  "--quiet"])
+            secs = time.time() - t0
+            rows = sum(sum(1 for _ in open(os.path.join(out, f), encoding="utf-8-sig")) - 1
+                       for f in os.listdir(out) if f != "codebook.csv")
+            print(f"   {name}: {rows} rows in {secs:.2f} s ({rows / secs:.0f} rows/s), "
+                  f"peak RSS {rss[name]} KiB")
+        assert rows > 40000 * 5
+        assert rss["big"] < rss["small"] * 1.3 + 4096, rss
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
