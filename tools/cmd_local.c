@@ -404,10 +404,13 @@ void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflic
 		const struct form_group *g = render_instance_group(rec, f, reg->instance.data);
 		render_reg_path(rec, f, reg, false, name, sizeof(name));
 		hlc_fmt(rm->hlc, st, sizeof(st));
-		printf("  %s\n  %-26s CONFLICT (%s): removed by %016" PRIx64 " at %s, %s\n", name, "",
-		       g && g->label ? g->label : "?", rm->device, st,
+		/* both reasons, when both hold, as render_record_json lists them */
+		bool linked = flag == 2 || render_instance_linked(rec, reg->instance.data);
+		printf("  %s\n  %-26s CONFLICT (%s): removed by %016" PRIx64 " at %s, %s%s\n", name,
+		       "", g && g->label ? g->label : "?", rm->device, st,
 		       flag == 1 ? "edited since by a device that had not seen the removal"
-				 : "still linked to by a live value");
+				 : "still linked to by a live value",
+		       flag == 1 && linked ? "; still linked to by a live value" : "");
 	}
 	if (rec->delete_conflict) {
 		const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));

@@ -265,9 +265,7 @@ static json_t *instance_obj(json_t *groups, const merge_rec_t *rec, const char *
 	return fields;
 }
 
-/* Whether a live value of rec links to instance id (merge.h: a removed
- * instance linked to flags the record). */
-static bool linked_live(const merge_rec_t *rec, const uint8_t id[16])
+bool render_instance_linked(const merge_rec_t *rec, const uint8_t id[16])
 {
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
@@ -364,7 +362,8 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool co
 		const merge_entry_t *cur = merge_current(reg);
 		if (!flag || !cur)
 			continue;
-		bool kinds[2] = {flag == 1, flag == 2 || linked_live(rec, reg->instance.data)};
+		bool kinds[2] = {flag == 1,
+				 flag == 2 || render_instance_linked(rec, reg->instance.data)};
 		char dev[17], stamp[48];
 		sh_device_fmt(cur->device, dev);
 		hlc_fmt(cur->hlc, stamp, sizeof(stamp));

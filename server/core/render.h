@@ -55,6 +55,10 @@ const struct form_group *render_instance_group(const merge_rec_t *rec, const str
  * last 4 hex digits ("0192f3ab…c4d2": a v7 id starts with its time, so
  * its end tells instances made together apart). n: 40 is enough. */
 void render_instance_id(const uint8_t id[16], bool short_id, char *out, size_t n);
+/* Whether a live value of rec links to instance id (merge.h: a removed
+ * instance linked to flags the record; merge_instance_flag() says 1, not
+ * 2, when an unseen edit flags it too). */
+bool render_instance_linked(const merge_rec_t *rec, const uint8_t id[16]);
 /* A register's name as people and the API read it: "narrative" for the
  * record's own field, "perpetrators[ID].perpetrator_identifiers" for an
  * instance's, "acts[ID]" for an instance's removal. */

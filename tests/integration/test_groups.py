@@ -94,6 +94,8 @@ def test_three_phones_converge_and_export_joinable():
         with Server(os.path.join(base, "seed")) as s:
             p1, p2, p3 = (Device(s.data, f"phone {i}") for i in (1, 2, 3))
             admin = Device(s.data, "admin", role="admin")
+            c47 = Device(s.data, "nairobi coordinator", "047", role="coordinator")
+            c42 = Device(s.data, "kisumu coordinator", "042", role="coordinator")
             rid, create, ids = incident(p1)
             st, resp = push(s.port, p1, batch(p1, [create]))
             assert st == 200 and resp.results[0].status == pb.ChangeResult.APPLIED, resp
@@ -144,6 +146,21 @@ def test_three_phones_converge_and_export_joinable():
                         "Authorization": f"Bearer {admin.token}", "Accept-Encoding": "gzip"})
                     assert st == 200 and h["content-type"] == "application/zip", (st, h)
                     assert "content-encoding" not in h and h["content-disposition"].endswith('.zip"')
+                    # coordinators: their counties, never the sensitive columns
+                    auth = lambda d: {"Authorization": f"Bearer {d.token}"}
+                    st, h, z47 = request(s.port, "GET", "/v1/export?format=csvzip", headers=auth(c47))
+                    assert st == 200, (st, z47[:200])
+                    zc = zipfile.ZipFile(io.BytesIO(z47))
+                    perps_c = zc.read("perpetrators.csv").decode("utf-8-sig")
+                    assert "perpetrator_identifiers" not in perps_c and "Officer" not in perps_c
+                    assert len(perps_c.splitlines()) == 1 + 6
+                    st, h, z42 = request(s.port, "GET", "/v1/export?format=csvzip", headers=auth(c42))
+                    zc = zipfile.ZipFile(io.BytesIO(z42))
+                    assert st == 200 and all(len(zc.read(n).splitlines()) == 1
+                                             for n in zc.namelist() if n != "codebook.csv")
+                    st, h, b = request(s.port, "GET", "/v1/export?format=csvzip&include_sensitive=1",
+                                       headers=auth(c47))
+                    assert st == 403, (st, b)
             digests.append(digest(d))
             dirs.append(d)
         print(f"   digests of 3 orders: {[x[:12] for x in digests]}")
@@ -259,6 +276,7 @@ def test_three_phones_converge_and_export_joinable():
         assert f"perpetrators[{P1}].perpetrator_institution" in text
         assert "Perpetrators: Institution" in text
         assert f"acts[{A5}]" in text and "had not seen the removal" in text
+        assert "still linked to by a live value" in text  # the removed involvement's link
         with Server(dirs[0]) as s:
             st, h, b = request(s.port, "GET", "/v1/conflicts",
                                headers={"Authorization": f"Bearer {admin.token}"})
