@@ -423,7 +423,10 @@ def test_long_format_in_constant_memory():
             print(f"   {name}: {rows} rows in {secs:.2f} s ({rows / secs:.0f} rows/s), "
                   f"peak RSS {rss[name]} KiB")
         assert rows > 40000 * 5
-        assert rss["big"] < rss["small"] * 1.3 + 4096, rss
+        # Under AddressSanitizer freed memory sits in its quarantine (up to
+        # 256 MiB): the sanitizers' own memory is not ours.
+        if "ASAN_OPTIONS" not in os.environ:
+            assert rss["big"] < rss["small"] * 1.3 + 4096, rss
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
