@@ -367,14 +367,20 @@ void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflic
 		if (reg->field == MERGE_DELETION_FIELD)
 			continue;
 		const struct form_field *fd = f ? form_field(f, reg->field) : NULL;
-		char name[48];
-		snprintf(name, sizeof(name), "%s", fd ? fd->name : "");
-		if (!fd)
-			snprintf(name, sizeof(name), "field %u", reg->field);
+		char name[160];
+		/* an instance's field: group[INSTANCE_ID].field, the id as
+		 * `conflicts resolve --instance` takes it */
+		render_reg_path(rec, f, reg, false, name, sizeof(name));
 		size_t live = merge_live_count(reg);
-		if (live > 1) {
+		if (live > 1 && merge_reg_in_instance(reg)) {
+			const struct form_group *g = render_instance_group(rec, f, reg->instance.data);
+			printf("  %s\n  %-26s CONFLICT (%s: %s): %zu values, the first one shown wins "
+			       "until resolved\n", name, "", g && g->label ? g->label : "?",
+			       fd && fd->label ? fd->label : "?", live);
+		} else if (live > 1)
 			printf("  %-26s CONFLICT: %zu values, the first one shown wins until resolved\n",
 			       name, live);
+		if (live > 1) {
 			const merge_entry_t *cur = merge_current(reg);
 			print_entry(fd, cur, "      ");
 			for (size_t k = 0; k < reg->n_entries; k++) {
@@ -386,6 +392,25 @@ void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflic
 			printf("  %-26s ", name);
 			print_entry(fd, merge_current(reg), "");
 		}
+	}
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		int flag = merge_reg_in_instance(reg) && reg->field == MERGE_DELETION_FIELD
+				   ? merge_instance_flag(rec, reg->instance.data) : 0;
+		const merge_entry_t *rm = merge_current(reg);
+		if (!flag || !rm)
+			continue;
+		char name[160], st[48];
+		const struct form_group *g = render_instance_group(rec, f, reg->instance.data);
+		render_reg_path(rec, f, reg, false, name, sizeof(name));
+		hlc_fmt(rm->hlc, st, sizeof(st));
+		/* both reasons, when both hold, as render_record_json lists them */
+		bool linked = flag == 2 || render_instance_linked(rec, reg->instance.data);
+		printf("  %s\n  %-26s CONFLICT (%s): removed by %016" PRIx64 " at %s, %s%s\n", name,
+		       "", g && g->label ? g->label : "?", rm->device, st,
+		       flag == 1 ? "edited since by a device that had not seen the removal"
+				 : "still linked to by a live value",
+		       flag == 1 && linked ? "; still linked to by a live value" : "");
 	}
 	if (rec->delete_conflict) {
 		const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));

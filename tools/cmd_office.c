@@ -15,12 +15,14 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <wchar.h>
+#include <sys/stat.h>
 
 #include "arena.h"
 #include "audit.h"
 #include "cli.h"
 #include "common.h"
 #include "export.h"
+#include "export_long.h"
 #include "render.h"
 #include "resolve.h"
 #include "status.h"
@@ -300,6 +302,108 @@ static FILE *export__open_private(const char *path)
 	return f;
 }
 
+/* The long format into directory dir (made if missing): records.csv, one
+ * CSV per repeat group, codebook.csv. Each page's rows of every table come
+ * from one read transaction. 0 or -errno with the message printed. */
+static int export_dir(const struct form_registry *reg, struct store *s,
+		      const struct export_opts *eo, const char *dir, uint64_t *ret_records)
+{
+	struct export_long *x = NULL;
+	struct buf *outs = NULL, cb = {0};
+	FILE **f = NULL;
+	size_t n = 0;
+	char err[256], path[4096];
+	int r;
+	/* made if missing, its parents too (mkdir -p), private like the store */
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *p = path + 1;; p++) {
+		bool last = !*p;
+		if (*p != '/' && !last)
+			continue;
+		*p = 0;
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			r = -errno;
+			cli_err("cannot make %s: %s", path, strerror(errno));
+			return r;
+		}
+		if (last)
+			break;
+		*p = '/';
+	}
+	if ((r = export_long_new(reg, eo, &x, err, sizeof(err))) < 0) {
+		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
+		return r;
+	}
+	n = export_long_tables(x);
+	outs = calloc(n, sizeof(*outs));
+	f = calloc(n, sizeof(*f));
+	r = -ENOMEM;
+	if (!outs || !f)
+		goto done;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s.csv", dir, export_long_table(x, i));
+		if (!(f[i] = fopen(path, "wb"))) {
+			r = -errno;
+			cli_err("cannot write %s: %s", path, strerror(errno));
+			goto done;
+		}
+		if ((r = export_long_header(x, i, &outs[i])) < 0)
+			goto done;
+	}
+	uint64_t cursor = 0;
+	bool end = false;
+	while (!end) {
+		int64_t k = export_long_page(x, s, &cursor, 1000, outs, &end);
+		if ((r = (int)SH_MIN(k, 0)) < 0) {
+			cli_err("export failed: %s", sh_strerror(r));
+			goto done;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (outs[i].len && fwrite(outs[i].data, 1, outs[i].len, f[i]) != outs[i].len) {
+				r = -EIO;
+				cli_err("cannot write: %s", strerror(errno));
+				goto done;
+			}
+			buf_reset(&outs[i]);
+		}
+		store_release_pages(s);
+	}
+	snprintf(path, sizeof(path), "%s/codebook.csv", dir);
+	FILE *cf = fopen(path, "wb");
+	if (!cf || export_long_codebook(x, &cb) < 0 || fwrite(cb.data, 1, cb.len, cf) != cb.len ||
+	    fclose(cf) != 0) {
+		r = -EIO;
+		cli_err("cannot write %s", path);
+		goto done;
+	}
+	r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (fclose(f[i]) != 0 && !r) {
+			r = -EIO;
+			cli_err("cannot write %s/%s.csv", dir, export_long_table(x, i));
+		}
+		f[i] = NULL;
+	}
+	*ret_records = export_long_written(x);
+done:
+	for (size_t i = 0; f && i < n; i++)
+		if (f[i])
+			fclose(f[i]);
+	for (size_t i = 0; outs && i < n; i++)
+		buf_free(&outs[i]);
+	free(outs);
+	free(f);
+	buf_free(&cb);
+	export_long_free(x);
+	return r;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), k = strlen(tail);
+	return n >= k && !strcmp(s + n - k, tail);
+}
+
 int cmd_export(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -366,6 +470,11 @@ int cmd_export(int argc, char **argv)
 			       "  --include-sensitive  fields marked sensitive (names, phone numbers,\n"
 			       "                       narratives...): only with the survivor's consent\n"
 			       "  --out FILE           write there (default standard output)\n"
+			       "  --out DIR            CSV only, DIR not ending in .csv: the long format,\n"
+			       "                       one table per repeat group (made if missing):\n"
+			       "                       records.csv, victims.csv, ... keyed by record_id and\n"
+			       "                       instance_id (parent_instance_id when nested), and\n"
+			       "                       codebook.csv describing every column\n"
 			       "  --threads N          render on N threads (default one per core)\n"
 			       "  --quiet              no progress on standard error\n");
 			return 0;
@@ -387,7 +496,10 @@ int cmd_export(int argc, char **argv)
 	}
 	if (!reg || !(s = cli_open_existing_store(data)))
 		goto done;
-	if ((r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
+	uint64_t records = 0, t0 = sh_mono_ns();
+	bool tty = !quiet && isatty(2);
+	bool dir = eo.format == EXPORT_CSV && out_path && !ends_with(out_path, ".csv");
+	if (!dir && (r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
@@ -400,7 +512,7 @@ int cmd_export(int argc, char **argv)
 		json_array_append_new(cj, json_string(counties[i]));
 	r = audit_record(s, actor, "export",
 			 json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", id, "format",
-				   eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
+				   dir ? "csv-long" : eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
 				   eo.form_id ? eo.form_id : "incident_report", "counties", cj,
 				   "since_ms", (json_int_t)eo.since_ms, "include_deleted",
 				   eo.include_deleted, "include_sensitive", eo.include_sensitive));
@@ -409,13 +521,18 @@ int cmd_export(int argc, char **argv)
 		goto done;
 	}
 	audited = true;
+	if (dir) {
+		if (export_dir(reg, s, &eo, out_path, &records) < 0)
+			goto done;
+		goto finished;
+	}
 	out = out_path ? export__open_private(out_path) : stdout;
 	if (!out) {
 		cli_err("cannot write %s: %s", out_path, strerror(errno));
 		goto done;
 	}
-	uint64_t cursor = 0, t0 = sh_mono_ns();
-	bool end = false, tty = !quiet && isatty(2);
+	uint64_t cursor = 0;
+	bool end = false;
 	export_header(x, &b);
 	while (!end) {
 		int64_t n = export_page(x, s, &cursor, 10000, &b, &end);
@@ -440,16 +557,20 @@ int cmd_export(int argc, char **argv)
 	}
 	if (out != stdout)
 		out = NULL;
+	records = export_written(x);
+	if (tty)
+		fputc('\r', stderr);
+finished:;
 	double secs = (double)(sh_mono_ns() - t0) / 1e9;
 	if (!quiet)
-		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "",
-			export_written(x), secs);
+		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "", records,
+			secs);
 	rc = 0;
 done:
 	if (audited)
 		audit_record(s, actor, "export_end",
 			     json_pack("{s:s,s:I,s:s}", "export_id", id, "records",
-				       (json_int_t)export_written(x), "outcome",
+				       (json_int_t)(x ? export_written(x) : records), "outcome",
 				       rc == 0 ? "complete" : "failed"));
 	if (out && out != stdout)
 		fclose(out);
@@ -608,8 +729,10 @@ int cli_conflicts_resolve(int argc, char **argv)
 		{"data", required_argument, 0, 'd'},	{"forms", required_argument, 0, 'f'},
 		{"as", required_argument, 0, 'a'},	{"take", required_argument, 0, 't'},
 		{"value", required_argument, 0, 'v'},	{"deleted", required_argument, 0, 'D'},
-		{"help", no_argument, 0, 'h'},		{0, 0, 0, 0},
+		{"instance", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
 	};
+	uint8_t inst[16];
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *value = NULL;
 	struct resolve_ctx ctx = {0};
 	int how = -1, c;
@@ -631,6 +754,13 @@ int cli_conflicts_resolve(int argc, char **argv)
 			}
 			break;
 		case 'v': how = RESOLVE_VALUE; value = optarg; break;
+		case 'i':
+			if (uuid_parse(optarg, inst) < 0) {
+				cli_err("--instance takes a repeat-group instance's id (a UUID)");
+				return EXIT_USAGE;
+			}
+			ctx.q.instance = inst;
+			break;
 		case 'D':
 			how = RESOLVE_DELETED;
 			ctx.q.deleted = !strcmp(optarg, "yes");
@@ -648,7 +778,10 @@ int cli_conflicts_resolve(int argc, char **argv)
 			       "42, true, [\"code\", ...]). For a record edited while it was deleted,\n"
 			       "--deleted yes confirms the deletion, no keeps the record. The resolution\n"
 			       "is a change like any other: it is logged, and phones that hold the\n"
-			       "record pull it. FIELD is a field name or number.\n");
+			       "record pull it. FIELD is a field name or number.\n\n"
+			       "  --instance ID   a field of that repeat-group instance (shahidi conflicts\n"
+			       "                  shows group[ID].field); with --deleted, the instance's\n"
+			       "                  removal: yes confirms it, no restores the instance\n");
 			return 0;
 		default:
 			return EXIT_USAGE;
@@ -671,6 +804,11 @@ int cli_conflicts_resolve(int argc, char **argv)
 	char rid[UUID_STR_LEN + 1];
 	uuid_fmt(ctx.q.record_id, rid);
 	ctx.details = json_pack("{s:s}", "record_id", rid);
+	if (ctx.q.instance) {
+		char iid[UUID_STR_LEN + 1];
+		uuid_fmt(ctx.q.instance, iid);
+		json_object_set_new(ctx.details, "instance", json_string(iid));
+	}
 	if (how != RESOLVE_DELETED) {
 		/* the field by name or number, in the record's form */
 		const char *fname = argv[optind + 1];

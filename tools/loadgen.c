@@ -65,6 +65,11 @@ static void usage(FILE *out)
 		"  --edits PCT           edits of own records, %% of changes (default 10)\n"
 		"  --shared-edits PCT    edits of shared records, %% of changes (default 3)\n"
 		"  --deletes PCT         deletions and undeletions, %% of changes (default 1)\n"
+		"  --groups E,A,R        repeat groups (incident report v3 instead of v1):\n"
+		"                        edits of a victim of its own records, perpetrators\n"
+		"                        added to shared records by every phone at once,\n"
+		"                        victims removed, each %% of changes (e.g. 10,3,1);\n"
+		"                        without it the mix is as above, on v1\n"
 		"  --timeout SEC         per request (default 30)\n"
 		"  --retries N           per request, with backoff; the same bytes are resent\n"
 		"                        and the server deduplicates (default 8)\n"
@@ -215,7 +220,7 @@ static int parse_server(struct lg_run *run, const char *url)
 enum {
 	O_SERVER = 1000, O_DEVICES, O_BATCH, O_CHANGES, O_SECONDS, O_SEED, O_DATA, O_TOKENS,
 	O_JSON, O_PID, O_VERIFY, O_NO_VERIFY, O_SHARED, O_EDITS, O_SHARED_EDITS, O_DELETES,
-	O_TIMEOUT, O_RETRIES, O_LEVEL, O_VERSION, O_RATE,
+	O_TIMEOUT, O_RETRIES, O_LEVEL, O_VERSION, O_RATE, O_GROUPS,
 };
 
 /* Returns -1 to go on, else an exit code. */
@@ -242,6 +247,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 		{"timeout", required_argument, 0, O_TIMEOUT},
 		{"retries", required_argument, 0, O_RETRIES},
 		{"level", required_argument, 0, O_LEVEL},
+		{"groups", required_argument, 0, O_GROUPS},
 		{"help", no_argument, 0, 'h'},
 		{"version", no_argument, 0, O_VERSION},
 		{0, 0, 0, 0},
@@ -324,6 +330,20 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 				bad = "--retries takes 0 to 1000";
 			o->retries = (unsigned)u;
 			break;
+		case O_GROUPS: {
+			double g[3];
+			char tail;
+			if (sscanf(optarg, "%lf,%lf,%lf%c", &g[0], &g[1], &g[2], &tail) != 3 ||
+			    g[0] < 0 || g[1] < 0 || g[2] < 0 || g[0] + g[1] + g[2] > 100) {
+				bad = "--groups takes EDITS,ADDS,REMOVALS: three percentages";
+				break;
+			}
+			o->groups = true;
+			o->pct_gedit = (unsigned)lround(g[0] * 10);
+			o->pct_gadd = (unsigned)lround(g[1] * 10);
+			o->pct_gremove = (unsigned)lround(g[2] * 10);
+			break;
+		}
 		case O_LEVEL:
 			if (parse_u64(optarg, 1, 9, &u) < 0)
 				bad = "--level takes 1 to 9";
@@ -372,6 +392,12 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 	o->pct_edit = (unsigned)lround(pct[0] * 10);
 	o->pct_shared = (unsigned)lround(pct[1] * 10);
 	o->pct_delete = (unsigned)lround(pct[2] * 10);
+	if (o->pct_edit + o->pct_shared + o->pct_delete + o->pct_gedit + o->pct_gadd +
+		    o->pct_gremove > 1000) {
+		fprintf(stderr, "shahidi-loadgen: edits, shared edits, deletes and --groups add up "
+				"to more than 100%%\n");
+		return EXIT_USAGE;
+	}
 	return -1;
 }
 
@@ -796,7 +822,7 @@ int main(int argc, char **argv)
 		goto out;
 	if (form_registry_new(&run.forms) < 0 ||
 	    form_registry_add_builtin(run.forms, err, sizeof(err)) < 0 ||
-	    !(run.form = form_registry_find(run.forms, "incident_report", 1))) {
+	    !(run.form = form_registry_find(run.forms, "incident_report", run.o.groups ? 3 : 1))) {
 		fprintf(stderr, "shahidi-loadgen: cannot load the incident report form\n");
 		goto out;
 	}

@@ -26,6 +26,10 @@
 
 #define LG_FIELD_RISK 140       /* risk_level: choice */
 #define LG_FIELD_CASEWORKER 142 /* caseworker: text */
+/* --groups (form version 3): the fields its changes write */
+#define LG_FIELD_VICTIM_AGE 205   /* victims.victim_age: integer */
+#define LG_FIELD_PERP_INST 220    /* perpetrators.perpetrator_institution */
+#define LG_FIELD_PERP_COUNT 221   /* perpetrators.perpetrator_count */
 
 /* What a change does. Shared records are created by device 0 in its first
  * batch; every device edits them, so that edits conflict. */
@@ -34,8 +38,14 @@ enum lg_kind {
 	LG_EDIT,          /* fields 140 and/or 142 of one of its own records */
 	LG_DELETE,
 	LG_UNDELETE,
+	LG_INST_EDIT,     /* --groups: the age of its record's first victim */
+	LG_INST_REMOVE,   /* --groups: its record's first source removed, having
+			     seen it (nothing links to a source: no flag) */
+	/* from here on, changes to device 0's shared records */
 	LG_SHARED_CREATE, /* device 0 only */
 	LG_SHARED_EDIT,   /* field 140 of a shared record */
+	LG_SHARED_ADD,    /* --groups: a perpetrator added to a shared record,
+			     by every device at once: add-wins, no conflict */
 };
 
 /* What became of a change. */
@@ -70,6 +80,17 @@ struct lg_record {
 	bool deleted;
 };
 
+/* --groups: the instances of a record the workload edits (its first
+ * victim) and removes (its first source: a victim's removal would flag
+ * the acts that link to it), as the phone that owns the record sees them. */
+struct lg_inst {
+	uint8_t id[16];     /* the victim */
+	uint8_t src[16];    /* the source */
+	uint64_t made;      /* the create's stamp: their values' */
+	uint64_t stamp_age; /* its last write of victim_age, 0 = never */
+	bool has, has_src, src_removed;
+};
+
 struct lg_batch {
 	uint64_t seq;
 	size_t first;   /* index of its first change in the device's changes */
@@ -89,6 +110,7 @@ struct lg_device {
 	uint64_t first_change_id; /* change ids are first_change_id + index */
 	uint64_t first_batch_seq;
 	struct lg_record *recs;   /* records it created, in order */
+	struct lg_inst *insts;    /* --groups: one per record, else NULL */
 	size_t n_recs;
 	struct lg_change *changes;
 	size_t n_changes;
@@ -134,6 +156,11 @@ struct lg_opts {
 	unsigned timeout_ms;      /* per request */
 	unsigned retries;
 	unsigned pct_edit, pct_shared, pct_delete; /* of changes, in 1/1000 */
+	/* --groups (form version 3; 0 0 0 and version 1 without it): edits
+	 * and removals of instances of its own records, adds of instances to
+	 * shared records, in 1/1000 */
+	bool groups;
+	unsigned pct_gedit, pct_gadd, pct_gremove;
 	int level;                /* deflate level */
 };
 

@@ -97,10 +97,37 @@ static const Shahidi__V1__FieldWrite *find_field(const Shahidi__V1__Change *c, u
 	return NULL;
 }
 
+/* --groups: the first victim of a new report, tracked for later edits. */
+static void track_instance(const struct form *f, const Shahidi__V1__Change *c, uint64_t hlc,
+			   struct lg_inst *in)
+{
+	memset(in, 0, sizeof(*in));
+	for (size_t i = 0; i < c->n_fields; i++) {
+		const Shahidi__V1__FieldWrite *fw = c->fields[i];
+		const struct form_field *fd = form_field(f, fw->field);
+		if (fw->instance.len != 16 || !fd || !fd->group)
+			continue;
+		in->made = hlc;
+		if (!in->has_src && !strcmp(fd->group->name, "sources")) {
+			memcpy(in->src, fw->instance.data, 16);
+			in->has_src = true;
+		}
+		if (strcmp(fd->group->name, "victims"))
+			continue;
+		if (!in->has) {
+			memcpy(in->id, fw->instance.data, 16);
+			in->has = true;
+		}
+		if (!memcmp(in->id, fw->instance.data, 16) && fw->field == LG_FIELD_VICTIM_AGE)
+			in->stamp_age = hlc;
+	}
+}
+
 /* A new report; a shared one always sets the field the others will edit. */
 static Shahidi__V1__Change *make_create(struct lg_run *run, struct gen_rng *r,
 					struct arena *a, uint64_t change_id, uint64_t hlc,
-					uint64_t now_ms, bool shared, struct lg_record *rec)
+					uint64_t now_ms, bool shared, struct lg_record *rec,
+					struct lg_inst *in)
 {
 	Shahidi__V1__Change *c = gen_report(r, a, run->form, change_id, hlc, now_ms);
 	if (!c)
@@ -116,6 +143,8 @@ static Shahidi__V1__Change *make_create(struct lg_run *run, struct gen_rng *r,
 		c->n_fields++;
 	}
 	memcpy(rec->id, c->record_id.data, 16);
+	if (in)
+		track_instance(run->form, c, hlc, in);
 	rec->stamp_risk = find_field(c, LG_FIELD_RISK) ? hlc : 0;
 	rec->stamp_caseworker = find_field(c, LG_FIELD_CASEWORKER) ? hlc : 0;
 	rec->stamp_del = 0;
@@ -174,6 +203,77 @@ static Shahidi__V1__Change *make_shared_edit(struct lg_run *run, struct lg_devic
 	return c;
 }
 
+/* --groups: a new age for the first victim of one of its records, based on
+ * its last write of it (or the create's, or nothing). */
+static Shahidi__V1__Change *make_inst_edit(struct lg_run *run, struct lg_device *d,
+					   struct gen_rng *r, struct arena *a, uint64_t change_id,
+					   uint64_t hlc, uint64_t now_ms, struct lg_record *rec,
+					   struct lg_inst *in)
+{
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 1);
+	Shahidi__V1__FieldWrite *fw;
+	if (!c || !(fw = field_write(r, a, run->form, LG_FIELD_VICTIM_AGE, in->stamp_age, d->id,
+				     now_ms)))
+		return NULL;
+	fw->instance = (ProtobufCBinaryData){16, in->id};
+	c->fields[c->n_fields++] = fw;
+	in->stamp_age = hlc;
+	return c;
+}
+
+/* --groups: removes the first source of one of its records, having seen
+ * every value of it (the create's). */
+static Shahidi__V1__Change *make_inst_remove(struct lg_run *run, struct arena *a,
+					     uint64_t change_id, uint64_t hlc, uint64_t device,
+					     struct lg_record *rec, struct lg_inst *in)
+{
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 1);
+	Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+	Shahidi__V1__Value *v = arena_alloc(a, sizeof(*v));
+	Shahidi__V1__Stamp **seen = arena_alloc(a, 2 * sizeof(*seen));
+	Shahidi__V1__Stamp *st = arena_alloc(a, 2 * sizeof(*st));
+	if (!c || !fw || !v || !seen || !st)
+		return NULL;
+	shahidi__v1__field_write__init(fw);
+	shahidi__v1__value__init(v);
+	v->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+	v->boolean = true;
+	fw->field = 0;
+	fw->value = v;
+	fw->instance = (ProtobufCBinaryData){16, in->src};
+	shahidi__v1__stamp__init(&st[0]);
+	st[0].hlc = in->made;
+	st[0].device = device;
+	seen[0] = &st[0];
+	fw->seen = seen;
+	fw->n_seen = 1;
+	c->fields[c->n_fields++] = fw;
+	in->src_removed = true;
+	return c;
+}
+
+/* --groups: a perpetrator added to a shared record (a new instance id). */
+static Shahidi__V1__Change *make_shared_add(struct lg_run *run, struct gen_rng *r,
+					    struct arena *a, uint64_t change_id, uint64_t hlc,
+					    uint64_t now_ms, uint32_t s)
+{
+	struct lg_record *rec = &run->dev[0].recs[s];
+	Shahidi__V1__Change *c = change_new(a, run->form, change_id, rec->id, hlc, 2);
+	uint8_t *id = arena_alloc(a, 16);
+	if (!c || !id)
+		return NULL;
+	gen_instance_id(r, now_ms, id);
+	uint32_t fields[2] = {LG_FIELD_PERP_INST, LG_FIELD_PERP_COUNT};
+	for (int i = 0; i < 2; i++) {
+		Shahidi__V1__FieldWrite *fw = field_write(r, a, run->form, fields[i], 0, 0, now_ms);
+		if (!fw)
+			return NULL;
+		fw->instance = (ProtobufCBinaryData){16, id};
+		c->fields[c->n_fields++] = fw;
+	}
+	return c;
+}
+
 /* Deletes one of its records, or undoes the deletion of one it deleted. */
 static Shahidi__V1__Change *make_deletion(struct lg_run *run, struct lg_device *d,
 					  struct arena *a, uint64_t change_id, uint64_t hlc,
@@ -211,7 +311,9 @@ static Shahidi__V1__Change *make_change(struct lg_run *run, struct lg_device *d,
 		lc->kind = LG_SHARED_CREATE;
 		lc->rec = (uint32_t)d->n_recs;
 		run->shared_create_hlc[k] = hlc;
-		return make_create(run, r, a, change_id, hlc, now, true, &d->recs[d->n_recs++]);
+		size_t i = d->n_recs++;
+		return make_create(run, r, a, change_id, hlc, now, true, &d->recs[i],
+				   d->insts ? &d->insts[i] : NULL);
 	}
 	if (roll < o->pct_delete && own > 0) {
 		lc->rec = (uint32_t)(first_own + gen_below(r, own));
@@ -231,9 +333,40 @@ static Shahidi__V1__Change *make_change(struct lg_run *run, struct lg_device *d,
 		lc->rec = (uint32_t)(first_own + gen_below(r, own));
 		return make_edit(run, d, r, a, change_id, hlc, now, &d->recs[lc->rec], &lc->fields);
 	}
+	roll -= SH_MIN(roll, (uint64_t)o->pct_edit);
+	/* --groups; each 0 without it, so the default mix is as before */
+	if (roll < o->pct_gedit && own > 0) {
+		size_t i = first_own + gen_below(r, own);
+		if (d->insts[i].has) {
+			lc->kind = LG_INST_EDIT;
+			lc->rec = (uint32_t)i;
+			return make_inst_edit(run, d, r, a, change_id, hlc, now, &d->recs[i],
+					      &d->insts[i]);
+		}
+		goto create; /* that record has no victim to edit */
+	}
+	roll -= SH_MIN(roll, (uint64_t)o->pct_gedit);
+	if (roll < o->pct_gadd && run->n_shared > 0) {
+		lc->kind = LG_SHARED_ADD;
+		lc->rec = (uint32_t)gen_below(r, run->n_shared);
+		return make_shared_add(run, r, a, change_id, hlc, now, lc->rec);
+	}
+	roll -= SH_MIN(roll, (uint64_t)o->pct_gadd);
+	if (roll < o->pct_gremove && own > 0) {
+		size_t i = first_own + gen_below(r, own);
+		if (d->insts[i].has_src && !d->insts[i].src_removed && !d->recs[i].deleted) {
+			lc->kind = LG_INST_REMOVE;
+			lc->rec = (uint32_t)i;
+			return make_inst_remove(run, a, change_id, hlc, d->id, &d->recs[i],
+						&d->insts[i]);
+		}
+	}
+create:
 	lc->kind = LG_CREATE;
 	lc->rec = (uint32_t)d->n_recs;
-	return make_create(run, r, a, change_id, hlc, now, false, &d->recs[d->n_recs++]);
+	size_t i = d->n_recs++;
+	return make_create(run, r, a, change_id, hlc, now, false, &d->recs[i],
+			   d->insts ? &d->insts[i] : NULL);
 }
 
 /* The device's next batch, packed and deflated into bt->body. */
@@ -294,6 +427,8 @@ static int make_device(struct lg_run *run, struct lg_device *d)
 	d->recs = calloc(n + 1, sizeof(*d->recs));
 	d->batches = calloc(nb + 1, sizeof(*d->batches));
 	d->shared_seen = calloc(run->n_shared + 1, sizeof(*d->shared_seen));
+	if (o->groups && !(d->insts = calloc(n + 1, sizeof(*d->insts))))
+		goto out;
 	if (!a || !d->changes || !d->recs || !d->batches || !d->shared_seen)
 		goto out;
 	for (r = 0; r == 0 && d->n_batches < nb; d->n_batches += r == 0)
@@ -369,6 +504,8 @@ void lg_work_free(struct lg_run *run)
 		free(d->changes);
 		free(d->recs);
 		free(d->shared_seen);
+		free(d->insts);
+		d->insts = NULL;
 		d->batches = NULL;
 		d->changes = NULL;
 		d->recs = NULL;

@@ -1,4 +1,5 @@
 #include "export.h"
+#include "export_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -13,77 +14,6 @@
 #include "render.h"
 #include "store.h"
 #include "uuid.h"
-
-/* A choice's label, found by its code in a small hash table: the export
- * looks one up for most fields of every record. */
-struct label {
-	const char *code;             /* NULL: empty slot */
-	size_t code_len;
-	const char *text;             /* the label */
-	char *csv;                    /* the label as a CSV field (owned) */
-	size_t csv_len;
-};
-
-struct column {
-	uint32_t number;
-	const char *name;
-	bool sensitive;               /* in any version */
-	const struct form_field *fd;  /* the newest version's definition */
-	struct label *labels;         /* n_labels slots, a power of two; owned */
-	size_t n_labels;
-	char *json_key;               /* "name": (owned) */
-	size_t json_key_len;
-};
-
-struct slot {
-	uint32_t number;
-	uint32_t col;
-};
-
-/* One stored record of the page being exported: borrowed from the map,
- * valid while the page's read transaction is open. */
-struct stored {
-	const uint8_t *data;
-	size_t len;
-	const uint8_t *change;        /* a pointer record's change, or NULL */
-	size_t change_len;
-};
-
-/* What each rendering thread has of its own. */
-struct renderer {
-	const struct exporter *x;
-	const uint8_t **cell;         /* per column: current value of a record */
-	size_t *cell_len;
-	struct buf tmp;
-	uint64_t time_sec;            /* render_time_ms is slow: cache the */
-	char time_text[32];           /* date and time of the last second seen */
-};
-
-/* A chunk of a page, rendered. */
-struct chunk {
-	struct buf out;
-	int64_t written;
-	int r;
-};
-
-struct exporter {
-	struct export_opts o;
-	char *form_id;
-	uint32_t county_field;        /* 0: none */
-	struct column *cols;          /* every field, in form order */
-	size_t n_cols;
-	struct slot *slots;           /* exported columns by field number */
-	size_t n_slots;
-	uint32_t *col_of;             /* by field number below n_col_of: column
-					 + 1 if exported, else 0 */
-	uint32_t n_col_of;
-	struct renderer *rd;          /* o.threads of them */
-	struct stored *page;          /* the records of the current page */
-	size_t page_cap;
-	struct chunk *chunks;         /* page_cap / CHUNK of them, rounded up */
-	size_t n_chunks;
-	uint64_t written, scanned;
-};
 
 /* ---- set-up ---- */
 
@@ -104,13 +34,6 @@ static int cmp_slot(const void *a, const void *b)
 	return x->number < y->number ? -1 : x->number > y->number;
 }
 
-static uint32_t code_hash(const uint8_t *p, size_t n)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h;
-}
 
 static int labels_new(struct column *c)
 {
@@ -127,7 +50,7 @@ static int labels_new(struct column *c)
 	for (size_t i = 0; i < fd->n_choices; i++) {
 		const struct form_choice *ch = &fd->choices[i];
 		size_t len = strlen(ch->code);
-		size_t k = code_hash((const uint8_t *)ch->code, len) & (n - 1);
+		size_t k = export__code_hash((const uint8_t *)ch->code, len) & (n - 1);
 		while (c->labels[k].code)
 			k = (k + 1) & (n - 1);
 		buf_reset(&b);
@@ -146,16 +69,6 @@ static int labels_new(struct column *c)
 	return 0;
 }
 
-static const struct label *label_find(const struct column *c, const uint8_t *code, size_t len)
-{
-	if (!c->n_labels)
-		return NULL;
-	size_t k = code_hash(code, len) & (c->n_labels - 1);
-	for (; c->labels[k].code; k = (k + 1) & (c->n_labels - 1))
-		if (c->labels[k].code_len == len && !memcmp(c->labels[k].code, code, len))
-			return &c->labels[k];
-	return NULL;
-}
 
 int export_new(const struct form_registry *forms, const struct export_opts *o,
 	       struct exporter **ret, char *err, size_t errlen)
@@ -182,6 +95,20 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 		for (size_t i = 0; i < f->n_fields; i++) {
 			const struct form_field *fd = &f->fields[i];
 			size_t at;
+			/* an instance's field: CSV puts it in its group's table
+			 * (export_long.c), NDJSON under its group's name */
+			uint32_t gi = 0;
+			if (fd->group && o->format == EXPORT_CSV)
+				continue;
+			if (fd->group) {
+				while (gi < x->n_groups && strcmp(x->groups[gi], fd->group->name))
+					gi++;
+				if (gi == EXPORT_MAX_GROUPS)
+					continue;
+				if (gi == x->n_groups)
+					x->groups[x->n_groups++] = fd->group->name;
+				gi++;
+			}
 			if (find_in(x->cols, x->n_cols, fd->number, &at)) {
 				x->cols[at].fd = fd; /* newer wording wins */
 				x->cols[at].sensitive |= fd->sensitive;
@@ -194,7 +121,8 @@ int export_new(const struct form_registry *forms, const struct export_opts *o,
 			x->cols = nc;
 			memmove(&nc[after + 1], &nc[after], (x->n_cols - after) * sizeof(*nc));
 			nc[after] = (struct column){.number = fd->number, .name = fd->name,
-						    .sensitive = fd->sensitive, .fd = fd};
+						    .sensitive = fd->sensitive, .fd = fd,
+						    .group = gi};
 			x->n_cols++;
 			after++;
 		}
@@ -266,6 +194,7 @@ void export_free(struct exporter *x)
 		free(x->rd[i].cell);
 		free(x->rd[i].cell_len);
 		buf_free(&x->rd[i].tmp);
+		free(x->rd[i].ic);
 	}
 	for (size_t i = 0; i < x->n_chunks; i++)
 		buf_free(&x->chunks[i].out);
@@ -294,513 +223,6 @@ uint64_t export_scanned(const struct exporter *x)
 {
 	return x->scanned;
 }
-
-/* ---- quoting ---- */
-
-int export_csv_field(struct buf *out, const uint8_t *s, size_t n)
-{
-	bool quote = n && (s[0] == ' ' || s[n - 1] == ' ');
-	for (size_t i = 0; i < n && !quote; i++)
-		quote = s[i] == ',' || s[i] == '"' || s[i] == '\n' || s[i] == '\r';
-	if (!quote)
-		return buf_append(out, s, n);
-	int r = buf_reserve(out, n * 2 + 2);
-	if (r < 0)
-		return r;
-	uint8_t *p = out->data + out->len;
-	*p++ = '"';
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '"')
-			*p++ = '"';
-		*p++ = s[i];
-	}
-	*p++ = '"';
-	out->len = (size_t)(p - out->data);
-	return 0;
-}
-
-int export_json_string(struct buf *out, const uint8_t *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	int r = buf_reserve(out, n * 6 + 2);
-	if (r < 0)
-		return r;
-	uint8_t *p = out->data + out->len;
-	*p++ = '"';
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = s[i];
-		if (c == '"' || c == '\\') {
-			*p++ = '\\';
-			*p++ = c;
-		} else if (c < 0x20) {
-			*p++ = '\\';
-			switch (c) {
-			case '\n': *p++ = 'n'; break;
-			case '\r': *p++ = 'r'; break;
-			case '\t': *p++ = 't'; break;
-			default:
-				*p++ = 'u';
-				*p++ = '0';
-				*p++ = '0';
-				*p++ = (uint8_t)hex[c >> 4];
-				*p++ = (uint8_t)hex[c & 15];
-			}
-		} else {
-			*p++ = c;
-		}
-	}
-	*p++ = '"';
-	out->len = (size_t)(p - out->data);
-	return 0;
-}
-
-/* ---- reading a stored record without decoding it all ---- */
-
-struct view {
-	const uint8_t *id;
-	size_t id_len;
-	const uint8_t *form_id;
-	size_t form_len;
-	uint64_t form_version, first_ms, last_ms, conflicts, base_dev, base_hlc;
-	const uint8_t *writers;   /* packed fixed64 */
-	size_t writers_len;
-	bool deleted;
-	char county[4];
-};
-
-/* The column of an exported field, by its number; NULL if not exported. */
-static const struct slot *slot_find(const struct exporter *x, uint32_t number)
-{
-	size_t lo = 0, hi = x->n_slots;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (x->slots[mid].number == number)
-			return &x->slots[mid];
-		if (x->slots[mid].number < number)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
-}
-
-/* Column + 1 of an exported field, 0 if it is not exported. */
-static inline uint32_t col_of(const struct exporter *x, uint32_t number)
-{
-	if (number < x->n_col_of)
-		return x->col_of[number];
-	const struct slot *s = slot_find(x, number);
-	return s ? s->col + 1 : 0;
-}
-
-/* The current value of one register (shahidi.store.v1.Register bytes):
- * the live entry with the greatest (hlc, device), as merge_current(). */
-static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint64_t base_dev,
-		     uint64_t base_hlc, uint32_t *ret_field, const uint8_t **ret_v,
-		     size_t *ret_len, bool *ret_found)
-{
-	struct pb_field f, g;
-	size_t pos = 0;
-	uint64_t best_hlc = 0, best_dev = 0;
-	bool found = false;
-	int r;
-	*ret_field = 0;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number == 1 && f.wire_type == 0) {
-			*ret_field = (uint32_t)f.varint;
-			/* The field number comes first: a register nobody exports
-			 * (a sensitive field, left out) is not read any further. */
-			if (*ret_field && *ret_field != x->county_field && !col_of(x, *ret_field)) {
-				*ret_found = false;
-				return 0;
-			}
-			continue;
-		}
-		if (f.number != 2 || f.wire_type != 2)
-			continue;
-		uint64_t dev = 0, hlc = 0;
-		bool dead = false, pending = false;
-		const uint8_t *v = NULL;
-		size_t vlen = 0, p2 = 0;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			switch (g.number) {
-			case 1: dev = g.varint; break;
-			case 2: hlc = g.varint; break;
-			case 4: dead = g.varint != 0; break;
-			case 5: v = g.data; vlen = g.len; break;
-			case 7: pending = g.varint != 0; break;
-			default: break;
-			}
-		}
-		if (r < 0)
-			return r;
-		if (dead || pending)
-			continue;
-		dev = dev ? dev : base_dev; /* stored compactly: see proto/store.proto */
-		hlc = hlc ? hlc : base_hlc;
-		if (!found || hlc > best_hlc || (hlc == best_hlc && dev > best_dev)) {
-			found = true;
-			best_hlc = hlc;
-			best_dev = dev;
-			*ret_v = v;
-			*ret_len = vlen;
-		}
-	}
-	*ret_found = found;
-	return r;
-}
-
-/* A field's value, for its column and the county filter. */
-static void view_cell(struct renderer *rd, struct view *v, uint32_t field, const uint8_t *val,
-		      size_t vlen)
-{
-	const struct exporter *x = rd->x;
-	struct form_value fv;
-	if (field == x->county_field && form_value_parse(val, vlen, &fv) == 0 &&
-	    fv.kind == FT_CHOICE && fv.str_len == 3) {
-		memcpy(v->county, fv.str, 3);
-		v->county[3] = 0;
-	}
-	uint32_t col = col_of(x, field);
-	if (col) {
-		rd->cell[col - 1] = val ? val : (const uint8_t *)"";
-		rd->cell_len[col - 1] = vlen;
-	}
-}
-
-/* A pointer record's fields: the writes of the one change that made it
- * (shahidi.v1.Change field 8, FieldWrite{field 1, value 2}). */
-static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
-{
-	struct pb_field f, g;
-	size_t pos = 0;
-	int r;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number != 8 || f.wire_type != 2)
-			continue;
-		uint32_t field = 0;
-		const uint8_t *val = NULL;
-		size_t vlen = 0, p2 = 0;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if (g.number == 1)
-				field = (uint32_t)g.varint;
-			else if (g.number == 2) {
-				val = g.data;
-				vlen = g.len;
-			}
-		}
-		if (r < 0)
-			return r;
-		if (field)
-			view_cell(rd, v, field, val, vlen);
-	}
-	return r;
-}
-
-static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
-{
-	const struct exporter *x = rd->x;
-	struct pb_field f;
-	size_t pos = 0;
-	int r;
-	memset(v, 0, sizeof(*v));
-	memset(rd->cell, 0, x->n_cols * sizeof(*rd->cell));
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		switch (f.number) {
-		/* shahidi.store.v1.Record's field numbers */
-		case 1: v->id = f.data; v->id_len = f.len; break;
-		case 2: v->form_id = f.data; v->form_len = f.len; break;
-		case 3: v->form_version = f.varint; break;
-		case 4: v->base_dev = f.varint; break;
-		case 5: v->base_hlc = f.varint; break;
-		case 7:
-			if (f.wire_type == 2) {
-				v->writers = f.data;
-				v->writers_len = f.len;
-			}
-			break;
-		case 9: v->conflicts = f.varint; break;
-		case 11: v->first_ms = f.varint; break;
-		case 12: v->last_ms = f.varint; break;
-		case 6: {
-			uint32_t field;
-			const uint8_t *val = NULL;
-			size_t vlen = 0;
-			bool found;
-			if ((r = reg_parse(x, f.data, f.len, v->base_dev, v->base_hlc, &field, &val,
-					   &vlen, &found)) < 0)
-				return r;
-			if (!found)
-				break;
-			struct form_value fv;
-			if (field == 0) {
-				v->deleted = form_value_parse(val, vlen, &fv) == 0 &&
-					     fv.kind == FT_BOOLEAN && fv.b;
-				break;
-			}
-			view_cell(rd, v, field, val, vlen);
-			break;
-		}
-		default:
-			break;
-		}
-	}
-	return r;
-}
-
-/* ---- writing ---- */
-
-static const char *label_of(const struct column *c, const uint8_t *code, size_t len)
-{
-	const struct label *l = label_find(c, code, len);
-	return l ? l->text : NULL;
-}
-
-static int put_i64(struct buf *out, int64_t v);
-static void time_text(struct renderer *rd, uint64_t ms, char out[32]);
-
-static int csv_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
-		    struct buf *out)
-{
-	struct form_value fv;
-	if (form_value_parse(v, n, &fv) < 0)
-		return export_csv_field(out, (const uint8_t *)"[malformed]", 11);
-	int r = 0;
-	switch (fv.kind) {
-	case FT_NONE:
-		return 0;
-	case FT_TEXT:
-		/* Text from the field may start with = + - @: spreadsheets would
-		 * run it as a formula (CSV injection). A leading ' keeps it text. */
-		if (fv.str_len && strchr("=+-@\t\r", fv.str[0])) {
-			buf_reset(&rd->tmp);
-			if ((r = buf_putc(&rd->tmp, '\'')) < 0 ||
-			    (r = buf_append(&rd->tmp, fv.str, fv.str_len)) < 0)
-				return r;
-			return export_csv_field(out, rd->tmp.data, rd->tmp.len);
-		}
-		return export_csv_field(out, fv.str, fv.str_len);
-	case FT_DATE:
-		return export_csv_field(out, fv.str, fv.str_len);
-	case FT_CHOICE: {
-		const struct label *l = label_find(c, fv.str, fv.str_len);
-		return l ? buf_append(out, l->csv, l->csv_len)
-			 : export_csv_field(out, fv.str, fv.str_len);
-	}
-	case FT_CHOICES: {
-		size_t pos = 0, len, k = 0;
-		const uint8_t *code;
-		buf_reset(&rd->tmp);
-		while (r >= 0 && form_value_next_choice(&fv, &pos, &code, &len) > 0) {
-			const char *l = label_of(c, code, len);
-			if (k++)
-				r = buf_append(&rd->tmp, "; ", 2);
-			if (r >= 0)
-				r = l ? buf_puts(&rd->tmp, l) : buf_append(&rd->tmp, code, len);
-		}
-		break;
-	}
-	case FT_INTEGER:
-		return put_i64(out, fv.i);
-	case FT_BOOLEAN:
-		return buf_puts(out, fv.b ? "yes" : "no");
-	case FT_DATETIME: {
-		char t[32];
-		time_text(rd, (uint64_t)fv.i, t);
-		return buf_puts(out, t);
-	}
-	default:
-		buf_reset(&rd->tmp);
-		r = render_value_text(c->fd, v, n, true, &rd->tmp);
-		break;
-	}
-	if (r < 0)
-		return r;
-	return export_csv_field(out, rd->tmp.data, rd->tmp.len);
-}
-
-static int json_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
-		     struct buf *out)
-{
-	struct form_value fv;
-	char num[64];
-	if (form_value_parse(v, n, &fv) < 0)
-		return buf_puts(out, "null");
-	switch (fv.kind) {
-	case FT_NONE:
-		return buf_puts(out, "null");
-	case FT_TEXT:
-	case FT_DATE:
-	case FT_CHOICE:
-		return export_json_string(out, fv.str, fv.str_len);
-	case FT_INTEGER:
-		return put_i64(out, fv.i);
-	case FT_DECIMAL:
-		snprintf(num, sizeof(num), "%.17g", fv.d);
-		return buf_puts(out, num);
-	case FT_BOOLEAN:
-		return buf_puts(out, fv.b ? "true" : "false");
-	case FT_DATETIME:
-		time_text(rd, (uint64_t)fv.i, num);
-		return export_json_string(out, (const uint8_t *)num, strlen(num));
-	case FT_CHOICES: {
-		size_t pos = 0, len, k = 0;
-		const uint8_t *code;
-		int r = buf_putc(out, '[');
-		while (r >= 0 && form_value_next_choice(&fv, &pos, &code, &len) > 0) {
-			if (k++)
-				r = buf_putc(out, ',');
-			if (r >= 0)
-				r = export_json_string(out, code, len);
-		}
-		return r < 0 ? r : buf_putc(out, ']');
-	}
-	default: {
-		/* points, attachments, sealed values: rare, and jansson does them */
-		json_t *j = render_value_json(c->fd, v, n);
-		char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-		int r = s ? buf_puts(out, s) : buf_puts(out, "null");
-		free(s);
-		json_decref(j);
-		return r;
-	}
-	}
-}
-
-/* render_time_ms, reusing the date and time of the second before. */
-static void time_text(struct renderer *rd, uint64_t ms, char out[32])
-{
-	uint64_t sec = ms / 1000;
-	if (sec != rd->time_sec || !rd->time_text[0]) {
-		render_time_ms(sec * 1000, rd->time_text);
-		rd->time_sec = sec;
-	}
-	memcpy(out, rd->time_text, 32);
-	unsigned m = (unsigned)(ms % 1000); /* "...:SS.mmmZ" */
-	size_t n = strlen(out);
-	if (n >= 5) {
-		out[n - 4] = (char)('0' + m / 100);
-		out[n - 3] = (char)('0' + m / 10 % 10);
-		out[n - 2] = (char)('0' + m % 10);
-	}
-}
-
-static int put_u64(struct buf *out, uint64_t v)
-{
-	char tmp[24];
-	int n = 0;
-	do {
-		tmp[sizeof(tmp) - 1 - (size_t)n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return buf_append(out, tmp + sizeof(tmp) - n, (size_t)n);
-}
-
-static int put_i64(struct buf *out, int64_t v)
-{
-	if (v < 0) {
-		int r = buf_putc(out, '-');
-		return r < 0 ? r : put_u64(out, (uint64_t)0 - (uint64_t)v);
-	}
-	return put_u64(out, (uint64_t)v);
-}
-
-static int write_devices(const struct view *v, bool csv, struct buf *out)
-{
-	char hex[17];
-	int r = 0;
-	for (size_t i = 0; i + 8 <= v->writers_len && r >= 0; i += 8) {
-		uint64_t d = 0;
-		for (int b = 7; b >= 0; b--)
-			d = (d << 8) | v->writers[i + (size_t)b];
-		sh_device_fmt(d, hex);
-		if (i)
-			r = buf_putc(out, csv ? ' ' : ',');
-		if (r >= 0 && !csv)
-			r = buf_putc(out, '"');
-		if (r >= 0)
-			r = buf_append(out, hex, 16);
-		if (r >= 0 && !csv)
-			r = buf_putc(out, '"');
-	}
-	return r;
-}
-
-static int write_record(struct renderer *rd, const struct view *v, struct buf *out)
-{
-	const struct exporter *x = rd->x;
-	char id[UUID_STR_LEN + 1] = "", t1[32], t2[32];
-	bool csv = x->o.format == EXPORT_CSV;
-	int r;
-	if (v->id_len == 16)
-		uuid_fmt(v->id, id);
-	time_text(rd, v->first_ms, t1);
-	time_text(rd, v->last_ms, t2);
-	if (csv) {
-		/* by hand, not printf: this runs for every record exported */
-		if ((r = buf_reserve(out, 200)) < 0)
-			return r;
-		buf_append(out, id, strlen(id));
-		buf_putc(out, ',');
-		buf_puts(out, x->form_id);
-		buf_putc(out, ',');
-		put_u64(out, v->form_version);
-		buf_putc(out, ',');
-		buf_puts(out, t1);
-		buf_putc(out, ',');
-		buf_puts(out, t2);
-		buf_putc(out, ',');
-		r = write_devices(v, true, out);
-		if (r >= 0)
-			r = buf_puts(out, v->deleted ? ",yes" : ",no");
-		if (r >= 0)
-			r = buf_puts(out, v->conflicts ? ",yes" : ",no");
-		for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
-			const struct column *col = &x->cols[c];
-			if (col->sensitive && !x->o.include_sensitive)
-				continue;
-			if ((r = buf_putc(out, ',')) < 0)
-				break;
-			if (rd->cell[c])
-				r = csv_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
-		}
-		return r < 0 ? r : buf_append(out, "\r\n", 2);
-	}
-	/* by hand too, for the same reason */
-	if ((r = buf_reserve(out, 256)) < 0)
-		return r;
-	buf_puts(out, "{\"record_id\":\"");
-	buf_puts(out, id);
-	buf_puts(out, "\",\"form_id\":");
-	export_json_string(out, (const uint8_t *)x->form_id, strlen(x->form_id));
-	buf_puts(out, ",\"form_version\":");
-	put_u64(out, v->form_version);
-	buf_puts(out, ",\"first_received\":\"");
-	buf_puts(out, t1);
-	buf_puts(out, "\",\"last_changed\":\"");
-	buf_puts(out, t2);
-	r = buf_puts(out, "\",\"devices\":[");
-	if (r >= 0)
-		r = write_devices(v, false, out);
-	if (r >= 0)
-		r = buf_puts(out, v->deleted ? "],\"deleted\":true" : "],\"deleted\":false");
-	if (r >= 0)
-		r = buf_puts(out, v->conflicts ? ",\"conflict\":true,\"fields\":{"
-					       : ",\"conflict\":false,\"fields\":{");
-	size_t k = 0;
-	for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
-		if (!rd->cell[c])
-			continue;
-		const struct column *col = &x->cols[c];
-		if (k++ && (r = buf_putc(out, ',')) < 0)
-			break;
-		if ((r = buf_append(out, col->json_key, col->json_key_len)) < 0)
-			break;
-		r = json_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
-	}
-	return r < 0 ? r : buf_append(out, "}}\n", 3);
-}
-
 int export_header(struct exporter *x, struct buf *out)
 {
 	if (x->o.format != EXPORT_CSV)
@@ -819,24 +241,6 @@ int export_header(struct exporter *x, struct buf *out)
 	}
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
-
-static bool wanted(const struct exporter *x, const struct view *v)
-{
-	if (v->form_len != strlen(x->form_id) || memcmp(v->form_id, x->form_id, v->form_len))
-		return false;
-	if (v->deleted && !x->o.include_deleted)
-		return false;
-	if (v->last_ms < x->o.since_ms)
-		return false;
-	if (x->o.n_counties) {
-		for (size_t i = 0; i < x->o.n_counties; i++)
-			if (!strcmp(x->o.counties[i], v->county))
-				return true;
-		return false;
-	}
-	return true;
-}
-
 /* Record.log_seq of a pointer record, else 0. A full record's registers
  * (field 6) come before it: the scan stops there. */
 static uint64_t pointer_of(const uint8_t *p, size_t n)
@@ -851,31 +255,6 @@ static uint64_t pointer_of(const uint8_t *p, size_t n)
 	}
 	return 0;
 }
-
-/* Renders records [from, to) of the page into out. */
-static int render_range(struct renderer *rd, const struct stored *recs, size_t from, size_t to,
-			struct buf *out, int64_t *ret_written)
-{
-	const struct exporter *x = rd->x;
-	int64_t written = 0;
-	int r = 0;
-	for (size_t i = from; i < to; i++) {
-		const struct stored *sr = &recs[i];
-		struct view v;
-		if ((r = view_parse(rd, sr->data, sr->len, &v)) < 0)
-			return r;
-		if (sr->change && (r = view_change(rd, sr->change, sr->change_len, &v)) < 0)
-			return r;
-		if (!wanted(x, &v))
-			continue;
-		if ((r = write_record(rd, &v, out)) < 0)
-			return r;
-		written++;
-	}
-	*ret_written = written;
-	return 0;
-}
-
 /* Chunks of a page are handed to the rendering threads as soon as they are
  * read, so that rendering overlaps the scan (which only one thread may do:
  * it uses the read transaction). */
@@ -905,7 +284,7 @@ static void take_chunks(struct page_work *pw, struct renderer *rd)
 		pthread_mutex_unlock(&pw->lock);
 		struct chunk *ck = &x->chunks[i];
 		buf_reset(&ck->out);
-		ck->r = render_range(rd, x->page, i * CHUNK, to, &ck->out, &ck->written);
+		ck->r = export__render_range(rd, x->page, i * CHUNK, to, &ck->out, &ck->written);
 		pthread_mutex_lock(&pw->lock);
 	}
 	pthread_mutex_unlock(&pw->lock);

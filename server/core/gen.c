@@ -1,5 +1,6 @@
 #include "gen.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -257,13 +258,99 @@ Shahidi__V1__Value *gen_value(struct gen_rng *r, struct arena *a, const struct f
 	return v;
 }
 
+/* Instances made so far for one report, per group: links name them. */
+struct gen_made {
+	const struct form_group *g;
+	uint8_t ids[GEN_MAX_INSTANCES][16];
+	size_t n;
+};
+
+static struct gen_made *made_of(struct gen_made *m, size_t n, const struct form_group *g)
+{
+	for (size_t i = 0; i < n; i++)
+		if (m[i].g == g)
+			return &m[i];
+	return NULL;
+}
+
+int gen_instance_id(struct gen_rng *r, uint64_t now_ms, uint8_t ret_id[16])
+{
+	uint8_t rnd[10];
+	for (int i = 0; i < 10; i++)
+		rnd[i] = (uint8_t)gen_next(r);
+	uuid_v7(now_ms, rnd, ret_id);
+	return 0;
+}
+
+Shahidi__V1__Value *gen_link(struct arena *a, const uint8_t id[16])
+{
+	Shahidi__V1__Value *v = arena_alloc(a, sizeof(*v));
+	uint8_t *b = arena_memdup(a, id, 16);
+	if (!v || !b)
+		return NULL;
+	shahidi__v1__value__init(v);
+	v->kind_case = SHAHIDI__V1__VALUE__KIND_LINK;
+	v->link = (ProtobufCBinaryData){16, b};
+	return v;
+}
+
+/* The writes of one new instance of g: about half its fields, every link
+ * naming an instance already made of the group it links to. 0, or
+ * -ENOENT when a link has nothing to name (no instance is made), or
+ * -ENOMEM. */
+static int gen_instance(struct gen_rng *r, struct arena *a, const struct form *f,
+			const struct form_group *g, struct gen_made *made, size_t n_made,
+			uint64_t now_ms, Shahidi__V1__FieldWrite **fws, size_t *n)
+{
+	uint8_t id[16];
+	size_t start = *n;
+	gen_instance_id(r, now_ms, id);
+	uint8_t *idp = arena_memdup(a, id, 16);
+	if (!idp)
+		return -ENOMEM;
+	for (size_t i = 0; i < f->n_fields; i++) {
+		const struct form_field *fd = &f->fields[i];
+		if (fd->group != g)
+			continue;
+		bool link = fd->type == FT_LINK;
+		if (!link && start != *n && gen_below(r, 2) == 0)
+			continue; /* the first field always: an instance has one */
+		Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+		if (!fw)
+			return -ENOMEM;
+		shahidi__v1__field_write__init(fw);
+		fw->field = fd->number;
+		fw->instance = (ProtobufCBinaryData){16, idp};
+		if (link) {
+			struct gen_made *to = made_of(made, n_made, fd->link_group);
+			if (!to || !to->n) {
+				*n = start;
+				return -ENOENT;
+			}
+			fw->value = gen_link(a, to->ids[gen_below(r, to->n)]);
+		} else {
+			fw->value = gen_value(r, a, fd, now_ms);
+		}
+		if (!fw->value)
+			return -ENOMEM;
+		fws[(*n)++] = fw;
+	}
+	struct gen_made *m = made_of(made, n_made, g);
+	if (m && m->n < GEN_MAX_INSTANCES)
+		memcpy(m->ids[m->n++], id, 16);
+	return 0;
+}
+
 Shahidi__V1__Change *gen_report(struct gen_rng *r, struct arena *a, const struct form *f,
 				uint64_t change_id, uint64_t hlc, uint64_t now_ms)
 {
 	Shahidi__V1__Change *c = arena_alloc(a, sizeof(*c));
 	uint8_t *id = arena_alloc(a, 16);
-	Shahidi__V1__FieldWrite **fws = arena_alloc(a, f->n_fields * sizeof(*fws));
-	if (!c || !id || !fws)
+	/* the record's fields once, each group's up to GEN_MAX_INSTANCES times */
+	size_t cap = f->n_fields * (f->n_groups ? GEN_MAX_INSTANCES : 1);
+	Shahidi__V1__FieldWrite **fws = arena_alloc(a, cap * sizeof(*fws));
+	struct gen_made *made = f->n_groups ? arena_zalloc(a, f->n_groups * sizeof(*made)) : NULL;
+	if (!c || !id || !fws || (f->n_groups && !made))
 		return NULL;
 	shahidi__v1__change__init(c);
 	uint8_t rnd[10];
@@ -279,6 +366,8 @@ Shahidi__V1__Change *gen_report(struct gen_rng *r, struct arena *a, const struct
 	size_t n = 0;
 	for (size_t i = 0; i < f->n_fields; i++) {
 		const struct form_field *fd = &f->fields[i];
+		if (fd->group)
+			continue; /* below, in its instances */
 		/* Reports are filled in part: about half of the optional fields,
 		 * never attachments or sealed notes (those come later). About 1 KB
 		 * per report, as in shared/reference/performance.md. */
@@ -310,6 +399,24 @@ Shahidi__V1__Change *gen_report(struct gen_rng *r, struct arena *a, const struct
 			return NULL;
 		}
 		fws[n++] = fw;
+	}
+	/* Repeat groups, in definition order (a group links only to groups
+	 * before it): 0-3 instances each, at least the group's min. */
+	for (size_t gi = 0; gi < f->n_groups; gi++) {
+		const struct form_group *g = &f->groups[gi];
+		made[gi].g = g;
+		uint64_t k = gen_below(r, 4);
+		if (k < g->min)
+			k = g->min;
+		if (g->max && k > g->max)
+			k = g->max;
+		for (uint64_t i = 0; i < k && i < GEN_MAX_INSTANCES; i++) {
+			int e = gen_instance(r, a, f, g, made, f->n_groups, now_ms, fws, &n);
+			if (e == -ENOMEM)
+				return NULL;
+			if (e == -ENOENT)
+				break; /* nothing to link to: no instance */
+		}
 	}
 	c->fields = fws;
 	c->n_fields = n;

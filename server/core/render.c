@@ -200,6 +200,104 @@ static json_t *entry_json(const struct form_field *fd, const merge_entry_t *e, b
 	return j;
 }
 
+const struct form_group *render_instance_group(const merge_rec_t *rec, const struct form *f,
+					      const uint8_t id[16])
+{
+	for (size_t i = 0; f && i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		const struct form_field *fd;
+		if (merge_reg_in_instance(reg) && reg->field && !memcmp(reg->instance.data, id, 16) &&
+		    (fd = form_field(f, reg->field)) && fd->group)
+			return fd->group;
+	}
+	return NULL;
+}
+
+void render_instance_id(const uint8_t id[16], bool short_id, char *out, size_t n)
+{
+	char full[UUID_STR_LEN + 1];
+	uuid_fmt(id, full);
+	if (short_id) /* a v7 id starts with its time: its end tells apart */
+		snprintf(out, n, "%.8s\u2026%s", full, full + UUID_STR_LEN - 4);
+	else
+		snprintf(out, n, "%s", full);
+}
+
+void render_reg_path(const merge_rec_t *rec, const struct form *f, const merge_reg_t *reg,
+		     bool short_id, char *out, size_t n)
+{
+	const struct form_field *fd = f && reg->field ? form_field(f, reg->field) : NULL;
+	char fname[48], iid[UUID_STR_LEN + 1];
+	if (fd)
+		snprintf(fname, sizeof(fname), "%s", fd->name);
+	else
+		snprintf(fname, sizeof(fname), "field_%u", reg->field);
+	if (!merge_reg_in_instance(reg)) {
+		snprintf(out, n, "%s", fname);
+		return;
+	}
+	const struct form_group *g = render_instance_group(rec, f, reg->instance.data);
+	render_instance_id(reg->instance.data, short_id, iid, sizeof(iid));
+	if (reg->field)
+		snprintf(out, n, "%s[%s].%s", g ? g->name : "instance", iid, fname);
+	else
+		snprintf(out, n, "%s[%s]", g ? g->name : "instance", iid);
+}
+
+/* The object of instance id under its group's name in groups, made when
+ * missing. Registers come sorted by instance: it is the array's last. */
+static json_t *instance_obj(json_t *groups, const merge_rec_t *rec, const char *gname,
+			    const uint8_t id[16])
+{
+	char iid[UUID_STR_LEN + 1];
+	uuid_fmt(id, iid);
+	json_t *arr = json_object_get(groups, gname);
+	if (!arr) {
+		arr = json_array();
+		json_object_set_new(groups, gname, arr);
+	}
+	json_t *last = json_array_get(arr, json_array_size(arr) - 1);
+	if (last && !strcmp(json_string_value(json_object_get(last, "instance_id")), iid))
+		return json_object_get(last, "fields");
+	json_t *fields = json_object();
+	json_array_append_new(arr, json_pack("{s:s,s:b,s:o}", "instance_id", iid, "removed",
+					     merge_instance_removed(rec, id), "fields", fields));
+	return fields;
+}
+
+bool render_instance_linked(const merge_rec_t *rec, const uint8_t id[16])
+{
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		for (size_t k = 0; reg->field && k < reg->n_entries; k++) {
+			const merge_entry_t *e = reg->entries[k];
+			struct form_value v;
+			if (!e->dead && !e->pending &&
+			    form_value_parse(e->value.data, e->value.len, &v) == 0 &&
+			    v.kind == FT_LINK && v.str_len == 16 && !memcmp(v.str, id, 16))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* What an instance's register adds to a conflict: its group and instance. */
+static void conflict_instance(json_t *c, const merge_rec_t *rec, const struct form *f,
+			      const merge_reg_t *reg, const struct form_field *fd)
+{
+	const struct form_group *g = render_instance_group(rec, f, reg->instance.data);
+	char iid[UUID_STR_LEN + 1], path[160], label[400];
+	uuid_fmt(reg->instance.data, iid);
+	render_reg_path(rec, f, reg, false, path, sizeof(path));
+	snprintf(label, sizeof(label), "%s: %s", g && g->label ? g->label : "Instance",
+		 fd && fd->label ? fd->label : "removed");
+	json_object_set_new(c, "group", json_string(g ? g->name : "instance"));
+	json_object_set_new(c, "group_label", json_string(g && g->label ? g->label : "Instance"));
+	json_object_set_new(c, "instance_id", json_string(iid));
+	json_object_set_new(c, "path", json_string(path));
+	json_object_set_new(c, "label", json_string(label));
+}
+
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only)
 {
 	char id[UUID_STR_LEN + 1], t1[32], t2[32];
@@ -207,14 +305,17 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool co
 	render_time_ms(rec->first_received_ms, t1);
 	render_time_ms(rec->last_changed_ms, t2);
 	json_t *devices = json_array(), *fields = json_object(), *conflicts = json_array();
+	json_t *groups = json_object();
 	json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:s,s:I,s:b,s:i,s:o,s:o,s:o}", "record_id", id,
 			      "form_id", rec->form_id, "form_version", (int)rec->form_version,
 			      "first_received", t1, "last_changed", t2, "changes",
 			      (json_int_t)rec->changes, "deleted", merge_is_deleted(rec),
 			      "open_conflicts", (int)rec->conflicts, "devices", devices, "fields",
 			      fields, "conflicts", conflicts);
-	if (!j)
+	if (!j) {
+		json_decref(groups);
 		return NULL;
+	}
 	for (size_t i = 0; i < rec->n_writers; i++) {
 		char dev[17];
 		sh_device_fmt(rec->writers[i], dev);
@@ -224,24 +325,62 @@ json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool co
 		const merge_reg_t *reg = rec->registers[i];
 		if (reg->field == MERGE_DELETION_FIELD)
 			continue;
+		bool inst = merge_reg_in_instance(reg);
 		const struct form_field *fd = f ? form_field(f, reg->field) : NULL;
 		char name[32];
 		const char *key = fd ? fd->name : name;
 		snprintf(name, sizeof(name), "field_%u", reg->field);
 		const merge_entry_t *cur = merge_current(reg);
-		if (cur && !conflicts_only)
-			json_object_set_new(fields, key, entry_json(fd, cur, false));
+		if (cur && !conflicts_only) {
+			const struct form_group *g =
+				inst ? render_instance_group(rec, f, reg->instance.data) : NULL;
+			json_t *into = inst ? instance_obj(groups, rec, g ? g->name : "instance",
+							   reg->instance.data)
+					    : fields;
+			json_object_set_new(into, key, entry_json(fd, cur, false));
+		}
 		if (merge_live_count(reg) > 1) {
 			json_t *vals = json_array();
 			for (size_t k = 0; k < reg->n_entries; k++)
 				if (!reg->entries[k]->dead && !reg->entries[k]->pending)
 					json_array_append_new(vals, entry_json(fd, reg->entries[k], true));
-			json_array_append_new(conflicts,
-					      json_pack("{s:s,s:s,s:i,s:o}", "field", key, "label",
-							fd && fd->label ? fd->label : key, "number",
-							(int)reg->field, "values", vals));
+			json_t *c = json_pack("{s:s,s:s,s:i,s:o}", "field", key, "label",
+					      fd && fd->label ? fd->label : key, "number",
+					      (int)reg->field, "values", vals);
+			if (c && inst)
+				conflict_instance(c, rec, f, reg, fd);
+			json_array_append_new(conflicts, c);
 		}
 	}
+	/* the flags of removed instances, each its own kind */
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *reg = rec->registers[i];
+		if (!merge_reg_in_instance(reg) || reg->field != MERGE_DELETION_FIELD)
+			continue;
+		/* merge_instance_flag() names one reason; both are listed */
+		int flag = merge_instance_flag(rec, reg->instance.data);
+		const merge_entry_t *cur = merge_current(reg);
+		if (!flag || !cur)
+			continue;
+		bool kinds[2] = {flag == 1,
+				 flag == 2 || render_instance_linked(rec, reg->instance.data)};
+		char dev[17], stamp[48];
+		sh_device_fmt(cur->device, dev);
+		hlc_fmt(cur->hlc, stamp, sizeof(stamp));
+		for (int k = 0; k < 2; k++) {
+			if (!kinds[k])
+				continue;
+			json_t *c = json_pack("{s:s,s:s,s:i,s:s,s:s}", "field", "_removed", "kind",
+					      k ? "link_to_removed_instance" : "removed_instance_edited",
+					      "number", 0, "removed_by", dev, "stamp", stamp);
+			if (c)
+				conflict_instance(c, rec, f, reg, NULL);
+			json_array_append_new(conflicts, c);
+		}
+	}
+	if (!conflicts_only && json_object_size(groups))
+		json_object_set(j, "groups", groups);
+	json_decref(groups);
 	const merge_entry_t *del = merge_current(merge_register(rec, MERGE_DELETION_FIELD));
 	if (rec->delete_conflict && del) {
 		const merge_entry_t *cur = del;

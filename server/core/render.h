@@ -36,9 +36,34 @@ void render_time_ms(uint64_t ms, char buf[32]);
  * the values in conflict are shown (what a coordinator needs to resolve
  * them, and no more of the report). A conflict carries the field's
  * "label" and each of its values a "text" as people read it (choice labels,
- * render_value_text). f may be NULL when the form is not loaded. New
+ * render_value_text). A field of a repeat-group instance is not in
+ * "fields" but in "groups": {"victims": [{"instance_id", "removed",
+ * "fields"}]}; its conflict also names "group", "group_label",
+ * "instance_id" and "path" (render_reg_path), and its "label" is the
+ * group's and the field's. A removed instance's flag is a conflict of its
+ * own "kind": "removed_instance_edited" (an edit no removal saw) or
+ * "link_to_removed_instance", with "removed_by" and "stamp". f may be
+ * NULL when the form is not loaded. New
  * reference or NULL. */
 json_t *render_record_json(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
+
+/* Repeat groups. The group of instance id of rec (by the definitions in f
+ * of its fields), or NULL when none is known. */
+const struct form_group *render_instance_group(const merge_rec_t *rec, const struct form *f,
+					      const uint8_t id[16]);
+/* An instance id as text: the whole UUID, or (short_id) its first 8 and
+ * last 4 hex digits ("0192f3ab…c4d2": a v7 id starts with its time, so
+ * its end tells instances made together apart). n: 40 is enough. */
+void render_instance_id(const uint8_t id[16], bool short_id, char *out, size_t n);
+/* Whether a live value of rec links to instance id (merge.h: a removed
+ * instance linked to flags the record; merge_instance_flag() says 1, not
+ * 2, when an unseen edit flags it too). */
+bool render_instance_linked(const merge_rec_t *rec, const uint8_t id[16]);
+/* A register's name as people and the API read it: "narrative" for the
+ * record's own field, "perpetrators[ID].perpetrator_identifiers" for an
+ * instance's, "acts[ID]" for an instance's removal. */
+void render_reg_path(const merge_rec_t *rec, const struct form *f, const merge_reg_t *reg,
+		     bool short_id, char *out, size_t n);
 
 /* Encodes a value given as JSON for a field (a string for text, dates,
  * a choice code; a number; true/false; an array of codes for choices;

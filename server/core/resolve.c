@@ -38,8 +38,12 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	if ((r = store_device_get(t, a, actor, &dev)) < 0)
 		goto out;
 	uint32_t field = q->how == RESOLVE_DELETED ? MERGE_DELETION_FIELD : q->field;
-	const merge_reg_t *reg = merge_register(rec, field);
-	if (q->how == RESOLVE_DELETED) {
+	const uint8_t *inst = q->instance;
+	const merge_reg_t *reg = merge_register_in(rec, inst, field);
+	if (q->how == RESOLVE_DELETED && inst) {
+		if (!merge_instance_flag(rec, inst) && !merge_in_conflict(reg))
+			BAD("no_conflict", "the instance's removal is not in conflict");
+	} else if (q->how == RESOLVE_DELETED) {
 		if (!rec->delete_conflict && !merge_in_conflict(reg))
 			BAD("no_conflict", "the record's deletion is not in conflict");
 	} else {
@@ -101,11 +105,13 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		k++;
 	}
 	/* A deletion's view: every live value of the record, each stamp once,
-	 * so that what the coordinator settled is no longer flagged. */
+	 * so that what the coordinator settled is no longer flagged; an
+	 * instance's removal sees every live value of that instance. */
 	size_t n_seen = 0, cap_seen = 0;
 	for (size_t i = 0; q->how == RESOLVE_DELETED && i < rec->n_registers; i++)
 		if (rec->registers[i]->field != MERGE_DELETION_FIELD)
 			cap_seen += rec->registers[i]->n_entries;
+#define OF_IT(g) (!inst || (merge_reg_in_instance(g) && !memcmp((g)->instance.data, inst, 16)))
 	Shahidi__V1__Stamp *seen_pb = arena_alloc(a, (cap_seen + 1) * sizeof(*seen_pb));
 	Shahidi__V1__Stamp **seen_pp = arena_alloc(a, (cap_seen + 1) * sizeof(*seen_pp));
 	struct merge_stamp *seen = arena_alloc(a, (cap_seen + 1) * sizeof(*seen));
@@ -115,7 +121,8 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	}
 	for (size_t i = 0; q->how == RESOLVE_DELETED && i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		for (size_t j = 0; g->field != MERGE_DELETION_FIELD && j < g->n_entries; j++) {
+		for (size_t j = 0; g->field != MERGE_DELETION_FIELD && OF_IT(g) && j < g->n_entries;
+		     j++) {
 			const merge_entry_t *e = g->entries[j];
 			bool dup = e->dead || e->pending;
 			for (size_t m = 0; m < n_seen && !dup; m++)
@@ -130,6 +137,7 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 			n_seen++;
 		}
 	}
+#undef OF_IT
 	uint64_t hlc = hlc_tick(store_hlc(t), now_ms);
 	dev->server_changes++;
 	Shahidi__V1__Change ch = SHAHIDI__V1__CHANGE__INIT;
@@ -140,7 +148,24 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	ch.hlc = hlc;
 	Shahidi__V1__FieldWrite fw = SHAHIDI__V1__FIELD_WRITE__INIT, *fwp = &fw;
 	Shahidi__V1__Deletion del = SHAHIDI__V1__DELETION__INIT;
-	if (q->how == RESOLVE_DELETED) {
+	struct merge_inst mi = {.seen = seen, .n_seen = n_seen};
+	if (inst) {
+		memcpy(mi.id, inst, 16);
+		fw.instance.data = (uint8_t *)inst;
+		fw.instance.len = 16;
+	}
+	if (q->how == RESOLVE_DELETED && inst) {
+		/* an instance's removal: field 0 of the instance, its own view */
+		fw.value = shahidi__v1__value__unpack(arena_pb_allocator(a), val_len, val);
+		if (!fw.value)
+			BAD("malformed_value", "the removal's value is not a well-formed Value");
+		fw.supersedes = sp;
+		fw.n_supersedes = k;
+		fw.seen = seen_pp;
+		fw.n_seen = n_seen;
+		ch.fields = &fwp;
+		ch.n_fields = 1;
+	} else if (q->how == RESOLVE_DELETED) {
 		del.deleted = q->deleted;
 		del.supersedes = sp;
 		del.n_supersedes = k;
@@ -168,12 +193,13 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 	shahidi__v1__change__pack(&ch, raw);
 
 	struct merge_write w = {.field = field, .hlc = hlc, .value = val, .value_len = val_len,
-				.base = base, .n_base = k};
+				.base = base, .n_base = k, .inst = inst ? &mi : NULL};
 	struct store_change sc = {
 		.pusher = actor, .origin = actor, .change_id = ch.change_id,
 		.record_id = q->record_id, .form_id = rec->form_id,
 		.form_version = rec->form_version, .raw = raw, .raw_len = raw_len,
-		.hlc = hlc, .writes = &w, .n_writes = 1, .seen = seen, .n_seen = n_seen,
+		.hlc = hlc, .writes = &w, .n_writes = 1, .seen = inst ? NULL : seen,
+		.n_seen = inst ? 0 : n_seen,
 		.office = true,
 	};
 	crypto_generichash(sc.digest, 32, raw, raw_len, NULL, 0);

@@ -24,6 +24,9 @@ enum resolve_how {
 struct resolve_req {
 	const uint8_t *record_id;   /* 16 bytes */
 	uint32_t field;             /* field number; 0 with RESOLVE_DELETED */
+	/* 16 bytes: a field of that repeat-group instance, and with
+	 * RESOLVE_DELETED its removal (deleted: removed); NULL: the record's */
+	const uint8_t *instance;
 	enum resolve_how how;
 	uint64_t take_device;
 	const uint8_t *value;       /* RESOLVE_VALUE: an encoded Value */

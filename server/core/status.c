@@ -1,6 +1,7 @@
 #include "status.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,11 +420,33 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 			    fw->value->kind_case == SHAHIDI__V1__VALUE__KIND_CHOICE)
 				add_county(ret_counties, counties_len, (const uint8_t *)fw->value->choice,
 					   strlen(fw->value->choice));
-			json_array_append_new(fields, json_pack("{s:i,s:s,s:s#,s:i}", "field", (int)fw->field,
-								"name", fd ? fd->name : "",
-								"value", text.data ? (char *)text.data : "",
-								(int)text.len, "supersedes",
-								(int)fw->n_supersedes));
+			json_t *fj = json_pack("{s:i,s:s,s:s#,s:i}", "field", (int)fw->field, "name",
+					       fd ? fd->name : "", "value",
+					       text.data ? (char *)text.data : "", (int)text.len,
+					       "supersedes", (int)fw->n_supersedes);
+			if (fj && fw->instance.len == 16) {
+				/* a repeat-group instance's: named group[ID].field, and
+				 * field 0 is its removal */
+				const struct form_group *g =
+					fd && fd->group ? fd->group
+							: render_instance_group(rec, f, fw->instance.data);
+				char iid[UUID_STR_LEN + 1], path[160];
+				uuid_fmt(fw->instance.data, iid);
+				snprintf(path, sizeof(path), "%s[%s]%s%s", g ? g->name : "instance", iid,
+					 fw->field ? "." : "", fw->field ? (fd ? fd->name : "?") : "");
+				json_object_set_new(fj, "name", json_string(path));
+				json_object_set_new(fj, "instance_id", json_string(iid));
+				json_object_set_new(fj, "group", json_string(g ? g->name : "instance"));
+				json_object_set_new(fj, "group_label",
+						    json_string(g && g->label ? g->label : "Instance"));
+				if (!fw->field)
+					json_object_set_new(fj, "value",
+							    json_string(fw->value && fw->value->kind_case ==
+									SHAHIDI__V1__VALUE__KIND_BOOLEAN &&
+									fw->value->boolean ? "removed"
+											   : "restored"));
+			}
+			json_array_append_new(fields, fj);
 		}
 		json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o}", "log_seq",
 				      (json_int_t)log_seq, "received", when, "pushed_by", dev, "origin",

@@ -560,5 +560,62 @@ def test_layout_at_desktop_and_phone_widths():
         assert shown == {"High", "Urgent"}, shown
 
 
+def test_instance_conflicts_are_named():
+    """A v3 record: a conflict on one perpetrator's institution and a
+    removed act edited unseen. The page names the instance (group, the id
+    cut to its first 8 and last 4 digits, the whole id in the tooltip) and
+    the removal flag as its own kind."""
+    import uuid
+    from harness import uuid7, value
+    with Server() as s:
+        p1, p2 = Device(s.data, "phone 1"), Device(s.data, "phone 2")
+        admin = Device(s.data, "office admin", county="", role="admin")
+        rid, perp, act = uuid7(), uuid7(), uuid7()
+
+        def change(dev, create=False):
+            c = pb.Change(change_id=dev.next_change, record_id=rid, form_id="incident_report",
+                          form_version=3, hlc=dev.hlc(), create=create)
+            dev.next_change += 1
+            return c
+        c = change(p1, create=True)
+        for f, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
+                           (11, "choice", "signed"), (12, "date", "2026-11-20"),
+                           (13, "boolean", True), (51, "choice", "exact"), (53, "choice", "047")]:
+            c.fields.add(field=f, value=value(kind, v))
+        c.fields.add(field=220, value=value("choice", "kps"), instance=perp)
+        c.fields.add(field=240, value=value("choice", "torture"), instance=act)
+        pushed(s, p1, [c], [APPLIED])
+        assign(s.data, rid, p2)
+        made = (c.hlc, p1.id)
+        e1, e2 = change(p1), change(p2)
+        e1.fields.add(field=220, value=value("choice", "aps"), instance=perp).supersedes.add(
+            hlc=made[0], device=made[1])
+        e2.fields.add(field=220, value=value("choice", "dci"), instance=perp).supersedes.add(
+            hlc=made[0], device=made[1])
+        rm = e1.fields.add(field=0, value=value("boolean", True), instance=act)
+        rm.seen.add(hlc=made[0], device=made[1])
+        e2.fields.add(field=242, value=value("date", "2026-11-19"), instance=act)
+        pushed(s, p1, [e1], [APPLIED])
+        pushed(s, p2, [e2], [APPLIED])
+        cf = get_json(s.port, "/v1/conflicts", admin)
+        dom = Dom(browse(f"{s.url}/#token={admin.token}"))
+        R, P, A = (str(uuid.UUID(bytes=x)) for x in (rid, perp, act))
+        p = f"conflict.{R}."
+        path = f"perpetrators[{P}].perpetrator_institution"
+        assert dom.text(p + "field." + path) == "Perpetrators: Institution"
+        assert dom.v(p + "field." + path) == "220"
+        assert {dom.text(f"{p}{path}.{i}.value") for i in (0, 1)} == {
+            "Administration Police Service", "DCI"}
+        flag = f"{p}field.acts[{A}].removed_instance_edited"
+        assert dom.v(flag) == "removed_instance_edited"
+        assert dom.text(flag) == f"Acts {A[:8]}\u2026{A[-4:]}", dom.text(flag)
+        assert dom.k[flag][2].get("title") == A
+        assert dom.v(f"{p}acts[{A}].removed_instance_edited.device") == p1.hex
+        html = browse(f"{s.url}/#token={admin.token}")
+        assert f"perpetrators[{P[:8]}\u2026{P[-4:]}].perpetrator_institution (field 220)" in html
+        kinds = sorted(c.get("kind", c["field"]) for r in cf["records"] for c in r["conflicts"])
+        assert kinds == ["perpetrator_institution", "removed_instance_edited"], kinds
+
+
 if __name__ == "__main__":
     run_tests(globals())

@@ -1,0 +1,584 @@
+/* export: a stored record read without decoding it all, and written as a
+ * CSV row or an NDJSON line (export_int.h); set-up and paging are in
+ * export.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "common.h"
+#include "export_int.h"
+#include "render.h"
+#include "uuid.h"
+
+static const struct label *label_find(const struct column *c, const uint8_t *code, size_t len)
+{
+	if (!c->n_labels)
+		return NULL;
+	size_t k = export__code_hash(code, len) & (c->n_labels - 1);
+	for (; c->labels[k].code; k = (k + 1) & (c->n_labels - 1))
+		if (c->labels[k].code_len == len && !memcmp(c->labels[k].code, code, len))
+			return &c->labels[k];
+	return NULL;
+}
+
+/* ---- reading a stored record without decoding it all ---- */
+
+
+/* The column of an exported field, by its number; NULL if not exported. */
+static const struct slot *slot_find(const struct exporter *x, uint32_t number)
+{
+	size_t lo = 0, hi = x->n_slots;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (x->slots[mid].number == number)
+			return &x->slots[mid];
+		if (x->slots[mid].number < number)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Column + 1 of an exported field, 0 if it is not exported. */
+static inline uint32_t col_of(const struct exporter *x, uint32_t number)
+{
+	if (number < x->n_col_of)
+		return x->col_of[number];
+	const struct slot *s = slot_find(x, number);
+	return s ? s->col + 1 : 0;
+}
+
+/* The current value of one register (shahidi.store.v1.Register bytes):
+ * the live entry with the greatest (hlc, device), as merge_current(). */
+static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint64_t base_dev,
+		     uint64_t base_hlc, uint32_t *ret_field, const uint8_t **ret_v,
+		     size_t *ret_len, const uint8_t **ret_inst, bool *ret_found)
+{
+	struct pb_field f, g;
+	size_t pos = 0;
+	uint64_t best_hlc = 0, best_dev = 0;
+	bool found = false;
+	int r;
+	*ret_field = 0;
+	*ret_inst = NULL;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number == 1 && f.wire_type == 0) {
+			*ret_field = (uint32_t)f.varint;
+			/* The field number comes first: a register nobody exports
+			 * (a sensitive field, left out) is not read any further. */
+			if (*ret_field && *ret_field != x->county_field && !col_of(x, *ret_field)) {
+				*ret_found = false;
+				return 0;
+			}
+			continue;
+		}
+		if (f.number == 4 && f.wire_type == 2 && f.len == 16) {
+			/* an instance's register (its removal, field 0, too): not
+			 * the record's own; after the entries (recpack.c) */
+			*ret_inst = f.data;
+			continue;
+		}
+		if (f.number != 2 || f.wire_type != 2)
+			continue;
+		uint64_t dev = 0, hlc = 0;
+		bool dead = false, pending = false;
+		const uint8_t *v = NULL;
+		size_t vlen = 0, p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			switch (g.number) {
+			case 1: dev = g.varint; break;
+			case 2: hlc = g.varint; break;
+			case 4: dead = g.varint != 0; break;
+			case 5: v = g.data; vlen = g.len; break;
+			case 7: pending = g.varint != 0; break;
+			default: break;
+			}
+		}
+		if (r < 0)
+			return r;
+		if (dead || pending)
+			continue;
+		dev = dev ? dev : base_dev; /* stored compactly: see proto/store.proto */
+		hlc = hlc ? hlc : base_hlc;
+		if (!found || hlc > best_hlc || (hlc == best_hlc && dev > best_dev)) {
+			found = true;
+			best_hlc = hlc;
+			best_dev = dev;
+			*ret_v = v;
+			*ret_len = vlen;
+		}
+	}
+	*ret_found = found;
+	return r;
+}
+
+/* A field's value, for its column and the county filter. */
+static int view_cell(struct renderer *rd, struct view *v, uint32_t field, const uint8_t *inst,
+		     const uint8_t *val, size_t vlen)
+{
+	const struct exporter *x = rd->x;
+	struct form_value fv;
+	if (inst) {
+		uint32_t col = field ? col_of(x, field) : 0;
+		if (x->o.format == EXPORT_CSV || (field && (!col || !x->cols[col - 1].group)))
+			return 0; /* CSV: export_long.c's; not exported; not a group's */
+		if (rd->n_ic == rd->cap_ic) {
+			size_t cap = rd->cap_ic ? rd->cap_ic * 2 : 64;
+			struct icell *ni = realloc(rd->ic, cap * sizeof(*ni));
+			if (!ni)
+				return -ENOMEM;
+			rd->ic = ni;
+			rd->cap_ic = cap;
+		}
+		rd->ic[rd->n_ic++] = (struct icell){inst, field, col, val, vlen};
+		return 0;
+	}
+	if (field == x->county_field && form_value_parse(val, vlen, &fv) == 0 &&
+	    fv.kind == FT_CHOICE && fv.str_len == 3) {
+		memcpy(v->county, fv.str, 3);
+		v->county[3] = 0;
+	}
+	uint32_t col = col_of(x, field);
+	if (col) {
+		rd->cell[col - 1] = val ? val : (const uint8_t *)"";
+		rd->cell_len[col - 1] = vlen;
+	}
+	return 0;
+}
+
+/* A pointer record's fields: the writes of the one change that made it
+ * (shahidi.v1.Change field 8, FieldWrite{field 1, value 2}). */
+static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
+{
+	struct pb_field f, g;
+	size_t pos = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number != 8 || f.wire_type != 2)
+			continue;
+		uint32_t field = 0;
+		const uint8_t *val = NULL;
+		size_t vlen = 0, p2 = 0;
+		const uint8_t *inst = NULL;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if (g.number == 1)
+				field = (uint32_t)g.varint;
+			else if (g.number == 2) {
+				val = g.data;
+				vlen = g.len;
+			} else if (g.number == 5 && g.len == 16)
+				inst = g.data; /* FieldWrite.instance: not the record's */
+		}
+		if (r < 0)
+			return r;
+		if ((field || inst) && (r = view_cell(rd, v, field, inst, val, vlen)) < 0)
+			return r;
+	}
+	return r;
+}
+
+static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
+{
+	const struct exporter *x = rd->x;
+	struct pb_field f;
+	size_t pos = 0;
+	int r;
+	memset(v, 0, sizeof(*v));
+	memset(rd->cell, 0, x->n_cols * sizeof(*rd->cell));
+	rd->n_ic = 0;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		/* shahidi.store.v1.Record's field numbers */
+		case 1: v->id = f.data; v->id_len = f.len; break;
+		case 2: v->form_id = f.data; v->form_len = f.len; break;
+		case 3: v->form_version = f.varint; break;
+		case 4: v->base_dev = f.varint; break;
+		case 5: v->base_hlc = f.varint; break;
+		case 7:
+			if (f.wire_type == 2) {
+				v->writers = f.data;
+				v->writers_len = f.len;
+			}
+			break;
+		case 9: v->conflicts = f.varint; break;
+		case 11: v->first_ms = f.varint; break;
+		case 12: v->last_ms = f.varint; break;
+		case 6: {
+			uint32_t field;
+			const uint8_t *val = NULL, *inst;
+			size_t vlen = 0;
+			bool found;
+			if ((r = reg_parse(x, f.data, f.len, v->base_dev, v->base_hlc, &field, &val,
+					   &vlen, &inst, &found)) < 0)
+				return r;
+			if (!found)
+				break;
+			struct form_value fv;
+			if (field == 0 && !inst) {
+				v->deleted = form_value_parse(val, vlen, &fv) == 0 &&
+					     fv.kind == FT_BOOLEAN && fv.b;
+				break;
+			}
+			if ((r = view_cell(rd, v, field, inst, val, vlen)) < 0)
+				return r;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	return r;
+}
+
+/* ---- writing ---- */
+
+static const char *label_of(const struct column *c, const uint8_t *code, size_t len)
+{
+	const struct label *l = label_find(c, code, len);
+	return l ? l->text : NULL;
+}
+
+static int put_i64(struct buf *out, int64_t v);
+static void time_text(struct renderer *rd, uint64_t ms, char out[32]);
+
+static int csv_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
+		    struct buf *out)
+{
+	struct form_value fv;
+	if (form_value_parse(v, n, &fv) < 0)
+		return export_csv_field(out, (const uint8_t *)"[malformed]", 11);
+	int r = 0;
+	switch (fv.kind) {
+	case FT_NONE:
+		return 0;
+	case FT_TEXT:
+		/* Text from the field may start with = + - @: spreadsheets would
+		 * run it as a formula (CSV injection). A leading ' keeps it text. */
+		if (fv.str_len && strchr("=+-@\t\r", fv.str[0])) {
+			buf_reset(&rd->tmp);
+			if ((r = buf_putc(&rd->tmp, '\'')) < 0 ||
+			    (r = buf_append(&rd->tmp, fv.str, fv.str_len)) < 0)
+				return r;
+			return export_csv_field(out, rd->tmp.data, rd->tmp.len);
+		}
+		return export_csv_field(out, fv.str, fv.str_len);
+	case FT_DATE:
+		return export_csv_field(out, fv.str, fv.str_len);
+	case FT_CHOICE: {
+		const struct label *l = label_find(c, fv.str, fv.str_len);
+		return l ? buf_append(out, l->csv, l->csv_len)
+			 : export_csv_field(out, fv.str, fv.str_len);
+	}
+	case FT_CHOICES: {
+		size_t pos = 0, len, k = 0;
+		const uint8_t *code;
+		buf_reset(&rd->tmp);
+		while (r >= 0 && form_value_next_choice(&fv, &pos, &code, &len) > 0) {
+			const char *l = label_of(c, code, len);
+			if (k++)
+				r = buf_append(&rd->tmp, "; ", 2);
+			if (r >= 0)
+				r = l ? buf_puts(&rd->tmp, l) : buf_append(&rd->tmp, code, len);
+		}
+		break;
+	}
+	case FT_INTEGER:
+		return put_i64(out, fv.i);
+	case FT_BOOLEAN:
+		return buf_puts(out, fv.b ? "yes" : "no");
+	case FT_DATETIME: {
+		char t[32];
+		time_text(rd, (uint64_t)fv.i, t);
+		return buf_puts(out, t);
+	}
+	default:
+		buf_reset(&rd->tmp);
+		r = render_value_text(c->fd, v, n, true, &rd->tmp);
+		break;
+	}
+	if (r < 0)
+		return r;
+	return export_csv_field(out, rd->tmp.data, rd->tmp.len);
+}
+
+static int json_cell(struct renderer *rd, const struct column *c, const uint8_t *v, size_t n,
+		     struct buf *out)
+{
+	struct form_value fv;
+	char num[64];
+	if (form_value_parse(v, n, &fv) < 0)
+		return buf_puts(out, "null");
+	switch (fv.kind) {
+	case FT_NONE:
+		return buf_puts(out, "null");
+	case FT_TEXT:
+	case FT_DATE:
+	case FT_CHOICE:
+		return export_json_string(out, fv.str, fv.str_len);
+	case FT_INTEGER:
+		return put_i64(out, fv.i);
+	case FT_DECIMAL:
+		snprintf(num, sizeof(num), "%.17g", fv.d);
+		return buf_puts(out, num);
+	case FT_BOOLEAN:
+		return buf_puts(out, fv.b ? "true" : "false");
+	case FT_DATETIME:
+		time_text(rd, (uint64_t)fv.i, num);
+		return export_json_string(out, (const uint8_t *)num, strlen(num));
+	case FT_CHOICES: {
+		size_t pos = 0, len, k = 0;
+		const uint8_t *code;
+		int r = buf_putc(out, '[');
+		while (r >= 0 && form_value_next_choice(&fv, &pos, &code, &len) > 0) {
+			if (k++)
+				r = buf_putc(out, ',');
+			if (r >= 0)
+				r = export_json_string(out, code, len);
+		}
+		return r < 0 ? r : buf_putc(out, ']');
+	}
+	default: {
+		/* points, attachments, sealed values: rare, and jansson does them */
+		json_t *j = render_value_json(c->fd, v, n);
+		char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		int r = s ? buf_puts(out, s) : buf_puts(out, "null");
+		free(s);
+		json_decref(j);
+		return r;
+	}
+	}
+}
+
+/* render_time_ms, reusing the date and time of the second before. */
+static void time_text(struct renderer *rd, uint64_t ms, char out[32])
+{
+	uint64_t sec = ms / 1000;
+	if (sec != rd->time_sec || !rd->time_text[0]) {
+		render_time_ms(sec * 1000, rd->time_text);
+		rd->time_sec = sec;
+	}
+	memcpy(out, rd->time_text, 32);
+	unsigned m = (unsigned)(ms % 1000); /* "...:SS.mmmZ" */
+	size_t n = strlen(out);
+	if (n >= 5) {
+		out[n - 4] = (char)('0' + m / 100);
+		out[n - 3] = (char)('0' + m / 10 % 10);
+		out[n - 2] = (char)('0' + m % 10);
+	}
+}
+
+static int put_u64(struct buf *out, uint64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[sizeof(tmp) - 1 - (size_t)n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return buf_append(out, tmp + sizeof(tmp) - n, (size_t)n);
+}
+
+static int put_i64(struct buf *out, int64_t v)
+{
+	if (v < 0) {
+		int r = buf_putc(out, '-');
+		return r < 0 ? r : put_u64(out, (uint64_t)0 - (uint64_t)v);
+	}
+	return put_u64(out, (uint64_t)v);
+}
+
+static int write_devices(const struct view *v, bool csv, struct buf *out)
+{
+	char hex[17];
+	int r = 0;
+	for (size_t i = 0; i + 8 <= v->writers_len && r >= 0; i += 8) {
+		uint64_t d = 0;
+		for (int b = 7; b >= 0; b--)
+			d = (d << 8) | v->writers[i + (size_t)b];
+		sh_device_fmt(d, hex);
+		if (i)
+			r = buf_putc(out, csv ? ' ' : ',');
+		if (r >= 0 && !csv)
+			r = buf_putc(out, '"');
+		if (r >= 0)
+			r = buf_append(out, hex, 16);
+		if (r >= 0 && !csv)
+			r = buf_putc(out, '"');
+	}
+	return r;
+}
+
+static int cmp_icell(const void *a, const void *b)
+{
+	const struct icell *x = a, *y = b;
+	int c = memcmp(x->inst, y->inst, 16);
+	return c ? c : x->field < y->field ? -1 : x->field > y->field;
+}
+
+/* NDJSON: ,"victims":[{"instance_id":ID,"removed":B,FIELDS},...] when the
+ * record has instances of group g (index + 1); removed ones only with
+ * include_deleted. rd->ic is sorted by (instance, field). */
+static int json_group(struct renderer *rd, uint32_t g, struct buf *out)
+{
+	const struct exporter *x = rd->x;
+	char id[UUID_STR_LEN + 1];
+	size_t k = 0;
+	int r = 0;
+	for (size_t i = 0, j; i < rd->n_ic && r >= 0; i = j) {
+		bool removed = false, ours = false;
+		struct form_value fv;
+		for (j = i; j < rd->n_ic && !memcmp(rd->ic[j].inst, rd->ic[i].inst, 16); j++) {
+			const struct icell *c = &rd->ic[j];
+			if (!c->field)
+				removed = form_value_parse(c->v, c->len, &fv) == 0 &&
+					  fv.kind == FT_BOOLEAN && fv.b;
+			else if (x->cols[c->col - 1].group == g)
+				ours = true;
+		}
+		if (!ours || (removed && !x->o.include_deleted))
+			continue;
+		uuid_fmt(rd->ic[i].inst, id);
+		if (!k++) /* the group's key before its first instance */
+			r = buf_printf(out, ",\"%s\":[", x->groups[g - 1]);
+		else
+			r = buf_putc(out, ',');
+		if (r >= 0)
+			r = buf_printf(out, "{\"instance_id\":\"%s\",\"removed\":%s", id,
+				       removed ? "true" : "false");
+		for (size_t m = i; m < j && r >= 0; m++) {
+			const struct icell *c = &rd->ic[m];
+			if (!c->field)
+				continue;
+			const struct column *col = &x->cols[c->col - 1];
+			if ((r = buf_putc(out, ',')) >= 0 &&
+			    (r = buf_append(out, col->json_key, col->json_key_len)) >= 0)
+				r = json_cell(rd, col, c->v, c->len, out);
+		}
+		if (r >= 0)
+			r = buf_putc(out, '}');
+	}
+	return k && r >= 0 ? buf_putc(out, ']') : r;
+}
+
+static int write_record(struct renderer *rd, const struct view *v, struct buf *out)
+{
+	const struct exporter *x = rd->x;
+	char id[UUID_STR_LEN + 1] = "", t1[32], t2[32];
+	bool csv = x->o.format == EXPORT_CSV;
+	int r;
+	if (v->id_len == 16)
+		uuid_fmt(v->id, id);
+	time_text(rd, v->first_ms, t1);
+	time_text(rd, v->last_ms, t2);
+	if (csv) {
+		/* by hand, not printf: this runs for every record exported */
+		if ((r = buf_reserve(out, 200)) < 0)
+			return r;
+		buf_append(out, id, strlen(id));
+		buf_putc(out, ',');
+		buf_puts(out, x->form_id);
+		buf_putc(out, ',');
+		put_u64(out, v->form_version);
+		buf_putc(out, ',');
+		buf_puts(out, t1);
+		buf_putc(out, ',');
+		buf_puts(out, t2);
+		buf_putc(out, ',');
+		r = write_devices(v, true, out);
+		if (r >= 0)
+			r = buf_puts(out, v->deleted ? ",yes" : ",no");
+		if (r >= 0)
+			r = buf_puts(out, v->conflicts ? ",yes" : ",no");
+		for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
+			const struct column *col = &x->cols[c];
+			if (col->sensitive && !x->o.include_sensitive)
+				continue;
+			if ((r = buf_putc(out, ',')) < 0)
+				break;
+			if (rd->cell[c])
+				r = csv_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
+		}
+		return r < 0 ? r : buf_append(out, "\r\n", 2);
+	}
+	/* by hand too, for the same reason */
+	if ((r = buf_reserve(out, 256)) < 0)
+		return r;
+	buf_puts(out, "{\"record_id\":\"");
+	buf_puts(out, id);
+	buf_puts(out, "\",\"form_id\":");
+	export_json_string(out, (const uint8_t *)x->form_id, strlen(x->form_id));
+	buf_puts(out, ",\"form_version\":");
+	put_u64(out, v->form_version);
+	buf_puts(out, ",\"first_received\":\"");
+	buf_puts(out, t1);
+	buf_puts(out, "\",\"last_changed\":\"");
+	buf_puts(out, t2);
+	r = buf_puts(out, "\",\"devices\":[");
+	if (r >= 0)
+		r = write_devices(v, false, out);
+	if (r >= 0)
+		r = buf_puts(out, v->deleted ? "],\"deleted\":true" : "],\"deleted\":false");
+	if (r >= 0)
+		r = buf_puts(out, v->conflicts ? ",\"conflict\":true,\"fields\":{"
+					       : ",\"conflict\":false,\"fields\":{");
+	size_t k = 0;
+	for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
+		if (!rd->cell[c] || x->cols[c].group)
+			continue;
+		const struct column *col = &x->cols[c];
+		if (k++ && (r = buf_putc(out, ',')) < 0)
+			break;
+		if ((r = buf_append(out, col->json_key, col->json_key_len)) < 0)
+			break;
+		r = json_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
+	}
+	if (r >= 0)
+		r = buf_putc(out, '}');
+	if (rd->n_ic) /* a pointer record's writes come in the change's order */
+		qsort(rd->ic, rd->n_ic, sizeof(*rd->ic), cmp_icell);
+	for (size_t g = 0; g < x->n_groups && rd->n_ic && r >= 0; g++)
+		r = json_group(rd, (uint32_t)g + 1, out);
+	return r < 0 ? r : buf_append(out, "}\n", 2);
+}
+static bool wanted(const struct exporter *x, const struct view *v)
+{
+	if (v->form_len != strlen(x->form_id) || memcmp(v->form_id, x->form_id, v->form_len))
+		return false;
+	if (v->deleted && !x->o.include_deleted)
+		return false;
+	if (v->last_ms < x->o.since_ms)
+		return false;
+	if (x->o.n_counties) {
+		for (size_t i = 0; i < x->o.n_counties; i++)
+			if (!strcmp(x->o.counties[i], v->county))
+				return true;
+		return false;
+	}
+	return true;
+}
+/* Renders records [from, to) of the page into out. */
+int export__render_range(struct renderer *rd, const struct stored *recs, size_t from, size_t to,
+			 struct buf *out, int64_t *ret_written)
+{
+	const struct exporter *x = rd->x;
+	int64_t written = 0;
+	int r = 0;
+	for (size_t i = from; i < to; i++) {
+		const struct stored *sr = &recs[i];
+		struct view v;
+		if ((r = view_parse(rd, sr->data, sr->len, &v)) < 0)
+			return r;
+		if (sr->change && (r = view_change(rd, sr->change, sr->change_len, &v)) < 0)
+			return r;
+		if (!wanted(x, &v))
+			continue;
+		if ((r = write_record(rd, &v, out)) < 0)
+			return r;
+		written++;
+	}
+	*ret_written = written;
+	return 0;
+}
