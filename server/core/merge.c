@@ -435,6 +435,8 @@ int merge_instance_flag(const merge_rec_t *rec, const uint8_t instance[16])
 				return 1;
 		for (size_t i = 0; i < rec->n_registers; i++) {
 			const merge_reg_t *g = rec->registers[i];
+			if (g->instance.len && merge_instance_removed(rec, g->instance.data))
+				continue; /* a link of a removed instance went with it */
 			for (size_t j = 0; j < g->n_entries; j++) {
 				const merge_entry_t *e = g->entries[j];
 				struct form_value v;
@@ -467,7 +469,9 @@ static void recount(merge_rec_t *rec)
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *reg = rec->registers[i];
 		n += merge_in_conflict(reg);
-		flags += any_removed && links_removed(rec, reg);
+		/* a link held by a removed instance went with it */
+		flags += any_removed && links_removed(rec, reg) &&
+			 !(reg->instance.len && merge_instance_removed(rec, reg->instance.data));
 		/* the record's deletion: an edit anywhere it had not seen */
 		if (deleted && !flag && !(reg->field == MERGE_DELETION_FIELD && !reg->instance.len))
 			flag = has_unseen(reg, dreg);

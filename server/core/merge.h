@@ -45,8 +45,9 @@
  * its removal, merged like the record's deletion, with its own view
  * (merge_inst.seen): while an instance is removed, a live value of it that
  * no live removal saw flags the record; so does a live LINK value (Value
- * member 12) naming a removed instance. Each flag counts as one conflict;
- * delete_conflict says some flag is up.
+ * member 12) naming a removed instance, unless the instance holding the
+ * link is removed too. Each flag counts as one conflict (delete_conflict
+ * is the record's own deletion flag only).
  *
  * Records are shahidi.store.v1.Record messages unpacked into an arena;
  * merge_apply() edits them in place and allocates from the same arena.

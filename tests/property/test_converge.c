@@ -655,7 +655,7 @@ static void check_reference(struct store *s)
 			n_conf += ref_conflict(live, n);
 			/* a live link to a removed instance */
 			bool dangling = false;
-			for (size_t i = 0; i < n && !dangling; i++)
+			for (size_t i = 0; i < n && !dangling && !(k.inst && ref_removed(r, k.inst)); i++)
 				dangling = live[i].len == 18 && live[i].val[0] == 0x62 &&
 					   ref_removed(r, live[i].val + 2);
 			n_flags += dangling;
