@@ -1,0 +1,209 @@
+/* files_get.c: downloads of complete files (GET /v1/files/ID, Range),
+ * read from disk a chunk at a time as the client takes them. */
+#include "files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "auth.h"
+#include "common.h"
+#include "files_int.h"
+#include "form.h"
+#include "http.h"
+#include "render.h"
+#include "server.h"
+#include "upload.h"
+
+struct dl {
+	struct server *srv;
+	struct http_conn *c;
+	int fd;
+	uint64_t off, end;          /* what is left to send: [off, end) */
+	uint8_t buf[FILES_CHUNK];
+};
+
+static void dl_free(struct dl *d)
+{
+	struct server *srv = d->srv;
+	if (d->fd >= 0)
+		close(d->fd);
+	http_conn_unref(d->c);
+	free(d);
+	files__busy--;
+	http_kick(srv);
+}
+
+static void dl_pump(void *ud)
+{
+	struct dl *d = ud;
+	if (http_conn_gone(d->c)) {
+		dl_free(d);
+		return;
+	}
+	if (d->off >= d->end) {
+		http_stream_end(d->c);
+		dl_free(d);
+		return;
+	}
+	ssize_t n = pread(d->fd, d->buf, (size_t)SH_MIN(d->end - d->off, (uint64_t)FILES_CHUNK),
+			  (off_t)d->off);
+	if (n <= 0 || http_stream_write(d->c, d->buf, (size_t)n, dl_pump, d) < 0) {
+		http_stream_end(d->c);
+		dl_free(d);
+		return;
+	}
+	d->off += (uint64_t)n;
+}
+
+/* May req see a record: a phone that wrote it or was assigned it, an
+ * office token whose counties include the record's. */
+static bool may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
+		    const struct upload_ref *ref)
+{
+	struct arena *a = arena_new();
+	merge_rec_t *rec;
+	bool ok = false;
+	if (!a)
+		return false;
+	if (store_record_get(t, a, ref->record_id, &rec) == 0) {
+		if (req->role == ROLE_DEVICE) {
+			for (size_t i = 0; i < rec->n_writers && !ok; i++)
+				ok = rec->writers[i] == req->device;
+			for (size_t i = 0; i < rec->n_assigned && !ok; i++)
+				ok = rec->assigned[i] == req->device;
+		} else if (!req->n_scope) {
+			ok = true;
+		} else {
+			char county[4] = "";
+			const struct form *f =
+				form_registry_find(srv->forms, rec->form_id, rec->form_version);
+			render_record_county(rec, f, county);
+			for (size_t i = 0; i < req->n_scope && !ok; i++)
+				ok = !strcmp(req->scope[i], county);
+		}
+	}
+	arena_free(a);
+	return ok;
+}
+
+struct dl_find {
+	struct store_txn *t;
+	struct server *srv;
+	const struct http_request *req;
+	struct upload_ref ref;
+	bool seen, stored;
+};
+
+static int dl_each(const struct upload_ref *ref, void *ud)
+{
+	struct dl_find *f = ud;
+	struct upload_file file;
+	if (!may_see(f->t, f->srv, f->req, ref))
+		return 0;
+	f->seen = true;
+	f->ref = *ref;
+	f->stored = upload_file_get(f->t, ref->sha256, &file) == 0;
+	return f->stored;
+}
+
+/* "bytes=a-b", "bytes=a-", "bytes=-n". 0 (whole file), 1 (a range), -EINVAL. */
+static int parse_range(const char *s, uint64_t size, uint64_t *from, uint64_t *to)
+{
+	if (!*s || strncmp(s, "bytes=", 6) || strchr(s, ','))
+		return 0;
+	s += 6;
+	char *e;
+	if (*s == '-') {
+		uint64_t n = strtoull(s + 1, &e, 10);
+		if (*e || !n || !size)
+			return -EINVAL;
+		*from = n > size ? 0 : size - n;
+		*to = size - 1;
+		return 1;
+	}
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	*from = strtoull(s, &e, 10);
+	if (*e++ != '-')
+		return -EINVAL;
+	*to = *e ? strtoull(e, &e, 10) : size - 1;
+	if (*e || *from >= size || *to < *from)
+		return -EINVAL;
+	if (*to >= size)
+		*to = size - 1;
+	return 1;
+}
+
+void files__download(struct http_conn *c, struct server *srv, struct http_request *req,
+		     const uint8_t id[16])
+{
+	struct store_txn *t;
+	struct dl_find f = {.srv = srv, .req = req};
+	if (store_begin(srv->store, false, &t) < 0) {
+		http_error(c, 500, "internal", "the store could not be read");
+		return;
+	}
+	f.t = t;
+	int r = upload_refs(t, id, dl_each, &f);
+	store_abort(t);
+	if (r < 0 || !f.seen) {
+		http_error(c, 404, "not_found", "no such file, or not one this token may see");
+		return;
+	}
+	if (!f.stored) {
+		http_error(c, 404, "not_uploaded", "the file's bytes have not arrived yet");
+		return;
+	}
+	char path[4096], line[128];
+	files__file_path(srv, f.ref.sha256, path, sizeof(path));
+	struct dl *d = calloc(1, sizeof(*d));
+	struct stat st;
+	if (!d || (d->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(d->fd, &st) < 0) {
+		if (d && d->fd >= 0)
+			close(d->fd);
+		free(d);
+		http_error(c, 500, "internal", "the file could not be opened");
+		return;
+	}
+	uint64_t size = (uint64_t)st.st_size, from = 0, to = size ? size - 1 : 0;
+	int rg = parse_range(req->tus.range, size, &from, &to);
+	if (rg < 0) {
+		close(d->fd);
+		free(d);
+		snprintf(line, sizeof(line), "Content-Range: bytes */%" PRIu64, size);
+		http_add_header(c, line);
+		http_error(c, 416, "bad_range", "the range is not within the file");
+		return;
+	}
+	d->srv = srv;
+	d->c = c;
+	d->off = from;
+	d->end = size ? to + 1 : 0;
+	http_conn_ref(c);
+	files__busy++;
+	http_add_header(c, "Accept-Ranges: bytes");
+	snprintf(line, sizeof(line), "ETag: \"%.64s\"", strrchr(path, '/') + 1);
+	http_add_header(c, line);
+	if (rg == 1) {
+		snprintf(line, sizeof(line), "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64,
+			 from, to, size);
+		http_add_header(c, line);
+	}
+	const char *mt = f.ref.media_type[0] ? f.ref.media_type : "application/octet-stream";
+	if (http_stream_start_length(c, rg == 1 ? 206 : 200, mt, d->end - d->off) < 0 ||
+	    req->method == HTTP_HEAD) {
+		http_stream_end(c);
+		dl_free(d);
+		return;
+	}
+	dl_pump(d);
+}
+
