@@ -758,6 +758,15 @@ void files_on_headers(struct http_conn *c, struct server *srv, struct http_reque
 {
 	uint8_t id[16];
 	bool root = !strcmp(req->path, PREFIX);
+	if (!strcmp(req->path, FILES_STATUS)) {
+		if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+			http_add_header(c, "Allow: GET, HEAD");
+			http_error(c, 405, "method_not_allowed", "the upload status is read with GET");
+		} else if (req->role == ROLE_DEVICE) {
+			http_error(c, 403, "role_not_allowed", "the upload status is the office's");
+		}
+		return;
+	}
 	if (!root && path_id(req, id) < 0) {
 		http_error(c, 404, "not_found", "no such file: /v1/files/<32 hex digits>");
 		return;
@@ -797,6 +806,10 @@ void files_on_request(struct http_conn *c, struct server *srv, struct http_reque
 {
 	uint8_t id[16] = {0};
 	char line[64];
+	if (!strcmp(req->path, FILES_STATUS)) {
+		files__status(c, srv, req);
+		return;
+	}
 	if (strcmp(req->path, PREFIX))
 		path_id(req, id);
 	switch (req->method) {

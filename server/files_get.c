@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,3 +208,72 @@ void files__download(struct http_conn *c, struct server *srv, struct http_reques
 	dl_pump(d);
 }
 
+
+/* ---- what is still to come ---- */
+
+struct status_work {
+	uv_work_t work;
+	struct server *srv;
+	struct http_conn *c;
+	char scope[SERVER_MAX_SCOPE][4];
+	size_t n_scope;
+	char *json;
+	int r;
+};
+
+static void status_read(uv_work_t *w)
+{
+	struct status_work *s = w->data;
+	const char *counties[SERVER_MAX_SCOPE];
+	struct store_txn *t;
+	json_t *o = NULL;
+	for (size_t i = 0; i < s->n_scope; i++)
+		counties[i] = s->scope[i];
+	if ((s->r = store_begin(s->srv->store, false, &t)) < 0)
+		return;
+	s->r = upload_pending(t, s->srv->forms, counties, s->n_scope, &o);
+	store_abort(t);
+	if (s->r == 0) {
+		s->json = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(o);
+		if (!s->json)
+			s->r = -ENOMEM;
+	}
+}
+
+static void status_done(uv_work_t *w, int status)
+{
+	struct status_work *s = w->data;
+	struct server *srv = s->srv;
+	(void)status;
+	if (s->r < 0)
+		http_error(s->c, 500, "internal", "the upload status could not be read");
+	else
+		http_respond(s->c, 200, "application/json", (const uint8_t *)s->json,
+			     strlen(s->json));
+	free(s->json);
+	http_conn_unref(s->c);
+	free(s);
+	files__busy--;
+	http_kick(srv);
+}
+
+void files__status(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	struct status_work *s = calloc(1, sizeof(*s));
+	if (!s) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	s->srv = srv;
+	s->c = c;
+	s->n_scope = req->n_scope;
+	memcpy(s->scope, req->scope, sizeof(s->scope));
+	s->work.data = s;
+	http_conn_ref(c);
+	files__busy++;
+	if (uv_queue_work(srv->loop, &s->work, status_read, status_done) < 0) {
+		s->r = -EAGAIN;
+		status_done(&s->work, 0);
+	}
+}

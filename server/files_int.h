@@ -10,6 +10,7 @@ struct http_request;
 struct server;
 
 #define FILES_PREFIX "/v1/files/"
+#define FILES_STATUS "/v1/files/status"
 #define FILES_CHUNK (64 * 1024)
 
 extern uint64_t files__busy; /* async work in flight (loop thread) */
@@ -21,5 +22,9 @@ void files__file_path(const struct server *srv, const uint8_t sha[32], char *out
 /* GET (and an office token's HEAD) of /v1/files/ID. */
 void files__download(struct http_conn *c, struct server *srv, struct http_request *req,
 		     const uint8_t id[16]);
+
+/* GET /v1/files/status: attachments referenced and not yet complete, per
+ * device and county, in the token's counties (upload_pending), as JSON. */
+void files__status(struct http_conn *c, struct server *srv, struct http_request *req);
 
 #endif

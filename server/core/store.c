@@ -100,6 +100,7 @@
 
 #include "arena.h"
 #include "common.h"
+#include "upload.h"
 
 static const char *const db_names[DB_COUNT] = {
 	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl", "audit", "files",
@@ -734,6 +735,13 @@ int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/data.mdb", dest);
 	chmod(path, 0600);
+	/* After the snapshot: every file it names is complete on disk. */
+	int r = upload_backup_files(s->dir, dest);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot copy the attachments to %s/files: %s", dest,
+			 strerror(-r));
+		return r;
+	}
 	return 0;
 }
 

@@ -24,6 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct form_registry;
+struct json_t;
+struct store;
 struct store_txn;
 struct store_change;
 
@@ -84,6 +87,28 @@ int upload_all(struct store_txn *t, int (*fn)(const struct upload_state *u, void
 
 int upload_file_get(struct store_txn *t, const uint8_t sha256[32], struct upload_file *ret);
 int upload_file_put(struct store_txn *t, const struct upload_file *f);
+
+/* upload_out.c: for the office. */
+
+/* Attachments referenced and not yet complete, in the given counties (none:
+ * all): {"files_pending", "bytes_waiting", "devices": {hex id: {"name",
+ * "county", "files_pending", "bytes_waiting"}}, "counties": {code: {...}}}.
+ * A file id counts once per phone. *ret is the caller's (json_decref). */
+int upload_pending(struct store_txn *t, const struct form_registry *reg,
+		   const char *const *counties, size_t n_counties, struct json_t **ret);
+/* Writes every complete file referenced by records of the given counties
+ * into dest/sha256/HASH (a hard link where the file system allows, else a
+ * copy) and dest/manifest.csv: record id, field, file id, SHA-256, size,
+ * media type, received at, uploaded by (the last two empty for a file not
+ * received yet). Files of sensitive fields only with include_sensitive
+ * (*ret_skipped counts the references left out). One read transaction. */
+int upload_export_files(struct store *s, const struct form_registry *reg, const char *data_dir,
+			const char *dest, bool include_sensitive, const char *const *counties,
+			size_t n_counties, size_t *ret_files, size_t *ret_skipped);
+/* A backup's files: data_dir/files/sha256/ into dest/files/sha256/ (hard
+ * links where possible). Call after the store's snapshot was copied: every
+ * file it names is there by then. */
+int upload_backup_files(const char *data_dir, const char *dest);
 
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */
 void upload_hex(const uint8_t *p, size_t n, char *out);

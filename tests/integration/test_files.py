@@ -6,6 +6,7 @@ concurrent uploads loses no acknowledged offset; each refusal (460, 409,
 the stored state as it was."""
 import base64
 import hashlib
+import json
 import os
 import random
 import socket
@@ -13,8 +14,8 @@ import threading
 import time
 import uuid
 
-from harness import (APPLIED, Device, Server, assign, batch, join_all, pb, push, read_response,
-                     report, request, run_tests, store_state)
+from harness import (APPLIED, Device, Server, assign, batch, cli, pb, push, report, request,
+                     run_tests, store_state)
 
 SEED = int(os.environ.get("SEED", "20261130"))
 
@@ -28,10 +29,10 @@ def attachment(data, file_id=None, sha=None, size=None, media="image/jpeg"):
     return v
 
 
-def report_with(dev, data, **kw):
+def report_with(dev, data, county="047", **kw):
     """Pushes a report whose evidence field (100) references data; returns
     (record id, file id hex)."""
-    c = report(dev)
+    c = report(dev, county=county)
     v = attachment(data, **kw)
     c.fields.add(field=100, value=v)
     st, r = push(dev.port, dev, batch(dev, [c]))
@@ -358,6 +359,68 @@ def test_downloads_for_holders_only():
         assert head(dev, fid2) == (200, len(data))
         assert len(os.listdir(os.path.join(srv.data, "files", "sha256"))) == 1
         assert download(dev, fid2)[2] == data
+
+
+def test_office_status_export_and_backup():
+    with Server(quiet=True) as srv:
+        dev = phone(srv, "Kisumu phone 3", county="042")
+        far = phone(srv, "Nairobi phone 1", county="047")
+        coord = phone(srv, "coordinator kisumu", county="042", role="coordinator")
+        admin = phone(srv, "admin", role="admin")
+        done, half, none = os.urandom(4000), os.urandom(5000), os.urandom(3000)
+        rid, fid = report_with(dev, done, county="042")
+        _, fid_half = report_with(dev, half, county="042")
+        c = report(far, county="047")
+        v = attachment(none)
+        c.fields.add(field=100, value=v)
+        assert push(far.port, far, batch(far, [c]))[1].results[0].status == APPLIED
+        c = report(dev, county="042")
+        c.fields.add(field=100, value=attachment(none))
+        assert push(dev.port, dev, batch(dev, [c]))[1].results[0].status == APPLIED
+        assert create(dev, fid, len(done))[0] == 201 and patch(dev, fid, 0, done)[0] == 204
+        assert create(dev, fid_half, len(half))[0] == 201
+        assert patch(dev, fid_half, 0, half[:1000])[0] == 204
+
+        def status(who):
+            st, _, b = raw(srv.port, "GET", "/v1/files/status",
+                           {"Authorization": f"Bearer {who.token}"})
+            return st, json.loads(b) if st == 200 else b
+
+        st, j = status(coord)
+        assert st == 200 and j["files_pending"] == 2 and j["bytes_waiting"] == 4000 + 3000, j
+        assert list(j["devices"]) == [dev.hex], j
+        assert j["devices"][dev.hex]["name"] == "Kisumu phone 3", j
+        assert j["devices"][dev.hex]["files_pending"] == 2 and list(j["counties"]) == ["042"]
+        st, j = status(admin)
+        assert j["files_pending"] == 3 and j["bytes_waiting"] == 10000, j
+        assert j["counties"]["047"] == {"files_pending": 1, "bytes_waiting": 3000}, j
+        assert status(dev)[0] == 403
+
+        out = os.path.join(srv.tmp.name, "export")
+        cli("export", "--data", srv.data, "--format", "csv", "--quiet",
+            "--out", os.path.join(srv.tmp.name, "x.csv"), "--with-files", out)
+        with open(os.path.join(out, "manifest.csv")) as f:
+            assert f.read().splitlines() == ["record_id,field,file_id,sha256,size,"
+                                             "media_type,received_at,uploaded_by"]
+        cli("export", "--data", srv.data, "--format", "csv", "--quiet", "--include-sensitive",
+            "--out", os.path.join(srv.tmp.name, "x.csv"), "--with-files", out)
+        sha = hashlib.sha256(done).hexdigest()
+        with open(os.path.join(out, "sha256", sha), "rb") as f:
+            assert f.read() == done
+        assert os.listdir(os.path.join(out, "sha256")) == [sha]
+        with open(os.path.join(out, "manifest.csv")) as f:
+            rows = f.read().splitlines()
+        assert len(rows) == 5, rows
+        row = [r for r in rows if fid in r][0].split(",")
+        assert row[0] == str(uuid.UUID(bytes=bytes(rid))) and row[1] == "100", row
+        assert row[3:6] == [sha, "4000", '"image/jpeg"'] and row[7] == dev.hex, row
+        assert row[6].startswith("20"), row
+
+        dest = os.path.join(srv.tmp.name, "backup")
+        cli("backup", "--data", srv.data, dest)
+        a = os.stat(os.path.join(srv.data, "files", "sha256", sha))
+        b = os.stat(os.path.join(dest, "files", "sha256", sha))
+        assert a.st_ino == b.st_ino, "the backup hard-links the file"
 
 
 if __name__ == "__main__":
