@@ -246,7 +246,9 @@ static int patch_sink(void *ud, const uint8_t *b, size_t n)
 			continue;
 		if (w <= 0) {
 			p->failed = true;
-			return w < 0 && (errno == ENOSPC || errno == EDQUOT) ? -ENOSPC : -EIO;
+			/* a full disk, quota or file size limit: 507 */
+			return w < 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? -ENOSPC
+											     : -EIO;
 		}
 		if (p->has_sum)
 			crypto_hash_sha256_update(&p->hs, b, (size_t)w);
@@ -745,6 +747,81 @@ static void terminate(struct http_conn *c, struct server *srv, struct http_reque
 	memcpy(j->u.file_id, id, 16);
 	j->kind = 'd';
 	simple_submit(c, srv, j);
+}
+
+/* ---- expiry ---- */
+
+#define SWEEP_MAX 256 /* expired uploads dropped per sweep */
+
+static uv_timer_t sweep_timer;
+
+struct sweep {
+	struct writer_job job;
+	struct server *srv;
+	uint64_t now;
+	uint8_t ids[SWEEP_MAX][16];
+	size_t n;
+};
+
+static int sweep_each(const struct upload_state *u, void *ud)
+{
+	struct sweep *s = ud;
+	if (u->expires_ms < s->now && s->n < SWEEP_MAX)
+		memcpy(s->ids[s->n++], u->file_id, 16);
+	return 0;
+}
+
+static int sweep_commit(struct store_txn *t, void *ud)
+{
+	struct sweep *s = ud;
+	int r;
+	s->n = 0;
+	if ((r = upload_all(t, sweep_each, s)) < 0)
+		return r;
+	for (size_t i = 0; i < s->n; i++)
+		if ((r = upload_del(t, s->ids[i])) < 0)
+			return r;
+	return 0;
+}
+
+static void sweep_done(struct writer_job *job)
+{
+	struct sweep *s = job->ud;
+	char part[4096];
+	for (size_t i = 0; job->result == 0 && i < s->n; i++) {
+		files__partial_path(s->srv, s->ids[i], part, sizeof(part));
+		unlink(part);
+	}
+	free(s);
+	files__busy--;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+	struct server *srv = t->data;
+	struct sweep *s = srv->stopping ? NULL : calloc(1, sizeof(*s));
+	if (!s)
+		return;
+	s->srv = srv;
+	s->now = sh_now_ms();
+	s->job.kind = WJOB_CALL;
+	s->job.fn = sweep_commit;
+	s->job.fn_ud = s;
+	s->job.done = sweep_done;
+	s->job.ud = s;
+	files__busy++;
+	writer_submit(srv->writer, &s->job);
+}
+
+int files_start(struct server *srv)
+{
+	uint64_t every = SH_MIN(srv->cfg.upload_expiry_ms, (uint64_t)3600 * 1000);
+	int r = uv_timer_init(srv->loop, &sweep_timer);
+	if (r < 0)
+		return r;
+	sweep_timer.data = srv;
+	uv_unref((uv_handle_t *)&sweep_timer); /* it keeps nothing running */
+	return uv_timer_start(&sweep_timer, on_sweep, every, every);
 }
 
 /* ---- dispatch ---- */

@@ -31,6 +31,10 @@ struct server;
 void files_on_headers(struct http_conn *c, struct server *srv, struct http_request *req);
 /* Once the request (and a PATCH's body) has arrived. */
 void files_on_request(struct http_conn *c, struct server *srv, struct http_request *req);
+/* Starts dropping expired uploads (their state and bytes), every
+ * --upload-expiry or hour, whichever is shorter. Its timer is closed with
+ * the loop's other handles. 0 or a libuv error. */
+int files_start(struct server *srv);
 /* Work in flight (syncing, commits, downloads): the server waits for it. */
 uint64_t files_busy(void);
 

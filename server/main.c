@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include "common.h"
+#include "files.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "rebuild.h"
@@ -249,6 +250,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG: 507), not us */
 	/* glibc gives each thread-pool thread its own malloc arena and keeps
 	 * what they free: with batches decoded on four threads, most of the
 	 * server's memory sat in idle arenas. Two are enough. */
@@ -308,6 +310,9 @@ int main(int argc, char **argv)
 		store_close(srv.store);
 		return 1;
 	}
+	if ((r = files_start(&srv)) < 0)
+		fprintf(stderr, "shahidi-server: expired uploads will not be dropped: %s\n",
+			uv_strerror(r));
 	struct store_txn *t;
 	struct store_info info = {0};
 	if (store_begin(srv.store, false, &t) == 0) {

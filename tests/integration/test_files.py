@@ -230,6 +230,54 @@ def test_disk_full_507_at_creation():
         assert head(dev, fid)[0] == 404 and files_on_disk(srv) == [], files_on_disk(srv)
 
 
+def test_disk_full_mid_patch_507_offset_unchanged():
+    """The server under a 3 MiB file size limit (RLIMIT_FSIZE, as a quota):
+    a write past it fails; the PATCH gets 507 and its bytes do not count."""
+    import resource
+    srv = Server(quiet=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, hard))
+    try:
+        srv.start()  # inherits the limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    try:
+        dev = phone(srv, "phone 1")
+        data = os.urandom(4 << 20)
+        _, fid = report_with(dev, data)
+        assert create(dev, fid, len(data))[0] == 201
+        assert patch(dev, fid, 0, data[:1 << 20])[0] == 204
+        st, _, b = patch(dev, fid, 1 << 20, data[1 << 20:])
+        assert st == 507 and b"storage_full" in b, (st, b)
+        assert head(dev, fid) == (200, 1 << 20)
+        assert not os.listdir(os.path.join(srv.data, "files", "sha256"))
+        assert srv.stop() == 0
+    finally:
+        if srv.proc:
+            srv.kill()
+        srv.tmp.cleanup()
+
+
+def test_expired_uploads_are_dropped():
+    """--upload-expiry 0.00003 days (2.6 s): an upload left half done
+    expires (410), its state and bytes are dropped by the sweep, and a new
+    POST starts it again from 0."""
+    with Server(quiet=True, args=["--upload-expiry", "0.00003"]) as srv:
+        dev = phone(srv, "phone 1")
+        data = os.urandom(10000)
+        _, fid = report_with(dev, data)
+        st, h, _ = create(dev, fid, len(data))
+        assert st == 201 and h["upload-expires"].endswith(" GMT"), h
+        assert patch(dev, fid, 0, data[:4000])[0] == 204
+        assert files_on_disk(srv) == [f"partial/{fid}"]
+        deadline = time.time() + 20
+        while files_on_disk(srv) and time.time() < deadline:
+            time.sleep(0.1)
+        assert files_on_disk(srv) == [] and head(dev, fid)[0] == 404
+        assert create(dev, fid, len(data))[0] == 201 and head(dev, fid) == (200, 0)
+        assert patch(dev, fid, 0, data)[0] == 204 and head(dev, fid) == (200, len(data))
+
+
 def cut_patch(port, dev, fid, offset, chunk, send):
     """A PATCH whose connection is cut after send bytes of its body."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
