@@ -60,8 +60,10 @@ struct http_request {
 	 * piece goes to body_sink as soon as it is parsed, charged to the
 	 * admission budget only while the call lasts, and nothing is
 	 * buffered (body stays empty). A negative return refuses the request
-	 * (-ENOSPC: 507). A request that ends before on_request (refused,
-	 * timed out, connection lost) gets one body_abort call; after it, or
+	 * (-ENOSPC: 507) once the rest of the body has been read and dropped,
+	 * so that a client still sending reads the answer. A request that
+	 * ends before on_request (refused, timed out, connection lost, or
+	 * that refusal) gets one body_abort call; after it, or
 	 * once on_request runs, the sink is not called again. body_ud is the
 	 * route's, and stays readable in on_request. Such a body has a stall
 	 * limit (--body-stall) but no total one: a slow link may take long. */

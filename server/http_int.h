@@ -92,6 +92,8 @@ struct http_conn {
 	bool streaming;      /* a chunked response is being written */
 	bool stream_raw;     /* ...or one of a known length, not chunked */
 	bool body_streamed;  /* this request's body goes to req.body_sink */
+	int sink_status;     /* the sink refused (507, 500): the rest of the
+				body is read and dropped, then this is answered */
 	size_t stream_out;   /* its bytes so far, for the log */
 	struct http_conn *prev, *next;
 };

@@ -42,6 +42,7 @@ static int on_message_begin(llhttp_t *p)
 	buf_reset(&c->body);
 	c->granted = false; /* its turn is taken */
 	c->body_streamed = false;
+	c->sink_status = 0;
 	c->hname_len = 0;
 	c->hcur = H_OTHER;
 	c->header_bytes = 0;
@@ -320,8 +321,10 @@ static int on_body_sink(struct http_conn *c, const char *at, size_t n)
 	int r = c->req.body_sink(c->req.body_ud, (const uint8_t *)at, n);
 	admit_release(adm, c->req.device, n);
 	if (r < 0) {
-		c->error_status = r == -ENOSPC ? 507 : 500;
-		return HPE_USER;
+		/* Answered once the body is in (it is bounded by its length):
+		 * a client still sending would miss an answer sent before. */
+		c->sink_status = r == -ENOSPC ? 507 : 500;
+		c->req.body_sink = NULL;
 	}
 	return 0;
 }
@@ -366,6 +369,15 @@ static int on_message_complete(llhttp_t *p)
 		return HPE_PAUSED; /* refused at its headers, already answered */
 	c->state = CS_BUSY;
 	uv_timer_stop(&c->timer);
+	if (c->sink_status) {
+		if (c->sink_status == 507)
+			http_error(c, 507, "storage_full",
+				   "the server's disk is full; nothing of this request was kept, "
+				   "try again later");
+		else
+			http_error(c, 500, "internal", "the request body could not be stored");
+		return HPE_PAUSED;
+	}
 	c->req.body = c->body.data;
 	c->req.body_len = c->body.len;
 	c->req.body_sink = NULL; /* the route has it all now */
@@ -391,9 +403,6 @@ static void parse_error(struct http_conn *c, llhttp_errno_t err)
 			   "a header is folded over two lines or has whitespace before its colon");
 	else if (c->error_status == 413)
 		http_error(c, 413, "body_too_large", "the request body is too large");
-	else if (c->error_status == 507)
-		http_error(c, 507, "storage_full",
-			   "the server's disk is full; nothing of this request was kept, try again later");
 	else if (c->error_status == 429) {
 		http_add_header(c, "Retry-After: 30");
 		http_error(c, 429, "too_many_uploads",
