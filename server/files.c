@@ -266,6 +266,11 @@ static void patch_sync(uv_work_t *w)
 	struct patch *p = w->data;
 	char part[4096], dest[4096], dir[4096];
 	p->r = fdatasync(p->fd) < 0 ? -errno : 0;
+	if (p->r == 0 && p->u.offset == 0) {
+		/* the file's first bytes: its name must survive a power cut too */
+		snprintf(dir, sizeof(dir), "%s/files/partial", p->srv->cfg.data_dir);
+		p->r = fsync_dir(dir);
+	}
 	if (p->r < 0 || !p->complete)
 		return;
 	files__partial_path(p->srv, p->u.file_id, part, sizeof(part));
