@@ -2,8 +2,9 @@
 """Upload throughput: N phones each upload one M-MB attachment at once over
 tus PATCHes (4 MiB each, every one fdatasync'd before its answer), beside
 the raw speed of the same disk measured in the same run (the same bytes
-written sequentially in files of M MB, each fdatasync'd), and the server's
-resident memory above idle, sampled every 20 ms.
+written sequentially in files of M MB, each fdatasync'd), the server's
+resident memory above idle, sampled every 20 ms, and the latency of a
+phone pushing 20 reports at a time, alone and while the uploads run.
 
     tools/files-bench.py [--phones 16] [--mb 20] [--build build] [--dir DIR]
 
@@ -93,11 +94,8 @@ try:
                             data_dir, "--listen", "127.0.0.1:0", "--quiet"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     port = int(srv.stdout.readline().decode().strip().rsplit(":", 1)[1])
-    files = []
-    for i, (dev, tok) in enumerate(phones):
-        body = bytes([i]) + blob[1:]  # each phone's own file
-        fid = os.urandom(16)
-        c = pb.Change(change_id=1, record_id=os.urandom(16), form_id="incident_report",
+    def change(i, fid=None, body=None):
+        c = pb.Change(change_id=i, record_id=os.urandom(16), form_id="incident_report",
                       form_version=1, hlc=int(time.time() * 1000) << 16, create=True)
         for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
                                (11, "choice", "signed"), (12, "date", "2026-11-20"),
@@ -108,9 +106,38 @@ try:
             setattr(val, kind, v)
             c.fields.add(field=field, value=val)
         c.fields.add(field=59).value.choices.codes.append("torture")
-        a = c.fields.add(field=100).value.attachment
-        a.file_id, a.sha256, a.size, a.media_type = fid, hashlib.sha256(body).digest(), size, \
-            "image/jpeg"
+        if fid:
+            a = c.fields.add(field=100).value.attachment
+            a.file_id, a.sha256, a.size, a.media_type = fid, hashlib.sha256(body).digest(), \
+                size, "image/jpeg"
+        return c
+
+    # a phone that only pushes: its latency alone and while the uploads run
+    out = subprocess.run([cli, "device", "enroll", "--data", data_dir, "--name", "pusher",
+                          "--county", "047"], capture_output=True, text=True, check=True).stdout
+    pdev = int(re.search(r"^device ([0-9a-f]{16})$", out, re.M).group(1), 16)
+    ptok = re.search(r"^token +(\S+)$", out, re.M).group(1)
+    pseq = [0]
+
+    def one_push():
+        pseq[0] += 1
+        b = pb.PushBatch(device=pdev, batch_seq=pseq[0], sent_hlc=int(time.time() * 1000) << 16)
+        b.changes.extend(change(pseq[0] * 100 + k) for k in range(20))
+        t = time.time()
+        st, _ = call(port, "POST", "/v1/push", {"Authorization": f"Bearer {ptok}"},
+                     b.SerializeToString())
+        assert st == 200, st
+        return (time.time() - t) * 1000
+
+    def p99(xs):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(len(xs) * 0.99))], xs[len(xs) // 2]
+
+    files = []
+    for i, (dev, tok) in enumerate(phones):
+        body = bytes([i]) + blob[1:]  # each phone's own file
+        fid = os.urandom(16)
+        c = change(1, fid, body)
         b = pb.PushBatch(device=dev, batch_seq=1, sent_hlc=c.hlc)
         b.changes.append(c)
         st, _ = call(port, "POST", "/v1/push", {"Authorization": f"Bearer {tok}"},
@@ -140,8 +167,17 @@ try:
                          body[off:off + CHUNK])
             assert st == 204, st
 
+    alone = [one_push() for _ in range(40)]
+    during = []
+
+    def pusher():
+        while not done.is_set():
+            during.append(one_push())
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    pt = threading.Thread(target=pusher, daemon=True)
+    pt.start()
     ws = [threading.Thread(target=upload, args=f) for f in files]
     t0 = time.time()
     for w in ws:
@@ -151,6 +187,7 @@ try:
     took = time.time() - t0
     done.set()
     sampler.join()
+    pt.join()
     srv.terminate()
     srv.wait(30)
     stored = len(os.listdir(os.path.join(data_dir, "files", "sha256")))
@@ -160,5 +197,9 @@ try:
           f"({100 * mbs / raw_mbs:.0f}%); {stored} files stored; server RSS idle "
           f"{idle / 1024:.1f} MB, peak {peak[0] / 1024:.1f} MB "
           f"(+{(peak[0] - idle) / 1024:.1f} MB)")
+    a99, a50 = p99(alone)
+    d99, d50 = p99(during)
+    print(f"push of 20 reports: p50/p99 {a50:.1f}/{a99:.1f} ms alone, {d50:.1f}/{d99:.1f} ms "
+          f"during the uploads ({len(during)} pushes)")
 finally:
     shutil.rmtree(root, ignore_errors=True)
