@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ void http__conn_close(struct http_conn *c)
 	struct server *srv = c->srv;
 	struct http_server *h = srv->http;
 	c->closing = true;
+	http__body_abort(c);
 	http__release_inflight(c);
 	http__unadmit(c);
 	if (h->resume_from == c)
@@ -265,13 +267,15 @@ static void on_timer(uv_timer_t *t)
 		uint64_t total = (now - c->body_t0) / 1000000, still = (now - c->body_last) / 1000000;
 		const struct server_config *cfg = &c->srv->cfg;
 		c->close_after = true;
-		if (total >= cfg->body_timeout_ms) {
+		/* A streamed body (a file over 2G) may take long; it may not stop. */
+		unsigned limit = c->req.body_sink ? UINT_MAX : cfg->body_timeout_ms;
+		if (total >= limit) {
 			http_error(c, 408, "body_timeout", "the request body did not arrive in time");
 		} else if (still >= cfg->body_stall_ms) {
 			http_error(c, 408, "body_stall", "the request body stopped arriving");
 		} else {
 			c->close_after = false;
-			http__arm(c, (unsigned)SH_MIN(cfg->body_timeout_ms - total, cfg->body_stall_ms - still));
+			http__arm(c, (unsigned)SH_MIN(limit - total, cfg->body_stall_ms - still));
 		}
 		break;
 	}

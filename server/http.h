@@ -51,6 +51,25 @@ struct http_request {
 	char scope[47][4];
 	size_t n_scope;
 	uint32_t changes;           /* for the log: changes in a push */
+	/* Headers the file routes (tus) read; "" when absent, cut to size. */
+	struct {
+		char length[24], offset[24], checksum[96], content_type[64], range[64];
+		char metadata[512];
+	} tus;
+	/* A body taken as it arrives (routes_on_headers sets these): each
+	 * piece goes to body_sink as soon as it is parsed, charged to the
+	 * admission budget only while the call lasts, and nothing is
+	 * buffered (body stays empty). A negative return refuses the request
+	 * (-ENOSPC: 507) once the rest of the body has been read and dropped,
+	 * so that a client still sending reads the answer. A request that
+	 * ends before on_request (refused, timed out, connection lost, or
+	 * that refusal) gets one body_abort call; after it, or
+	 * once on_request runs, the sink is not called again. body_ud is the
+	 * route's, and stays readable in on_request. Such a body has a stall
+	 * limit (--body-stall) but no total one: a slow link may take long. */
+	int (*body_sink)(void *ud, const uint8_t *p, size_t n);
+	void (*body_abort)(void *ud);
+	void *body_ud;
 };
 
 /* Starts listening on srv->cfg.listen. Prints the bound address. */
@@ -100,6 +119,10 @@ void http_add_header(struct http_conn *c, const char *line);
  * that chunk has left, so at most one chunk is held per connection.
  * http_stream_write returns -EPIPE when the client has gone: stop then. */
 int http_stream_start(struct http_conn *c, int status, const char *content_type);
+/* The same without chunks: the body is exactly length bytes, written with
+ * http_stream_write (a file's bytes read from disk). */
+int http_stream_start_length(struct http_conn *c, int status, const char *content_type,
+			     uint64_t length);
 int http_stream_write(struct http_conn *c, const uint8_t *p, size_t n,
 		      void (*drained)(void *ud), void *ud);
 void http_stream_end(struct http_conn *c);

@@ -32,6 +32,12 @@ enum hdr {
 	H_ACCEPT_ENCODING,
 	H_EXPECT,
 	H_FORWARDED_FOR,
+	H_UPLOAD_LENGTH,
+	H_UPLOAD_OFFSET,
+	H_UPLOAD_CHECKSUM,
+	H_UPLOAD_METADATA,
+	H_CONTENT_TYPE,
+	H_RANGE,
 };
 
 struct http_conn {
@@ -73,7 +79,7 @@ struct http_conn {
 	size_t header_bytes;
 	struct buf body;
 	struct buf pending;  /* bytes read and not parsed yet */
-	char extra[256];     /* extra response header lines */
+	char extra[512];     /* extra response header lines */
 	size_t extra_len;
 	size_t inflight;     /* body bytes arrived, charged to admit */
 	uint64_t inflight_dev; /* the device they are charged to */
@@ -84,6 +90,10 @@ struct http_conn {
 	uint8_t peer[16];    /* the socket's remote address */
 	bool peer_loopback;
 	bool streaming;      /* a chunked response is being written */
+	bool stream_raw;     /* ...or one of a known length, not chunked */
+	bool body_streamed;  /* this request's body goes to req.body_sink */
+	int sink_status;     /* the sink refused (507, 500): the rest of the
+				body is read and dropped, then this is answered */
 	size_t stream_out;   /* its bytes so far, for the log */
 	struct http_conn *prev, *next;
 };
@@ -132,6 +142,9 @@ void http__start_idle(struct http_conn *c);
 void http__parser_settings(llhttp_settings_t *s);
 /* Parses what is pending, one request at a time. */
 void http__process(struct http_conn *c);
+/* A streamed request body ends before its request is handled: tells its
+ * route once (http.h: body_abort). */
+void http__body_abort(struct http_conn *c);
 
 /* http_respond.c */
 void http__log_request(struct http_conn *c, int status, size_t out);

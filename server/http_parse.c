@@ -41,6 +41,8 @@ static int on_message_begin(llhttp_t *p)
 	buf_reset(&c->hval);
 	buf_reset(&c->body);
 	c->granted = false; /* its turn is taken */
+	c->body_streamed = false;
+	c->sink_status = 0;
 	c->hname_len = 0;
 	c->hcur = H_OTHER;
 	c->header_bytes = 0;
@@ -106,6 +108,18 @@ static int on_header_field_complete(llhttp_t *p)
 			c->hcur = H_EXPECT;
 		else if (!strcasecmp(c->hname, "x-forwarded-for"))
 			c->hcur = H_FORWARDED_FOR;
+		else if (!strcasecmp(c->hname, "upload-length"))
+			c->hcur = H_UPLOAD_LENGTH;
+		else if (!strcasecmp(c->hname, "upload-offset"))
+			c->hcur = H_UPLOAD_OFFSET;
+		else if (!strcasecmp(c->hname, "upload-checksum"))
+			c->hcur = H_UPLOAD_CHECKSUM;
+		else if (!strcasecmp(c->hname, "upload-metadata"))
+			c->hcur = H_UPLOAD_METADATA;
+		else if (!strcasecmp(c->hname, "content-type"))
+			c->hcur = H_CONTENT_TYPE;
+		else if (!strcasecmp(c->hname, "range"))
+			c->hcur = H_RANGE;
 	}
 	c->hname_len = 0;
 	buf_reset(&c->hval);
@@ -212,6 +226,24 @@ static int on_header_value_complete(llhttp_t *p)
 			}
 		}
 		break;
+	case H_UPLOAD_LENGTH:
+		snprintf(c->req.tus.length, sizeof(c->req.tus.length), "%.*s", (int)n, v);
+		break;
+	case H_UPLOAD_OFFSET:
+		snprintf(c->req.tus.offset, sizeof(c->req.tus.offset), "%.*s", (int)n, v);
+		break;
+	case H_UPLOAD_CHECKSUM:
+		snprintf(c->req.tus.checksum, sizeof(c->req.tus.checksum), "%.*s", (int)n, v);
+		break;
+	case H_UPLOAD_METADATA:
+		snprintf(c->req.tus.metadata, sizeof(c->req.tus.metadata), "%.*s", (int)n, v);
+		break;
+	case H_CONTENT_TYPE:
+		snprintf(c->req.tus.content_type, sizeof(c->req.tus.content_type), "%.*s", (int)n, v);
+		break;
+	case H_RANGE:
+		snprintf(c->req.tus.range, sizeof(c->req.tus.range), "%.*s", (int)n, v);
+		break;
 	default:
 		break;
 	}
@@ -256,13 +288,15 @@ static int on_headers_complete(llhttp_t *p)
 	/* The claimed length is charged as it arrives (on_body), never up
 	 * front: a claim of 16 MiB trickling a byte a second holds a byte a
 	 * second. */
-	if (c->req.content_length &&
+	if (c->req.content_length && !c->req.body_sink &&
 	    buf_reserve(&c->body, (size_t)SH_MIN(c->req.content_length, (uint64_t)READ_CHUNK)) < 0)
 		return HPE_USER;
 	if (has_body) {
 		c->state = CS_BODY;
 		c->body_t0 = c->body_last = sh_mono_ns();
-		http__arm(c, SH_MIN(srv->cfg.body_timeout_ms, srv->cfg.body_stall_ms));
+		c->body_streamed = c->req.body_sink != NULL;
+		http__arm(c, c->body_streamed ? srv->cfg.body_stall_ms
+					      : SH_MIN(srv->cfg.body_timeout_ms, srv->cfg.body_stall_ms));
 		if (c->expect_continue) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
@@ -272,9 +306,45 @@ static int on_headers_complete(llhttp_t *p)
 	return 0;
 }
 
+/* A streamed body: each piece goes to the route as it arrives, charged
+ * to admission only while it is being written. */
+static int on_body_sink(struct http_conn *c, const char *at, size_t n)
+{
+	struct admit *adm = c->srv->http->admit;
+	c->body_last = sh_mono_ns();
+	if (!c->req.body_sink)
+		return 0; /* aborted: the rest is read and dropped */
+	if (!admit_charge(adm, c->req.device, n)) {
+		c->error_status = 429;
+		return HPE_USER;
+	}
+	int r = c->req.body_sink(c->req.body_ud, (const uint8_t *)at, n);
+	admit_release(adm, c->req.device, n);
+	if (r < 0) {
+		/* Answered once the body is in (it is bounded by its length):
+		 * a client still sending would miss an answer sent before. */
+		c->sink_status = r == -ENOSPC ? 507 : 500;
+		c->req.body_sink = NULL;
+	}
+	return 0;
+}
+
+void http__body_abort(struct http_conn *c)
+{
+	void (*abort_fn)(void *) = c->req.body_abort;
+	void *ud = c->req.body_ud;
+	c->req.body_sink = NULL;
+	c->req.body_abort = NULL;
+	c->req.body_ud = NULL;
+	if (abort_fn)
+		abort_fn(ud);
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
 	struct http_conn *c = conn_of(p);
+	if (c->body_streamed)
+		return on_body_sink(c, at, n);
 	if (c->body.len + n > c->req.body_limit) {
 		c->error_status = 413; /* chunked bodies have no length up front */
 		return HPE_USER;
@@ -299,8 +369,19 @@ static int on_message_complete(llhttp_t *p)
 		return HPE_PAUSED; /* refused at its headers, already answered */
 	c->state = CS_BUSY;
 	uv_timer_stop(&c->timer);
+	if (c->sink_status) {
+		if (c->sink_status == 507)
+			http_error(c, 507, "storage_full",
+				   "the server's disk is full; nothing of this request was kept, "
+				   "try again later");
+		else
+			http_error(c, 500, "internal", "the request body could not be stored");
+		return HPE_PAUSED;
+	}
 	c->req.body = c->body.data;
 	c->req.body_len = c->body.len;
+	c->req.body_sink = NULL; /* the route has it all now */
+	c->req.body_abort = NULL;
 	routes_on_request(c, &c->req);
 	/* One request at a time: the next pipelined one waits. */
 	return HPE_PAUSED;

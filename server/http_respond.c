@@ -125,6 +125,7 @@ void http_respond_encoded(struct http_conn *c, int status, const char *content_t
 		return;
 	c->responded = true;
 	struct server *srv = c->srv;
+	http__body_abort(c); /* answered before its streamed body was all read */
 	http__release_inflight(c);
 	http__resume_paused(srv);
 	if (c->closing)
@@ -260,16 +261,42 @@ int http_stream_start(struct http_conn *c, int status, const char *content_type)
 	return r;
 }
 
+int http_stream_start_length(struct http_conn *c, int status, const char *content_type,
+			     uint64_t length)
+{
+	struct buf h = {0};
+	if (c->closing)
+		return -EPIPE;
+	c->responded = true;
+	c->streaming = true;
+	c->stream_raw = true;
+	c->stream_out = 0;
+	c->log_status = status;
+	http__release_inflight(c);
+	int r = buf_printf(&h,
+			   "HTTP/1.1 %d %s\r\nContent-Length: %" PRIu64 "\r\nContent-Type: %s\r\n"
+			   "Connection: close\r\nCache-Control: no-store\r\n"
+			   "X-Content-Type-Options: nosniff\r\n%.*s\r\n",
+			   status, status_text(status), length, content_type, (int)c->extra_len,
+			   c->extra);
+	c->close_after = true; /* one long response, then done */
+	c->extra_len = 0;
+	if (r == 0)
+		r = queue_write(c, &h, NULL, NULL);
+	buf_free(&h);
+	return r;
+}
+
 int http_stream_write(struct http_conn *c, const uint8_t *p, size_t n,
 		      void (*drained)(void *ud), void *ud)
 {
 	struct buf b = {0};
 	if (c->closing)
 		return -EPIPE;
-	int r = buf_printf(&b, "%zx\r\n", n);
+	int r = c->stream_raw ? 0 : buf_printf(&b, "%zx\r\n", n);
 	if (r == 0)
 		r = buf_append(&b, p, n);
-	if (r == 0)
+	if (r == 0 && !c->stream_raw)
 		r = buf_append(&b, "\r\n", 2);
 	if (r == 0)
 		r = queue_write(c, &b, drained, ud);
@@ -286,12 +313,17 @@ void http_stream_end(struct http_conn *c)
 	struct buf b = {0};
 	if (!c->streaming)
 		return;
-	http__log_request(c, 200, c->stream_out);
+	http__log_request(c, c->stream_raw ? c->log_status : 200, c->stream_out);
 	c->streaming = false;
 	if (c->closing)
 		return;
-	if (c->req.method == HTTP_HEAD)
-		return; /* headers only: on_written closes once they have left */
+	if (c->req.method == HTTP_HEAD || c->stream_raw) {
+		c->stream_raw = false;
+		/* nothing to end with: on_written closes once the rest has left */
+		if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+			http__conn_close(c);
+		return;
+	}
 	if (buf_puts(&b, "0\r\n\r\n") == 0 && queue_write(c, &b, NULL, NULL) == 0) {
 		buf_free(&b);
 		return; /* on_written closes (close_after) */

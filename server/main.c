@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "common.h"
+#include "files.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "rebuild.h"
@@ -58,6 +59,8 @@ static void usage(FILE *out)
 		"                         the connection comes from this machine (nginx)\n"
 		"  --auth-burst N         refused tokens an address may send (20), then one\n"
 		"  --auth-refill SEC      more per SEC (3); beyond that: 429\n"
+		"  --max-file SIZE        an attachment's size (default 100M) -> 413\n"
+		"  --upload-expiry DAYS   an unfinished upload is dropped after (default 14)\n"
 		"  --version, --help\n\n"
 		"SIZE takes K, M, G or T (powers of 1024). The log (stderr) has one line per\n"
 		"request: never a token, never report content.\n");
@@ -152,6 +155,7 @@ int main(int argc, char **argv)
 		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
 		{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
 		{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
+		{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -171,6 +175,8 @@ int main(int argc, char **argv)
 		.pull_limit = 1000,
 		.auth_burst = 20,
 		.auth_refill_ms = 3000,
+		.max_file = (size_t)100 << 20,
+		.upload_expiry_ms = 14ull * 86400 * 1000,
 	};
 	sync_limits_default(&cfg->sync);
 	int c, li = -1;
@@ -217,6 +223,14 @@ int main(int argc, char **argv)
 		case '2': bad = parse_secs(optarg, &cfg->body_timeout_ms) < 0; break;
 		case '4': bad = parse_secs(optarg, &cfg->body_stall_ms) < 0; break;
 		case '3': bad = parse_secs(optarg, &cfg->idle_timeout_ms) < 0; break;
+		case '5': bad = parse_size(optarg, &cfg->max_file) < 0; break;
+		case '6': {
+			char *end;
+			double d = strtod(optarg, &end);
+			bad = end == optarg || *end || !(d > 0) || d > 3650;
+			cfg->upload_expiry_ms = (uint64_t)(d * 86400 * 1000);
+			break;
+		}
 		case 's':
 			bad = parse_secs(optarg, &ms) < 0;
 			cfg->max_skew_ms = ms;
@@ -244,6 +258,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG: 507), not us */
 	/* glibc gives each thread-pool thread its own malloc arena and keeps
 	 * what they free: with batches decoded on four threads, most of the
 	 * server's memory sat in idle arenas. Two are enough. */
@@ -329,6 +344,9 @@ int main(int argc, char **argv)
 		store_close(srv.store);
 		return 1;
 	}
+	if ((r = files_start(&srv)) < 0)
+		fprintf(stderr, "shahidi-server: expired uploads will not be dropped: %s\n",
+			uv_strerror(r));
 	struct store_txn *t;
 	struct store_info info = {0};
 	if (store_begin(srv.store, false, &t) == 0) {

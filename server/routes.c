@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "auth.h"
 #include "common.h"
+#include "files.h"
 #include "http.h"
 #include "office.h"
 #include "ratelimit.h"
@@ -46,6 +47,7 @@ static const struct route {
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY},
 	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY},
 	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0},
+	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0}, /* -1: a prefix, any method (files.c) */
 };
 
 const char *routes_name(int id)
@@ -59,7 +61,7 @@ const char *routes_name(int id)
 uint64_t routes_busy(const struct server *srv)
 {
 	(void)srv;
-	return busy + office_busy;
+	return busy + office_busy + files_busy();
 }
 
 uint64_t routes_others_busy(const struct server *srv)
@@ -107,7 +109,8 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 	struct server *srv = http_conn_server(c);
 	const struct route *rt = NULL;
 	for (size_t i = 0; i < SH_ARRAY_SIZE(routes); i++)
-		if (!strcmp(req->path, routes[i].path))
+		if (!strcmp(req->path, routes[i].path) ||
+		    (routes[i].method < 0 && !strncmp(req->path, routes[i].path, strlen(routes[i].path))))
 			rt = &routes[i];
 	if (!rt) {
 		req->route = "other";
@@ -116,7 +119,7 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 	}
 	req->route = rt->path;
 	req->route_id = rt->id;
-	if (req->method != rt->method && !(rt->method == HTTP_GET && req->method == HTTP_HEAD)) {
+	if (rt->method >= 0 && req->method != rt->method && !(rt->method == HTTP_GET && req->method == HTTP_HEAD)) {
 		http_add_header(c, rt->method == HTTP_GET ? "Allow: GET, HEAD" : "Allow: POST");
 		http_error(c, 405, "method_not_allowed", "this endpoint does not take that method");
 		return;
@@ -149,6 +152,8 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 		}
 	}
 	req->body_limit = rt->body;
+	if (rt->id == R_FILES)
+		files_on_headers(c, srv, req);
 	if (rt->id == R_PUSH) {
 		if (req->enc_unsupported) {
 			http_error(c, 415, "unsupported_encoding",
@@ -409,6 +414,7 @@ void routes_on_request(struct http_conn *c, struct http_request *req)
 	case R_ENROL: office_enrol(c, srv, req); break;
 	case R_REVOKE: office_revoke(c, srv, req); break;
 	case R_METRICS: office_metrics(c, srv, req); break;
+	case R_FILES: files_on_request(c, srv, req); break;
 	default:
 		http_error(c, 404, "not_found", "no such endpoint");
 		break;

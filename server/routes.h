@@ -17,6 +17,7 @@
  *   GET  /v1/export?format=csv|ndjson&form=&county=&since=&include_deleted=1&include_sensitive=1
  *   GET  /v1/devices, POST /v1/devices {"name","county","role"}, POST /v1/devices/revoke {"id"}
  *   GET  /metrics                Prometheus text format
+ * Attachments (files.c, files.h): /v1/files/ (tus 1.0.0), GET /v1/files/ID
  */
 #ifndef SHAHIDI_ROUTES_H
 #define SHAHIDI_ROUTES_H
@@ -42,6 +43,7 @@ enum route_id {
 	R_ENROL,
 	R_REVOKE,
 	R_METRICS,
+	R_FILES,
 	R__COUNT
 };
 

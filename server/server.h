@@ -39,6 +39,8 @@ struct server_config {
 	bool trust_proxy;            /* a loopback peer's X-Forwarded-For names the client */
 	unsigned auth_burst;         /* failed token checks an address may make... */
 	unsigned auth_refill_ms;     /* ...and then one more per this long (429) */
+	size_t max_file;             /* an attachment's bytes (413 at creation) */
+	uint64_t upload_expiry_ms;   /* an incomplete upload is dropped after this */
 };
 
 /* Counters for /metrics. Touched on the loop thread only. */

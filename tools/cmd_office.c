@@ -27,6 +27,7 @@
 #include "resolve.h"
 #include "status.h"
 #include "store.h"
+#include "upload.h"
 #include "uuid.h"
 
 /* "042,047" -> a NULL-terminated array in a static buffer. */
@@ -413,9 +414,9 @@ int cmd_export(int argc, char **argv)
 		{"include-deleted", no_argument, 0, 'D'}, {"include-sensitive", no_argument, 0, 'S'},
 		{"out", required_argument, 0, 'o'},	  {"quiet", no_argument, 0, 'q'},
 		{"threads", required_argument, 0, 't'},	  {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
+		{"with-files", required_argument, 0, 'W'}, {0, 0, 0, 0},
 	};
-	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL;
+	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL, *files_dir = NULL;
 	const char *counties[48];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
@@ -427,6 +428,7 @@ int cmd_export(int argc, char **argv)
 		case 'f': forms = optarg; break;
 		case 'm': eo.form_id = optarg; break;
 		case 'o': out_path = optarg; break;
+		case 'W': files_dir = optarg; break;
 		case 'q': quiet = true; break;
 		case 'D': eo.include_deleted = true; break;
 		case 'S': eo.include_sensitive = true; break;
@@ -476,6 +478,11 @@ int cmd_export(int argc, char **argv)
 			       "                       instance_id (parent_instance_id when nested), and\n"
 			       "                       codebook.csv describing every column\n"
 			       "  --threads N          render on N threads (default one per core)\n"
+			       "  --with-files DIR     also the attachments: DIR/sha256/HASH (hard links\n"
+			       "                       where possible) and DIR/manifest.csv (record id,\n"
+			       "                       field, file id, SHA-256, size, media type,\n"
+			       "                       received at, uploaded by); files of sensitive\n"
+			       "                       fields only with --include-sensitive\n"
 			       "  --quiet              no progress on standard error\n");
 			return 0;
 		default:
@@ -565,6 +572,18 @@ finished:;
 	if (!quiet)
 		fprintf(stderr, "%sexported %" PRIu64 " records in %.2f s\n", tty ? "\r" : "", records,
 			secs);
+	if (files_dir) {
+		size_t nf = 0, skipped = 0;
+		if ((r = upload_export_files(s, reg, data, files_dir, eo.include_sensitive, counties,
+					     eo.n_counties, &nf, &skipped)) < 0) {
+			cli_err("cannot write the files to %s: %s", files_dir, sh_strerror(r));
+			goto done;
+		}
+		if (!quiet)
+			fprintf(stderr, "wrote %zu files and %s/manifest.csv%s\n", nf, files_dir,
+				skipped ? " (files of sensitive fields left out: --include-sensitive)"
+					: "");
+	}
 	rc = 0;
 done:
 	if (audited)

@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "common.h"
 #include "form.h"
+#include "upload.h"
 
 #define REJECT(c, ...)                                                        \
 	do {                                                                  \
@@ -348,7 +349,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		seq = sh_get_be64(v.mv_data);
 	}
 	if (is_new && c->new_record) {
-		if ((r = apply_new(t, c, seq, now_ms)) < 0)
+		if ((r = apply_new(t, c, seq, now_ms)) < 0 ||
+		    (r = upload_note_change(t, c, seq, now_ms)) < 0) /* attachments' index */
 			return r;
 		*ret_outcome = STORE_APPLIED;
 		return 0;
@@ -434,6 +436,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		    (r = st_feed_add(t, d, log_seq)) < 0)
 			return r;
 	}
+	if ((r = upload_note_change(t, c, rec->seq, now_ms)) < 0) /* attachments' index */
+		return r;
 	*ret_outcome = STORE_APPLIED;
 	return 0;
 }

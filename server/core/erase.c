@@ -185,7 +185,7 @@ int erase_compact(const char *dir, char *err, size_t errlen)
 	int r = store_open(dir, &o, &s, err, errlen);
 	if (r < 0)
 		return r;
-	r = store_backup(s, tmp, err, errlen); /* a copy without free pages */
+	r = store_compact_copy(s, tmp, err, errlen); /* without free pages */
 	store_close(s);
 	if (r < 0)
 		return r;

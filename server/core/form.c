@@ -925,10 +925,11 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 		}
 		if (r < 0)
 			VERDICT("malformed_value", "the attachment reference is not well-formed");
-		if (id_len != 16 || sha_len != 32 || size == 0 || size > (1ull << 40) || mt_len == 0 ||
+		if (id_len != 16 || sha_len != 32 || size > (1ull << 40) || mt_len == 0 ||
 		    mt_len > 100 || !form_utf8_ok(mt, mt_len))
 			VERDICT("bad_attachment",
-				"needs a 16-byte file id, a 32-byte SHA-256, a size and a media type");
+				"needs a 16-byte file id, a 32-byte SHA-256, a size (an empty file is "
+				"one) and a media type");
 		break;
 	}
 	case FT_LINK: {

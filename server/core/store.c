@@ -26,6 +26,21 @@
  *   cfl   be64 record seq                       empty: records with open conflicts
  *   audit be64 audit seq                        JSON text: who exported or changed
  *                                               what at the office, and when
+ *   files 'r' | 16-byte file id |               record id (16) | SHA-256 (32) |
+ *           be64 record seq | be32 field        be64 size | be64 pushing device |
+ *                                               be64 ms noted | media type text:
+ *                                               an Attachment value a change
+ *                                               wrote (upload.c)
+ *         'u' | 16-byte file id                 SHA-256 (32) | be64 length |
+ *                                               be64 offset on disk | be64 device |
+ *                                               be64 created ms | be64 expires ms |
+ *                                               media type: an upload in progress
+ *         'h' | 32-byte SHA-256                 be64 size | be64 received ms |
+ *                                               be64 device | file id (16): a
+ *                                               complete file, in
+ *                                               DATA/files/sha256/<hex>
+ *         (added without a format change: a store without the table reads
+ *         as having no files, and gets it when opened to write)
  *
  * Why this layout (shared/reference/performance.md): a durable commit costs
  * the write-back of every page it dirties. Records, log entries and feed
@@ -85,9 +100,10 @@
 
 #include "arena.h"
 #include "common.h"
+#include "upload.h"
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl", "audit",
+	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl", "audit", "files",
 };
 
 typedef Shahidi__Store__V1__Counters counters_t;
@@ -319,6 +335,10 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 	}
 	for (int i = 0; i < DB_COUNT; i++) {
 		rc = mdb_dbi_open(txn, db_names[i], s->read_only ? 0 : MDB_CREATE, &s->dbi[i]);
+		if (rc == MDB_NOTFOUND && i == DB_FILES) {
+			s->files_absent = true; /* older, read-only: no files yet */
+			continue;
+		}
 		if (rc == MDB_NOTFOUND) {
 			snprintf(err, errlen, "%s holds no Shahidi store (no '%s' table)", s->dir,
 				 db_names[i]);
@@ -696,7 +716,7 @@ int store_write(struct store *s, int (*fn)(struct store_txn *t, void *ud), void 
 
 /* ---- audit ---- */
 
-int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
+int store_compact_copy(struct store *s, const char *dest, char *err, size_t errlen)
 {
 	if (mkdir(dest, 0700) < 0) {
 		snprintf(err, errlen, "cannot create %s: %s (the backup goes into a new directory)",
@@ -715,6 +735,21 @@ int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/data.mdb", dest);
 	chmod(path, 0600);
+	return 0;
+}
+
+int store_backup(struct store *s, const char *dest, char *err, size_t errlen)
+{
+	int r = store_compact_copy(s, dest, err, errlen);
+	if (r < 0)
+		return r;
+	/* After the snapshot: every file it names is complete on disk. */
+	r = upload_backup_files(s->dir, dest);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot copy the attachments to %s/files: %s", dest,
+			 strerror(-r));
+		return r;
+	}
 	return 0;
 }
 

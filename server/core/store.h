@@ -198,6 +198,10 @@ int store_audit_append(struct store_txn *t, const char *json, uint64_t *ret_seq)
 /* The next audit event after *seq; 1, 0 at the end. */
 int store_audit_next(struct store_txn *t, struct arena *a, uint64_t *seq, char **ret_json);
 
+/* The store alone (no attachments) copied to a new directory dest
+ * without its free pages: store_backup's first half, and erasure's
+ * compaction. */
+int store_compact_copy(struct store *s, const char *dest, char *err, size_t errlen);
 /* Writes a consistent, compacted copy of the store into dest, a directory
  * that must not exist yet (made 0700). Safe while the server runs.
  * Restoring = using dest as the data directory. */

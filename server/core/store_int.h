@@ -9,6 +9,7 @@
  *   chain.c    the change log and its hash chain, a record's history
  *   feed.c     pull feeds: what each device pulls, assignment
  *   devices.c  devices, tokens, batch memos, the audit log
+ *   upload.c   attachments: references, uploads, complete files
  *   apply.c    the apply engine: dedupe, the holding rule, merge, log,
  *              fan-out (apply.h)
  */
@@ -36,6 +37,7 @@ enum {
 	DB_TOK,
 	DB_CFL,
 	DB_AUDIT,
+	DB_FILES,
 	DB_COUNT
 };
 
@@ -61,6 +63,7 @@ struct store {
 	struct store_opts opts;
 	bool read_only;
 	bool old_format;           /* opened a store of an older format */
+	bool files_absent;         /* read-only, from before the files table */
 	unsigned opened_format;    /* the format it had when opened; 0 = new */
 	char dir[];
 };

@@ -1,0 +1,304 @@
+/* files_get.c: downloads of complete files (GET /v1/files/ID, Range),
+ * read from disk a chunk at a time (on the thread pool) as the client
+ * takes them: one 64 KiB chunk held per download. Not sendfile: the bytes
+ * go through libuv's write queue, which keeps the connection's timeouts
+ * and backpressure as they are for every other response. */
+#include "files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "auth.h"
+#include "common.h"
+#include "files_int.h"
+#include "form.h"
+#include "http.h"
+#include "render.h"
+#include "server.h"
+#include "upload.h"
+
+struct dl {
+	struct server *srv;
+	struct http_conn *c;
+	int fd;
+	uint64_t off, end;          /* what is left to send: [off, end) */
+	uv_fs_t read;               /* reads run on the thread pool, off the loop */
+	uint8_t buf[FILES_CHUNK];
+};
+
+static void dl_free(struct dl *d)
+{
+	struct server *srv = d->srv;
+	if (d->fd >= 0)
+		close(d->fd);
+	http_conn_unref(d->c);
+	free(d);
+	files__busy--;
+	http_kick(srv);
+}
+
+static void dl_pump(void *ud);
+
+static void dl_read(uv_fs_t *r)
+{
+	struct dl *d = r->data;
+	ssize_t n = r->result;
+	uv_fs_req_cleanup(r);
+	if (http_conn_gone(d->c)) {
+		dl_free(d);
+		return;
+	}
+	/* http_stream_write copies the chunk: buf is free for the next read
+	 * once it has left (dl_pump, called back when drained) */
+	if (n <= 0 || http_stream_write(d->c, d->buf, (size_t)n, dl_pump, d) < 0) {
+		http_stream_end(d->c); /* short: the client sees the body cut */
+		dl_free(d);
+		return;
+	}
+	d->off += (uint64_t)n;
+}
+
+/* The next chunk: read from disk, then written once the last has left. */
+static void dl_pump(void *ud)
+{
+	struct dl *d = ud;
+	if (http_conn_gone(d->c)) {
+		dl_free(d);
+		return;
+	}
+	if (d->off >= d->end) {
+		http_stream_end(d->c);
+		dl_free(d);
+		return;
+	}
+	uv_buf_t b = uv_buf_init((char *)d->buf,
+				 (unsigned)SH_MIN(d->end - d->off, (uint64_t)FILES_CHUNK));
+	d->read.data = d;
+	if (uv_fs_read(d->srv->loop, &d->read, d->fd, &b, 1, (int64_t)d->off, dl_read) < 0) {
+		http_stream_end(d->c);
+		dl_free(d);
+	}
+}
+
+/* May req see a record: a phone that wrote it or was assigned it, an
+ * office token whose counties include the record's. */
+static bool may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
+		    const struct upload_ref *ref)
+{
+	struct arena *a = arena_new();
+	merge_rec_t *rec;
+	bool ok = false;
+	if (!a)
+		return false;
+	if (store_record_get(t, a, ref->record_id, &rec) == 0) {
+		if (req->role == ROLE_DEVICE) {
+			for (size_t i = 0; i < rec->n_writers && !ok; i++)
+				ok = rec->writers[i] == req->device;
+			for (size_t i = 0; i < rec->n_assigned && !ok; i++)
+				ok = rec->assigned[i] == req->device;
+		} else if (!req->n_scope) {
+			ok = true;
+		} else {
+			char county[4] = "";
+			const struct form *f =
+				form_registry_find(srv->forms, rec->form_id, rec->form_version);
+			render_record_county(rec, f, county);
+			for (size_t i = 0; i < req->n_scope && !ok; i++)
+				ok = !strcmp(req->scope[i], county);
+		}
+	}
+	arena_free(a);
+	return ok;
+}
+
+struct dl_find {
+	struct store_txn *t;
+	struct server *srv;
+	const struct http_request *req;
+	struct upload_ref ref;
+	bool seen, stored;
+};
+
+static int dl_each(const struct upload_ref *ref, void *ud)
+{
+	struct dl_find *f = ud;
+	struct upload_file file;
+	if (!may_see(f->t, f->srv, f->req, ref))
+		return 0;
+	f->seen = true;
+	f->ref = *ref;
+	f->stored = upload_file_get(f->t, ref->sha256, &file) == 0;
+	return f->stored;
+}
+
+/* "bytes=a-b", "bytes=a-", "bytes=-n". 0 (whole file), 1 (a range), -EINVAL. */
+static int parse_range(const char *s, uint64_t size, uint64_t *from, uint64_t *to)
+{
+	if (!*s || strncmp(s, "bytes=", 6) || strchr(s, ','))
+		return 0;
+	s += 6;
+	char *e;
+	if (*s == '-') {
+		uint64_t n = strtoull(s + 1, &e, 10);
+		if (*e || !n || !size)
+			return -EINVAL;
+		*from = n > size ? 0 : size - n;
+		*to = size - 1;
+		return 1;
+	}
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	*from = strtoull(s, &e, 10);
+	if (*e++ != '-')
+		return -EINVAL;
+	*to = *e ? strtoull(e, &e, 10) : size - 1;
+	if (*e || *from >= size || *to < *from)
+		return -EINVAL;
+	if (*to >= size)
+		*to = size - 1;
+	return 1;
+}
+
+void files__download(struct http_conn *c, struct server *srv, struct http_request *req,
+		     const uint8_t id[16])
+{
+	struct store_txn *t;
+	struct dl_find f = {.srv = srv, .req = req};
+	if (store_begin(srv->store, false, &t) < 0) {
+		http_error(c, 500, "internal", "the store could not be read");
+		return;
+	}
+	f.t = t;
+	int r = upload_refs(t, id, dl_each, &f);
+	store_abort(t);
+	if (r < 0 || !f.seen) {
+		http_error(c, 404, "not_found", "no such file, or not one this token may see");
+		return;
+	}
+	if (!f.stored) {
+		http_error(c, 404, "not_uploaded", "the file's bytes have not arrived yet");
+		return;
+	}
+	char path[4096], line[128];
+	files__file_path(srv, f.ref.sha256, path, sizeof(path));
+	struct dl *d = calloc(1, sizeof(*d));
+	struct stat st;
+	if (!d || (d->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(d->fd, &st) < 0) {
+		if (d && d->fd >= 0)
+			close(d->fd);
+		free(d);
+		http_error(c, 500, "internal", "the file could not be opened");
+		return;
+	}
+	uint64_t size = (uint64_t)st.st_size, from = 0, to = size ? size - 1 : 0;
+	int rg = parse_range(req->tus.range, size, &from, &to);
+	if (rg < 0) {
+		close(d->fd);
+		free(d);
+		snprintf(line, sizeof(line), "Content-Range: bytes */%" PRIu64, size);
+		http_add_header(c, line);
+		http_error(c, 416, "bad_range", "the range is not within the file");
+		return;
+	}
+	d->srv = srv;
+	d->c = c;
+	d->off = from;
+	d->end = size ? to + 1 : 0;
+	http_conn_ref(c);
+	files__busy++;
+	http_add_header(c, "Accept-Ranges: bytes");
+	snprintf(line, sizeof(line), "ETag: \"%.64s\"", strrchr(path, '/') + 1);
+	http_add_header(c, line);
+	if (rg == 1) {
+		snprintf(line, sizeof(line), "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64,
+			 from, to, size);
+		http_add_header(c, line);
+	}
+	const char *mt = f.ref.media_type[0] ? f.ref.media_type : "application/octet-stream";
+	if (http_stream_start_length(c, rg == 1 ? 206 : 200, mt, d->end - d->off) < 0 ||
+	    req->method == HTTP_HEAD) {
+		http_stream_end(c);
+		dl_free(d);
+		return;
+	}
+	dl_pump(d);
+}
+
+
+/* ---- what is still to come ---- */
+
+struct status_work {
+	uv_work_t work;
+	struct server *srv;
+	struct http_conn *c;
+	char scope[SERVER_MAX_SCOPE][4];
+	size_t n_scope;
+	char *json;
+	int r;
+};
+
+static void status_read(uv_work_t *w)
+{
+	struct status_work *s = w->data;
+	const char *counties[SERVER_MAX_SCOPE];
+	struct store_txn *t;
+	json_t *o = NULL;
+	for (size_t i = 0; i < s->n_scope; i++)
+		counties[i] = s->scope[i];
+	if ((s->r = store_begin(s->srv->store, false, &t)) < 0)
+		return;
+	s->r = upload_pending(t, s->srv->forms, counties, s->n_scope, &o);
+	store_abort(t);
+	if (s->r == 0) {
+		s->json = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(o);
+		if (!s->json)
+			s->r = -ENOMEM;
+	}
+}
+
+static void status_done(uv_work_t *w, int status)
+{
+	struct status_work *s = w->data;
+	struct server *srv = s->srv;
+	(void)status;
+	if (s->r < 0)
+		http_error(s->c, 500, "internal", "the upload status could not be read");
+	else
+		http_respond(s->c, 200, "application/json", (const uint8_t *)s->json,
+			     strlen(s->json));
+	free(s->json);
+	http_conn_unref(s->c);
+	free(s);
+	files__busy--;
+	http_kick(srv);
+}
+
+void files__status(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	struct status_work *s = calloc(1, sizeof(*s));
+	if (!s) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	s->srv = srv;
+	s->c = c;
+	s->n_scope = req->n_scope;
+	memcpy(s->scope, req->scope, sizeof(s->scope));
+	s->work.data = s;
+	http_conn_ref(c);
+	files__busy++;
+	if (uv_queue_work(srv->loop, &s->work, status_read, status_done) < 0) {
+		s->r = -EAGAIN;
+		status_done(&s->work, 0);
+	}
+}

@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Upload throughput: N phones each upload one M-MB attachment at once over
+tus PATCHes (4 MiB each, every one fdatasync'd before its answer), beside
+the raw speed of the same disk measured in the same run (the same bytes
+written sequentially in files of M MB, each fdatasync'd), the server's
+resident memory above idle, sampled every 20 ms, and the latency of a
+phone pushing 20 reports at a time, alone and while the uploads run.
+
+    tools/files-bench.py [--phones 16] [--mb 20] [--build build] [--dir DIR]
+
+DIR (default: a new directory under the current one, so on the disk the
+server would use) is removed afterwards. Talks only to 127.0.0.1.
+"""
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import base64
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--phones", type=int, default=16)
+ap.add_argument("--mb", type=int, default=20)
+ap.add_argument("--build", default="build")
+ap.add_argument("--dir", default=None)
+args = ap.parse_args()
+sys.path.insert(0, os.path.join(args.build, "tests"))
+import shahidi_pb2 as pb  # noqa: E402
+
+CHUNK = 4 << 20
+root = tempfile.mkdtemp(prefix="files-bench-", dir=args.dir or ".")
+data_dir = os.path.join(root, "data")
+size = args.mb << 20
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def call(port, method, path, headers, body=b""):
+    s = socket.create_connection(("127.0.0.1", port), timeout=120)
+    try:
+        h = {"Host": "127.0.0.1", "Content-Length": str(len(body)), "Connection": "close",
+             "Tus-Resumable": "1.0.0", **headers}
+        s.sendall((f"{method} {path} HTTP/1.1\r\n" +
+                   "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+        if body:
+            s.sendall(body)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            if not c:
+                raise ConnectionError("no answer")
+            buf += c
+        lines = buf.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        return int(lines[0].split()[1]), {k.lower(): v.strip() for k, v in
+                                          (ln.split(":", 1) for ln in lines[1:])}
+    finally:
+        s.close()
+
+
+try:
+    # the raw disk: the same bytes, written and synced the same way
+    blob = os.urandom(size)
+    raw_dir = os.path.join(root, "raw")
+    os.mkdir(raw_dir)
+    t0 = time.time()
+    for i in range(args.phones):
+        fd = os.open(os.path.join(raw_dir, str(i)), os.O_WRONLY | os.O_CREAT, 0o600)
+        for off in range(0, size, CHUNK):
+            os.write(fd, blob[off:off + CHUNK])
+            os.fdatasync(fd)
+        os.close(fd)
+    raw_mbs = args.phones * args.mb / (time.time() - t0)
+    shutil.rmtree(raw_dir)
+
+    cli = os.path.join(args.build, "tools", "shahidi")
+    phones = []
+    for i in range(args.phones):
+        out = subprocess.run([cli, "device", "enroll", "--data", data_dir, "--name", f"p{i}",
+                              "--county", "047"], capture_output=True, text=True,
+                             check=True).stdout
+        dev = int(re.search(r"^device ([0-9a-f]{16})$", out, re.M).group(1), 16)
+        tok = re.search(r"^token +(\S+)$", out, re.M).group(1)
+        phones.append((dev, tok))
+    srv = subprocess.Popen([os.path.join(args.build, "server", "shahidi-server"), "--data",
+                            data_dir, "--listen", "127.0.0.1:0", "--quiet"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    port = int(srv.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    def change(i, fid=None, body=None):
+        c = pb.Change(change_id=i, record_id=os.urandom(16), form_id="incident_report",
+                      form_version=1, hlc=int(time.time() * 1000) << 16, create=True)
+        for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
+                               (11, "choice", "signed"), (12, "date", "2026-11-20"),
+                               (13, "boolean", True), (30, "text", "SV-1"),
+                               (51, "choice", "exact"), (53, "choice", "047"),
+                               (62, "text", "bench")]:
+            val = pb.Value()
+            setattr(val, kind, v)
+            c.fields.add(field=field, value=val)
+        c.fields.add(field=59).value.choices.codes.append("torture")
+        if fid:
+            a = c.fields.add(field=100).value.attachment
+            a.file_id, a.sha256, a.size, a.media_type = fid, hashlib.sha256(body).digest(), \
+                size, "image/jpeg"
+        return c
+
+    # a phone that only pushes: its latency alone and while the uploads run
+    out = subprocess.run([cli, "device", "enroll", "--data", data_dir, "--name", "pusher",
+                          "--county", "047"], capture_output=True, text=True, check=True).stdout
+    pdev = int(re.search(r"^device ([0-9a-f]{16})$", out, re.M).group(1), 16)
+    ptok = re.search(r"^token +(\S+)$", out, re.M).group(1)
+    pseq = [0]
+
+    def one_push():
+        pseq[0] += 1
+        b = pb.PushBatch(device=pdev, batch_seq=pseq[0], sent_hlc=int(time.time() * 1000) << 16)
+        b.changes.extend(change(pseq[0] * 100 + k) for k in range(20))
+        t = time.time()
+        st, _ = call(port, "POST", "/v1/push", {"Authorization": f"Bearer {ptok}"},
+                     b.SerializeToString())
+        assert st == 200, st
+        return (time.time() - t) * 1000
+
+    def p99(xs):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(len(xs) * 0.99))], xs[len(xs) // 2]
+
+    files = []
+    for i, (dev, tok) in enumerate(phones):
+        body = bytes([i]) + blob[1:]  # each phone's own file
+        fid = os.urandom(16)
+        c = change(1, fid, body)
+        b = pb.PushBatch(device=dev, batch_seq=1, sent_hlc=c.hlc)
+        b.changes.append(c)
+        st, _ = call(port, "POST", "/v1/push", {"Authorization": f"Bearer {tok}"},
+                     b.SerializeToString())
+        assert st == 200, st
+        md = "fileid " + base64.b64encode(fid.hex().encode()).decode()
+        st, _ = call(port, "POST", "/v1/files/", {"Authorization": f"Bearer {tok}",
+                                                  "Upload-Length": str(size),
+                                                  "Upload-Metadata": md})
+        assert st == 201, st
+        files.append((tok, fid.hex(), body))
+    time.sleep(0.5)
+    idle = rss_kb(srv.pid)
+    peak = [idle]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kb(srv.pid))
+            time.sleep(0.02)
+
+    def upload(tok, fid, body):
+        for off in range(0, size, CHUNK):
+            st, h = call(port, "PATCH", f"/v1/files/{fid}",
+                         {"Authorization": f"Bearer {tok}", "Upload-Offset": str(off),
+                          "Content-Type": "application/offset+octet-stream"},
+                         body[off:off + CHUNK])
+            assert st == 204, st
+
+    alone = [one_push() for _ in range(40)]
+    during = []
+
+    def pusher():
+        while not done.is_set():
+            during.append(one_push())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    pt = threading.Thread(target=pusher, daemon=True)
+    pt.start()
+    ws = [threading.Thread(target=upload, args=f) for f in files]
+    t0 = time.time()
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    took = time.time() - t0
+    done.set()
+    sampler.join()
+    pt.join()
+    srv.terminate()
+    srv.wait(30)
+    stored = len(os.listdir(os.path.join(data_dir, "files", "sha256")))
+    mbs = args.phones * args.mb / took
+    print(f"{args.phones} phones x {args.mb} MB: {mbs:.0f} MB/s ({took:.2f} s), "
+          f"raw write+fdatasync of the same disk {raw_mbs:.0f} MB/s "
+          f"({100 * mbs / raw_mbs:.0f}%); {stored} files stored; server RSS idle "
+          f"{idle / 1024:.1f} MB, peak {peak[0] / 1024:.1f} MB "
+          f"(+{(peak[0] - idle) / 1024:.1f} MB)")
+    a99, a50 = p99(alone)
+    d99, d50 = p99(during)
+    print(f"push of 20 reports: p50/p99 {a50:.1f}/{a99:.1f} ms alone, {d50:.1f}/{d99:.1f} ms "
+          f"during the uploads ({len(during)} pushes)")
+finally:
+    shutil.rmtree(root, ignore_errors=True)
