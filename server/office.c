@@ -23,9 +23,8 @@
 #include "routes.h"
 #include "server.h"
 #include "status.h"
+#include "task.h"
 #include "uuid.h"
-
-unsigned long office_busy;
 
 /* Built by server/embed_page.py from server/status.html. */
 extern const char status_page_html[];
@@ -85,9 +84,7 @@ static void actor_of(const struct http_request *req, char buf[64])
 /* ---- read-only JSON work on the thread pool ---- */
 
 struct job {
-	uv_work_t work;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;
 	struct http_request req;   /* a copy: scope, device, query */
 	char query[512];
 	void (*run)(struct job *j);
@@ -97,50 +94,45 @@ struct job {
 	char msg[200];
 };
 
-static void job_work(uv_work_t *w)
+static void job_work(struct task *t)
 {
-	struct job *j = w->data;
+	struct job *j = (struct job *)t;
 	j->run(j);
 }
 
-static void job_done(uv_work_t *w, int status)
+static void job_done(struct task *t)
 {
-	struct job *j = w->data;
-	(void)status;
+	struct job *j = (struct job *)t;
 	if (j->out)
-		respond_json(j->c, j->status ? j->status : 200, j->out);
+		respond_json(t->c, j->status ? j->status : 200, j->out);
 	else
-		http_error(j->c, j->status ? j->status : 500, j->code ? j->code : "internal",
+		http_error(t->c, j->status ? j->status : 500, j->code ? j->code : "internal",
 			   j->msg[0] ? j->msg : "the request failed");
 	json_decref(j->out);
-	http_conn_unref(j->c);
+	task_release(t);
 	free(j);
-	office_busy--;
 }
 
 static void start_job(struct http_conn *c, struct server *srv, struct http_request *req,
 		      void (*run)(struct job *))
 {
 	struct job *j = calloc(1, sizeof(*j));
+	(void)srv;
 	if (!j) {
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	j->c = c;
-	j->srv = srv;
 	j->req = *req;
 	snprintf(j->query, sizeof(j->query), "%s", req->query);
 	j->req.query = j->query;
 	j->req.path = NULL;
 	j->req.body = NULL;
 	j->run = run;
-	j->work.data = j;
-	http_conn_ref(c);
-	office_busy++;
-	if (uv_queue_work(srv->loop, &j->work, job_work, job_done) < 0) {
+	task_hold(&j->task, c, false);
+	if (task_queue(&j->task, job_work, job_done) < 0) {
 		j->status = 503;
 		j->code = "busy";
-		job_done(&j->work, 0);
+		job_done(&j->task);
 	}
 }
 
@@ -160,7 +152,7 @@ static void run_status(struct job *j)
 			return;
 		}
 	}
-	if (status_collect(j->srv->store, j->srv->forms, &o, &j->out) < 0)
+	if (status_collect(j->task.srv->store, j->task.srv->forms, &o, &j->out) < 0)
 		j->out = NULL;
 }
 
@@ -177,11 +169,11 @@ static void run_conflicts(struct job *j)
 	uint64_t seq = 0;
 	merge_rec_t *rec;
 	int r = -ENOMEM;
-	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+	if (!a || !arr || (r = store_begin(j->task.srv->store, false, &t)) < 0)
 		goto out;
 	/* Open conflicts are few; the list is capped all the same. */
 	while (json_array_size(arr) < 5000 && (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
-		const struct form *f = form_registry_find(j->srv->forms, rec->form_id, rec->form_version);
+		const struct form *f = form_registry_find(j->task.srv->forms, rec->form_id, rec->form_version);
 		char county[4] = "";
 		render_record_county(rec, f, county);
 		if (in_scope(&j->req, county)) {
@@ -219,7 +211,7 @@ static void run_history(struct job *j)
 		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
 		return;
 	}
-	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, counties, sizeof(counties));
+	int r = status_history(j->task.srv->store, j->task.srv->forms, id, &j->out, counties, sizeof(counties));
 	/* in scope when any county the record has been in is */
 	bool seen = r == 0 && !counties[0] && in_scope(&j->req, "");
 	for (char *p = counties; r == 0 && *p && !seen; p += p[3] ? 4 : 3) {
@@ -246,9 +238,7 @@ void office_history(struct http_conn *c, struct server *srv, struct http_request
 /* ---- actions through the writer ---- */
 
 struct action {
-	struct writer_job job;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;          /* task.job: a WJOB_CALL of action_fn */
 	struct http_request req;
 	char actor[64];
 	json_t *body;              /* the request's JSON */
@@ -267,24 +257,24 @@ struct action {
 	char county[200];
 };
 
-static void action_done(struct writer_job *job)
+static void action_done(struct task *t)
 {
-	struct action *a = job->ud;
-	if (job->result == 0 && a->reply)
-		respond_json(a->c, 200, a->reply);
+	struct action *a = (struct action *)t;
+	int r = t->job.result;
+	if (r == 0 && a->reply)
+		respond_json(t->c, 200, a->reply);
 	else if (a->status)
-		http_error(a->c, a->status, a->code, a->msg);
-	else if (job->result == -ENOSPC)
-		http_error(a->c, 507, "storage_full", "the store is full");
+		http_error(t->c, a->status, a->code, a->msg);
+	else if (r == -ENOSPC)
+		http_error(t->c, task_status(r, 500), "storage_full", "the store is full");
 	else
-		http_error(a->c, 500, "internal", sh_strerror(job->result));
+		http_error(t->c, task_status(r, 500), "internal", sh_strerror(r));
 	json_decref(a->reply);
 	json_decref(a->body);
 	json_decref(a->details);
 	buf_free(&a->value);
-	http_conn_unref(a->c);
+	task_release(t);
 	free(a);
-	office_busy--;
 }
 
 #define FAIL(st, c_, ...)                                              \
@@ -315,22 +305,18 @@ static void start_action(struct http_conn *c, struct server *srv, struct http_re
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	a->c = c;
-	a->srv = srv;
+	(void)srv;
 	a->req = *req;
 	a->req.body = NULL;
 	a->body = body;
 	actor_of(req, a->actor);
-	a->job.kind = WJOB_CALL;
-	a->job.fn = action_fn;
-	a->job.fn_ud = a;
-	a->job.done = action_done;
-	a->job.ud = a;
+	a->task.job.kind = WJOB_CALL;
+	a->task.job.fn = action_fn;
+	a->task.job.fn_ud = a;
 	a->details = json_object();
 	a->act = fn;
-	http_conn_ref(c);
-	office_busy++;
-	writer_submit(srv->writer, &a->job);
+	task_hold(&a->task, c, false);
+	task_submit(&a->task, action_done);
 }
 
 static int action_fn(struct store_txn *t, void *ud)
@@ -355,7 +341,7 @@ static int record_county_in(struct store_txn *t, struct action *a, const uint8_t
 		return -ENOMEM;
 	int r = store_record_get(t, ar, id, &rec);
 	if (r == 0) {
-		const struct form *f = form_registry_find(a->srv->forms, rec->form_id, rec->form_version);
+		const struct form *f = form_registry_find(a->task.srv->forms, rec->form_id, rec->form_version);
 		render_record_county(rec, f, county);
 		if (!in_scope(&a->req, county))
 			r = -ENOENT;
@@ -396,7 +382,7 @@ static int do_resolve(struct store_txn *t, struct action *a)
 		if (!ar)
 			return -ENOMEM;
 		if (store_record_get(t, ar, a->rid, &rec) == 0) {
-			const struct form *f = form_registry_find(a->srv->forms, rec->form_id,
+			const struct form *f = form_registry_find(a->task.srv->forms, rec->form_id,
 								  rec->form_version);
 			for (size_t i = 0; f && i < f->n_fields && !fd; i++)
 				if ((json_is_string(field) && !strcmp(f->fields[i].name, json_string_value(field))) ||
@@ -428,7 +414,7 @@ static int do_resolve(struct store_txn *t, struct action *a)
 	}
 	struct form_verdict v = {{0}};
 	uint64_t log_seq;
-	r = resolve_apply(t, a->srv->forms, a->req.device, &a->rq, sh_now_ms(), &v, &log_seq);
+	r = resolve_apply(t, a->task.srv->forms, a->req.device, &a->rq, sh_now_ms(), &v, &log_seq);
 	if (r == -EINVAL)
 		FAIL(v.code[0] && !strcmp(v.code, "no_conflict") ? 409 : 400, "cannot_resolve", "%s: %s",
 		     v.code, v.reason);
@@ -555,7 +541,7 @@ static void run_devices(struct job *j)
 	uint64_t id = 0;
 	store_device_t *d;
 	int r = -ENOMEM;
-	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+	if (!a || !arr || (r = store_begin(j->task.srv->store, false, &t)) < 0)
 		goto out;
 	while ((r = store_device_next(t, a, &id, &d)) == 1) {
 		char hex[17], when[32];
@@ -614,10 +600,7 @@ static bool export__county_known(const struct form_registry *forms, const char *
  * one after the last (records sent, complete or cut), tied by an id. An
  * export whose first entry cannot be written does not start. */
 struct export_job {
-	uv_work_t work;
-	struct writer_job audit;   /* the start entry, then the end entry */
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;          /* task.job: the start entry, then the end entry */
 	struct exporter *x;
 	uint64_t cursor;
 	bool done, started, ended;
@@ -655,33 +638,32 @@ static void export_free_job(struct export_job *e)
 	codec_deflater_free(e->z);
 	buf_free(&e->zout);
 	buf_free(&e->out);
-	http_conn_unref(e->c);
+	task_release(&e->task);
 	free(e);
-	office_busy--;
 }
 
-static void export_ended(struct writer_job *job)
+static void export_ended(struct task *t)
 {
-	struct export_job *e = job->ud;
-	if (job->result < 0)
+	struct export_job *e = (struct export_job *)t;
+	if (t->job.result < 0)
 		fprintf(stderr, "shahidi-server: export %s: its end could not be audited: %s\n", e->id,
-			sh_strerror(job->result));
+			sh_strerror(t->job.result));
 	export_free_job(e);
 }
 
 static void export_finish(struct export_job *e)
 {
-	const char *outcome = e->err == -EPIPE || http_conn_gone(e->c) ? "cut" : "failed";
+	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
 	if (!e->started) {
-		http_error(e->c, 500, "internal", "the export failed");
+		http_error(e->task.c, 500, "internal", "the export failed");
 	} else if (e->err == 0 && e->done) {
 		outcome = "complete";
 		e->sent = export_written(e->x);
-		http_stream_end(e->c);
+		http_stream_end(e->task.c);
 	} else {
 		/* cut short: the client sees a truncated chunked body, not a
 		 * complete-looking file */
-		http_stream_end(e->c);
+		http_stream_end(e->task.c);
 	}
 	json_decref(e->details);
 	e->details = json_pack("{s:s,s:I,s:s}", "export_id", e->id, "records", (json_int_t)e->sent,
@@ -691,36 +673,35 @@ static void export_finish(struct export_job *e)
 		export_free_job(e);
 		return;
 	}
-	e->audit = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e,
-				       .done = export_ended, .ud = e};
-	writer_submit(e->srv->writer, &e->audit);
+	e->task.job = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e};
+	task_submit(&e->task, export_ended);
 }
 
-static void export_work(uv_work_t *w)
+static void export_work(struct task *t)
 {
-	struct export_job *e = w->data;
+	struct export_job *e = (struct export_job *)t;
 	buf_reset(&e->out);
 	if (!e->started && export_header(e->x, &e->out) < 0) {
 		e->err = -ENOMEM;
 		return;
 	}
-	int64_t n = export_page(e->x, e->srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
+	int64_t n = export_page(e->x, e->task.srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
 	e->err = n < 0 ? (int)n : 0;
 	if (e->err == 0 && e->z) {
 		buf_reset(&e->zout);
 		e->err = codec_deflater_write(e->z, e->out.data, e->out.len, e->done, &e->zout);
-		struct buf t = e->out;
+		struct buf swap = e->out;
 		e->out = e->zout;
-		e->zout = t;
+		e->zout = swap;
 	}
 }
 
 static void export_drained(void *ud)
 {
 	struct export_job *e = ud;
-	if (!http_conn_gone(e->c))
+	if (!http_conn_gone(e->task.c))
 		e->sent = e->queued; /* the page before has left */
-	if (e->done || http_conn_gone(e->c) || e->srv->stopping) {
+	if (e->done || http_conn_gone(e->task.c) || e->task.srv->stopping) {
 		if (!e->done)
 			e->err = -EPIPE;
 		export_finish(e);
@@ -729,11 +710,10 @@ static void export_drained(void *ud)
 	export_next(e);
 }
 
-static void export_page_done(uv_work_t *w, int status)
+static void export_page_done(struct task *t)
 {
-	struct export_job *e = w->data;
-	(void)status;
-	if (e->err < 0 || http_conn_gone(e->c)) {
+	struct export_job *e = (struct export_job *)t;
+	if (e->err < 0 || http_conn_gone(e->task.c)) {
 		export_finish(e);
 		return;
 	}
@@ -741,13 +721,13 @@ static void export_page_done(uv_work_t *w, int status)
 		e->started = true;
 		char h[192];
 		snprintf(h, sizeof(h), "Content-Disposition: attachment; filename=\"%s\"", e->filename);
-		http_add_header(e->c, h);
+		http_add_header(e->task.c, h);
 		if (e->z) {
-			http_add_header(e->c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
+			http_add_header(e->task.c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
 								    : "Content-Encoding: deflate");
 		}
-		http_add_header(e->c, "Vary: Accept-Encoding");
-		if (http_stream_start(e->c, 200, e->csv ? "text/csv; charset=utf-8"
+		http_add_header(e->task.c, "Vary: Accept-Encoding");
+		if (http_stream_start(e->task.c, 200, e->csv ? "text/csv; charset=utf-8"
 							: "application/x-ndjson") < 0) {
 			e->err = -EPIPE;
 			export_finish(e);
@@ -759,7 +739,7 @@ static void export_page_done(uv_work_t *w, int status)
 		return;
 	}
 	e->queued = export_written(e->x);
-	if (http_stream_write(e->c, e->out.data, e->out.len, export_drained, e) < 0) {
+	if (http_stream_write(e->task.c, e->out.data, e->out.len, export_drained, e) < 0) {
 		e->err = -EPIPE;
 		export_finish(e);
 	}
@@ -767,23 +747,23 @@ static void export_page_done(uv_work_t *w, int status)
 
 static void export_next(struct export_job *e)
 {
-	if (uv_queue_work(e->srv->loop, &e->work, export_work, export_page_done) < 0) {
+	if (task_queue(&e->task, export_work, export_page_done) < 0) {
 		e->err = -EAGAIN;
 		export_finish(e);
 	}
 }
 
 /* The start entry is durable: now the first byte may go. */
-static void export_audited(struct writer_job *job)
+static void export_audited(struct task *t)
 {
-	struct export_job *e = job->ud;
-	if (job->result < 0) {
-		http_error(e->c, job->result == -ENOSPC ? 507 : 500, "audit_failed",
+	struct export_job *e = (struct export_job *)t;
+	if (t->job.result < 0) {
+		http_error(t->c, task_status(t->job.result, 500), "audit_failed",
 			   "the export could not be written to the audit log; nothing was exported");
 		export_free_job(e);
 		return;
 	}
-	if (http_conn_gone(e->c)) {
+	if (http_conn_gone(e->task.c)) {
 		e->err = -EPIPE; /* gone before the first byte: the end says so */
 		export_finish(e);
 		return;
@@ -877,10 +857,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	}
 	static uint64_t exports;
 	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++exports & 0xffff));
-	e->c = c;
-	e->srv = srv;
 	e->csv = o.format == EXPORT_CSV;
-	e->work.data = e;
 	/* Exports compress ~10 times: worth a core's time when the client takes it. */
 	e->zenc = http_accepted_encoding(c);
 	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
@@ -902,16 +879,14 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			       "form", form, "counties", cj, "since_ms", (json_int_t)o.since_ms,
 			       "include_deleted", o.include_deleted, "include_sensitive",
 			       o.include_sensitive);
-	http_conn_ref(c);
-	office_busy++;
+	task_hold(&e->task, c, false);
 	if (!e->details) {
 		http_error(c, 503, "busy", "out of memory");
 		export_free_job(e);
 		return;
 	}
-	e->audit = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e,
-				       .done = export_audited, .ud = e};
-	writer_submit(srv->writer, &e->audit);
+	e->task.job = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e};
+	task_submit(&e->task, export_audited);
 }
 
 /* ---- metrics ---- */

@@ -38,6 +38,7 @@ struct server_config {
 	bool trust_proxy;            /* a loopback peer's X-Forwarded-For names the client */
 	unsigned auth_burst;         /* failed token checks an address may make... */
 	unsigned auth_refill_ms;     /* ...and then one more per this long (429) */
+	bool unsafe_nosync;          /* the store without fsync: fuzzing only */
 };
 
 /* Counters for /metrics. Touched on the loop thread only. */
@@ -62,7 +63,27 @@ struct server {
 	struct http_server *http;
 	struct ratelimit *auth_limit;
 	struct server_stats stats;
+	/* Requests answered later (task.h) in flight: the server waits for
+	 * none to be left before it stops. Of which not pushes: pulls and the
+	 * office have places of their own, so pushes never hold them back. */
+	uint64_t busy, busy_others;
 	bool stopping;
 };
+
+/* The defaults of every flag (see shahidi-server --help). */
+void server_config_default(struct server_config *cfg);
+
+/* Builds the server from srv->cfg: the forms (built in, then
+ * cfg->forms_path), the store (an older format merged again from its
+ * log), the rate limit of refused tokens, the default loop. On failure
+ * says why in err and returns a negative errno; server_free frees what
+ * was built. */
+int server_init(struct server *srv, char *err, size_t errlen);
+/* Starts the writer thread and listens (http_start with the routes).
+ * err is left empty when http_start has already said why. */
+int server_start(struct server *srv, char *err, size_t errlen);
+/* After the loop has run dry: frees everything server_init and
+ * server_start built. Half-built servers are fine. */
+void server_free(struct server *srv);
 
 #endif
