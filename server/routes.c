@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "common.h"
 #include "http.h"
+#include "metrics.h"
 #include "office.h"
 #include "ratelimit.h"
 #include "server.h"
@@ -48,7 +49,7 @@ static const struct route {
 	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices},
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol},
 	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY, office_revoke},
-	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0, office_metrics},
+	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0, metrics_serve},
 };
 
 const char *routes_name(int id)
