@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "scope.h"
 
 struct server;
 struct http_server;
@@ -48,10 +49,7 @@ struct http_request {
 	uint64_t device;            /* authenticated device, 0 = none */
 	uint32_t role;
 	char county[4];
-	/* Counties the token may see; n_scope 0 = all (admins, coordinators
-	 * without a county). */
-	char scope[47][4];
-	size_t n_scope;
+	struct scope scope;         /* what the token may see (scope.h) */
 	uint32_t changes;           /* for the log: changes in a push */
 };
 

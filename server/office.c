@@ -54,23 +54,6 @@ static void respond_json(struct http_conn *c, int status, json_t *j)
 	free(s);
 }
 
-static void scope_of(const struct http_request *req, const char **out, size_t *n)
-{
-	*n = req->n_scope;
-	for (size_t i = 0; i < req->n_scope; i++)
-		out[i] = req->scope[i];
-}
-
-static bool in_scope(const struct http_request *req, const char *county)
-{
-	if (!req->n_scope)
-		return true;
-	for (size_t i = 0; i < req->n_scope; i++)
-		if (county && !strcmp(req->scope[i], county))
-			return true;
-	return false;
-}
-
 static void actor_of(const struct http_request *req, char buf[64])
 {
 	char hex[17];
@@ -135,10 +118,8 @@ static void start_job(struct http_conn *c, struct server *srv, struct http_reque
 
 static void run_status(struct job *j)
 {
-	const char *scope[SERVER_MAX_SCOPE];
 	char sd[32];
-	struct status_opts o = {.counties = scope, .silent_days = 7, .now_ms = sh_now_ms()};
-	scope_of(&j->req, scope, &o.n_counties);
+	struct status_opts o = {.scope = j->req.scope, .silent_days = 7, .now_ms = sh_now_ms()};
 	if (http_query_get(j->req.query, "silent_days", sd, sizeof(sd))) {
 		char *end;
 		o.silent_days = strtod(sd, &end);
@@ -171,9 +152,8 @@ static void run_conflicts(struct job *j)
 	/* Open conflicts are few; the list is capped all the same. */
 	while (json_array_size(arr) < 5000 && (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
 		const struct form *f = form_registry_find(j->task.srv->forms, rec->form_id, rec->form_version);
-		char county[4] = "";
-		render_record_county(rec, f, county);
-		if (in_scope(&j->req, county)) {
+		char county[4];
+		if (scope_has_record(&j->req.scope, rec, f, county)) {
 			/* Only the values in conflict: resolving them is the
 			 * coordinator's work; the rest of the report is not needed. */
 			json_t *o = render_record_json(rec, f, true);
@@ -210,12 +190,7 @@ static void run_history(struct job *j)
 	}
 	int r = status_history(j->task.srv->store, j->task.srv->forms, id, &j->out, counties, sizeof(counties));
 	/* in scope when any county the record has been in is */
-	bool seen = r == 0 && !counties[0] && in_scope(&j->req, "");
-	for (char *p = counties; r == 0 && *p && !seen; p += p[3] ? 4 : 3) {
-		char one[4] = {p[0], p[1], p[2], 0};
-		seen = in_scope(&j->req, one);
-	}
-	if (r == 0 && !seen) {
+	if (r == 0 && !scope_has_any(&j->req.scope, counties)) {
 		json_decref(j->out);
 		j->out = NULL;
 		r = -ENOENT; /* out of scope looks like absent: no leak across counties */
@@ -333,14 +308,12 @@ static int record_county_in(struct store_txn *t, struct action *a, const uint8_t
 {
 	struct arena *ar = arena_new();
 	merge_rec_t *rec;
-	char county[4] = "";
 	if (!ar)
 		return -ENOMEM;
 	int r = store_record_get(t, ar, id, &rec);
 	if (r == 0) {
 		const struct form *f = form_registry_find(a->task.srv->forms, rec->form_id, rec->form_version);
-		render_record_county(rec, f, county);
-		if (!in_scope(&a->req, county))
+		if (!scope_has_record(&a->req.scope, rec, f, NULL))
 			r = -ENOENT;
 	}
 	arena_free(ar);
@@ -447,7 +420,7 @@ static int do_assign(struct store_txn *t, struct action *a)
 	if (!(ar = arena_new()))
 		return -ENOMEM;
 	r = store_device_get(t, ar, a->device, &d);
-	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && in_scope(&a->req, d->county);
+	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && scope_has(&a->req.scope, d->county);
 	arena_free(ar);
 	if (r < 0 && r != -ENOENT)
 		return r;
@@ -614,8 +587,8 @@ struct export_job {
 	char actor[64];
 	char id[17];
 	json_t *details;           /* the entry the audit job writes */
-	char counties[SERVER_MAX_SCOPE][4];
-	const char *cptr[SERVER_MAX_SCOPE];
+	char counties[SCOPE_COUNTIES][4];
+	const char *cptr[SCOPE_COUNTIES];
 };
 
 static void export_next(struct export_job *e);
@@ -803,7 +776,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	}
 	size_t n = 0;
 	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
-		for (char *tok = strtok(county, ","); tok && n < SERVER_MAX_SCOPE; tok = strtok(NULL, ",")) {
+		for (char *tok = strtok(county, ","); tok && n < SCOPE_COUNTIES; tok = strtok(NULL, ",")) {
 			json_t *valid;
 			if (!export__county_known(srv->forms, form, tok, &valid)) {
 				free(e);
@@ -815,7 +788,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 				json_decref(j);
 				return;
 			}
-			if (!in_scope(req, tok)) {
+			if (!scope_has(&req->scope, tok)) {
 				free(e);
 				http_error(c, 403, "forbidden", "that county is not one of yours");
 				return;
@@ -825,13 +798,8 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			n++;
 		}
 	}
-	if (!n && coord) {
-		/* none asked for: all of the coordinator's (none = all counties) */
-		for (; n < req->n_scope; n++) {
-			snprintf(e->counties[n], 4, "%s", req->scope[n]);
-			e->cptr[n] = e->counties[n];
-		}
-	}
+	if (!n && coord) /* none asked for: all of the coordinator's (none = all counties) */
+		n = scope_codes(&req->scope, e->counties, e->cptr);
 	o.counties = e->cptr;
 	o.n_counties = n;
 	o.form_id = form;

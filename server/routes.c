@@ -77,15 +77,7 @@ static bool authenticate(struct server *srv, struct http_request *req)
 			req->device = d->id;
 			req->role = d->role;
 			snprintf(req->county, sizeof(req->county), "%s", d->county);
-			/* A coordinator sees its counties; an admin, or a coordinator
-			 * enrolled without a county, sees all. */
-			req->n_scope = 0;
-			if (d->role == ROLE_COORDINATOR) {
-				for (size_t i = 0; i < d->n_counties && i < 47; i++)
-					snprintf(req->scope[req->n_scope++], 4, "%s", d->counties[i]);
-				if (!req->n_scope && d->county[0])
-					snprintf(req->scope[req->n_scope++], 4, "%s", d->county);
-			}
+			req->scope = scope_of_device(d);
 			ok = true;
 		}
 		store_abort(t);

@@ -13,8 +13,6 @@
 #include "sync.h"
 #include "writer.h"
 
-#define SERVER_MAX_SCOPE 47
-
 struct server_config {
 	const char *data_dir;
 	const char *listen;          /* host:port, [v6]:port */

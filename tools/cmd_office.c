@@ -23,6 +23,7 @@
 #include "export.h"
 #include "render.h"
 #include "resolve.h"
+#include "scope.h"
 #include "status.h"
 #include "store.h"
 #include "uuid.h"
@@ -215,8 +216,9 @@ int cmd_status(int argc, char **argv)
 		{"all-counties", no_argument, 0, 'A'},	 {0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL;
-	const char *counties[48];
-	struct status_opts so = {.counties = counties, .silent_days = 7, .now_ms = sh_now_ms()};
+	const char *counties[SCOPE_COUNTIES + 1];
+	size_t n_counties = 0;
+	struct status_opts so = {.scope = scope_all(), .silent_days = 7, .now_ms = sh_now_ms()};
 	bool json = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -225,7 +227,7 @@ int cmd_status(int argc, char **argv)
 		case 'f': forms = optarg; break;
 		case 'j': json = true; break;
 		case 'A': so.all_counties = true; break;
-		case 'c': so.n_counties = parse_counties(optarg, counties, 47); break;
+		case 'c': n_counties = parse_counties(optarg, counties, SCOPE_COUNTIES); break;
 		case 's': so.silent_days = strtod(optarg, NULL); break;
 		case 'h':
 			printf("Usage: shahidi status [--data DIR] [--json] [--county CODES] [--silent-days N]\n"
@@ -251,10 +253,18 @@ int cmd_status(int argc, char **argv)
 	struct store *s = NULL;
 	json_t *st = NULL;
 	int rc = 1, r;
-	if (reg && (r = check_counties(reg, NULL, counties, so.n_counties))) {
+	if (reg && (r = check_counties(reg, NULL, counties, n_counties))) {
 		rc = r;
 		goto out;
 	}
+	if (n_counties)
+		so.scope = scope_none();
+	for (size_t i = 0; i < n_counties; i++)
+		if (scope_add(&so.scope, counties[i]) < 0) {
+			cli_err("unknown county '%s'", counties[i]);
+			rc = EXIT_USAGE;
+			goto out;
+		}
 	if (!reg || !(s = cli_open_store(data, true)))
 		goto out;
 	if ((r = status_collect(s, reg, &so, &st)) < 0) {
@@ -312,7 +322,7 @@ int cmd_export(int argc, char **argv)
 		{0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL;
-	const char *counties[48];
+	const char *counties[SCOPE_COUNTIES + 1];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
 	bool quiet = false, audited = false;
@@ -326,7 +336,7 @@ int cmd_export(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 'D': eo.include_deleted = true; break;
 		case 'S': eo.include_sensitive = true; break;
-		case 'c': eo.n_counties = parse_counties(optarg, counties, 47); break;
+		case 'c': eo.n_counties = parse_counties(optarg, counties, SCOPE_COUNTIES); break;
 		case 't':
 			eo.threads = (unsigned)strtoul(optarg, &tail, 10);
 			if (*tail || !eo.threads || eo.threads > EXPORT_MAX_THREADS) {
@@ -571,18 +581,10 @@ static int resolve__may(struct store_txn *t, const struct resolve_ctx *c)
 		r = -EPERM;
 		goto out;
 	}
-	if (d->role == ROLE_COORDINATOR) {
-		char county[4] = "";
-		render_record_county(rec, form_registry_find(c->forms, rec->form_id, rec->form_version),
-				     county);
-		bool in = !d->n_counties && !d->county[0]; /* enrolled without a county: all */
-		for (size_t i = 0; i < d->n_counties && !in; i++)
-			in = !strcmp(d->counties[i], county);
-		if (!d->n_counties && d->county[0])
-			in = !strcmp(d->county, county);
-		if (!in)
-			r = -ENOENT;
-	}
+	struct scope sc = scope_of_device(d);
+	if (!scope_has_record(&sc, rec, form_registry_find(c->forms, rec->form_id, rec->form_version),
+			      NULL))
+		r = -ENOENT;
 out:
 	arena_free(a);
 	return r;

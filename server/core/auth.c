@@ -8,20 +8,12 @@
 #include "arena.h"
 #include "common.h"
 #include "form.h"
+#include "scope.h"
 
 void auth_token_hash(const char *token, size_t len, uint8_t out[32])
 {
 	static const uint8_t domain[] = "shahidi token v1";
 	crypto_generichash(out, 32, (const uint8_t *)token, len, domain, sizeof(domain) - 1);
-}
-
-static bool county_ok(const char *c)
-{
-	if (strlen(c) != 3 || c[0] < '0' || c[0] > '9' || c[1] < '0' || c[1] > '9' || c[2] < '0' ||
-	    c[2] > '9')
-		return false;
-	int n = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
-	return n >= 1 && n <= 47;
 }
 
 int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
@@ -34,13 +26,13 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 		return -EINVAL;
 	}
 	/* A coordinator may cover several counties: "042,047". */
-	char list[47][4];
+	char list[SCOPE_COUNTIES][4];
 	size_t n_list = 0;
 	for (const char *p = county; *p;) {
 		size_t len = strcspn(p, ",");
 		char code[8];
 		snprintf(code, sizeof(code), "%.*s", (int)(len < 7 ? len : 7), p);
-		if (!county_ok(code) || n_list == 47 ||
+		if (scope_county_number(code) < 0 || n_list == SCOPE_COUNTIES ||
 		    (n_list && e->role != ROLE_COORDINATOR)) {
 			snprintf(err, errlen, "county must be a code from 001 to 047%s",
 				 e->role == ROLE_COORDINATOR ? " (several: 042,047)" : "");
@@ -81,7 +73,7 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 	sodium_memzero(secret, sizeof(secret));
 
 	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
-	char *cptr[47];
+	char *cptr[SCOPE_COUNTIES];
 	d.id = id;
 	d.name = (char *)e->name;
 	d.county = n_list == 1 ? list[0] : "";
