@@ -227,6 +227,7 @@ struct action {
 	uint64_t device;
 	struct auth_enrol enrol;
 	char county[200];
+	struct auth_cache *tokens; /* enrol, revoke: the tokens after it */
 };
 
 static void action_done(struct task *t)
@@ -241,6 +242,10 @@ static void action_done(struct task *t)
 		http_error(t->c, task_status(r, 500), "storage_full", "the store is full");
 	else
 		http_error(t->c, task_status(r, 500), "internal", sh_strerror(r));
+	if (r == 0 && a->reply)
+		server_tokens_install(t->srv, a->tokens);
+	else
+		auth_cache_free(a->tokens);
 	json_decref(a->reply);
 	json_decref(a->body);
 	json_decref(a->details);
@@ -298,6 +303,8 @@ static int action_fn(struct store_txn *t, void *ud)
 	json_decref(a->reply);
 	a->reply = NULL;
 	a->status = 0;
+	auth_cache_free(a->tokens);
+	a->tokens = NULL;
 	int r = a->act(t, a);
 	if (r == -ECANCELED)
 		return 0; /* refused: nothing written, the transaction goes on */
@@ -468,7 +475,8 @@ static int do_enrol(struct store_txn *t, struct action *a)
 	json_object_set_new(a->details, "role", json_string(store_role_name(rl)));
 	json_object_set_new(a->details, "county", json_string(county ? county : ""));
 	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "enrol", a->details)) < 0)
+	if ((r = audit_record_txn(t, a->actor, "enrol", a->details)) < 0 ||
+	    (r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
 	/* The token is shown once, here; only its hash is stored. */
 	a->reply = json_pack("{s:s,s:s}", "id", hex, "token", token);
@@ -492,7 +500,8 @@ static int do_revoke(struct store_txn *t, struct action *a)
 		return r;
 	json_object_set_new(a->details, "device", json_string(dev));
 	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "revoke", a->details)) < 0)
+	if ((r = audit_record_txn(t, a->actor, "revoke", a->details)) < 0 ||
+	    (r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
 	a->reply = json_pack("{s:b}", "revoked", 1);
 	return 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "rebuild.h"
@@ -72,9 +73,72 @@ int server_init(struct server *srv, char *err, size_t errlen)
 	return 0;
 }
 
+static int tokens__build(struct store_txn *t, void *ud)
+{
+	struct auth_cache **c = ud;
+	auth_cache_free(*c); /* run again after the map grew */
+	*c = NULL;
+	if (auth_cache_build(t, c) < 0)
+		*c = NULL; /* checked in the store until the next try */
+	return 0;
+}
+
+struct tokens_job {
+	struct writer_job job;
+	struct server *srv;
+	struct auth_cache *c;
+};
+
+static void tokens__built(struct writer_job *job)
+{
+	struct tokens_job *j = job->ud;
+	if (job->result == 0)
+		server_tokens_install(j->srv, j->c);
+	else
+		auth_cache_free(j->c);
+	j->srv->tokens_pending = false;
+	free(j);
+}
+
+void server_tokens_refresh(struct server *srv)
+{
+	if (srv->tokens_pending || srv->stopping || !srv->writer)
+		return;
+	struct tokens_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	j->srv = srv;
+	j->job.kind = WJOB_CALL;
+	j->job.fn = tokens__build;
+	j->job.fn_ud = &j->c;
+	j->job.done = tokens__built;
+	j->job.ud = j;
+	srv->tokens_pending = true;
+	writer_submit(srv->writer, &j->job);
+}
+
+void server_tokens_install(struct server *srv, struct auth_cache *c)
+{
+	if (!c)
+		return;
+	if (srv->tokens && auth_cache_seq(srv->tokens) > auth_cache_seq(c)) {
+		auth_cache_free(c);
+		return;
+	}
+	auth_cache_free(srv->tokens);
+	srv->tokens = c;
+}
+
 int server_start(struct server *srv, char *err, size_t errlen)
 {
-	int r = writer_start(srv->loop, srv->store, &srv->writer);
+	struct auth_cache *c = NULL;
+	int r = store_write(srv->store, tokens__build, &c);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read the tokens: %s", strerror(-r));
+		return r;
+	}
+	server_tokens_install(srv, c);
+	r = writer_start(srv->loop, srv->store, &srv->writer);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot start the writer: %s", uv_strerror(r));
 		return r;
@@ -100,4 +164,6 @@ void server_free(struct server *srv)
 	srv->forms_packed = NULL;
 	ratelimit_free(srv->auth_limit);
 	srv->auth_limit = NULL;
+	auth_cache_free(srv->tokens);
+	srv->tokens = NULL;
 }

@@ -65,6 +65,10 @@ struct server {
 	 * none to be left before it stops. Of which not pushes: pulls and the
 	 * office have places of their own, so pushes never hold them back. */
 	uint64_t busy, busy_others;
+	/* The tokens as last seen (auth.h), so that the loop checks a token
+	 * without a transaction; built by the writer. Loop thread only. */
+	struct auth_cache *tokens;
+	bool tokens_pending;         /* a new one is being built */
 	bool stopping;
 };
 
@@ -80,6 +84,13 @@ int server_init(struct server *srv, char *err, size_t errlen);
 /* Starts the writer thread and listens (http_start with the routes).
  * err is left empty when http_start has already said why. */
 int server_start(struct server *srv, char *err, size_t errlen);
+/* Keeps c as srv->tokens unless the one there is newer (then c is
+ * freed). Takes c, which may be NULL. Loop thread. */
+void server_tokens_install(struct server *srv, struct auth_cache *c);
+/* Asks the writer for a new srv->tokens (once at a time): another process
+ * wrote to the store. Loop thread. */
+void server_tokens_refresh(struct server *srv);
+
 /* After the loop has run dry: frees everything server_init and
  * server_start built. Half-built servers are fine. */
 void server_free(struct server *srv);
