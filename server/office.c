@@ -19,6 +19,7 @@
 #include "resolve.h"
 #include "routes.h"
 #include "server.h"
+#include "office_api.h"
 #include "status.h"
 #include "task.h"
 #include "uuid.h"
@@ -212,21 +213,13 @@ void office_history(struct http_conn *c, struct server *srv, struct http_request
 struct action {
 	struct task task;          /* task.job: a WJOB_CALL of action_fn */
 	struct http_request req;
-	char actor[64];
+	struct office_actor actor;
 	json_t *body;              /* the request's JSON */
-	json_t *details;           /* for the audit log */
 	json_t *reply;             /* set by the action */
 	int status;                /* an HTTP error instead of the reply */
-	const char *code;
+	char code[40];
 	char msg[400];
 	int (*act)(struct store_txn *t, struct action *a);
-	/* per action */
-	struct resolve_req rq;
-	uint8_t rid[16];
-	struct buf value;
-	uint64_t device;
-	struct auth_enrol enrol;
-	char county[200];
 	struct auth_cache *tokens; /* enrol, revoke: the tokens after it */
 };
 
@@ -248,8 +241,6 @@ static void action_done(struct task *t)
 		auth_cache_free(a->tokens);
 	json_decref(a->reply);
 	json_decref(a->body);
-	json_decref(a->details);
-	buf_free(&a->value);
 	task_release(t);
 	free(a);
 }
@@ -257,10 +248,23 @@ static void action_done(struct task *t)
 #define FAIL(st, c_, ...)                                              \
 	do {                                                           \
 		a->status = st;                                        \
-		a->code = c_;                                          \
+		snprintf(a->code, sizeof(a->code), "%s", c_);          \
 		snprintf(a->msg, sizeof(a->msg), __VA_ARGS__);         \
 		return -ECANCELED;                                     \
 	} while (0)
+
+/* An office_api refusal as an HTTP answer (-ECANCELED: nothing written);
+ * anything else as it is. */
+static int refused(struct action *a, int r, const struct office_verdict *v)
+{
+	int st = r == -ENOENT ? 404 : r == -EINVAL ? 400 : r == -EALREADY ? 409 : r == -EPERM ? 403 : 0;
+	if (!st || !v->code[0])
+		return r;
+	a->status = st;
+	snprintf(a->code, sizeof(a->code), "%s", v->code);
+	snprintf(a->msg, sizeof(a->msg), "%s", v->msg);
+	return -ECANCELED;
+}
 
 /* Actions run in the writer's transaction. Returning -ECANCELED refuses
  * the request without failing the others committed with it. */
@@ -286,11 +290,12 @@ static void start_action(struct http_conn *c, struct server *srv, struct http_re
 	a->req = *req;
 	a->req.body = NULL;
 	a->body = body;
-	actor_of(req, a->actor);
+	a->actor.device = req->device;
+	a->actor.scope = req->scope;
+	actor_of(req, a->actor.name);
 	a->task.job.kind = WJOB_CALL;
 	a->task.job.fn = action_fn;
 	a->task.job.fn_ud = a;
-	a->details = json_object();
 	a->act = fn;
 	task_hold(&a->task, c, false);
 	task_submit(&a->task, action_done);
@@ -311,22 +316,6 @@ static int action_fn(struct store_txn *t, void *ud)
 	return r;
 }
 
-static int record_county_in(struct store_txn *t, struct action *a, const uint8_t id[16])
-{
-	struct arena *ar = arena_new();
-	merge_rec_t *rec;
-	if (!ar)
-		return -ENOMEM;
-	int r = store_record_get(t, ar, id, &rec);
-	if (r == 0) {
-		const struct form *f = form_registry_find(a->task.srv->forms, rec->form_id, rec->form_version);
-		if (!scope_has_record(&a->req.scope, rec, f, NULL))
-			r = -ENOENT;
-	}
-	arena_free(ar);
-	return r;
-}
-
 static const char *jstr(json_t *o, const char *k)
 {
 	return json_string_value(json_object_get(o, k));
@@ -334,75 +323,38 @@ static const char *jstr(json_t *o, const char *k)
 
 static int do_resolve(struct store_txn *t, struct action *a)
 {
+	struct office_resolve q = {0};
+	struct office_verdict v = {{0}};
 	const char *rid = jstr(a->body, "record_id");
 	json_t *field = json_object_get(a->body, "field");
-	if (!rid || uuid_parse(rid, a->rid) < 0)
-		FAIL(400, "bad_request", "record_id must be a UUID");
-	int r = record_county_in(t, a, a->rid);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
-	if (r < 0)
-		return r;
-	a->rq.record_id = a->rid;
-	json_object_set_new(a->details, "record_id", json_string(rid));
 	json_t *take = json_object_get(a->body, "take"), *val = json_object_get(a->body, "value");
 	json_t *del = json_object_get(a->body, "deleted");
+	if (!rid || uuid_parse(rid, q.record_id) < 0)
+		FAIL(400, "bad_request", "record_id must be a UUID");
 	if (json_is_boolean(del)) {
-		a->rq.how = RESOLVE_DELETED;
-		a->rq.deleted = json_is_true(del);
-		json_object_set_new(a->details, "deleted", json_boolean(a->rq.deleted));
+		q.how = RESOLVE_DELETED;
+		q.deleted = json_is_true(del);
 	} else {
-		/* the field, by name or number, in the record's form */
-		struct arena *ar = arena_new();
-		merge_rec_t *rec;
-		const struct form_field *fd = NULL;
-		if (!ar)
-			return -ENOMEM;
-		if (store_record_get(t, ar, a->rid, &rec) == 0) {
-			const struct form *f = form_registry_find(a->task.srv->forms, rec->form_id,
-								  rec->form_version);
-			for (size_t i = 0; f && i < f->n_fields && !fd; i++)
-				if ((json_is_string(field) && !strcmp(f->fields[i].name, json_string_value(field))) ||
-				    (json_is_integer(field) && f->fields[i].number == json_integer_value(field)))
-					fd = &f->fields[i];
-		}
-		arena_free(ar);
-		if (!fd)
-			FAIL(400, "unknown_field", "field must name a field of the record's form");
-		a->rq.field = fd->number;
-		json_object_set_new(a->details, "field", json_string(fd->name));
+		q.field_name = json_string_value(field);
+		q.field_number = json_is_integer(field) && json_integer_value(field) > 0 &&
+					 json_integer_value(field) <= UINT32_MAX
+				 ? (uint32_t)json_integer_value(field)
+				 : 0;
 		if (json_is_string(take)) {
-			a->rq.how = RESOLVE_TAKE;
-			if (sh_device_parse(json_string_value(take), &a->rq.take_device) < 0)
+			q.how = RESOLVE_TAKE;
+			if (sh_device_parse(json_string_value(take), &q.take_device) < 0)
 				FAIL(400, "bad_request", "take must be a device id (16 hex digits)");
-			json_object_set_new(a->details, "take", json_string(json_string_value(take)));
 		} else if (val) {
-			char err[200];
-			a->rq.how = RESOLVE_VALUE;
-			buf_reset(&a->value);
-			if (render_value_encode(fd, val, &a->value, err, sizeof(err)) < 0)
-				FAIL(400, "wrong_type", "%s", err);
-			a->rq.value = a->value.data;
-			a->rq.value_len = a->value.len;
-			json_object_set_new(a->details, "how", json_string("value"));
+			q.how = RESOLVE_VALUE;
+			q.value = val;
 		} else {
 			FAIL(400, "bad_request", "give take (a device id), value, or deleted");
 		}
 	}
-	struct form_verdict v = {{0}};
 	uint64_t log_seq;
-	r = resolve_apply(t, a->task.srv->forms, a->req.device, &a->rq, sh_now_ms(), &v, &log_seq);
-	if (r == -EINVAL)
-		FAIL(v.code[0] && !strcmp(v.code, "no_conflict") ? 409 : 400, "cannot_resolve", "%s: %s",
-		     v.code, v.reason);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
+	int r = office_api_resolve(t, a->task.srv->forms, &a->actor, &q, sh_now_ms(), &log_seq, &v);
 	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "log_seq", json_integer((json_int_t)log_seq));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "resolve", a->details)) < 0)
-		return r;
+		return refused(a, r, &v);
 	a->reply = json_pack("{s:b,s:I}", "resolved", 1, "log_seq", (json_int_t)log_seq);
 	return 0;
 }
@@ -415,35 +367,14 @@ void office_resolve(struct http_conn *c, struct server *srv, struct http_request
 static int do_assign(struct store_txn *t, struct action *a)
 {
 	const char *rid = jstr(a->body, "record_id"), *dev = jstr(a->body, "device");
-	struct arena *ar;
-	store_device_t *d;
-	if (!rid || uuid_parse(rid, a->rid) < 0 || !dev || sh_device_parse(dev, &a->device) < 0)
+	struct office_verdict v = {{0}};
+	uint8_t id[16];
+	uint64_t device;
+	if (!rid || uuid_parse(rid, id) < 0 || !dev || sh_device_parse(dev, &device) < 0)
 		FAIL(400, "bad_request", "record_id (a UUID) and device (16 hex digits) are required");
-	int r = record_county_in(t, a, a->rid);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
+	int r = office_api_assign(t, a->task.srv->forms, &a->actor, id, device, &v);
 	if (r < 0)
-		return r;
-	if (!(ar = arena_new()))
-		return -ENOMEM;
-	r = store_device_get(t, ar, a->device, &d);
-	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && scope_has(&a->req.scope, d->county);
-	arena_free(ar);
-	if (r < 0 && r != -ENOENT)
-		return r;
-	if (!ok)
-		FAIL(404, "no_such_device", "no such device in your counties");
-	if (!(ar = arena_new()))
-		return -ENOMEM;
-	r = store_assign(t, ar, a->rid, a->device);
-	arena_free(ar);
-	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "record_id", json_string(rid));
-	json_object_set_new(a->details, "device", json_string(dev));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "assign", a->details)) < 0)
-		return r;
+		return refused(a, r, &v);
 	a->reply = json_pack("{s:b}", "assigned", 1);
 	return 0;
 }
@@ -455,29 +386,19 @@ void office_assign(struct http_conn *c, struct server *srv, struct http_request 
 
 static int do_enrol(struct store_txn *t, struct action *a)
 {
-	const char *name = jstr(a->body, "name"), *county = jstr(a->body, "county");
 	const char *role = jstr(a->body, "role");
-	uint32_t rl = ROLE_DEVICE;
-	if (role && store_role_parse(role, &rl) < 0)
+	struct auth_enrol e = {jstr(a->body, "name"), jstr(a->body, "county"), ROLE_DEVICE};
+	struct office_verdict v = {{0}};
+	if (role && store_role_parse(role, &e.role) < 0)
 		FAIL(400, "bad_request", "role is device, coordinator or admin");
-	struct auth_enrol e = {name, county, rl};
 	uint64_t id;
-	char token[AUTH_TOKEN_LEN + 1], err[200];
-	int r = auth_enrol(t, &e, sh_now_ms(), &id, token, err, sizeof(err));
-	if (r == -EINVAL)
-		FAIL(400, "bad_request", "%s", err);
+	char token[AUTH_TOKEN_LEN + 1], hex[17];
+	int r = office_api_enrol(t, &a->actor, &e, sh_now_ms(), &id, token, &v);
 	if (r < 0)
+		return refused(a, r, &v);
+	if ((r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
-	char hex[17];
 	sh_device_fmt(id, hex);
-	json_object_set_new(a->details, "device", json_string(hex));
-	json_object_set_new(a->details, "name", json_string(name));
-	json_object_set_new(a->details, "role", json_string(store_role_name(rl)));
-	json_object_set_new(a->details, "county", json_string(county ? county : ""));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "enrol", a->details)) < 0 ||
-	    (r = auth_cache_build(t, &a->tokens)) < 0)
-		return r;
 	/* The token is shown once, here; only its hash is stored. */
 	a->reply = json_pack("{s:s,s:s}", "id", hex, "token", token);
 	return 0;
@@ -491,17 +412,14 @@ void office_enrol(struct http_conn *c, struct server *srv, struct http_request *
 static int do_revoke(struct store_txn *t, struct action *a)
 {
 	const char *dev = jstr(a->body, "id");
-	if (!dev || sh_device_parse(dev, &a->device) < 0)
+	struct office_verdict v = {{0}};
+	uint64_t device;
+	if (!dev || sh_device_parse(dev, &device) < 0)
 		FAIL(400, "bad_request", "id (16 hex digits) is required");
-	int r = auth_revoke(t, a->device, sh_now_ms());
-	if (r == -ENOENT)
-		FAIL(404, "no_such_device", "no such device");
+	int r = office_api_revoke(t, &a->actor, device, sh_now_ms(), &v);
 	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "device", json_string(dev));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "revoke", a->details)) < 0 ||
-	    (r = auth_cache_build(t, &a->tokens)) < 0)
+		return refused(a, r, &v);
+	if ((r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
 	a->reply = json_pack("{s:b}", "revoked", 1);
 	return 0;
@@ -593,7 +511,7 @@ struct export_job {
 	enum codec_enc zenc;
 	struct buf zout;
 	char filename[128]; /* Content-Disposition */
-	char actor[64];
+	struct office_actor actor;
 	char id[17];
 	json_t *details;           /* the entry the audit job writes */
 	char counties[SCOPE_COUNTIES][4];
@@ -606,8 +524,7 @@ static int export_audit_fn(struct store_txn *t, void *ud)
 {
 	struct export_job *e = ud;
 	/* The writer may run this again after growing the map. */
-	json_incref(e->details);
-	return audit_record_txn(t, e->actor, e->ended ? "export_end" : "export", e->details);
+	return office_api_export_audit(t, &e->actor, e->ended, e->details);
 }
 
 static void export_free_job(struct export_job *e)
@@ -645,8 +562,7 @@ static void export_finish(struct export_job *e)
 		http_stream_end(e->task.c);
 	}
 	json_decref(e->details);
-	e->details = json_pack("{s:s,s:I,s:s}", "export_id", e->id, "records", (json_int_t)e->sent,
-			       "outcome", outcome);
+	e->details = office_api_export_end_entry(e->id, e->sent, outcome);
 	e->ended = true;
 	if (!e->details) {
 		export_free_job(e);
@@ -845,14 +761,10 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
 	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
 		 e->csv ? "csv" : "ndjson");
-	actor_of(req, e->actor);
-	json_t *cj = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(cj, json_string(e->counties[i]));
-	e->details = json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", e->id, "format", fmt,
-			       "form", form, "counties", cj, "since_ms", (json_int_t)o.since_ms,
-			       "include_deleted", o.include_deleted, "include_sensitive",
-			       o.include_sensitive);
+	e->actor.device = req->device;
+	e->actor.scope = req->scope;
+	actor_of(req, e->actor.name);
+	e->details = office_api_export_start_entry(e->id, &o);
 	task_hold(&e->task, c, false);
 	if (!e->details) {
 		http_error(c, 503, "busy", "out of memory");
