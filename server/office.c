@@ -745,8 +745,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			http_stream_end(c);
 		return;
 	}
-	static uint64_t exports;
-	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++exports & 0xffff));
+	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++srv->exports & 0xffff));
 	e->csv = o.format == EXPORT_CSV;
 	/* Exports compress ~10 times: worth a core's time when the client takes it. */
 	e->zenc = http_accepted_encoding(c);

@@ -65,6 +65,7 @@ struct server {
 	 * none to be left before it stops. Of which not pushes: pulls and the
 	 * office have places of their own, so pushes never hold them back. */
 	uint64_t busy, busy_others;
+	uint64_t exports;            /* exports started: their audit ids */
 	/* The tokens as last seen (auth.h), so that the loop checks a token
 	 * without a transaction; built by the writer. Loop thread only. */
 	struct auth_cache *tokens;
