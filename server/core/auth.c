@@ -238,7 +238,7 @@ int auth_cache_check(const struct auth_cache *c, const char *token, size_t len,
 		     const struct auth_entry **ret)
 {
 	uint8_t hash[32];
-	if (!c || len != AUTH_TOKEN_LEN || memcmp(token, "shd_", 4))
+	if (!c || !c->n || len != AUTH_TOKEN_LEN || memcmp(token, "shd_", 4))
 		return -EACCES;
 	auth_token_hash(token, len, hash);
 	const struct auth_cache_item *it = bsearch(hash, c->items, c->n, sizeof(*c->items),

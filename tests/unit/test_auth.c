@@ -43,6 +43,14 @@ static void test_cache_checks_as_the_store_does(void)
 	char dir[256], ta[AUTH_TOKEN_LEN + 1], tc[AUTH_TOKEN_LEN + 1];
 	tu_tmpdir(dir);
 	struct store *s = tu_store_open(dir, NULL);
+	/* a store with no device yet: every token refused */
+	{
+		const struct auth_entry *e;
+		struct auth_cache *c0 = build(s);
+		CHECK_EQ_INT(auth_cache_check(c0, "shd_CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
+					      AUTH_TOKEN_LEN, &e), -EACCES);
+		auth_cache_free(c0);
+	}
 	uint64_t a = tu_enrol(s, "phone", "042", ROLE_DEVICE, ta);
 	uint64_t co = tu_enrol(s, "coordinator", "042,047", ROLE_COORDINATOR, tc);
 	struct auth_cache *c = build(s);
