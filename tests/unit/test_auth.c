@@ -3,6 +3,9 @@
  * written to the store since it was built, so that a revocation by the
  * CLI takes effect on the next request. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +86,22 @@ static void test_cache_checks_as_the_store_does(void)
 
 /* Another process revokes a token: the cache stops being current at
  * once, and stays so after this process commits on top of that write. */
+static const char *self;
+
+/* --revoke DIR ID: what the CLI's revoke does, in a process of its own. */
+static int revoke_main(const char *dir, const char *id)
+{
+	struct store *o;
+	char err[256];
+	struct store_opts so = {0};
+	uint64_t dev = strtoull(id, NULL, 10);
+	int r = store_open(dir, &so, &o, err, sizeof(err));
+	if (r == 0)
+		r = store_write(o, revoke_fn, &dev);
+	store_close(o);
+	return r == 0 ? 0 : 1;
+}
+
 static void test_others_writes_are_seen(void)
 {
 	char dir[256], ta[AUTH_TOKEN_LEN + 1];
@@ -97,18 +116,15 @@ static void test_others_writes_are_seen(void)
 	tu_enrol(s, "another phone", "042", ROLE_DEVICE, NULL);
 	CHECK_EQ_INT(auth_cache_stamp(c), store_others_writes(s));
 
+	/* the CLI: another process, with its own environment on the same
+	 * directory (this program again, from scratch: see main) */
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		/* the CLI: its own environment on the same directory */
-		struct store *o;
-		char err[256];
-		struct store_opts so = {0};
-		int r = store_open(dir, &so, &o, err, sizeof(err));
-		if (r == 0)
-			r = store_write(o, revoke_fn, &a);
-		store_close(o);
-		_exit(r == 0 ? 0 : 1);
+		char id[32];
+		snprintf(id, sizeof(id), "%" PRIu64, a);
+		execl(self, self, "--revoke", dir, id, (char *)NULL);
+		_exit(127);
 	}
 	int status;
 	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -128,8 +144,11 @@ static void test_others_writes_are_seen(void)
 	tu_rmrf(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "--revoke"))
+		return revoke_main(argv[2], argv[3]);
+	self = argv[0];
 	RUN(test_cache_checks_as_the_store_does);
 	RUN(test_others_writes_are_seen);
 	return 0;
