@@ -210,9 +210,17 @@ def test_csv_for_excel_and_coordinators():
             assert len(j["counties"]) == 47 and j["counties"]["047"] == "Nairobi City", j
         # a phone still cannot
         assert get(s, "/v1/export?format=csv", a42.token)[0] == 403
-        _, audit, _ = cli("audit", "--data", s.data)
         # (its enrolment by the CLI is audited too: keep what it did itself)
-        mine = [json.loads(l) for l in audit.splitlines() if f'"actor":"device:{coord.hex}"' in l]
+        # The end entry is committed once the last byte has left: it may
+        # come just after the client has the whole body (wait, bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            _, audit, _ = cli("audit", "--data", s.data)
+            mine = [json.loads(l) for l in audit.splitlines()
+                    if f'"actor":"device:{coord.hex}"' in l]
+            if len(mine) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         # each export: its entry before the first byte, its end after
         assert [e["action"] for e in mine] == ["export", "export_end"] * 2, audit
         assert mine[0]["counties"] == ["042"] and mine[1]["records"] == 30, mine[:2]
