@@ -105,15 +105,10 @@ static bool may_see(struct store_txn *t, struct server *srv, const struct http_r
 				ok = rec->writers[i] == req->device;
 			for (size_t i = 0; i < rec->n_assigned && !ok; i++)
 				ok = rec->assigned[i] == req->device;
-		} else if (!req->n_scope) {
-			ok = true;
 		} else {
-			char county[4] = "";
 			const struct form *f =
 				form_registry_find(srv->forms, rec->form_id, rec->form_version);
-			render_record_county(rec, f, county);
-			for (size_t i = 0; i < req->n_scope && !ok; i++)
-				ok = !strcmp(req->scope[i], county);
+			ok = scope_has_record(&req->scope, rec, f, NULL);
 		}
 	}
 	arena_free(a);
@@ -240,8 +235,8 @@ struct status_work {
 	uv_work_t work;
 	struct server *srv;
 	struct http_conn *c;
-	char scope[SERVER_MAX_SCOPE][4];
-	size_t n_scope;
+	char scope[SCOPE_COUNTIES][4];
+	size_t n_scope;             /* 0: every county */
 	char *json;
 	int r;
 };
@@ -249,7 +244,7 @@ struct status_work {
 static void status_read(uv_work_t *w)
 {
 	struct status_work *s = w->data;
-	const char *counties[SERVER_MAX_SCOPE];
+	const char *counties[SCOPE_COUNTIES];
 	struct store_txn *t;
 	json_t *o = NULL;
 	for (size_t i = 0; i < s->n_scope; i++)
@@ -292,8 +287,7 @@ void files__status(struct http_conn *c, struct server *srv, struct http_request 
 	}
 	s->srv = srv;
 	s->c = c;
-	s->n_scope = req->n_scope;
-	memcpy(s->scope, req->scope, sizeof(s->scope));
+	s->n_scope = scope_codes(&req->scope, s->scope, NULL);
 	s->work.data = s;
 	http_conn_ref(c);
 	files__busy++;

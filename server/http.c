@@ -17,7 +17,6 @@
 #include "admit.h"
 #include "common.h"
 #include "http_int.h"
-#include "routes.h"
 #include "server.h"
 
 /* ---- connection life ---- */
@@ -103,19 +102,15 @@ void http__conn_close(struct http_conn *c)
 
 bool http__overloaded(struct server *srv)
 {
-	/* Requests being decoded count as much as those waiting for the
-	 * writer: both hold their decoded batch in memory; so do those about
-	 * to be read. */
-	return admit_full(srv->http->admit) ||
-	       routes_busy(srv) + srv->http->admitted >= srv->cfg.max_queue ||
-	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
+	struct http_server *h = srv->http;
+	return admit_full(h->admit) || h->handlers->overloaded(srv, true, h->admitted);
 }
 
 /* Requests other than pushes have places of their own: pushes waiting
  * for the writer do not hold back /healthz, pulls or the office. */
 bool http__others_overloaded(struct server *srv)
 {
-	return routes_others_busy(srv) >= srv->cfg.max_queue;
+	return srv->http->handlers->overloaded(srv, false, 0);
 }
 
 /* Whether the request c is about to read is a push: 1 yes, 0 no, -1
@@ -532,12 +527,13 @@ static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_l
 	return 0;
 }
 
-int http_start(struct server *srv)
+int http_start(struct server *srv, const struct http_handlers *handlers)
 {
 	struct http_server *h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	srv->http = h;
+	h->handlers = handlers;
 	size_t share = SH_MAX(srv->cfg.max_body, srv->cfg.max_inflight / 4);
 	int r = admit_new(srv->cfg.max_inflight, share, srv->cfg.max_conns, &h->admit);
 	if (r < 0)

@@ -1,5 +1,7 @@
 /* http: HTTP/1.1 on libuv, parsed by llhttp. Connections, keep-alive,
- * pipelining, limits and timeouts; requests are handed to routes.c.
+ * pipelining, limits and timeouts. What a request means is not known
+ * here: the server hands http_start a table of handlers (struct
+ * http_handlers), and http calls nothing above it.
  *
  * Each connection handles one request at a time: while a request is being
  * processed the connection is not read (pipelined bytes wait, unparsed),
@@ -13,6 +15,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "scope.h"
 
 struct server;
 struct http_server;
@@ -39,17 +42,14 @@ struct http_request {
 	uint64_t content_length;
 	const uint8_t *body;        /* whole body, after on_request */
 	size_t body_len;
-	/* Set by routes_on_headers: */
+	/* Set by the on_headers handler: */
 	const char *route;          /* for the log and metrics */
 	int route_id;
 	size_t body_limit;          /* 0: the route takes no body */
 	uint64_t device;            /* authenticated device, 0 = none */
 	uint32_t role;
 	char county[4];
-	/* Counties the token may see; n_scope 0 = all (admins, coordinators
-	 * without a county). */
-	char scope[47][4];
-	size_t n_scope;
+	struct scope scope;         /* what the token may see (scope.h) */
 	uint32_t changes;           /* for the log: changes in a push */
 	/* Headers the file routes (tus) read; "" when absent, cut to size. */
 	struct {
@@ -72,8 +72,24 @@ struct http_request {
 	void *body_ud;
 };
 
-/* Starts listening on srv->cfg.listen. Prints the bound address. */
-int http_start(struct server *srv);
+/* What the server does with requests. The table outlives the server. */
+struct http_handlers {
+	/* Decides the route, checks the token and sets req->body_limit; it
+	 * may respond at once (then the body is not read and the
+	 * connection closes). */
+	void (*on_headers)(struct http_conn *c, struct http_request *req);
+	/* The body has arrived: answer, now or later. */
+	void (*on_request)(struct http_conn *c, struct http_request *req);
+	/* Is the work in flight too much to start reading another request?
+	 * push: the next request is a push (false: /healthz, pulls, the
+	 * office, which have places of their own); admitted: connections
+	 * let in to read a request they have not read yet. */
+	bool (*overloaded)(struct server *srv, bool push, unsigned admitted);
+};
+
+/* Starts listening on srv->cfg.listen, handing requests to handlers.
+ * Prints the bound address. */
+int http_start(struct server *srv, const struct http_handlers *handlers);
 /* Stops accepting; idle connections close, busy ones close after their
  * response. */
 void http_stop(struct server *srv);
@@ -134,12 +150,6 @@ void http_conn_unref(struct http_conn *c);
 struct http_request *http_conn_request(struct http_conn *c);
 struct server *http_conn_server(struct http_conn *c);
 
-/* Called by http.c; implemented by routes.c. on_headers decides the route,
- * checks the token and sets body_limit; it may respond at once (then the
- * body is not read and the connection closes). on_request runs when the
- * body has arrived. */
-void routes_on_headers(struct http_conn *c, struct http_request *req);
-void routes_on_request(struct http_conn *c, struct http_request *req);
 bool http_responded(struct http_conn *c);
 
 #endif

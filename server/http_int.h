@@ -112,6 +112,7 @@ struct http_server {
 	struct http_conn *conns; /* every open connection */
 	unsigned n_conns;
 	struct http_conn *resume_from; /* where resume_paused() looks first */
+	const struct http_handlers *handlers; /* the server's, not owned */
 	struct admit *admit;     /* request body bytes held, per device */
 	bool paused;             /* reading paused for backpressure */
 	unsigned admitted;       /* connections admitted, request not read yet */

@@ -12,7 +12,6 @@
 #include "admit.h"
 #include "common.h"
 #include "http_int.h"
-#include "routes.h"
 #include "server.h"
 
 /* ---- parsing ---- */
@@ -274,7 +273,7 @@ static int on_headers_complete(llhttp_t *p)
 	c->req.chunked = (p->flags & F_CHUNKED) != 0;
 	bool has_body = c->req.content_length > 0 || c->req.chunked;
 
-	routes_on_headers(c, &c->req);
+	c->srv->http->handlers->on_headers(c, &c->req);
 	if (c->responded)
 		return has_body ? HPE_PAUSED : 0; /* refused: a body is not read */
 	if (has_body && c->req.content_length > c->req.body_limit) {
@@ -382,7 +381,7 @@ static int on_message_complete(llhttp_t *p)
 	c->req.body_len = c->body.len;
 	c->req.body_sink = NULL; /* the route has it all now */
 	c->req.body_abort = NULL;
-	routes_on_request(c, &c->req);
+	c->srv->http->handlers->on_request(c, &c->req);
 	/* One request at a time: the next pipelined one waits. */
 	return HPE_PAUSED;
 }

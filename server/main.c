@@ -15,9 +15,6 @@
 #include "common.h"
 #include "files.h"
 #include "http.h"
-#include "ratelimit.h"
-#include "rebuild.h"
-#include "routes.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -114,7 +111,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void on_stop_tick(uv_timer_t *t)
 {
 	(void)t;
-	bool drained = http_conns(&srv) == 0 && routes_busy(&srv) == 0;
+	bool drained = http_conns(&srv) == 0 && srv.busy == 0;
 	if (!drained && sh_mono_ns() - stop_started < 20ull * 1000000000) {
 		return;
 	}
@@ -159,26 +156,7 @@ int main(int argc, char **argv)
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
-	*cfg = (struct server_config){
-		.data_dir = "shahidi-data",
-		.listen = "127.0.0.1:8080",
-		.max_body = (size_t)16 << 20,
-		.max_header = 8 * 1024,
-		.header_timeout_ms = 15000,
-		.body_timeout_ms = 300000,
-		.body_stall_ms = 30000,
-		.idle_timeout_ms = 60000,
-		.write_timeout_ms = 60000,
-		.max_conns = 4096,
-		.max_inflight = (size_t)64 << 20,
-		.max_queue = 128,
-		.pull_limit = 1000,
-		.auth_burst = 20,
-		.auth_refill_ms = 3000,
-		.max_file = (size_t)100 << 20,
-		.upload_expiry_ms = 14ull * 86400 * 1000,
-	};
-	sync_limits_default(&cfg->sync);
+	server_config_default(cfg);
 	int c, li = -1;
 	size_t sz = 0; /* parse_size leaves it alone on failure */
 	unsigned ms;
@@ -270,26 +248,10 @@ int main(int argc, char **argv)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	if (ratelimit_new(cfg->auth_burst, cfg->auth_refill_ms, &srv.auth_limit) < 0)
-		return 1;
-
 	char err[512];
-	if (form_registry_new(&srv.forms) < 0 ||
-	    form_registry_add_builtin(srv.forms, err, sizeof(err)) < 0 ||
-	    (cfg->forms_path && form_registry_add_path(srv.forms, cfg->forms_path, err, sizeof(err)) < 0)) {
-		fprintf(stderr, "shahidi-server: forms: %s\n", err);
-		return 1;
-	}
-	struct buf packed = {0};
-	if (form_registry_pack(srv.forms, &packed) < 0)
-		return 1;
-	srv.forms_packed = packed.data;
-	srv.forms_packed_len = packed.len;
-
-	struct store_opts so = {.map_size = cfg->map_size, .max_map_size = cfg->max_map_size,
-				.max_skew_ms = cfg->max_skew_ms};
-	if (store_open(cfg->data_dir, &so, &srv.store, err, sizeof(err)) < 0) {
+	if (server_init(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
+		server_free(&srv);
 		return 1;
 	}
 	/* One server per store, and none while `shahidi erase` compacts it. */
@@ -300,12 +262,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "shahidi-server: %s: %s\n", lockpath,
 			errno == EWOULDBLOCK ? "another shahidi-server, or `shahidi erase`, holds this store"
 					     : strerror(errno));
-		return 1;
-	}
-	int rb = rebuild_if_old(srv.store, stderr);
-	if (rb < 0) {
-		fprintf(stderr, "shahidi-server: rebuilding the records of an older store format: %s\n",
-			strerror(-rb));
+		server_free(&srv);
 		return 1;
 	}
 	/* The last links of the chain, and the head the store keeps, before
@@ -317,6 +274,7 @@ int main(int argc, char **argv)
 			"it cannot be read): refusing to serve it. Run `shahidi verify --data %s`; "
 			"--i-know-the-store-is-damaged serves it anyway.\n",
 			(long long)broken, cfg->data_dir);
+		server_free(&srv);
 		return 1;
 	}
 	if (cfg->damaged_ok)
@@ -324,21 +282,19 @@ int main(int argc, char **argv)
 			"shahidi-server: started with --i-know-the-store-is-damaged; the chain's last "
 			"links %s\n",
 			broken ? "do NOT verify: serving a damaged store" : "verify");
-	srv.loop = uv_default_loop();
-	int r = writer_start(srv.loop, srv.store, &srv.writer);
-	if (r < 0) {
-		fprintf(stderr, "shahidi-server: cannot start the writer: %s\n", uv_strerror(r));
-		return 1;
-	}
 	uv_signal_init(srv.loop, &sigint_h);
 	uv_signal_init(srv.loop, &sigterm_h);
 	uv_signal_start(&sigint_h, on_signal, SIGINT);
 	uv_signal_start(&sigterm_h, on_signal, SIGTERM);
 	uv_timer_init(srv.loop, &stop_timer);
 
-	if (http_start(&srv) < 0) {
+	int r = server_start(&srv, err, sizeof(err));
+	if (r < 0) {
+		if (err[0])
+			fprintf(stderr, "shahidi-server: %s\n", err);
 		srv.stopping = true;
-		writer_stop(srv.writer);
+		if (srv.writer)
+			writer_stop(srv.writer);
 		uv_walk(srv.loop, close_walk, NULL);
 		uv_run(srv.loop, UV_RUN_DEFAULT);
 		store_close(srv.store);
@@ -363,12 +319,7 @@ int main(int argc, char **argv)
 	if (getenv("SHAHIDI_MALLOC_STATS"))
 		malloc_stats(); /* to stderr: where the server's own memory went */
 	r = uv_loop_close(srv.loop);
-	http_free(&srv);
-	writer_free(srv.writer);
-	store_close(srv.store);
-	form_registry_free(srv.forms);
-	free(srv.forms_packed);
-	ratelimit_free(srv.auth_limit);
+	server_free(&srv);
 	if (r != 0) {
 		fprintf(stderr, "shahidi-server: event loop did not close cleanly: %s\n",
 			uv_strerror(r));

@@ -1,7 +1,5 @@
 #include "office.h"
-#include "office_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -9,23 +7,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "arena.h"
 #include "audit.h"
 #include "auth.h"
 #include "common.h"
+#include "export.h"
+#include "export_zip.h"
 #include "http.h"
 #include "render.h"
 #include "resolve.h"
 #include "routes.h"
 #include "server.h"
+#include "office_api.h"
 #include "status.h"
+#include "task.h"
 #include "uuid.h"
-
-unsigned long office_busy;
 
 /* Built by server/embed_page.py from server/status.html. */
 extern const char status_page_html[];
@@ -45,7 +43,7 @@ void office_page(struct http_conn *c, struct server *srv, struct http_request *r
 		     status_page_len);
 }
 
-void office__respond_json(struct http_conn *c, int status, json_t *j)
+static void respond_json(struct http_conn *c, int status, json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	if (!s) {
@@ -58,24 +56,7 @@ void office__respond_json(struct http_conn *c, int status, json_t *j)
 	free(s);
 }
 
-static void scope_of(const struct http_request *req, const char **out, size_t *n)
-{
-	*n = req->n_scope;
-	for (size_t i = 0; i < req->n_scope; i++)
-		out[i] = req->scope[i];
-}
-
-bool office__in_scope(const struct http_request *req, const char *county)
-{
-	if (!req->n_scope)
-		return true;
-	for (size_t i = 0; i < req->n_scope; i++)
-		if (county && !strcmp(req->scope[i], county))
-			return true;
-	return false;
-}
-
-void office__actor_of(const struct http_request *req, char buf[64])
+static void actor_of(const struct http_request *req, char buf[64])
 {
 	char hex[17];
 	sh_device_fmt(req->device, hex);
@@ -85,9 +66,7 @@ void office__actor_of(const struct http_request *req, char buf[64])
 /* ---- read-only JSON work on the thread pool ---- */
 
 struct job {
-	uv_work_t work;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;
 	struct http_request req;   /* a copy: scope, device, query */
 	char query[512];
 	void (*run)(struct job *j);
@@ -97,59 +76,52 @@ struct job {
 	char msg[200];
 };
 
-static void job_work(uv_work_t *w)
+static void job_work(struct task *t)
 {
-	struct job *j = w->data;
+	struct job *j = (struct job *)t;
 	j->run(j);
 }
 
-static void job_done(uv_work_t *w, int status)
+static void job_done(struct task *t)
 {
-	struct job *j = w->data;
-	(void)status;
+	struct job *j = (struct job *)t;
 	if (j->out)
-		office__respond_json(j->c, j->status ? j->status : 200, j->out);
+		respond_json(t->c, j->status ? j->status : 200, j->out);
 	else
-		http_error(j->c, j->status ? j->status : 500, j->code ? j->code : "internal",
+		http_error(t->c, j->status ? j->status : 500, j->code ? j->code : "internal",
 			   j->msg[0] ? j->msg : "the request failed");
 	json_decref(j->out);
-	http_conn_unref(j->c);
+	task_release(t);
 	free(j);
-	office_busy--;
 }
 
 static void start_job(struct http_conn *c, struct server *srv, struct http_request *req,
 		      void (*run)(struct job *))
 {
 	struct job *j = calloc(1, sizeof(*j));
+	(void)srv;
 	if (!j) {
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	j->c = c;
-	j->srv = srv;
 	j->req = *req;
 	snprintf(j->query, sizeof(j->query), "%s", req->query);
 	j->req.query = j->query;
 	j->req.path = NULL;
 	j->req.body = NULL;
 	j->run = run;
-	j->work.data = j;
-	http_conn_ref(c);
-	office_busy++;
-	if (uv_queue_work(srv->loop, &j->work, job_work, job_done) < 0) {
+	task_hold(&j->task, c, false);
+	if (task_queue(&j->task, job_work, job_done) < 0) {
 		j->status = 503;
 		j->code = "busy";
-		job_done(&j->work, 0);
+		job_done(&j->task);
 	}
 }
 
 static void run_status(struct job *j)
 {
-	const char *scope[SERVER_MAX_SCOPE];
 	char sd[32];
-	struct status_opts o = {.counties = scope, .silent_days = 7, .now_ms = sh_now_ms()};
-	scope_of(&j->req, scope, &o.n_counties);
+	struct status_opts o = {.scope = j->req.scope, .silent_days = 7, .now_ms = sh_now_ms()};
 	if (http_query_get(j->req.query, "silent_days", sd, sizeof(sd))) {
 		char *end;
 		o.silent_days = strtod(sd, &end);
@@ -160,7 +132,7 @@ static void run_status(struct job *j)
 			return;
 		}
 	}
-	if (status_collect(j->srv->store, j->srv->forms, &o, &j->out) < 0)
+	if (status_collect(j->task.srv->store, j->task.srv->forms, &o, &j->out) < 0)
 		j->out = NULL;
 }
 
@@ -177,14 +149,13 @@ static void run_conflicts(struct job *j)
 	uint64_t seq = 0;
 	merge_rec_t *rec;
 	int r = -ENOMEM;
-	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+	if (!a || !arr || (r = store_begin(j->task.srv->store, false, &t)) < 0)
 		goto out;
 	/* Open conflicts are few; the list is capped all the same. */
 	while (json_array_size(arr) < 5000 && (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
-		const struct form *f = form_registry_find(j->srv->forms, rec->form_id, rec->form_version);
-		char county[4] = "";
-		render_record_county(rec, f, county);
-		if (office__in_scope(&j->req, county)) {
+		const struct form *f = form_registry_find(j->task.srv->forms, rec->form_id, rec->form_version);
+		char county[4];
+		if (scope_has_record(&j->req.scope, rec, f, county)) {
 			/* Only the values in conflict: resolving them is the
 			 * coordinator's work; the rest of the report is not needed. */
 			json_t *o = render_record_json(rec, f, true);
@@ -219,14 +190,9 @@ static void run_history(struct job *j)
 		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
 		return;
 	}
-	int r = status_history(j->srv->store, j->srv->forms, id, &j->out, counties, sizeof(counties));
+	int r = status_history(j->task.srv->store, j->task.srv->forms, id, &j->out, counties, sizeof(counties));
 	/* in scope when any county the record has been in is */
-	bool seen = r == 0 && !counties[0] && office__in_scope(&j->req, "");
-	for (char *p = counties; r == 0 && *p && !seen; p += p[3] ? 4 : 3) {
-		char one[4] = {p[0], p[1], p[2], 0};
-		seen = office__in_scope(&j->req, one);
-	}
-	if (r == 0 && !seen) {
+	if (r == 0 && !scope_has_any(&j->req.scope, counties)) {
 		json_decref(j->out);
 		j->out = NULL;
 		r = -ENOENT; /* out of scope looks like absent: no leak across counties */
@@ -246,55 +212,60 @@ void office_history(struct http_conn *c, struct server *srv, struct http_request
 /* ---- actions through the writer ---- */
 
 struct action {
-	struct writer_job job;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;          /* task.job: a WJOB_CALL of action_fn */
 	struct http_request req;
-	char actor[64];
+	struct office_actor actor;
 	json_t *body;              /* the request's JSON */
-	json_t *details;           /* for the audit log */
 	json_t *reply;             /* set by the action */
 	int status;                /* an HTTP error instead of the reply */
-	const char *code;
+	char code[40];
 	char msg[400];
 	int (*act)(struct store_txn *t, struct action *a);
-	/* per action */
-	struct resolve_req rq;
-	uint8_t rid[16];
-	uint8_t inst[16];      /* resolve: the instance, when one is named */
-	struct buf value;
-	uint64_t device;
-	struct auth_enrol enrol;
-	char county[200];
+	struct auth_cache *tokens; /* enrol, revoke: the tokens after it */
 };
 
-static void action_done(struct writer_job *job)
+static void action_done(struct task *t)
 {
-	struct action *a = job->ud;
-	if (job->result == 0 && a->reply)
-		office__respond_json(a->c, 200, a->reply);
+	struct action *a = (struct action *)t;
+	int r = t->job.result;
+	if (r == 0 && a->reply)
+		respond_json(t->c, 200, a->reply);
 	else if (a->status)
-		http_error(a->c, a->status, a->code, a->msg);
-	else if (job->result == -ENOSPC)
-		http_error(a->c, 507, "storage_full", "the store is full");
+		http_error(t->c, a->status, a->code, a->msg);
+	else if (r == -ENOSPC)
+		http_error(t->c, task_status(r, 500), "storage_full", "the store is full");
 	else
-		http_error(a->c, 500, "internal", sh_strerror(job->result));
+		http_error(t->c, task_status(r, 500), "internal", sh_strerror(r));
+	if (r == 0 && a->reply)
+		server_tokens_install(t->srv, a->tokens);
+	else
+		auth_cache_free(a->tokens);
 	json_decref(a->reply);
 	json_decref(a->body);
-	json_decref(a->details);
-	buf_free(&a->value);
-	http_conn_unref(a->c);
+	task_release(t);
 	free(a);
-	office_busy--;
 }
 
 #define FAIL(st, c_, ...)                                              \
 	do {                                                           \
 		a->status = st;                                        \
-		a->code = c_;                                          \
+		snprintf(a->code, sizeof(a->code), "%s", c_);          \
 		snprintf(a->msg, sizeof(a->msg), __VA_ARGS__);         \
 		return -ECANCELED;                                     \
 	} while (0)
+
+/* An office_api refusal as an HTTP answer (-ECANCELED: nothing written);
+ * anything else as it is. */
+static int refused(struct action *a, int r, const struct office_verdict *v)
+{
+	int st = r == -ENOENT ? 404 : r == -EINVAL ? 400 : r == -EALREADY ? 409 : r == -EPERM ? 403 : 0;
+	if (!st || !v->code[0])
+		return r;
+	a->status = st;
+	snprintf(a->code, sizeof(a->code), "%s", v->code);
+	snprintf(a->msg, sizeof(a->msg), "%s", v->msg);
+	return -ECANCELED;
+}
 
 /* Actions run in the writer's transaction. Returning -ECANCELED refuses
  * the request without failing the others committed with it. */
@@ -316,22 +287,19 @@ static void start_action(struct http_conn *c, struct server *srv, struct http_re
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	a->c = c;
-	a->srv = srv;
+	(void)srv;
 	a->req = *req;
 	a->req.body = NULL;
 	a->body = body;
-	office__actor_of(req, a->actor);
-	a->job.kind = WJOB_CALL;
-	a->job.fn = action_fn;
-	a->job.fn_ud = a;
-	a->job.done = action_done;
-	a->job.ud = a;
-	a->details = json_object();
+	a->actor.device = req->device;
+	a->actor.scope = req->scope;
+	actor_of(req, a->actor.name);
+	a->task.job.kind = WJOB_CALL;
+	a->task.job.fn = action_fn;
+	a->task.job.fn_ud = a;
 	a->act = fn;
-	http_conn_ref(c);
-	office_busy++;
-	writer_submit(srv->writer, &a->job);
+	task_hold(&a->task, c, false);
+	task_submit(&a->task, action_done);
 }
 
 static int action_fn(struct store_txn *t, void *ud)
@@ -341,27 +309,11 @@ static int action_fn(struct store_txn *t, void *ud)
 	json_decref(a->reply);
 	a->reply = NULL;
 	a->status = 0;
+	auth_cache_free(a->tokens);
+	a->tokens = NULL;
 	int r = a->act(t, a);
 	if (r == -ECANCELED)
 		return 0; /* refused: nothing written, the transaction goes on */
-	return r;
-}
-
-static int record_county_in(struct store_txn *t, struct action *a, const uint8_t id[16])
-{
-	struct arena *ar = arena_new();
-	merge_rec_t *rec;
-	char county[4] = "";
-	if (!ar)
-		return -ENOMEM;
-	int r = store_record_get(t, ar, id, &rec);
-	if (r == 0) {
-		const struct form *f = form_registry_find(a->srv->forms, rec->form_id, rec->form_version);
-		render_record_county(rec, f, county);
-		if (!office__in_scope(&a->req, county))
-			r = -ENOENT;
-	}
-	arena_free(ar);
 	return r;
 }
 
@@ -372,82 +324,43 @@ static const char *jstr(json_t *o, const char *k)
 
 static int do_resolve(struct store_txn *t, struct action *a)
 {
+	struct office_resolve q = {0};
+	struct office_verdict v = {{0}};
 	const char *rid = jstr(a->body, "record_id");
 	json_t *field = json_object_get(a->body, "field");
-	if (!rid || uuid_parse(rid, a->rid) < 0)
-		FAIL(400, "bad_request", "record_id must be a UUID");
-	int r = record_county_in(t, a, a->rid);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
-	if (r < 0)
-		return r;
-	a->rq.record_id = a->rid;
-	json_object_set_new(a->details, "record_id", json_string(rid));
-	const char *inst = jstr(a->body, "instance");
-	if (inst && uuid_parse(inst, a->inst) < 0)
-		FAIL(400, "bad_request", "instance must be a UUID (a repeat-group instance's id)");
-	if (inst) {
-		a->rq.instance = a->inst;
-		json_object_set_new(a->details, "instance", json_string(inst));
-	}
 	json_t *take = json_object_get(a->body, "take"), *val = json_object_get(a->body, "value");
 	json_t *del = json_object_get(a->body, "deleted");
+	if (!rid || uuid_parse(rid, q.record_id) < 0)
+		FAIL(400, "bad_request", "record_id must be a UUID");
+	const char *inst = jstr(a->body, "instance");
+	uint8_t iid[16];
+	if (inst && uuid_parse(inst, iid) < 0)
+		FAIL(400, "bad_request", "instance must be a UUID (a repeat-group instance's id)");
+	q.instance = inst ? iid : NULL;
 	if (json_is_boolean(del)) {
-		a->rq.how = RESOLVE_DELETED;
-		a->rq.deleted = json_is_true(del);
-		json_object_set_new(a->details, "deleted", json_boolean(a->rq.deleted));
+		q.how = RESOLVE_DELETED;
+		q.deleted = json_is_true(del);
 	} else {
-		/* the field, by name or number, in the record's form */
-		struct arena *ar = arena_new();
-		merge_rec_t *rec;
-		const struct form_field *fd = NULL;
-		if (!ar)
-			return -ENOMEM;
-		if (store_record_get(t, ar, a->rid, &rec) == 0) {
-			const struct form *f = form_registry_find(a->srv->forms, rec->form_id,
-								  rec->form_version);
-			for (size_t i = 0; f && i < f->n_fields && !fd; i++)
-				if ((json_is_string(field) && !strcmp(f->fields[i].name, json_string_value(field))) ||
-				    (json_is_integer(field) && f->fields[i].number == json_integer_value(field)))
-					fd = &f->fields[i];
-		}
-		arena_free(ar);
-		if (!fd)
-			FAIL(400, "unknown_field", "field must name a field of the record's form");
-		a->rq.field = fd->number;
-		json_object_set_new(a->details, "field", json_string(fd->name));
+		q.field_name = json_string_value(field);
+		q.field_number = json_is_integer(field) && json_integer_value(field) > 0 &&
+					 json_integer_value(field) <= UINT32_MAX
+				 ? (uint32_t)json_integer_value(field)
+				 : 0;
 		if (json_is_string(take)) {
-			a->rq.how = RESOLVE_TAKE;
-			if (sh_device_parse(json_string_value(take), &a->rq.take_device) < 0)
+			q.how = RESOLVE_TAKE;
+			if (sh_device_parse(json_string_value(take), &q.take_device) < 0)
 				FAIL(400, "bad_request", "take must be a device id (16 hex digits)");
-			json_object_set_new(a->details, "take", json_string(json_string_value(take)));
 		} else if (val) {
-			char err[200];
-			a->rq.how = RESOLVE_VALUE;
-			buf_reset(&a->value);
-			if (render_value_encode(fd, val, &a->value, err, sizeof(err)) < 0)
-				FAIL(400, "wrong_type", "%s", err);
-			a->rq.value = a->value.data;
-			a->rq.value_len = a->value.len;
-			json_object_set_new(a->details, "how", json_string("value"));
+			q.how = RESOLVE_VALUE;
+			q.value = val;
 		} else {
 			FAIL(400, "bad_request", "give take (a device id), value, or deleted");
 		}
 	}
-	struct form_verdict v = {{0}};
 	uint64_t log_seq;
-	r = resolve_apply(t, a->srv->forms, a->req.device, &a->rq, sh_now_ms(), &v, &log_seq);
-	if (r == -EINVAL)
-		FAIL(v.code[0] && !strcmp(v.code, "no_conflict") ? 409 : 400, "cannot_resolve", "%s: %s",
-		     v.code, v.reason);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
+	int r = office_api_resolve(t, a->task.srv->forms, &a->actor, &q, sh_now_ms(), &log_seq, &v);
 	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "log_seq", json_integer((json_int_t)log_seq));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "resolve", a->details)) < 0)
-		return r;
+		return refused(a, r, &v);
 	a->reply = json_pack("{s:b,s:I}", "resolved", 1, "log_seq", (json_int_t)log_seq);
 	return 0;
 }
@@ -460,35 +373,14 @@ void office_resolve(struct http_conn *c, struct server *srv, struct http_request
 static int do_assign(struct store_txn *t, struct action *a)
 {
 	const char *rid = jstr(a->body, "record_id"), *dev = jstr(a->body, "device");
-	struct arena *ar;
-	store_device_t *d;
-	if (!rid || uuid_parse(rid, a->rid) < 0 || !dev || sh_device_parse(dev, &a->device) < 0)
+	struct office_verdict v = {{0}};
+	uint8_t id[16];
+	uint64_t device;
+	if (!rid || uuid_parse(rid, id) < 0 || !dev || sh_device_parse(dev, &device) < 0)
 		FAIL(400, "bad_request", "record_id (a UUID) and device (16 hex digits) are required");
-	int r = record_county_in(t, a, a->rid);
-	if (r == -ENOENT)
-		FAIL(404, "no_such_record", "no such record");
+	int r = office_api_assign(t, a->task.srv->forms, &a->actor, id, device, &v);
 	if (r < 0)
-		return r;
-	if (!(ar = arena_new()))
-		return -ENOMEM;
-	r = store_device_get(t, ar, a->device, &d);
-	bool ok = r == 0 && !d->revoked && d->role == ROLE_DEVICE && office__in_scope(&a->req, d->county);
-	arena_free(ar);
-	if (r < 0 && r != -ENOENT)
-		return r;
-	if (!ok)
-		FAIL(404, "no_such_device", "no such device in your counties");
-	if (!(ar = arena_new()))
-		return -ENOMEM;
-	r = store_assign(t, ar, a->rid, a->device);
-	arena_free(ar);
-	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "record_id", json_string(rid));
-	json_object_set_new(a->details, "device", json_string(dev));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "assign", a->details)) < 0)
-		return r;
+		return refused(a, r, &v);
 	a->reply = json_pack("{s:b}", "assigned", 1);
 	return 0;
 }
@@ -500,28 +392,19 @@ void office_assign(struct http_conn *c, struct server *srv, struct http_request 
 
 static int do_enrol(struct store_txn *t, struct action *a)
 {
-	const char *name = jstr(a->body, "name"), *county = jstr(a->body, "county");
 	const char *role = jstr(a->body, "role");
-	uint32_t rl = ROLE_DEVICE;
-	if (role && store_role_parse(role, &rl) < 0)
+	struct auth_enrol e = {jstr(a->body, "name"), jstr(a->body, "county"), ROLE_DEVICE};
+	struct office_verdict v = {{0}};
+	if (role && store_role_parse(role, &e.role) < 0)
 		FAIL(400, "bad_request", "role is device, coordinator or admin");
-	struct auth_enrol e = {name, county, rl};
 	uint64_t id;
-	char token[AUTH_TOKEN_LEN + 1], err[200];
-	int r = auth_enrol(t, &e, sh_now_ms(), &id, token, err, sizeof(err));
-	if (r == -EINVAL)
-		FAIL(400, "bad_request", "%s", err);
+	char token[AUTH_TOKEN_LEN + 1], hex[17];
+	int r = office_api_enrol(t, &a->actor, &e, sh_now_ms(), &id, token, &v);
 	if (r < 0)
+		return refused(a, r, &v);
+	if ((r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
-	char hex[17];
 	sh_device_fmt(id, hex);
-	json_object_set_new(a->details, "device", json_string(hex));
-	json_object_set_new(a->details, "name", json_string(name));
-	json_object_set_new(a->details, "role", json_string(store_role_name(rl)));
-	json_object_set_new(a->details, "county", json_string(county ? county : ""));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "enrol", a->details)) < 0)
-		return r;
 	/* The token is shown once, here; only its hash is stored. */
 	a->reply = json_pack("{s:s,s:s}", "id", hex, "token", token);
 	return 0;
@@ -535,16 +418,14 @@ void office_enrol(struct http_conn *c, struct server *srv, struct http_request *
 static int do_revoke(struct store_txn *t, struct action *a)
 {
 	const char *dev = jstr(a->body, "id");
-	if (!dev || sh_device_parse(dev, &a->device) < 0)
+	struct office_verdict v = {{0}};
+	uint64_t device;
+	if (!dev || sh_device_parse(dev, &device) < 0)
 		FAIL(400, "bad_request", "id (16 hex digits) is required");
-	int r = auth_revoke(t, a->device, sh_now_ms());
-	if (r == -ENOENT)
-		FAIL(404, "no_such_device", "no such device");
+	int r = office_api_revoke(t, &a->actor, device, sh_now_ms(), &v);
 	if (r < 0)
-		return r;
-	json_object_set_new(a->details, "device", json_string(dev));
-	json_incref(a->details);
-	if ((r = audit_record_txn(t, a->actor, "revoke", a->details)) < 0)
+		return refused(a, r, &v);
+	if ((r = auth_cache_build(t, &a->tokens)) < 0)
 		return r;
 	a->reply = json_pack("{s:b}", "revoked", 1);
 	return 0;
@@ -563,7 +444,7 @@ static void run_devices(struct job *j)
 	uint64_t id = 0;
 	store_device_t *d;
 	int r = -ENOMEM;
-	if (!a || !arr || (r = store_begin(j->srv->store, false, &t)) < 0)
+	if (!a || !arr || (r = store_begin(j->task.srv->store, false, &t)) < 0)
 		goto out;
 	while ((r = store_device_next(t, a, &id, &d)) == 1) {
 		char hex[17], when[32];
@@ -590,173 +471,322 @@ void office_devices(struct http_conn *c, struct server *srv, struct http_request
 	start_job(c, srv, req, run_devices);
 }
 
-/* ---- metrics ---- */
+/* ---- export: streamed, a page at a time, audited first ---- */
 
-/* The process metrics every Prometheus client library exports, from
- * /proc (Linux). A figure that cannot be read is left out. */
-static void metrics__process(struct buf *b)
+/* true when code is in the county vocabulary of form_id (any version);
+ * otherwise *ret_valid (a new reference) maps the valid codes to names. */
+static bool export__county_known(const struct form_registry *forms, const char *form_id,
+				 const char *code, json_t **ret_valid)
 {
-	struct rusage ru;
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		buf_printf(b,
-			   "# HELP process_cpu_seconds_total User and system CPU time spent.\n"
-			   "# TYPE process_cpu_seconds_total counter\n"
-			   "process_cpu_seconds_total %.6f\n",
-			   (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-				   (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
-	long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
-	unsigned long long vsize = 0, rss = 0, start = 0, btime = 0;
-	char line[1024];
-	FILE *f = fopen("/proc/self/stat", "r");
-	if (f) {
-		/* after the command name, which may hold spaces and parentheses */
-		char *p = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
-		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d"
-				" %*d %*d %llu %llu %llu", &start, &vsize, &rss) == 3)
-			buf_printf(b,
-				   "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-				   "# TYPE process_resident_memory_bytes gauge\n"
-				   "process_resident_memory_bytes %llu\n"
-				   "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
-				   "# TYPE process_virtual_memory_bytes gauge\n"
-				   "process_virtual_memory_bytes %llu\n",
-				   rss * (unsigned long long)page, vsize);
-		else
-			start = 0;
-		fclose(f);
+	const struct form_field *vocab = NULL;
+	for (size_t i = 0; i < form_registry_count(forms); i++) {
+		const struct form *f = form_registry_at(forms, i);
+		if (!f->county_field || strcmp(f->form_id, form_id))
+			continue;
+		if (form_choice(f->county_field, code, strlen(code)))
+			return true;
+		vocab = vocab ? vocab : f->county_field;
 	}
-	if (start && ticks > 0 && (f = fopen("/proc/stat", "r"))) {
-		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "btime %llu", &btime) == 1)
-				break;
-		fclose(f);
-		if (btime)
-			buf_printf(b,
-				   "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
-				   "# TYPE process_start_time_seconds gauge\n"
-				   "process_start_time_seconds %.2f\n",
-				   (double)btime + (double)start / (double)ticks);
-	}
-	DIR *d = opendir("/proc/self/fd");
-	if (d) {
-		unsigned n = 0;
-		const struct dirent *e;
-		while ((e = readdir(d)))
-			n += e->d_name[0] != '.';
-		closedir(d);
-		buf_printf(b,
-			   "# HELP process_open_fds Number of open file descriptors.\n"
-			   "# TYPE process_open_fds gauge\n"
-			   "process_open_fds %u\n",
-			   n - 1); /* the directory's own */
-	}
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		buf_printf(b,
-			   "# HELP process_max_fds Maximum number of open file descriptors.\n"
-			   "# TYPE process_max_fds gauge\n"
-			   "process_max_fds %llu\n",
-			   (unsigned long long)rl.rlim_cur);
+	if (!vocab)
+		return true; /* a form without counties: nothing matches, as before */
+	json_t *valid = json_object();
+	for (size_t i = 0; i < vocab->n_choices; i++)
+		json_object_set_new(valid, vocab->choices[i].code, json_string(vocab->choices[i].label));
+	*ret_valid = valid;
+	return false;
 }
 
-void office_metrics(struct http_conn *c, struct server *srv, struct http_request *req)
+#define EXPORT_PAGE 5000
+
+/* An export's audit trail is two entries, committed by the writer: one
+ * before the first byte leaves (who, what filters, sensitive or not) and
+ * one after the last (records sent, complete or cut), tied by an id. An
+ * export whose first entry cannot be written does not start. */
+struct export_job {
+	struct task task;          /* task.job: the start entry, then the end entry */
+	struct exporter *x;
+	struct export_zip *zx;     /* format=csvzip, instead of x */
+	uint64_t cursor;
+	bool done, started, ended;
+	bool csv;
+	int err;
+	uint64_t queued, sent;     /* records handed to the connection / written */
+	struct buf out;
+	/* when the client accepts gzip or deflate: the stream compressing out,
+	 * and the buffer it compresses into (swapped with out after each page) */
+	struct codec_deflater *z;
+	enum codec_enc zenc;
+	struct buf zout;
+	char filename[128]; /* Content-Disposition */
+	struct office_actor actor;
+	char id[17];
+	json_t *details;           /* the entry the audit job writes */
+	char counties[SCOPE_COUNTIES][4];
+	const char *cptr[SCOPE_COUNTIES];
+};
+
+static void export_next(struct export_job *e);
+
+static int export_audit_fn(struct store_txn *t, void *ud)
 {
-	struct buf b = {0};
-	struct writer_stats ws;
-	struct store_info info = {0};
-	struct store_txn *t;
-	(void)req;
-	writer_get_stats(srv->writer, &ws);
-	if (store_begin(srv->store, false, &t) == 0) {
-		store_info(t, &info);
-		store_abort(t);
+	struct export_job *e = ud;
+	/* The writer may run this again after growing the map. */
+	return office_api_export_audit(t, &e->actor, e->ended, e->details);
+}
+
+static void export_free_job(struct export_job *e)
+{
+	json_decref(e->details);
+	export_free(e->x);
+	export_zip_free(e->zx);
+	codec_deflater_free(e->z);
+	buf_free(&e->zout);
+	buf_free(&e->out);
+	task_release(&e->task);
+	free(e);
+}
+
+static void export_ended(struct task *t)
+{
+	struct export_job *e = (struct export_job *)t;
+	if (t->job.result < 0)
+		fprintf(stderr, "shahidi-server: export %s: its end could not be audited: %s\n", e->id,
+			sh_strerror(t->job.result));
+	export_free_job(e);
+}
+
+static void export_finish(struct export_job *e)
+{
+	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
+	if (!e->started) {
+		http_error(e->task.c, 500, "internal", "the export failed");
+	} else if (e->err == 0 && e->done) {
+		outcome = "complete";
+		e->sent = e->zx ? export_zip_written(e->zx) : export_written(e->x);
+		http_stream_end(e->task.c);
+	} else {
+		/* cut short: the client sees a truncated chunked body, not a
+		 * complete-looking file */
+		http_stream_end(e->task.c);
 	}
-	const struct server_stats *st = &srv->stats;
-	buf_puts(&b, "# HELP shahidi_requests_total HTTP requests by route and status class.\n"
-		     "# TYPE shahidi_requests_total counter\n");
-	static const char *const cls[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
-	for (int r = 0; r < R__COUNT; r++)
-		for (int k = 0; k < 6; k++)
-			if (st->requests[r][k])
-				buf_printf(&b, "shahidi_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
-					   routes_name(r), cls[k], st->requests[r][k]);
-	buf_printf(&b,
-		   "# HELP shahidi_batches_total Push batches answered, replays included.\n"
-		   "# TYPE shahidi_batches_total counter\n"
-		   "shahidi_batches_total %" PRIu64 "\n"
-		   "# HELP shahidi_batches_replayed_total Push batches sent again, answered from the store.\n"
-		   "# TYPE shahidi_batches_replayed_total counter\n"
-		   "shahidi_batches_replayed_total %" PRIu64 "\n"
-		   "# HELP shahidi_changes_total Changes by outcome.\n"
-		   "# TYPE shahidi_changes_total counter\n"
-		   "shahidi_changes_total{outcome=\"applied\"} %" PRIu64 "\n"
-		   "shahidi_changes_total{outcome=\"duplicate\"} %" PRIu64 "\n"
-		   "shahidi_changes_total{outcome=\"rejected\"} %" PRIu64 "\n"
-		   "# HELP shahidi_open_conflicts Records with open conflicts.\n"
-		   "# TYPE shahidi_open_conflicts gauge\n"
-		   "shahidi_open_conflicts %" PRIu64 "\n"
-		   "# HELP shahidi_records Records in the store, deleted ones included.\n"
-		   "# TYPE shahidi_records gauge\n"
-		   "shahidi_records %" PRIu64 "\n"
-		   "# HELP shahidi_log_entries Entries in the change log.\n"
-		   "# TYPE shahidi_log_entries gauge\n"
-		   "shahidi_log_entries %" PRIu64 "\n"
-		   "# HELP shahidi_connections_open Open client connections.\n"
-		   "# TYPE shahidi_connections_open gauge\n"
-		   "shahidi_connections_open %u\n"
-		   "# HELP shahidi_connections_refused_total Connections refused over --max-conns.\n"
-		   "# TYPE shahidi_connections_refused_total counter\n"
-		   "shahidi_connections_refused_total %" PRIu64 "\n"
-		   "# HELP shahidi_reads_paused_total Requests left unread while overloaded.\n"
-		   "# TYPE shahidi_reads_paused_total counter\n"
-		   "shahidi_reads_paused_total %" PRIu64 "\n"
-		   "# HELP shahidi_auth_failures_total Requests refused for a missing or wrong token.\n"
-		   "# TYPE shahidi_auth_failures_total counter\n"
-		   "shahidi_auth_failures_total %" PRIu64 "\n"
-		   "# HELP shahidi_auth_throttled_total Requests refused with 429 after too many bad tokens.\n"
-		   "# TYPE shahidi_auth_throttled_total counter\n"
-		   "shahidi_auth_throttled_total %" PRIu64 "\n"
-		   "# HELP shahidi_map_size_bytes Size of the store's memory map (grows up to --max-map).\n"
-		   "# TYPE shahidi_map_size_bytes gauge\n"
-		   "shahidi_map_size_bytes %" PRIu64 "\n"
-		   "# HELP shahidi_map_used_bytes Bytes of the store's map in use.\n"
-		   "# TYPE shahidi_map_used_bytes gauge\n"
-		   "shahidi_map_used_bytes %" PRIu64 "\n"
-		   "# HELP shahidi_writer_queue Batches waiting for the writer.\n"
-		   "# TYPE shahidi_writer_queue gauge\n"
-		   "shahidi_writer_queue %" PRIu64 "\n",
-		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
-		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
-		   http_conns(srv), st->conns_refused, st->reads_paused, st->auth_failures, st->auth_throttled,
-		   info.map_size, info.map_used,
-		   ws.queued);
-	static const char *const le[] = {"0.001", "0.002", "0.005", "0.01", "0.02", "0.05",
-					 "0.1",	  "0.2",   "0.5",   "1",    "+Inf"};
-	buf_puts(&b, "# HELP shahidi_commit_seconds Durable commit latency (group commits).\n"
-		     "# TYPE shahidi_commit_seconds histogram\n");
-	uint64_t cum = 0;
-	for (int i = 0; i < 11; i++) {
-		cum += ws.latency_buckets[i];
-		buf_printf(&b, "shahidi_commit_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le[i], cum);
+	json_decref(e->details);
+	e->details = office_api_export_end_entry(e->id, e->sent, outcome);
+	e->ended = true;
+	if (!e->details) {
+		export_free_job(e);
+		return;
 	}
-	buf_printf(&b,
-		   "shahidi_commit_seconds_sum %.6f\nshahidi_commit_seconds_count %" PRIu64 "\n"
-		   "# HELP shahidi_commit_apply_seconds_total Of the commits' time, applying the "
-		   "batches (the rest is writing and syncing the pages).\n"
-		   "# TYPE shahidi_commit_apply_seconds_total counter\n"
-		   "shahidi_commit_apply_seconds_total %.6f\n"
-		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
-		   "# TYPE shahidi_group_commit_jobs summary\n"
-		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
-		   "# HELP shahidi_group_commit_jobs_max Most jobs in one group commit since start.\n"
-		   "# TYPE shahidi_group_commit_jobs_max gauge\n"
-		   "shahidi_group_commit_jobs_max %" PRIu64 "\n"
-		   "# HELP shahidi_build_info The running server's version.\n"
-		   "# TYPE shahidi_build_info gauge\n"
-		   "shahidi_build_info{version=\"%s\"} 1\n",
-		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
-		   ws.max_group, SHAHIDI_VERSION);
-	metrics__process(&b);
-	http_respond(c, 200, "text/plain; version=0.0.4", b.data, b.len);
-	buf_free(&b);
+	e->task.job = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e};
+	task_submit(&e->task, export_ended);
+}
+
+static void export_work(struct task *t)
+{
+	struct export_job *e = (struct export_job *)t;
+	buf_reset(&e->out);
+	if (e->zx) { /* a zip is deflated already: no second compression */
+		e->err = export_zip_next(e->zx, e->task.srv->store, EXPORT_PAGE, &e->out, &e->done);
+		return;
+	}
+	if (!e->started && export_header(e->x, &e->out) < 0) {
+		e->err = -ENOMEM;
+		return;
+	}
+	int64_t n = export_page(e->x, e->task.srv->store, &e->cursor, EXPORT_PAGE, &e->out, &e->done);
+	e->err = n < 0 ? (int)n : 0;
+	if (e->err == 0 && e->z) {
+		buf_reset(&e->zout);
+		e->err = codec_deflater_write(e->z, e->out.data, e->out.len, e->done, &e->zout);
+		struct buf swap = e->out;
+		e->out = e->zout;
+		e->zout = swap;
+	}
+}
+
+static void export_drained(void *ud)
+{
+	struct export_job *e = ud;
+	if (!http_conn_gone(e->task.c))
+		e->sent = e->queued; /* the page before has left */
+	if (e->done || http_conn_gone(e->task.c) || e->task.srv->stopping) {
+		if (!e->done)
+			e->err = -EPIPE;
+		export_finish(e);
+		return;
+	}
+	export_next(e);
+}
+
+static void export_page_done(struct task *t)
+{
+	struct export_job *e = (struct export_job *)t;
+	if (e->err < 0 || http_conn_gone(e->task.c)) {
+		export_finish(e);
+		return;
+	}
+	if (!e->started) {
+		e->started = true;
+		char h[192];
+		snprintf(h, sizeof(h), "Content-Disposition: attachment; filename=\"%s\"", e->filename);
+		http_add_header(e->task.c, h);
+		if (e->z) {
+			http_add_header(e->task.c, e->zenc == CODEC_GZIP ? "Content-Encoding: gzip"
+								    : "Content-Encoding: deflate");
+		}
+		http_add_header(e->task.c, "Vary: Accept-Encoding");
+		if (http_stream_start(e->task.c, 200, e->zx ? "application/zip"
+						      : e->csv ? "text/csv; charset=utf-8"
+							       : "application/x-ndjson") < 0) {
+			e->err = -EPIPE;
+			export_finish(e);
+			return;
+		}
+	}
+	if (!e->out.len) {
+		export_drained(e);
+		return;
+	}
+	e->queued = e->zx ? export_zip_written(e->zx) : export_written(e->x);
+	if (http_stream_write(e->task.c, e->out.data, e->out.len, export_drained, e) < 0) {
+		e->err = -EPIPE;
+		export_finish(e);
+	}
+}
+
+static void export_next(struct export_job *e)
+{
+	if (task_queue(&e->task, export_work, export_page_done) < 0) {
+		e->err = -EAGAIN;
+		export_finish(e);
+	}
+}
+
+/* The start entry is durable: now the first byte may go. */
+static void export_audited(struct task *t)
+{
+	struct export_job *e = (struct export_job *)t;
+	if (t->job.result < 0) {
+		http_error(t->c, task_status(t->job.result, 500), "audit_failed",
+			   "the export could not be written to the audit log; nothing was exported");
+		export_free_job(e);
+		return;
+	}
+	if (http_conn_gone(e->task.c)) {
+		e->err = -EPIPE; /* gone before the first byte: the end says so */
+		export_finish(e);
+		return;
+	}
+	export_next(e);
+}
+
+void office_export(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	char fmt[16] = "csv", form[65] = "incident_report", county[256] = "", since[64] = "",
+	     flag[8];
+	struct export_opts o = {.format = EXPORT_CSV};
+	http_query_get(req->query, "format", fmt, sizeof(fmt));
+	http_query_get(req->query, "form", form, sizeof(form));
+	bool zip = !strcmp(fmt, "csvzip");
+	if (!strcmp(fmt, "ndjson"))
+		o.format = EXPORT_NDJSON;
+	else if (strcmp(fmt, "csv") && !zip) {
+		http_error(c, 400, "bad_query", "format is csv, csvzip or ndjson");
+		return;
+	}
+	if (http_query_get(req->query, "since", since, sizeof(since)) && since[0] &&
+	    render_parse_time(since, &o.since_ms) < 0) {
+		http_error(c, 400, "bad_query", "since is YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
+		return;
+	}
+	o.include_deleted = http_query_get(req->query, "include_deleted", flag, sizeof(flag)) &&
+			    !strcmp(flag, "1");
+	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
+			      !strcmp(flag, "1");
+	/* Coordinators export their own counties, never the sensitive fields. */
+	bool coord = req->role != ROLE_ADMIN;
+	if (coord && o.include_sensitive) {
+		http_error(c, 403, "forbidden", "only admins export sensitive fields");
+		return;
+	}
+	struct export_job *e = calloc(1, sizeof(*e));
+	if (!e) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	size_t n = 0;
+	if (http_query_get(req->query, "county", county, sizeof(county)) && county[0]) {
+		for (char *tok = strtok(county, ","); tok && n < SCOPE_COUNTIES; tok = strtok(NULL, ",")) {
+			json_t *valid;
+			if (!export__county_known(srv->forms, form, tok, &valid)) {
+				free(e);
+				char msg[64];
+				snprintf(msg, sizeof(msg), "unknown county %.8s: the codes are in counties", tok);
+				json_t *j = json_pack("{s:s,s:s,s:o}", "error", "unknown_county",
+						      "message", msg, "counties", valid);
+				respond_json(c, 400, j);
+				json_decref(j);
+				return;
+			}
+			if (!scope_has(&req->scope, tok)) {
+				free(e);
+				http_error(c, 403, "forbidden", "that county is not one of yours");
+				return;
+			}
+			snprintf(e->counties[n], 4, "%s", tok);
+			e->cptr[n] = e->counties[n];
+			n++;
+		}
+	}
+	if (!n && coord) /* none asked for: all of the coordinator's (none = all counties) */
+		n = scope_codes(&req->scope, e->counties, e->cptr);
+	o.counties = e->cptr;
+	o.n_counties = n;
+	o.form_id = form;
+	char err[200];
+	int r = zip ? export_zip_new(srv->forms, &o, &e->zx, err, sizeof(err))
+		    : export_new(srv->forms, &o, &e->x, err, sizeof(err));
+	if (r < 0) {
+		free(e);
+		http_error(c, r == -ENOENT ? 404 : 500, r == -ENOENT ? "no_such_form" : "internal",
+			   r == -ENOENT ? err : "cannot start the export");
+		return;
+	}
+	if (req->method == HTTP_HEAD) {
+		/* The headers a GET would have, no body, nothing exported. */
+		export_free(e->x);
+		export_zip_free(e->zx);
+		free(e);
+		if (http_stream_start(c, 200, zip ? "application/zip"
+					      : o.format == EXPORT_CSV ? "text/csv; charset=utf-8"
+								       : "application/x-ndjson") == 0)
+			http_stream_end(c);
+		return;
+	}
+	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++srv->exports & 0xffff));
+	e->csv = o.format == EXPORT_CSV;
+	/* Exports compress ~10 times: worth a core's time when the client takes it. */
+	e->zenc = zip ? CODEC_IDENTITY : http_accepted_encoding(c); /* a zip is deflated */
+	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
+		e->z = NULL; /* sent as it is */
+	}
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
+	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
+		 zip ? "zip" : e->csv ? "csv" : "ndjson");
+	e->actor.device = req->device;
+	e->actor.scope = req->scope;
+	actor_of(req, e->actor.name);
+	e->details = office_api_export_start_entry(e->id, &o);
+	task_hold(&e->task, c, false);
+	if (!e->details) {
+		http_error(c, 503, "busy", "out of memory");
+		export_free_job(e);
+		return;
+	}
+	e->task.job = (struct writer_job){.kind = WJOB_CALL, .fn = export_audit_fn, .fn_ud = e};
+	task_submit(&e->task, export_audited);
 }

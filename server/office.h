@@ -16,9 +16,5 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 void office_devices(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_enrol(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_revoke(struct http_conn *c, struct server *srv, struct http_request *req);
-void office_metrics(struct http_conn *c, struct server *srv, struct http_request *req);
-
-/* Work in flight (thread pool, writer), for a clean stop. */
-extern unsigned long office_busy;
 
 #endif

@@ -12,42 +12,46 @@
 #include "common.h"
 #include "files.h"
 #include "http.h"
+#include "metrics.h"
 #include "office.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "shahidi.pb-c.h"
-
-static uint64_t busy;  /* async work in flight (one server per process) */
-static uint64_t pulls; /* of which pulls */
+#include "task.h"
 
 #define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define ADMIN (1u << ROLE_ADMIN)
 #define JSON_BODY (64 * 1024)
 
+typedef void route_fn(struct http_conn *c, struct server *srv, struct http_request *req);
+static route_fn handle_healthz, handle_forms, handle_push, handle_pull;
+
+/* The endpoints, each with what answers it (as Redis's command table). */
 static const struct route {
 	const char *path;
 	enum route_id id;
 	int method;        /* the one method it takes (HEAD goes with GET) */
 	uint32_t roles;    /* bit per role that may call it; 0 = no token */
 	size_t body;       /* JSON body limit (push has its own) */
+	route_fn *handler;
 } routes[] = {
-	{"/healthz", R_HEALTHZ, HTTP_GET, 0, 0},
-	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE, 0},
-	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE, 0},
-	{"/v1/forms", R_FORMS, HTTP_GET, ANY_ROLE, 0},
-	{"/", R_PAGE, HTTP_GET, 0, 0},
-	{"/v1/status", R_STATUS, HTTP_GET, OFFICE, 0},
-	{"/v1/conflicts", R_CONFLICTS, HTTP_GET, OFFICE, 0},
-	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY},
-	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY},
-	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0},
-	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0},
-	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0},
-	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY},
-	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY},
-	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0},
-	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0}, /* -1: a prefix, any method (files.c) */
+	{"/healthz", R_HEALTHZ, HTTP_GET, 0, 0, handle_healthz},
+	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE, 0, handle_push},
+	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE, 0, handle_pull},
+	{"/v1/forms", R_FORMS, HTTP_GET, ANY_ROLE, 0, handle_forms},
+	{"/", R_PAGE, HTTP_GET, 0, 0, office_page},
+	{"/v1/status", R_STATUS, HTTP_GET, OFFICE, 0, office_status},
+	{"/v1/conflicts", R_CONFLICTS, HTTP_GET, OFFICE, 0, office_conflicts},
+	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY, office_resolve},
+	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY, office_assign},
+	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0, office_history},
+	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0, office_export},
+	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices},
+	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol},
+	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY, office_revoke},
+	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0, metrics_serve},
+	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0, files_on_request}, /* -1: a prefix, any method */
 };
 
 const char *routes_name(int id)
@@ -58,44 +62,42 @@ const char *routes_name(int id)
 	return "other";
 }
 
-uint64_t routes_busy(const struct server *srv)
-{
-	(void)srv;
-	return busy + office_busy + files_busy();
-}
-
-uint64_t routes_others_busy(const struct server *srv)
-{
-	(void)srv;
-	return pulls + office_busy;
-}
-
 /* ---- authentication ---- */
 
+/* The token is checked against srv->tokens, without a transaction, while
+ * no other process has written to the store since it was built (the
+ * server's own enrolments and revocations build a new one). After the
+ * CLI wrote (an enrolment, a revocation), the writer builds a new one and,
+ * until it is there, tokens are looked up in the store: a revocation
+ * takes effect on the next request either way. */
 static bool authenticate(struct server *srv, struct http_request *req)
 {
+	const struct auth_entry *e;
+	if (!req->token[0] || req->token_too_long)
+		return false;
+	size_t len = strlen(req->token);
+	if (srv->tokens && auth_cache_stamp(srv->tokens) == store_others_writes(srv->store)) {
+		if (auth_cache_check(srv->tokens, req->token, len, &e) < 0)
+			return false;
+		req->device = e->id;
+		req->role = e->role;
+		memcpy(req->county, e->county, sizeof(req->county));
+		req->scope = e->scope;
+		return true;
+	}
+	server_tokens_refresh(srv);
 	struct store_txn *t;
 	struct arena *a;
 	store_device_t *d;
 	bool ok = false;
-	if (!req->token[0] || req->token_too_long)
-		return false;
 	if (!(a = arena_new()))
 		return false;
 	if (store_begin(srv->store, false, &t) == 0) {
-		if (auth_check(t, a, req->token, strlen(req->token), &d) == 0) {
+		if (auth_check(t, a, req->token, len, &d) == 0) {
 			req->device = d->id;
 			req->role = d->role;
 			snprintf(req->county, sizeof(req->county), "%s", d->county);
-			/* A coordinator sees its counties; an admin, or a coordinator
-			 * enrolled without a county, sees all. */
-			req->n_scope = 0;
-			if (d->role == ROLE_COORDINATOR) {
-				for (size_t i = 0; i < d->n_counties && i < 47; i++)
-					snprintf(req->scope[req->n_scope++], 4, "%s", d->counties[i]);
-				if (!req->n_scope && d->county[0])
-					snprintf(req->scope[req->n_scope++], 4, "%s", d->county);
-			}
+			req->scope = scope_of_device(d);
 			ok = true;
 		}
 		store_abort(t);
@@ -104,7 +106,7 @@ static bool authenticate(struct server *srv, struct http_request *req)
 	return ok;
 }
 
-void routes_on_headers(struct http_conn *c, struct http_request *req)
+static void routes_on_headers(struct http_conn *c, struct http_request *req)
 {
 	struct server *srv = http_conn_server(c);
 	const struct route *rt = NULL;
@@ -167,41 +169,36 @@ void routes_on_headers(struct http_conn *c, struct http_request *req)
 /* ---- push ---- */
 
 struct push_work {
-	uv_work_t work;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;       /* task.job.batch: the decoded batch */
 	const uint8_t *body;    /* the connection's; it is not parsed meanwhile */
 	size_t len;
 	enum codec_enc enc;
 	int r;
 	struct form_verdict verdict;
-	struct writer_job job;  /* job.batch: the decoded batch */
 };
 
-static void push_decode(uv_work_t *w)
+static void push_decode(struct task *t)
 {
-	struct push_work *p = w->data;
-	p->r = sync_decode(p->srv->forms, &p->srv->cfg.sync, p->body, p->len, p->enc, sh_now_ms(),
-			   &p->job.batch, &p->verdict);
+	struct push_work *p = (struct push_work *)t;
+	p->r = sync_decode(t->srv->forms, &t->srv->cfg.sync, p->body, p->len, p->enc, sh_now_ms(),
+			   &t->job.batch, &p->verdict);
 }
 
 static void push_free(struct push_work *p)
 {
-	struct server *srv = p->srv;
-	sync_batch_free(p->job.batch);
-	http_conn_unref(p->c);
+	sync_batch_free(p->task.job.batch);
+	task_release(&p->task);
 	free(p);
-	busy--;
-	http_kick(srv);
 }
 
-static void push_committed(struct writer_job *job)
+static void push_committed(struct task *t)
 {
-	struct push_work *p = job->ud;
-	struct server *srv = p->srv;
-	struct http_conn *c = p->c;
-	switch (job->result) {
-	case 0:
+	struct push_work *p = (struct push_work *)t;
+	struct server *srv = t->srv;
+	struct http_conn *c = t->c;
+	struct writer_job *job = &t->job;
+	int r = job->result;
+	if (r == 0) {
 		srv->stats.batches++;
 		srv->stats.batches_replayed += job->res.replay;
 		srv->stats.changes_applied += job->res.replay ? 0 : job->res.applied;
@@ -210,68 +207,56 @@ static void push_committed(struct writer_job *job)
 		srv->stats.changes_rejected += job->res.replay ? 0 : job->res.rejected;
 		http_respond(c, 200, "application/x-protobuf", job->res.response,
 			     job->res.response_len);
-		break;
-	case -EEXIST:
-		http_error(c, 409, "batch_seq_reused",
+	} else if (r == -EEXIST) {
+		http_error(c, task_status(r, 500), "batch_seq_reused",
 			   "this batch number was used before with other content; nothing was stored");
-		break;
-	case -ENOENT:
+	} else if (r == -ENOENT) {
 		http_error(c, 401, "unauthorized", "a valid bearer token is required");
-		break;
-	case -ENOSPC:
-		http_error(c, 507, "storage_full",
+	} else if (r == -ENOSPC) {
+		http_error(c, task_status(r, 500), "storage_full",
 			   "the server's store is full; nothing was stored, try again later");
-		break;
-	default:
+	} else {
 		http_error(c, 500, "internal", "the batch could not be stored; nothing was stored");
-		break;
 	}
 	push_free(p);
 }
 
-static void push_decoded(uv_work_t *w, int status)
+static void push_decoded(struct task *t)
 {
-	struct push_work *p = w->data;
-	struct http_conn *c = p->c;
+	struct push_work *p = (struct push_work *)t;
+	struct http_conn *c = t->c;
 	struct http_request *req = http_conn_request(c);
-	(void)status;
 	if (p->r < 0) {
-		int code = p->r == -EMSGSIZE ? 413 : p->r == -ENOMEM ? 503 : 400;
-		http_error(c, code, p->verdict.code[0] ? p->verdict.code : "bad_batch",
+		http_error(c, task_status(p->r, 400), p->verdict.code[0] ? p->verdict.code : "bad_batch",
 			   p->verdict.reason[0] ? p->verdict.reason : sh_strerror(p->r));
 		push_free(p);
 		return;
 	}
-	if (sync_batch_device(p->job.batch) != req->device) {
+	if (sync_batch_device(t->job.batch) != req->device) {
 		http_error(c, 403, "device_mismatch",
 			   "the batch names another device than the token's");
 		push_free(p);
 		return;
 	}
-	req->changes = (uint32_t)sync_batch_changes(p->job.batch);
-	p->job.kind = WJOB_PUSH;
-	p->job.done = push_committed;
-	p->job.ud = p;
-	writer_submit(p->srv->writer, &p->job);
+	req->changes = (uint32_t)sync_batch_changes(t->job.batch);
+	t->job.kind = WJOB_PUSH;
+	task_submit(t, push_committed);
 }
 
 static void handle_push(struct http_conn *c, struct server *srv, struct http_request *req)
 {
 	struct push_work *p = calloc(1, sizeof(*p));
+	(void)srv;
 	if (!p) {
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	p->c = c;
-	p->srv = srv;
 	p->body = req->body;
 	p->len = req->body_len;
 	p->enc = req->enc;
-	p->work.data = p;
-	http_conn_ref(c);
-	busy++;
+	task_hold(&p->task, c, true);
 	/* Inflating and decoding run on the thread pool, off the loop. */
-	if (uv_queue_work(srv->loop, &p->work, push_decode, push_decoded) < 0) {
+	if (task_queue(&p->task, push_decode, push_decoded) < 0) {
 		http_error(c, 503, "busy", "cannot queue the batch");
 		push_free(p);
 	}
@@ -280,9 +265,7 @@ static void handle_push(struct http_conn *c, struct server *srv, struct http_req
 /* ---- pull ---- */
 
 struct pull_work {
-	uv_work_t work;
-	struct http_conn *c;
-	struct server *srv;
+	struct task task;
 	uint64_t device, cursor;
 	uint32_t limit;
 	enum codec_enc enc;        /* what the client accepts */
@@ -291,11 +274,11 @@ struct pull_work {
 	struct buf out, packed;
 };
 
-static void pull_read(uv_work_t *w)
+static void pull_read(struct task *tk)
 {
-	struct pull_work *p = w->data;
+	struct pull_work *p = (struct pull_work *)tk;
 	struct store_txn *t;
-	p->r = store_begin(p->srv->store, false, &t);
+	p->r = store_begin(tk->srv->store, false, &t);
 	if (p->r < 0)
 		return;
 	p->r = sync_pull(t, p->device, p->cursor, p->limit, (size_t)4 << 20, &p->out, &p->info);
@@ -307,18 +290,17 @@ static void pull_read(uv_work_t *w)
 		http_compress(p->enc, p->out.data, p->out.len, &p->packed);
 }
 
-static void pull_done(uv_work_t *w, int status)
+static void pull_done(struct task *t)
 {
-	struct pull_work *p = w->data;
-	(void)status;
+	struct pull_work *p = (struct pull_work *)t;
 	if (p->r < 0) {
-		http_error(p->c, 500, "internal", "the feed could not be read");
+		http_error(t->c, 500, "internal", "the feed could not be read");
 	} else {
 		if (p->packed.data)
-			http_respond_encoded(p->c, 200, "application/x-protobuf", p->enc,
+			http_respond_encoded(t->c, 200, "application/x-protobuf", p->enc,
 					     p->packed.data, p->packed.len);
 		else
-			http_respond_encoded(p->c, 200, "application/x-protobuf", CODEC_IDENTITY,
+			http_respond_encoded(t->c, 200, "application/x-protobuf", CODEC_IDENTITY,
 					     p->out.data, p->out.len);
 		/* Note the pull (time, and the cursor the device says it has):
 		 * nobody waits for that commit. */
@@ -327,17 +309,13 @@ static void pull_done(uv_work_t *w, int status)
 			j->kind = WJOB_NOTE_PULL;
 			j->device = p->device;
 			j->cursor = p->cursor;
-			writer_submit(p->srv->writer, j);
+			writer_submit(t->srv->writer, j);
 		}
 	}
-	struct server *srv = p->srv;
 	buf_free(&p->out);
 	buf_free(&p->packed);
-	http_conn_unref(p->c);
+	task_release(t);
 	free(p);
-	busy--;
-	pulls--;
-	http_kick(srv);
 }
 
 /* Reads name=<decimal> from a query string. 0 found, -ENOENT, -EINVAL. */
@@ -368,55 +346,61 @@ static void handle_pull(struct http_conn *c, struct server *srv, struct http_req
 		http_error(c, 503, "busy", "out of memory");
 		return;
 	}
-	p->c = c;
-	p->srv = srv;
 	p->device = req->device;
 	p->cursor = cursor;
 	p->limit = (uint32_t)SH_MIN(limit, (uint64_t)srv->cfg.pull_limit);
 	p->enc = http_accepted_encoding(c);
-	p->work.data = p;
-	http_conn_ref(c);
-	busy++;
-	pulls++;
-	if (uv_queue_work(srv->loop, &p->work, pull_read, pull_done) < 0) {
+	task_hold(&p->task, c, false);
+	if (task_queue(&p->task, pull_read, pull_done) < 0) {
 		p->r = -EAGAIN;
-		pull_done(&p->work, 0);
+		pull_done(&p->task);
 	}
 }
 
-void routes_on_request(struct http_conn *c, struct http_request *req)
+/* ---- at once ---- */
+
+static void handle_healthz(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	static const char ok[] = "{\"status\":\"ok\"}\n";
+	(void)srv;
+	(void)req;
+	http_respond(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1);
+}
+
+static void handle_forms(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	(void)req;
+	http_respond(c, 200, "application/x-protobuf", srv->forms_packed, srv->forms_packed_len);
+}
+
+static void routes_on_request(struct http_conn *c, struct http_request *req)
 {
 	struct server *srv = http_conn_server(c);
-	switch (req->route_id) {
-	case R_HEALTHZ: {
-		static const char ok[] = "{\"status\":\"ok\"}\n";
-		http_respond(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1);
-		break;
-	}
-	case R_FORMS:
-		http_respond(c, 200, "application/x-protobuf", srv->forms_packed,
-			     srv->forms_packed_len);
-		break;
-	case R_PUSH:
-		handle_push(c, srv, req);
-		break;
-	case R_PULL:
-		handle_pull(c, srv, req);
-		break;
-	case R_PAGE: office_page(c, srv, req); break;
-	case R_STATUS: office_status(c, srv, req); break;
-	case R_CONFLICTS: office_conflicts(c, srv, req); break;
-	case R_RESOLVE: office_resolve(c, srv, req); break;
-	case R_ASSIGN: office_assign(c, srv, req); break;
-	case R_HISTORY: office_history(c, srv, req); break;
-	case R_EXPORT: office_export(c, srv, req); break;
-	case R_DEVICES: office_devices(c, srv, req); break;
-	case R_ENROL: office_enrol(c, srv, req); break;
-	case R_REVOKE: office_revoke(c, srv, req); break;
-	case R_METRICS: office_metrics(c, srv, req); break;
-	case R_FILES: files_on_request(c, srv, req); break;
-	default:
+	const struct route *rt = NULL;
+	for (size_t i = 0; i < SH_ARRAY_SIZE(routes); i++)
+		if ((int)routes[i].id == req->route_id)
+			rt = &routes[i];
+	if (!rt) {
 		http_error(c, 404, "not_found", "no such endpoint");
-		break;
+		return;
 	}
+	rt->handler(c, srv, req);
 }
+
+/* Requests being decoded count as much as those waiting for the writer:
+ * both hold their decoded batch in memory; so do those about to be read.
+ * Requests other than pushes have places of their own: pushes waiting
+ * for the writer do not hold back /healthz, pulls or the office. */
+static bool routes_overloaded(struct server *srv, bool push, unsigned admitted)
+{
+	if (!push)
+		return srv->busy_others >= srv->cfg.max_queue;
+	return srv->busy + files_busy() + admitted >= srv->cfg.max_queue ||
+	       writer_backlog(srv->writer) >= srv->cfg.max_queue;
+}
+
+const struct http_handlers routes_handlers = {
+	.on_headers = routes_on_headers,
+	.on_request = routes_on_request,
+	.overloaded = routes_overloaded,
+};

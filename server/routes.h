@@ -1,5 +1,6 @@
-/* routes: what each endpoint does. Dispatched from http.c through
- * routes_on_headers() and routes_on_request() (declared in http.h).
+/* routes: what each endpoint does. The table of routes (path, method,
+ * roles, body limit, handler) is in routes.c; http.c reaches it only
+ * through routes_handlers.
  *
  *   GET  /healthz        liveness, no token
  *   POST /v1/push        a PushBatch; answered once durably committed
@@ -24,7 +25,7 @@
 
 #include <stdint.h>
 
-struct server;
+#include "http.h"
 
 enum route_id {
 	R_NONE = 0,
@@ -47,13 +48,12 @@ enum route_id {
 	R__COUNT
 };
 
+/* The route's path for the log and metrics; "other" for R_NONE. */
 const char *routes_name(int id);
 
-/* Async work (decoding, pulls, commits) not yet finished: the server waits
- * for it to reach zero before it stops. */
-uint64_t routes_busy(const struct server *srv);
-/* Of which requests other than pushes (pulls, office requests): they have
- * places of their own in the queue, so that pushes never hold them back. */
-uint64_t routes_others_busy(const struct server *srv);
+/* What http_start is given: routing, token checks, dispatch, and whether
+ * the work in flight (struct server's busy counts, the writer's queue)
+ * should keep new requests unread. */
+extern const struct http_handlers routes_handlers;
 
 #endif

@@ -13,8 +13,6 @@
 #include "sync.h"
 #include "writer.h"
 
-#define SERVER_MAX_SCOPE 47
-
 struct server_config {
 	const char *data_dir;
 	const char *listen;          /* host:port, [v6]:port */
@@ -41,6 +39,7 @@ struct server_config {
 	unsigned auth_refill_ms;     /* ...and then one more per this long (429) */
 	size_t max_file;             /* an attachment's bytes (413 at creation) */
 	uint64_t upload_expiry_ms;   /* an incomplete upload is dropped after this */
+	bool unsafe_nosync;          /* the store without fsync: fuzzing only */
 };
 
 /* Counters for /metrics. Touched on the loop thread only. */
@@ -65,7 +64,39 @@ struct server {
 	struct http_server *http;
 	struct ratelimit *auth_limit;
 	struct server_stats stats;
+	/* Requests answered later (task.h) in flight: the server waits for
+	 * none to be left before it stops. Of which not pushes: pulls and the
+	 * office have places of their own, so pushes never hold them back. */
+	uint64_t busy, busy_others;
+	uint64_t exports;            /* exports started: their audit ids */
+	/* The tokens as last seen (auth.h), so that the loop checks a token
+	 * without a transaction; built by the writer. Loop thread only. */
+	struct auth_cache *tokens;
+	bool tokens_pending;         /* a new one is being built */
 	bool stopping;
 };
+
+/* The defaults of every flag (see shahidi-server --help). */
+void server_config_default(struct server_config *cfg);
+
+/* Builds the server from srv->cfg: the forms (built in, then
+ * cfg->forms_path), the store (an older format merged again from its
+ * log), the rate limit of refused tokens, the default loop. On failure
+ * says why in err and returns a negative errno; server_free frees what
+ * was built. */
+int server_init(struct server *srv, char *err, size_t errlen);
+/* Starts the writer thread and listens (http_start with the routes).
+ * err is left empty when http_start has already said why. */
+int server_start(struct server *srv, char *err, size_t errlen);
+/* Keeps c as srv->tokens unless the one there is newer (then c is
+ * freed). Takes c, which may be NULL. Loop thread. */
+void server_tokens_install(struct server *srv, struct auth_cache *c);
+/* Asks the writer for a new srv->tokens (once at a time): another process
+ * wrote to the store. Loop thread. */
+void server_tokens_refresh(struct server *srv);
+
+/* After the loop has run dry: frees everything server_init and
+ * server_start built. Half-built servers are fine. */
+void server_free(struct server *srv);
 
 #endif

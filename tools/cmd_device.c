@@ -9,14 +9,25 @@
 #include "auth.h"
 #include "cli.h"
 #include "common.h"
+#include "office_api.h"
 #include "render.h"
 
+/* Enrolments and revocations are the office's actions (office_api.h),
+ * audited as the CLI's user, as over HTTP as the admin's device. */
 struct enrol_ctx {
 	struct auth_enrol e;
 	uint64_t id;
 	char token[AUTH_TOKEN_LEN + 1];
-	char err[256];
+	struct office_verdict v;
 };
+
+static int enrol_fn(struct store_txn *t, void *ud)
+{
+	struct enrol_ctx *c = ud;
+	struct office_actor actor;
+	office_api_actor_cli(&actor);
+	return office_api_enrol(t, &actor, &c->e, sh_now_ms(), &c->id, c->token, &c->v);
+}
 
 static int enroll(int argc, char **argv)
 {
@@ -65,11 +76,10 @@ static int enroll(int argc, char **argv)
 	struct store *s = cli_open_store(data, false);
 	if (!s)
 		return 1;
-	int r = auth_enrol_store(s, &ctx.e, sh_now_ms(), &ctx.id, ctx.token, ctx.err,
-				 sizeof(ctx.err));
+	int r = store_write(s, enrol_fn, &ctx);
 	store_close(s);
 	if (r < 0) {
-		cli_err("cannot enrol: %s", r == -EINVAL ? ctx.err : sh_strerror(r));
+		cli_err("cannot enrol: %s", r == -EINVAL ? ctx.v.msg : sh_strerror(r));
 		return r == -EINVAL ? EXIT_USAGE : 1;
 	}
 	printf("device %016" PRIx64 "\ntoken  %s\n", ctx.id, ctx.token);
@@ -146,11 +156,15 @@ out:
 
 struct revoke_ctx {
 	uint64_t id;
+	struct office_verdict v;
 };
 
 static int revoke_fn(struct store_txn *t, void *ud)
 {
-	return auth_revoke(t, ((struct revoke_ctx *)ud)->id, sh_now_ms());
+	struct revoke_ctx *c = ud;
+	struct office_actor actor;
+	office_api_actor_cli(&actor);
+	return office_api_revoke(t, &actor, c->id, sh_now_ms(), &c->v);
 }
 
 static int revoke(int argc, char **argv)
@@ -164,7 +178,7 @@ static int revoke(int argc, char **argv)
 			   "phone is lost or seized.\n",
 			   &data, &rc))
 		return rc;
-	struct revoke_ctx ctx;
+	struct revoke_ctx ctx = {0};
 	if (optind != argc - 1 || sh_device_parse(argv[optind], &ctx.id) < 0) {
 		cli_err("revoke needs one device id (16 hex digits; see 'shahidi device list')");
 		return EXIT_USAGE;

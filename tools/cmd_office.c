@@ -25,6 +25,8 @@
 #include "export_long.h"
 #include "render.h"
 #include "resolve.h"
+#include "scope.h"
+#include "office_api.h"
 #include "status.h"
 #include "store.h"
 #include "upload.h"
@@ -218,8 +220,9 @@ int cmd_status(int argc, char **argv)
 		{"all-counties", no_argument, 0, 'A'},	 {0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL;
-	const char *counties[48];
-	struct status_opts so = {.counties = counties, .silent_days = 7, .now_ms = sh_now_ms()};
+	const char *counties[SCOPE_COUNTIES + 1];
+	size_t n_counties = 0;
+	struct status_opts so = {.scope = scope_all(), .silent_days = 7, .now_ms = sh_now_ms()};
 	bool json = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -228,7 +231,7 @@ int cmd_status(int argc, char **argv)
 		case 'f': forms = optarg; break;
 		case 'j': json = true; break;
 		case 'A': so.all_counties = true; break;
-		case 'c': so.n_counties = parse_counties(optarg, counties, 47); break;
+		case 'c': n_counties = parse_counties(optarg, counties, SCOPE_COUNTIES); break;
 		case 's': so.silent_days = strtod(optarg, NULL); break;
 		case 'h':
 			printf("Usage: shahidi status [--data DIR] [--json] [--county CODES] [--silent-days N]\n"
@@ -254,10 +257,18 @@ int cmd_status(int argc, char **argv)
 	struct store *s = NULL;
 	json_t *st = NULL;
 	int rc = 1, r;
-	if (reg && (r = check_counties(reg, NULL, counties, so.n_counties))) {
+	if (reg && (r = check_counties(reg, NULL, counties, n_counties))) {
 		rc = r;
 		goto out;
 	}
+	if (n_counties)
+		so.scope = scope_none();
+	for (size_t i = 0; i < n_counties; i++)
+		if (scope_add(&so.scope, counties[i]) < 0) {
+			cli_err("unknown county '%s'", counties[i]);
+			rc = EXIT_USAGE;
+			goto out;
+		}
 	if (!reg || !(s = cli_open_store(data, true)))
 		goto out;
 	if ((r = status_collect(s, reg, &so, &st)) < 0) {
@@ -405,6 +416,28 @@ static bool ends_with(const char *s, const char *tail)
 	return n >= k && !strcmp(s + n - k, tail);
 }
 
+struct export_audit_ctx {
+	const struct office_actor *actor;
+	bool end;
+	json_t *entry;
+};
+
+static int export__audit_fn(struct store_txn *t, void *ud)
+{
+	struct export_audit_ctx *c = ud;
+	return office_api_export_audit(t, c->actor, c->end, c->entry);
+}
+
+/* Writes an export's audit entry (stolen) in a transaction of its own. */
+static int export__audit(struct store *s, const struct office_actor *actor, bool end,
+			 json_t *entry)
+{
+	struct export_audit_ctx c = {actor, end, entry};
+	int r = entry ? store_write(s, export__audit_fn, &c) : -ENOMEM;
+	json_decref(entry);
+	return r;
+}
+
 int cmd_export(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -417,7 +450,7 @@ int cmd_export(int argc, char **argv)
 		{"with-files", required_argument, 0, 'W'}, {0, 0, 0, 0},
 	};
 	const char *data = CLI_DEFAULT_DATA, *forms = NULL, *out_path = NULL, *files_dir = NULL;
-	const char *counties[48];
+	const char *counties[SCOPE_COUNTIES + 1];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
 	bool quiet = false, audited = false;
@@ -432,7 +465,7 @@ int cmd_export(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 'D': eo.include_deleted = true; break;
 		case 'S': eo.include_sensitive = true; break;
-		case 'c': eo.n_counties = parse_counties(optarg, counties, 47); break;
+		case 'c': eo.n_counties = parse_counties(optarg, counties, SCOPE_COUNTIES); break;
 		case 't':
 			eo.threads = (unsigned)strtoul(optarg, &tail, 10);
 			if (*tail || !eo.threads || eo.threads > EXPORT_MAX_THREADS) {
@@ -494,7 +527,8 @@ int cmd_export(int argc, char **argv)
 	struct exporter *x = NULL;
 	struct buf b = {0};
 	FILE *out = NULL;
-	char err[256], actor[64], id[17];
+	char err[256], id[17];
+	struct office_actor actor;
 	int rc = 1, r;
 	if (reg && (r = check_counties(reg, eo.form_id ? eo.form_id : "incident_report", counties,
 				       eo.n_counties))) {
@@ -512,17 +546,9 @@ int cmd_export(int argc, char **argv)
 	}
 	/* Audited first, as over HTTP: the entry is written before any
 	 * record is, and an export_end says how it ended. */
-	audit_cli_actor(actor);
+	office_api_actor_cli(&actor);
 	snprintf(id, sizeof(id), "%016" PRIx64, sh_now_ms() << 16 | ((uint64_t)getpid() & 0xffff));
-	json_t *cj = json_array();
-	for (size_t i = 0; i < eo.n_counties; i++)
-		json_array_append_new(cj, json_string(counties[i]));
-	r = audit_record(s, actor, "export",
-			 json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", id, "format",
-				   dir ? "csv-long" : eo.format == EXPORT_CSV ? "csv" : "ndjson", "form",
-				   eo.form_id ? eo.form_id : "incident_report", "counties", cj,
-				   "since_ms", (json_int_t)eo.since_ms, "include_deleted",
-				   eo.include_deleted, "include_sensitive", eo.include_sensitive));
+	r = export__audit(s, &actor, false, office_api_export_start_entry(id, &eo));
 	if (r < 0) {
 		cli_err("cannot write the audit log (%s): nothing exported", sh_strerror(r));
 		goto done;
@@ -587,10 +613,9 @@ finished:;
 	rc = 0;
 done:
 	if (audited)
-		audit_record(s, actor, "export_end",
-			     json_pack("{s:s,s:I,s:s}", "export_id", id, "records",
-				       (json_int_t)(x ? export_written(x) : records), "outcome",
-				       rc == 0 ? "complete" : "failed"));
+		export__audit(s, &actor, true,
+			      office_api_export_end_entry(id, x ? export_written(x) : records,
+							  rc == 0 ? "complete" : "failed"));
 	if (out && out != stdout)
 		fclose(out);
 	buf_free(&b);
@@ -686,60 +711,23 @@ out:
 struct resolve_ctx {
 	const struct form_registry *forms;
 	uint64_t actor;
-	struct resolve_req q;
-	struct form_verdict v;
+	struct office_resolve q;
+	struct office_verdict v;
 	uint64_t log_seq;
-	char actor_name[64];
-	json_t *details;
 };
 
-/* The rights the server gives the same device's token over HTTP: a
- * coordinator or an admin, not revoked; a coordinator only in its counties
- * (a record outside them looks absent, -ENOENT). -EPERM otherwise. */
-static int resolve__may(struct store_txn *t, const struct resolve_ctx *c)
-{
-	struct arena *a = arena_new();
-	store_device_t *d;
-	merge_rec_t *rec;
-	int r;
-	if (!a)
-		return -ENOMEM;
-	if ((r = store_device_get(t, a, c->actor, &d)) < 0 ||
-	    (r = store_record_get(t, a, c->q.record_id, &rec)) < 0)
-		goto out;
-	if (d->revoked || (d->role != ROLE_COORDINATOR && d->role != ROLE_ADMIN)) {
-		r = -EPERM;
-		goto out;
-	}
-	if (d->role == ROLE_COORDINATOR) {
-		char county[4] = "";
-		render_record_county(rec, form_registry_find(c->forms, rec->form_id, rec->form_version),
-				     county);
-		bool in = !d->n_counties && !d->county[0]; /* enrolled without a county: all */
-		for (size_t i = 0; i < d->n_counties && !in; i++)
-			in = !strcmp(d->counties[i], county);
-		if (!d->n_counties && d->county[0])
-			in = !strcmp(d->county, county);
-		if (!in)
-			r = -ENOENT;
-	}
-out:
-	arena_free(a);
-	return r;
-}
-
+/* As the device --as, with the rights the server gives its token over
+ * HTTP (office_api_actor_device): a coordinator or an admin, not revoked;
+ * a coordinator only in its counties (a record outside them looks absent,
+ * -ENOENT). -EPERM otherwise. */
 static int resolve_fn(struct store_txn *t, void *ud)
 {
 	struct resolve_ctx *c = ud;
-	int r = resolve__may(t, c);
+	struct office_actor actor;
+	int r = office_api_actor_device(t, c->actor, &actor);
 	if (r < 0)
 		return r;
-	r = resolve_apply(t, c->forms, c->actor, &c->q, sh_now_ms(), &c->v, &c->log_seq);
-	if (r < 0)
-		return r;
-	json_incref(c->details);
-	json_object_set_new(c->details, "log_seq", json_integer((json_int_t)c->log_seq));
-	return audit_record_txn(t, c->actor_name, "resolve", c->details);
+	return office_api_resolve(t, c->forms, &actor, &c->q, sh_now_ms(), &c->log_seq, &c->v);
 }
 
 int cli_conflicts_resolve(int argc, char **argv)
@@ -808,7 +796,7 @@ int cli_conflicts_resolve(int argc, char **argv)
 	}
 	int need = how == RESOLVE_DELETED ? 1 : 2;
 	if (how < 0 || !ctx.actor || argc - optind != need ||
-	    uuid_parse(argv[optind], (uint8_t *)(ctx.q.record_id = malloc(16))) < 0) {
+	    uuid_parse(argv[optind], ctx.q.record_id) < 0) {
 		cli_err("resolve needs --as, a record id, a field and --take, --value or --deleted (see --help)");
 		return EXIT_USAGE;
 	}
@@ -822,12 +810,6 @@ int cli_conflicts_resolve(int argc, char **argv)
 	ctx.forms = reg;
 	char rid[UUID_STR_LEN + 1];
 	uuid_fmt(ctx.q.record_id, rid);
-	ctx.details = json_pack("{s:s}", "record_id", rid);
-	if (ctx.q.instance) {
-		char iid[UUID_STR_LEN + 1];
-		uuid_fmt(ctx.q.instance, iid);
-		json_object_set_new(ctx.details, "instance", json_string(iid));
-	}
 	if (how != RESOLVE_DELETED) {
 		/* the field by name or number, in the record's form */
 		const char *fname = argv[optind + 1];
@@ -854,44 +836,30 @@ int cli_conflicts_resolve(int argc, char **argv)
 			cli_err("form %s has no field %s", f->form_id, fname);
 			goto out;
 		}
-		ctx.q.field = fd->number;
-		json_object_set_new(ctx.details, "field", json_string(fd->name));
+		ctx.q.field_number = fd->number;
 		if (how == RESOLVE_VALUE) {
 			json_error_t je;
 			json_t *jv = json_loads(value, JSON_DECODE_ANY, &je);
 			char err[200];
 			if (!jv)
 				jv = json_string(value); /* plain text needs no quotes */
-			r = render_value_encode(fd, jv, &vb, err, sizeof(err));
-			json_decref(jv);
-			if (r < 0) {
+			ctx.q.value = jv;
+			if (render_value_encode(fd, jv, &vb, err, sizeof(err)) < 0) {
 				cli_err("%s", err);
 				goto out;
 			}
-			ctx.q.value = vb.data;
-			ctx.q.value_len = vb.len;
-			json_object_set_new(ctx.details, "how", json_string("value"));
-		} else {
-			char hex[17];
-			sh_device_fmt(ctx.q.take_device, hex);
-			json_object_set_new(ctx.details, "how", json_string("take"));
-			json_object_set_new(ctx.details, "take", json_string(hex));
 		}
-	} else {
-		json_object_set_new(ctx.details, "how", json_string("deleted"));
-		json_object_set_new(ctx.details, "deleted", json_boolean(ctx.q.deleted));
 	}
 	char hex[17];
 	sh_device_fmt(ctx.actor, hex);
-	snprintf(ctx.actor_name, sizeof(ctx.actor_name), "device:%s", hex);
 	r = store_write(s, resolve_fn, &ctx);
 	if (r == -ENOENT)
 		cli_err("no record %s, or no device %s", rid, hex);
 	else if (r == -EPERM)
 		cli_err("device %s may not resolve conflicts (a coordinator's or admin's, not revoked)",
 			hex);
-	else if (r == -EINVAL)
-		cli_err("%s: %s", ctx.v.code, ctx.v.reason);
+	else if (r == -EINVAL || r == -EALREADY)
+		cli_err("%s", ctx.v.msg);
 	else if (r < 0)
 		cli_err("cannot resolve: %s", sh_strerror(r));
 	else {
@@ -899,9 +867,8 @@ int cli_conflicts_resolve(int argc, char **argv)
 		rc = 0;
 	}
 out:
-	json_decref(ctx.details);
+	json_decref(ctx.q.value);
 	buf_free(&vb);
-	free((void *)ctx.q.record_id);
 	store_close(s);
 	form_registry_free(reg);
 	return rc;
@@ -910,34 +877,23 @@ out:
 /* ---- assign ---- */
 
 struct assign_ctx {
+	const struct form_registry *forms;
 	uint8_t id[16];
 	uint64_t device;
-	char actor[64];
+	struct office_verdict v;
 };
 
 static int assign_fn(struct store_txn *t, void *ud)
 {
 	struct assign_ctx *c = ud;
-	struct arena *a = arena_new();
-	store_device_t *d;
-	if (!a)
-		return -ENOMEM;
-	int r = store_device_get(t, a, c->device, &d);
-	if (r == 0)
-		r = store_assign(t, a, c->id, c->device);
-	arena_free(a);
-	if (r < 0)
-		return r;
-	char rid[UUID_STR_LEN + 1], hex[17];
-	uuid_fmt(c->id, rid);
-	sh_device_fmt(c->device, hex);
-	return audit_record_txn(t, c->actor, "assign",
-				json_pack("{s:s,s:s}", "record_id", rid, "device", hex));
+	struct office_actor actor;
+	office_api_actor_cli(&actor);
+	return office_api_assign(t, c->forms, &actor, c->id, c->device, &c->v);
 }
 
 int cmd_assign(int argc, char **argv)
 {
-	struct assign_ctx ctx;
+	struct assign_ctx ctx = {0};
 	const char *data;
 	int rc;
 	if (!cli_data_only(argc, argv,
@@ -952,12 +908,16 @@ int cmd_assign(int argc, char **argv)
 		cli_err("assign needs a record id and a device id (see --help)");
 		return EXIT_USAGE;
 	}
-	audit_cli_actor(ctx.actor);
-	struct store *s = cli_open_store(data, false);
-	if (!s)
+	struct form_registry *reg = cli_load_forms(NULL);
+	struct store *s = reg ? cli_open_store(data, false) : NULL;
+	if (!s) {
+		form_registry_free(reg);
 		return 1;
+	}
+	ctx.forms = reg;
 	int r = store_write(s, assign_fn, &ctx);
 	store_close(s);
+	form_registry_free(reg);
 	if (r < 0) {
 		cli_err(r == -ENOENT ? "no such record or device" : "cannot assign: %s", sh_strerror(r));
 		return 1;

@@ -3,25 +3,18 @@
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
 #include "common.h"
 #include "form.h"
+#include "scope.h"
 
 void auth_token_hash(const char *token, size_t len, uint8_t out[32])
 {
 	static const uint8_t domain[] = "shahidi token v1";
 	crypto_generichash(out, 32, (const uint8_t *)token, len, domain, sizeof(domain) - 1);
-}
-
-static bool county_ok(const char *c)
-{
-	if (strlen(c) != 3 || c[0] < '0' || c[0] > '9' || c[1] < '0' || c[1] > '9' || c[2] < '0' ||
-	    c[2] > '9')
-		return false;
-	int n = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
-	return n >= 1 && n <= 47;
 }
 
 int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
@@ -34,13 +27,13 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 		return -EINVAL;
 	}
 	/* A coordinator may cover several counties: "042,047". */
-	char list[47][4];
+	char list[SCOPE_COUNTIES][4];
 	size_t n_list = 0;
 	for (const char *p = county; *p;) {
 		size_t len = strcspn(p, ",");
 		char code[8];
 		snprintf(code, sizeof(code), "%.*s", (int)(len < 7 ? len : 7), p);
-		if (!county_ok(code) || n_list == 47 ||
+		if (scope_county_number(code) < 0 || n_list == SCOPE_COUNTIES ||
 		    (n_list && e->role != ROLE_COORDINATOR)) {
 			snprintf(err, errlen, "county must be a code from 001 to 047%s",
 				 e->role == ROLE_COORDINATOR ? " (several: 042,047)" : "");
@@ -81,7 +74,7 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 	sodium_memzero(secret, sizeof(secret));
 
 	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
-	char *cptr[47];
+	char *cptr[SCOPE_COUNTIES];
 	d.id = id;
 	d.name = (char *)e->name;
 	d.county = n_list == 1 ? list[0] : "";
@@ -170,4 +163,106 @@ int auth_enrol_store(struct store *s, const struct auth_enrol *e, uint64_t now_m
 	}
 	sodium_memzero(c.token, sizeof(c.token));
 	return r;
+}
+
+struct auth_cache_item {
+	uint8_t hash[32];
+	struct auth_entry e;
+};
+
+struct auth_cache {
+	uint64_t stamp, seq;
+	size_t n, cap;
+	struct auth_cache_item *items; /* sorted by hash */
+};
+
+static int auth__item_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, 32); /* the hash comes first */
+}
+
+int auth_cache_build(struct store_txn *t, struct auth_cache **ret)
+{
+	static _Atomic uint64_t builds;
+	struct auth_cache *c = calloc(1, sizeof(*c));
+	struct arena *a = arena_new();
+	uint64_t id = 0;
+	store_device_t *d;
+	int r = -ENOMEM;
+	if (!c || !a)
+		goto fail;
+	while ((r = store_device_next(t, a, &id, &d)) == 1) {
+		if (!d->revoked && d->token_hash.len == 32) {
+			uint64_t found;
+			/* as auth_check: the token index names the device */
+			if (store_token_lookup(t, d->token_hash.data, &found) < 0 || found != d->id) {
+				arena_reset(a);
+				continue;
+			}
+			if (c->n == c->cap) {
+				size_t cap = c->cap ? c->cap * 2 : 64;
+				struct auth_cache_item *p = realloc(c->items, cap * sizeof(*p));
+				if (!p) {
+					r = -ENOMEM;
+					goto fail;
+				}
+				c->items = p;
+				c->cap = cap;
+			}
+			struct auth_cache_item *it = &c->items[c->n++];
+			memset(it, 0, sizeof(*it));
+			memcpy(it->hash, d->token_hash.data, 32);
+			it->e.id = d->id;
+			it->e.role = d->role;
+			snprintf(it->e.county, sizeof(it->e.county), "%s", d->county ? d->county : "");
+			it->e.scope = scope_of_device(d);
+		}
+		arena_reset(a);
+	}
+	if (r < 0)
+		goto fail;
+	if (c->n)
+		qsort(c->items, c->n, sizeof(*c->items), auth__item_cmp);
+	c->stamp = store_txn_others_writes(t);
+	c->seq = ++builds;
+	arena_free(a);
+	*ret = c;
+	return 0;
+fail:
+	arena_free(a);
+	auth_cache_free(c);
+	return r;
+}
+
+int auth_cache_check(const struct auth_cache *c, const char *token, size_t len,
+		     const struct auth_entry **ret)
+{
+	uint8_t hash[32];
+	if (!c || !c->n || len != AUTH_TOKEN_LEN || memcmp(token, "shd_", 4))
+		return -EACCES;
+	auth_token_hash(token, len, hash);
+	const struct auth_cache_item *it = bsearch(hash, c->items, c->n, sizeof(*c->items),
+						   auth__item_cmp);
+	if (!it || sodium_memcmp(it->hash, hash, 32))
+		return -EACCES;
+	*ret = &it->e;
+	return 0;
+}
+
+uint64_t auth_cache_stamp(const struct auth_cache *c)
+{
+	return c->stamp;
+}
+
+uint64_t auth_cache_seq(const struct auth_cache *c)
+{
+	return c->seq;
+}
+
+void auth_cache_free(struct auth_cache *c)
+{
+	if (!c)
+		return;
+	free(c->items);
+	free(c);
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scope.h"
 #include "store.h"
 
 #define AUTH_TOKEN_LEN 47 /* "shd_" + 43 */
@@ -45,5 +46,34 @@ int auth_check(struct store_txn *t, struct arena *a, const char *token, size_t l
 	       store_device_t **ret);
 
 void auth_token_hash(const char *token, size_t len, uint8_t out[32]);
+
+/* A snapshot of every working token, so that a token is checked without
+ * a transaction (on the server's event loop). Built in a write
+ * transaction; read-only afterwards, so any thread may read it. It is
+ * current while store_others_writes() equals auth_cache_stamp(): the
+ * server's own enrolments and revocations build a new one in their
+ * transaction; another process's writes change that number. */
+struct auth_cache;
+
+struct auth_entry {
+	uint64_t id;
+	uint32_t role;
+	char county[4];
+	struct scope scope;   /* scope_of_device() */
+};
+
+/* Builds the cache of the devices in the store, as t sees them. */
+int auth_cache_build(struct store_txn *t, struct auth_cache **ret);
+/* auth_check against the cache: 0 with *ret pointing into c (valid as long
+ * as c is), or -EACCES, the same for every kind of refusal. */
+int auth_cache_check(const struct auth_cache *c, const char *token, size_t len,
+		     const struct auth_entry **ret);
+/* store_txn_others_writes() of the transaction it was built in. */
+uint64_t auth_cache_stamp(const struct auth_cache *c);
+/* Builds are numbered in the order they were made: of two caches, the one
+ * with the higher number saw every write the other saw. */
+uint64_t auth_cache_seq(const struct auth_cache *c);
+/* NULL is a no-op. */
+void auth_cache_free(struct auth_cache *c);
 
 #endif

@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "codec.h"
 #include "common.h"
+#include "fields.h"
 
 int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret)
 {
@@ -46,12 +47,12 @@ int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, siz
 	*ret_len = 0;
 	*ret_pusher = 0;
 	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0) {
-		if (f.number == 2 && f.wire_type == 1) /* LogEntry.device */
+		if (f.number == LOG_ENTRY_DEVICE && f.wire_type == 1)
 			*ret_pusher = f.varint;
-		else if (f.number == 5 && f.wire_type == 2) { /* LogEntry.change */
+		else if (f.number == LOG_ENTRY_CHANGE && f.wire_type == 2) {
 			*ret = f.data;
 			*ret_len = f.len;
-		} else if (f.number == 10 && f.wire_type == 0) { /* LogEntry.erased */
+		} else if (f.number == LOG_ENTRY_ERASED && f.wire_type == 0) {
 			erased = f.varint != 0;
 		}
 	}
@@ -73,7 +74,7 @@ static int log_prev(struct store_txn *t, uint64_t seq, uint64_t *ret)
 	size_t pos = 0;
 	*ret = 0;
 	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0)
-		if (f.number == 9 && f.wire_type == 0)
+		if (f.number == LOG_ENTRY_PREV_LOG_SEQ && f.wire_type == 0)
 			*ret = f.varint;
 	return r < 0 ? -EIO : 0;
 }
@@ -271,12 +272,13 @@ int st_append_log(struct store_txn *t, const struct st_log_append *in)
 	e.change_digest.data = (uint8_t *)in->digest;
 	e.change_digest.len = 32;
 	chain_hash(t->head_hash, in->log_seq, &e, hash);
-	/* LogEntry fields 1, 4, 8, 9 after the prepared 2, 3, 5, 7 */
-	size_t n = codec_put_uint(tail, 1, in->now_ms);
-	n += codec_put_uint(tail + n, 4, in->record_seq);
-	n += codec_put_bytes(tail + n, 8, hash, 32);
+	/* the fields not prepared with the change (device, batch_seq,
+	 * change, change_digest) */
+	size_t n = codec_put_uint(tail, LOG_ENTRY_RECEIVED_MS, in->now_ms);
+	n += codec_put_uint(tail + n, LOG_ENTRY_RECORD_SEQ, in->record_seq);
+	n += codec_put_bytes(tail + n, LOG_ENTRY_HASH, hash, 32);
 	if (in->prev)
-		n += codec_put_uint(tail + n, 9, in->prev);
+		n += codec_put_uint(tail + n, LOG_ENTRY_PREV_LOG_SEQ, in->prev);
 	sh_put_be64(lk, in->log_seq);
 	int r = st_put_concat(t, DB_LOG, lk, 8, in->prefix, in->prefix_len, tail, n, MDB_APPEND);
 	if (r < 0)

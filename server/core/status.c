@@ -15,16 +15,6 @@
 
 #define STATUS_PAGE 20000 /* records per read transaction */
 
-bool status_in_scope(const struct status_opts *o, const char *county)
-{
-	if (!o->counties || !o->n_counties)
-		return true;
-	for (size_t i = 0; i < o->n_counties; i++)
-		if (county && !strcmp(o->counties[i], county))
-			return true;
-	return false;
-}
-
 struct dev_row {
 	uint64_t id;
 	json_t *j;              /* borrowed from the devices array */
@@ -48,7 +38,7 @@ struct form_county {
 };
 
 struct acc {
-	struct county_row counties[48]; /* [0]: no county */
+	struct county_row counties[SCOPE_COUNTIES + 1]; /* [0]: no county */
 	struct form_county *fc;
 	size_t n_fc, cap_fc;
 	struct dev_row *devs;
@@ -58,8 +48,8 @@ struct acc {
 
 static struct county_row *county_row(struct acc *a, const char *code)
 {
-	int n = code && strlen(code) == 3 ? atoi(code) : 0;
-	if (n < 1 || n > 47)
+	int n = scope_county_number(code);
+	if (n < 0)
 		n = 0;
 	struct county_row *r = &a->counties[n];
 	if (!r->code[0] && n)
@@ -144,7 +134,7 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 		snprintf(row->county, sizeof(row->county), "%s", d->county);
 		row->last_seen = SH_MAX(d->last_push_ms, d->last_pull_ms);
 		/* A coordinator without a county sees devices without one too. */
-		row->shown = o->n_counties ? (d->county[0] && status_in_scope(o, d->county)) : true;
+		row->shown = !o->scope.all ? (d->county[0] && scope_has(&o->scope, d->county)) : true;
 		char hex[17];
 		sh_device_fmt(d->id, hex);
 		double silent = row->last_seen ? (double)(o->now_ms - SH_MIN(row->last_seen, o->now_ms)) / 86400000.0
@@ -221,7 +211,7 @@ static int collect_records(struct store *s, const struct form_registry *forms,
 			const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
 			char county[4] = "";
 			render_record_county(rec, f, county);
-			if (!status_in_scope(o, county))
+			if (!scope_has(&o->scope, county))
 				continue;
 			bool deleted = merge_is_deleted(rec);
 			const struct form *f1 = f ? f : form_registry_find(forms, rec->form_id, 1);
@@ -267,15 +257,16 @@ int status_collect(struct store *s, const struct form_registry *forms,
 					    json_integer((json_int_t)acc.devs[i].conflicts));
 
 	json_t *counties = json_array();
-	for (int i = 1; i <= 48; i++) {
-		/* the row of records without a county (i == 48) comes last */
-		struct county_row *c = &acc.counties[i % 48];
-		if (!c->code[0] && i < 48 && o->all_counties) {
+	enum { NONE = SCOPE_COUNTIES + 1 };
+	for (int i = 1; i <= NONE; i++) {
+		/* the row of records without a county (i == NONE) comes last */
+		struct county_row *c = &acc.counties[i % NONE];
+		if (!c->code[0] && i < NONE && o->all_counties) {
 			snprintf(c->code, sizeof(c->code), "%03d", i);
-			if (!status_in_scope(o, c->code))
+			if (!scope_has(&o->scope, c->code))
 				c->code[0] = 0;
 		}
-		if (!c->code[0] && !(i == 48 && c->records))
+		if (!c->code[0] && !(i == NONE && c->records))
 			continue;
 		json_array_append_new(
 			counties,
@@ -303,7 +294,7 @@ int status_collect(struct store *s, const struct form_registry *forms,
 	json_t *server = json_pack("{s:I,s:I,s:I,s:o}", "records", (json_int_t)acc.records,
 				   "deleted", (json_int_t)acc.deleted, "open_conflicts",
 				   (json_int_t)acc.conflicts, "records_by_form_and_county", by_form);
-	if (!o->n_counties) {
+	if (o->scope.all) {
 		/* Store-wide figures: for those who see every county. */
 		struct store_txn *t;
 		struct store_info info;
@@ -321,8 +312,10 @@ int status_collect(struct store *s, const struct form_registry *forms,
 				    json_real(info.map_size ? (double)info.map_used / (double)info.map_size : 0));
 	}
 	json_t *scope = json_array();
-	for (size_t i = 0; i < o->n_counties; i++)
-		json_array_append_new(scope, json_string(o->counties[i]));
+	char codes[SCOPE_COUNTIES][4];
+	size_t n_codes = scope_codes(&o->scope, codes, NULL);
+	for (size_t i = 0; i < n_codes; i++)
+		json_array_append_new(scope, json_string(codes[i]));
 	char now[32];
 	render_time_ms(o->now_ms, now);
 	root = json_pack("{s:s,s:o,s:f,s:o,s:o,s:o}", "generated", now, "scope", scope,
@@ -331,7 +324,7 @@ int status_collect(struct store *s, const struct form_registry *forms,
 	devices = NULL;
 	r = root ? 0 : -ENOMEM;
 out:
-	for (int i = 0; i <= 47; i++)
+	for (int i = 0; i <= SCOPE_COUNTIES; i++)
 		json_decref(acc.counties[i].silent);
 	json_decref(devices);
 	free(acc.devs);

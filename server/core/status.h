@@ -15,12 +15,12 @@
 #include <stdint.h>
 
 #include "form.h"
+#include "scope.h"
 
 struct store;
 
 struct status_opts {
-	const char *const *counties; /* scope: county codes; NULL/0 = all */
-	size_t n_counties;
+	struct scope scope;          /* the counties shown (scope_all(): all) */
 	double silent_days;          /* devices silent longer are listed (7) */
 	bool all_counties;           /* a row for every county in the scope, not
 					only those with devices or records */
@@ -31,9 +31,6 @@ struct status_opts {
  * records page by page, each page in its own short read transaction. */
 int status_collect(struct store *s, const struct form_registry *forms,
 		   const struct status_opts *o, json_t **ret);
-
-/* true when a county is in the scope (an empty scope holds all). */
-bool status_in_scope(const struct status_opts *o, const char *county);
 
 /* A record's custody trail: every change to it from the change log, in
  * order, with receipt time, pushing device, batch, stamps, chain hash and

@@ -395,6 +395,13 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 	return (missing || s->old_format) && !s->read_only ? write_format(s, err, errlen) : 0;
 }
 
+static uint64_t st_last_txnid(struct store *s)
+{
+	MDB_envinfo ei;
+	/* reads the meta page in the map: no transaction, no I/O */
+	return mdb_env_info(s->env, &ei) == 0 ? (uint64_t)ei.me_last_txnid : 0;
+}
+
 int store_open(const char *dir, const struct store_opts *opts, struct store **ret, char *err,
 	       size_t errlen)
 {
@@ -469,6 +476,7 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 	mdb_reader_check(s->env, &dead); /* clear readers left by crashed processes */
 	if ((r = open_dbs(s, err, errlen)) < 0)
 		goto fail;
+	s->own_txnid = st_last_txnid(s);
 	*ret = s;
 	return 0;
 fail:
@@ -537,6 +545,22 @@ static int save_counters(struct store_txn *t)
 	return st_put_pb(t, DB_META, "counters", 8, &c.base, 0);
 }
 
+uint64_t store_others_writes(struct store *s)
+{
+	/* In this order: a commit of ours updates own_txnid after others is
+	 * counted, so a stale pair can only look like a change, never hide
+	 * one. */
+	uint64_t last = st_last_txnid(s);
+	uint64_t own = s->own_txnid;
+	uint64_t others = s->others;
+	return last != own ? others * 2 + 1 : others * 2;
+}
+
+uint64_t store_txn_others_writes(const struct store_txn *t)
+{
+	return t->others_writes;
+}
+
 int store_begin(struct store *s, bool write, struct store_txn **ret)
 {
 	if (write && s->read_only)
@@ -565,6 +589,13 @@ int store_begin(struct store *s, bool write, struct store_txn **ret)
 		pthread_rwlock_unlock(&s->resize_lock);
 		free(t);
 		return st_lmdb_err(rc);
+	}
+	if (write) {
+		/* Not the id after our last commit: another process committed
+		 * in between. Nobody else can while this one is open. */
+		if ((uint64_t)mdb_txn_id(t->txn) != s->own_txnid + 1)
+			s->others++;
+		t->others_writes = s->others * 2;
 	}
 	int r = load_counters(t);
 	if (r < 0) {
@@ -599,7 +630,14 @@ int store_commit(struct store_txn *t)
 		if (r < 0) {
 			mdb_txn_abort(t->txn);
 		} else {
+			uint64_t id = (uint64_t)mdb_txn_id(t->txn);
 			r = st_lmdb_err(mdb_txn_commit(t->txn));
+			if (r == 0) {
+				/* A transaction that changed nothing leaves no commit
+				 * behind: the last id is then still the one before. */
+				uint64_t last = st_last_txnid(s);
+				s->own_txnid = last < id ? last : id;
+			}
 			/* A full disk often shows as a short write, which LMDB reports
 			 * as EIO: tell it apart by looking at the free space. */
 			if (r == -EIO && disk_nearly_full(s->dir))

@@ -57,6 +57,16 @@ int store_commit(struct store_txn *t);
 /* Aborts and frees. NULL is a no-op. */
 void store_abort(struct store_txn *t);
 
+/* A number that changes whenever another process (the CLI) has committed
+ * to the store since: what the server's caches of the store compare
+ * against, from any thread, without a transaction or any I/O. It may also
+ * change without such a commit (a commit of this process being
+ * finished), never the other way round. */
+uint64_t store_others_writes(struct store *s);
+/* In a write transaction: what store_others_writes will return once it
+ * has committed, if no other process commits after it. */
+uint64_t store_txn_others_writes(const struct store_txn *t);
+
 /* After an operation failed with -ENOSPC and its transaction was aborted:
  * doubles the map when it is what filled up. Returns 0 when the caller
  * should retry, -ENOSPC when the map is at its cap or the disk is full. */

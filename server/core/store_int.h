@@ -60,6 +60,12 @@ struct store {
 	uint64_t released_at;      /* txns at the last release */
 	uintptr_t map_lo, map_hi;  /* 0, 0: not found yet */
 	size_t map_size;
+	/* Writes by other processes (the CLI), told from this process's own
+	 * by their transaction ids: the last id this process committed, and
+	 * how many times a write transaction found others' commits before it
+	 * (store_others_writes). */
+	_Atomic uint64_t own_txnid;
+	_Atomic uint64_t others;
 	struct store_opts opts;
 	bool read_only;
 	bool old_format;           /* opened a store of an older format */
@@ -97,6 +103,7 @@ struct store_txn {
 	uint64_t fc_device, fc_first;
 	const uint8_t *fc_items;
 	size_t fc_n;
+	uint64_t others_writes;    /* store_txn_others_writes */
 };
 
 static inline MDB_val val_of(const void *p, size_t n)

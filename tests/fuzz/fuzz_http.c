@@ -21,8 +21,6 @@
 #include "auth.h"
 #include "common.h"
 #include "http.h"
-#include "ratelimit.h"
-#include "routes.h"
 #include "server.h"
 
 /* The token the seed requests carry (tests/fuzz/make_seeds.sh). */
@@ -34,28 +32,30 @@ static int port;
 
 static void setup(void)
 {
-	char err[256], dir[] = "/tmp/shahidi-fuzz-http-XXXXXX";
+	char err[512], dir[] = "/tmp/shahidi-fuzz-http-XXXXXX";
 	if (!mkdtemp(dir))
 		abort();
 	struct server_config *cfg = &srv.cfg;
-	*cfg = (struct server_config){
-		.data_dir = dir, .listen = "127.0.0.1:0", .max_body = 1 << 20, .max_header = 8192,
-		.header_timeout_ms = 2000, .body_timeout_ms = 2000, .body_stall_ms = 2000,
-		.idle_timeout_ms = 2000,
-		.write_timeout_ms = 2000, .max_conns = 64, .max_inflight = 8 << 20, .max_queue = 64,
-		.pull_limit = 100, .quiet = true, .auth_burst = 1000000, .auth_refill_ms = 1,
-	};
-	sync_limits_default(&cfg->sync);
+	server_config_default(cfg);
+	cfg->data_dir = dir;
+	cfg->listen = "127.0.0.1:0";
+	cfg->max_body = 1 << 20;
+	cfg->max_header = 8192;
+	cfg->header_timeout_ms = cfg->body_timeout_ms = cfg->body_stall_ms = 2000;
+	cfg->idle_timeout_ms = cfg->write_timeout_ms = 2000;
+	cfg->max_conns = 64;
+	cfg->max_inflight = 8 << 20;
+	cfg->max_queue = 64;
+	cfg->pull_limit = 100;
+	cfg->quiet = true;
+	cfg->auth_burst = 1000000;
+	cfg->auth_refill_ms = 1;
 	cfg->sync.max_inflated = 1 << 20;
-	form_registry_new(&srv.forms);
-	form_registry_add_builtin(srv.forms, err, sizeof(err));
-	struct buf packed = {0};
-	form_registry_pack(srv.forms, &packed);
-	srv.forms_packed = packed.data;
-	srv.forms_packed_len = packed.len;
-	struct store_opts so = {.unsafe_nosync = true};
-	if (store_open(dir, &so, &srv.store, err, sizeof(err)) < 0)
+	cfg->unsafe_nosync = true;
+	if (server_init(&srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "fuzz_http: %s\n", err);
 		abort();
+	}
 	struct store_txn *t;
 	uint8_t hash[32];
 	store_begin(srv.store, true, &t);
@@ -70,9 +70,7 @@ static void setup(void)
 	store_device_put(t, &d);
 	store_token_put(t, hash, FUZZ_DEVICE);
 	store_commit(t);
-	ratelimit_new(cfg->auth_burst, cfg->auth_refill_ms, &srv.auth_limit);
-	srv.loop = uv_default_loop();
-	if (writer_start(srv.loop, srv.store, &srv.writer) < 0 || http_start(&srv) < 0)
+	if (server_start(&srv, err, sizeof(err)) < 0)
 		abort();
 	port = http_port(&srv);
 }
@@ -136,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (sh_mono_ns() > deadline) {
 				fprintf(stderr, "fuzz_http: no answer: %u connections open, %" PRIu64
 						" jobs busy, writer backlog %" PRIu64 "\n",
-					http_conns(&srv), routes_busy(&srv), writer_backlog(srv.writer));
+					http_conns(&srv), srv.busy, writer_backlog(srv.writer));
 				abort(); /* the server neither answered nor closed */
 			}
 			usleep(100);

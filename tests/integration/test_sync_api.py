@@ -160,6 +160,32 @@ def test_tokens_roles_and_devices():
                    for f in forms.forms[0].fields)
 
 
+def test_revocation_by_cli_with_the_token_cache():
+    """The server checks tokens against a cache its writer builds; the CLI
+    writes to the store itself. A revocation by the CLI still takes effect
+    on the next request, even when the server's writer has committed on top
+    of it in between, and an enrolment by the CLI works at once."""
+    def pull_st(s, dev):
+        return request(s.port, "GET", "/v1/pull",
+                       headers={"Authorization": f"Bearer {dev.token}"})[0]
+
+    with Server() as s:
+        a, b = Device(s.data, "phone A"), Device(s.data, "phone B")
+        for _ in range(3):  # the cache is built and in use
+            assert pull_st(s, a) == 200 and pull_st(s, b) == 200
+        assert push(s.port, a, batch(a, [report(a)]))[0] == 200
+        cli("device", "revoke", "--data", s.data, a.hex)
+        assert push(s.port, b, batch(b, [report(b)]))[0] == 200  # a commit on top
+        assert pull_st(s, a) == 401
+        assert push(s.port, a, batch(a, [report(a)]))[0] == 401
+        for _ in range(3):  # and after the cache has been built again
+            assert pull_st(s, b) == 200
+            assert pull_st(s, a) == 401
+        c = Device(s.data, "phone C")
+        assert pull_st(s, c) == 200
+        assert push(s.port, c, batch(c, [report(c)]))[0] == 200
+
+
 def test_routes_and_methods():
     with Server() as s:
         st, h, b = request(s.port, "GET", "/nowhere")
