@@ -43,8 +43,12 @@ static void usage(FILE *out)
 		"  --max-inflight SIZE    request bodies held at once before reading pauses\n"
 		"                         (default 64M)\n"
 		"  --pull-limit N         most changes in one pull response (default 1000)\n"
-		"  --map-size SIZE        initial store map size (default 256M; grows)\n"
+		"  --map-size SIZE        initial store map size (default 4G of address space;\n"
+		"                         grows)\n"
 		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
+		"  --release-above SIZE   the store's pages mapped in memory before the server\n"
+		"                         lets go of them (default 512M; sooner when the\n"
+		"                         machine runs short of memory)\n"
 		"  --max-skew SEC         phone clocks further ahead are brought back (3600)\n"
 		"  --quiet                no per-request log lines\n"
 		"  --trust-proxy          take the client's address from X-Forwarded-For when\n"
@@ -143,7 +147,7 @@ int main(int argc, char **argv)
 		{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
 		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
 		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
-		{"auth-refill", required_argument, 0, 'A'},
+		{"auth-refill", required_argument, 0, 'A'},  {"release-above", required_argument, 0, 'R'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -187,6 +191,7 @@ int main(int argc, char **argv)
 		case 'i': bad = parse_size(optarg, &cfg->max_inflight) < 0; break;
 		case 'm': bad = parse_size(optarg, &cfg->map_size) < 0; break;
 		case 'M': bad = parse_size(optarg, &cfg->max_map_size) < 0; break;
+		case 'R': bad = parse_size(optarg, &cfg->release_above) < 0 || !cfg->release_above; break;
 		case 'C':
 			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
 			cfg->sync.max_changes = sz;
@@ -261,7 +266,8 @@ int main(int argc, char **argv)
 	srv.forms_packed_len = packed.len;
 
 	struct store_opts so = {.map_size = cfg->map_size, .max_map_size = cfg->max_map_size,
-				.max_skew_ms = cfg->max_skew_ms};
+				.max_skew_ms = cfg->max_skew_ms,
+				.release_above = cfg->release_above};
 	if (store_open(cfg->data_dir, &so, &srv.store, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
 		return 1;

@@ -379,8 +379,12 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 	       size_t errlen)
 {
 	struct store_opts o = opts ? *opts : (struct store_opts){0};
+	/* Big from the start: growing the map remaps it, and every page is
+	 * faulted in again; reserving address space costs nothing. */
 	if (!o.map_size)
-		o.map_size = (size_t)256 << 20;
+		o.map_size = (size_t)4 << 30;
+	if (!o.release_above)
+		o.release_above = (size_t)512 << 20;
 	if (!o.max_map_size)
 		o.max_map_size = (size_t)1 << 40;
 	if (o.map_size > o.max_map_size)
@@ -765,4 +769,49 @@ void store_release_pages(struct store *s)
 		s->released_at = txns;
 	}
 	pthread_mutex_unlock(&s->release_lock);
+}
+
+int store_process_memory(uint64_t *ret_own, uint64_t *ret_mapped)
+{
+	unsigned long long size, resident, shared;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -errno;
+	int n = fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
+	fclose(f);
+	if (n != 3 || shared > resident)
+		return -EIO;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	*ret_own = (resident - shared) * page;
+	*ret_mapped = shared * page;
+	return 0;
+}
+
+/* MemAvailable under an eighth of MemTotal. */
+static bool memory_short(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return false;
+	char line[128];
+	unsigned long long total = 0, avail = 0, v;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %llu", &v) == 1)
+			total = v;
+		else if (sscanf(line, "MemAvailable: %llu", &v) == 1)
+			avail = v;
+	}
+	fclose(f);
+	return total && avail && avail < total / 8;
+}
+
+bool store_release_if_needed(struct store *s)
+{
+	uint64_t own, mapped;
+	if (store_process_memory(&own, &mapped) < 0)
+		return false;
+	if (mapped <= s->opts.release_above && !memory_short())
+		return false;
+	store_release_pages(s);
+	return true;
 }
