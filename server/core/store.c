@@ -805,6 +805,12 @@ static bool memory_short(void)
 	return total && avail && avail < total / 8;
 }
 
+/* Pages let go of per call of store_release_if_needed: madvise over the
+ * whole map, hundreds of MiB resident, would hold the writer (which calls
+ * it between commits) for tens of milliseconds; in steps, a call costs a
+ * few, and the next ones (every 100 ms) go on where it stopped. */
+#define RELEASE_STEP ((uintptr_t)128 << 20)
+
 bool store_release_if_needed(struct store *s)
 {
 	uint64_t own, mapped;
@@ -812,6 +818,31 @@ bool store_release_if_needed(struct store *s)
 		return false;
 	if (mapped <= s->opts.release_above && !memory_short())
 		return false;
-	store_release_pages(s);
-	return true;
+	if (pthread_mutex_trylock(&s->release_lock))
+		return false;
+	MDB_envinfo info;
+	pthread_rwlock_rdlock(&s->resize_lock); /* the map stays put */
+	mdb_env_info(s->env, &info);
+	if (info.me_mapsize != s->map_size || !s->map_hi) {
+		find_map(s);
+		s->map_size = info.me_mapsize;
+		s->release_next = s->map_lo;
+	}
+	bool done = false;
+	if (s->map_hi) {
+		/* Only the part of the map the file covers holds pages. */
+		MDB_stat st;
+		mdb_env_stat(s->env, &st);
+		uintptr_t end = s->map_lo + (uintptr_t)(info.me_last_pgno + 1) * st.ms_psize;
+		end = SH_MIN(end, s->map_hi);
+		if (s->release_next < s->map_lo || s->release_next >= end)
+			s->release_next = s->map_lo;
+		uintptr_t to = SH_MIN(end, s->release_next + RELEASE_STEP);
+		madvise((void *)s->release_next, to - s->release_next, MADV_DONTNEED);
+		s->release_next = to;
+		done = true;
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+	pthread_mutex_unlock(&s->release_lock);
+	return done;
 }

@@ -212,7 +212,10 @@ int store_process_memory(uint64_t *ret_own, uint64_t *ret_mapped);
  * the machine is short of memory (MemAvailable under an eighth of
  * MemTotal). Letting go on every commit cost the writer ~8% of its time
  * faulting the same pages in again. Cheap to call often (reads
- * /proc/self/statm). Returns true when it released. */
+ * /proc/self/statm). Lets go of 128 MiB of the map per call, going on
+ * where the last call stopped, so that a call costs the caller (the
+ * writer, between commits) a few milliseconds at most. Returns true when
+ * it released. */
 bool store_release_if_needed(struct store *s);
 
 /* Runs fn in a write transaction and commits it. When the map fills up,
