@@ -44,8 +44,12 @@ static void usage(FILE *out)
 		"  --max-inflight SIZE    request bodies held at once before reading pauses\n"
 		"                         (default 64M)\n"
 		"  --pull-limit N         most changes in one pull response (default 1000)\n"
-		"  --map-size SIZE        initial store map size (default 256M; grows)\n"
+		"  --map-size SIZE        initial store map size (default 4G of address space;\n"
+		"                         grows)\n"
 		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
+		"  --release-above SIZE   the store's pages mapped in memory before the server\n"
+		"                         lets go of them (default 512M; sooner when the\n"
+		"                         machine runs short of memory)\n"
 		"  --max-skew SEC         stamps further ahead than this do not move the\n"
 		"                         server's clock (3600; they are kept as sent)\n"
 		"  --i-know-the-store-is-damaged\n"
@@ -136,6 +140,24 @@ static void on_signal(uv_signal_t *h, int signum)
 	uv_timer_start(&stop_timer, on_stop_tick, 0, 10);
 }
 
+/* Warming: libuv starts its pool's threads at the first piece of work,
+ * and glibc gives each thread its heap arena at its first allocation;
+ * done before the first push, so that the first second of a run is not
+ * its worst. */
+static uv_work_t warm_jobs[4];
+
+static void warm_work(uv_work_t *w)
+{
+	(void)w;
+	free(malloc(64 * 1024));
+}
+
+static void warm_done(uv_work_t *w, int status)
+{
+	(void)w;
+	(void)status;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -153,6 +175,7 @@ int main(int argc, char **argv)
 		{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
 		{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
 		{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
+		{"release-above", required_argument, 0, 'R'},
 		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 	};
 	struct server_config *cfg = &srv.cfg;
@@ -181,6 +204,7 @@ int main(int argc, char **argv)
 		case 'i': bad = parse_size(optarg, &cfg->max_inflight) < 0; break;
 		case 'm': bad = parse_size(optarg, &cfg->map_size) < 0; break;
 		case 'M': bad = parse_size(optarg, &cfg->max_map_size) < 0; break;
+		case 'R': bad = parse_size(optarg, &cfg->release_above) < 0 || !cfg->release_above; break;
 		case 'C':
 			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
 			cfg->sync.max_changes = sz;
@@ -314,6 +338,8 @@ int main(int argc, char **argv)
 		SHAHIDI_VERSION, cfg->data_dir, info.records, info.log_entries,
 		form_registry_count(srv.forms));
 
+	for (size_t i = 0; i < SH_ARRAY_SIZE(warm_jobs); i++)
+		uv_queue_work(srv.loop, &warm_jobs[i], warm_work, warm_done);
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 
 	if (getenv("SHAHIDI_MALLOC_STATS"))

@@ -63,7 +63,8 @@ int server_init(struct server *srv, char *err, size_t errlen)
 	srv->forms_packed_len = packed.len;
 
 	struct store_opts so = {.map_size = cfg->map_size, .max_map_size = cfg->max_map_size,
-				.max_skew_ms = cfg->max_skew_ms, .unsafe_nosync = cfg->unsafe_nosync};
+				.max_skew_ms = cfg->max_skew_ms, .unsafe_nosync = cfg->unsafe_nosync,
+				.release_above = cfg->release_above};
 	if ((r = store_open(cfg->data_dir, &so, &srv->store, err, errlen)) < 0)
 		return r;
 	if ((r = rebuild_if_old(srv->store, stderr)) < 0) {

@@ -32,6 +32,7 @@ struct server_config {
 	unsigned max_queue;          /* writer jobs before reading pauses */
 	uint32_t pull_limit;         /* most changes per pull response */
 	size_t map_size, max_map_size;
+	size_t release_above;   /* mapped bytes resident before the map is let go of */
 	uint64_t max_skew_ms;
 	bool quiet;                  /* no per-request log lines */
 	bool trust_proxy;            /* a loopback peer's X-Forwarded-For names the client */

@@ -93,38 +93,37 @@ static void record_latency(struct writer *w, uint64_t ns, size_t n)
 		w->stats.max_group = n;
 }
 
-/* How often the writer lets go of the store's mapped pages: a commit of
- * 64 batches reads ~30 MB of B-tree pages, a pull of the whole feed more.
- * While commits follow each other, less often: the pages it lets go of
- * are mostly the ones the next commit maps again (on this kernel a fault
- * maps the whole large folio around a page, up to hundreds of entries),
- * which under 64 phones' pushes took ~8% of the writer's time. Measured:
- * every 1 s cut the writer's CPU ~15% and raised the peak RSS of 1,000
- * phones 186 -> 227 MiB; every 200 ms, ~4% and 203 MiB. */
-#define RELEASE_NS 50000000ull
-#define RELEASE_BUSY_NS 200000000ull
+/* How often the writer asks whether to let go of the store's mapped
+ * pages (store_release_if_needed: only above a high mark of mapped memory,
+ * or when the machine runs short). Those pages are the kernel's page
+ * cache, shared and reclaimable: letting go of them every 200 ms, to keep
+ * RSS low, made every commit fault the same pages in again (on this kernel
+ * a fault maps a whole large folio, up to hundreds of entries): ~8% of the
+ * writer's time under 64 phones, more in the kernel's page-table work.
+ * The server's own memory is what counts, and /metrics and tools/bench
+ * report it apart from the mapped pages. */
+#define RELEASE_CHECK_NS 100000000ull
 
 static void writer_main(void *arg)
 {
 	struct writer *w = arg;
 	struct writer_job *batch[WRITER_MAX_GROUP];
-	uint64_t last_release = sh_mono_ns();
+	uint64_t last_check = sh_mono_ns();
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		while (!w->queue && !w->stopping) {
 			/* Readers (pull, export, status) read through the map
-			 * too: while no batch comes, let go of their pages
-			 * every RELEASE_NS all the same. */
+			 * too: while no batch comes, check all the same. */
 			struct timespec until;
 			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += RELEASE_NS;
+			until.tv_nsec += RELEASE_CHECK_NS;
 			until.tv_sec += until.tv_nsec / 1000000000;
 			until.tv_nsec %= 1000000000;
 			if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT) {
 				pthread_mutex_unlock(&w->lock);
-				store_release_pages(w->store);
-				last_release = sh_mono_ns();
+				store_release_if_needed(w->store);
+				last_check = sh_mono_ns();
 				pthread_mutex_lock(&w->lock);
 			}
 		}
@@ -166,15 +165,11 @@ static void writer_main(void *arg)
 		uv_async_send(&w->async);
 		pthread_mutex_unlock(&w->lock);
 
-		/* Let go of the map's pages this process has read, once the
-		 * acks are on their way: they stay in the page cache (a later
-		 * read is a minor fault), but the server's resident memory stays
-		 * what it really uses instead of growing with the store (LMDB
-		 * reads through its map, a page per B-tree node visited). */
+		/* Once the acks are on their way. */
 		uint64_t now_ns = sh_mono_ns();
-		if (now_ns - last_release > RELEASE_BUSY_NS) {
-			store_release_pages(w->store);
-			last_release = now_ns;
+		if (now_ns - last_check > RELEASE_CHECK_NS) {
+			store_release_if_needed(w->store);
+			last_check = now_ns;
 		}
 		pthread_mutex_lock(&w->lock);
 	}

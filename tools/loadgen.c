@@ -543,6 +543,10 @@ struct summary {
 	uint64_t acked, applied, duplicate, rejected, in_doubt, failed, unsent, total;
 	double push_s, pull_s, changes_per_s, batches_per_s;
 	double p50, p95, p99, max, mean; /* ms */
+	/* The first second apart (phones starting at once, a cold server),
+	 * and the rest: the steady state. */
+	double first_s_max, steady_p50, steady_p99;
+	size_t n_steady;
 	double req_per_change, resp_per_change;
 	double self_cpu_s;
 };
@@ -584,6 +588,19 @@ static void summarise(struct lg_run *run, struct summary *s)
 	if (s->push_s > 0) {
 		s->changes_per_s = (double)s->acked / s->push_s;
 		s->batches_per_s = (double)st->batches_acked / s->push_s;
+	}
+	uint32_t *steady = malloc((st->n_lat + 1) * sizeof(*steady));
+	for (size_t i = 0; steady && i < st->n_lat; i++) {
+		if (st->lat_at_ms[i] < 1000)
+			s->first_s_max = SH_MAX(s->first_s_max, (double)st->lat_us[i] / 1000.0);
+		else
+			steady[s->n_steady++] = st->lat_us[i];
+	}
+	if (steady) {
+		qsort(steady, s->n_steady, sizeof(*steady), cmp_u32);
+		s->steady_p50 = pct_ms(steady, s->n_steady, 0.50);
+		s->steady_p99 = pct_ms(steady, s->n_steady, 0.99);
+		free(steady);
 	}
 	qsort(st->lat_us, st->n_lat, sizeof(*st->lat_us), cmp_u32);
 	s->p50 = pct_ms(st->lat_us, st->n_lat, 0.50);
@@ -671,6 +688,10 @@ static void print_json(struct lg_run *run, const struct summary *s)
 	setf(x, "max", s->max);
 	setf(x, "mean", s->mean);
 	seti(x, "samples", st->n_lat);
+	setf(x, "first_second_max", s->first_s_max);
+	setf(x, "steady_p50", s->steady_p50);
+	setf(x, "steady_p99", s->steady_p99);
+	seti(x, "steady_samples", s->n_steady);
 
 	x = sub(j, "wire");
 	setf(x, "request_bytes_per_change", s->req_per_change);
@@ -699,6 +720,7 @@ static void print_json(struct lg_run *run, const struct summary *s)
 			seti(x, "rss_final_kb", st->rss_final_kb);
 			seti(x, "rss_anon_max_kb", st->anon_max_kb);
 			seti(x, "rss_anon_final_kb", st->anon_final_kb);
+			seti(x, "rss_mapped_max_kb", st->mapped_max_kb);
 		}
 		if (st->server_cpu_s >= 0)
 			setf(x, "push_cpu_s", st->server_cpu_s);
@@ -758,6 +780,8 @@ static void print_table(struct lg_run *run, const struct summary *s)
 	printf("  latency    p50 %.2f ms, p95 %.2f, p99 %.2f, max %.2f (mean %.2f; per batch "
 	       "round trip, %zu batches)\n",
 	       s->p50, s->p95, s->p99, s->max, s->mean, st->n_lat);
+	printf("  after 1 s  p50 %.2f ms, p99 %.2f (%zu batches); first second's max %.2f ms\n",
+	       s->steady_p50, s->steady_p99, s->n_steady, s->first_s_max);
 	printf("  wire       %.1f B/change sent, %.1f received, %.1f together (headers "
 	       "included)\n",
 	       s->req_per_change, s->resp_per_change, s->req_per_change + s->resp_per_change);
@@ -873,6 +897,7 @@ out:
 	lg_work_free(&run);
 	free(run.dev);
 	free(run.st.lat_us);
+	free(run.st.lat_at_ms);
 	lg_counters_free(&run.st.errors);
 	lg_counters_free(&run.st.rejections);
 	form_registry_free(run.forms);

@@ -173,11 +173,13 @@ struct lg_stats {
 	uint64_t push_sent_bytes, push_recv_bytes;
 	uint64_t pull_requests, pulled, pull_sent_bytes, pull_recv_bytes;
 	uint32_t *lat_us;                 /* one per acknowledged batch */
+	uint32_t *lat_at_ms;              /* when each was sent, ms after the push began */
 	size_t n_lat;
 	struct lg_counters errors;        /* "connect", "timeout", "http_503"... */
 	struct lg_counters rejections;    /* by the server's code */
 	uint64_t rss_max_kb, rss_final_kb;
 	uint64_t anon_max_kb, anon_final_kb;
+	uint64_t mapped_max_kb;           /* RSS less anonymous: mapped files */
 	double server_cpu_s;              /* during the push phase; < 0 = unknown */
 	double self_cpu_s;                /* ours, during the push phase */
 	bool rss_known;

@@ -635,6 +635,8 @@ static bool push_answered(struct lg_conn *c, const uint8_t *p, size_t n)
 	}
 	shahidi__v1__push_response__free_unpacked(r, NULL);
 	uint64_t us = (sh_mono_ns() - c->t_send) / 1000;
+	uint64_t at = c->t_send > run->st.push_start_ns ? (c->t_send - run->st.push_start_ns) / 1000000 : 0;
+	run->st.lat_at_ms[run->st.n_lat] = (uint32_t)SH_MIN(at, (uint64_t)UINT32_MAX);
 	run->st.lat_us[run->st.n_lat++] = (uint32_t)SH_MIN(us, (uint64_t)UINT32_MAX);
 	run->st.batches_acked++;
 	if (d->idx == 0 && c->batch == 0)
@@ -728,6 +730,7 @@ static void on_sample(uv_timer_t *t)
 		st->rss_max_kb = SH_MAX(st->rss_max_kb, kb);
 		st->rss_final_kb = kb;
 		st->anon_max_kb = SH_MAX(st->anon_max_kb, anon);
+		st->mapped_max_kb = SH_MAX(st->mapped_max_kb, kb - anon);
 		st->anon_final_kb = anon;
 	}
 }
@@ -778,7 +781,8 @@ int lg_net_run(struct lg_run *run)
 	int r = -ENOMEM;
 	if (!net || !conns)
 		goto out;
-	if (!(run->st.lat_us = calloc(run->total_batches + 1, sizeof(*run->st.lat_us))))
+	if (!(run->st.lat_us = calloc(run->total_batches + 1, sizeof(*run->st.lat_us))) ||
+	    !(run->st.lat_at_ms = calloc(run->total_batches + 1, sizeof(*run->st.lat_at_ms))))
 		goto out;
 	if ((r = uv_loop_init(&net->loop)) < 0)
 		goto out;

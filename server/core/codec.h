@@ -25,18 +25,23 @@ enum codec_enc {
  * "x-gzip". Returns 0 or -EINVAL (unsupported). */
 int codec_enc_parse(const char *s, size_t len, enum codec_enc *ret_enc);
 
-/* Appends the decoded form of in[0..len) to out. Returns 0; -EMSGSIZE when
- * the result would exceed max_out; -EPROTO for corrupt or truncated
- * compressed data, or bytes after the end of the stream; -ENOMEM. On
- * failure out->len is what it was before the call. */
+/* Appends the decoded form of in[0..len) to out (libdeflate, whole
+ * buffer: out grows by doubling from a guess up to max_out, decoding again
+ * when the guess was short). Returns 0; -EMSGSIZE when the result would
+ * exceed max_out; -EPROTO for corrupt or truncated compressed data, or
+ * bytes after the end of the stream; -ENOMEM. On failure out->len is what
+ * it was before the call (its capacity may have grown, never past
+ * out->len + max_out). */
 int codec_inflate(const uint8_t *in, size_t len, enum codec_enc enc, size_t max_out,
 		  struct buf *out);
 
-/* Appends in[0..len) compressed as enc (DEFLATE or GZIP) at level (1-9, or
- * -1 for zlib's default). 0, -EINVAL, -EMSGSIZE (4 GiB or more) or -ENOMEM. */
+/* Appends in[0..len) compressed as enc (DEFLATE or GZIP) at level (0-9, or
+ * -1 for 6, zlib's default), whole (libdeflate). 0, -EINVAL, -EMSGSIZE
+ * (4 GiB or more) or -ENOMEM. */
 int codec_deflate(const uint8_t *in, size_t len, enum codec_enc enc, int level, struct buf *out);
 
-/* A compressed stream made piece by piece (a streamed export): each
+/* A compressed stream made piece by piece (a streamed export; zlib, which
+ * unlike libdeflate keeps its state between pieces): each
  * codec_deflater_write appends what zlib has ready for in[0..len) to out
  * (possibly nothing: zlib keeps up to its window); finish ends the stream.
  * Memory is zlib's state (~256 KiB), whatever the stream's length. */

@@ -406,8 +406,12 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 	       size_t errlen)
 {
 	struct store_opts o = opts ? *opts : (struct store_opts){0};
+	/* Big from the start: growing the map remaps it, and every page is
+	 * faulted in again; reserving address space costs nothing. */
 	if (!o.map_size)
-		o.map_size = (size_t)256 << 20;
+		o.map_size = (size_t)4 << 30;
+	if (!o.release_above)
+		o.release_above = (size_t)512 << 20;
 	if (!o.max_map_size)
 		o.max_map_size = (size_t)1 << 40;
 	if (o.map_size > o.max_map_size)
@@ -838,4 +842,80 @@ void store_release_pages(struct store *s)
 		s->released_at = txns;
 	}
 	pthread_mutex_unlock(&s->release_lock);
+}
+
+int store_process_memory(uint64_t *ret_own, uint64_t *ret_mapped)
+{
+	unsigned long long size, resident, shared;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -errno;
+	int n = fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
+	fclose(f);
+	if (n != 3 || shared > resident)
+		return -EIO;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	*ret_own = (resident - shared) * page;
+	*ret_mapped = shared * page;
+	return 0;
+}
+
+/* MemAvailable under an eighth of MemTotal. */
+static bool memory_short(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return false;
+	char line[128];
+	unsigned long long total = 0, avail = 0, v;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %llu", &v) == 1)
+			total = v;
+		else if (sscanf(line, "MemAvailable: %llu", &v) == 1)
+			avail = v;
+	}
+	fclose(f);
+	return total && avail && avail < total / 8;
+}
+
+/* Pages let go of per call of store_release_if_needed: madvise over the
+ * whole map, hundreds of MiB resident, would hold the writer (which calls
+ * it between commits) for tens of milliseconds; in steps, a call costs a
+ * few, and the next ones (every 100 ms) go on where it stopped. */
+#define RELEASE_STEP ((uintptr_t)128 << 20)
+
+bool store_release_if_needed(struct store *s)
+{
+	uint64_t own, mapped;
+	if (store_process_memory(&own, &mapped) < 0)
+		return false;
+	if (mapped <= s->opts.release_above && !memory_short())
+		return false;
+	if (pthread_mutex_trylock(&s->release_lock))
+		return false;
+	MDB_envinfo info;
+	pthread_rwlock_rdlock(&s->resize_lock); /* the map stays put */
+	mdb_env_info(s->env, &info);
+	if (info.me_mapsize != s->map_size || !s->map_hi) {
+		find_map(s);
+		s->map_size = info.me_mapsize;
+		s->release_next = s->map_lo;
+	}
+	bool done = false;
+	if (s->map_hi) {
+		/* Only the part of the map the file covers holds pages. */
+		MDB_stat st;
+		mdb_env_stat(s->env, &st);
+		uintptr_t end = s->map_lo + (uintptr_t)(info.me_last_pgno + 1) * st.ms_psize;
+		end = SH_MIN(end, s->map_hi);
+		if (s->release_next < s->map_lo || s->release_next >= end)
+			s->release_next = s->map_lo;
+		uintptr_t to = SH_MIN(end, s->release_next + RELEASE_STEP);
+		madvise((void *)s->release_next, to - s->release_next, MADV_DONTNEED);
+		s->release_next = to;
+		done = true;
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+	pthread_mutex_unlock(&s->release_lock);
+	return done;
 }

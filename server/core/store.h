@@ -30,11 +30,15 @@ struct store;
 struct store_txn;
 
 struct store_opts {
-	size_t map_size;      /* initial map size; 0 = 256 MiB */
+	size_t map_size;      /* initial map size; 0 = 4 GiB (address space
+				 only: the file grows as it fills) */
 	size_t max_map_size;  /* growth stops here (then -ENOSPC); 0 = 1 TiB */
 	bool read_only;       /* open for reading only (tools) */
 	uint64_t max_skew_ms; /* stamps further ahead do not move the server's
 				 clock; 0 = 1 hour */
+	size_t release_above; /* store_release_if_needed: mapped bytes resident
+				 above which the map's pages are let go of;
+				 0 = 512 MiB */
 	bool unsafe_nosync;   /* no fsync (MDB_NOSYNC): for fuzzing only, where
 				 durability is not what is tested. Never in the
 				 server or the tools. */
@@ -224,6 +228,23 @@ int store_backup(struct store *s, const char *dest, char *err, size_t errlen);
  * the map is read-only here and pages fault back in on the next read.
  * Linux only (it finds the map in /proc/self/maps); elsewhere a no-op. */
 void store_release_pages(struct store *s);
+
+/* The process's resident memory in two parts, in bytes: its own (anonymous:
+ * heap, stacks, LMDB's dirty pages) and mapped files (the store's pages
+ * read through the map, which are the kernel's page cache, shared and
+ * reclaimable, and the libraries). From /proc/self/statm. 0 or -errno. */
+int store_process_memory(uint64_t *ret_own, uint64_t *ret_mapped);
+
+/* store_release_pages(), but only when it is worth its cost: when the
+ * mapped memory resident in this process is above opts.release_above, or
+ * the machine is short of memory (MemAvailable under an eighth of
+ * MemTotal). Letting go on every commit cost the writer ~8% of its time
+ * faulting the same pages in again. Cheap to call often (reads
+ * /proc/self/statm). Lets go of 128 MiB of the map per call, going on
+ * where the last call stopped, so that a call costs the caller (the
+ * writer, between commits) a few milliseconds at most. Returns true when
+ * it released. */
+bool store_release_if_needed(struct store *s);
 
 /* Runs fn in a write transaction and commits it. When the map fills up,
  * aborts, grows the map and runs fn again from the start (so fn must be

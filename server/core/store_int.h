@@ -59,6 +59,7 @@ struct store {
 	pthread_mutex_t release_lock;
 	uint64_t released_at;      /* txns at the last release */
 	uintptr_t map_lo, map_hi;  /* 0, 0: not found yet */
+	uintptr_t release_next;    /* store_release_if_needed: where it goes on */
 	size_t map_size;
 	/* Writes by other processes (the CLI), told from this process's own
 	 * by their transaction ids: the last id this process committed, and

@@ -16,7 +16,8 @@ import harness
 # Every flag of shahidi-server that takes a number, with a value it refuses.
 NUMERIC_FLAGS = ["max-body", "max-inflated", "max-changes", "max-header", "header-timeout",
                  "body-timeout", "idle-timeout", "max-conns", "max-queue", "max-inflight",
-                 "pull-limit", "map-size", "max-map", "max-skew", "auth-burst", "auth-refill"]
+                 "pull-limit", "map-size", "max-map", "max-skew", "auth-burst", "auth-refill",
+                 "release-above"]
 
 
 def server_refuses(args):
