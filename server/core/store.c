@@ -1,12 +1,12 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 3 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 4 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "3"
+ *   meta  "format"                              decimal text, "4"
  *   meta  "counters"                            Counters (pb)
  *   recs  be64 record seq                       Record (pb): merged state, or
  *                                               a pointer to the one change
@@ -72,8 +72,12 @@
  * inside an entry and cursors mean what they meant). Format 2 stores,
  * whose entries hold one item each, are read as they are.
  *
- * Stores of formats 1 and 2 are marked 3 by the first program that opens
- * them to write; nothing in them is rewritten.
+ * Format 4 (the merge of merge.h: stamps kept as sent, a device's writes
+ * ordered by change id, tombstones, deletions' views, repeat-group
+ * instances) keeps per entry its change id and view, per register its
+ * tombstones and instance. Stores of formats 1 to 3 are read as they are
+ * and marked 4 by the first program that opens them to write, which then
+ * merges their records again from the log (rebuild.h).
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
