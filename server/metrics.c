@@ -16,6 +16,7 @@
 #include "http.h"
 #include "routes.h"
 #include "server.h"
+#include "store.h"
 #include "task.h"
 
 /* The process metrics every Prometheus client library exports, from
@@ -63,6 +64,20 @@ static void metrics__process(struct buf *b)
 				   "process_start_time_seconds %.2f\n",
 				   (double)btime + (double)start / (double)ticks);
 	}
+	/* RSS in its two parts: what the server itself holds, and the store's
+	 * pages mapped in (the kernel's page cache, shared and reclaimable) */
+	uint64_t own, mapped;
+	if (store_process_memory(&own, &mapped) == 0)
+		buf_printf(b,
+			   "# HELP shahidi_memory_own_bytes Resident memory the server holds itself "
+			   "(heap, stacks, LMDB's dirty pages).\n"
+			   "# TYPE shahidi_memory_own_bytes gauge\n"
+			   "shahidi_memory_own_bytes %llu\n"
+			   "# HELP shahidi_memory_mapped_bytes Resident file pages mapped in (the "
+			   "store's pages: page cache, reclaimable).\n"
+			   "# TYPE shahidi_memory_mapped_bytes gauge\n"
+			   "shahidi_memory_mapped_bytes %llu\n",
+			   (unsigned long long)own, (unsigned long long)mapped);
 	DIR *d = opendir("/proc/self/fd");
 	if (d) {
 		unsigned n = 0;

@@ -62,6 +62,10 @@ def test_a_real_scrape_passes_promtool():
         assert re.search(r'^shahidi_build_info\{version="[^"]+"\} 1$', text, re.M), text
         rss = float(re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M).group(1))
         assert 1 << 20 < rss < 1 << 32, rss
+        # RSS in its two parts: the server's own memory, and the store's pages
+        own = float(re.search(r"^shahidi_memory_own_bytes (\S+)$", text, re.M).group(1))
+        mapped = float(re.search(r"^shahidi_memory_mapped_bytes (\S+)$", text, re.M).group(1))
+        assert 0 < own < rss and 0 < mapped < rss and own + mapped <= rss * 1.05, (own, mapped, rss)
         cpu = float(re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M).group(1))
         assert 0 < cpu < 600, cpu
         fds = float(re.search(r"^process_open_fds (\S+)$", text, re.M).group(1))
