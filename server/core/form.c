@@ -732,6 +732,18 @@ bool form_utf8_ok(const uint8_t *s, size_t len)
 {
 	size_t i = 0;
 	while (i < len) {
+		/* Eight plain ASCII bytes at a time, none of them NUL: nearly all
+		 * of the text phones send (5% of the server's CPU went here). */
+		while (len - i >= 8) {
+			uint64_t v;
+			memcpy(&v, s + i, 8);
+			if ((v & 0x8080808080808080ull) ||
+			    ((v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull))
+				break;
+			i += 8;
+		}
+		if (i >= len)
+			break;
 		uint8_t c = s[i];
 		if (c == 0)
 			return false;

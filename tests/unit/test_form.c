@@ -616,6 +616,27 @@ static void test_utf8(void)
 	for (size_t n = 3; n < 6; n++)
 		CHECK(!form_utf8_ok(smile, n));
 	CHECK(form_utf8_ok(smile, 2));
+	/* Plain ASCII is read eight bytes at a time: a NUL, a lone
+	 * continuation byte or a valid sequence at every position of every
+	 * length, before, inside and after the 8-byte steps. */
+	uint8_t buf[41];
+	for (size_t n = 1; n <= 40; n++)
+		for (size_t at = 0; at < n; at++) {
+			memset(buf, 'a', n);
+			CHECK(form_utf8_ok(buf, n));
+			buf[at] = 0;
+			CHECK(!form_utf8_ok(buf, n));
+			buf[at] = 0x80;
+			CHECK(!form_utf8_ok(buf, n));
+			buf[at] = 0x7f;
+			CHECK(form_utf8_ok(buf, n));
+			if (at + 1 < n) {
+				buf[at] = 0xc3;
+				buf[at + 1] = 0xa9; /* U+00E9 */
+				CHECK(form_utf8_ok(buf, n));
+				CHECK(!form_utf8_ok(buf, at + 1)); /* cut inside it */
+			}
+		}
 }
 
 /*
