@@ -33,14 +33,14 @@ static struct patch *patches;   /* PATCHes in progress: one per upload */
 void files__partial_path(const struct server *srv, const uint8_t id[16], char *out, size_t n)
 {
 	char hex[33];
-	upload_hex(id, 16, hex);
+	sh_hex(id, 16, hex);
 	snprintf(out, n, "%s/files/partial/%s", srv->cfg.data_dir, hex);
 }
 
 void files__file_path(const struct server *srv, const uint8_t sha[32], char *out, size_t n)
 {
 	char hex[65];
-	upload_hex(sha, 32, hex);
+	sh_hex(sha, 32, hex);
 	snprintf(out, n, "%s/files/sha256/%s", srv->cfg.data_dir, hex);
 }
 
@@ -130,7 +130,7 @@ static int metadata_file_id(const char *md, uint8_t id[16])
 					      NULL, sodium_base64_VARIANT_ORIGINAL) < 0)
 				return -EINVAL;
 			dec[dl] = 0;
-			return upload_unhex(dec, id, 16);
+			return sh_unhex(dec, id, 16);
 		}
 		p = v + vl;
 	}
@@ -581,7 +581,7 @@ static void simple_committed(struct writer_job *job)
 			http_respond(c, 204, NULL, NULL, 0);
 		}
 	} else {
-		upload_hex(j->u.file_id, 16, hex);
+		sh_hex(j->u.file_id, 16, hex);
 		snprintf(line, sizeof(line), "Location: " PREFIX "%s", hex);
 		http_add_header(c, line);
 		tus_header(c);
@@ -647,7 +647,7 @@ static void create(struct http_conn *c, struct server *srv, struct http_request 
 			   "Upload-Length is not the size the record's attachment names");
 		return;
 	}
-	upload_hex(id, 16, hex);
+	sh_hex(id, 16, hex);
 	snprintf(line, sizeof(line), "Location: " PREFIX "%s", hex);
 	r = read_upload(srv, id, &u, &done, ref.sha256);
 	if ((r == 0 && u.expires_ms >= sh_now_ms()) || r == 1) {
@@ -833,7 +833,7 @@ int files_start(struct server *srv)
 
 static int path_id(const struct http_request *req, uint8_t id[16])
 {
-	return upload_unhex(req->path + strlen(PREFIX), id, 16);
+	return sh_unhex(req->path + strlen(PREFIX), id, 16);
 }
 
 void files_on_headers(struct http_conn *c, struct server *srv, struct http_request *req)

@@ -73,6 +73,19 @@ static int hexval(char c)
 	return -1;
 }
 
+int sh_unhex(const char *s, uint8_t *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+		if (h < 0 || l < 0)
+			return -EINVAL;
+		out[i] = (uint8_t)(h << 4 | l);
+	}
+	return 0;
+}
+
 int sh_device_parse(const char *s, uint64_t *ret_id)
 {
 	uint64_t v = 0;

@@ -71,5 +71,7 @@ int sh_device_parse(const char *s, uint64_t *ret_id);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void sh_hex(const uint8_t *in, size_t n, char *out);
+/* Parses exactly 2n hex digits (either case) into out. 0 or -EINVAL. */
+int sh_unhex(const char *s, uint8_t *out, size_t n);
 
 #endif

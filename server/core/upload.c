@@ -16,40 +16,6 @@
 #define K_UPLOAD 'u'
 #define K_FILE 'h'
 
-void upload_hex(const uint8_t *p, size_t n, char *out)
-{
-	static const char hx[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hx[p[i] >> 4];
-		out[2 * i + 1] = hx[p[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int upload_unhex(const char *s, uint8_t *out, size_t n)
-{
-	if (strlen(s) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
-		if (h < 0 || l < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(h << 4 | l);
-	}
-	return 0;
-}
-
 static void copy_media(char out[UPLOAD_MEDIA_MAX], const uint8_t *p, size_t n)
 {
 	n = n < UPLOAD_MEDIA_MAX - 1 ? n : UPLOAD_MEDIA_MAX - 1;

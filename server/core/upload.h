@@ -110,9 +110,5 @@ int upload_export_files(struct store *s, const struct form_registry *reg, const 
  * file it names is there by then. */
 int upload_backup_files(const char *data_dir, const char *dest);
 
-/* Lowercase hex of n bytes into out (2n + 1 bytes). */
-void upload_hex(const uint8_t *p, size_t n, char *out);
-/* Parses exactly 2n hex digits. 0 or -EINVAL. */
-int upload_unhex(const char *s, uint8_t *out, size_t n);
 
 #endif

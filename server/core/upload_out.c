@@ -196,8 +196,8 @@ static int out_each(const struct upload_ref *ref, void *ud)
 		o->skipped++;
 		return 0;
 	}
-	upload_hex(ref->sha256, 32, sha);
-	upload_hex(ref->file_id, 16, fid);
+	sh_hex(ref->sha256, 32, sha);
+	sh_hex(ref->file_id, 16, fid);
 	bool here = upload_file_get(o->t, ref->sha256, &f) == 0;
 	if (here) {
 		snprintf(from, sizeof(from), "%s/files/sha256/%s", o->data_dir, sha);
