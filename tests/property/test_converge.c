@@ -205,6 +205,19 @@ static void seen_of(const merge_rec_t *rec, struct merge_stamp **ret, Shahidi__V
 
 static const uint32_t edit_fields[] = {140, 142, 62, 124, 35, 59, 143, 142};
 
+/* The phone's next change to record rec, stamped now by its clock. */
+static Shahidi__V1__Change *new_change(struct phone *p, size_t rec, uint32_t form_version)
+{
+	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
+	shahidi__v1__change__init(c);
+	c->change_id = p->next_change++;
+	c->record_id = (ProtobufCBinaryData){16, records[rec]};
+	c->form_id = "incident_report";
+	c->form_version = form_version;
+	c->hlc = hlc_tick(&p->clock, phone_now(p));
+	return c;
+}
+
 static void edit_group(struct phone *p, size_t rec);
 
 static void edit(struct phone *p)
@@ -231,14 +244,8 @@ static void edit(struct phone *p)
 		return;
 	}
 	merge_rec_t *mine = p->replica[rec];
-	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
-	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
-	shahidi__v1__change__init(c);
-	c->change_id = p->next_change++;
-	c->record_id = (ProtobufCBinaryData){16, records[rec]};
-	c->form_id = "incident_report";
-	c->form_version = 1;
-	c->hlc = hlc;
+	Shahidi__V1__Change *c = new_change(p, rec, 1);
+	uint64_t hlc = c->hlc;
 	size_t nf = 1 + gen_below(&R, 2);
 	struct merge_write *w = arena_zalloc(A, (nf + 1) * sizeof(*w));
 	c->fields = arena_zalloc(A, (nf + 1) * sizeof(*c->fields));
@@ -312,14 +319,8 @@ static size_t known_instances(const merge_rec_t *rec, const uint8_t **out, size_
 static void edit_group(struct phone *p, size_t rec)
 {
 	merge_rec_t *mine = p->replica[rec];
-	uint64_t hlc = hlc_tick(&p->clock, phone_now(p));
-	Shahidi__V1__Change *c = arena_zalloc(A, sizeof(*c));
-	shahidi__v1__change__init(c);
-	c->change_id = p->next_change++;
-	c->record_id = (ProtobufCBinaryData){16, records[rec]};
-	c->form_id = "incident_report";
-	c->form_version = 3;
-	c->hlc = hlc;
+	Shahidi__V1__Change *c = new_change(p, rec, 3);
+	uint64_t hlc = c->hlc;
 	const uint8_t *inst[64];
 	size_t ni = known_instances(mine, inst, 64);
 	struct merge_write *w = arena_zalloc(A, 2 * sizeof(*w));
