@@ -33,6 +33,13 @@ static void metrics__process(struct buf *b)
 				   (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
 	long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
 	unsigned long long vsize = 0, rss = 0, start = 0, btime = 0;
+	/* RSS in its two parts: what the server itself holds, and the store's
+	 * pages mapped in (the kernel's page cache, shared and reclaimable).
+	 * Read once: RSS from the same read, so that the parts add up to it
+	 * (a second read a moment later differs by whatever the writer and
+	 * this very scrape allocated in between). */
+	uint64_t own, mapped;
+	bool parts = store_process_memory(&own, &mapped) == 0;
 	char line[1024];
 	FILE *f = fopen("/proc/self/stat", "r");
 	if (f) {
@@ -47,7 +54,9 @@ static void metrics__process(struct buf *b)
 				   "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
 				   "# TYPE process_virtual_memory_bytes gauge\n"
 				   "process_virtual_memory_bytes %llu\n",
-				   rss * (unsigned long long)page, vsize);
+				   parts ? (unsigned long long)(own + mapped)
+					 : rss * (unsigned long long)page,
+				   vsize);
 		else
 			start = 0;
 		fclose(f);
@@ -64,10 +73,7 @@ static void metrics__process(struct buf *b)
 				   "process_start_time_seconds %.2f\n",
 				   (double)btime + (double)start / (double)ticks);
 	}
-	/* RSS in its two parts: what the server itself holds, and the store's
-	 * pages mapped in (the kernel's page cache, shared and reclaimable) */
-	uint64_t own, mapped;
-	if (store_process_memory(&own, &mapped) == 0)
+	if (parts)
 		buf_printf(b,
 			   "# HELP shahidi_memory_own_bytes Resident memory the server holds itself "
 			   "(heap, stacks, LMDB's dirty pages).\n"
