@@ -1,5 +1,6 @@
 #include "export.h"
 #include "export_int.h"
+#include "recpack.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -9,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "codec.h"
 #include "common.h"
 #include "render.h"
 #include "store.h"
@@ -241,20 +241,6 @@ int export_header(struct exporter *x, struct buf *out)
 	}
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
-/* Record.log_seq of a pointer record, else 0. A full record's registers
- * (field 6) come before it: the scan stops there. */
-static uint64_t pointer_of(const uint8_t *p, size_t n)
-{
-	struct pb_field f;
-	size_t pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == 6)
-			return 0;
-		if (f.number == 15 && f.wire_type == 0)
-			return f.varint;
-	}
-	return 0;
-}
 /* Chunks of a page are handed to the rendering threads as soon as they are
  * read, so that rendering overlaps the scan (which only one thread may do:
  * it uses the read transaction). */
@@ -362,7 +348,7 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 		*cursor = seq;
 		/* A pointer record's fields are its change's: found here, since
 		 * only this thread may use the transaction. */
-		uint64_t log_seq = pointer_of(x->page[n].data, x->page[n].len), pusher;
+		uint64_t log_seq = recpack_pointer(x->page[n].data, x->page[n].len), pusher;
 		x->page[n].change = NULL;
 		if (log_seq && (r = store_log_change(t, log_seq, &x->page[n].change,
 						     &x->page[n].change_len, &pusher)) < 0) {

@@ -103,7 +103,7 @@ struct view {
 	size_t id_len;
 	const uint8_t *form_id;
 	size_t form_len;
-	uint64_t form_version, first_ms, last_ms, conflicts, base_dev, base_hlc;
+	uint64_t form_version, first_ms, last_ms, conflicts;
 	const uint8_t *writers;   /* packed fixed64 */
 	size_t writers_len;
 	bool deleted;

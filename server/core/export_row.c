@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
 #include "common.h"
 #include "export_int.h"
+#include "merge.h"
+#include "recpack.h"
 #include "render.h"
 #include "uuid.h"
+#include "wire.h"
 
 static const struct label *label_find(const struct column *c, const uint8_t *code, size_t len)
 {
@@ -51,70 +53,6 @@ static inline uint32_t col_of(const struct exporter *x, uint32_t number)
 	return s ? s->col + 1 : 0;
 }
 
-/* The current value of one register (shahidi.store.v1.Register bytes):
- * the live entry with the greatest (hlc, device), as merge_current(). */
-static int reg_parse(const struct exporter *x, const uint8_t *p, size_t n, uint64_t base_dev,
-		     uint64_t base_hlc, uint32_t *ret_field, const uint8_t **ret_v,
-		     size_t *ret_len, const uint8_t **ret_inst, bool *ret_found)
-{
-	struct pb_field f, g;
-	size_t pos = 0;
-	uint64_t best_hlc = 0, best_dev = 0;
-	bool found = false;
-	int r;
-	*ret_field = 0;
-	*ret_inst = NULL;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number == 1 && f.wire_type == 0) {
-			*ret_field = (uint32_t)f.varint;
-			/* The field number comes first: a register nobody exports
-			 * (a sensitive field, left out) is not read any further. */
-			if (*ret_field && *ret_field != x->county_field && !col_of(x, *ret_field)) {
-				*ret_found = false;
-				return 0;
-			}
-			continue;
-		}
-		if (f.number == 4 && f.wire_type == 2 && f.len == 16) {
-			/* an instance's register (its removal, field 0, too): not
-			 * the record's own; after the entries (recpack.c) */
-			*ret_inst = f.data;
-			continue;
-		}
-		if (f.number != 2 || f.wire_type != 2)
-			continue;
-		uint64_t dev = 0, hlc = 0;
-		bool dead = false, pending = false;
-		const uint8_t *v = NULL;
-		size_t vlen = 0, p2 = 0;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			switch (g.number) {
-			case 1: dev = g.varint; break;
-			case 2: hlc = g.varint; break;
-			case 4: dead = g.varint != 0; break;
-			case 5: v = g.data; vlen = g.len; break;
-			case 7: pending = g.varint != 0; break;
-			default: break;
-			}
-		}
-		if (r < 0)
-			return r;
-		if (dead || pending)
-			continue;
-		dev = dev ? dev : base_dev; /* stored compactly: see proto/store.proto */
-		hlc = hlc ? hlc : base_hlc;
-		if (!found || hlc > best_hlc || (hlc == best_hlc && dev > best_dev)) {
-			found = true;
-			best_hlc = hlc;
-			best_dev = dev;
-			*ret_v = v;
-			*ret_len = vlen;
-		}
-	}
-	*ret_found = found;
-	return r;
-}
-
 /* A field's value, for its column and the county filter. */
 static int view_cell(struct renderer *rd, struct view *v, uint32_t field, const uint8_t *inst,
 		     const uint8_t *val, size_t vlen)
@@ -149,87 +87,64 @@ static int view_cell(struct renderer *rd, struct view *v, uint32_t field, const 
 	return 0;
 }
 
-/* A pointer record's fields: the writes of the one change that made it
- * (shahidi.v1.Change field 8, FieldWrite{field 1, value 2}). */
+/* What recpack_view() and wire_each_write() hand over, to view_cell. */
+struct view_walk {
+	struct renderer *rd;
+	struct view *v;
+};
+
+static bool view_want(void *arg, uint32_t field)
+{
+	const struct exporter *x = ((struct view_walk *)arg)->rd->x;
+	return field == x->county_field || col_of(x, field);
+}
+
+static int view_value(void *arg, const struct recpack_value *rv)
+{
+	struct view_walk *w = arg;
+	if (rv->field == MERGE_DELETION_FIELD && !rv->instance) {
+		struct form_value fv;
+		w->v->deleted = form_value_parse(rv->value, rv->value_len, &fv) == 0 &&
+				fv.kind == FT_BOOLEAN && fv.b;
+		return 0;
+	}
+	return view_cell(w->rd, w->v, rv->field, rv->instance, rv->value, rv->value_len);
+}
+
+static int view_write(void *arg, uint32_t field, const uint8_t *inst, const uint8_t *val,
+		      size_t vlen)
+{
+	struct view_walk *w = arg;
+	return view_cell(w->rd, w->v, field, inst, val, vlen);
+}
+
+/* A pointer record's fields: the writes of the one change that made it. */
 static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
 {
-	struct pb_field f, g;
-	size_t pos = 0;
-	int r;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number != 8 || f.wire_type != 2)
-			continue;
-		uint32_t field = 0;
-		const uint8_t *val = NULL;
-		size_t vlen = 0, p2 = 0;
-		const uint8_t *inst = NULL;
-		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if (g.number == 1)
-				field = (uint32_t)g.varint;
-			else if (g.number == 2) {
-				val = g.data;
-				vlen = g.len;
-			} else if (g.number == 5 && g.len == 16)
-				inst = g.data; /* FieldWrite.instance: not the record's */
-		}
-		if (r < 0)
-			return r;
-		if ((field || inst) && (r = view_cell(rd, v, field, inst, val, vlen)) < 0)
-			return r;
-	}
-	return r;
+	struct view_walk w = {rd, v};
+	return wire_each_write(p, n, view_write, &w);
 }
 
 static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
 {
+	static const struct recpack_view_ops ops = {view_want, view_value};
 	const struct exporter *x = rd->x;
-	struct pb_field f;
-	size_t pos = 0;
-	int r;
+	struct view_walk w = {rd, v};
+	struct recpack_view rv;
 	memset(v, 0, sizeof(*v));
 	memset(rd->cell, 0, x->n_cols * sizeof(*rd->cell));
 	rd->n_ic = 0;
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		switch (f.number) {
-		/* shahidi.store.v1.Record's field numbers */
-		case 1: v->id = f.data; v->id_len = f.len; break;
-		case 2: v->form_id = f.data; v->form_len = f.len; break;
-		case 3: v->form_version = f.varint; break;
-		case 4: v->base_dev = f.varint; break;
-		case 5: v->base_hlc = f.varint; break;
-		case 7:
-			if (f.wire_type == 2) {
-				v->writers = f.data;
-				v->writers_len = f.len;
-			}
-			break;
-		case 9: v->conflicts = f.varint; break;
-		case 11: v->first_ms = f.varint; break;
-		case 12: v->last_ms = f.varint; break;
-		case 6: {
-			uint32_t field;
-			const uint8_t *val = NULL, *inst;
-			size_t vlen = 0;
-			bool found;
-			if ((r = reg_parse(x, f.data, f.len, v->base_dev, v->base_hlc, &field, &val,
-					   &vlen, &inst, &found)) < 0)
-				return r;
-			if (!found)
-				break;
-			struct form_value fv;
-			if (field == 0 && !inst) {
-				v->deleted = form_value_parse(val, vlen, &fv) == 0 &&
-					     fv.kind == FT_BOOLEAN && fv.b;
-				break;
-			}
-			if ((r = view_cell(rd, v, field, inst, val, vlen)) < 0)
-				return r;
-			break;
-		}
-		default:
-			break;
-		}
-	}
+	int r = recpack_view(p, n, &ops, &w, &rv);
+	v->id = rv.record_id;
+	v->id_len = rv.record_id_len;
+	v->form_id = rv.form_id;
+	v->form_len = rv.form_id_len;
+	v->form_version = rv.form_version;
+	v->writers = rv.writers;
+	v->writers_len = rv.writers_len;
+	v->conflicts = rv.conflicts;
+	v->first_ms = rv.first_received_ms;
+	v->last_ms = rv.last_changed_ms;
 	return r;
 }
 

@@ -25,4 +25,78 @@ enum log_entry_field {
 	LOG_ENTRY_ERASED = 10,
 };
 
+/* shahidi.store.v1.Record: a merged report (recpack.c packs and reads it;
+ * export reads it through recpack_view()). */
+enum record_field {
+	RECORD_RECORD_ID = 1,
+	RECORD_FORM_ID = 2,
+	RECORD_FORM_VERSION = 3,
+	RECORD_BASE_DEVICE = 4,
+	RECORD_BASE_HLC = 5,
+	RECORD_REGISTERS = 6,
+	RECORD_WRITERS = 7,
+	RECORD_ASSIGNED = 8,
+	RECORD_CONFLICTS = 9,
+	RECORD_DELETE_CONFLICT = 10,
+	RECORD_FIRST_RECEIVED_MS = 11,
+	RECORD_LAST_CHANGED_MS = 12,
+	RECORD_CHANGES = 13,
+	RECORD_SEQ = 14,
+	RECORD_LOG_SEQ = 15,
+	RECORD_HEAD_LOG_SEQ = 16,
+	RECORD_BASE_SEQ = 17,
+	RECORD_ERASED_MS = 18,
+};
+
+/* shahidi.store.v1.Register: one field's (or one instance field's) values. */
+enum register_field {
+	REGISTER_FIELD = 1,
+	REGISTER_ENTRIES = 2,
+	REGISTER_TOMBSTONES = 3,
+	REGISTER_INSTANCE = 4,
+};
+
+/* shahidi.store.v1.Entry: one device's latest write to a register. */
+enum entry_field {
+	ENTRY_DEVICE = 1,
+	ENTRY_HLC = 2,
+	ENTRY_ORIG_HLC = 3,
+	ENTRY_DEAD = 4,
+	ENTRY_VALUE = 5,
+	ENTRY_PENDING = 7,
+	ENTRY_SEQ = 8,
+	ENTRY_SEEN = 9,
+};
+
+/* shahidi.store.v1.Stamp. */
+enum stamp_field {
+	STAMP_HLC = 1,
+	STAMP_DEVICE = 2,
+};
+
+/* shahidi.v1.Change: one edit of one report, as a phone sends it (wire.c
+ * reads it; a pointer record's values are read from it in the log). */
+enum change_field {
+	CHANGE_CHANGE_ID = 1,
+	CHANGE_RECORD_ID = 2,
+	CHANGE_FORM_ID = 3,
+	CHANGE_FORM_VERSION = 4,
+	CHANGE_HLC = 5,
+	CHANGE_ORIGIN = 6,
+	CHANGE_CREATE = 7,
+	CHANGE_FIELDS = 8,
+	CHANGE_DELETION = 9,
+	CHANGE_ERASED = 10,
+};
+
+/* shahidi.v1.FieldWrite: one field's new value within a change. */
+enum field_write_field {
+	FIELD_WRITE_FIELD = 1,
+	FIELD_WRITE_VALUE = 2,
+	FIELD_WRITE_HLC = 3,
+	FIELD_WRITE_SUPERSEDES = 4,
+	FIELD_WRITE_INSTANCE = 5,
+	FIELD_WRITE_SEEN = 6,
+};
+
 #endif

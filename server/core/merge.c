@@ -321,8 +321,7 @@ const merge_entry_t *merge_current(const merge_reg_t *reg)
 		const merge_entry_t *e = reg->entries[i];
 		if (!live(e))
 			continue;
-		/* entries are sorted by device, so ">=" breaks hlc ties by device */
-		if (!best || e->hlc >= best->hlc)
+		if (!best || merge_shown_before(e->hlc, e->device, best->hlc, best->device))
 			best = e;
 	}
 	return best;

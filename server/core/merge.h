@@ -139,6 +139,16 @@ int merge_instance_flag(const merge_rec_t *rec, const uint8_t instance[16]);
 void merge_rec_expand(merge_rec_t *rec);
 void merge_rec_compact(merge_rec_t *rec);
 
+/* Whether a live value stamped (hlc_a, dev_a) is shown before one stamped
+ * (hlc_b, dev_b): the greater stamp, ties broken by device. The one
+ * ordering of concurrent values: merge_current() and the record view that
+ * export reads (recpack_view()) both pick by it. */
+static inline bool merge_shown_before(uint64_t hlc_a, uint64_t dev_a, uint64_t hlc_b,
+				      uint64_t dev_b)
+{
+	return hlc_a > hlc_b || (hlc_a == hlc_b && dev_a > dev_b);
+}
+
 /* The current (winning) entry of a register, or NULL when no live value. */
 const merge_entry_t *merge_current(const merge_reg_t *reg);
 /* Number of live values of a register. */

@@ -1,9 +1,11 @@
 #include "recpack.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "arena.h"
 #include "codec.h"
+#include "fields.h"
 
 /* ---- unpacking ---- */
 
@@ -438,4 +440,123 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		q += codec_put_varint(q, rec->erased_ms);
 	}
 	return (size_t)(q - out);
+}
+
+/* ---- the current values, read in place ---- */
+
+/* One register p[0..n): its current value to ops, unless unwanted or
+ * without a live value. Entries store their device and stamp as 0 when
+ * they are the record's base ones (see proto/store.proto). */
+static int view_register(const uint8_t *p, size_t n, uint64_t base_dev, uint64_t base_hlc,
+			 const struct recpack_view_ops *ops, void *arg)
+{
+	struct pb_field f, g;
+	struct recpack_value best = {0};
+	uint64_t best_hlc = 0, best_dev = 0;
+	bool found = false;
+	size_t pos = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number == REGISTER_FIELD && f.wire_type == 0) {
+			best.field = (uint32_t)f.varint;
+			/* The field number comes first: a register nobody
+			 * wants is not read any further. */
+			if (best.field && ops->want && !ops->want(arg, best.field))
+				return 0;
+			continue;
+		}
+		if (f.number == REGISTER_INSTANCE && f.wire_type == 2 && f.len == 16) {
+			best.instance = f.data; /* after the entries (recpack_pack) */
+			continue;
+		}
+		if (f.number != REGISTER_ENTRIES || f.wire_type != 2)
+			continue;
+		uint64_t dev = 0, hlc = 0;
+		bool dead = false, pending = false;
+		const uint8_t *v = NULL;
+		size_t vlen = 0, p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			switch (g.number) {
+			case ENTRY_DEVICE: dev = g.varint; break;
+			case ENTRY_HLC: hlc = g.varint; break;
+			case ENTRY_DEAD: dead = g.varint != 0; break;
+			case ENTRY_VALUE: v = g.data; vlen = g.len; break;
+			case ENTRY_PENDING: pending = g.varint != 0; break;
+			default: break;
+			}
+		}
+		if (r < 0)
+			return -EPROTO;
+		if (dead || pending) /* merge.c's live() */
+			continue;
+		dev = dev ? dev : base_dev;
+		hlc = hlc ? hlc : base_hlc;
+		if (!found || merge_shown_before(hlc, dev, best_hlc, best_dev)) {
+			found = true;
+			best_hlc = hlc;
+			best_dev = dev;
+			best.value = v;
+			best.value_len = vlen;
+		}
+	}
+	if (r < 0)
+		return -EPROTO;
+	return found ? ops->value(arg, &best) : 0;
+}
+
+int recpack_view(const uint8_t *p, size_t n, const struct recpack_view_ops *ops, void *arg,
+		 struct recpack_view *v)
+{
+	struct pb_field f;
+	uint64_t base_dev = 0, base_hlc = 0;
+	size_t pos = 0;
+	int r;
+	memset(v, 0, sizeof(*v));
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case RECORD_RECORD_ID:
+			v->record_id = f.data;
+			v->record_id_len = f.len;
+			break;
+		case RECORD_FORM_ID:
+			v->form_id = f.data;
+			v->form_id_len = f.len;
+			break;
+		case RECORD_FORM_VERSION: v->form_version = (uint32_t)f.varint; break;
+		/* before the registers, as recpack_pack() writes them */
+		case RECORD_BASE_DEVICE: base_dev = f.varint; break;
+		case RECORD_BASE_HLC: base_hlc = f.varint; break;
+		case RECORD_REGISTERS:
+			if (f.wire_type != 2)
+				return -EPROTO;
+			if ((r = view_register(f.data, f.len, base_dev, base_hlc, ops, arg)) < 0)
+				return r;
+			break;
+		case RECORD_WRITERS:
+			if (f.wire_type == 2) {
+				v->writers = f.data;
+				v->writers_len = f.len - f.len % 8;
+			}
+			break;
+		case RECORD_CONFLICTS: v->conflicts = (uint32_t)f.varint; break;
+		case RECORD_FIRST_RECEIVED_MS: v->first_received_ms = f.varint; break;
+		case RECORD_LAST_CHANGED_MS: v->last_changed_ms = f.varint; break;
+		case RECORD_LOG_SEQ: v->log_seq = f.varint; break;
+		default: break;
+		}
+	}
+	return r < 0 ? -EPROTO : 0;
+}
+
+uint64_t recpack_pointer(const uint8_t *p, size_t n)
+{
+	struct pb_field f;
+	size_t pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number == RECORD_REGISTERS)
+			return 0;
+		if (f.number == RECORD_LOG_SEQ && f.wire_type == 0)
+			return f.varint;
+	}
+	return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "fields.h"
 #include "form.h"
 
 static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
@@ -279,4 +280,35 @@ int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pu
 		.n_seen = wc->n_del_seen,
 	};
 	return 0;
+}
+
+int wire_each_write(const uint8_t *p, size_t n,
+		    int (*fn)(void *arg, uint32_t field, const uint8_t *instance,
+			      const uint8_t *value, size_t value_len),
+		    void *arg)
+{
+	struct pb_field f, g;
+	size_t pos = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number != CHANGE_FIELDS || f.wire_type != 2)
+			continue;
+		uint32_t field = 0;
+		const uint8_t *val = NULL, *inst = NULL;
+		size_t vlen = 0, p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if (g.number == FIELD_WRITE_FIELD)
+				field = (uint32_t)g.varint;
+			else if (g.number == FIELD_WRITE_VALUE) {
+				val = g.data;
+				vlen = g.len;
+			} else if (g.number == FIELD_WRITE_INSTANCE && g.len == 16)
+				inst = g.data;
+		}
+		if (r < 0)
+			return -EPROTO;
+		if ((field || inst) && (r = fn(arg, field, inst, val, vlen)) < 0)
+			return r;
+	}
+	return r < 0 ? -EPROTO : 0;
 }

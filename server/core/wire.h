@@ -82,4 +82,14 @@ int wire_value_check(const uint8_t *p, size_t n, uint32_t trusted);
 int wire_change_merge(struct arena *a, const struct wire_change *wc, uint64_t pusher,
 		      struct merge_change *ret);
 
+/* Each write of a Change p[0..n) already in the log, read in place as a
+ * pointer record's values (export): fn(arg, field, instance or NULL,
+ * value, value_len) per FieldWrite, in order. No stamps, no checks beyond
+ * the bytes' framing: the change was validated when it was accepted. 0,
+ * -EPROTO, or what fn returned (negative: stops). */
+int wire_each_write(const uint8_t *p, size_t n,
+		    int (*fn)(void *arg, uint32_t field, const uint8_t *instance,
+			      const uint8_t *value, size_t value_len),
+		    void *arg);
+
 #endif

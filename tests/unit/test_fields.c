@@ -4,6 +4,7 @@
 
 #include "check.h"
 #include "fields.h"
+#include "shahidi.pb-c.h"
 #include "store.pb-c.h"
 
 static void check_field(const ProtobufCMessageDescriptor *d, const char *name, unsigned number,
@@ -33,8 +34,83 @@ static void test_log_entry(void)
 	CHECK_EQ_INT(d->n_fields, 10); /* a new field gets its constant too */
 }
 
+static void test_record(void)
+{
+	const ProtobufCMessageDescriptor *d = &shahidi__store__v1__record__descriptor;
+	check_field(d, "record_id", RECORD_RECORD_ID, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "form_id", RECORD_FORM_ID, PROTOBUF_C_TYPE_STRING);
+	check_field(d, "form_version", RECORD_FORM_VERSION, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "base_device", RECORD_BASE_DEVICE, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "base_hlc", RECORD_BASE_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "registers", RECORD_REGISTERS, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "writers", RECORD_WRITERS, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "assigned", RECORD_ASSIGNED, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "conflicts", RECORD_CONFLICTS, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "delete_conflict", RECORD_DELETE_CONFLICT, PROTOBUF_C_TYPE_BOOL);
+	check_field(d, "first_received_ms", RECORD_FIRST_RECEIVED_MS, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "last_changed_ms", RECORD_LAST_CHANGED_MS, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "changes", RECORD_CHANGES, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "seq", RECORD_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "log_seq", RECORD_LOG_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "head_log_seq", RECORD_HEAD_LOG_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "base_seq", RECORD_BASE_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "erased_ms", RECORD_ERASED_MS, PROTOBUF_C_TYPE_UINT64);
+	CHECK_EQ_INT(d->n_fields, 18);
+}
+
+static void test_register_entry_stamp(void)
+{
+	const ProtobufCMessageDescriptor *d = &shahidi__store__v1__register__descriptor;
+	check_field(d, "field", REGISTER_FIELD, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "entries", REGISTER_ENTRIES, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "tombstones", REGISTER_TOMBSTONES, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "instance", REGISTER_INSTANCE, PROTOBUF_C_TYPE_BYTES);
+	CHECK_EQ_INT(d->n_fields, 4);
+	d = &shahidi__store__v1__entry__descriptor;
+	check_field(d, "device", ENTRY_DEVICE, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "hlc", ENTRY_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "orig_hlc", ENTRY_ORIG_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "dead", ENTRY_DEAD, PROTOBUF_C_TYPE_BOOL);
+	check_field(d, "value", ENTRY_VALUE, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "pending", ENTRY_PENDING, PROTOBUF_C_TYPE_BOOL);
+	check_field(d, "seq", ENTRY_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "seen", ENTRY_SEEN, PROTOBUF_C_TYPE_MESSAGE);
+	CHECK_EQ_INT(d->n_fields, 8);
+	d = &shahidi__store__v1__stamp__descriptor;
+	check_field(d, "hlc", STAMP_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "device", STAMP_DEVICE, PROTOBUF_C_TYPE_FIXED64);
+	CHECK_EQ_INT(d->n_fields, 2);
+}
+
+static void test_change(void)
+{
+	const ProtobufCMessageDescriptor *d = &shahidi__v1__change__descriptor;
+	check_field(d, "change_id", CHANGE_CHANGE_ID, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "record_id", CHANGE_RECORD_ID, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "form_id", CHANGE_FORM_ID, PROTOBUF_C_TYPE_STRING);
+	check_field(d, "form_version", CHANGE_FORM_VERSION, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "hlc", CHANGE_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "origin", CHANGE_ORIGIN, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "create", CHANGE_CREATE, PROTOBUF_C_TYPE_BOOL);
+	check_field(d, "fields", CHANGE_FIELDS, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "deletion", CHANGE_DELETION, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "erased", CHANGE_ERASED, PROTOBUF_C_TYPE_BOOL);
+	CHECK_EQ_INT(d->n_fields, 10);
+	d = &shahidi__v1__field_write__descriptor;
+	check_field(d, "field", FIELD_WRITE_FIELD, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "value", FIELD_WRITE_VALUE, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "hlc", FIELD_WRITE_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "supersedes", FIELD_WRITE_SUPERSEDES, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "instance", FIELD_WRITE_INSTANCE, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "seen", FIELD_WRITE_SEEN, PROTOBUF_C_TYPE_MESSAGE);
+	CHECK_EQ_INT(d->n_fields, 6);
+}
+
 int main(void)
 {
 	RUN(test_log_entry);
+	RUN(test_record);
+	RUN(test_register_entry_stamp);
+	RUN(test_change);
 	return 0;
 }
