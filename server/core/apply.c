@@ -441,3 +441,21 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	*ret_outcome = STORE_APPLIED;
 	return 0;
 }
+
+int apply_office_change(struct store_txn *t, struct arena *a, struct store_change *c,
+			const store_device_t *dev, uint64_t now_ms, struct form_verdict *verdict,
+			uint64_t *ret_log_seq)
+{
+	enum store_outcome out;
+	uint64_t stored;
+	struct store_info info;
+	int r = apply_change(t, a, c, now_ms, &out, &stored, verdict);
+	if (r < 0)
+		return r;
+	if (out != STORE_APPLIED)
+		return -EINVAL;
+	if ((r = store_device_put(t, dev)) < 0 || (r = store_info(t, &info)) < 0)
+		return r;
+	*ret_log_seq = info.log_entries; /* the entry just appended is the newest */
+	return 0;
+}

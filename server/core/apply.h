@@ -85,4 +85,12 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c, u
 		 enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		 struct form_verdict *verdict);
 
+/* A change the office makes as device dev (a resolution, an erasure;
+ * dev->server_changes already counted in c's change id): applied as
+ * apply_change() does, dev saved, *ret_log_seq its entry in the log.
+ * -EINVAL with *verdict filled when it was not applied. */
+int apply_office_change(struct store_txn *t, struct arena *a, struct store_change *c,
+			const Shahidi__Store__V1__Device *dev, uint64_t now_ms,
+			struct form_verdict *verdict, uint64_t *ret_log_seq);
+
 #endif

@@ -132,21 +132,12 @@ static int erase_fn(struct store_txn *t, void *ud)
 	struct store_change sc;
 	struct merge_write w;
 	struct form_verdict v;
-	enum store_outcome out;
-	uint64_t stored;
-	if ((r = erasure_change(a, dev, rec, hlc_tick(store_hlc(t), j->now_ms), &sc, &w)) < 0 ||
-	    (r = apply_change(t, a, &sc, j->now_ms, &out, &stored, &v)) < 0)
+	if ((r = erasure_change(a, dev, rec, hlc_tick(store_hlc(t), j->now_ms), &sc, &w)) < 0)
 		goto out;
-	if (out != STORE_APPLIED) {
-		r = -EIO;
+	if ((r = apply_office_change(t, a, &sc, dev, j->now_ms, &v, &j->rep.log_seq)) < 0) {
+		r = r == -EINVAL ? -EIO : r; /* refused: our own change; a bug */
 		goto out;
 	}
-	if ((r = store_device_put(t, dev)) < 0)
-		goto out;
-	struct store_info info;
-	if ((r = store_info(t, &info)) < 0)
-		goto out;
-	j->rep.log_seq = info.log_entries;
 	/* the record: what the erasure's change alone makes */
 	arena_reset(a);
 	if ((r = store_record_get(t, a, j->id, &rec)) < 0)

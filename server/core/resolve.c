@@ -203,21 +203,8 @@ int resolve_apply(struct store_txn *t, const struct form_registry *forms, uint64
 		.office = true,
 	};
 	crypto_generichash(sc.digest, 32, raw, raw_len, NULL, 0);
-	enum store_outcome out;
-	uint64_t stored;
-	if ((r = apply_change(t, a, &sc, now_ms, &out, &stored, v)) < 0)
+	if ((r = apply_office_change(t, a, &sc, dev, now_ms, v, ret_log_seq)) < 0)
 		goto out;
-	if (out != STORE_APPLIED) {
-		r = -EINVAL;
-		goto out;
-	}
-	if ((r = store_device_put(t, dev)) < 0)
-		goto out;
-	/* The change just appended is the newest entry of the log. */
-	struct store_info info;
-	if ((r = store_info(t, &info)) < 0)
-		goto out;
-	*ret_log_seq = info.log_entries;
 	r = 0;
 out:
 	arena_free(a);
