@@ -318,9 +318,10 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	r = st_put_new(t, DB_CHG, ck, 16, lk, 8, &v);
 	if (r == 1) {
 		store_log_t *e;
-		if (v.mv_size != 8)
-			return -EIO;
-		if ((r = store_log_get(t, a, sh_get_be64(v.mv_data), &e)) < 0)
+		uint64_t seen_at;
+		if ((r = st_val_u64(&v, &seen_at)) < 0)
+			return r;
+		if ((r = store_log_get(t, a, seen_at, &e)) < 0)
 			return r == -ENOENT ? -EIO : r;
 		if (e->change_digest.len != 32 || memcmp(e->change_digest.data, c->digest, 32))
 			REJECT("change_id_reused",
@@ -343,10 +344,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	if (is_new) {
 		t->next_record_seq++;
 		t->records++;
-	} else if (v.mv_size != 8) {
-		return -EIO;
-	} else {
-		seq = sh_get_be64(v.mv_data);
+	} else if ((r = st_val_u64(&v, &seq)) < 0) {
+		return r;
 	}
 	if (is_new && c->new_record) {
 		if ((r = apply_new(t, c, seq, now_ms)) < 0 ||

@@ -80,14 +80,7 @@ int store_device_next(struct store_txn *t, struct arena *a, uint64_t *id, store_
 
 int store_token_lookup(struct store_txn *t, const uint8_t hash[32], uint64_t *ret_id)
 {
-	MDB_val v;
-	int r = st_get_raw(t, DB_TOK, hash, 32, &v);
-	if (r < 0)
-		return r;
-	if (v.mv_size != 8)
-		return -EIO;
-	*ret_id = sh_get_be64(v.mv_data);
-	return 0;
+	return st_get_u64(t, DB_TOK, hash, 32, ret_id);
 }
 
 int store_token_put(struct store_txn *t, const uint8_t hash[32], uint64_t id)

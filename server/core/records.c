@@ -92,14 +92,7 @@ int st_record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_r
 
 int st_record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret)
 {
-	MDB_val v;
-	int r = st_get_raw(t, DB_RID, id, 16, &v);
-	if (r < 0)
-		return r;
-	if (v.mv_size != 8)
-		return -EIO;
-	*ret = sh_get_be64(v.mv_data);
-	return 0;
+	return st_get_u64(t, DB_RID, id, 16, ret);
 }
 
 int store_record_get(struct store_txn *t, struct arena *a, const uint8_t id[16],
@@ -209,11 +202,8 @@ int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		merge_rec_t *rec;
 		uint8_t d[32];
-		if (v.mv_size != 8) {
-			r = -EIO;
-			break;
-		}
-		if ((r = st_record_by_seq(t, a, sh_get_be64(v.mv_data), &rec)) < 0)
+		uint64_t seq;
+		if ((r = st_val_u64(&v, &seq)) < 0 || (r = st_record_by_seq(t, a, seq, &rec)) < 0)
 			break;
 		merge_digest(rec, d);
 		crypto_generichash_update(&st, d, 32);

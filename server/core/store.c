@@ -151,6 +151,13 @@ int st_get_raw(struct store_txn *t, int db, const void *key, size_t klen, MDB_va
 	return st_lmdb_err(mdb_get(t->txn, t->s->dbi[db], &k, ret));
 }
 
+int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64_t *ret)
+{
+	MDB_val v;
+	int r = st_get_raw(t, db, key, klen, &v);
+	return r < 0 ? r : st_val_u64(&v, ret);
+}
+
 int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
 		   size_t vlen, unsigned flags)
 {

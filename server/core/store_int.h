@@ -16,11 +16,13 @@
 #ifndef SHAHIDI_STORE_INT_H
 #define SHAHIDI_STORE_INT_H
 
+#include <errno.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common.h"
 #include "hlc.h"
 #include "store.h"
 
@@ -115,6 +117,17 @@ static inline MDB_val val_of(const void *p, size_t n)
 int st_lmdb_err(int rc);
 int st_write_err(struct store_txn *t, int rc);
 int st_get_raw(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret);
+/* A value that is one big-endian uint64 (a record's or a log entry's
+ * seq, a device id): -EIO when it is anything else, as it can only be
+ * if the store is damaged. */
+static inline int st_val_u64(const MDB_val *v, uint64_t *ret)
+{
+	if (v->mv_size != 8)
+		return -EIO;
+	*ret = sh_get_be64(v->mv_data);
+	return 0;
+}
+int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64_t *ret);
 int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
 		   size_t vlen, unsigned flags);
 int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
