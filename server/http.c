@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
-#include <arpa/inet.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #ifdef __linux__
@@ -17,6 +16,7 @@
 #include "admit.h"
 #include "common.h"
 #include "http_int.h"
+#include "peer.h"
 #include "server.h"
 
 /* ---- connection life ---- */
@@ -465,18 +465,8 @@ static void on_connection(uv_stream_t *listener, int status)
 	uv_tcp_nodelay(&c->tcp, 1);
 	struct sockaddr_storage ss;
 	int slen = sizeof(ss);
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &slen) == 0) {
-		if (ss.ss_family == AF_INET6) {
-			memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-			static const uint8_t lo6[16] = {[15] = 1};
-			c->peer_loopback = !memcmp(c->peer, lo6, 16) ||
-					   (c->peer[10] == 0xff && c->peer[11] == 0xff && c->peer[12] == 127);
-		} else {
-			memset(c->peer + 10, 0xff, 2);
-			memcpy(c->peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-			c->peer_loopback = c->peer[12] == 127;
-		}
-	}
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &slen) == 0)
+		c->peer_loopback = peer_address((struct sockaddr *)&ss, c->peer);
 	llhttp_init(&c->parser, HTTP_REQUEST, &h->settings);
 	c->parser.data = c;
 	c->next = h->conns;
@@ -493,40 +483,6 @@ static void on_connection(uv_stream_t *listener, int status)
 
 /* ---- listening ---- */
 
-static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_loopback)
-{
-	char host[256];
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || strlen(colon + 1) == 0 || (size_t)(colon - s) >= sizeof(host))
-		return -EINVAL;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	if (*end || port < 0 || port > 65535)
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	if (host[0] == '[') {
-		size_t n = strlen(host);
-		if (n < 3 || host[n - 1] != ']')
-			return -EINVAL;
-		memmove(host, host + 1, n - 2);
-		host[n - 2] = 0;
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ret;
-		if (uv_ip6_addr(host, (int)port, a) < 0)
-			return -EINVAL;
-		static const uint8_t lo[16] = {[15] = 1};
-		*ret_loopback = !memcmp(&a->sin6_addr, lo, 16);
-		return 0;
-	}
-	struct sockaddr_in *a = (struct sockaddr_in *)ret;
-	if (!strcmp(host, "localhost"))
-		strcpy(host, "127.0.0.1");
-	if (uv_ip4_addr(host, (int)port, a) < 0)
-		return -EINVAL;
-	*ret_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-	return 0;
-}
-
 int http_start(struct server *srv, const struct http_handlers *handlers)
 {
 	struct http_server *h = calloc(1, sizeof(*h));
@@ -541,19 +497,11 @@ int http_start(struct server *srv, const struct http_handlers *handlers)
 	http__parser_settings(&h->settings);
 
 	struct sockaddr_storage addr;
-	bool loopback = false;
-	if (parse_listen(srv->cfg.listen, &addr, &loopback) < 0) {
-		fprintf(stderr, "shahidi-server: --listen %s: expected HOST:PORT or [V6]:PORT\n",
-			srv->cfg.listen);
-		return -EINVAL;
-	}
-	if (!loopback && !srv->cfg.allow_plaintext) {
-		fprintf(stderr,
-			"shahidi-server: refusing to serve plain HTTP on %s, beyond this machine.\n"
-			"Put TLS in front (see tools/nginx-shahidi.conf) and listen on loopback,\n"
-			"or pass --allow-plaintext if the network is otherwise protected.\n",
-			srv->cfg.listen);
-		return -EPERM;
+	char err[512];
+	if ((r = peer_listen_addr(srv->cfg.listen, srv->cfg.allow_plaintext, &addr, err,
+				  sizeof(err))) < 0) {
+		fprintf(stderr, "shahidi-server: %s\n", err);
+		return r;
 	}
 	r = uv_timer_init(srv->loop, &h->resume_timer);
 	if (r < 0)

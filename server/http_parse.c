@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <arpa/inet.h>
 
 #include "admit.h"
 #include "common.h"
 #include "http_int.h"
+#include "peer.h"
 #include "server.h"
 
 /* ---- parsing ---- */
@@ -204,26 +204,8 @@ static int on_header_value_complete(llhttp_t *p)
 		c->expect_continue = n == 12 && !strncasecmp(v, "100-continue", 12);
 		break;
 	case H_FORWARDED_FOR:
-		/* Only a proxy on this machine that we were told to trust may say
-		 * who the client is; its last hop is the one it saw. */
-		if (c->srv->cfg.trust_proxy && c->peer_loopback && n && n < 256) {
-			char ip[256];
-			const char *last = memrchr(v, ',', n);
-			last = last ? last + 1 : v;
-			snprintf(ip, sizeof(ip), "%.*s", (int)(n - (size_t)(last - v)), last);
-			char *ipp = ip;
-			while (*ipp == ' ')
-				ipp++;
-			struct in6_addr a6;
-			struct in_addr a4;
-			if (inet_pton(AF_INET6, ipp, &a6) == 1) {
-				memcpy(c->req.peer, &a6, 16);
-			} else if (inet_pton(AF_INET, ipp, &a4) == 1) {
-				memset(c->req.peer, 0, 10);
-				memset(c->req.peer + 10, 0xff, 2);
-				memcpy(c->req.peer + 12, &a4, 4);
-			}
-		}
+		/* peer.h: believed only from a trusted proxy on this machine */
+		peer_forwarded_for(c->srv->cfg.trust_proxy, c->peer_loopback, v, n, c->req.peer);
 		break;
 	case H_UPLOAD_LENGTH:
 		snprintf(c->req.tus.length, sizeof(c->req.tus.length), "%.*s", (int)n, v);
