@@ -281,7 +281,7 @@ static void pull_read(struct task *tk)
 	p->r = store_begin(tk->srv->store, false, &t);
 	if (p->r < 0)
 		return;
-	p->r = sync_pull(t, p->device, p->cursor, p->limit, (size_t)4 << 20, &p->out, &p->info);
+	p->r = sync_pull(t, p->device, p->cursor, p->limit, SYNC_PULL_PAGE_BYTES, &p->out, &p->info);
 	store_abort(t);
 	/* Compressed here, not on the event loop: a full page (1,000
 	 * changes, ~1 MB) takes tens of ms that every other phone would wait

@@ -343,7 +343,7 @@ int main(int argc, char **argv)
 	while (info.more || pulled == 0) {
 		buf_reset(&out);
 		store_begin(s, false, &t);
-		int r = sync_pull(t, reader, cursor, 1000, (size_t)4 << 20, &out, &info);
+		int r = sync_pull(t, reader, cursor, 1000, SYNC_PULL_PAGE_BYTES, &out, &info);
 		store_abort(t);
 		if (r < 0 || info.changes == 0)
 			break;

@@ -79,6 +79,12 @@ struct sync_pull_info {
 	bool more;
 };
 
+/* A pull page's size, before compression: about what a 2G link moves in
+ * a few minutes, and what a cheap phone decodes in one piece. A page ends
+ * at the change that crosses it (a change is never split), or at the
+ * phone's limit (--pull-limit caps that), whichever comes first. */
+#define SYNC_PULL_PAGE_BYTES ((size_t)4 << 20)
+
 /* Appends to out an encoded PullResponse: the device's feed after cursor,
  * at most limit changes and about max_bytes bytes. */
 int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t limit,
