@@ -1,12 +1,19 @@
 """/metrics as a Prometheus server reads it: a real scrape, after pushes,
 pulls, refused tokens and commits, passes `promtool check metrics`
 (Debian's prometheus package), and every family has HELP and TYPE."""
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import tempfile
+import time
 
-from harness import Device, Server, batch, pull, push, report, request, run_tests
+from harness import (SRC, Device, Server, batch, cli, deflate, pull, push, read_response, report,
+                     request, run_tests)
+
+ROUTES = {"push", "pull", "files", "office", "export", "metrics", "healthz", "other"}
 
 
 def scrape(s, admin):
@@ -77,6 +84,146 @@ def test_a_real_scrape_passes_promtool():
         assert re.search(r"^process_max_fds \d+$", text, re.M)
         start = float(re.search(r"^process_start_time_seconds (\S+)$", text, re.M).group(1))
         assert abs(start - os.stat(f"/proc/{s.proc.pid}").st_mtime) < 120, start
+
+
+def histogram(text, name):
+    """{route: ([(le, cumulative count)], sum, count)} of a histogram."""
+    out = {}
+    for route, le, v in re.findall(rf'^{name}_bucket{{route="([^"]+)",le="([^"]+)"}} (\S+)$',
+                                   text, re.M):
+        out.setdefault(route, [[], 0.0, 0])[0].append((float(le), int(v)))
+    for route, v in re.findall(rf'^{name}_sum{{route="([^"]+)"}} (\S+)$', text, re.M):
+        out[route][1] = float(v)
+    for route, v in re.findall(rf'^{name}_count{{route="([^"]+)"}} (\S+)$', text, re.M):
+        out[route][2] = int(v)
+    return out
+
+
+def slow_push(port, dev, body, pause):
+    """A push whose body arrives pause seconds after its headers."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        s.sendall((f"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                   f"Authorization: Bearer {dev.token}\r\nContent-Encoding: deflate\r\n"
+                   "Connection: close\r\n\r\n").encode())
+        time.sleep(pause)
+        s.sendall(body)
+        return read_response(s)[0]
+    finally:
+        s.close()
+
+
+def test_request_latency_histogram_per_route():
+    with Server() as s:
+        admin = Device(s.data, "admin", role="admin")
+        a = Device(s.data, "phone")
+        for _ in range(3):
+            assert push(s.port, a, batch(a, [report(a)]))[0] == 200
+        # one push whose body comes 0.3 s after its headers: the time is
+        # counted from the request's first byte
+        assert slow_push(s.port, a, deflate(batch(a, [report(a)])), 0.3) == 200
+        for _ in range(2):
+            pull(s.port, a)
+        for _ in range(4):
+            assert request(s.port, "GET", "/healthz")[0] == 200
+        assert request(s.port, "GET", "/nowhere")[0] == 404
+        auth = {"Authorization": f"Bearer {admin.token}"}
+        assert request(s.port, "GET", "/v1/status", headers=auth)[0] == 200
+        assert request(s.port, "GET", "/v1/forms", headers=auth)[0] == 200
+        assert request(s.port, "GET", "/v1/export?format=csv", headers=auth)[0] == 200
+        assert request(s.port, "GET", "/metrics", headers=auth)[0] == 200
+        text = scrape(s, admin)
+        types, helps = families(text)
+        name = "shahidi_http_request_duration_seconds"
+        assert types[name] == "histogram" and name in helps
+        h = histogram(text, name)
+        assert set(h) <= ROUTES, h.keys()
+        counts = {r: v[2] for r, v in h.items()}
+        assert counts == {"push": 4, "pull": 2, "healthz": 4, "other": 2, "office": 1,
+                          "export": 1, "metrics": 1}, counts
+        for route, (buckets, total, count) in h.items():
+            les = [le for le, _ in buckets]
+            assert les == sorted(les) and les[0] == 0.001 and les[-2] == 10 and les[-1] == float("inf")
+            cum = [c for _, c in buckets]
+            assert cum == sorted(cum) and cum[-1] == count, (route, buckets)
+            assert 0 < total < 60, (route, total)
+        # the slow push is above 0.25 s, the three others below it
+        push_b = dict(h["push"][0])
+        assert push_b[0.25] == 3 and push_b[0.5] == 4, push_b
+        assert 0.3 <= h["push"][1] < 5
+        # /healthz answers at once: every one under 10 ms
+        assert dict(h["healthz"][0])[0.01] == 4
+
+
+def test_county_last_push_and_the_readme_alert():
+    promtool = shutil.which("promtool")
+    with Server() as s:
+        admin = Device(s.data, "admin", role="admin")
+        Device(s.data, "coordinator", county="042", role="coordinator")
+        a, b = Device(s.data, "Nairobi A"), Device(s.data, "Nairobi B")
+        k = Device(s.data, "Kisumu", county="042")
+        Device(s.data, "Mombasa, never pushed", county="001")
+        gone = Device(s.data, "Garissa, revoked", county="007")
+        assert push(s.port, gone, batch(gone, [report(gone, county="007")]))[0] == 200
+        cli("device", "revoke", "--data", s.data, gone.hex)
+        t0 = time.time()
+        assert push(s.port, a, batch(a, [report(a)]))[0] == 200
+        assert push(s.port, k, batch(k, [report(k, county="042")]))[0] == 200
+        time.sleep(1.1)
+        assert push(s.port, b, batch(b, [report(b)]))[0] == 200
+        t1 = time.time()
+        text = scrape(s, admin)
+        types, helps = families(text)
+        name = "shahidi_county_last_push_timestamp_seconds"
+        assert types[name] == "gauge" and name in helps
+        got = {c: float(v) for c, v in re.findall(rf'^{name}{{county="(\d{{3}})"}} (\S+)$', text, re.M)}
+        # counties with phones in service only: not 007 (its one phone is
+        # revoked), not the coordinator's
+        assert set(got) == {"001", "042", "047"}, got
+        assert got["001"] == 0
+        assert t0 - 1 <= got["042"] <= t1 and got["047"] >= got["042"] + 1, got
+        phones = {c: float(v) for c, v in
+                  re.findall(r'^shahidi_county_phones{county="(\d{3})"} (\S+)$', text, re.M)}
+        assert phones == {"001": 1, "042": 1, "047": 2}, phones
+        p = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+    # the alert rule the README gives passes promtool, and fires for a
+    # county silent for two days and only for it
+    with open(os.path.join(SRC, "README.md")) as f:
+        readme = f.read()
+    rules = re.search(r"```yaml\n(# shahidi-alerts\.yml.*?)```", readme, re.S).group(1)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "shahidi-alerts.yml"), "w") as f:
+            f.write(rules)
+        p = subprocess.run([promtool, "check", "rules", os.path.join(d, "shahidi-alerts.yml")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        # 047 pushes every 5 minutes; 042 pushed at 0 and never again (a
+        # sample every 5 minutes: the scrape interval, within the lookback)
+        with open(os.path.join(d, "test.yml"), "w") as f:
+            f.write("""rule_files: [shahidi-alerts.yml]
+evaluation_interval: 5m
+tests:
+  - interval: 5m
+    input_series:
+      - series: 'shahidi_county_last_push_timestamp_seconds{county="047",job="shahidi"}'
+        values: '0+300x1000'
+      - series: 'shahidi_county_last_push_timestamp_seconds{county="042",job="shahidi"}'
+        values: '0+0x1000'
+    alert_rule_test:
+      - eval_time: 47h
+        alertname: ShahidiCountySilent
+        exp_alerts: []
+      - eval_time: 80h
+        alertname: ShahidiCountySilent
+        exp_alerts:
+          - exp_labels: {severity: warning, county: "042", job: shahidi}
+            exp_annotations: {summary: "No push from county 042 for 3d 8h 0m 0s"}
+""")
+        p = subprocess.run([promtool, "test", "rules", os.path.join(d, "test.yml")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, (p.stdout, p.stderr)
 
 
 if __name__ == "__main__":
