@@ -396,7 +396,7 @@ static int do_enrol(struct store_txn *t, struct action *a)
 	struct auth_enrol e = {jstr(a->body, "name"), jstr(a->body, "county"), ROLE_DEVICE};
 	struct office_verdict v = {{0}};
 	if (role && store_role_parse(role, &e.role) < 0)
-		FAIL(400, "bad_request", "role is device, coordinator or admin");
+		FAIL(400, "bad_request", "role is device, coordinator, admin or metrics");
 	uint64_t id;
 	char token[AUTH_TOKEN_LEN + 1], hex[17];
 	int r = office_api_enrol(t, &a->actor, &e, sh_now_ms(), &id, token, &v);

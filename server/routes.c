@@ -22,6 +22,7 @@
 #define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define ADMIN (1u << ROLE_ADMIN)
+#define SCRAPE (1u << ROLE_ADMIN | 1u << ROLE_METRICS)
 #define JSON_BODY (64 * 1024)
 
 typedef void route_fn(struct http_conn *c, struct server *srv, struct http_request *req);
@@ -51,7 +52,7 @@ static const struct route {
 	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices, RG_OFFICE},
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol, RG_OFFICE},
 	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY, office_revoke, RG_OFFICE},
-	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0, metrics_serve, RG_METRICS},
+	{"/metrics", R_METRICS, HTTP_GET, SCRAPE, 0, metrics_serve, RG_METRICS},
 	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0, files_on_request, RG_FILES}, /* -1: a prefix, any method */
 };
 
@@ -168,7 +169,9 @@ static void routes_on_headers(struct http_conn *c, struct http_request *req)
 			return;
 		}
 		if (!(rt->roles & (1u << req->role))) {
-			http_error(c, 403, "role_not_allowed", "this token's role may not use this endpoint");
+			http_error(c, 403, "role_not_allowed",
+				   req->role == ROLE_METRICS ? "a metrics token may only read /metrics"
+							     : "this token's role may not use this endpoint");
 			return;
 		}
 	}

@@ -52,14 +52,15 @@ static int enroll(int argc, char **argv)
 			break;
 		case 'r':
 			if (store_role_parse(optarg, &ctx.e.role) < 0) {
-				cli_err("--role takes device, coordinator or admin");
+				cli_err("--role takes device, coordinator, admin or metrics");
 				return EXIT_USAGE;
 			}
 			break;
 		case 'h':
 			printf("Usage: shahidi device enroll [--data DIR] --name NAME --county CODE\n"
-			       "                             [--role device|coordinator|admin]\n\n"
-			       "Creates a device (a phone, or a coordinator's or admin's access) and\n"
+			       "                             [--role device|coordinator|admin|metrics]\n\n"
+			       "Creates a device (a phone, or a coordinator's or admin's access, or a\n"
+			       "Prometheus server's: metrics reads /metrics only, has no county) and\n"
 			       "prints its id and its token. The token is shown this once: only a\n"
 			       "hash of it is stored. Give it to the device over a safe channel.\n"
 			       "A device needs its county (001-047); a coordinator with a county sees\n"

@@ -226,5 +226,84 @@ tests:
         assert p.returncode == 0, (p.stdout, p.stderr)
 
 
+def test_metrics_role_scrapes_and_nothing_else():
+    promtool = shutil.which("promtool")
+    with Server() as s:
+        # minted as any token; a metrics token has no county
+        st, out, err = cli("device", "enroll", "--data", s.data, "--name", "prom", "--role",
+                           "metrics", "--county", "047", check=False)
+        assert st == 2 and "a metrics token has no county" in err, (st, out, err)
+        _, out, _ = cli("device", "enroll", "--data", s.data, "--name", "prometheus", "--role",
+                        "metrics")
+        token = re.search(r"^token +(\S+)$", out, re.M).group(1)
+        prom_id = re.search(r"^device ([0-9a-f]{16})$", out, re.M).group(1)
+        admin = Device(s.data, "admin", role="admin")
+        coord = Device(s.data, "coordinator", county="047", role="coordinator")
+        phone = Device(s.data, "phone")
+        assert push(s.port, phone, batch(phone, [report(phone)]))[0] == 200
+        m = {"Authorization": f"Bearer {token}"}
+        st, h, body = request(s.port, "GET", "/metrics", headers=m)
+        assert st == 200, (st, body)
+        p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=60)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert b'shahidi_county_last_push_timestamp_seconds{county="047"}' in body
+        # everything else: 403 with a body that says why
+        rid = "0192f3ab-0000-7000-8000-000000000000"
+        js = {**m, "Content-Type": "application/json"}
+        refused = [
+            ("GET", "/v1/status", b"", m),
+            ("GET", "/v1/conflicts", b"", m),
+            ("GET", f"/v1/history?record={rid}", b"", m),
+            ("GET", "/v1/export?format=csv", b"", m),
+            ("GET", "/v1/export?format=ndjson&include_sensitive=1", b"", m),
+            ("GET", "/v1/devices", b"", m),
+            ("POST", "/v1/devices/enrol", json.dumps({"name": "x", "county": "047"}).encode(), js),
+            ("POST", "/v1/devices/revoke", json.dumps({"id": phone.hex}).encode(), js),
+            ("POST", "/v1/conflicts/resolve", json.dumps({"record_id": rid}).encode(), js),
+            ("POST", "/v1/assign", json.dumps({"record_id": rid, "device": phone.hex}).encode(), js),
+            ("GET", "/v1/forms", b"", m),
+            ("POST", "/v1/push", deflate(batch(phone, [report(phone)])),
+             {**m, "Content-Encoding": "deflate"}),
+            ("GET", "/v1/pull?cursor=0", b"", m),
+            ("GET", "/v1/files/status", b"", m),
+            ("POST", "/v1/files/", b"", {**m, "Tus-Resumable": "1.0.0", "Upload-Length": "10"}),
+            ("GET", "/v1/files/" + "ab" * 16, b"", m),
+        ]
+        for method, path, body, hdrs in refused:
+            st, h, b = request(s.port, method, path, body, hdrs)
+            assert st == 403, (path, st, b)
+            e = json.loads(b)
+            assert e == {"error": "role_not_allowed",
+                         "message": "a metrics token may only read /metrics"}, (path, e)
+        # the page itself is static and open; its data is not (above)
+        assert request(s.port, "GET", "/")[0] == 200
+        # /metrics: a metrics or admin token, nobody else
+        assert request(s.port, "GET", "/metrics", headers={
+            "Authorization": f"Bearer {admin.token}"})[0] == 200
+        for dev in (coord, phone):
+            st, h, b = request(s.port, "GET", "/metrics", headers={
+                "Authorization": f"Bearer {dev.token}"})
+            assert st == 403 and json.loads(b)["error"] == "role_not_allowed", (st, b)
+        st, h, b = request(s.port, "GET", "/metrics")
+        assert st == 401 and json.loads(b)["error"] == "unauthorized", (st, b)
+        _, out, _ = cli("device", "list", "--data", s.data, "--json")
+        assert [d["role"] for d in json.loads(out) if d["id"] == prom_id] == ["metrics"]
+        # revoked like any token: at the next request
+        cli("device", "revoke", "--data", s.data, prom_id)
+        assert request(s.port, "GET", "/metrics", headers=m)[0] == 401
+        # admins may mint one over HTTP too (a metrics token has no county)
+        st, h, b = request(s.port, "POST", "/v1/devices/enrol",
+                           json.dumps({"name": "prom 2", "role": "metrics"}).encode(),
+                           {"Authorization": f"Bearer {admin.token}",
+                            "Content-Type": "application/json"})
+        assert st == 200, b
+        tok2 = json.loads(b)["token"]
+        assert request(s.port, "GET", "/metrics", headers={
+            "Authorization": f"Bearer {tok2}"})[0] == 200
+        assert request(s.port, "GET", "/v1/status", headers={
+            "Authorization": f"Bearer {tok2}"})[0] == 403
+
+
 if __name__ == "__main__":
     run_tests(globals())
