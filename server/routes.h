@@ -16,7 +16,9 @@
  *   GET  /v1/history?record=ID   a record's custody trail
  * For admins:
  *   GET  /v1/export?format=csv|ndjson&form=&county=&since=&include_deleted=1&include_sensitive=1
- *   GET  /v1/devices, POST /v1/devices {"name","county","role"}, POST /v1/devices/revoke {"id"}
+ *   GET  /v1/devices, POST /v1/devices/enrol {"name","county","role"[,"url"]}
+ *        (with url: also the enrolment's QR code, "payload" and "qr_svg"),
+ *        POST /v1/devices/revoke {"id"}
  *   GET  /metrics                Prometheus text format (admins, and metrics tokens:
  *                                the only thing those may read)
  * Attachments (files.c, files.h): /v1/files/ (tus 1.0.0), GET /v1/files/ID

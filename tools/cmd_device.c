@@ -215,6 +215,7 @@ static int enroll(int argc, char **argv)
 	}
 	if (qr_files_open(files, 2) < 0)
 		return 1;
+	ctx.e.qr = want_qr;
 	struct store *s = cli_open_store(data, false);
 	if (!s) {
 		qr_files_drop(files, 2);

@@ -200,5 +200,73 @@ def test_cli_refusals_enrol_nothing():
         assert os.listdir(d) == [], os.listdir(d)
 
 
+def post(port, path, token, obj):
+    hdrs = {"Content-Type": "application/json"}
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    st, h, b = request(port, "POST", path, json.dumps(obj).encode(), hdrs)
+    return st, h, json.loads(b)
+
+
+def test_admin_enrols_a_phone_over_http():
+    with Server() as s:
+        admin = Device(s.data, "admin", role="admin")
+        coord = Device(s.data, "coordinator", county="007", role="coordinator")
+        phone = Device(s.data, "phone", county="007")
+        _, out, _ = cli("device", "enroll", "--data", s.data, "--name", "prom", "--role", "metrics")
+        metrics_tok = re.search(r"^token +(\S+)$", out, re.M).group(1)
+        before = devices(s.data)
+        want = {"name": "Garissa phone 2", "county": "007", "url": s.url}
+        # refusals: nothing enrolled
+        st, h, e = post(s.port, "/v1/devices/enrol", None, want)
+        assert st == 401 and e["error"] == "unauthorized", e
+        for tok in (coord.token, phone.token, metrics_tok):
+            st, h, e = post(s.port, "/v1/devices/enrol", tok, want)
+            assert st == 403 and e["error"] == "role_not_allowed", e
+        for url, msg in [("ftp://x.org", "starts with https://"), ("https://x.org/?a=b", "no query"),
+                         ("https://", "needs a host name"), (7, "url must be a string")]:
+            st, h, e = post(s.port, "/v1/devices/enrol", admin.token, {**want, "url": url})
+            assert st == 400 and e["error"] == "bad_request" and msg in e["message"], (url, e)
+        st, h, e = post(s.port, "/v1/devices/enrol", admin.token, {**want, "county": "099"})
+        assert st == 400 and e["error"] == "bad_request", e
+        assert devices(s.data) == before
+        # the admin's enrolment: the token once, with its code as SVG
+        st, h, r = post(s.port, "/v1/devices/enrol", admin.token, want)
+        assert st == 200, r
+        assert set(r) == {"id", "token", "payload", "qr_svg"}, r.keys()
+        assert h["cache-control"] == "no-store", h
+        q = payload(r["payload"])
+        assert q == {"v": "1", "url": s.url, "device": r["id"], "token": r["token"]}, q
+        assert r["qr_svg"].startswith("<svg xmlns=")
+        with tempfile.NamedTemporaryFile(suffix=".pgm") as t:
+            pgm(svg_matrix(r["qr_svg"]), t.name)
+            assert zbar(t.name) == r["payload"]
+        # the code's token pushes, as the phone that scanned it will
+        dev = phone_from(q)
+        assert push(s.port, dev, batch(dev, [report(dev, county="007")]))[0] == 200
+        # audited, without the token
+        _, audit, _ = cli("audit", "--data", s.data)
+        entries = [json.loads(ln) for ln in audit.splitlines() if ln.startswith("{")]
+        mine = [e for e in entries if e.get("action") == "enrol" and e.get("device") == r["id"]]
+        assert len(mine) == 1, audit
+        assert mine[0]["actor"] == f"device:{admin.hex}" and mine[0]["qr"] is True, mine
+        assert mine[0]["name"] == "Garissa phone 2" and mine[0]["county"] == "007", mine
+        assert r["token"] not in audit
+        # never again: no answer holds it, and enrolling again makes another
+        _, _, body = request(s.port, "GET", "/v1/devices",
+                             headers={"Authorization": f"Bearer {admin.token}"})
+        listed = json.loads(body)["devices"]
+        assert [d["name"] for d in listed if d["id"] == r["id"]] == ["Garissa phone 2"]
+        assert r["token"].encode() not in body and b"qr_svg" not in body and b"payload" not in body
+        st, h, r2 = post(s.port, "/v1/devices/enrol", admin.token, want)
+        assert st == 200 and r2["id"] != r["id"] and r2["token"] != r["token"]
+        # without a url: as before, no code
+        st, h, r3 = post(s.port, "/v1/devices/enrol", admin.token, {"name": "x", "county": "007"})
+        assert st == 200 and set(r3) == {"id", "token"}, r3
+        log = s.logtext()
+        for secret in (r["token"], r2["token"], r["payload"][:40]):
+            assert secret not in log
+
+
 if __name__ == "__main__":
     run_tests(globals())
