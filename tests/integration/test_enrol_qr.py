@@ -268,5 +268,74 @@ def test_admin_enrols_a_phone_over_http():
             assert secret not in log
 
 
+def test_status_page_enrols_a_phone_and_shows_its_code_once():
+    """An admin fills "Enrol a phone" on the status page (headless
+    Chromium): the code is shown once, a screenshot of it decodes with
+    zbarimg, its token pushes; "Done" removes the code and the token from
+    the page. A coordinator never sees the form."""
+    import time
+    from test_status_page import Chromium
+    from harness import BUILD
+    with Server() as s:
+        admin = Device(s.data, "office admin", county="", role="admin")
+        coord = Device(s.data, "coordinator", county="007", role="coordinator")
+        shots = os.path.join(BUILD, "status-page")
+        os.makedirs(shots, exist_ok=True)
+        br = Chromium()
+        try:
+            br.open(f"{s.url}/#token={coord.token}", 1366, 900)
+            time.sleep(1)  # the admin check has had time to answer
+            assert br.eval("document.getElementById('s-enrol').hidden") is True
+            br.open(f"{s.url}/#token={admin.token}", 1366, 900,
+                    ready="document.body.dataset.state === 'ready' && "
+                          "!document.getElementById('s-enrol').hidden")
+            assert br.eval("document.getElementById('enrol-url').value") == s.url
+            # a refusal is shown, and nothing is enrolled
+            n0 = len(devices(s.data))
+            br.eval("""(function () {
+                document.getElementById('enrol-name').value = 'Garissa phone 9';
+                document.getElementById('enrol-county').value = '099';
+                document.getElementById('enrol-submit').click(); })()""")
+            deadline = time.time() + 30
+            while not br.eval("document.getElementById('enrol-msg').textContent"):
+                assert time.time() < deadline
+                time.sleep(0.1)
+            assert "county" in br.eval("document.getElementById('enrol-msg').textContent")
+            assert br.eval("!!document.getElementById('enrol-qr')") is False
+            assert len(devices(s.data)) == n0
+            br.eval("""(function () {
+                document.getElementById('enrol-county').value = '007';
+                document.getElementById('enrol-submit').click(); })()""")
+            while not br.eval("!!(document.getElementById('enrol-qr') && "
+                              "document.getElementById('enrol-qr').complete)"):
+                assert time.time() < deadline, br.eval("document.getElementById('enrol-msg').textContent")
+                time.sleep(0.1)
+            shown_id = br.eval("document.getElementById('enrol-result').dataset.device")
+            br.eval("document.getElementById('enrol-qr').scrollIntoView({block: 'center'})")
+            time.sleep(0.3)
+            shot = os.path.join(shots, "enrol-desktop.png")
+            br.screenshot(shot)
+            q = payload(zbar(shot))
+            assert q["device"] == shown_id and q["url"] == s.url, q
+            assert [d["name"] for d in devices(s.data) if d["id"] == shown_id] == ["Garissa phone 9"]
+            dev = phone_from(q)
+            assert push(s.port, dev, batch(dev, [report(dev, county="007")]))[0] == 200
+            # the token is on the page for a person who must type it in ...
+            assert br.eval("document.getElementById('enrol-token').textContent") == q["token"]
+            # ... until Done: then the code and the token are gone
+            br.eval("document.getElementById('enrol-done').click()")
+            html = br.eval("document.documentElement.outerHTML")
+            assert q["token"] not in html and 'id="enrol-qr"' not in html and 'src="data:image' not in html
+            assert br.eval("!!document.getElementById('enrol-qr')") is False
+            # on a phone's width too, the form fits
+            br.open(f"{s.url}/#token={admin.token}", 390, 844, mobile=True,
+                    ready="document.body.dataset.state === 'ready' && "
+                          "!document.getElementById('s-enrol').hidden")
+            w = br.eval("document.getElementById('s-enrol').getBoundingClientRect().right")
+            assert w <= 390, w
+        finally:
+            br.close()
+
+
 if __name__ == "__main__":
     run_tests(globals())
