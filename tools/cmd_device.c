@@ -359,7 +359,7 @@ int cmd_device(int argc, char **argv)
 	FILE *out = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout
 											 : stderr;
 	fprintf(out, "Usage: shahidi device enroll|list|revoke [OPTIONS]\n\n"
-		     "  enroll   create a device and print its token (once)\n"
+		     "  enroll   create a device and print its token (once; --qr: as a QR code)\n"
 		     "  list     list devices\n"
 		     "  revoke   revoke a device's token\n");
 	return out == stdout ? 0 : EXIT_USAGE;
