@@ -29,9 +29,10 @@ def free_port():
 
 
 @contextlib.contextmanager
-def nginx_in_front(s):
+def nginx_in_front(s, listen_opts=""):
     """The shipped configuration run by a real nginx in front of server s,
-    on two free loopback ports: (https port, plain port, TLS context)."""
+    on two free loopback ports: (https port, plain port, TLS context, its
+    directory)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     assert os.path.exists(nginx), "nginx is installed by tools/dev setup"
     with tempfile.TemporaryDirectory(prefix="shahidi-nginx-") as d:
@@ -44,7 +45,7 @@ def nginx_in_front(s):
             site = f.read()
         # Point the shipped blocks at this test's server, ports and files.
         site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{s.port};")
-        site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;")
+        site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2{listen_opts};")
         site = site.replace("listen [::]:443 ssl http2;", "")
         site = site.replace("listen 80;", f"listen 127.0.0.1:{port80};")
         site = site.replace("listen [::]:80;", "")
@@ -78,7 +79,7 @@ http {{
                         break
                     except OSError:
                         time.sleep(0.05)
-            yield port, port80, ctx
+            yield port, port80, ctx, d
         finally:
             proc.send_signal(signal.SIGQUIT)
             try:
@@ -100,7 +101,7 @@ def https(port, ctx, method, path, body=b"", headers=None):
 
 
 def test_push_and_pull_through_tls():
-    with Server() as s, nginx_in_front(s) as (port, port80, ctx):
+    with Server() as s, nginx_in_front(s) as (port, port80, ctx, _):
         a, b = Device(s.data, "phone A"), Device(s.data, "phone B")
         rec = report(a)
 
@@ -132,7 +133,7 @@ def test_push_and_pull_through_tls():
 
 
 def test_port_80_redirects_metrics_hidden_exports_compressed():
-    with Server() as s, nginx_in_front(s) as (port, port80, ctx):
+    with Server() as s, nginx_in_front(s) as (port, port80, ctx, _):
         admin = Device(s.data, "admin", role="admin")
         phone = Device(s.data, "phone")
         assert push(s.port, phone, batch(phone, [report(phone) for _ in range(50)]))[0] == 200
@@ -175,6 +176,48 @@ def test_port_80_redirects_metrics_hidden_exports_compressed():
         # and not when not asked for
         st, h, body = https(port, ctx, "GET", "/v1/export?format=csv", headers=auth)
         assert st == 200 and "content-encoding" not in h and body == plain_csv
+
+
+def test_exports_never_spill_to_nginx_temp_files():
+    """A client that reads an export slowly: nginx holds what it cannot
+    pass on in memory, a few buffers, and waits; it writes none of it to
+    its temporary files, where survivors' records would be left on disk."""
+    # a small send buffer towards the client, as a 2G phone's small window
+    # makes in effect
+    with Server() as s, nginx_in_front(s, " sndbuf=16k") as (port, port80, ctx, d):
+        admin = Device(s.data, "admin", role="admin")
+        phone = Device(s.data, "phone")
+        t0 = time.time()
+        for _ in range(4):
+            assert push(s.port, phone, batch(phone, [report(phone) for _ in range(500)]))[0] == 200
+        print(f"   pushed in {time.time() - t0:.1f}s")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        raw = ctx.wrap_socket(sock, server_hostname="localhost")
+        try:
+            raw.sendall((f"GET /v1/export?format=ndjson&include_sensitive=1 HTTP/1.1\r\n"
+                         f"Host: localhost\r\nAuthorization: Bearer {admin.token}\r\n"
+                         "Connection: close\r\n\r\n").encode())
+            got = raw.recv(1024)
+            assert got.startswith(b"HTTP/1.1 200"), got
+            time.sleep(2)  # the client reads nothing meanwhile
+            total, t0 = len(got), time.time()
+            while True:
+                chunk = raw.recv(1 << 16)
+                if not chunk:
+                    break
+                total += len(chunk)
+            print(f"   {total} bytes read in {time.time() - t0:.1f}s")
+            assert total > 1 << 20, total  # the export was bigger than nginx's buffers
+        finally:
+            raw.close()
+        with open(os.path.join(d, "error.log")) as f:
+            log = f.read()
+        # nginx says when it spills an answer (the file itself it unlinks
+        # at once: looking for it in the directory finds nothing)
+        assert "temporary file" not in log, log[-2000:]
 
 
 if __name__ == "__main__":
