@@ -333,6 +333,9 @@ def test_status_page_enrols_a_phone_and_shows_its_code_once():
                           "!document.getElementById('s-enrol').hidden")
             w = br.eval("document.getElementById('s-enrol').getBoundingClientRect().right")
             assert w <= 390, w
+            br.eval("document.getElementById('s-enrol').scrollIntoView()")
+            time.sleep(0.3)
+            br.screenshot(os.path.join(shots, "enrol-phone.png"))
         finally:
             br.close()
 
