@@ -41,16 +41,19 @@ struct qr_file {
 	const char *path;  /* argv's */
 	int fd;            /* -1: not asked for, or closed */
 	bool png;
+	bool made;         /* opened by us: removed if anything fails */
 };
 
 static void qr_files_drop(struct qr_file *f, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (f[i].fd >= 0) {
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].fd >= 0)
 			close(f[i].fd);
-			f[i].fd = -1;
+		f[i].fd = -1;
+		if (f[i].made)
 			unlink(f[i].path);
-		}
+		f[i].made = false;
+	}
 }
 
 static int qr_files_open(struct qr_file *f, size_t n)
@@ -60,6 +63,7 @@ static int qr_files_open(struct qr_file *f, size_t n)
 			continue;
 		/* O_NOFOLLOW: a link planted there does not get the token */
 		f[i].fd = open(f[i].path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+		f[i].made = f[i].fd >= 0;
 		if (f[i].fd < 0 || fchmod(f[i].fd, 0600) < 0) {
 			cli_err("cannot write %s: %s", f[i].path, strerror(errno));
 			qr_files_drop(f, n);
@@ -102,13 +106,19 @@ static int qr_emit(const char *url, uint64_t id, const char *token, bool term,
 		if (f[i].fd < 0)
 			continue;
 		buf_reset(&out);
-		if ((r = f[i].png ? qr_png(q, 8, &out) : qr_svg(q, 8, &out)) < 0 ||
-		    (r = write_all(f[i].fd, out.data, out.len)) < 0 || (r = fsync(f[i].fd) ? -errno : 0) < 0 ||
-		    (r = close(f[i].fd) ? -errno : 0) < 0) {
+		if ((r = f[i].png ? qr_png(q, 8, &out) : qr_svg(q, 8, &out)) == 0 &&
+		    (r = write_all(f[i].fd, out.data, out.len)) == 0 && fsync(f[i].fd) < 0)
+			r = -errno;
+		if (r == 0) {
+			int fd = f[i].fd;
+			f[i].fd = -1; /* closed, whatever close() says */
+			if (close(fd) < 0)
+				r = -errno;
+		}
+		if (r < 0) {
 			cli_err("cannot write %s: %s", f[i].path, sh_strerror(r));
 			break;
 		}
-		f[i].fd = -1;
 		fprintf(stderr, "shahidi: wrote %s (0600: it holds the token; delete it once the phone "
 				"has scanned it)\n", f[i].path);
 	}
@@ -140,7 +150,7 @@ static int enroll(int argc, char **argv)
 	};
 	const char *data = CLI_DEFAULT_DATA, *url = NULL;
 	bool qr_term = false;
-	struct qr_file files[2] = {{NULL, -1, true}, {NULL, -1, false}};
+	struct qr_file files[2] = {{NULL, -1, true, false}, {NULL, -1, false, false}};
 	struct enrol_ctx ctx = {.e = {.role = ROLE_DEVICE}};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

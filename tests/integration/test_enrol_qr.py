@@ -186,6 +186,17 @@ def test_cli_refusals_enrol_nothing():
             rc, out, err = cli(*base, *extra, check=False)
             assert rc == code and msg in err, (extra, rc, out, err)
             assert "token" not in out, out
+        # a link planted at the path does not lead the token elsewhere
+        target, link = os.path.join(d, "target"), os.path.join(d, "link.png")
+        with open(target, "w") as f:
+            f.write("keep")
+        os.symlink(target, link)
+        rc, out, err = cli(*base, "--url", "https://x.org", "--qr-png", link, check=False)
+        assert rc == 1 and "cannot write " + link in err, (rc, err)
+        with open(target) as f:
+            assert f.read() == "keep"
+        os.unlink(link)
+        os.unlink(target)
         # a failure to write the second file leaves neither, and no device
         ok_png = os.path.join(d, "ok.png")
         rc, out, err = cli(*base, "--url", "https://x.org", "--qr-png", ok_png, "--qr-svg",
