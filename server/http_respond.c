@@ -72,13 +72,22 @@ void http__log_request(struct http_conn *c, int status, size_t out)
 	const struct http_request *r = &c->req;
 	int cls = status / 100;
 	srv->stats.requests[r->route_id & 31][cls >= 1 && cls <= 5 ? cls : 0]++;
+	/* A whole response is logged as it is handed to uv_write, a streamed
+	 * one as its last chunk is: the time spans the request's first byte
+	 * read to the last byte of its answer handed to the socket. */
+	uint64_t ns = sh_mono_ns() - c->t0;
+	unsigned b = 0;
+	while (b < SERVER_LATENCY_BOUNDS && ns > (uint64_t)server_latency_us[b] * 1000)
+		b++;
+	srv->stats.latency[r->route_id & 31][b]++;
+	srv->stats.latency_sum_ns[r->route_id & 31] += ns;
 	if (srv->cfg.quiet)
 		return;
 	char when[32], dev[17] = "-";
 	render_time_ms(sh_now_ms(), when);
 	if (r->device)
 		sh_device_fmt(r->device, dev);
-	double ms = (double)(sh_mono_ns() - c->t0) / 1e6;
+	double ms = (double)ns / 1e6;
 	/* Never the token, the query string or any report content. */
 	fprintf(stderr,
 		"%s method=%s route=%s status=%d in=%zu out=%zu ms=%.1f device=%s changes=%" PRIu32

@@ -12,9 +12,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "buf.h"
+#include "common.h"
 #include "http.h"
 #include "routes.h"
+#include "scope.h"
 #include "server.h"
 #include "store.h"
 #include "task.h"
@@ -106,6 +109,82 @@ static void metrics__process(struct buf *b)
 			   (unsigned long long)rl.rlim_cur);
 }
 
+/* The request-latency histogram, its route ids summed into the fixed
+ * groups of routes_group(). */
+static void metrics__latency(struct buf *b, const struct server_stats *st)
+{
+	uint64_t h[RG__COUNT][SERVER_LATENCY_BOUNDS + 1] = {{0}}, sum_ns[RG__COUNT] = {0};
+	for (int r = 0; r < R__COUNT; r++) {
+		enum route_group g = routes_group(r);
+		for (int k = 0; k <= SERVER_LATENCY_BOUNDS; k++)
+			h[g][k] += st->latency[r][k];
+		sum_ns[g] += st->latency_sum_ns[r];
+	}
+	buf_puts(b, "# HELP shahidi_http_request_duration_seconds Time from a request's first byte "
+		    "parsed to its answer's last byte handed to the socket, by group of routes.\n"
+		    "# TYPE shahidi_http_request_duration_seconds histogram\n");
+	for (int g = 0; g < RG__COUNT; g++) {
+		uint64_t cum = 0;
+		const char *name = routes_group_name((enum route_group)g);
+		for (int k = 0; k <= SERVER_LATENCY_BOUNDS; k++)
+			cum += h[g][k];
+		if (!cum)
+			continue; /* a route nobody called yet */
+		cum = 0;
+		for (int k = 0; k <= SERVER_LATENCY_BOUNDS; k++) {
+			char le[16] = "+Inf";
+			cum += h[g][k];
+			if (k < SERVER_LATENCY_BOUNDS)
+				snprintf(le, sizeof(le), "%g", server_latency_us[k] / 1e6);
+			buf_printf(b, "shahidi_http_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %" PRIu64 "\n",
+				   name, le, cum);
+		}
+		buf_printf(b,
+			   "shahidi_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+			   "shahidi_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
+			   name, (double)sum_ns[g] / 1e9, name, cum);
+	}
+}
+
+/* Per county with phones in service: how many, and the newest push of
+ * any of its phones (revoked ones too: their pushes were received), 0
+ * when none ever pushed. An alert on time() minus it finds a county gone
+ * quiet. Phones only: coordinators' and admins' tokens do not push. */
+static void metrics__counties(struct buf *b, struct store_txn *t)
+{
+	struct {
+		uint32_t phones;
+		uint64_t last_push_ms;
+	} c[SCOPE_COUNTIES + 1] = {{0}};
+	struct arena *a = arena_new();
+	uint64_t id = 0;
+	store_device_t *d;
+	if (!a)
+		return;
+	while (store_device_next(t, a, &id, &d) == 1) {
+		int n = d->role == ROLE_DEVICE ? scope_county_number(d->county) : -1;
+		if (n > 0) {
+			c[n].phones += !d->revoked;
+			c[n].last_push_ms = SH_MAX(c[n].last_push_ms, d->last_push_ms);
+		}
+		arena_reset(a);
+	}
+	arena_free(a);
+	buf_puts(b, "# HELP shahidi_county_phones Phones in service (enrolled, not revoked) per county.\n"
+		    "# TYPE shahidi_county_phones gauge\n");
+	for (int n = 1; n <= SCOPE_COUNTIES; n++)
+		if (c[n].phones)
+			buf_printf(b, "shahidi_county_phones{county=\"%03d\"} %" PRIu32 "\n", n,
+				   c[n].phones);
+	buf_puts(b, "# HELP shahidi_county_last_push_timestamp_seconds Newest push from any phone "
+		    "of the county, since the epoch (0: none yet); counties with phones in service.\n"
+		    "# TYPE shahidi_county_last_push_timestamp_seconds gauge\n");
+	for (int n = 1; n <= SCOPE_COUNTIES; n++)
+		if (c[n].phones)
+			buf_printf(b, "shahidi_county_last_push_timestamp_seconds{county=\"%03d\"} %.3f\n",
+				   n, (double)c[n].last_push_ms / 1e3);
+}
+
 /* A scrape: the loop's counters copied on the loop, the rest (the
  * store, /proc) read and the text written on the thread pool. */
 struct metrics_job {
@@ -122,8 +201,10 @@ static void metrics_gather(struct task *tk)
 	struct buf *bp = &m->b;
 	struct store_info info = {0};
 	struct store_txn *t;
+	struct buf counties = {0};
 	if (store_begin(tk->srv->store, false, &t) == 0) {
 		store_info(t, &info);
+		metrics__counties(&counties, t);
 		store_abort(t);
 	}
 	const struct server_stats *st = &m->st;
@@ -212,6 +293,9 @@ static void metrics_gather(struct task *tk)
 		   "shahidi_build_info{version=\"%s\"} 1\n",
 		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
 		   ws.max_group, SHAHIDI_VERSION);
+	metrics__latency(bp, st);
+	buf_append(bp, counties.data, counties.len);
+	buf_free(&counties);
 	metrics__process(bp);
 }
 

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <llhttp.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "routes.h"
 #include "server.h"
 #include "office_api.h"
+#include "qr.h"
 #include "status.h"
 #include "task.h"
 #include "uuid.h"
@@ -390,24 +392,65 @@ void office_assign(struct http_conn *c, struct server *srv, struct http_request 
 	start_action(c, srv, req, do_assign);
 }
 
+/* The enrolment's QR code (qr.h) for the reply: its payload and the code
+ * as SVG. */
+static int enrol__qr(const char *url, uint64_t id, const char *token, json_t *reply)
+{
+	struct buf payload = {0}, svg = {0};
+	struct qr *q = NULL;
+	int r = qr_payload(url, id, token, &payload);
+	if (r == 0)
+		r = buf_putc(&payload, 0);
+	if (r == 0)
+		r = qr_encode((const char *)payload.data, &q);
+	if (r == 0)
+		r = qr_svg(q, 6, &svg);
+	if (r == 0 && (json_object_set_new(reply, "payload", json_string((const char *)payload.data)) ||
+		       json_object_set_new(reply, "qr_svg", json_stringn((const char *)svg.data, svg.len))))
+		r = -ENOMEM;
+	if (payload.data) /* it holds the token */
+		sodium_memzero(payload.data, payload.len);
+	buf_free(&payload);
+	buf_free(&svg);
+	qr_free(q);
+	return r;
+}
+
 static int do_enrol(struct store_txn *t, struct action *a)
 {
-	const char *role = jstr(a->body, "role");
+	const char *role = jstr(a->body, "role"), *url = jstr(a->body, "url");
 	struct auth_enrol e = {jstr(a->body, "name"), jstr(a->body, "county"), ROLE_DEVICE};
 	struct office_verdict v = {{0}};
+	char err[160];
 	if (role && store_role_parse(role, &e.role) < 0)
-		FAIL(400, "bad_request", "role is device, coordinator or admin");
+		FAIL(400, "bad_request", "role is device, coordinator, admin or metrics");
+	/* Checked before anything is written: a refusal (-ECANCELED) after
+	 * the enrolment would still commit it. */
+	if (json_object_get(a->body, "url") && !url)
+		FAIL(400, "bad_request", "url must be a string: the server's address as the phone "
+					 "reaches it (https://...)");
+	if (url && qr_url_check(url, err, sizeof(err)) < 0)
+		FAIL(400, "bad_request", "url: %s", err);
+	e.qr = url != NULL;
 	uint64_t id;
 	char token[AUTH_TOKEN_LEN + 1], hex[17];
 	int r = office_api_enrol(t, &a->actor, &e, sh_now_ms(), &id, token, &v);
 	if (r < 0)
 		return refused(a, r, &v);
 	if ((r = auth_cache_build(t, &a->tokens)) < 0)
-		return r;
+		goto out;
 	sh_device_fmt(id, hex);
-	/* The token is shown once, here; only its hash is stored. */
+	/* The token is shown once, here (and in its code); only its hash is
+	 * stored. A code that cannot be made fails the transaction: no device
+	 * is left that nobody got the token of. */
 	a->reply = json_pack("{s:s,s:s}", "id", hex, "token", token);
-	return 0;
+	if (!a->reply)
+		r = -ENOMEM;
+	else if (url)
+		r = enrol__qr(url, id, token, a->reply);
+out:
+	sodium_memzero(token, sizeof(token));
+	return r;
 }
 
 void office_enrol(struct http_conn *c, struct server *srv, struct http_request *req)

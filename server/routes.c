@@ -22,6 +22,7 @@
 #define ANY_ROLE (1u << ROLE_DEVICE | 1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define OFFICE (1u << ROLE_COORDINATOR | 1u << ROLE_ADMIN)
 #define ADMIN (1u << ROLE_ADMIN)
+#define SCRAPE (1u << ROLE_ADMIN | 1u << ROLE_METRICS)
 #define JSON_BODY (64 * 1024)
 
 typedef void route_fn(struct http_conn *c, struct server *srv, struct http_request *req);
@@ -35,23 +36,24 @@ static const struct route {
 	uint32_t roles;    /* bit per role that may call it; 0 = no token */
 	size_t body;       /* JSON body limit (push has its own) */
 	route_fn *handler;
+	enum route_group group; /* its label in the latency histogram */
 } routes[] = {
-	{"/healthz", R_HEALTHZ, HTTP_GET, 0, 0, handle_healthz},
-	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE, 0, handle_push},
-	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE, 0, handle_pull},
-	{"/v1/forms", R_FORMS, HTTP_GET, ANY_ROLE, 0, handle_forms},
-	{"/", R_PAGE, HTTP_GET, 0, 0, office_page},
-	{"/v1/status", R_STATUS, HTTP_GET, OFFICE, 0, office_status},
-	{"/v1/conflicts", R_CONFLICTS, HTTP_GET, OFFICE, 0, office_conflicts},
-	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY, office_resolve},
-	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY, office_assign},
-	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0, office_history},
-	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0, office_export},
-	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices},
-	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol},
-	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY, office_revoke},
-	{"/metrics", R_METRICS, HTTP_GET, ADMIN, 0, metrics_serve},
-	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0, files_on_request}, /* -1: a prefix, any method */
+	{"/healthz", R_HEALTHZ, HTTP_GET, 0, 0, handle_healthz, RG_HEALTHZ},
+	{"/v1/push", R_PUSH, HTTP_POST, 1u << ROLE_DEVICE, 0, handle_push, RG_PUSH},
+	{"/v1/pull", R_PULL, HTTP_GET, 1u << ROLE_DEVICE, 0, handle_pull, RG_PULL},
+	{"/v1/forms", R_FORMS, HTTP_GET, ANY_ROLE, 0, handle_forms, RG_OTHER},
+	{"/", R_PAGE, HTTP_GET, 0, 0, office_page, RG_OFFICE},
+	{"/v1/status", R_STATUS, HTTP_GET, OFFICE, 0, office_status, RG_OFFICE},
+	{"/v1/conflicts", R_CONFLICTS, HTTP_GET, OFFICE, 0, office_conflicts, RG_OFFICE},
+	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY, office_resolve, RG_OFFICE},
+	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY, office_assign, RG_OFFICE},
+	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0, office_history, RG_OFFICE},
+	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0, office_export, RG_EXPORT},
+	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices, RG_OFFICE},
+	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol, RG_OFFICE},
+	{"/v1/devices/revoke", R_REVOKE, HTTP_POST, ADMIN, JSON_BODY, office_revoke, RG_OFFICE},
+	{"/metrics", R_METRICS, HTTP_GET, SCRAPE, 0, metrics_serve, RG_METRICS},
+	{"/v1/files/", R_FILES, -1, ANY_ROLE, 0, files_on_request, RG_FILES}, /* -1: a prefix, any method */
 };
 
 const char *routes_name(int id)
@@ -60,6 +62,24 @@ const char *routes_name(int id)
 		if ((int)routes[i].id == id)
 			return routes[i].path;
 	return "other";
+}
+
+enum route_group routes_group(int id)
+{
+	for (size_t i = 0; i < SH_ARRAY_SIZE(routes); i++)
+		if ((int)routes[i].id == id)
+			return routes[i].group;
+	return RG_OTHER;
+}
+
+const char *routes_group_name(enum route_group g)
+{
+	static const char *const names[RG__COUNT] = {
+		[RG_PUSH] = "push",	    [RG_PULL] = "pull",       [RG_FILES] = "files",
+		[RG_OFFICE] = "office",     [RG_EXPORT] = "export",   [RG_METRICS] = "metrics",
+		[RG_HEALTHZ] = "healthz",   [RG_OTHER] = "other",
+	};
+	return (unsigned)g < RG__COUNT ? names[g] : "other";
 }
 
 /* ---- authentication ---- */
@@ -149,7 +169,9 @@ static void routes_on_headers(struct http_conn *c, struct http_request *req)
 			return;
 		}
 		if (!(rt->roles & (1u << req->role))) {
-			http_error(c, 403, "role_not_allowed", "this token's role may not use this endpoint");
+			http_error(c, 403, "role_not_allowed",
+				   req->role == ROLE_METRICS ? "a metrics token may only read /metrics"
+							     : "this token's role may not use this endpoint");
 			return;
 		}
 	}

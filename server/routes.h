@@ -16,8 +16,11 @@
  *   GET  /v1/history?record=ID   a record's custody trail
  * For admins:
  *   GET  /v1/export?format=csv|ndjson&form=&county=&since=&include_deleted=1&include_sensitive=1
- *   GET  /v1/devices, POST /v1/devices {"name","county","role"}, POST /v1/devices/revoke {"id"}
- *   GET  /metrics                Prometheus text format
+ *   GET  /v1/devices, POST /v1/devices/enrol {"name","county","role"[,"url"]}
+ *        (with url: also the enrolment's QR code, "payload" and "qr_svg"),
+ *        POST /v1/devices/revoke {"id"}
+ *   GET  /metrics                Prometheus text format (admins, and metrics tokens:
+ *                                the only thing those may read)
  * Attachments (files.c, files.h): /v1/files/ (tus 1.0.0), GET /v1/files/ID
  */
 #ifndef SHAHIDI_ROUTES_H
@@ -50,6 +53,23 @@ enum route_id {
 
 /* The route's path for the log and metrics; "other" for R_NONE. */
 const char *routes_name(int id);
+
+/* The routes grouped for the latency histogram: a small fixed set, so
+ * that its series stay few (route="push", ...). */
+enum route_group {
+	RG_PUSH,
+	RG_PULL,
+	RG_FILES,
+	RG_OFFICE,   /* the page, status, conflicts, history, devices... */
+	RG_EXPORT,
+	RG_METRICS,
+	RG_HEALTHZ,
+	RG_OTHER,    /* /v1/forms, unknown paths */
+	RG__COUNT
+};
+/* The group of a route_id (RG_OTHER for R_NONE), and its label. */
+enum route_group routes_group(int id);
+const char *routes_group_name(enum route_group g);
 
 /* What http_start is given: routing, token checks, dispatch, and whether
  * the work in flight (struct server's busy counts, the writer's queue)

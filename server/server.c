@@ -13,6 +13,11 @@
 #include "rebuild.h"
 #include "routes.h"
 
+const uint32_t server_latency_us[SERVER_LATENCY_BOUNDS] = {
+	1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+	1000000, 2500000, 5000000, 10000000,
+};
+
 void server_config_default(struct server_config *cfg)
 {
 	*cfg = (struct server_config){

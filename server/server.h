@@ -43,9 +43,21 @@ struct server_config {
 	bool unsafe_nosync;          /* the store without fsync: fuzzing only */
 };
 
-/* Counters for /metrics. Touched on the loop thread only. */
+/* The request-latency histogram's bucket bounds, in microseconds: 1 ms
+ * to 10 s (server.c). */
+#define SERVER_LATENCY_BOUNDS 13
+extern const uint32_t server_latency_us[SERVER_LATENCY_BOUNDS];
+
+/* Counters for /metrics. Touched on the loop thread only, so plain
+ * increments: no lock, no atomic. */
 struct server_stats {
 	uint64_t requests[32][6];    /* [route][status class 1xx..5xx] */
+	/* Requests by time from their first byte read to their response's
+	 * last byte handed to the socket (uv_write): [route][bucket], not
+	 * cumulative, [route][SERVER_LATENCY_BOUNDS] above the last bound;
+	 * and the sum of those times. */
+	uint64_t latency[32][SERVER_LATENCY_BOUNDS + 1];
+	uint64_t latency_sum_ns[32];
 	uint64_t batches, batches_replayed;
 	uint64_t changes_applied, changes_duplicate, changes_rejected;
 	uint64_t conns_open, conns_total, conns_refused;

@@ -42,8 +42,13 @@ int auth_enrol(struct store_txn *t, const struct auth_enrol *e, uint64_t now_ms,
 		memcpy(list[n_list++], code, 4);
 		p += len + (p[len] == ',');
 	}
-	if (e->role < ROLE_DEVICE || e->role > ROLE_ADMIN) {
-		snprintf(err, errlen, "role must be device, coordinator or admin");
+	if (e->role < ROLE_DEVICE || e->role > ROLE_METRICS) {
+		snprintf(err, errlen, "role must be device, coordinator, admin or metrics");
+		return -EINVAL;
+	}
+	/* It sees no county's data: a county would suggest otherwise. */
+	if (e->role == ROLE_METRICS && *county) {
+		snprintf(err, errlen, "a metrics token has no county");
 		return -EINVAL;
 	}
 	if (e->role == ROLE_DEVICE && !*county) {

@@ -10,6 +10,7 @@
 #ifndef SHAHIDI_AUTH_H
 #define SHAHIDI_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,8 @@ struct auth_enrol {
 	const char *name;     /* 1..100 bytes of UTF-8 */
 	const char *county;   /* "001".."047", or NULL/"" for none */
 	uint32_t role;        /* ROLE_* */
+	bool qr;              /* the token also leaves as a QR code (qr.h): noted
+				 in the audit entry, nothing else */
 };
 
 /* Enrols a device in a write transaction: writes its record and its token

@@ -31,16 +31,17 @@ int store_memo_put(struct store_txn *t, uint64_t device, uint64_t batch_seq,
 
 static const char *const role_names[] = {[ROLE_DEVICE] = "device",
 					 [ROLE_COORDINATOR] = "coordinator",
-					 [ROLE_ADMIN] = "admin"};
+					 [ROLE_ADMIN] = "admin",
+					 [ROLE_METRICS] = "metrics"};
 
 const char *store_role_name(uint32_t role)
 {
-	return role >= ROLE_DEVICE && role <= ROLE_ADMIN ? role_names[role] : "unknown";
+	return role >= ROLE_DEVICE && role <= ROLE_METRICS ? role_names[role] : "unknown";
 }
 
 int store_role_parse(const char *s, uint32_t *ret)
 {
-	for (uint32_t r = ROLE_DEVICE; r <= ROLE_ADMIN; r++)
+	for (uint32_t r = ROLE_DEVICE; r <= ROLE_METRICS; r++)
 		if (!strcmp(s, role_names[r])) {
 			*ret = r;
 			return 0;

@@ -204,9 +204,9 @@ int office_api_enrol(struct store_txn *t, const struct office_actor *actor,
 		return r;
 	sh_device_fmt(id, hex);
 	r = audit_record_txn(t, actor->name, "enrol",
-			     json_pack("{s:s,s:s,s:s,s:s}", "device", hex, "name", e->name, "role",
+			     json_pack("{s:s,s:s,s:s,s:s,s:b}", "device", hex, "name", e->name, "role",
 				       store_role_name(e->role), "county",
-				       e->county ? e->county : ""));
+				       e->county ? e->county : "", "qr", e->qr));
 	if (r == 0)
 		*ret_id = id;
 	return r;

@@ -59,6 +59,8 @@ int scope_parse(const char *list, struct scope *ret, char *bad, size_t badlen)
 struct scope scope_of_device(const store_device_t *d)
 {
 	struct scope s = scope_none();
+	if (d->role == ROLE_METRICS)
+		return s; /* no record of any county: it reads /metrics only */
 	if (d->role != ROLE_COORDINATOR)
 		return scope_all();
 	for (size_t i = 0; i < d->n_counties; i++)

@@ -179,6 +179,7 @@ enum store_role {
 	ROLE_DEVICE = 1,
 	ROLE_COORDINATOR = 2,
 	ROLE_ADMIN = 3,
+	ROLE_METRICS = 4,   /* reads /metrics and nothing else; no county */
 };
 const char *store_role_name(uint32_t role);
 int store_role_parse(const char *s, uint32_t *ret);

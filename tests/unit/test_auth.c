@@ -84,6 +84,37 @@ static void test_cache_checks_as_the_store_does(void)
 	tu_rmrf(dir);
 }
 
+/* A metrics token: a role of its own, no county, a scope of no county
+ * (it reads /metrics only; routes.c refuses it everything else). */
+static void test_metrics_role(void)
+{
+	char dir[256], tm[AUTH_TOKEN_LEN + 1], err[200];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint32_t role;
+	CHECK_EQ_INT(store_role_parse("metrics", &role), 0);
+	CHECK_EQ_INT(role, ROLE_METRICS);
+	CHECK_EQ_STR(store_role_name(ROLE_METRICS), "metrics");
+	CHECK_EQ_INT(store_role_parse("metric", &role), -EINVAL);
+	struct auth_enrol with_county = {"prometheus", "047", ROLE_METRICS, false};
+	uint64_t id;
+	char tok[AUTH_TOKEN_LEN + 1];
+	err[0] = 0;
+	CHECK_EQ_INT(auth_enrol_store(s, &with_county, 1, &id, tok, err, sizeof(err)), -EINVAL);
+	CHECK_EQ_STR(err, "a metrics token has no county");
+	struct auth_enrol beyond = {"x", "", ROLE_METRICS + 1, false};
+	CHECK_EQ_INT(auth_enrol_store(s, &beyond, 1, &id, tok, err, sizeof(err)), -EINVAL);
+	uint64_t m = tu_enrol(s, "prometheus", "", ROLE_METRICS, tm);
+	struct auth_cache *c = build(s);
+	const struct auth_entry *e;
+	CHECK_EQ_INT(auth_cache_check(c, tm, strlen(tm), &e), 0);
+	CHECK(e->id == m && e->role == ROLE_METRICS && !e->county[0]);
+	CHECK(!e->scope.all && !scope_has(&e->scope, "047") && !scope_has(&e->scope, ""));
+	auth_cache_free(c);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 /* Another process revokes a token: the cache stops being current at
  * once, and stays so after this process commits on top of that write. */
 static const char *self;
@@ -151,5 +182,6 @@ int main(int argc, char **argv)
 	self = argv[0];
 	RUN(test_cache_checks_as_the_store_does);
 	RUN(test_others_writes_are_seen);
+	RUN(test_metrics_role);
 	return 0;
 }
