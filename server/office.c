@@ -13,6 +13,7 @@
 #include "audit.h"
 #include "auth.h"
 #include "common.h"
+#include "daily.h"
 #include "export.h"
 #include "export_zip.h"
 #include "http.h"
@@ -207,6 +208,32 @@ static void run_history(struct job *j)
 void office_history(struct http_conn *c, struct server *srv, struct http_request *req)
 {
 	start_job(c, srv, req, run_history);
+}
+
+static void run_daily(struct job *j)
+{
+	char dq[16];
+	unsigned days = 30;
+	if (http_query_get(j->req.query, "days", dq, sizeof(dq))) {
+		char *end;
+		unsigned long n = strtoul(dq, &end, 10);
+		if (end == dq || *end || n < 1 || n > DAILY_MAX_DAYS) {
+			j->status = 400;
+			j->code = "bad_query";
+			snprintf(j->msg, sizeof(j->msg), "days is a whole number of days, 1 to %d",
+				 DAILY_MAX_DAYS);
+			return;
+		}
+		days = (unsigned)n;
+	}
+	if (daily_collect(j->task.srv->store, &j->req.scope, sh_now_ms(), days, &j->out) < 0)
+		j->out = NULL;
+}
+
+/* Pushes per county and server day: a coordinator sees its counties'. */
+void office_daily(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_daily);
 }
 
 /* ---- actions through the writer ---- */

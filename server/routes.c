@@ -46,6 +46,7 @@ static const struct route {
 	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY, office_resolve},
 	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY, office_assign},
 	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0, office_history},
+	{"/v1/status/daily", R_DAILY, HTTP_GET, OFFICE, 0, office_daily},
 	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0, office_export},
 	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices},
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol},

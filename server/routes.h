@@ -14,8 +14,11 @@
  *   POST /v1/conflicts/resolve   {"record_id", "field", "take"|"value"|"deleted"}
  *   POST /v1/assign              {"record_id", "device"}
  *   GET  /v1/history?record=ID   a record's custody trail
+ *   GET  /v1/status/daily?days=N pushes per county and server day (N <= 366, 30)
+ *   GET  /v1/export?format=csv|csvzip|ndjson&form=&county=&since=&include_deleted=1
+ *                                (a coordinator: its counties, no sensitive fields)
  * For admins:
- *   GET  /v1/export?format=csv|ndjson&form=&county=&since=&include_deleted=1&include_sensitive=1
+ *   GET  /v1/export?...&include_sensitive=1
  *   GET  /v1/devices, POST /v1/devices {"name","county","role"}, POST /v1/devices/revoke {"id"}
  *   GET  /metrics                Prometheus text format
  * Attachments (files.c, files.h): /v1/files/ (tus 1.0.0), GET /v1/files/ID
@@ -45,6 +48,7 @@ enum route_id {
 	R_REVOKE,
 	R_METRICS,
 	R_FILES,
+	R_DAILY,
 	R__COUNT
 };
 
