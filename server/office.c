@@ -133,6 +133,10 @@ static void run_status(struct job *j)
 			return;
 		}
 	}
+	/* all_counties=1: a row for every county in scope, empty ones too (the
+	 * page's "show empty counties") */
+	o.all_counties = http_query_get(j->req.query, "all_counties", sd, sizeof(sd)) &&
+			 !strcmp(sd, "1");
 	if (status_collect(j->task.srv->store, j->task.srv->forms, &o, &j->out) < 0)
 		j->out = NULL;
 }

@@ -10,6 +10,7 @@
  * For coordinators and admins (JSON; a coordinator sees only its counties):
  *   GET  /                       the status page (it asks for a token)
  *   GET  /v1/status              sync status per device, county, store
+ *                                (?silent_days=D, ?all_counties=1: empty ones too)
  *   GET  /v1/conflicts           open conflicts with every value
  *   POST /v1/conflicts/resolve   {"record_id", "field", "take"|"value"|"deleted"}
  *   POST /v1/assign              {"record_id", "device"}
