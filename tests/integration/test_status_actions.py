@@ -280,6 +280,14 @@ def test_history_export_counties_and_charts():
             assert st == 200 and got == want and int(page.v("export.bytes")) == len(want), (len(got), len(want))
             assert got.count(b"\n") == 12, got.count(b"\n")  # header + 11 records
             br.screenshot(os.path.join(SHOTS, "actions-desktop-1366-export.png"))
+            # a refused export (a county code the form does not know, as a
+            # hand-edited request would send) is said on the page
+            br.eval("""(() => { const s = document.getElementById('export-county');
+                const o = document.createElement('option'); o.value = '099'; o.textContent = '099';
+                s.appendChild(o); s.value = '099'; document.getElementById('export-go').click(); })()""")
+            wait(br, "document.getElementById('export-msg').dataset.result === 'refused'", "the refusal")
+            text = br.eval("document.getElementById('export-msg').textContent")
+            assert "unknown county 099" in text and "unknown_county" in text and "047" in text, text
         finally:
             br.close()
 
