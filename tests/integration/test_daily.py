@@ -1,5 +1,5 @@
 """GET /v1/status/daily: pushes per county and server day, counted by the
-server in the push's own transaction. Replayed batches are not counted
+server in the push's own transaction (and GET /v1/status?all_counties=1). Replayed batches are not counted
 again, the counts survive a restart, coordinators see their counties only,
 phones are refused, and a bad query gets a clear body.
 
@@ -91,6 +91,17 @@ def test_pushes_are_counted_once_per_county_and_day():
             assert "1 to 366" in j["message"], j
         st, j = get_json(s.port, "/v1/status/daily", "shd_" + "A" * 43)
         assert st == 401, j
+
+        # GET /v1/status?all_counties=1 (the page's "show empty counties"):
+        # every county in the token's scope, the empty ones too
+        st, j = get_json(s.port, "/v1/status", admin.token)
+        assert st == 200 and [c["county"] for c in j["counties"]] == ["042", "047"], j["counties"]
+        st, j = get_json(s.port, "/v1/status?all_counties=1", admin.token)
+        assert st == 200 and [c["county"] for c in j["counties"]] == [f"{i:03d}" for i in range(1, 48)]
+        empty = next(c for c in j["counties"] if c["county"] == "001")
+        assert (empty["devices"], empty["records"], empty["batches"]) == (0, 0, 0), empty
+        st, j = get_json(s.port, "/v1/status?all_counties=1", coord.token)
+        assert st == 200 and [c["county"] for c in j["counties"]] == ["042"], j["counties"]
 
         # the counts are in the store: a restart keeps them
         assert s.stop() == 0
