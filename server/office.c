@@ -14,6 +14,7 @@
 #include "audit.h"
 #include "auth.h"
 #include "common.h"
+#include "daily.h"
 #include "export.h"
 #include "export_zip.h"
 #include "http.h"
@@ -134,6 +135,10 @@ static void run_status(struct job *j)
 			return;
 		}
 	}
+	/* all_counties=1: a row for every county in scope, empty ones too (the
+	 * page's "show empty counties") */
+	o.all_counties = http_query_get(j->req.query, "all_counties", sd, sizeof(sd)) &&
+			 !strcmp(sd, "1");
 	if (status_collect(j->task.srv->store, j->task.srv->forms, &o, &j->out) < 0)
 		j->out = NULL;
 }
@@ -209,6 +214,32 @@ static void run_history(struct job *j)
 void office_history(struct http_conn *c, struct server *srv, struct http_request *req)
 {
 	start_job(c, srv, req, run_history);
+}
+
+static void run_daily(struct job *j)
+{
+	char dq[16];
+	unsigned days = 30;
+	if (http_query_get(j->req.query, "days", dq, sizeof(dq))) {
+		char *end;
+		unsigned long n = strtoul(dq, &end, 10);
+		if (end == dq || *end || n < 1 || n > DAILY_MAX_DAYS) {
+			j->status = 400;
+			j->code = "bad_query";
+			snprintf(j->msg, sizeof(j->msg), "days is a whole number of days, 1 to %d",
+				 DAILY_MAX_DAYS);
+			return;
+		}
+		days = (unsigned)n;
+	}
+	if (daily_collect(j->task.srv->store, &j->req.scope, sh_now_ms(), days, &j->out) < 0)
+		j->out = NULL;
+}
+
+/* Pushes per county and server day: a coordinator sees its counties'. */
+void office_daily(struct http_conn *c, struct server *srv, struct http_request *req)
+{
+	start_job(c, srv, req, run_daily);
 }
 
 /* ---- actions through the writer ---- */

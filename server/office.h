@@ -11,6 +11,7 @@ void office_status(struct http_conn *c, struct server *srv, struct http_request 
 void office_conflicts(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_resolve(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_assign(struct http_conn *c, struct server *srv, struct http_request *req);
+void office_daily(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_history(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_export(struct http_conn *c, struct server *srv, struct http_request *req);
 void office_devices(struct http_conn *c, struct server *srv, struct http_request *req);

@@ -48,6 +48,7 @@ static const struct route {
 	{"/v1/conflicts/resolve", R_RESOLVE, HTTP_POST, OFFICE, JSON_BODY, office_resolve, RG_OFFICE},
 	{"/v1/assign", R_ASSIGN, HTTP_POST, OFFICE, JSON_BODY, office_assign, RG_OFFICE},
 	{"/v1/history", R_HISTORY, HTTP_GET, OFFICE, 0, office_history, RG_OFFICE},
+	{"/v1/status/daily", R_DAILY, HTTP_GET, OFFICE, 0, office_daily, RG_OFFICE},
 	{"/v1/export", R_EXPORT, HTTP_GET, OFFICE, 0, office_export, RG_EXPORT},
 	{"/v1/devices", R_DEVICES, HTTP_GET, ADMIN, 0, office_devices, RG_OFFICE},
 	{"/v1/devices/enrol", R_ENROL, HTTP_POST, ADMIN, JSON_BODY, office_enrol, RG_OFFICE},

@@ -10,12 +10,16 @@
  * For coordinators and admins (JSON; a coordinator sees only its counties):
  *   GET  /                       the status page (it asks for a token)
  *   GET  /v1/status              sync status per device, county, store
+ *                                (?silent_days=D, ?all_counties=1: empty ones too)
  *   GET  /v1/conflicts           open conflicts with every value
  *   POST /v1/conflicts/resolve   {"record_id", "field", "take"|"value"|"deleted"}
  *   POST /v1/assign              {"record_id", "device"}
  *   GET  /v1/history?record=ID   a record's custody trail
+ *   GET  /v1/status/daily?days=N pushes per county and server day (N <= 366, 30)
+ *   GET  /v1/export?format=csv|csvzip|ndjson&form=&county=&since=&include_deleted=1
+ *                                (a coordinator: its counties, no sensitive fields)
  * For admins:
- *   GET  /v1/export?format=csv|ndjson&form=&county=&since=&include_deleted=1&include_sensitive=1
+ *   GET  /v1/export?...&include_sensitive=1
  *   GET  /v1/devices, POST /v1/devices/enrol {"name","county","role"[,"url"]}
  *        (with url: also the enrolment's QR code, "payload" and "qr_svg"),
  *        POST /v1/devices/revoke {"id"}
@@ -48,6 +52,7 @@ enum route_id {
 	R_REVOKE,
 	R_METRICS,
 	R_FILES,
+	R_DAILY,
 	R__COUNT
 };
 

@@ -413,8 +413,9 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 			    fw->value->kind_case == SHAHIDI__V1__VALUE__KIND_CHOICE)
 				add_county(ret_counties, counties_len, (const uint8_t *)fw->value->choice,
 					   strlen(fw->value->choice));
-			json_t *fj = json_pack("{s:i,s:s,s:s#,s:i}", "field", (int)fw->field, "name",
-					       fd ? fd->name : "", "value",
+			json_t *fj = json_pack("{s:i,s:s,s:s,s:s#,s:i}", "field", (int)fw->field, "name",
+					       fd ? fd->name : "", "label",
+					       fd && fd->label ? fd->label : "", "value",
 					       text.data ? (char *)text.data : "", (int)text.len,
 					       "supersedes", (int)fw->n_supersedes);
 			if (fj && fw->instance.len == 16) {

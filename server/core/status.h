@@ -34,7 +34,7 @@ int status_collect(struct store *s, const struct form_registry *forms,
 
 /* A record's custody trail: every change to it from the change log, in
  * order, with receipt time, pushing device, batch, stamps, chain hash and
- * the values it set. -ENOENT when there is no such record. For scope
+ * the values it set (field number, name, label, value as text). -ENOENT when there is no such record. For scope
  * checks, ret_counties (may be NULL) receives every county the record has
  * been in, its current one first, as "047,042" (at most counties_len
  * bytes): a record a phone moved to another county stays visible, with its

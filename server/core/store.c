@@ -41,6 +41,14 @@
  *                                               DATA/files/sha256/<hex>
  *         (added without a format change: a store without the table reads
  *         as having no files, and gets it when opened to write)
+ *   days  county (3 bytes, zeros for a phone  be64 batches | be64 changes
+ *         without one) | be32 server day      applied | be64 changes rejected:
+ *         (UTC days since 1970)               pushes per county and day, counted
+ *                                             in the push's own transaction
+ *                                             (daily.c); a replayed batch is not
+ *                                             counted again
+ *         (added without a format change, as files: a store without it
+ *         reads as having no counts; pushes from before it are not counted)
  *
  * Why this layout (shared/reference/performance.md): a durable commit costs
  * the write-back of every page it dirties. Records, log entries and feed
@@ -108,6 +116,7 @@
 
 static const char *const db_names[DB_COUNT] = {
 	"meta", "recs", "rid", "log", "rlog", "chg", "feed", "bat", "dev", "tok", "cfl", "audit", "files",
+	"days",
 };
 
 typedef Shahidi__Store__V1__Counters counters_t;
@@ -348,6 +357,10 @@ static int open_dbs(struct store *s, char *err, size_t errlen)
 		rc = mdb_dbi_open(txn, db_names[i], s->read_only ? 0 : MDB_CREATE, &s->dbi[i]);
 		if (rc == MDB_NOTFOUND && i == DB_FILES) {
 			s->files_absent = true; /* older, read-only: no files yet */
+			continue;
+		}
+		if (rc == MDB_NOTFOUND && i == DB_DAYS) {
+			s->days_absent = true; /* older, read-only: no counts yet */
 			continue;
 		}
 		if (rc == MDB_NOTFOUND) {

@@ -10,6 +10,7 @@
  *   feed.c     pull feeds: what each device pulls, assignment
  *   devices.c  devices, tokens, batch memos, the audit log
  *   upload.c   attachments: references, uploads, complete files
+ *   daily.c    pushes per county and server day (daily.h)
  *   apply.c    the apply engine: dedupe, the holding rule, merge, log,
  *              fan-out (apply.h)
  */
@@ -40,6 +41,7 @@ enum {
 	DB_CFL,
 	DB_AUDIT,
 	DB_FILES,
+	DB_DAYS,
 	DB_COUNT
 };
 
@@ -73,6 +75,7 @@ struct store {
 	bool read_only;
 	bool old_format;           /* opened a store of an older format */
 	bool files_absent;         /* read-only, from before the files table */
+	bool days_absent;          /* read-only, from before the days table */
 	unsigned opened_format;    /* the format it had when opened; 0 = new */
 	char dir[];
 };

@@ -9,6 +9,7 @@
 #include "apply.h"
 #include "arena.h"
 #include "common.h"
+#include "daily.h"
 #include "hlc.h"
 #include "merge.h"
 #include "shahidi.pb-c.h"
@@ -515,6 +516,9 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 		m.results.data = b->response.data;
 		m.results.len = b->response.len;
 		if ((r = store_memo_put(t, pb->device, pb->batch_seq, &m)) < 0)
+			goto out;
+		/* counted with the memo: a replay (above) is not counted again */
+		if ((r = daily_note(t, dev->county, now_ms, res.applied, res.rejected)) < 0)
 			goto out;
 		dev->batches++;
 		dev->changes_applied += res.applied;
