@@ -179,7 +179,7 @@ static void usage(FILE *out)
 		     "Shahidi: offline-first sync for human-rights field documentation.\n\n"
 		     "Commands:\n");
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
-		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+		fprintf(out, "  %-10s  %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options;\n"
 		     "'shahidi --version' prints the version.\n"
 		     "The data directory defaults to ./%s (--data DIR).\n",

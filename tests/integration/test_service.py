@@ -1,0 +1,175 @@
+"""Shahidi as a service: `meson install` into a DESTDIR puts the binaries,
+their man pages, the systemd unit, its sysusers.d file and the example
+settings in place; the installed server runs from there; the unit passes
+`systemd-analyze verify`; the man pages render without a warning; and the
+server tells systemd READY=1 only once it answers, STOPPING=1 when it
+drains, and pings the watchdog (sd_notify, read here from a datagram socket
+as systemd would)."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import (BUILD, SERVER, Device, Server, batch, cli, pull, push, report, request,
+                     run_tests)
+
+
+def notify_socket(d):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(d, "notify")
+    s.bind(path)
+    s.settimeout(20)
+    return s, path
+
+
+def messages(sock, until, timeout=20):
+    """Datagrams until one holds the line `until`: [(time, set of lines)]."""
+    got = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = sock.recv(4096).decode()
+        got.append((time.time(), set(m.split("\n"))))
+        if until in got[-1][1]:
+            return got
+    raise AssertionError(f"no {until} in {got}")
+
+
+def test_sd_notify_ready_after_listen_then_stopping():
+    with tempfile.TemporaryDirectory(prefix="shahidi-svc-") as d:
+        sock, path = notify_socket(d)
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        env.pop("WATCHDOG_PID", None)
+        s = Server(env=env)
+        # Before start: a server that fails (a bad store) never says READY.
+        os.makedirs(s.data)
+        with open(os.path.join(s.data, "data.mdb"), "wb") as f:
+            f.write(b"not a store" * 100)
+        p = subprocess.run([SERVER, "--data", s.data, "--listen", "127.0.0.1:0"], env=env,
+                           capture_output=True, timeout=30)
+        assert p.returncode == 1, p
+        sock.settimeout(0.5)
+        try:
+            stray = sock.recv(4096)
+            assert b"READY=1" not in stray, stray
+        except socket.timeout:
+            pass
+        sock.settimeout(20)
+        os.remove(os.path.join(s.data, "data.mdb"))
+        with s:
+            got = messages(sock, "READY=1")
+            # READY: it answers at once, and says what it serves
+            st, _, _ = request(s.port, "GET", "/healthz")
+            assert st == 200, st
+            ready = [m for _, m in got if "READY=1" in m][0]
+            assert any(x.startswith("STATUS=serving ") for x in ready), ready
+            # the watchdog: pinged at half of WATCHDOG_USEC from the event loop
+            t0 = time.time()
+            got = messages(sock, "WATCHDOG=1")
+            got = messages(sock, "WATCHDOG=1")
+            assert time.time() - t0 < 2, "watchdog pings are too far apart"
+            s.proc.send_signal(signal.SIGTERM)
+            messages(sock, "STOPPING=1")
+            assert s.proc.wait(timeout=30) == 0
+        sock.close()
+
+
+def render_man(page):
+    env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8")
+    p = subprocess.run(["man", "--warnings", "-l", page], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 0 and not p.stderr.strip(), (page, p.returncode, p.stderr)
+    return p.stdout
+
+
+def test_install_into_destdir_and_run_the_installed_server():
+    with tempfile.TemporaryDirectory(prefix="shahidi-destdir-") as dest:
+        p = subprocess.run(["meson", "install", "-C", BUILD, "--no-rebuild", "--quiet",
+                            "--destdir", dest], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        files = {os.path.relpath(os.path.join(r, f), dest)
+                 for r, _, fs in os.walk(dest) for f in fs}
+        prefix = next(f for f in files if f.endswith("bin/shahidi-server"))[:-len(
+            "bin/shahidi-server")].rstrip("/")
+        want = {"bin/shahidi-server", "bin/shahidi", "lib/systemd/system/shahidi.service",
+                "lib/sysusers.d/shahidi.conf", "share/man/man8/shahidi-server.8",
+                "share/man/man1/shahidi.1"}
+        missing = {w for w in want if f"{prefix}/{w}" not in files}
+        assert not missing, (missing, files)
+        conf = [f for f in files if f.endswith("shahidi/shahidi.conf")]
+        example = [f for f in files if f.endswith("shahidi/shahidi.conf.example")]
+        assert len(conf) == 1 and len(example) == 1, files
+        # only what a service needs: no benchmark tools, no test objects
+        assert not [f for f in files if "loadgen" in f or "bench" in f or "iolog" in f], files
+        server = os.path.join(dest, prefix, "bin/shahidi-server")
+        shahidi = os.path.join(dest, prefix, "bin/shahidi")
+
+        # the man pages: one per binary, each option and command in it
+        page = render_man(os.path.join(dest, prefix, "share/man/man8/shahidi-server.8"))
+        assert "--max-body SIZE" in page and "--config FILE" in page, page[:2000]
+        page = render_man(os.path.join(dest, prefix, "share/man/man1/shahidi.1"))
+        for c in ("backup", "restore", "device enroll", "conflicts resolve"):
+            assert re.search(rf"^   {c}$", page, re.M), (c, page[:3000])
+
+        # the installed binaries, on a temporary store on loopback; the
+        # installed settings say data = /var/lib/shahidi: the flag wins
+        data = os.path.join(dest, "data")
+        out = subprocess.run([shahidi, "device", "enroll", "--data", data, "--name", "A",
+                              "--county", "047"], capture_output=True, text=True, check=True)
+        env = dict(os.environ)
+        proc = subprocess.Popen([server, "--config", os.path.join(dest, conf[0]),
+                                 "--data", data, "--listen", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            line = proc.stdout.readline().decode()
+            port = int(re.search(r":(\d+)$", line.strip()).group(1))
+            dev = Device.__new__(Device)
+            dev.id = int(re.search(r"^device ([0-9a-f]{16})$", out.stdout, re.M).group(1), 16)
+            dev.hex = f"{dev.id:016x}"
+            dev.token = re.search(r"^token +(\S+)$", out.stdout, re.M).group(1)
+            dev.next_change, dev.next_batch, dev.clock = 1, 1, 0
+            rec = report(dev)
+            st, r = push(port, dev, batch(dev, [rec]))
+            assert st == 200 and len(r.results) == 1, (st, r)
+            got = pull(port, dev)
+            assert any(c.record_id == rec.record_id for c in got.changes), got
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert b"configuration from " in err, err
+        v = subprocess.run([shahidi, "verify", "--data", data], capture_output=True, text=True)
+        assert v.returncode == 0 and "hash chain intact" in v.stdout, v.stdout + v.stderr
+
+        # systemd-analyze verify on the installed unit, its ExecStart
+        # pointed into the DESTDIR; man finds its Documentation= pages there
+        unit = open(os.path.join(dest, prefix, "lib/systemd/system/shahidi.service")).read()
+        assert re.search(rf"^ExecStart={re.escape('/' + prefix)}/bin/shahidi-server$", unit,
+                         re.M), unit
+        for key in ("Type=notify", "User=shahidi", "StateDirectory=shahidi",
+                    "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                    "PrivateDevices=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+                    "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
+                    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "WatchdogSec="):
+            assert key in unit, key
+        udir = os.path.join(dest, "unit")
+        os.makedirs(udir)
+        with open(os.path.join(udir, "shahidi.service"), "w") as f:
+            f.write(unit.replace("ExecStart=/", f"ExecStart={dest}/", 1))
+        env = dict(os.environ, MANPATH=os.path.join(dest, prefix, "share/man"))
+        v = subprocess.run(["systemd-analyze", "verify", os.path.join(udir, "shahidi.service")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert v.returncode == 0 and not v.stderr.strip(), v.stdout + v.stderr
+        # and its sandbox as systemd rates it (lower is better; 10 is none)
+        v = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                            os.path.join(udir, "shahidi.service")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        m = re.search(r"Overall exposure level for shahidi.service: ([0-9.]+)", v.stdout)
+        assert m and float(m.group(1)) <= 2.0, v.stdout[-3000:]
+        print(f"   systemd-analyze security: exposure {m.group(1)}")
+
+
+run_tests(globals())
