@@ -26,6 +26,7 @@ static const struct cli_cmd commands[] = {
 	{"history", "a record's custody trail from the change log", cmd_history},
 	{"assign", "assign a record to a device (it will pull it)", cmd_assign},
 	{"backup", "a consistent copy of the store, while the server runs", cmd_backup},
+	{"restore", "put a verified backup in place as the store", cmd_restore},
 	{"audit", "the audit log of exports and office actions", cmd_audit},
 	{"device", "enrol, list and revoke devices and their tokens", cmd_device},
 	{"push", "send push batch files to a server (the reference client)", cmd_push},
