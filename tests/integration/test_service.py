@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import BUILD, SERVER, Device, Server, batch, push, report, request, run_tests
+from harness import BUILD, SERVER, SRC, pull, Device, Server, batch, push, report, request, run_tests
 
 
 def notify_socket(d):
@@ -73,6 +73,112 @@ def test_sd_notify_ready_after_listen_then_stopping():
             messages(sock, "STOPPING=1")
             assert s.proc.wait(timeout=30) == 0
         sock.close()
+
+
+def syscall_sets():
+    """systemd's named system call sets ({"@name": {calls and @sets}}), from
+    the systemd-analyze on this machine: the filter the unit gets."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True,
+                         check=True).stdout
+    sets, cur = {}, None
+    for ln in out.splitlines():
+        if ln.startswith("@"):
+            cur = sets.setdefault(ln.strip(), set())
+        elif cur is not None and ln.strip() and not ln.strip().startswith("#"):
+            cur.add(ln.strip())
+    return sets
+
+
+def expand(sets, name, seen=None):
+    seen = set() if seen is None else seen
+    out = set()
+    for x in sets[name]:
+        if x.startswith("@"):
+            if x not in seen:
+                seen.add(x)
+                out |= expand(sets, x, seen)
+        else:
+            out.add(x)
+    return out
+
+
+def test_the_server_stays_inside_its_sandbox():
+    """PID 1 may not be systemd here, so the unit cannot be started; instead
+    the server runs under strace through a session (phones push with the
+    map growing, pull, the office reads /metrics, it stops) and every system
+    call it makes must pass the unit's SystemCallFilter=, every socket be of
+    RestrictAddressFamilies=, no map be writable and executable
+    (MemoryDenyWriteExecute=), and every file it opens for writing lie in
+    its data directory (ProtectSystem=strict, StateDirectory=)."""
+    unit = open(os.path.join(SRC, "server", "systemd", "shahidi.service.in")).read()
+    sets = syscall_sets()
+    allowed = set()
+    for ln in re.findall(r"^SystemCallFilter=(.*)$", unit, re.M):
+        names = ln.lstrip("~").split()
+        calls = set().union(*(expand(sets, n) if n.startswith("@") else {n} for n in names))
+        allowed = allowed - calls if ln.startswith("~") else allowed | calls
+    families = set(re.search(r"^RestrictAddressFamilies=(.*)$", unit, re.M).group(1).split())
+    with tempfile.TemporaryDirectory(prefix="shahidi-sandbox-") as d:
+        trace = os.path.join(d, "trace")
+        data = os.path.join(d, "data")
+        log = open(os.path.join(d, "server.log"), "wb")
+        devs = [Device(data, f"P{i}") for i in range(3)]
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-o", trace, SERVER, "--data", data,
+                                 "--listen", "127.0.0.1:0", "--map-size", "256K", "--quiet"],
+                                stdout=subprocess.PIPE, stderr=log)
+        try:
+            line = proc.stdout.readline().decode()
+            port = int(re.search(r":(\d+)$", line.strip()).group(1))
+            for dev in devs:
+                for _ in range(4):
+                    st, _ = push(port, dev, batch(dev, [report(dev, narrative="n" * 2000)
+                                                        for _ in range(20)]))
+                    assert st == 200, st
+                pull(port, dev)
+            st, _, _ = request(port, "GET", "/healthz")
+            assert st == 200
+            # the server is strace's child: SIGTERM to it, and strace ends with it
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                server_pid = int(f.read().split()[0])
+            os.kill(server_pid, signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            log.close()
+        calls, bad_fam, wx, writes = set(), set(), [], set()
+        data = os.path.realpath(data)
+        with open(trace) as f:
+            for ln in f:
+                m = re.match(r"^\d+ +(?:<\.\.\. )?(\w+)[( ]", ln)
+                if not m:
+                    continue
+                name = m.group(1)
+                calls.add(name)
+                if name == "socket":
+                    fam = re.search(r"socket\((AF_\w+)", ln).group(1)
+                    if fam not in families:
+                        bad_fam.add(fam)
+                if name in ("mmap", "mprotect") and "PROT_WRITE" in ln and "PROT_EXEC" in ln:
+                    wx.append(ln)
+                if name in ("openat", "open", "creat", "mkdir", "mkdirat", "rename", "unlink"):
+                    m2 = re.search(r'"([^"]*)"', ln)
+                    wants_write = name != "openat" and name != "open" or \
+                        re.search(r"O_WRONLY|O_RDWR|O_CREAT", ln)
+                    if m2 and wants_write and " = -1 " not in ln:
+                        path = os.path.realpath(m2.group(1))
+                        if not (path + "/").startswith(data + "/") and path != data:
+                            writes.add(path)
+        calls.discard("execve")  # strace's exec of the server, before the filter applies
+        assert calls, "no system calls traced"
+        denied = calls - allowed
+        assert not denied, f"calls the unit's SystemCallFilter= would refuse: {sorted(denied)}"
+        assert not bad_fam, f"socket families outside RestrictAddressFamilies=: {bad_fam}"
+        assert not wx, f"writable and executable maps: {wx}"
+        assert not writes, f"files written outside the data directory: {sorted(writes)}"
+        print(f"   {len(calls)} distinct system calls, all allowed by the unit's filter")
 
 
 def render_man(page):
