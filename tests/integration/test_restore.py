@@ -136,6 +136,36 @@ def test_refuses_a_backup_that_does_not_verify_and_writes_nothing():
         assert listing(target) in (None, []), listing(target)
 
 
+def set_format(store, text):
+    env = lmdb.open(store, subdir=True, max_dbs=32, map_size=1 << 32)
+    with env.begin(write=True, db=env.open_db(b"meta")) as t:
+        t.put(b"format", text)
+    env.close()
+
+
+def test_a_backup_of_an_older_format_is_restored_and_merged_again_by_the_server():
+    """A backup taken before a format upgrade: restore checks its chain,
+    leaves its records to be merged again from the log (their rule was
+    older), and the server does that when it opens it. A backup of a newer
+    format than this program reads is refused."""
+    with tempfile.TemporaryDirectory(prefix="shahidi-restore-") as d, Server() as s:
+        a, bk, _, _ = make_backup(s, d)
+        want = store_state(s.data)
+        s.stop()
+        set_format(bk, b"3")
+        target = os.path.join(d, "target")
+        rc, out, err = restore(bk, "--data", target)
+        assert rc == 0 and "store format 3" in out and "merged again" in out, out + err
+        with Server(data=target) as s2:
+            log = s2.logtext()
+        assert "store format 3 -> 4" in log, log
+        assert store_state(target) == want
+        set_format(bk, b"99")
+        rc, out, err = restore(bk, "--data", os.path.join(d, "t2"))
+        assert rc == 1 and "holds store format '99'" in err, out + err
+        assert not os.path.exists(os.path.join(d, "t2"))
+
+
 def test_backup_progress():
     with tempfile.TemporaryDirectory(prefix="shahidi-restore-") as d, Server() as s:
         make_backup(s, d)
