@@ -563,8 +563,12 @@ int cmd_restore(int argc, char **argv)
 			cli_err("cannot copy the attachments: %s; not restored", strerror(-r));
 		goto out;
 	}
-	if (geteuid() == 0 && stat(data, &st) == 0 && st.st_uid != 0)
+	if (geteuid() == 0 && stat(data, &st) == 0 && st.st_uid != 0) {
 		chown_tree(stage, st.st_uid, st.st_gid);
+		if (made_lock && fchown(lockfd, st.st_uid, st.st_gid) < 0)
+			cli_err("%s: cannot give it to the directory's owner: %s", lockpath,
+				strerror(errno));
+	}
 	if (r > 0 || dir_has_store(data, first, sizeof(first)) > 0) {
 		time_t now = time(NULL);
 		struct tm tm;
