@@ -343,9 +343,9 @@ static void chown_tree(const char *path, uid_t uid, gid_t gid)
 		closedir(d);
 }
 
-/* The names in dir other than the server's lock file and earlier
- * replaced-* folders (restore's own); 0 for none, 1 for some (first names
- * one), or -errno. */
+/* The names in dir other than the server's lock file, earlier replaced-*
+ * folders and a staging folder a killed restore left (restore's own): 0
+ * for none, 1 for some (first names one), or -errno. */
 static int dir_has_store(const char *dir, char *first, size_t len)
 {
 	DIR *d = opendir(dir);
@@ -355,7 +355,8 @@ static int dir_has_store(const char *dir, char *first, size_t len)
 	int r = 0;
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-		    !strcmp(e->d_name, "server.lock") || !strncmp(e->d_name, "replaced-", 9))
+		    !strcmp(e->d_name, "server.lock") || !strncmp(e->d_name, "replaced-", 9) ||
+		    !strncmp(e->d_name, ".restoring-", 11))
 			continue;
 		snprintf(first, len, "%s", e->d_name);
 		r = 1;
@@ -535,7 +536,8 @@ int cmd_restore(int argc, char **argv)
 		cli_err("%s: %s", data, strerror(-r));
 		goto out;
 	}
-	if (r > 0 && !force) {
+	bool had_store = r > 0;
+	if (had_store && !force) {
 		cli_err("%s is not empty (it holds %s): --force restores over it, moving what "
 			"is there aside; nothing was changed",
 			data, first);
@@ -569,7 +571,7 @@ int cmd_restore(int argc, char **argv)
 			cli_err("%s: cannot give it to the directory's owner: %s", lockpath,
 				strerror(errno));
 	}
-	if (r > 0 || dir_has_store(data, first, sizeof(first)) > 0) {
+	if (had_store) {
 		time_t now = time(NULL);
 		struct tm tm;
 		gmtime_r(&now, &tm);

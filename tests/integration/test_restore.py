@@ -47,6 +47,9 @@ def test_restore_into_a_new_directory_then_serve_it():
         assert rc == 0, out + err
         assert store_state(target) == want
         assert "hash chain intact" in out and "restored" in out and "1 attachment" in out, out
+        made = [n for n in listing(target) if n != "lock.mdb"]  # lock.mdb: verify's
+        assert made == ["data.mdb", "files", "server.lock"], made
+        assert "moved what was" not in out, out
         with open(os.path.join(target, "files", "sha256", sha), "rb") as f:
             assert f.read() == blob
         st = os.stat(target)
