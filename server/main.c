@@ -383,6 +383,8 @@ static int serve(const char *conf_path)
 	char err[512];
 	if (conf_path)
 		fprintf(stderr, "shahidi-server: configuration from %s\n", conf_path);
+	/* systemctl status shows it while a format upgrade merges records. */
+	sd_notifyf(0, "STATUS=opening the store in %s", cfg->data_dir);
 	if (server_init(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
 		server_free(&srv);

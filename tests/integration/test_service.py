@@ -62,6 +62,8 @@ def test_sd_notify_ready_after_listen_then_stopping():
             # READY: it answers at once, and says what it serves
             st, _, _ = request(s.port, "GET", "/healthz")
             assert st == 200, st
+            # first what it is doing (a format upgrade takes a while), then READY
+            assert any(f"STATUS=opening the store in {s.data}" in m for _, m in got), got
             ready = [m for _, m in got if "READY=1" in m][0]
             assert any(x.startswith("STATUS=serving ") for x in ready), ready
             # the watchdog: pinged at half of WATCHDOG_USEC from the event loop
