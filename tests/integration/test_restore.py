@@ -6,11 +6,13 @@ writes into a store a server holds, refuses a non-empty DIR unless --force
 it did. And `shahidi backup --progress`."""
 import hashlib
 import os
+import pty
+import subprocess
 import tempfile
 
 import lmdb
 
-from harness import (APPLIED, Device, Server, batch, cli, push, report, run_tests,
+from harness import (APPLIED, CLI, Device, Server, batch, cli, push, report, run_tests,
                      store_state)
 import store_pb2 as spb  # noqa: E402  (beside shahidi_pb2, in the build)
 
@@ -184,6 +186,22 @@ def test_backup_progress():
         assert rc == 0 and "backup: copied " in err and " of at most " in err, err
         assert "1 attachment" in err, err
         assert store_state(os.path.join(d, "b2")) == store_state(s.data)
+        # stderr a terminal: progress without --progress, one line redrawn
+        master, slave = pty.openpty()
+        p = subprocess.run([CLI, "backup", "--data", s.data, os.path.join(d, "b3")],
+                           stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        os.close(slave)
+        got = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            got += chunk
+        os.close(master)
+        assert p.returncode == 0 and b"\rbackup: copied " in got, got
 
 
 run_tests(globals())

@@ -255,6 +255,17 @@ def test_install_into_destdir_and_run_the_installed_server():
         assert v.returncode == 0 and "hash chain intact" in v.stdout, v.stdout + v.stderr
         assert "records: 1," in v.stdout, v.stdout
 
+        # the sysusers.d file makes a system user without a login
+        os.makedirs(os.path.join(dest, "etc"), exist_ok=True)
+        v = subprocess.run(["systemd-sysusers", f"--root={dest}",
+                            os.path.join(dest, prefix, "lib/sysusers.d/shahidi.conf")],
+                           capture_output=True, text=True, timeout=60)
+        assert v.returncode == 0, v.stdout + v.stderr
+        user = [ln for ln in open(os.path.join(dest, "etc/passwd")) if ln.startswith("shahidi:")]
+        assert len(user) == 1, user
+        _, _, uid, _, _, home, shell = user[0].strip().split(":")
+        assert int(uid) < 1000 and home == "/var/lib/shahidi" and "nologin" in shell, user
+
         # systemd-analyze verify on the installed unit, its ExecStart
         # pointed into the DESTDIR; man finds its Documentation= pages there
         unit = open(os.path.join(dest, prefix, "lib/systemd/system/shahidi.service")).read()
