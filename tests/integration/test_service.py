@@ -7,6 +7,7 @@ drains, and pings the watchdog (sd_notify, read here from a datagram socket
 as systemd would)."""
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -57,10 +58,18 @@ def test_sd_notify_ready_after_listen_then_stopping():
             pass
         sock.settimeout(20)
         os.remove(os.path.join(s.data, "data.mdb"))
-        with s:
+        log = open(os.path.join(d, "server.log"), "wb")
+        proc = subprocess.Popen([SERVER, "--data", s.data, "--listen", "127.0.0.1:0"], env=env,
+                                stdout=subprocess.PIPE, stderr=log)
+        try:
             got = messages(sock, "READY=1")
-            # READY: it answers at once, and says what it serves
-            st, _, _ = request(s.port, "GET", "/healthz")
+            # READY=1 comes after the socket listens: the "listening on" line,
+            # printed then, is already there, and /healthz answers at once
+            ready_now, _, _ = select.select([proc.stdout], [], [], 0)
+            assert ready_now, "READY=1 before the server listened"
+            line = proc.stdout.readline().decode()
+            port = int(re.search(r":(\d+)$", line.strip()).group(1))
+            st, _, _ = request(port, "GET", "/healthz")
             assert st == 200, st
             # first what it is doing (a format upgrade takes a while), then READY
             assert any(f"STATUS=opening the store in {s.data}" in m for _, m in got), got
@@ -68,12 +77,19 @@ def test_sd_notify_ready_after_listen_then_stopping():
             assert any(x.startswith("STATUS=serving ") for x in ready), ready
             # the watchdog: pinged at half of WATCHDOG_USEC from the event loop
             t0 = time.time()
-            got = messages(sock, "WATCHDOG=1")
-            got = messages(sock, "WATCHDOG=1")
+            messages(sock, "WATCHDOG=1")
+            messages(sock, "WATCHDOG=1")
             assert time.time() - t0 < 2, "watchdog pings are too far apart"
-            s.proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             messages(sock, "STOPPING=1")
-            assert s.proc.wait(timeout=30) == 0
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            log.close()
+        s.tmp.cleanup()
         sock.close()
 
 
@@ -126,7 +142,8 @@ def test_the_server_stays_inside_its_sandbox():
         log = open(os.path.join(d, "server.log"), "wb")
         devs = [Device(data, f"P{i}") for i in range(3)]
         # LeakSanitizer cannot run under ptrace (the sanitizer build): off here
-        env = dict(os.environ)
+        nsock, npath = notify_socket(d)
+        env = dict(os.environ, NOTIFY_SOCKET=npath)
         env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
         proc = subprocess.Popen(["strace", "-f", "-qq", "-o", trace, SERVER, "--data", data,
                                  "--listen", "127.0.0.1:0", "--map-size", "256K", "--quiet"],
@@ -153,6 +170,7 @@ def test_the_server_stays_inside_its_sandbox():
                 proc.wait()
             proc.stdout.close()
             log.close()
+            nsock.close()
         calls, bad_fam, wx, writes = set(), set(), [], set()
         data = os.path.realpath(data)
         with open(trace) as f:
@@ -176,6 +194,12 @@ def test_the_server_stays_inside_its_sandbox():
                         path = os.path.realpath(m2.group(1))
                         if not (path + "/").startswith(data + "/") and path != data:
                             writes.add(path)
+        # READY=1 goes out after listen(), in the order the kernel saw them
+        with open(trace) as f:
+            order = [("listen" if re.search(r"\blisten\(", ln) else "ready")
+                     for ln in f if re.search(r"\blisten\(", ln) or
+                     ("sendmsg(" in ln and "READY=1" in ln)]
+        assert order[:2] == ["listen", "ready"], order
         calls.discard("execve")  # strace's exec of the server, before the filter applies
         assert calls, "no system calls traced"
         denied = calls - allowed
