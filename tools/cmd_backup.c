@@ -344,8 +344,8 @@ static void chown_tree(const char *path, uid_t uid, gid_t gid)
 }
 
 /* The names in dir other than the server's lock file, earlier replaced-*
- * folders and a staging folder a killed restore left (restore's own): 0
- * for none, 1 for some (first names one), or -errno. */
+ * folders and restore's staging folder: 0 for none, 1 for some (first
+ * names one), or -errno. */
 static int dir_has_store(const char *dir, char *first, size_t len)
 {
 	DIR *d = opendir(dir);
@@ -364,6 +364,23 @@ static int dir_has_store(const char *dir, char *first, size_t len)
 	}
 	closedir(d);
 	return r;
+}
+
+/* Removes the staging folders of restores that were killed: with the lock
+ * held, no other restore is running. */
+static void remove_stale_stages(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, ".restoring-", 11))
+			continue;
+		char p[PATH_MAX];
+		pjoin(p, sizeof(p), dir, e->d_name);
+		remove_tree(p);
+	}
+	if (d)
+		closedir(d);
 }
 
 /* Moves what is in dir (but the lock, the stage and earlier replaced-*
@@ -531,6 +548,7 @@ int cmd_restore(int argc, char **argv)
 			data);
 		goto out;
 	}
+	remove_stale_stages(data);
 	r = dir_has_store(data, first, sizeof(first));
 	if (r < 0) {
 		cli_err("%s: %s", data, strerror(-r));

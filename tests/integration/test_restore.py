@@ -73,6 +73,8 @@ def test_restore_into_a_new_directory_then_serve_it():
         _, bk, _, _ = make_backup(s, d)
         target = os.path.join(d, "empty")
         os.mkdir(target)
+        # what a restore killed half-way leaves: its staging folder, removed
+        os.makedirs(os.path.join(target, ".restoring-99999", "files"))
         if os.geteuid() == 0:  # as root into the service user's directory (CI is root)
             os.chown(target, 65534, 65534)
         rc, out, err = restore(bk, "--data", target)
@@ -80,6 +82,7 @@ def test_restore_into_a_new_directory_then_serve_it():
         if os.geteuid() == 0:
             for p in ("data.mdb", "server.lock", "files", "files/sha256"):
                 assert os.stat(os.path.join(target, p)).st_uid == 65534, p
+        assert not os.path.exists(os.path.join(target, ".restoring-99999"))
 
 
 def test_refuses_a_live_store_and_a_non_empty_directory_unless_forced():
