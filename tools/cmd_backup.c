@@ -465,8 +465,8 @@ int cmd_restore(int argc, char **argv)
 	}
 	int rc = 1, lockfd = -1, r;
 	struct store *s = NULL;
-	bool staged = false, made_dir = false, made_lock = false;
-	char lockpath[PATH_MAX];
+	bool staged = false, made_dir = false, made_lock = false, made_backup_lock = false;
+	char lockpath[PATH_MAX], backup_lock[PATH_MAX];
 	char path[PATH_MAX], stage[PATH_MAX], real_b[PATH_MAX], real_d[PATH_MAX];
 	char aside[64] = "", first[256];
 	struct restore_stats stats = {0};
@@ -483,6 +483,11 @@ int cmd_restore(int argc, char **argv)
 		cli_err("%s is the backup itself: cannot restore a backup into itself", data);
 		goto out;
 	}
+	/* LMDB makes BACKUP/lock.mdb to read it: with the owner of whoever
+	 * runs restore (root, often), which would then keep the service's user
+	 * from reading the backup. Removed at the end when restore made it. */
+	pjoin(backup_lock, sizeof(backup_lock), backup, "lock.mdb");
+	made_backup_lock = access(backup_lock, F_OK) < 0 && errno == ENOENT;
 	if (!(s = cli_open_store(backup, true)))
 		goto out;
 	struct store_txn *t;
@@ -627,6 +632,8 @@ out:
 	if (staged)
 		remove_tree(stage);
 	store_close(s);
+	if (made_backup_lock)
+		unlink(backup_lock);
 	/* Refused or failed: DIR as it was, down to the lock file. */
 	if (rc != 0 && made_lock)
 		unlink(lockpath);

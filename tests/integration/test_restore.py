@@ -47,6 +47,8 @@ def test_restore_into_a_new_directory_then_serve_it():
         target = os.path.join(d, "restored")
         rc, out, err = restore(bk, "--data", target)
         assert rc == 0, out + err
+        # the backup as it was: no lock file of restore's owner left in it
+        assert listing(bk) == ["data.mdb", "files"], listing(bk)
         assert store_state(target) == want
         assert "hash chain intact" in out and "restored" in out and "1 attachment" in out, out
         made = [n for n in listing(target) if n != "lock.mdb"]  # lock.mdb: verify's
