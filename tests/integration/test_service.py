@@ -234,6 +234,11 @@ def test_install_into_destdir_and_run_the_installed_server():
         conf = [f for f in files if f.endswith("shahidi/shahidi.conf")]
         example = [f for f in files if f.endswith("shahidi/shahidi.conf.example")]
         assert len(conf) == 1 and len(example) == 1, files
+        # a man page for each installed binary
+        bins = {os.path.basename(f) for f in files if f.startswith(f"{prefix}/bin/")}
+        pages = {os.path.basename(f).rsplit(".", 1)[0] for f in files
+                 if f.startswith(f"{prefix}/share/man/")}
+        assert bins == pages == {"shahidi", "shahidi-server"}, (bins, pages)
         # only what a service needs: no benchmark tools, no test objects
         assert not [f for f in files if "loadgen" in f or "bench" in f or "iolog" in f], files
         server = os.path.join(dest, prefix, "bin/shahidi-server")
