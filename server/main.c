@@ -11,11 +11,19 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 
 #include "common.h"
+#include "config.h"
 #include "files.h"
 #include "http.h"
 #include "server.h"
+
+/* The configuration file read when --config is not given (meson sets it
+ * from sysconfdir). */
+#ifndef SHAHIDI_CONFIG
+#define SHAHIDI_CONFIG "/etc/shahidi/shahidi.conf"
+#endif
 
 static void usage(FILE *out)
 {
@@ -25,6 +33,9 @@ static void usage(FILE *out)
 		"the data directory. Plain HTTP on loopback only, unless --allow-plaintext: put\n"
 		"TLS in front (tools/nginx-shahidi.conf). SIGINT or SIGTERM stops it cleanly:\n"
 		"pushes being committed are finished and acknowledged first.\n\n"
+		"  --config FILE          settings: 'key = value' lines whose keys are these\n"
+		"                         flags without '--' (default " SHAHIDI_CONFIG ",\n"
+		"                         when it exists); flags win over the file\n"
 		"  --data DIR             data directory (default ./shahidi-data; made 0700)\n"
 		"  --listen HOST:PORT     address (default 127.0.0.1:8080; port 0 = any free)\n"
 		"  --allow-plaintext      allow plain HTTP on a non-loopback address\n"
@@ -127,6 +138,17 @@ static void on_stop_tick(uv_timer_t *t)
 	uv_walk(srv.loop, close_walk, NULL);
 }
 
+/* systemd's watchdog (WatchdogSec= in the unit): a ping from the event
+ * loop at half the interval, so a loop stuck for that long gets the
+ * server restarted. */
+static uv_timer_t watchdog_timer;
+
+static void on_watchdog(uv_timer_t *t)
+{
+	(void)t;
+	sd_notify(0, "WATCHDOG=1");
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	(void)h;
@@ -135,6 +157,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	fprintf(stderr, "shahidi-server: %s: finishing what is being committed, then stopping\n",
 		signum == SIGINT ? "SIGINT" : "SIGTERM");
 	srv.stopping = true;
+	sd_notify(0, "STOPPING=1");
 	http_stop(&srv);
 	stop_started = sh_mono_ns();
 	uv_timer_start(&stop_timer, on_stop_tick, 0, 10);
@@ -158,107 +181,192 @@ static void warm_done(uv_work_t *w, int status)
 	(void)status;
 }
 
+static const struct option opts[] = {
+	{"data", required_argument, 0, 'd'},	     {"listen", required_argument, 0, 'l'},
+	{"allow-plaintext", no_argument, 0, 'P'},    {"forms", required_argument, 0, 'f'},
+	{"max-body", required_argument, 0, 'B'},     {"max-inflated", required_argument, 0, 'I'},
+	{"max-changes", required_argument, 0, 'C'},  {"max-header", required_argument, 0, 'H'},
+	{"header-timeout", required_argument, 0, '1'}, {"body-timeout", required_argument, 0, '2'},
+	{"idle-timeout", required_argument, 0, '3'}, {"max-conns", required_argument, 0, 'c'},
+	{"max-queue", required_argument, 0, 'q'},    {"max-inflight", required_argument, 0, 'i'},
+	{"pull-limit", required_argument, 0, 'p'},   {"map-size", required_argument, 0, 'm'},
+	{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
+	{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
+	{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
+	{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
+	{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
+	{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
+	{"release-above", required_argument, 0, 'R'}, {"config", required_argument, 0, 'F'},
+	{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
+};
+
+/* Applies one setting, from a flag or from the configuration file (the
+ * same code for both, so that a key and its flag mean the same). val is
+ * NULL for a switch. false when the value is bad. */
+static bool apply_opt(struct server_config *cfg, int c, const char *val)
+{
+	size_t sz = 0; /* parse_size leaves it alone on failure */
+	unsigned ms;
+	bool bad = false;
+	switch (c) {
+	case 'd': cfg->data_dir = val; break;
+	case 'l': cfg->listen = val; break;
+	case 'P': cfg->allow_plaintext = true; break;
+	case 'f': cfg->forms_path = val; break;
+	case 'Q': cfg->quiet = true; break;
+	case 'T': cfg->trust_proxy = true; break;
+	case 'D': cfg->damaged_ok = true; break;
+	case 'a':
+		bad = parse_size(val, &sz) < 0 || sz < 1 || sz > 1000000;
+		cfg->auth_burst = (unsigned)sz;
+		break;
+	case 'A': bad = parse_secs(val, &cfg->auth_refill_ms) < 0; break;
+	case 'B': bad = parse_size(val, &cfg->max_body) < 0 || !cfg->max_body; break;
+	case 'I': bad = parse_size(val, &cfg->sync.max_inflated) < 0; break;
+	case 'H': bad = parse_size(val, &cfg->max_header) < 0 || cfg->max_header < 256; break;
+	case 'i': bad = parse_size(val, &cfg->max_inflight) < 0; break;
+	case 'm': bad = parse_size(val, &cfg->map_size) < 0; break;
+	case 'M': bad = parse_size(val, &cfg->max_map_size) < 0; break;
+	case 'R': bad = parse_size(val, &cfg->release_above) < 0 || !cfg->release_above; break;
+	case 'C':
+		bad = parse_size(val, &sz) < 0 || sz < 1 || sz > 1000000;
+		cfg->sync.max_changes = sz;
+		break;
+	case 'c':
+		bad = parse_size(val, &sz) < 0 || sz < 1 || sz > 1000000;
+		cfg->max_conns = (unsigned)sz;
+		break;
+	case 'q':
+		bad = parse_size(val, &sz) < 0 || sz < 1 || sz > 1000000;
+		cfg->max_queue = (unsigned)sz;
+		break;
+	case 'p':
+		bad = parse_size(val, &sz) < 0 || sz < 1 || sz > 100000;
+		cfg->pull_limit = (uint32_t)sz;
+		break;
+	case '1': bad = parse_secs(val, &cfg->header_timeout_ms) < 0; break;
+	case '2': bad = parse_secs(val, &cfg->body_timeout_ms) < 0; break;
+	case '4': bad = parse_secs(val, &cfg->body_stall_ms) < 0; break;
+	case '3': bad = parse_secs(val, &cfg->idle_timeout_ms) < 0; break;
+	case '5': bad = parse_size(val, &cfg->max_file) < 0; break;
+	case '6': {
+		char *end;
+		double d = strtod(val, &end);
+		bad = end == val || *end || !(d > 0) || d > 3650;
+		cfg->upload_expiry_ms = (uint64_t)(d * 86400 * 1000);
+		break;
+	}
+	case 's':
+		bad = parse_secs(val, &ms) < 0;
+		cfg->max_skew_ms = ms;
+		break;
+	default: bad = true; break;
+	}
+	return !bad;
+}
+
+/* Applies the configuration file's entries: each key is a long flag's
+ * name. 0, or -EINVAL after saying which line is wrong. */
+static int apply_config(struct server_config *cfg, const struct config *conf)
+{
+	for (size_t i = 0; i < conf->n; i++) {
+		const struct config_entry *e = &conf->entries[i];
+		const struct option *o = opts;
+		while (o->name && strcmp(o->name, e->key))
+			o++;
+		if (!o->name || o->val == 'h' || o->val == 'V' || o->val == 'F') {
+			fprintf(stderr,
+				"shahidi-server: %s:%u: unknown key '%s' (the keys are the long flags "
+				"of --help, without '--')\n",
+				conf->path, e->line, e->key);
+			return -EINVAL;
+		}
+		bool ok;
+		if (o->has_arg == no_argument) {
+			int b = config_bool(e->value);
+			ok = b >= 0 && (b == 0 || apply_opt(cfg, o->val, NULL));
+		} else {
+			ok = *e->value && apply_opt(cfg, o->val, e->value);
+		}
+		if (!ok) {
+			fprintf(stderr, "shahidi-server: %s:%u: bad value '%s' for key '%s'%s\n",
+				conf->path, e->line, e->value, e->key,
+				o->has_arg == no_argument ? " (true or false)" : " (see --help)");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int serve(const char *conf_path);
+
+
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, 0, 'd'},	     {"listen", required_argument, 0, 'l'},
-		{"allow-plaintext", no_argument, 0, 'P'},    {"forms", required_argument, 0, 'f'},
-		{"max-body", required_argument, 0, 'B'},     {"max-inflated", required_argument, 0, 'I'},
-		{"max-changes", required_argument, 0, 'C'},  {"max-header", required_argument, 0, 'H'},
-		{"header-timeout", required_argument, 0, '1'}, {"body-timeout", required_argument, 0, '2'},
-		{"idle-timeout", required_argument, 0, '3'}, {"max-conns", required_argument, 0, 'c'},
-		{"max-queue", required_argument, 0, 'q'},    {"max-inflight", required_argument, 0, 'i'},
-		{"pull-limit", required_argument, 0, 'p'},   {"map-size", required_argument, 0, 'm'},
-		{"max-map", required_argument, 0, 'M'},	     {"max-skew", required_argument, 0, 's'},
-		{"quiet", no_argument, 0, 'Q'},		     {"version", no_argument, 0, 'V'},
-		{"trust-proxy", no_argument, 0, 'T'},	     {"auth-burst", required_argument, 0, 'a'},
-		{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
-		{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
-		{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
-		{"release-above", required_argument, 0, 'R'},
-		{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
-	};
 	struct server_config *cfg = &srv.cfg;
 	server_config_default(cfg);
 	int c, li = -1;
-	size_t sz = 0; /* parse_size leaves it alone on failure */
-	unsigned ms;
-	while ((li = -1, c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
-		bool bad = false;
-		switch (c) {
-		case 'd': cfg->data_dir = optarg; break;
-		case 'l': cfg->listen = optarg; break;
-		case 'P': cfg->allow_plaintext = true; break;
-		case 'f': cfg->forms_path = optarg; break;
-		case 'Q': cfg->quiet = true; break;
-		case 'T': cfg->trust_proxy = true; break;
-		case 'D': cfg->damaged_ok = true; break;
-		case 'a':
-			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
-			cfg->auth_burst = (unsigned)sz;
-			break;
-		case 'A': bad = parse_secs(optarg, &cfg->auth_refill_ms) < 0; break;
-		case 'B': bad = parse_size(optarg, &cfg->max_body) < 0 || !cfg->max_body; break;
-		case 'I': bad = parse_size(optarg, &cfg->sync.max_inflated) < 0; break;
-		case 'H': bad = parse_size(optarg, &cfg->max_header) < 0 || cfg->max_header < 256; break;
-		case 'i': bad = parse_size(optarg, &cfg->max_inflight) < 0; break;
-		case 'm': bad = parse_size(optarg, &cfg->map_size) < 0; break;
-		case 'M': bad = parse_size(optarg, &cfg->max_map_size) < 0; break;
-		case 'R': bad = parse_size(optarg, &cfg->release_above) < 0 || !cfg->release_above; break;
-		case 'C':
-			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
-			cfg->sync.max_changes = sz;
-			break;
-		case 'c':
-			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
-			cfg->max_conns = (unsigned)sz;
-			break;
-		case 'q':
-			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 1000000;
-			cfg->max_queue = (unsigned)sz;
-			break;
-		case 'p':
-			bad = parse_size(optarg, &sz) < 0 || sz < 1 || sz > 100000;
-			cfg->pull_limit = (uint32_t)sz;
-			break;
-		case '1': bad = parse_secs(optarg, &cfg->header_timeout_ms) < 0; break;
-		case '2': bad = parse_secs(optarg, &cfg->body_timeout_ms) < 0; break;
-		case '4': bad = parse_secs(optarg, &cfg->body_stall_ms) < 0; break;
-		case '3': bad = parse_secs(optarg, &cfg->idle_timeout_ms) < 0; break;
-		case '5': bad = parse_size(optarg, &cfg->max_file) < 0; break;
-		case '6': {
-			char *end;
-			double d = strtod(optarg, &end);
-			bad = end == optarg || *end || !(d > 0) || d > 3650;
-			cfg->upload_expiry_ms = (uint64_t)(d * 86400 * 1000);
-			break;
-		}
-		case 's':
-			bad = parse_secs(optarg, &ms) < 0;
-			cfg->max_skew_ms = ms;
-			break;
-		case 'V':
+	/* First pass: --config, --help and --version only, so that the file
+	 * is read before the flags, which win over it. */
+	const char *conf_path = NULL;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'F')
+			conf_path = optarg;
+		if (c == 'V') {
 			printf("shahidi-server %s\n", SHAHIDI_VERSION);
 			return 0;
-		case 'h':
+		}
+		if (c == 'h') {
 			usage(stdout);
 			return 0;
-		default:
+		}
+	}
+	struct config *conf = NULL;
+	char err[512];
+	int r = config_load(conf_path ? conf_path : SHAHIDI_CONFIG, &conf, err, sizeof(err));
+	if (r < 0 && (r != -ENOENT || conf_path)) {
+		fprintf(stderr, "shahidi-server: configuration: %s\n", err);
+		return 2;
+	}
+	if (conf && apply_config(cfg, conf) < 0) {
+		config_free(conf);
+		return 2;
+	}
+	opterr = 1;
+	optind = 0; /* glibc: start again from the first argument */
+	while ((li = -1, c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
+		if (c == 'F')
+			continue;
+		if (c == '?' || c == ':') {
 			usage(stderr);
+			config_free(conf);
 			return 2;
 		}
-		if (bad) {
+		if (!apply_opt(cfg, c, optarg)) {
 			/* Every flag with a value is a long option: getopt_long says
 			 * which, whether given as --flag=V, --flag V or abbreviated. */
 			fprintf(stderr, "shahidi-server: bad value '%s' for --%s (see --help)\n", optarg,
 				li >= 0 ? opts[li].name : "?");
+			config_free(conf);
 			return 2;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "shahidi-server: unexpected argument '%s' (see --help)\n", argv[optind]);
+		config_free(conf);
 		return 2;
 	}
+	r = serve(conf ? conf->path : NULL);
+	config_free(conf);
+	return r;
+}
+
+/* Runs the server until a signal stops it: the exit code. conf_path: the
+ * configuration file read, or NULL. */
+static int serve(const char *conf_path)
+{
+	struct server_config *cfg = &srv.cfg;
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG: 507), not us */
 	/* glibc gives each thread-pool thread its own malloc arena and keeps
@@ -273,6 +381,10 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
 	char err[512];
+	if (conf_path)
+		fprintf(stderr, "shahidi-server: configuration from %s\n", conf_path);
+	/* systemctl status shows it while a format upgrade merges records. */
+	sd_notifyf(0, "STATUS=opening the store in %s", cfg->data_dir);
 	if (server_init(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shahidi-server: %s\n", err);
 		server_free(&srv);
@@ -324,6 +436,15 @@ int main(int argc, char **argv)
 		store_close(srv.store);
 		return 1;
 	}
+	/* Under systemd (Type=notify): the store is open and verified and the
+	 * socket listens, so the unit is started; without NOTIFY_SOCKET these
+	 * are no-ops. */
+	uint64_t wd_usec = 0;
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000) {
+		uv_timer_init(srv.loop, &watchdog_timer);
+		uv_timer_start(&watchdog_timer, on_watchdog, 0, wd_usec / 2000);
+	}
+	sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s", cfg->data_dir, cfg->listen);
 	if ((r = files_start(&srv)) < 0)
 		fprintf(stderr, "shahidi-server: expired uploads will not be dropped: %s\n",
 			uv_strerror(r));

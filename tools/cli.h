@@ -69,6 +69,7 @@ int cmd_export(int argc, char **argv);
 int cmd_history(int argc, char **argv);
 int cmd_assign(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cli_conflicts_resolve(int argc, char **argv);
 int cmd_pull(int argc, char **argv);

@@ -926,40 +926,7 @@ int cmd_assign(int argc, char **argv)
 	return 0;
 }
 
-/* ---- backup and audit ---- */
-
-int cmd_backup(int argc, char **argv)
-{
-	const char *data;
-	int rc;
-	if (!cli_data_only(argc, argv,
-			   "Usage: shahidi backup [--data DIR] DEST\n\n"
-			   "Writes a consistent, compacted copy of the store into DEST, a new\n"
-			   "directory, while the server keeps running (one LMDB read snapshot).\n"
-			   "To restore: stop the server, move the old data directory aside, put\n"
-			   "DEST in its place (or start the server with --data DEST), and check it\n"
-			   "with 'shahidi verify --data DEST'. Encrypt backups that leave the\n"
-			   "machine: they hold survivors' data.\n",
-			   &data, &rc))
-		return rc;
-	if (argc - optind != 1) {
-		cli_err("backup needs a destination directory (see --help)");
-		return EXIT_USAGE;
-	}
-	struct store *s = cli_open_store(data, true);
-	if (!s)
-		return 1;
-	char err[512];
-	uint64_t t0 = sh_mono_ns();
-	int r = store_backup(s, argv[optind], err, sizeof(err));
-	store_close(s);
-	if (r < 0) {
-		cli_err("%s", err);
-		return 1;
-	}
-	printf("backup written to %s in %.2f s\n", argv[optind], (double)(sh_mono_ns() - t0) / 1e9);
-	return 0;
-}
+/* ---- audit (backup and restore: cmd_backup.c) ---- */
 
 int cmd_audit(int argc, char **argv)
 {

@@ -26,6 +26,7 @@ static const struct cli_cmd commands[] = {
 	{"history", "a record's custody trail from the change log", cmd_history},
 	{"assign", "assign a record to a device (it will pull it)", cmd_assign},
 	{"backup", "a consistent copy of the store, while the server runs", cmd_backup},
+	{"restore", "put a verified backup in place as the store", cmd_restore},
 	{"audit", "the audit log of exports and office actions", cmd_audit},
 	{"device", "enrol, list and revoke devices and their tokens", cmd_device},
 	{"push", "send push batch files to a server (the reference client)", cmd_push},
@@ -179,7 +180,7 @@ static void usage(FILE *out)
 		     "Shahidi: offline-first sync for human-rights field documentation.\n\n"
 		     "Commands:\n");
 	for (size_t i = 0; i < SH_ARRAY_SIZE(commands); i++)
-		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+		fprintf(out, "  %-10s  %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "\nRun 'shahidi COMMAND --help' for a command's options;\n"
 		     "'shahidi --version' prints the version.\n"
 		     "The data directory defaults to ./%s (--data DIR).\n",
