@@ -23,6 +23,8 @@
 #include "common.h"
 #include "export.h"
 #include "export_long.h"
+#include "export_stat.h"
+#include "export_xlsx.h"
 #include "render.h"
 #include "resolve.h"
 #include "scope.h"
@@ -314,19 +316,12 @@ static FILE *export__open_private(const char *path)
 	return f;
 }
 
-/* The long format into directory dir (made if missing): records.csv, one
- * CSV per repeat group, codebook.csv. Each page's rows of every table come
- * from one read transaction. 0 or -errno with the message printed. */
-static int export_dir(const struct form_registry *reg, struct store *s,
-		      const struct export_opts *eo, const char *dir, uint64_t *ret_records)
+/* Makes dir if missing, its parents too (mkdir -p), private like the
+ * store. 0 or -errno with the message printed. */
+static int export__mkdir(const char *dir)
 {
-	struct export_long *x = NULL;
-	struct buf *outs = NULL, cb = {0};
-	FILE **f = NULL;
-	size_t n = 0;
-	char err[256], path[4096];
+	char path[4096];
 	int r;
-	/* made if missing, its parents too (mkdir -p), private like the store */
 	snprintf(path, sizeof(path), "%s", dir);
 	for (char *p = path + 1;; p++) {
 		bool last = !*p;
@@ -342,6 +337,23 @@ static int export_dir(const struct form_registry *reg, struct store *s,
 			break;
 		*p = '/';
 	}
+	return 0;
+}
+
+/* The long format into directory dir (made if missing): records.csv, one
+ * CSV per repeat group, codebook.csv. Each page's rows of every table come
+ * from one read transaction. 0 or -errno with the message printed. */
+static int export_dir(const struct form_registry *reg, struct store *s,
+		      const struct export_opts *eo, const char *dir, uint64_t *ret_records)
+{
+	struct export_long *x = NULL;
+	struct buf *outs = NULL, cb = {0};
+	FILE **f = NULL;
+	size_t n = 0;
+	char err[256], path[4096];
+	int r;
+	if ((r = export__mkdir(dir)) < 0)
+		return r;
 	if ((r = export_long_new(reg, eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		return r;
@@ -478,8 +490,14 @@ int cmd_export(int argc, char **argv)
 				eo.format = EXPORT_CSV;
 			else if (!strcmp(optarg, "ndjson"))
 				eo.format = EXPORT_NDJSON;
+			else if (!strcmp(optarg, "xlsx"))
+				eo.format = EXPORT_XLSX;
+			else if (!strcmp(optarg, "sav"))
+				eo.format = EXPORT_SAV;
+			else if (!strcmp(optarg, "dta"))
+				eo.format = EXPORT_DTA;
 			else {
-				cli_err("--format takes csv or ndjson");
+				cli_err("--format takes csv, ndjson, xlsx, sav or dta");
 				return EXIT_USAGE;
 			}
 			break;
@@ -490,7 +508,8 @@ int cmd_export(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			printf("Usage: shahidi export [--data DIR] --format csv|ndjson [OPTIONS]\n\n"
+			printf("Usage: shahidi export [--data DIR] --format csv|ndjson [OPTIONS]\n"
+			       "       shahidi export [--data DIR] --format xlsx|sav|dta --out PATH [OPTIONS]\n\n"
 			       "Writes the merged current records. CSV (RFC 4180, UTF-8): record id,\n"
 			       "form id and version, first received, last changed, devices, deleted and\n"
 			       "conflict flags, then one column per form field in form order (every\n"
@@ -498,6 +517,14 @@ int cmd_export(int argc, char **argv)
 			       "by \"; \". NDJSON: one JSON object per record, choice codes. Streams page by\n"
 			       "page in constant memory; works while the server runs. Each export is\n"
 			       "written to the audit log (shahidi audit).\n\n"
+			       "XLSX (--out FILE.xlsx): one sheet per table (records, then one per repeat\n"
+			       "group, as the long format), numbers, dates and yes/no typed, choice\n"
+			       "labels, GPS as NAME_latitude/_longitude/_altitude/_accuracy, device names\n"
+			       "beside device ids, and a codebook sheet. SPSS (sav) and Stata (dta)\n"
+			       "(--out DIR, made if missing): DIR/records.sav, DIR/victims.sav, ... and\n"
+			       "DIR/codebook.csv; choices are numbers with value labels, variable labels\n"
+			       "are the form's field labels, names made valid for the format (the\n"
+			       "codebook maps them). Temporary files go to the data directory.\n\n"
 			       "  --form ID            which form (default incident_report)\n"
 			       "  --county CODES       only these counties (042,047)\n"
 			       "  --since TIME         only records changed since (YYYY-MM-DD[THH:MM], UTC)\n"
@@ -540,7 +567,16 @@ int cmd_export(int argc, char **argv)
 	uint64_t records = 0, t0 = sh_mono_ns();
 	bool tty = !quiet && isatty(2);
 	bool dir = eo.format == EXPORT_CSV && out_path && !ends_with(out_path, ".csv");
-	if (!dir && (r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
+	bool whole = eo.format == EXPORT_XLSX || eo.format == EXPORT_SAV || eo.format == EXPORT_DTA;
+	if (whole && !out_path) {
+		cli_err("--format %s writes files: give --out %s", export_format_name(eo.format),
+			eo.format == EXPORT_XLSX ? "FILE.xlsx" : "DIR");
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	if (whole && eo.format != EXPORT_XLSX && export__mkdir(out_path) < 0)
+		goto done;
+	if (!dir && !whole && (r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
@@ -554,6 +590,16 @@ int cmd_export(int argc, char **argv)
 		goto done;
 	}
 	audited = true;
+	if (whole) {
+		r = eo.format == EXPORT_XLSX
+			    ? export_xlsx_write(reg, &eo, s, out_path, data, &records, err, sizeof(err))
+			    : export_stat_write(reg, &eo, s, out_path, data, &records, err, sizeof(err));
+		if (r < 0) {
+			cli_err("%s", err);
+			goto done;
+		}
+		goto finished;
+	}
 	if (dir) {
 		if (export_dir(reg, s, &eo, out_path, &records) < 0)
 			goto done;

@@ -70,9 +70,20 @@ static int labels_new(struct column *c)
 }
 
 
+const char *export_format_name(enum export_format f)
+{
+	static const char *const names[] = {"csv", "ndjson", "xlsx", "sav", "dta"};
+	return (size_t)f < sizeof(names) / sizeof(*names) ? names[f] : "unknown";
+}
+
 int export_new(const struct form_registry *forms, const struct export_opts *o,
 	       struct exporter **ret, char *err, size_t errlen)
 {
+	if (o->format != EXPORT_CSV && o->format != EXPORT_NDJSON) {
+		snprintf(err, errlen, "%s is written whole, not streamed: export_xlsx/export_stat",
+			 export_format_name(o->format));
+		return -EINVAL;
+	}
 	struct exporter *x = calloc(1, sizeof(*x));
 	if (!x)
 		return -ENOMEM;

@@ -28,7 +28,15 @@ struct store;
 enum export_format {
 	EXPORT_CSV,
 	EXPORT_NDJSON,
+	/* whole files, written by export_xlsx.c and export_stat.c from the long
+	 * format's tables (export_table.h); export_new() refuses them */
+	EXPORT_XLSX,
+	EXPORT_SAV,
+	EXPORT_DTA,
 };
+
+/* "csv", "ndjson", "xlsx", "sav", "dta": for the audit log and file names. */
+const char *export_format_name(enum export_format f);
 
 struct export_opts {
 	enum export_format format;

@@ -26,6 +26,7 @@ struct xl_table {
 	struct xl_col *cols;          /* every field, in form order */
 	size_t n_cols;
 	const merge_entry_t **cell; /* per column: the current value */
+	struct export_long_cell *sc;  /* the same, for a sink */
 };
 
 /* Where a field number is exported: table + 1 and column (0: nowhere). */
@@ -45,6 +46,8 @@ struct export_long {
 	struct arena *a;
 	struct buf tmp;
 	uint64_t written, instances;
+	export_long_sink sink;        /* set during export_long_page_rows */
+	void *sink_ud;
 };
 
 /* ---- set-up ---- */
@@ -139,7 +142,8 @@ int export_long_new(const struct form_registry *forms, const struct export_opts 
 		goto fail;
 	for (size_t ti = 0; ti < x->n_t; ti++) {
 		struct xl_table *t = &x->t[ti];
-		if (!(t->cell = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->cell))))
+		if (!(t->cell = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->cell))) ||
+		    !(t->sc = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->sc))))
 			goto fail;
 		for (size_t c = 0; c < t->n_cols; c++)
 			x->where[t->cols[c].number] = (struct xl_where){(uint32_t)ti + 1, (uint32_t)c};
@@ -158,6 +162,7 @@ void export_long_free(struct export_long *x)
 	for (size_t i = 0; i < x->n_t; i++) {
 		free(x->t[i].cols);
 		free(x->t[i].cell);
+		free(x->t[i].sc);
 	}
 	free(x->t);
 	free(x->where);
@@ -255,10 +260,36 @@ static int put_uuid(struct buf *out, const uint8_t *id)
 	return buf_puts(out, s);
 }
 
+/* Hands table ti's current cells to the sink, row holding the rest. */
+static int sink_row(struct export_long *x, size_t ti, struct export_long_row *row)
+{
+	struct xl_table *t = &x->t[ti];
+	for (size_t c = 0; c < t->n_cols; c++) {
+		const merge_entry_t *e = col_out(x, &t->cols[c]) ? t->cell[c] : NULL;
+		t->sc[c] = e ? (struct export_long_cell){e->value.data, e->value.len}
+			     : (struct export_long_cell){NULL, 0};
+	}
+	row->table = ti;
+	row->cells = t->sc;
+	return x->sink(x->sink_ud, row);
+}
+
 static int record_row(struct export_long *x, const merge_rec_t *rec, struct buf *out)
 {
 	struct xl_table *t = &x->t[0];
 	char t1[32], t2[32], dev[17];
+	if (x->sink) {
+		memset(t->cell, 0, t->n_cols * sizeof(*t->cell));
+		for (size_t c = 0; c < t->n_cols; c++)
+			t->cell[c] = merge_current(merge_register(rec, t->cols[c].number));
+		struct export_long_row row = {
+			.record_id = rec->record_id.data, .form_version = rec->form_version,
+			.first_ms = rec->first_received_ms, .last_ms = rec->last_changed_ms,
+			.writers = rec->writers, .n_writers = rec->n_writers,
+			.deleted = merge_is_deleted(rec), .conflict = rec->conflicts != 0,
+		};
+		return sink_row(x, 0, &row);
+	}
 	render_time_ms(rec->first_received_ms, t1);
 	render_time_ms(rec->last_changed_ms, t2);
 	int r = put_uuid(out, rec->record_id.data);
@@ -299,6 +330,22 @@ static int instance_rows(struct export_long *x, const merge_rec_t *rec, merge_re
 		uint32_t f = regs[i]->field;
 		if (f && f <= x->max_number && x->where[f].table == ti)
 			t->cell[x->where[f].col] = merge_current(regs[i]);
+	}
+	if (x->sink) {
+		struct export_long_row row = {.record_id = rec->record_id.data, .instance_id = id,
+					      .removed = removed};
+		for (size_t i = 0; t->parent_field && i < n; i++) {
+			const merge_entry_t *e = regs[i]->field == t->parent_field ? merge_current(regs[i])
+										 : NULL;
+			struct form_value fv;
+			if (e && form_value_parse(e->value.data, e->value.len, &fv) == 0 &&
+			    fv.kind == FT_LINK && fv.str_len == 16)
+				row.parent_id = fv.str;
+		}
+		int r = sink_row(x, ti - 1, &row);
+		if (r >= 0)
+			x->instances++;
+		return r;
 	}
 	struct buf *out = &outs[ti - 1];
 	int r = put_uuid(out, rec->record_id.data);
@@ -348,7 +395,7 @@ static bool wanted(struct export_long *x, const merge_rec_t *rec)
 
 static int record_rows(struct export_long *x, const merge_rec_t *rec, struct buf *outs)
 {
-	int r = record_row(x, rec, &outs[0]);
+	int r = record_row(x, rec, outs); /* outs: NULL for a sink */
 	/* Registers sort with the record's own first, then by instance and
 	 * field: an instance's registers are one run. */
 	for (size_t i = 0; i < rec->n_registers && r >= 0;) {
@@ -397,6 +444,45 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 		return r;
 	x->written += (uint64_t)written;
 	return written;
+}
+
+int64_t export_long_page_rows(struct export_long *x, struct store *s, uint64_t *cursor,
+			      size_t max_scan, export_long_sink sink, void *ud, bool *ret_done)
+{
+	x->sink = sink;
+	x->sink_ud = ud;
+	int64_t r = export_long_page(x, s, cursor, max_scan, NULL, ret_done);
+	x->sink = NULL;
+	x->sink_ud = NULL;
+	return r;
+}
+
+size_t export_long_columns(const struct export_long *x, size_t table)
+{
+	return table < x->n_t ? x->t[table].n_cols : 0;
+}
+
+const struct form_field *export_long_column(const struct export_long *x, size_t table, size_t c,
+					    bool *ret_out)
+{
+	const struct xl_col *col = &x->t[table].cols[c];
+	*ret_out = col_out(x, col);
+	return col->fd;
+}
+
+const char *export_long_table_label(const struct export_long *x, size_t table)
+{
+	return x->t[table].label ? x->t[table].label : x->t[table].name;
+}
+
+bool export_long_nested(const struct export_long *x, size_t table)
+{
+	return x->t[table].parent_field != 0;
+}
+
+bool export_long_include_deleted(const struct export_long *x)
+{
+	return x->o.include_deleted;
 }
 
 /* ---- codebook ---- */
