@@ -1,6 +1,7 @@
 #include "export_stat.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
 #include <math.h>
@@ -10,7 +11,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common.h"
 #include "export_table.h"
@@ -438,5 +441,220 @@ out:
 	}
 	free(st.tb);
 	export_table_free(st.t);
+	return r;
+}
+
+/* ---- one zip for a download ---- */
+
+static void put16(FILE *f, uint32_t v)
+{
+	fputc((int)(v & 0xff), f);
+	fputc((int)(v >> 8 & 0xff), f);
+}
+
+static void put32(FILE *f, uint32_t v)
+{
+	put16(f, v & 0xffff);
+	put16(f, v >> 16);
+}
+
+struct zent {
+	char name[80];
+	uint32_t crc, csize, usize, offset;
+};
+
+/* Deflates the file at path into out as entry e (a data descriptor after
+ * it: sizes known at the end). */
+static int zip_add(FILE *out, const char *path, struct zent *e, uint16_t dtime, uint16_t ddate)
+{
+	FILE *in = fopen(path, "rb");
+	uint8_t *ib = malloc(1 << 16), *ob = malloc(1 << 16);
+	z_stream z = {0};
+	int r = -ENOMEM, zr = Z_OK;
+	bool zinit = false;
+	long off = ftell(out);
+	if (!in || !ib || !ob || off < 0 || off > (long)UINT32_MAX) {
+		r = !in ? -errno : off > (long)UINT32_MAX ? -EFBIG : r;
+		goto out;
+	}
+	e->offset = (uint32_t)off;
+	put32(out, 0x04034b50);
+	put16(out, 20);
+	put16(out, 0x0808); /* sizes after the data; UTF-8 name */
+	put16(out, 8);
+	put16(out, dtime);
+	put16(out, ddate);
+	put32(out, 0);
+	put32(out, 0);
+	put32(out, 0);
+	put16(out, (uint32_t)strlen(e->name));
+	put16(out, 0);
+	fputs(e->name, out);
+	if (deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		goto out;
+	zinit = true;
+	uint64_t usize = 0, csize = 0;
+	uLong crc = crc32(0, NULL, 0);
+	for (bool eof = false; !eof;) {
+		size_t n = fread(ib, 1, 1 << 16, in);
+		if (n < (1 << 16)) {
+			if (ferror(in)) {
+				r = -EIO;
+				goto out;
+			}
+			eof = true;
+		}
+		crc = crc32(crc, ib, (uInt)n);
+		usize += n;
+		z.next_in = ib;
+		z.avail_in = (uInt)n;
+		do {
+			z.next_out = ob;
+			z.avail_out = 1 << 16;
+			zr = deflate(&z, eof ? Z_FINISH : Z_NO_FLUSH);
+			size_t k = (1 << 16) - z.avail_out;
+			if (k && fwrite(ob, 1, k, out) != k) {
+				r = -EIO;
+				goto out;
+			}
+			csize += k;
+		} while (z.avail_out == 0 || (eof && zr != Z_STREAM_END));
+	}
+	if (usize > UINT32_MAX || csize > UINT32_MAX) {
+		r = -EFBIG; /* no zip64 */
+		goto out;
+	}
+	e->crc = (uint32_t)crc;
+	e->usize = (uint32_t)usize;
+	e->csize = (uint32_t)csize;
+	put32(out, 0x08074b50);
+	put32(out, e->crc);
+	put32(out, e->csize);
+	put32(out, e->usize);
+	r = ferror(out) ? -EIO : 0;
+out:
+	if (zinit)
+		deflateEnd(&z);
+	if (in)
+		fclose(in);
+	free(ib);
+	free(ob);
+	return r;
+}
+
+static int zip_end(FILE *out, const struct zent *e, size_t n, uint16_t dtime, uint16_t ddate)
+{
+	long cd = ftell(out);
+	if (cd < 0 || cd > (long)UINT32_MAX)
+		return -EFBIG;
+	for (size_t i = 0; i < n; i++) {
+		put32(out, 0x02014b50);
+		put16(out, 3 << 8 | 20); /* made on Unix */
+		put16(out, 20);
+		put16(out, 0x0808);
+		put16(out, 8);
+		put16(out, dtime);
+		put16(out, ddate);
+		put32(out, e[i].crc);
+		put32(out, e[i].csize);
+		put32(out, e[i].usize);
+		put16(out, (uint32_t)strlen(e[i].name));
+		put16(out, 0);
+		put16(out, 0);
+		put16(out, 0);
+		put16(out, 0);
+		put32(out, 0100600u << 16); /* a regular file, 0600 */
+		put32(out, e[i].offset);
+		fputs(e[i].name, out);
+	}
+	long end = ftell(out);
+	put32(out, 0x06054b50);
+	put16(out, 0);
+	put16(out, 0);
+	put16(out, (uint32_t)n);
+	put16(out, (uint32_t)n);
+	put32(out, (uint32_t)(end - cd));
+	put32(out, (uint32_t)cd);
+	put16(out, 0);
+	return fflush(out) == 0 && !ferror(out) ? 0 : -EIO;
+}
+
+int export_stat_zip(const struct form_registry *forms, const struct export_opts *o,
+		    struct store *s, const char *tmpdir, int *ret_fd, uint64_t *ret_records,
+		    char *err, size_t errlen)
+{
+	char dir[4096], path[4096 + 300];
+	struct zent *ents = NULL;
+	size_t n = 0;
+	FILE *out = NULL;
+	uint64_t records = 0;
+	err[0] = 0;
+	snprintf(dir, sizeof(dir), "%s/.export-XXXXXX", tmpdir);
+	if (!mkdtemp(dir)) { /* 0700 */
+		int r = -errno;
+		snprintf(err, errlen, "cannot make a temporary folder in %s: %s", tmpdir, strerror(errno));
+		return r;
+	}
+	int r = export_stat_write(forms, o, s, dir, tmpdir, &records, err, errlen);
+	if (r < 0)
+		goto out;
+	/* the files it wrote: a table each, then the codebook */
+	struct export_table *t = NULL;
+	if ((r = export_table_new(forms, o, s, &t, err, errlen)) < 0)
+		goto out;
+	n = export_table_count(t) + 1;
+	if (!(ents = calloc(n, sizeof(*ents)))) {
+		export_table_free(t);
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i + 1 < n; i++)
+		snprintf(ents[i].name, sizeof(ents[i].name), "%s.%s", export_table_name(t, i),
+			 export_format_name(o->format));
+	snprintf(ents[n - 1].name, sizeof(ents[n - 1].name), "codebook.csv");
+	export_table_free(t);
+	if (!(out = spool_open(tmpdir))) {
+		r = -errno;
+		goto out;
+	}
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	uint16_t dtime = (uint16_t)(tm.tm_hour << 11 | tm.tm_min << 5 | tm.tm_sec / 2);
+	uint16_t ddate = (uint16_t)((tm.tm_year - 80) << 9 | (tm.tm_mon + 1) << 5 | tm.tm_mday);
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, ents[i].name);
+		r = zip_add(out, path, &ents[i], dtime, ddate);
+	}
+	if (r >= 0)
+		r = zip_end(out, ents, n, dtime, ddate);
+	if (r >= 0) {
+		int fd = dup(fileno(out));
+		if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0) {
+			r = -errno;
+			if (fd >= 0)
+				close(fd);
+		} else {
+			*ret_fd = fd;
+			*ret_records = records;
+		}
+	}
+out:
+	if (r < 0 && !err[0])
+		snprintf(err, errlen, "the export failed: %s", sh_strerror(r));
+	if (out)
+		fclose(out);
+	/* everything in the folder, also what a failed export left there */
+	DIR *d = opendir(dir);
+	for (struct dirent *de; d && (de = readdir(d));) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir);
+	free(ents);
 	return r;
 }

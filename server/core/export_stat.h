@@ -46,6 +46,14 @@ int export_stat_write(const struct form_registry *forms, const struct export_opt
 		      struct store *s, const char *dir, const char *tmpdir,
 		      uint64_t *ret_records, char *err, size_t errlen);
 
+/* The same files as one zip archive (deflated), for a download: written
+ * in a private temporary folder in tmpdir, zipped into an unlinked file
+ * there, the folder removed. *ret_fd: that file, open for reading at its
+ * start (the caller closes it). */
+int export_stat_zip(const struct form_registry *forms, const struct export_opts *o,
+		    struct store *s, const char *tmpdir, int *ret_fd, uint64_t *ret_records,
+		    char *err, size_t errlen);
+
 /* A column name made a valid, new variable name of format f into out
  * (65 bytes): used holds the n names given so far. */
 void export_stat_name(enum export_format f, const char *name, char *const *used, size_t n,

@@ -1,0 +1,253 @@
+"""Exports analysts open (issue 14): XLSX read back with openpyxl, Stata
+.dta with pandas (value labels with StataReader.value_labels()), SPSS .sav
+with GNU PSPP. Each holds one table per repeat group that joins to the
+records by record id, choice labels, dates as dates, GPS as four columns,
+device names beside ids; a survivor's accented name round-trips; a
+formula-looking text stays text; sensitive fields are absent unless asked;
+a coordinator's export holds only its counties."""
+import datetime
+import io
+import json
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+import zipfile
+
+import openpyxl
+import pandas as pd
+
+from harness import Device, Server, batch, cli, pb, push, request, run_tests, value
+from test_groups import incident, put
+
+NAME = "Wanjirũ Kamau-Njoroge"       # a survivor's name: sensitive
+PHONE = "Simu ya Wanjirũ"             # a phone's name: shown beside its id
+FORMULA = "=HYPERLINK(\"http://x\",\"y\")"
+
+
+def make(s, county="047", dev=None):
+    """A v3 incident (3 victims, ...) with a name, a formula-looking
+    caseworker, a GPS point, a date; pushed by dev. Returns its id, ids."""
+    rid, c, ids = incident(dev)
+    for fw in c.fields:
+        if fw.field == 53:
+            fw.value.choice = county
+    put(c, 201, "text", NAME, ids["victims"][0])                    # victim_name
+    put(c, 142, "text", FORMULA)                                    # caseworker
+    put(c, 140, "choice", "urgent")                                 # risk_level
+    pt = pb.Value()
+    pt.geopoint.latitude, pt.geopoint.longitude = -1.2921, 36.8219
+    pt.geopoint.altitude, pt.geopoint.accuracy = 1795.5, 4.0
+    c.fields.add(field=56, value=pt)                                # incident_location
+    st, resp = push(s.port, dev, batch(dev, [c]))
+    assert st == 200 and resp.results[0].status == pb.ChangeResult.APPLIED, resp
+    return str(uuid.UUID(bytes=rid)), {k: [str(uuid.UUID(bytes=i)) for i in v]
+                                       for k, v in ids.items()}
+
+
+def sheet(wb, name):
+    rows = list(wb[name].iter_rows(values_only=True))
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def every_text(wb):
+    return " ".join(str(c.value) for ws in wb.worksheets for row in ws.iter_rows() for c in row
+                    if c.value is not None)
+
+
+def test_xlsx_read_by_openpyxl():
+    with Server() as s:
+        p = Device(s.data, PHONE)
+        rid, ids = make(s, dev=p)
+        out = os.path.join(s.tmp.name, "out.xlsx")
+        cli("export", "--data", s.data, "--format", "xlsx", "--out", out, "--quiet")
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+        wb = openpyxl.load_workbook(out)
+        assert wb.sheetnames == ["records", "victims", "perpetrators", "acts", "involvements",
+                                 "referrals", "sources", "codebook"], wb.sheetnames
+        recs = sheet(wb, "records")
+        assert len(recs) == 1
+        r = recs[0]
+        assert r["record_id"] == rid and r["form_version"] == 3
+        assert r["incident_county"] == "Nairobi City" and r["risk_level"] == "Urgent"
+        assert r["status"] == "Submitted"
+        assert r["devices"] == p.hex and r["device_names"] == PHONE, r
+        # dates are dates, date-times date-times, yes/no booleans
+        assert r["consent_date"] == datetime.datetime(2026, 11, 20), r["consent_date"]
+        assert isinstance(r["first_received"], datetime.datetime)
+        assert abs(r["first_received"] - datetime.datetime.utcnow()) < datetime.timedelta(minutes=5)
+        assert r["consent_documentation"] is True and r["deleted"] is False
+        # a formula-looking text is a text cell, not a formula
+        c = next(c for c in wb["records"][2] if c.value == FORMULA)
+        assert c.data_type == "s", c.data_type
+        # sensitive fields are absent by default: columns and values
+        assert "narrative" not in r and "incident_location_latitude" not in r
+        vic = sheet(wb, "victims")
+        assert len(vic) == 3 and "victim_name" not in vic[0]
+        assert NAME not in every_text(wb) and "Officer 1" not in every_text(wb)
+        # repeat groups join to the records by record id; nested by instance
+        assert {v["record_id"] for v in vic} == {rid}
+        assert sorted(v["instance_id"] for v in vic) == sorted(ids["victims"])
+        assert sorted(v["victim_sex"] for v in vic) == ["Female", "Female", "Male"]
+        refs = sheet(wb, "referrals")
+        assert refs[0]["parent_instance_id"] == ids["victims"][0], refs
+        acts = sheet(wb, "acts")
+        assert len(acts) == 5 and {a["act_victim"] for a in acts} == set(ids["victims"])
+        # the codebook: every column, choice codes and labels
+        cb = sheet(wb, "codebook")
+        county = next(x for x in cb if x["table"] == "records" and x["column"] == "incident_county")
+        assert county["field_number"] == 53 and county["type"] == "choice"
+        assert county["label"] == "County" and "047=Nairobi City" in county["choices"]
+        assert any(x["column"] == "device_names" for x in cb)
+
+        # asked for: the name round-trips, GPS in four number columns
+        cli("export", "--data", s.data, "--format", "xlsx", "--out", out, "--quiet",
+            "--include-sensitive")
+        wb = openpyxl.load_workbook(out)
+        r = sheet(wb, "records")[0]
+        assert (r["incident_location_latitude"], r["incident_location_longitude"],
+                r["incident_location_altitude"], r["incident_location_accuracy"]) == \
+            (-1.2921, 36.8219, 1795.5, 4.0), r
+        names = [v["victim_name"] for v in sheet(wb, "victims")]
+        assert NAME in names, names
+        # nothing left behind in the data directory
+        assert not [f for f in os.listdir(s.data) if f.startswith(".export")]
+
+
+def test_dta_read_by_pandas():
+    with Server() as s:
+        p = Device(s.data, PHONE)
+        rid, ids = make(s, dev=p)
+        d = os.path.join(s.tmp.name, "stata")
+        cli("export", "--data", s.data, "--format", "dta", "--out", d, "--quiet")
+        assert sorted(os.listdir(d)) == sorted(["records.dta", "victims.dta", "perpetrators.dta",
+                                                "acts.dta", "involvements.dta", "referrals.dta",
+                                                "sources.dta", "codebook.csv"])
+        with pd.io.stata.StataReader(os.path.join(d, "records.dta")) as rd:
+            df = rd.read(convert_categoricals=False)
+            labels = rd.value_labels()
+            vlab = rd.variable_labels()
+        r = df.iloc[0]
+        assert r["record_id"] == rid and r["device_names"] == PHONE
+        # a choice: the code itself when codes are numbers (counties), else
+        # its place in the form's list; the labels travel as value labels
+        assert r["incident_county"] == 47 and labels["incident_county"][47] == "Nairobi City"
+        assert r["risk_level"] == 4 and labels["risk_level"][4] == "Urgent"
+        assert labels["status"][2] == "Submitted" and r["status"] == 2
+        assert vlab["incident_county"] == "County" and vlab["risk_level"] == "Risk level", vlab
+        assert r["consent_date"] == pd.Timestamp("2026-11-20")
+        assert r["consent_documentation"] == 1 and labels["yesno"][1] == "Yes"
+        assert r["caseworker"] == FORMULA
+        assert "narrative" not in df.columns and "incident_location_latitude" not in df.columns
+        with pd.io.stata.StataReader(os.path.join(d, "victims.dta")) as rd:
+            vic = rd.read()  # categoricals: labels
+        assert list(vic["record_id"].unique()) == [rid] and len(vic) == 3
+        assert sorted(vic["victim_sex"]) == ["Female", "Female", "Male"]
+        assert "victim_name" not in vic.columns
+
+        cli("export", "--data", s.data, "--format", "dta", "--out", d, "--quiet",
+            "--include-sensitive")
+        vic = pd.read_stata(os.path.join(d, "victims.dta"))
+        assert NAME in list(vic["victim_name"]), list(vic["victim_name"])
+        rec = pd.read_stata(os.path.join(d, "records.dta"))
+        assert rec["incident_location_latitude"][0] == -1.2921
+        assert rec["incident_location_accuracy"][0] == 4.0
+
+
+def pspp(sps):
+    p = subprocess.run(["pspp", "-O", "format=csv", "-o", "-", "-"], input=sps,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "error" not in p.stdout.lower(), p.stdout + p.stderr
+    return p.stdout
+
+
+def test_sav_read_by_pspp():
+    with Server() as s:
+        p = Device(s.data, PHONE)
+        rid, ids = make(s, dev=p)
+        d = os.path.join(s.tmp.name, "spss")
+        cli("export", "--data", s.data, "--format", "sav", "--out", d, "--quiet",
+            "--include-sensitive")
+        out = pspp(f"GET FILE='{d}/records.sav'.\n"
+                   "DISPLAY DICTIONARY /VARIABLES=incident_county risk_level consent_date.\n"
+                   "LIST /VARIABLES=record_id incident_county risk_level consent_date "
+                   "device_names caseworker incident_location_latitude.\n")
+        assert re.search(r"^incident_county,\d+,County,Nominal,", out, re.M), out
+        assert ",47,Nairobi City" in out and ",4,Urgent" in out, out
+        assert f"{rid},47,4,20-NOV-2026,{PHONE}," in out, out
+        assert FORMULA.replace('"', '""') in out and "-1.29" in out, out
+        out = pspp(f"GET FILE='{d}/victims.sav'.\n"
+                   "LIST /VARIABLES=record_id instance_id victim_name victim_sex.\n")
+        assert NAME in out and out.count(rid) == 3, out
+        cb = open(os.path.join(d, "codebook.csv"), encoding="utf-8-sig").read()
+        assert "records,incident_county,incident_county,53,choice,County," in cb, cb[:500]
+
+
+def test_coordinator_over_http_and_audit():
+    with Server() as s:
+        a47, a42 = Device(s.data, "nairobi", "047"), Device(s.data, "kisumu", "042")
+        admin = Device(s.data, "admin", role="admin")
+        coord = Device(s.data, "kisumu coordinator", "042", role="coordinator")
+        r47, _ = make(s, "047", a47)
+        r42, _ = make(s, "042", a42)
+        hdr = {"Authorization": f"Bearer {coord.token}"}
+        st, h, body = request(s.port, "GET", "/v1/export?format=xlsx", headers=hdr)
+        assert st == 200, (st, body[:200])
+        assert h["content-type"] == \
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", h
+        assert h["content-disposition"].endswith('.xlsx"'), h
+        wb = openpyxl.load_workbook(io.BytesIO(body))
+        recs = sheet(wb, "records")
+        assert [r["record_id"] for r in recs] == [r42], recs
+        assert {v["record_id"] for v in sheet(wb, "victims")} == {r42}
+        assert NAME not in every_text(wb)
+        st, _, body = request(s.port, "GET", "/v1/export?format=xlsx&include_sensitive=1",
+                              headers=hdr)
+        assert st == 403, (st, body)
+        st, _, body = request(s.port, "GET", "/v1/export?format=dta&county=047", headers=hdr)
+        assert st == 403, (st, body)
+        # Stata over HTTP: a zip of the files
+        st, h, body = request(s.port, "GET", "/v1/export?format=dta", headers=hdr)
+        assert st == 200 and h["content-type"] == "application/zip", (st, h)
+        assert h["content-disposition"].endswith('.dta.zip"'), h
+        z = zipfile.ZipFile(io.BytesIO(body))
+        assert "records.dta" in z.namelist() and "codebook.csv" in z.namelist()
+        rec = pd.read_stata(io.BytesIO(z.read("records.dta")))
+        assert list(rec["record_id"]) == [r42] and list(rec["incident_county"]) == ["Kisumu"]
+        st, h, body = request(s.port, "GET", "/v1/export?format=sav",
+                              headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200 and zipfile.ZipFile(io.BytesIO(body)).testzip() is None
+        st, _, body = request(s.port, "GET", "/v1/export?format=xls", headers=hdr)
+        assert st == 400 and b"xlsx" in body, body
+        # audited as CSV is: the start before the first byte, the end after
+        deadline = time.monotonic() + 10
+        while True:
+            _, audit, _ = cli("audit", "--data", s.data)
+            mine = [json.loads(x) for x in audit.splitlines()
+                    if f'"actor":"device:{coord.hex}"' in x]
+            if len(mine) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [e["action"] for e in mine] == ["export", "export_end"] * 2, mine
+        assert mine[0]["format"] == "xlsx" and mine[0]["counties"] == ["042"], mine[0]
+        assert mine[1]["records"] == 1 and mine[1]["outcome"] == "complete", mine[1]
+        assert mine[2]["format"] == "dta"
+        assert not [f for f in os.listdir(s.data) if f.startswith(".export")]
+
+
+def test_cli_refusals():
+    with Server() as s:
+        rc, _, err = cli("export", "--data", s.data, "--format", "xlsx", check=False)
+        assert rc == 2 and "--out FILE.xlsx" in err, (rc, err)
+        rc, _, err = cli("export", "--data", s.data, "--format", "sav", check=False)
+        assert rc == 2 and "--out DIR" in err, (rc, err)
+        rc, _, err = cli("export", "--data", s.data, "--format", "xlsx", "--form", "nope",
+                         "--out", os.path.join(s.tmp.name, "x.xlsx"), check=False)
+        assert rc != 0 and "nope" in err and not os.path.exists(os.path.join(s.tmp.name, "x.xlsx"))
+
+
+if __name__ == "__main__":
+    run_tests(globals())
