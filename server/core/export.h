@@ -76,6 +76,13 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 uint64_t export_written(const struct exporter *x);
 uint64_t export_scanned(const struct exporter *x);
 
+/* The columns a geopoint field NAME adds after its own ("lat,lon"):
+ * NAME_latitude, NAME_longitude, NAME_altitude, NAME_accuracy. */
+extern const char *const export_geo_parts[4];
+/* Appends the four numbers of an encoded geopoint value, each after a
+ * comma (",,,," when v is not a point). */
+int export_geo_csv(const uint8_t *v, size_t n, struct buf *out);
+
 /* RFC 4180 quoting: appends s as one CSV field. */
 int export_csv_field(struct buf *out, const uint8_t *s, size_t n);
 /* Appends s as a JSON string, with quotes. s is UTF-8. */

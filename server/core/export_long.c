@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "common.h"
+#include "export_dev.h"
 #include "merge.h"
 #include "render.h"
 #include "store.h"
@@ -46,6 +47,7 @@ struct export_long {
 	struct arena *a;
 	struct buf tmp;
 	uint64_t written, instances;
+	struct export_dev *devs;      /* device names: read by the first page */
 	export_long_sink sink;        /* set during export_long_page_rows */
 	void *sink_ud;
 };
@@ -166,6 +168,7 @@ void export_long_free(struct export_long *x)
 	}
 	free(x->t);
 	free(x->where);
+	export_dev_free(x->devs);
 	free(x->form_id);
 	arena_free(x->a);
 	buf_free(&x->tmp);
@@ -197,10 +200,15 @@ static bool col_out(const struct export_long *x, const struct xl_col *c)
 	return !c->sensitive || x->o.include_sensitive;
 }
 
-static int put_name(struct buf *out, const char *s)
+static int put_name(struct buf *out, const struct xl_col *c)
 {
 	int r = buf_putc(out, ',');
-	return r < 0 ? r : export_csv_field(out, (const uint8_t *)s, strlen(s));
+	if (r >= 0)
+		r = export_csv_field(out, (const uint8_t *)c->name, strlen(c->name));
+	/* a point also as four numbers, as export.c */
+	for (int k = 0; k < 4 && r >= 0 && c->fd->type == FT_GEOPOINT; k++)
+		r = buf_printf(out, ",%s_%s", c->name, export_geo_parts[k]);
+	return r;
 }
 
 int export_long_header(struct export_long *x, size_t i, struct buf *out)
@@ -209,7 +217,7 @@ int export_long_header(struct export_long *x, size_t i, struct buf *out)
 	int r = buf_puts(out, "\xef\xbb\xbf");
 	if (r >= 0 && i == 0)
 		r = buf_puts(out, "record_id,form_id,form_version,first_received,last_changed,"
-				  "devices,deleted,conflict");
+				  "devices,deleted,conflict,device_names");
 	else if (r >= 0) {
 		r = buf_puts(out, "record_id,instance_id");
 		if (r >= 0 && t->parent_field)
@@ -219,7 +227,7 @@ int export_long_header(struct export_long *x, size_t i, struct buf *out)
 	}
 	for (size_t c = 0; c < t->n_cols && r >= 0; c++)
 		if (col_out(x, &t->cols[c]))
-			r = put_name(out, t->cols[c].name);
+			r = put_name(out, &t->cols[c]);
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
 
@@ -249,6 +257,9 @@ static int put_cells(struct export_long *x, const struct xl_table *t, struct buf
 			continue;
 		if ((r = buf_putc(out, ',')) >= 0 && t->cell[c])
 			r = cell_text(x, t->cols[c].fd, t->cell[c], out);
+		if (r >= 0 && t->cols[c].fd->type == FT_GEOPOINT)
+			r = t->cell[c] ? export_geo_csv(t->cell[c]->value.data, t->cell[c]->value.len, out)
+				       : buf_append(out, ",,,,", 4);
 	}
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
@@ -300,8 +311,20 @@ static int record_row(struct export_long *x, const merge_rec_t *rec, struct buf 
 		r = buf_printf(out, "%s%s", i ? " " : "", dev);
 	}
 	if (r >= 0)
-		r = buf_printf(out, ",%s,%s", merge_is_deleted(rec) ? "yes" : "no",
+		r = buf_printf(out, ",%s,%s,", merge_is_deleted(rec) ? "yes" : "no",
 			       rec->conflicts ? "yes" : "no");
+	if (r >= 0) {
+		buf_reset(&x->tmp);
+		r = export_dev_names(x->devs, rec->writers, rec->n_writers, &x->tmp);
+		/* names are typed at enrolment: kept from running as formulas too */
+		if (r >= 0 && x->tmp.len && strchr("=+-@\t\r", x->tmp.data[0]) &&
+		    (r = buf_putc(&x->tmp, 0)) >= 0) {
+			memmove(x->tmp.data + 1, x->tmp.data, x->tmp.len - 1);
+			x->tmp.data[0] = '\'';
+		}
+		if (r >= 0)
+			r = export_csv_field(out, x->tmp.data, x->tmp.len);
+	}
 	if (r < 0)
 		return r;
 	memset(t->cell, 0, t->n_cols * sizeof(*t->cell));
@@ -418,8 +441,8 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 {
 	struct store_txn *t;
 	int64_t written = 0;
-	int r = store_begin(s, false, &t);
-	if (r < 0)
+	int r = x->devs ? 0 : export_dev_load(s, &x->devs);
+	if (r < 0 || (r = store_begin(s, false, &t)) < 0)
 		return r;
 	*ret_done = false;
 	for (size_t n = 0; n < max_scan; n++) {
@@ -510,6 +533,9 @@ int export_long_codebook(const struct export_long *x, struct buf *out)
 			if (r >= 0)
 				r = buf_puts(out, ",,no\r\n");
 		}
+		if (ti == 0 && r >= 0)
+			r = buf_puts(out, "records,device_names,,text,Devices that wrote the record "
+					  "(names),,no\r\n");
 		for (size_t c = 0; c < t->n_cols && r >= 0; c++) {
 			const struct xl_col *col = &t->cols[c];
 			const struct form_field *fd = col->fd;
@@ -530,6 +556,17 @@ int export_long_codebook(const struct export_long *x, struct buf *out)
 				r = export_csv_field(out, ch.data, ch.len);
 			if (r >= 0)
 				r = buf_puts(out, col->sensitive ? ",yes\r\n" : ",no\r\n");
+			for (int k = 0; k < 4 && r >= 0 && fd->type == FT_GEOPOINT; k++) {
+				r = buf_printf(out, "%s,%s_%s,%u,decimal,", t->name, col->name,
+					       export_geo_parts[k], col->number);
+				buf_reset(&ch);
+				if (r >= 0)
+					r = buf_printf(&ch, "%s (%s)", fd->label, export_geo_parts[k]);
+				if (r >= 0)
+					r = export_csv_field(out, ch.data, ch.len);
+				if (r >= 0)
+					r = buf_puts(out, col->sensitive ? ",,yes\r\n" : ",,no\r\n");
+			}
 		}
 	}
 	buf_free(&ch);

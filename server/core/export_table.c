@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arena.h"
 #include "common.h"
+#include "export_dev.h"
 #include "export_long.h"
 #include "render.h"
 #include "store.h"
@@ -47,11 +47,6 @@ static const struct {
 	[K_REMOVED] = {"removed", "Instance removed", EK_BOOL},
 };
 
-struct et_dev {
-	uint64_t id;
-	char *name;                   /* owned */
-};
-
 struct et_table {
 	struct export_tcol *cols;
 	size_t n_cols;
@@ -62,8 +57,7 @@ struct export_table {
 	char *form_id;
 	struct et_table *t;
 	size_t n_t;
-	struct et_dev *devs;          /* sorted by id */
-	size_t n_devs;
+	struct export_dev *devs;
 	struct export_tcell *cells;   /* a row's, max_cols of them */
 	size_t *soff;                 /* per cell: its string's offset in sb */
 	size_t max_cols;
@@ -137,45 +131,6 @@ static int field_push(struct et_table *t, const struct form_field *fd, size_t sr
 	return col_push(t, &c);
 }
 
-static int cmp_dev(const void *a, const void *b)
-{
-	const struct et_dev *x = a, *y = b;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-/* Every device's name, read once: a few hundred phones. */
-static int devices_load(struct export_table *t, struct store *s)
-{
-	struct store_txn *txn;
-	struct arena *a = arena_new();
-	int r = a ? store_begin(s, false, &txn) : -ENOMEM;
-	if (r < 0) {
-		arena_free(a);
-		return r;
-	}
-	uint64_t id = 0;
-	store_device_t *d;
-	while ((r = store_device_next(txn, a, &id, &d)) == 1) {
-		struct et_dev *nd = realloc(t->devs, (t->n_devs + 1) * sizeof(*nd));
-		if (!nd) {
-			r = -ENOMEM;
-			break;
-		}
-		t->devs = nd;
-		if (!(nd[t->n_devs].name = strdup(d->name ? d->name : ""))) {
-			r = -ENOMEM;
-			break;
-		}
-		nd[t->n_devs++].id = d->id;
-		arena_reset(a);
-	}
-	store_abort(txn);
-	arena_free(a);
-	if (r >= 0)
-		qsort(t->devs, t->n_devs, sizeof(*t->devs), cmp_dev);
-	return r < 0 ? r : 0;
-}
-
 int export_table_new(const struct form_registry *forms, const struct export_opts *o,
 		     struct store *s, struct export_table **ret, char *err, size_t errlen)
 {
@@ -220,7 +175,7 @@ int export_table_new(const struct form_registry *forms, const struct export_opts
 	if (!(t->cells = calloc(t->max_cols, sizeof(*t->cells))) ||
 	    !(t->soff = calloc(t->max_cols, sizeof(*t->soff))))
 		goto fail;
-	if ((r = devices_load(t, s)) < 0)
+	if ((r = export_dev_load(s, &t->devs)) < 0)
 		goto fail;
 	*ret = t;
 	return 0;
@@ -235,9 +190,7 @@ void export_table_free(struct export_table *t)
 		return;
 	for (size_t i = 0; t->t && i < t->n_t; i++)
 		free(t->t[i].cols);
-	for (size_t i = 0; i < t->n_devs; i++)
-		free(t->devs[i].name);
-	free(t->devs);
+	export_dev_free(t->devs);
 	free(t->t);
 	free(t->cells);
 	free(t->soff);
@@ -310,21 +263,6 @@ static int put_uuid(struct export_table *t, size_t i, const uint8_t *id)
 	return put_str(t, i, s, UUID_STR_LEN);
 }
 
-static const char *device_name(const struct export_table *t, uint64_t id)
-{
-	size_t lo = 0, hi = t->n_devs;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (t->devs[mid].id == id)
-			return t->devs[mid].name;
-		if (t->devs[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
-}
-
 static int key_cell(struct export_table *t, size_t i, int k, const struct export_long_row *row)
 {
 	struct export_tcell *c = &t->cells[i];
@@ -342,19 +280,18 @@ static int key_cell(struct export_table *t, size_t i, int k, const struct export
 	case K_CONFLICT: c->num = row->conflict; return 0;
 	case K_REMOVED: c->num = row->removed; return 0;
 	case K_DEVICES:
-	case K_DEVICE_NAMES:
 		buf_reset(&t->tmp);
 		for (size_t w = 0; w < row->n_writers && r >= 0; w++) {
+			sh_device_fmt(row->writers[w], hex);
 			if (w)
-				r = buf_puts(&t->tmp, k == K_DEVICES ? " " : "; ");
-			const char *name = k == K_DEVICE_NAMES ? device_name(t, row->writers[w]) : NULL;
-			if (!name) { /* a device the store no longer knows: its id */
-				sh_device_fmt(row->writers[w], hex);
-				name = hex;
-			}
+				r = buf_putc(&t->tmp, ' ');
 			if (r >= 0)
-				r = buf_puts(&t->tmp, name);
+				r = buf_append(&t->tmp, hex, 16);
 		}
+		return r < 0 ? r : put_str(t, i, t->tmp.data, t->tmp.len);
+	case K_DEVICE_NAMES:
+		buf_reset(&t->tmp);
+		r = export_dev_names(t->devs, row->writers, row->n_writers, &t->tmp);
 		return r < 0 ? r : put_str(t, i, t->tmp.data, t->tmp.len);
 	default: return -EINVAL;
 	}

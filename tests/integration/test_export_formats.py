@@ -5,6 +5,7 @@ records by record id, choice labels, dates as dates, GPS as four columns,
 device names beside ids; a survivor's accented name round-trips; a
 formula-looking text stays text; sensitive fields are absent unless asked;
 a coordinator's export holds only its counties."""
+import csv
 import datetime
 import io
 import json
@@ -236,6 +237,48 @@ def test_coordinator_over_http_and_audit():
         assert mine[1]["records"] == 1 and mine[1]["outcome"] == "complete", mine[1]
         assert mine[2]["format"] == "dta"
         assert not [f for f in os.listdir(s.data) if f.startswith(".export")]
+
+
+def test_csv_gps_columns_and_device_names():
+    """CSV too: GPS as four number columns after the old "lat,lon" one (kept
+    for old readers), device names after the first eight columns (which
+    stay where they were)."""
+    with Server() as s:
+        p = Device(s.data, PHONE)
+        rid, _ = make(s, dev=p)
+        _, out, _ = cli("export", "--data", s.data, "--format", "csv", "--quiet",
+                        "--include-sensitive")
+        rows = list(csv.DictReader(io.StringIO(out.lstrip("\ufeff"), newline="")))
+        cols = list(rows[0].keys())
+        assert cols[:9] == ["record_id", "form_id", "form_version", "first_received",
+                            "last_changed", "devices", "deleted", "conflict", "device_names"], cols
+        r = rows[0]
+        assert r["device_names"] == PHONE and r["devices"] == p.hex
+        at = cols.index("incident_location")
+        assert cols[at:at + 5] == ["incident_location", "incident_location_latitude",
+                                   "incident_location_longitude", "incident_location_altitude",
+                                   "incident_location_accuracy"], cols
+        assert r["incident_location"] == "-1.292100,36.821900"  # as before
+        assert [float(r["incident_location_" + k]) for k in
+                ("latitude", "longitude", "altitude", "accuracy")] == [-1.2921, 36.8219, 1795.5, 4.0]
+        # without sensitive fields: none of the five
+        _, out, _ = cli("export", "--data", s.data, "--format", "csv", "--quiet")
+        assert "incident_location" not in out and "-1.2921" not in out
+        # the long format's records.csv: the same columns
+        d = os.path.join(s.tmp.name, "long")
+        cli("export", "--data", s.data, "--format", "csv", "--out", d, "--quiet",
+            "--include-sensitive")
+        with open(os.path.join(d, "records.csv"), encoding="utf-8-sig", newline="") as f:
+            lr = list(csv.DictReader(f))
+        assert lr[0]["device_names"] == PHONE and lr[0]["incident_location_accuracy"] == "4"
+        assert list(lr[0].keys())[:9] == cols[:9]
+        with open(os.path.join(d, "codebook.csv"), encoding="utf-8-sig", newline="") as f:
+            cb = {(x["table"], x["column"]) for x in csv.DictReader(f)}
+        assert ("records", "incident_location_latitude") in cb and ("records", "device_names") in cb
+        # NDJSON: the names beside the ids
+        _, nd, _ = cli("export", "--data", s.data, "--format", "ndjson", "--quiet")
+        j = json.loads(nd.splitlines()[0])
+        assert j["devices"] == [p.hex] and j["device_names"] == [PHONE], j
 
 
 def test_cli_refusals():
