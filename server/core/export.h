@@ -6,11 +6,12 @@
  * while the server writes (LMDB's long-reader caveat).
  *
  * CSV: one row per record; the record's id, form version, first receipt,
- * last change, devices, deletion and conflict flags, then one column per
- * field of the form in form order (the union of every loaded version:
- * records of several versions export side by side), choice labels not
- * codes, several choices joined by "; ". NDJSON: one object per line with
- * typed values and choice codes. Fields marked sensitive are left out
+ * last change, devices, deletion and conflict flags, the devices' names,
+ * then one column per field of the form in form order (the union of every
+ * loaded version: records of several versions export side by side),
+ * choice labels not codes, several choices joined by "; ", a point as
+ * "lat,lon" then its four numbers in columns of their own. NDJSON: one
+ * object per line with typed values and choice codes. Fields marked sensitive are left out
  * unless asked for.
  */
 #ifndef SHAHIDI_EXPORT_H
