@@ -534,6 +534,7 @@ struct export_job {
 	uint64_t records;          /* whole: the records in the file */
 	char errmsg[200];
 	char wform[65];
+	bool slot;                 /* holds export__whole_running */
 	uint64_t cursor;
 	bool done, started, ended;
 	bool csv;
@@ -562,8 +563,16 @@ static int export_audit_fn(struct store_txn *t, void *ud)
 	return office_api_export_audit(t, &e->actor, e->ended, e->details);
 }
 
+/* Whole-file exports running: each holds a thread of the pool (which
+ * pulls and the office's reads share) for the whole of its file, up to a
+ * minute for 100k records, so one at a time. Loop thread only. */
+static unsigned export__whole_running;
+#define EXPORT_WHOLE_MAX 1
+
 static void export_free_job(struct export_job *e)
 {
+	if (e->slot)
+		export__whole_running--;
 	json_decref(e->details);
 	export_free(e->x);
 	export_zip_free(e->zx);
@@ -589,9 +598,10 @@ static void export_finish(struct export_job *e)
 {
 	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
 	if (!e->started) {
+		/* the reason is logged; only Excel's row limit is the client's to know */
 		http_error(e->task.c, e->err == -EFBIG ? 413 : 500,
 			   e->err == -EFBIG ? "too_large" : "internal",
-			   e->errmsg[0] ? e->errmsg : "the export failed");
+			   e->err == -EFBIG && e->errmsg[0] ? e->errmsg : "the export failed");
 	} else if (e->err == 0 && e->done) {
 		outcome = "complete";
 		e->sent = e->wo.format >= EXPORT_XLSX ? e->records
@@ -845,6 +855,13 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			   r == -ENOENT ? err : "cannot start the export");
 		return;
 	}
+	if (whole && req->method != HTTP_HEAD && export__whole_running >= EXPORT_WHOLE_MAX) {
+		free(e);
+		http_add_header(c, "Retry-After: 60");
+		http_error(c, 503, "busy",
+			   "another xlsx, sav or dta export is being made: try again in a minute");
+		return;
+	}
 	if (req->method == HTTP_HEAD) {
 		/* The headers a GET would have, no body, nothing exported. */
 		export_free(e->x);
@@ -875,6 +892,8 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		 : whole || o.format == EXPORT_NDJSON ? export_format_name(o.format)
 						: "csv");
 	if (whole) { /* its own copy: o points into this function's locals */
+		e->slot = true;
+		export__whole_running++;
 		e->wo = o;
 		e->wo.form_id = e->wform;
 		snprintf(e->wform, sizeof(e->wform), "%s", form);

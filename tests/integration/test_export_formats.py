@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import tempfile
@@ -21,7 +22,9 @@ import zipfile
 import openpyxl
 import pandas as pd
 
-from harness import Device, Server, batch, cli, pb, push, request, run_tests, value
+from harness import (Device, Server, batch, cli, pb, push, read_response, request, run_tests,
+                     value)
+from test_export import fill
 from test_groups import incident, put
 
 NAME = "Wanjirũ Kamau-Njoroge"       # a survivor's name: sensitive
@@ -279,6 +282,35 @@ def test_csv_gps_columns_and_device_names():
         _, nd, _ = cli("export", "--data", s.data, "--format", "ndjson", "--quiet")
         j = json.loads(nd.splitlines()[0])
         assert j["devices"] == [p.hex] and j["device_names"] == [PHONE], j
+
+
+def test_one_whole_file_export_at_a_time():
+    """An XLSX, SAV or DTA export holds a thread of the pool while its file
+    is made: a second one waits its turn (503, Retry-After); CSV does not."""
+    with Server() as s:
+        fill(s.data, 20000)
+        admin = Device(s.data, "admin", role="admin")
+        auth = {"Authorization": f"Bearer {admin.token}"}
+        first = socket.create_connection(("127.0.0.1", s.port), timeout=120)
+        try:
+            first.sendall(b"GET /v1/export?format=xlsx HTTP/1.1\r\nHost: x\r\n"
+                          b"Authorization: Bearer " + admin.token.encode() +
+                          b"\r\nConnection: close\r\n\r\n")
+            time.sleep(0.3)  # the first is making its file (seconds for 20k)
+            st, h, body = request(s.port, "GET", "/v1/export?format=dta", headers=auth)
+            assert st == 503 and h.get("retry-after") == "60", (st, h, body[:200])
+            assert json.loads(body)["error"] == "busy"
+            st, _, body = request(s.port, "GET", "/v1/export?format=csv", headers=auth)
+            assert st == 200 and body.count(b"\r\n") == 20001
+            st, h, body, _ = read_response(first)
+        finally:
+            first.close()
+        assert st == 200, (st, body[:200])
+        wb = openpyxl.load_workbook(io.BytesIO(body), read_only=True)
+        assert wb["records"].max_row == 20001
+        # its turn over, the next one runs
+        st, _, body = request(s.port, "GET", "/v1/export?format=dta", headers=auth)
+        assert st == 200 and zipfile.ZipFile(io.BytesIO(body)).testzip() is None
 
 
 def test_cli_refusals():
