@@ -162,10 +162,15 @@ def test_dta_read_by_pandas():
 
 
 def pspp(sps):
-    p = subprocess.run(["pspp", "-O", "format=csv", "-o", "-", "-"], input=sps,
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and "error" not in p.stdout.lower(), p.stdout + p.stderr
-    return p.stdout
+    """GNU PSPP runs the syntax sps; its output as CSV (only: no text tables)."""
+    with tempfile.TemporaryDirectory(prefix="shahidi-pspp-") as d:
+        out = os.path.join(d, "out.csv")
+        p = subprocess.run(["pspp", "-o", out, "-"], input=sps, capture_output=True, text=True,
+                           timeout=60)
+        with open(out, encoding="utf-8") as f:
+            text = f.read()
+    assert p.returncode == 0 and "error" not in text.lower(), text + p.stdout + p.stderr
+    return text
 
 
 def test_sav_read_by_pspp():
