@@ -35,7 +35,10 @@ static bool reserved(enum export_format f, const char *s)
 	static const char *const stata[] = {"_all",  "_b",   "byte",  "_coef", "_cons", "double",
 					    "float", "if",   "in",    "int",   "long",  "_n",
 					    "_N",    "_pi",  "_pred", "_rc",   "_skip", "strL",
-					    "using", "with", "str"};
+					    "using", "with", "str",
+					    /* ours: the yes/no value label (a choice
+					     * variable's label is named as it is) */
+					    "yesno"};
 	if (f == EXPORT_SAV) {
 		for (size_t i = 0; i < sizeof(spss) / sizeof(*spss); i++)
 			if (!strcasecmp(s, spss[i]))
@@ -157,12 +160,63 @@ static const char *cut_label(const char *s, size_t max, char *buf)
 	return buf;
 }
 
+/* Stata: adds the strL of every cell of the STRING_REF columns, in row
+ * order, before any row is written; *ret_refs gets them in that order
+ * (NULL when there are none). ReadStat holds their text until the end. */
+static int strl_refs(struct st *st, size_t ti, readstat_writer_t *w,
+		     readstat_variable_t *const *vars, char *text, readstat_string_ref_t ***ret_refs)
+{
+	struct st_table *tb = &st->tb[ti];
+	size_t n_strl = 0, k = 0;
+	*ret_refs = NULL;
+	for (size_t i = 0; i < tb->n_cols; i++)
+		n_strl += readstat_variable_get_type(vars[i]) == READSTAT_TYPE_STRING_REF;
+	if (!n_strl || !tb->rows)
+		return 0;
+	readstat_string_ref_t **refs = calloc(tb->rows * n_strl, sizeof(*refs));
+	readstat_string_ref_t *empty = refs ? readstat_add_string_ref(w, "") : NULL;
+	if (!empty) {
+		free(refs);
+		return -ENOMEM;
+	}
+	rewind(tb->spool);
+	for (uint64_t row = 0; row < tb->rows; row++) {
+		for (size_t i = 0; i < tb->n_cols; i++) {
+			const struct export_tcol *c = export_table_col(st->t, ti, i);
+			uint32_t len;
+			double d;
+			if (c->kind != EK_TEXT) {
+				if (fread(&d, sizeof(d), 1, tb->spool) != 1)
+					goto eio;
+				continue;
+			}
+			if (fread(&len, sizeof(len), 1, tb->spool) != 1 ||
+			    (len != EMPTY_TEXT && fread(text, 1, len, tb->spool) != len))
+				goto eio;
+			if (readstat_variable_get_type(vars[i]) != READSTAT_TYPE_STRING_REF)
+				continue;
+			text[len == EMPTY_TEXT ? 0 : len] = 0;
+			refs[k] = len == EMPTY_TEXT || !len ? empty : readstat_add_string_ref(w, text);
+			if (!refs[k++]) {
+				free(refs);
+				return -ENOMEM;
+			}
+		}
+	}
+	*ret_refs = refs;
+	return 0;
+eio:
+	free(refs);
+	return -EIO;
+}
+
 static int table_file(struct st *st, size_t ti, const char *path)
 {
 	struct st_table *tb = &st->tb[ti];
 	bool dta = st->f == EXPORT_DTA;
 	readstat_writer_t *w = readstat_writer_init();
 	readstat_variable_t **vars = calloc(tb->n_cols ? tb->n_cols : 1, sizeof(*vars));
+	readstat_string_ref_t **refs = NULL;
 	char *text = malloc(SAV_STR_MAX + 1), lab[4 * 80 + 1];
 	FILE *out = NULL;
 	readstat_error_t e = READSTAT_OK;
@@ -230,6 +284,12 @@ static int table_file(struct st *st, size_t ti, const char *path)
 		readstat_writer_set_compression(w, READSTAT_COMPRESS_ROWS);
 		e = readstat_begin_writing_sav(w, out, (long)tb->rows);
 	}
+	/* ReadStat writes the file's map (where its strLs and value labels
+	 * start) before the first row: every strL must be known by then. */
+	if (e == READSTAT_OK && (r = strl_refs(st, ti, w, vars, text, &refs)) < 0)
+		goto done;
+	size_t k_ref = 0;
+	r = -ENOMEM;
 	rewind(tb->spool);
 	for (uint64_t row = 0; row < tb->rows && e == READSTAT_OK; row++) {
 		e = readstat_begin_row(w);
@@ -244,8 +304,7 @@ static int table_file(struct st *st, size_t ti, const char *path)
 				}
 				text[len == EMPTY_TEXT ? 0 : len] = 0;
 				if (readstat_variable_get_type(vars[i]) == READSTAT_TYPE_STRING_REF)
-					e = readstat_insert_string_ref(w, vars[i],
-								       readstat_add_string_ref(w, text));
+					e = readstat_insert_string_ref(w, vars[i], refs[k_ref++]);
 				else
 					e = readstat_insert_string_value(w, vars[i], text);
 				continue;
@@ -291,6 +350,7 @@ done:
 	if (r < 0)
 		unlink(path);
 	readstat_writer_free(w);
+	free(refs);
 	free(vars);
 	free(text);
 	return r;

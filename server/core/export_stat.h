@@ -17,8 +17,8 @@
  * Variable names: the CSV column's name made valid for the format
  * (export_stat_name): characters other than letters, digits and _
  * become _, a name not starting with a letter gets a "v" before it, names
- * are cut to 32 bytes (Stata) or 64 (SPSS), a reserved word gets a "_"
- * after it, and a name equal to an earlier one (case aside) ends in _2,
+ * are cut to 32 bytes (Stata) or 64 (SPSS), a reserved word (and, for
+ * Stata, "yesno": the yes/no value label's name) gets a "_" after it, and a name equal to an earlier one (case aside) ends in _2,
  * _3, ... codebook.csv lists column and variable side by side.
  *
  * Both formats need the number of rows and each text column's width

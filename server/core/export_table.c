@@ -391,8 +391,3 @@ int64_t export_table_page(struct export_table *t, struct store *s, uint64_t *cur
 	t->ud = ud;
 	return export_long_page_rows(t->x, s, cursor, max_scan, on_row, t, ret_done);
 }
-
-int export_table_codebook(const struct export_table *t, struct buf *out)
-{
-	return export_long_codebook(t->x, out);
-}

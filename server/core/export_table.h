@@ -84,9 +84,6 @@ int32_t export_table_choice_value(const struct export_tcol *c, const char *code,
 int64_t export_table_page(struct export_table *t, struct store *s, uint64_t *cursor,
 			  size_t max_scan, export_table_sink sink, void *ud, bool *ret_done);
 
-/* Appends codebook.csv (export_long_codebook) to out. */
-int export_table_codebook(const struct export_table *t, struct buf *out);
-
 /* Records and instances handed to the sink so far. */
 uint64_t export_table_written(const struct export_table *t);
 

@@ -30,6 +30,8 @@ from test_groups import incident, put
 NAME = "Wanjirũ Kamau-Njoroge"       # a survivor's name: sensitive
 PHONE = "Simu ya Wanjirũ"             # a phone's name: shown beside its id
 FORMULA = "=HYPERLINK(\"http://x\",\"y\")"
+# a narrative longer than a Stata str# holds (2045 bytes): a strL there
+NARRATIVE = "Alitekwa sokoni na polisi; Wanjirũ aliona. " * 150
 
 
 def make(s, county="047", dev=None):
@@ -39,6 +41,8 @@ def make(s, county="047", dev=None):
     for fw in c.fields:
         if fw.field == 53:
             fw.value.choice = county
+        if fw.field == 62:
+            fw.value.text = NARRATIVE
     put(c, 201, "text", NAME, ids["victims"][0])                    # victim_name
     put(c, 142, "text", FORMULA)                                    # caseworker
     put(c, 140, "choice", "urgent")                                 # risk_level
@@ -115,6 +119,7 @@ def test_xlsx_read_by_openpyxl():
         assert (r["incident_location_latitude"], r["incident_location_longitude"],
                 r["incident_location_altitude"], r["incident_location_accuracy"]) == \
             (-1.2921, 36.8219, 1795.5, 4.0), r
+        assert r["narrative"] == NARRATIVE
         names = [v["victim_name"] for v in sheet(wb, "victims")]
         assert NAME in names, names
         # nothing left behind in the data directory
@@ -157,6 +162,7 @@ def test_dta_read_by_pandas():
         vic = pd.read_stata(os.path.join(d, "victims.dta"))
         assert NAME in list(vic["victim_name"]), list(vic["victim_name"])
         rec = pd.read_stata(os.path.join(d, "records.dta"))
+        assert rec["narrative"][0] == NARRATIVE and len(NARRATIVE.encode()) > 2045
         assert rec["incident_location_latitude"][0] == -1.2921
         assert rec["incident_location_accuracy"][0] == 4.0
 

@@ -38,6 +38,8 @@ static void test_reserved_words(void)
 	name(EXPORT_SAV, "with", NULL, 0, "with_");
 	name(EXPORT_SAV, "By", NULL, 0, "By_");
 	name(EXPORT_SAV, "in", NULL, 0, "in"); /* Stata's, not SPSS's */
+	/* Stata: the yes/no value label's name, which a choice's would take */
+	name(EXPORT_DTA, "yesno", NULL, 0, "yesno_");
 }
 
 static void test_length_and_collisions(void)
