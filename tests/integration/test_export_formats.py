@@ -22,9 +22,9 @@ import zipfile
 import openpyxl
 import pandas as pd
 
-from harness import (Device, Server, batch, cli, pb, push, read_response, request, run_tests,
+from harness import (CLI, Device, Server, batch, cli, pb, push, read_response, request, run_tests,
                      value)
-from test_export import fill
+from test_export import fill, peak_rss
 from test_groups import incident, put
 
 NAME = "Wanjirũ Kamau-Njoroge"       # a survivor's name: sensitive
@@ -322,6 +322,40 @@ def test_one_whole_file_export_at_a_time():
         # its turn over, the next one runs
         st, _, body = request(s.port, "GET", "/v1/export?format=dta", headers=auth)
         assert st == 200 and zipfile.ZipFile(io.BytesIO(body)).testzip() is None
+
+
+def test_memory_stays_flat():
+    """XLSX, SAV and DTA: the peak memory of an export of 20,000 records is
+    that of 2,000 (constant-memory sheets, spooled rows), within 8 MB."""
+    with Server() as s:
+        fill(s.data, 2000)
+        out = os.path.join(s.tmp.name, "m")
+
+        def peaks():
+            got = {}
+            for fmt in ("xlsx", "sav", "dta"):
+                path = out + ".xlsx" if fmt == "xlsx" else out + "-" + fmt
+                got[fmt] = peak_rss([CLI, "export", "--data", s.data, "--format", fmt,
+                                     "--out", path, "--quiet"])
+            return got
+
+        small = peaks()
+        _, o, _ = cli("device", "enroll", "--data", s.data, "--name", "filler 2", "--county", "042")
+        dev = o.split()[1]
+        with tempfile.TemporaryDirectory(prefix="shahidi-fill-") as d:
+            files = []
+            for i in range(18):
+                f = os.path.join(d, f"b{i}.z")
+                cli("sample", "--device", dev, "--count", 1000, "--seed", 100 + i, "--batch-seq",
+                    i + 1, "--first-change", i * 1000 + 1, "--out", f)
+                files.append(f)
+            cli("ingest", "--data", s.data, "--quiet", *files, timeout=600)
+        big = peaks()
+        print(f"   peak RSS (KB) 2k: {small}, 20k: {big}")
+        for fmt in small:
+            assert big[fmt] < small[fmt] + 8 * 1024, (fmt, small, big)
+        wb = openpyxl.load_workbook(out + ".xlsx", read_only=True)
+        assert wb["records"].max_row == 20001
 
 
 def test_cli_refusals():
