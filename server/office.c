@@ -631,20 +631,28 @@ static void export_work_whole(struct export_job *e)
 	struct server *srv = e->task.srv;
 	if (e->fd < 0) {
 		if (e->wo.format == EXPORT_XLSX) {
-			char path[4096];
-			snprintf(path, sizeof(path), "%s/.export-XXXXXX", srv->cfg.data_dir);
-			int fd = mkstemp(path); /* 0600 */
+			/* An unlinked file from the start (nothing is left behind,
+			 * even by a crash), which libxlsxwriter opens by the name
+			 * /proc gives it. */
+			char path[64];
+			int fd = open(srv->cfg.data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 			if (fd < 0) {
 				e->err = -errno;
+				snprintf(e->errmsg, sizeof(e->errmsg), "cannot make a temporary file: %s",
+					 strerror(errno));
+				fprintf(stderr, "shahidi-server: export %s: %s\n", e->id, e->errmsg);
 				return;
 			}
-			close(fd);
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 			e->err = export_xlsx_write(srv->forms, &e->wo, srv->store, path,
 						   srv->cfg.data_dir, &e->records, e->errmsg,
 						   sizeof(e->errmsg));
-			if (e->err == 0 && (e->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			if (e->err == 0 && lseek(fd, 0, SEEK_SET) < 0)
 				e->err = -errno;
-			unlink(path); /* sent from the open file, gone from the folder */
+			if (e->err < 0)
+				close(fd);
+			else
+				e->fd = fd;
 		} else {
 			e->err = export_stat_zip(srv->forms, &e->wo, srv->store, srv->cfg.data_dir,
 						 &e->fd, &e->records, e->errmsg, sizeof(e->errmsg));

@@ -1,7 +1,6 @@
 #include "export_stat.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
 #include <math.h>
@@ -210,7 +209,9 @@ eio:
 	return -EIO;
 }
 
-static int table_file(struct st *st, size_t ti, const char *path)
+/* Table ti's file, written to out (flushed, not closed); name for
+ * messages. */
+static int table_file(struct st *st, size_t ti, FILE *out, const char *name)
 {
 	struct st_table *tb = &st->tb[ti];
 	bool dta = st->f == EXPORT_DTA;
@@ -218,19 +219,10 @@ static int table_file(struct st *st, size_t ti, const char *path)
 	readstat_variable_t **vars = calloc(tb->n_cols ? tb->n_cols : 1, sizeof(*vars));
 	readstat_string_ref_t **refs = NULL;
 	char *text = malloc(SAV_STR_MAX + 1), lab[4 * 80 + 1];
-	FILE *out = NULL;
 	readstat_error_t e = READSTAT_OK;
 	int r = -ENOMEM;
 	if (!w || !vars || !text)
 		goto done;
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || fchmod(fd, 0600) < 0 || !(out = fdopen(fd, "wb"))) {
-		r = -errno;
-		if (fd >= 0 && !out)
-			close(fd);
-		snprintf(st->err, st->errlen, "cannot write %s: %s", path, strerror(-r));
-		goto done;
-	}
 	readstat_set_data_writer(w, write_out);
 	readstat_label_set_t *yesno = readstat_add_label_set(w, READSTAT_TYPE_INT32, "yesno");
 	readstat_label_int32_value(yesno, 0, "No");
@@ -336,19 +328,14 @@ static int table_file(struct st *st, size_t ti, const char *path)
 	if (e == READSTAT_OK)
 		e = readstat_end_writing(w);
 	if (e != READSTAT_OK) {
-		snprintf(st->err, st->errlen, "cannot write %s: %s", path, readstat_error_message(e));
+		snprintf(st->err, st->errlen, "cannot write %s: %s", name, readstat_error_message(e));
 		r = -EIO;
 		goto done;
 	}
-	r = fclose(out) == 0 ? 0 : -errno;
-	out = NULL;
+	r = fflush(out) == 0 ? 0 : -errno;
 	if (r < 0)
-		snprintf(st->err, st->errlen, "cannot write %s: %s", path, strerror(-r));
+		snprintf(st->err, st->errlen, "cannot write %s: %s", name, strerror(-r));
 done:
-	if (out)
-		fclose(out);
-	if (r < 0)
-		unlink(path);
 	readstat_writer_free(w);
 	free(refs);
 	free(vars);
@@ -356,28 +343,28 @@ done:
 	return r;
 }
 
-/* codebook.csv: a row per variable of every file. */
-static int codebook(struct st *st, const char *path)
+/* codebook.csv, appended to b: a row per variable of every file. */
+static int codebook(struct st *st, struct buf *b)
 {
-	struct buf b = {0}, ch = {0};
-	int r = buf_puts(&b, "\xef\xbb\xbf"
+	struct buf ch = {0};
+	int r = buf_puts(b, "\xef\xbb\xbf"
 			     "table,column,variable,field_number,type,label,choices,values,sensitive\r\n");
 	for (size_t ti = 0; ti < st->n_t && r >= 0; ti++) {
 		for (size_t i = 0; i < st->tb[ti].n_cols && r >= 0; i++) {
 			const struct export_tcol *c = export_table_col(st->t, ti, i);
 			const struct form_field *fd = c->fd;
-			r = buf_printf(&b, "%s,%s,%s,", export_table_name(st->t, ti), c->name,
+			r = buf_printf(b, "%s,%s,%s,", export_table_name(st->t, ti), c->name,
 				       st->tb[ti].names[i]);
 			if (r >= 0 && fd)
-				r = buf_printf(&b, "%u", fd->number);
+				r = buf_printf(b, "%u", fd->number);
 			if (r >= 0)
-				r = buf_printf(&b, ",%s,", fd ? form_type_name(fd->type)
+				r = buf_printf(b, ",%s,", fd ? form_type_name(fd->type)
 							: c->kind == EK_INT    ? "integer"
 							: c->kind == EK_BOOL   ? "boolean"
 							: c->kind == EK_DATETIME ? "datetime"
 										 : "id");
 			if (r >= 0)
-				r = export_csv_field(&b, (const uint8_t *)(c->label ? c->label : ""),
+				r = export_csv_field(b, (const uint8_t *)(c->label ? c->label : ""),
 						     strlen(c->label ? c->label : ""));
 			for (int pass = 0; pass < 2 && r >= 0; pass++) {
 				buf_reset(&ch);
@@ -394,25 +381,14 @@ static int codebook(struct st *st, const char *path)
 				if (r >= 0 && c->kind == EK_BOOL && pass == 1)
 					r = buf_puts(&ch, "0=no; 1=yes");
 				if (r >= 0)
-					r = buf_putc(&b, ',');
+					r = buf_putc(b, ',');
 				if (r >= 0)
-					r = export_csv_field(&b, ch.data, ch.len);
+					r = export_csv_field(b, ch.data, ch.len);
 			}
 			if (r >= 0)
-				r = buf_puts(&b, fd && fd->sensitive ? ",yes\r\n" : ",no\r\n");
+				r = buf_puts(b, fd && fd->sensitive ? ",yes\r\n" : ",no\r\n");
 		}
 	}
-	if (r >= 0) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		r = fd < 0 ? -errno : 0;
-		if (r == 0 && (fchmod(fd, 0600) < 0 || write(fd, b.data, b.len) != (ssize_t)b.len))
-			r = errno ? -errno : -EIO;
-		if (fd >= 0 && close(fd) < 0 && r == 0)
-			r = -errno;
-		if (r < 0)
-			snprintf(st->err, st->errlen, "cannot write %s: %s", path, strerror(-r));
-	}
-	buf_free(&b);
 	buf_free(&ch);
 	return r < 0 ? r : 0;
 }
@@ -426,81 +402,126 @@ static FILE *spool_open(const char *dir)
 	return f;
 }
 
-int export_stat_write(const struct form_registry *forms, const struct export_opts *o,
-		      struct store *s, const char *dir, const char *tmpdir,
-		      uint64_t *ret_records, char *err, size_t errlen)
+/* The first pass: the tables, their variables' names, every row typed
+ * and spooled. The caller frees st with st_free whatever this returns. */
+static int st_prepare(struct st *st, const struct form_registry *forms,
+		      const struct export_opts *o, struct store *s, const char *tmpdir)
 {
-	struct st st = {.f = o->format, .err = err, .errlen = errlen};
-	char path[4096];
-	err[0] = 0;
-	int r = -EINVAL;
-	if (o->format != EXPORT_SAV && o->format != EXPORT_DTA)
-		goto out;
-	if ((r = export_table_new(forms, o, s, &st.t, err, errlen)) < 0)
-		goto out;
-	st.n_t = export_table_count(st.t);
-	r = -ENOMEM;
-	if (!(st.tb = calloc(st.n_t, sizeof(*st.tb))))
-		goto out;
-	for (size_t ti = 0; ti < st.n_t; ti++) {
-		struct st_table *tb = &st.tb[ti];
-		tb->n_cols = export_table_ncols(st.t, ti);
+	int r = export_table_new(forms, o, s, &st->t, st->err, st->errlen);
+	if (r < 0)
+		return r;
+	st->n_t = export_table_count(st->t);
+	if (!(st->tb = calloc(st->n_t, sizeof(*st->tb))))
+		return -ENOMEM;
+	for (size_t ti = 0; ti < st->n_t; ti++) {
+		struct st_table *tb = &st->tb[ti];
+		tb->n_cols = export_table_ncols(st->t, ti);
 		if (!(tb->width = calloc(tb->n_cols + 1, sizeof(*tb->width))) ||
 		    !(tb->names = calloc(tb->n_cols + 1, sizeof(*tb->names))))
-			goto out;
+			return -ENOMEM;
 		for (size_t i = 0; i < tb->n_cols; i++) {
 			char name[65];
-			export_stat_name(st.f, export_table_col(st.t, ti, i)->name, tb->names, i, name);
+			export_stat_name(st->f, export_table_col(st->t, ti, i)->name, tb->names, i, name);
 			if (!(tb->names[i] = strdup(name)))
-				goto out;
+				return -ENOMEM;
 		}
 		if (!(tb->spool = spool_open(tmpdir))) {
 			r = -errno;
-			snprintf(err, errlen, "cannot make a temporary file in %s: %s", tmpdir,
+			snprintf(st->err, st->errlen, "cannot make a temporary file in %s: %s", tmpdir,
 				 strerror(errno));
-			goto out;
+			return r;
 		}
 	}
 	uint64_t cursor = 0;
 	bool done = false;
 	while (!done) {
-		int64_t k = export_table_page(st.t, s, &cursor, 1000, spool_row, &st, &done);
-		if (k < 0) {
-			r = (int)k;
-			goto out;
-		}
+		int64_t k = export_table_page(st->t, s, &cursor, 1000, spool_row, st, &done);
+		if (k < 0)
+			return (int)k;
 		store_release_pages(s);
 	}
-	for (size_t ti = 0; ti < st.n_t; ti++) {
-		if (fflush(st.tb[ti].spool) != 0) {
-			r = -EIO;
+	for (size_t ti = 0; ti < st->n_t; ti++)
+		if (fflush(st->tb[ti].spool) != 0)
+			return -EIO;
+	return 0;
+}
+
+static void st_free(struct st *st)
+{
+	for (size_t ti = 0; st->tb && ti < st->n_t; ti++) {
+		if (st->tb[ti].spool)
+			fclose(st->tb[ti].spool);
+		for (size_t i = 0; st->tb[ti].names && i < st->tb[ti].n_cols; i++)
+			free(st->tb[ti].names[i]);
+		free(st->tb[ti].names);
+		free(st->tb[ti].width);
+	}
+	free(st->tb);
+	export_table_free(st->t);
+}
+
+/* path, created or truncated, mode 0600 even over an existing file. */
+static FILE *open_private(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 && fchmod(fd, 0600) == 0 ? fdopen(fd, "wb") : NULL;
+	if (fd >= 0 && !f) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return f;
+}
+
+int export_stat_write(const struct form_registry *forms, const struct export_opts *o,
+		      struct store *s, const char *dir, const char *tmpdir,
+		      uint64_t *ret_records, char *err, size_t errlen)
+{
+	struct st st = {.f = o->format, .err = err, .errlen = errlen};
+	struct buf cb = {0};
+	char path[4096];
+	FILE *f = NULL;
+	err[0] = 0;
+	int r = -EINVAL;
+	if (o->format != EXPORT_SAV && o->format != EXPORT_DTA)
+		goto out;
+	if ((r = st_prepare(&st, forms, o, s, tmpdir)) < 0)
+		goto out;
+	for (size_t ti = 0; ti <= st.n_t; ti++) {
+		if (ti < st.n_t)
+			snprintf(path, sizeof(path), "%s/%s.%s", dir, export_table_name(st.t, ti),
+				 export_format_name(st.f));
+		else
+			snprintf(path, sizeof(path), "%s/codebook.csv", dir);
+		if (!(f = open_private(path))) {
+			r = -errno;
+			snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
 			goto out;
 		}
-		snprintf(path, sizeof(path), "%s/%s.%s", dir, export_table_name(st.t, ti),
-			 export_format_name(st.f));
-		if ((r = table_file(&st, ti, path)) < 0)
+		if (ti < st.n_t) {
+			r = table_file(&st, ti, f, path);
+			fclose(st.tb[ti].spool); /* its disk space back at once */
+			st.tb[ti].spool = NULL;
+		} else if ((r = codebook(&st, &cb)) >= 0 && fwrite(cb.data, 1, cb.len, f) != cb.len) {
+			r = -EIO;
+		}
+		if (fclose(f) != 0 && r >= 0)
+			r = -errno;
+		f = NULL;
+		if (r < 0) {
+			if (!err[0])
+				snprintf(err, errlen, "cannot write %s: %s", path, sh_strerror(r));
+			unlink(path);
 			goto out;
-		fclose(st.tb[ti].spool); /* its disk space back at once */
-		st.tb[ti].spool = NULL;
+		}
 	}
-	snprintf(path, sizeof(path), "%s/codebook.csv", dir);
-	if ((r = codebook(&st, path)) < 0)
-		goto out;
 	*ret_records = export_table_written(st.t);
 	r = 0;
 out:
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "the export failed: %s", sh_strerror(r));
-	for (size_t ti = 0; st.tb && ti < st.n_t; ti++) {
-		if (st.tb[ti].spool)
-			fclose(st.tb[ti].spool);
-		for (size_t i = 0; st.tb[ti].names && i < st.tb[ti].n_cols; i++)
-			free(st.tb[ti].names[i]);
-		free(st.tb[ti].names);
-		free(st.tb[ti].width);
-	}
-	free(st.tb);
-	export_table_free(st.t);
+	buf_free(&cb);
+	st_free(&st);
 	return r;
 }
 
@@ -523,18 +544,17 @@ struct zent {
 	uint32_t crc, csize, usize, offset;
 };
 
-/* Deflates the file at path into out as entry e (a data descriptor after
- * it: sizes known at the end). */
-static int zip_add(FILE *out, const char *path, struct zent *e, uint16_t dtime, uint16_t ddate)
+/* Deflates in, from its start, into out as entry e (a data descriptor
+ * after it: sizes known at the end). */
+static int zip_add(FILE *out, FILE *in, struct zent *e, uint16_t dtime, uint16_t ddate)
 {
-	FILE *in = fopen(path, "rb");
 	uint8_t *ib = malloc(1 << 16), *ob = malloc(1 << 16);
 	z_stream z = {0};
 	int r = -ENOMEM, zr = Z_OK;
 	bool zinit = false;
 	long off = ftell(out);
-	if (!in || !ib || !ob || off < 0 || off > (long)UINT32_MAX) {
-		r = !in ? -errno : off > (long)UINT32_MAX ? -EFBIG : r;
+	if (!ib || !ob || off < 0 || off > (long)UINT32_MAX || fseek(in, 0, SEEK_SET) != 0) {
+		r = off > (long)UINT32_MAX ? -EFBIG : r;
 		goto out;
 	}
 	e->offset = (uint32_t)off;
@@ -595,8 +615,6 @@ static int zip_add(FILE *out, const char *path, struct zent *e, uint16_t dtime, 
 out:
 	if (zinit)
 		deflateEnd(&z);
-	if (in)
-		fclose(in);
 	free(ib);
 	free(ob);
 	return r;
@@ -643,78 +661,75 @@ int export_stat_zip(const struct form_registry *forms, const struct export_opts 
 		    struct store *s, const char *tmpdir, int *ret_fd, uint64_t *ret_records,
 		    char *err, size_t errlen)
 {
-	char dir[4096], path[4096 + 300];
+	struct st st = {.f = o->format, .err = err, .errlen = errlen};
 	struct zent *ents = NULL;
-	size_t n = 0;
-	FILE *out = NULL;
-	uint64_t records = 0;
+	struct buf cb = {0};
+	FILE *out = NULL, *f = NULL;
 	err[0] = 0;
-	snprintf(dir, sizeof(dir), "%s/.export-XXXXXX", tmpdir);
-	if (!mkdtemp(dir)) { /* 0700 */
-		int r = -errno;
-		snprintf(err, errlen, "cannot make a temporary folder in %s: %s", tmpdir, strerror(errno));
-		return r;
-	}
-	int r = export_stat_write(forms, o, s, dir, tmpdir, &records, err, errlen);
-	if (r < 0)
-		goto out;
-	/* the files it wrote: a table each, then the codebook */
-	struct export_table *t = NULL;
-	if ((r = export_table_new(forms, o, s, &t, err, errlen)) < 0)
-		goto out;
-	n = export_table_count(t) + 1;
-	if (!(ents = calloc(n, sizeof(*ents)))) {
-		export_table_free(t);
-		r = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i + 1 < n; i++)
-		snprintf(ents[i].name, sizeof(ents[i].name), "%s.%s", export_table_name(t, i),
-			 export_format_name(o->format));
-	snprintf(ents[n - 1].name, sizeof(ents[n - 1].name), "codebook.csv");
-	export_table_free(t);
+	int r = -EINVAL;
+	if (o->format != EXPORT_SAV && o->format != EXPORT_DTA)
+		goto fail;
+	if ((r = st_prepare(&st, forms, o, s, tmpdir)) < 0)
+		goto fail;
+	r = -ENOMEM;
+	if (!(ents = calloc(st.n_t + 1, sizeof(*ents))))
+		goto fail;
+	/* every file unlinked from the start: nothing is left behind, even
+	 * by a crash */
 	if (!(out = spool_open(tmpdir))) {
 		r = -errno;
-		goto out;
+		goto fail;
 	}
 	time_t now = time(NULL);
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	uint16_t dtime = (uint16_t)(tm.tm_hour << 11 | tm.tm_min << 5 | tm.tm_sec / 2);
 	uint16_t ddate = (uint16_t)((tm.tm_year - 80) << 9 | (tm.tm_mon + 1) << 5 | tm.tm_mday);
-	for (size_t i = 0; i < n && r >= 0; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, ents[i].name);
-		r = zip_add(out, path, &ents[i], dtime, ddate);
-	}
-	if (r >= 0)
-		r = zip_end(out, ents, n, dtime, ddate);
-	if (r >= 0) {
-		int fd = dup(fileno(out));
-		if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0) {
+	for (size_t ti = 0; ti <= st.n_t; ti++) {
+		struct zent *e = &ents[ti];
+		if (ti < st.n_t)
+			snprintf(e->name, sizeof(e->name), "%s.%s", export_table_name(st.t, ti),
+				 export_format_name(st.f));
+		else
+			snprintf(e->name, sizeof(e->name), "codebook.csv");
+		if (!(f = spool_open(tmpdir))) {
 			r = -errno;
-			if (fd >= 0)
-				close(fd);
-		} else {
-			*ret_fd = fd;
-			*ret_records = records;
+			goto fail;
 		}
+		if (ti < st.n_t) {
+			r = table_file(&st, ti, f, e->name);
+			fclose(st.tb[ti].spool);
+			st.tb[ti].spool = NULL;
+		} else if ((r = codebook(&st, &cb)) >= 0 &&
+			   (fwrite(cb.data, 1, cb.len, f) != cb.len || fflush(f) != 0)) {
+			r = -EIO;
+		}
+		if (r >= 0)
+			r = zip_add(out, f, e, dtime, ddate);
+		fclose(f);
+		f = NULL;
+		if (r < 0)
+			goto fail;
 	}
-out:
+	if ((r = zip_end(out, ents, st.n_t + 1, dtime, ddate)) < 0)
+		goto fail;
+	int fd = dup(fileno(out));
+	if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	*ret_fd = fd;
+	*ret_records = export_table_written(st.t);
+	r = 0;
+fail:
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "the export failed: %s", sh_strerror(r));
 	if (out)
 		fclose(out);
-	/* everything in the folder, also what a failed export left there */
-	DIR *d = opendir(dir);
-	for (struct dirent *de; d && (de = readdir(d));) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-			unlink(path);
-		}
-	}
-	if (d)
-		closedir(d);
-	rmdir(dir);
+	buf_free(&cb);
 	free(ents);
+	st_free(&st);
 	return r;
 }

@@ -41,15 +41,16 @@ struct store;
 
 /* Writes dir/TABLE.sav (o->format EXPORT_SAV) or .dta (EXPORT_DTA), one per
  * table, and dir/codebook.csv, each mode 0600. dir must exist. 0 or a
- * negative errno with err filled; *ret_records: the records written. */
+ * negative errno with err filled (the file being written is removed; no
+ * codebook.csv then); *ret_records: the records written. */
 int export_stat_write(const struct form_registry *forms, const struct export_opts *o,
 		      struct store *s, const char *dir, const char *tmpdir,
 		      uint64_t *ret_records, char *err, size_t errlen);
 
-/* The same files as one zip archive (deflated), for a download: written
- * in a private temporary folder in tmpdir, zipped into an unlinked file
- * there, the folder removed. *ret_fd: that file, open for reading at its
- * start (the caller closes it). */
+/* The same files as one zip archive (deflated), for a download: each
+ * written to an unlinked file in tmpdir (nothing is left there, even by a
+ * crash) and deflated into another. *ret_fd: the archive, open for
+ * reading at its start (the caller closes it). */
 int export_stat_zip(const struct form_registry *forms, const struct export_opts *o,
 		    struct store *s, const char *tmpdir, int *ret_fd, uint64_t *ret_records,
 		    char *err, size_t errlen);
