@@ -368,7 +368,8 @@ static int codebook(struct st *st, struct buf *b)
 						     strlen(c->label ? c->label : ""));
 			for (int pass = 0; pass < 2 && r >= 0; pass++) {
 				buf_reset(&ch);
-				for (size_t k = 0; c->kind == EK_CHOICE && k < fd->n_choices && r >= 0; k++) {
+				bool list = pass == 0 ? fd && c->kind != EK_NUM : c->kind == EK_CHOICE;
+				for (size_t k = 0; list && k < fd->n_choices && r >= 0; k++) {
 					const struct form_choice *x = &fd->choices[k];
 					if (pass == 0)
 						r = buf_printf(&ch, "%s%s=%s", k ? "; " : "", x->code, x->label);

@@ -126,7 +126,8 @@ static lxw_error codebook(struct xw *w, lxw_worksheet *ws)
 			const struct form_field *fd = c->fd;
 			row++;
 			buf_reset(&ch);
-			for (size_t k = 0; fd && c->kind == EK_CHOICE && k < fd->n_choices; k++)
+			/* a choice's or several choices' list; not a geopoint's parts */
+			for (size_t k = 0; fd && c->kind != EK_NUM && k < fd->n_choices; k++)
 				if (buf_printf(&ch, "%s%s=%s", k ? "; " : "", fd->choices[k].code,
 					       fd->choices[k].label) < 0) {
 					e = LXW_ERROR_MEMORY_MALLOC_FAILED;

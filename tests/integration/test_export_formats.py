@@ -110,6 +110,8 @@ def test_xlsx_read_by_openpyxl():
         assert county["field_number"] == 53 and county["type"] == "choice"
         assert county["label"] == "County" and "047=Nairobi City" in county["choices"]
         assert any(x["column"] == "device_names" for x in cb)
+        methods = next(x for x in cb if x["column"] == "act_methods")  # several choices
+        assert methods["type"] == "choices" and "beating=Beating" in methods["choices"], methods
 
         # asked for: the name round-trips, GPS in four number columns
         cli("export", "--data", s.data, "--format", "xlsx", "--out", out, "--quiet",
@@ -199,6 +201,13 @@ def test_sav_read_by_pspp():
         assert NAME in out and out.count(rid) == 3, out
         cb = open(os.path.join(d, "codebook.csv"), encoding="utf-8-sig").read()
         assert "records,incident_county,incident_county,53,choice,County," in cb, cb[:500]
+        rows = list(csv.DictReader(io.StringIO(cb, newline="")))
+        county = next(x for x in rows if x["column"] == "incident_county")
+        assert "047=Nairobi City" in county["choices"] and "47=047" in county["values"]
+        risk = next(x for x in rows if x["column"] == "risk_level")
+        assert risk["values"] == "1=low; 2=medium; 3=high; 4=urgent", risk
+        methods = next(x for x in rows if x["column"] == "act_methods")
+        assert "beating=Beating" in methods["choices"] and methods["values"] == "", methods
 
 
 def test_coordinator_over_http_and_audit():
