@@ -441,7 +441,8 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 {
 	struct store_txn *t;
 	int64_t written = 0;
-	int r = x->devs ? 0 : export_dev_load(s, &x->devs);
+	/* device names for records.csv (a sink has its own, export_table.c) */
+	int r = x->devs || x->sink ? 0 : export_dev_load(s, &x->devs);
 	if (r < 0 || (r = store_begin(s, false, &t)) < 0)
 		return r;
 	*ret_done = false;

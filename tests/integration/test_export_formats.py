@@ -302,6 +302,17 @@ def test_csv_gps_columns_and_device_names():
         _, nd, _ = cli("export", "--data", s.data, "--format", "ndjson", "--quiet")
         j = json.loads(nd.splitlines()[0])
         assert j["devices"] == [p.hex] and j["device_names"] == [PHONE], j
+        # a name is typed at enrolment: one that looks like a formula stays text
+        q = Device(s.data, "=cmd|' /C calc'!A0")
+        r2, _ = make(s, dev=q)
+        _, out, _ = cli("export", "--data", s.data, "--format", "csv", "--quiet")
+        rows = {r["record_id"]: r for r in csv.DictReader(io.StringIO(out.lstrip("\ufeff"),
+                                                                      newline=""))}
+        assert rows[r2]["device_names"] == "'=cmd|' /C calc'!A0", rows[r2]
+        cli("export", "--data", s.data, "--format", "csv", "--out", d, "--quiet")
+        with open(os.path.join(d, "records.csv"), encoding="utf-8-sig", newline="") as f:
+            lr = {r["record_id"]: r for r in csv.DictReader(f)}
+        assert lr[r2]["device_names"] == "'=cmd|' /C calc'!A0", lr[r2]
 
 
 def test_one_whole_file_export_at_a_time():
