@@ -465,7 +465,7 @@ int cmd_export(int argc, char **argv)
 	const char *counties[SCOPE_COUNTIES + 1];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
-	bool quiet = false, audited = false;
+	bool quiet = false, audited = false, format_given = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
 		switch (c) {
@@ -486,6 +486,7 @@ int cmd_export(int argc, char **argv)
 			}
 			break;
 		case 'F':
+			format_given = true;
 			if (!strcmp(optarg, "csv"))
 				eo.format = EXPORT_CSV;
 			else if (!strcmp(optarg, "ndjson"))
@@ -519,11 +520,12 @@ int cmd_export(int argc, char **argv)
 			       "per record, choice codes. Streams page by page in constant memory; works\n"
 			       "while the server runs. Each export is written to the audit log\n"
 			       "(shahidi audit).\n\n"
-			       "XLSX (--out FILE.xlsx): one sheet per table (records, then one per repeat\n"
-			       "group, as the long format), numbers, dates and yes/no typed, choice\n"
-			       "labels, GPS as NAME_latitude/_longitude/_altitude/_accuracy, device names\n"
-			       "beside device ids, and a codebook sheet. SPSS (sav) and Stata (dta)\n"
-			       "(--out DIR, made if missing): DIR/records.sav, DIR/victims.sav, ... and\n"
+			       "XLSX (--out FILE.xlsx; --format xlsx may then be left out): one sheet\n"
+			       "per table (records, then one per repeat group, as the long format),\n"
+			       "numbers, dates and yes/no typed, choice labels, GPS as NAME_latitude,\n"
+			       "_longitude, _altitude, _accuracy, device names beside device ids, and a\n"
+			       "codebook sheet. SPSS (sav) and Stata (dta) (--out DIR, made if\n"
+			       "missing): DIR/records.sav, DIR/victims.sav, ... and\n"
 			       "DIR/codebook.csv; choices are numbers with value labels, variable labels\n"
 			       "are the form's field labels, names made valid for the format (the\n"
 			       "codebook maps them). Temporary files go to the data directory.\n\n"
@@ -551,6 +553,10 @@ int cmd_export(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/* --out FILE.xlsx alone asks for a workbook, not a folder of CSVs
+	 * named FILE.xlsx */
+	if (!format_given && out_path && ends_with(out_path, ".xlsx"))
+		eo.format = EXPORT_XLSX;
 	struct form_registry *reg = cli_load_forms(forms);
 	struct store *s = NULL;
 	struct exporter *x = NULL;

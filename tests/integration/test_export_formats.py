@@ -388,6 +388,11 @@ def test_cli_refusals():
         rc, _, err = cli("export", "--data", s.data, "--format", "xlsx", "--form", "nope",
                          "--out", os.path.join(s.tmp.name, "x.xlsx"), check=False)
         assert rc != 0 and "nope" in err and not os.path.exists(os.path.join(s.tmp.name, "x.xlsx"))
+        # --out FILE.xlsx alone: a workbook, not a folder of CSVs named so
+        cli("export", "--data", s.data, "--out", os.path.join(s.tmp.name, "y.xlsx"), "--quiet")
+        assert openpyxl.load_workbook(os.path.join(s.tmp.name, "y.xlsx")).sheetnames[0] == "records"
+        _, audit, _ = cli("audit", "--data", s.data)
+        assert json.loads(audit.splitlines()[-2])["format"] == "xlsx", audit
 
 
 if __name__ == "__main__":
