@@ -1,6 +1,7 @@
 #include "office.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <llhttp.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "audit.h"
@@ -16,6 +18,8 @@
 #include "common.h"
 #include "daily.h"
 #include "export.h"
+#include "export_stat.h"
+#include "export_xlsx.h"
 #include "export_zip.h"
 #include "http.h"
 #include "render.h"
@@ -572,6 +576,23 @@ static bool export__county_known(const struct form_registry *forms, const char *
 
 #define EXPORT_PAGE 5000
 
+static const char *export__type(enum export_format f, bool zip)
+{
+	if (f == EXPORT_XLSX)
+		return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+	if (zip || f == EXPORT_SAV || f == EXPORT_DTA)
+		return "application/zip";
+	return f == EXPORT_CSV ? "text/csv; charset=utf-8" : "application/x-ndjson";
+}
+
+static bool export__form_known(const struct form_registry *forms, const char *form_id)
+{
+	for (size_t i = 0; i < form_registry_count(forms); i++)
+		if (!strcmp(form_registry_at(forms, i)->form_id, form_id))
+			return true;
+	return false;
+}
+
 /* An export's audit trail is two entries, committed by the writer: one
  * before the first byte leaves (who, what filters, sensitive or not) and
  * one after the last (records sent, complete or cut), tied by an id. An
@@ -580,6 +601,14 @@ struct export_job {
 	struct task task;          /* task.job: the start entry, then the end entry */
 	struct exporter *x;
 	struct export_zip *zx;     /* format=csvzip, instead of x */
+	/* format=xlsx, sav or dta (whole): the file is made on the first step
+	 * (in the data directory, unlinked) and then sent a piece at a time */
+	struct export_opts wo;
+	int fd;
+	uint64_t records;          /* whole: the records in the file */
+	char errmsg[200];
+	char wform[65];
+	bool slot;                 /* holds export__whole_running */
 	uint64_t cursor;
 	bool done, started, ended;
 	bool csv;
@@ -608,12 +637,22 @@ static int export_audit_fn(struct store_txn *t, void *ud)
 	return office_api_export_audit(t, &e->actor, e->ended, e->details);
 }
 
+/* Whole-file exports running: each holds a thread of the pool (which
+ * pulls and the office's reads share) for the whole of its file, up to a
+ * minute for 100k records, so one at a time. Loop thread only. */
+static unsigned export__whole_running;
+#define EXPORT_WHOLE_MAX 1
+
 static void export_free_job(struct export_job *e)
 {
+	if (e->slot)
+		export__whole_running--;
 	json_decref(e->details);
 	export_free(e->x);
 	export_zip_free(e->zx);
 	codec_deflater_free(e->z);
+	if (e->fd >= 0)
+		close(e->fd);
 	buf_free(&e->zout);
 	buf_free(&e->out);
 	task_release(&e->task);
@@ -633,10 +672,15 @@ static void export_finish(struct export_job *e)
 {
 	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
 	if (!e->started) {
-		http_error(e->task.c, 500, "internal", "the export failed");
+		/* the reason is logged; only Excel's row limit is the client's to know */
+		http_error(e->task.c, e->err == -EFBIG ? 413 : 500,
+			   e->err == -EFBIG ? "too_large" : "internal",
+			   e->err == -EFBIG && e->errmsg[0] ? e->errmsg : "the export failed");
 	} else if (e->err == 0 && e->done) {
 		outcome = "complete";
-		e->sent = e->zx ? export_zip_written(e->zx) : export_written(e->x);
+		e->sent = e->wo.format >= EXPORT_XLSX ? e->records
+			  : e->zx		      ? export_zip_written(e->zx)
+						      : export_written(e->x);
 		http_stream_end(e->task.c);
 	} else {
 		/* cut short: the client sees a truncated chunked body, not a
@@ -654,10 +698,64 @@ static void export_finish(struct export_job *e)
 	task_submit(&e->task, export_ended);
 }
 
+/* A whole-file format: the file made on the first step (the thread pool's
+ * time for the whole export), then read out a piece a step. */
+static void export_work_whole(struct export_job *e)
+{
+	struct server *srv = e->task.srv;
+	if (e->fd < 0) {
+		if (e->wo.format == EXPORT_XLSX) {
+			/* An unlinked file from the start (nothing is left behind,
+			 * even by a crash), which libxlsxwriter opens by the name
+			 * /proc gives it. */
+			char path[64];
+			int fd = open(srv->cfg.data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+			if (fd < 0) {
+				e->err = -errno;
+				snprintf(e->errmsg, sizeof(e->errmsg), "cannot make a temporary file: %s",
+					 strerror(errno));
+				fprintf(stderr, "shahidi-server: export %s: %s\n", e->id, e->errmsg);
+				return;
+			}
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			e->err = export_xlsx_write(srv->forms, &e->wo, srv->store, path,
+						   srv->cfg.data_dir, &e->records, e->errmsg,
+						   sizeof(e->errmsg));
+			if (e->err == 0 && lseek(fd, 0, SEEK_SET) < 0)
+				e->err = -errno;
+			if (e->err < 0)
+				close(fd);
+			else
+				e->fd = fd;
+		} else {
+			e->err = export_stat_zip(srv->forms, &e->wo, srv->store, srv->cfg.data_dir,
+						 &e->fd, &e->records, e->errmsg, sizeof(e->errmsg));
+		}
+		if (e->err < 0) {
+			fprintf(stderr, "shahidi-server: export %s: %s\n", e->id, e->errmsg);
+			return;
+		}
+	}
+	size_t piece = 1 << 20;
+	if ((e->err = buf_reserve(&e->out, piece)) < 0)
+		return;
+	ssize_t n = read(e->fd, e->out.data, piece);
+	if (n < 0) {
+		e->err = -errno;
+		return;
+	}
+	e->out.len = (size_t)n;
+	e->done = (size_t)n < piece;
+}
+
 static void export_work(struct task *t)
 {
 	struct export_job *e = (struct export_job *)t;
 	buf_reset(&e->out);
+	if (e->wo.format >= EXPORT_XLSX) {
+		export_work_whole(e);
+		return;
+	}
 	if (e->zx) { /* a zip is deflated already: no second compression */
 		e->err = export_zip_next(e->zx, e->task.srv->store, EXPORT_PAGE, &e->out, &e->done);
 		return;
@@ -708,9 +806,7 @@ static void export_page_done(struct task *t)
 								    : "Content-Encoding: deflate");
 		}
 		http_add_header(e->task.c, "Vary: Accept-Encoding");
-		if (http_stream_start(e->task.c, 200, e->zx ? "application/zip"
-						      : e->csv ? "text/csv; charset=utf-8"
-							       : "application/x-ndjson") < 0) {
+		if (http_stream_start(e->task.c, 200, export__type(e->wo.format, e->zx != NULL)) < 0) {
 			e->err = -EPIPE;
 			export_finish(e);
 			return;
@@ -720,7 +816,9 @@ static void export_page_done(struct task *t)
 		export_drained(e);
 		return;
 	}
-	e->queued = e->zx ? export_zip_written(e->zx) : export_written(e->x);
+	e->queued = e->wo.format >= EXPORT_XLSX ? (e->done ? e->records : 0)
+		    : e->zx			 ? export_zip_written(e->zx)
+						 : export_written(e->x);
 	if (http_stream_write(e->task.c, e->out.data, e->out.len, export_drained, e) < 0) {
 		e->err = -EPIPE;
 		export_finish(e);
@@ -763,10 +861,17 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	bool zip = !strcmp(fmt, "csvzip");
 	if (!strcmp(fmt, "ndjson"))
 		o.format = EXPORT_NDJSON;
+	else if (!strcmp(fmt, "xlsx"))
+		o.format = EXPORT_XLSX;
+	else if (!strcmp(fmt, "sav"))
+		o.format = EXPORT_SAV;
+	else if (!strcmp(fmt, "dta"))
+		o.format = EXPORT_DTA;
 	else if (strcmp(fmt, "csv") && !zip) {
-		http_error(c, 400, "bad_query", "format is csv, csvzip or ndjson");
+		http_error(c, 400, "bad_query", "format is csv, csvzip, ndjson, xlsx, sav or dta");
 		return;
 	}
+	bool whole = o.format >= EXPORT_XLSX;
 	if (http_query_get(req->query, "since", since, sizeof(since)) && since[0] &&
 	    render_parse_time(since, &o.since_ms) < 0) {
 		http_error(c, 400, "bad_query", "since is YYYY-MM-DD[THH:MM[:SS]] (UTC) or milliseconds");
@@ -817,12 +922,26 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	o.n_counties = n;
 	o.form_id = form;
 	char err[200];
-	int r = zip ? export_zip_new(srv->forms, &o, &e->zx, err, sizeof(err))
-		    : export_new(srv->forms, &o, &e->x, err, sizeof(err));
+	e->fd = -1;
+	int r = 0;
+	if (whole && !export__form_known(srv->forms, form)) {
+		snprintf(err, sizeof(err), "form %s is not loaded", form);
+		r = -ENOENT;
+	} else if (!whole) {
+		r = zip ? export_zip_new(srv->forms, &o, &e->zx, err, sizeof(err))
+			: export_new(srv->forms, &o, &e->x, err, sizeof(err));
+	}
 	if (r < 0) {
 		free(e);
 		http_error(c, r == -ENOENT ? 404 : 500, r == -ENOENT ? "no_such_form" : "internal",
 			   r == -ENOENT ? err : "cannot start the export");
+		return;
+	}
+	if (whole && req->method != HTTP_HEAD && export__whole_running >= EXPORT_WHOLE_MAX) {
+		free(e);
+		http_add_header(c, "Retry-After: 60");
+		http_error(c, 503, "busy",
+			   "another xlsx, sav or dta export is being made: try again in a minute");
 		return;
 	}
 	if (req->method == HTTP_HEAD) {
@@ -830,16 +949,15 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		export_free(e->x);
 		export_zip_free(e->zx);
 		free(e);
-		if (http_stream_start(c, 200, zip ? "application/zip"
-					      : o.format == EXPORT_CSV ? "text/csv; charset=utf-8"
-								       : "application/x-ndjson") == 0)
+		if (http_stream_start(c, 200, export__type(o.format, zip)) == 0)
 			http_stream_end(c);
 		return;
 	}
 	snprintf(e->id, sizeof(e->id), "%016" PRIx64, sh_now_ms() << 16 | (++srv->exports & 0xffff));
 	e->csv = o.format == EXPORT_CSV;
-	/* Exports compress ~10 times: worth a core's time when the client takes it. */
-	e->zenc = zip ? CODEC_IDENTITY : http_accepted_encoding(c); /* a zip is deflated */
+	/* Exports compress ~10 times: worth a core's time when the client takes
+	 * it; a zip (an XLSX is one) is deflated already. */
+	e->zenc = zip || whole ? CODEC_IDENTITY : http_accepted_encoding(c);
 	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
 		e->z = NULL; /* sent as it is */
 	}
@@ -850,7 +968,18 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
 	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
-		 zip ? "zip" : e->csv ? "csv" : "ndjson");
+		 zip				? "zip"
+		 : o.format == EXPORT_SAV	? "sav.zip"
+		 : o.format == EXPORT_DTA	? "dta.zip"
+		 : whole || o.format == EXPORT_NDJSON ? export_format_name(o.format)
+						: "csv");
+	if (whole) { /* its own copy: o points into this function's locals */
+		e->slot = true;
+		export__whole_running++;
+		e->wo = o;
+		e->wo.form_id = e->wform;
+		snprintf(e->wform, sizeof(e->wform), "%s", form);
+	}
 	e->actor.device = req->device;
 	e->actor.scope = req->scope;
 	actor_of(req, e->actor.name);

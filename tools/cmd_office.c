@@ -23,6 +23,8 @@
 #include "common.h"
 #include "export.h"
 #include "export_long.h"
+#include "export_stat.h"
+#include "export_xlsx.h"
 #include "render.h"
 #include "resolve.h"
 #include "scope.h"
@@ -314,19 +316,12 @@ static FILE *export__open_private(const char *path)
 	return f;
 }
 
-/* The long format into directory dir (made if missing): records.csv, one
- * CSV per repeat group, codebook.csv. Each page's rows of every table come
- * from one read transaction. 0 or -errno with the message printed. */
-static int export_dir(const struct form_registry *reg, struct store *s,
-		      const struct export_opts *eo, const char *dir, uint64_t *ret_records)
+/* Makes dir if missing, its parents too (mkdir -p), private like the
+ * store. 0 or -errno with the message printed. */
+static int export__mkdir(const char *dir)
 {
-	struct export_long *x = NULL;
-	struct buf *outs = NULL, cb = {0};
-	FILE **f = NULL;
-	size_t n = 0;
-	char err[256], path[4096];
+	char path[4096];
 	int r;
-	/* made if missing, its parents too (mkdir -p), private like the store */
 	snprintf(path, sizeof(path), "%s", dir);
 	for (char *p = path + 1;; p++) {
 		bool last = !*p;
@@ -342,6 +337,23 @@ static int export_dir(const struct form_registry *reg, struct store *s,
 			break;
 		*p = '/';
 	}
+	return 0;
+}
+
+/* The long format into directory dir (made if missing): records.csv, one
+ * CSV per repeat group, codebook.csv. Each page's rows of every table come
+ * from one read transaction. 0 or -errno with the message printed. */
+static int export_dir(const struct form_registry *reg, struct store *s,
+		      const struct export_opts *eo, const char *dir, uint64_t *ret_records)
+{
+	struct export_long *x = NULL;
+	struct buf *outs = NULL, cb = {0};
+	FILE **f = NULL;
+	size_t n = 0;
+	char err[256], path[4096];
+	int r;
+	if ((r = export__mkdir(dir)) < 0)
+		return r;
 	if ((r = export_long_new(reg, eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		return r;
@@ -453,7 +465,7 @@ int cmd_export(int argc, char **argv)
 	const char *counties[SCOPE_COUNTIES + 1];
 	char *tail;
 	struct export_opts eo = {.format = EXPORT_CSV, .counties = counties};
-	bool quiet = false, audited = false;
+	bool quiet = false, audited = false, format_given = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
 		switch (c) {
@@ -474,12 +486,19 @@ int cmd_export(int argc, char **argv)
 			}
 			break;
 		case 'F':
+			format_given = true;
 			if (!strcmp(optarg, "csv"))
 				eo.format = EXPORT_CSV;
 			else if (!strcmp(optarg, "ndjson"))
 				eo.format = EXPORT_NDJSON;
+			else if (!strcmp(optarg, "xlsx"))
+				eo.format = EXPORT_XLSX;
+			else if (!strcmp(optarg, "sav"))
+				eo.format = EXPORT_SAV;
+			else if (!strcmp(optarg, "dta"))
+				eo.format = EXPORT_DTA;
 			else {
-				cli_err("--format takes csv or ndjson");
+				cli_err("--format takes csv, ndjson, xlsx, sav or dta");
 				return EXIT_USAGE;
 			}
 			break;
@@ -490,14 +509,26 @@ int cmd_export(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			printf("Usage: shahidi export [--data DIR] --format csv|ndjson [OPTIONS]\n\n"
+			printf("Usage: shahidi export [--data DIR] --format csv|ndjson [OPTIONS]\n"
+			       "       shahidi export [--data DIR] --format xlsx|sav|dta --out PATH [OPTIONS]\n\n"
 			       "Writes the merged current records. CSV (RFC 4180, UTF-8): record id,\n"
 			       "form id and version, first received, last changed, devices, deleted and\n"
-			       "conflict flags, then one column per form field in form order (every\n"
-			       "version of the form side by side), choice labels, several choices joined\n"
-			       "by \"; \". NDJSON: one JSON object per record, choice codes. Streams page by\n"
-			       "page in constant memory; works while the server runs. Each export is\n"
-			       "written to the audit log (shahidi audit).\n\n"
+			       "conflict flags, device names, then one column per form field in form\n"
+			       "order (every version of the form side by side), choice labels, several\n"
+			       "choices joined by \"; \", a GPS point as \"lat,lon\" and then in four columns\n"
+			       "NAME_latitude, _longitude, _altitude, _accuracy. NDJSON: one JSON object\n"
+			       "per record, choice codes. Streams page by page in constant memory; works\n"
+			       "while the server runs. Each export is written to the audit log\n"
+			       "(shahidi audit).\n\n"
+			       "XLSX (--out FILE.xlsx; --format xlsx may then be left out): one sheet\n"
+			       "per table (records, then one per repeat group, as the long format),\n"
+			       "numbers, dates and yes/no typed, choice labels, GPS as NAME_latitude,\n"
+			       "_longitude, _altitude, _accuracy, device names beside device ids, and a\n"
+			       "codebook sheet. SPSS (sav) and Stata (dta) (--out DIR, made if\n"
+			       "missing): DIR/records.sav, DIR/victims.sav, ... and\n"
+			       "DIR/codebook.csv; choices are numbers with value labels, variable labels\n"
+			       "are the form's field labels, names made valid for the format (the\n"
+			       "codebook maps them). Temporary files go to the data directory.\n\n"
 			       "  --form ID            which form (default incident_report)\n"
 			       "  --county CODES       only these counties (042,047)\n"
 			       "  --since TIME         only records changed since (YYYY-MM-DD[THH:MM], UTC)\n"
@@ -522,6 +553,10 @@ int cmd_export(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/* --out FILE.xlsx alone asks for a workbook, not a folder of CSVs
+	 * named FILE.xlsx */
+	if (!format_given && out_path && ends_with(out_path, ".xlsx"))
+		eo.format = EXPORT_XLSX;
 	struct form_registry *reg = cli_load_forms(forms);
 	struct store *s = NULL;
 	struct exporter *x = NULL;
@@ -540,7 +575,16 @@ int cmd_export(int argc, char **argv)
 	uint64_t records = 0, t0 = sh_mono_ns();
 	bool tty = !quiet && isatty(2);
 	bool dir = eo.format == EXPORT_CSV && out_path && !ends_with(out_path, ".csv");
-	if (!dir && (r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
+	bool whole = eo.format == EXPORT_XLSX || eo.format == EXPORT_SAV || eo.format == EXPORT_DTA;
+	if (whole && !out_path) {
+		cli_err("--format %s writes files: give --out %s", export_format_name(eo.format),
+			eo.format == EXPORT_XLSX ? "FILE.xlsx" : "DIR");
+		rc = EXIT_USAGE;
+		goto done;
+	}
+	if (whole && eo.format != EXPORT_XLSX && export__mkdir(out_path) < 0)
+		goto done;
+	if (!dir && !whole && (r = export_new(reg, &eo, &x, err, sizeof(err))) < 0) {
 		cli_err("%s", r == -ENOENT ? err : sh_strerror(r));
 		goto done;
 	}
@@ -554,6 +598,16 @@ int cmd_export(int argc, char **argv)
 		goto done;
 	}
 	audited = true;
+	if (whole) {
+		r = eo.format == EXPORT_XLSX
+			    ? export_xlsx_write(reg, &eo, s, out_path, data, &records, err, sizeof(err))
+			    : export_stat_write(reg, &eo, s, out_path, data, &records, err, sizeof(err));
+		if (r < 0) {
+			cli_err("%s", err);
+			goto done;
+		}
+		goto finished;
+	}
 	if (dir) {
 		if (export_dir(reg, s, &eo, out_path, &records) < 0)
 			goto done;

@@ -70,9 +70,20 @@ static int labels_new(struct column *c)
 }
 
 
+const char *export_format_name(enum export_format f)
+{
+	static const char *const names[] = {"csv", "ndjson", "xlsx", "sav", "dta"};
+	return (size_t)f < sizeof(names) / sizeof(*names) ? names[f] : "unknown";
+}
+
 int export_new(const struct form_registry *forms, const struct export_opts *o,
 	       struct exporter **ret, char *err, size_t errlen)
 {
+	if (o->format != EXPORT_CSV && o->format != EXPORT_NDJSON) {
+		snprintf(err, errlen, "%s is written whole, not streamed: export_xlsx/export_stat",
+			 export_format_name(o->format));
+		return -EINVAL;
+	}
 	struct exporter *x = calloc(1, sizeof(*x));
 	if (!x)
 		return -ENOMEM;
@@ -199,6 +210,7 @@ void export_free(struct exporter *x)
 	for (size_t i = 0; i < x->n_chunks; i++)
 		buf_free(&x->chunks[i].out);
 	free(x->chunks);
+	export_dev_free(x->devs);
 	free(x->rd);
 	free(x->page);
 	for (size_t i = 0; i < x->n_cols; i++) {
@@ -231,13 +243,17 @@ int export_header(struct exporter *x, struct buf *out)
 	 * the machine's code page and survivors' names turn to mojibake. */
 	int r = buf_puts(out, "\xef\xbb\xbf"
 			      "record_id,form_id,form_version,first_received,last_changed,devices,"
-			      "deleted,conflict");
+			      "deleted,conflict,device_names");
 	for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
 		if (x->cols[c].sensitive && !x->o.include_sensitive)
 			continue;
 		if ((r = buf_putc(out, ',')) >= 0)
 			r = export_csv_field(out, (const uint8_t *)x->cols[c].name,
 					     strlen(x->cols[c].name));
+		/* a point also as four numbers, after the "lat,lon" kept for
+		 * readers of the CSV before them */
+		for (int k = 0; k < 4 && r >= 0 && x->cols[c].fd->type == FT_GEOPOINT; k++)
+			r = buf_printf(out, ",%s_%s", x->cols[c].name, export_geo_parts[k]);
 	}
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
@@ -308,8 +324,9 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 	pthread_t tid[EXPORT_MAX_THREADS];
 	struct worker_arg wa[EXPORT_MAX_THREADS];
 	unsigned started = 0;
-	int r = store_begin(s, false, &t);
-	if (r < 0)
+	/* device names, once, before the rendering threads start */
+	int r = x->devs ? 0 : export_dev_load(s, &x->devs);
+	if (r < 0 || (r = store_begin(s, false, &t)) < 0)
 		return r;
 	size_t n_chunks = (max_scan + CHUNK - 1) / CHUNK;
 	if (max_scan > x->page_cap) {

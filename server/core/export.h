@@ -6,11 +6,12 @@
  * while the server writes (LMDB's long-reader caveat).
  *
  * CSV: one row per record; the record's id, form version, first receipt,
- * last change, devices, deletion and conflict flags, then one column per
- * field of the form in form order (the union of every loaded version:
- * records of several versions export side by side), choice labels not
- * codes, several choices joined by "; ". NDJSON: one object per line with
- * typed values and choice codes. Fields marked sensitive are left out
+ * last change, devices, deletion and conflict flags, the devices' names,
+ * then one column per field of the form in form order (the union of every
+ * loaded version: records of several versions export side by side),
+ * choice labels not codes, several choices joined by "; ", a point as
+ * "lat,lon" then its four numbers in columns of their own. NDJSON: one
+ * object per line with typed values and choice codes. Fields marked sensitive are left out
  * unless asked for.
  */
 #ifndef SHAHIDI_EXPORT_H
@@ -28,7 +29,15 @@ struct store;
 enum export_format {
 	EXPORT_CSV,
 	EXPORT_NDJSON,
+	/* whole files, written by export_xlsx.c and export_stat.c from the long
+	 * format's tables (export_table.h); export_new() refuses them */
+	EXPORT_XLSX,
+	EXPORT_SAV,
+	EXPORT_DTA,
 };
+
+/* "csv", "ndjson", "xlsx", "sav", "dta": for the audit log and file names. */
+const char *export_format_name(enum export_format f);
 
 struct export_opts {
 	enum export_format format;
@@ -67,6 +76,13 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 /* Records written and stored records read so far. */
 uint64_t export_written(const struct exporter *x);
 uint64_t export_scanned(const struct exporter *x);
+
+/* The columns a geopoint field NAME adds after its own ("lat,lon"):
+ * NAME_latitude, NAME_longitude, NAME_altitude, NAME_accuracy. */
+extern const char *const export_geo_parts[4];
+/* Appends the four numbers of an encoded geopoint value, each after a
+ * comma (",,,," when v is not a point). */
+int export_geo_csv(const uint8_t *v, size_t n, struct buf *out);
 
 /* RFC 4180 quoting: appends s as one CSV field. */
 int export_csv_field(struct buf *out, const uint8_t *s, size_t n);

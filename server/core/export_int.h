@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "export_dev.h"
 #include "export.h"
 #include "form.h"
 
@@ -94,6 +95,7 @@ struct exporter {
 	struct stored *page;          /* the records of the current page */
 	size_t page_cap;
 	struct chunk *chunks;         /* page_cap / CHUNK of them, rounded up */
+	struct export_dev *devs;      /* device names: read by the first page */
 	size_t n_chunks;
 	uint64_t written, scanned;
 };

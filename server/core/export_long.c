@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "common.h"
+#include "export_dev.h"
 #include "merge.h"
 #include "render.h"
 #include "store.h"
@@ -26,6 +27,7 @@ struct xl_table {
 	struct xl_col *cols;          /* every field, in form order */
 	size_t n_cols;
 	const merge_entry_t **cell; /* per column: the current value */
+	struct export_long_cell *sc;  /* the same, for a sink */
 };
 
 /* Where a field number is exported: table + 1 and column (0: nowhere). */
@@ -45,6 +47,9 @@ struct export_long {
 	struct arena *a;
 	struct buf tmp;
 	uint64_t written, instances;
+	struct export_dev *devs;      /* device names: read by the first page */
+	export_long_sink sink;        /* set during export_long_page_rows */
+	void *sink_ud;
 };
 
 /* ---- set-up ---- */
@@ -139,7 +144,8 @@ int export_long_new(const struct form_registry *forms, const struct export_opts 
 		goto fail;
 	for (size_t ti = 0; ti < x->n_t; ti++) {
 		struct xl_table *t = &x->t[ti];
-		if (!(t->cell = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->cell))))
+		if (!(t->cell = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->cell))) ||
+		    !(t->sc = calloc(t->n_cols ? t->n_cols : 1, sizeof(*t->sc))))
 			goto fail;
 		for (size_t c = 0; c < t->n_cols; c++)
 			x->where[t->cols[c].number] = (struct xl_where){(uint32_t)ti + 1, (uint32_t)c};
@@ -158,9 +164,11 @@ void export_long_free(struct export_long *x)
 	for (size_t i = 0; i < x->n_t; i++) {
 		free(x->t[i].cols);
 		free(x->t[i].cell);
+		free(x->t[i].sc);
 	}
 	free(x->t);
 	free(x->where);
+	export_dev_free(x->devs);
 	free(x->form_id);
 	arena_free(x->a);
 	buf_free(&x->tmp);
@@ -192,10 +200,15 @@ static bool col_out(const struct export_long *x, const struct xl_col *c)
 	return !c->sensitive || x->o.include_sensitive;
 }
 
-static int put_name(struct buf *out, const char *s)
+static int put_name(struct buf *out, const struct xl_col *c)
 {
 	int r = buf_putc(out, ',');
-	return r < 0 ? r : export_csv_field(out, (const uint8_t *)s, strlen(s));
+	if (r >= 0)
+		r = export_csv_field(out, (const uint8_t *)c->name, strlen(c->name));
+	/* a point also as four numbers, as export.c */
+	for (int k = 0; k < 4 && r >= 0 && c->fd->type == FT_GEOPOINT; k++)
+		r = buf_printf(out, ",%s_%s", c->name, export_geo_parts[k]);
+	return r;
 }
 
 int export_long_header(struct export_long *x, size_t i, struct buf *out)
@@ -204,7 +217,7 @@ int export_long_header(struct export_long *x, size_t i, struct buf *out)
 	int r = buf_puts(out, "\xef\xbb\xbf");
 	if (r >= 0 && i == 0)
 		r = buf_puts(out, "record_id,form_id,form_version,first_received,last_changed,"
-				  "devices,deleted,conflict");
+				  "devices,deleted,conflict,device_names");
 	else if (r >= 0) {
 		r = buf_puts(out, "record_id,instance_id");
 		if (r >= 0 && t->parent_field)
@@ -214,7 +227,7 @@ int export_long_header(struct export_long *x, size_t i, struct buf *out)
 	}
 	for (size_t c = 0; c < t->n_cols && r >= 0; c++)
 		if (col_out(x, &t->cols[c]))
-			r = put_name(out, t->cols[c].name);
+			r = put_name(out, &t->cols[c]);
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
 
@@ -244,6 +257,9 @@ static int put_cells(struct export_long *x, const struct xl_table *t, struct buf
 			continue;
 		if ((r = buf_putc(out, ',')) >= 0 && t->cell[c])
 			r = cell_text(x, t->cols[c].fd, t->cell[c], out);
+		if (r >= 0 && t->cols[c].fd->type == FT_GEOPOINT)
+			r = t->cell[c] ? export_geo_csv(t->cell[c]->value.data, t->cell[c]->value.len, out)
+				       : buf_append(out, ",,,,", 4);
 	}
 	return r < 0 ? r : buf_append(out, "\r\n", 2);
 }
@@ -255,10 +271,36 @@ static int put_uuid(struct buf *out, const uint8_t *id)
 	return buf_puts(out, s);
 }
 
+/* Hands table ti's current cells to the sink, row holding the rest. */
+static int sink_row(struct export_long *x, size_t ti, struct export_long_row *row)
+{
+	struct xl_table *t = &x->t[ti];
+	for (size_t c = 0; c < t->n_cols; c++) {
+		const merge_entry_t *e = col_out(x, &t->cols[c]) ? t->cell[c] : NULL;
+		t->sc[c] = e ? (struct export_long_cell){e->value.data, e->value.len}
+			     : (struct export_long_cell){NULL, 0};
+	}
+	row->table = ti;
+	row->cells = t->sc;
+	return x->sink(x->sink_ud, row);
+}
+
 static int record_row(struct export_long *x, const merge_rec_t *rec, struct buf *out)
 {
 	struct xl_table *t = &x->t[0];
 	char t1[32], t2[32], dev[17];
+	if (x->sink) {
+		memset(t->cell, 0, t->n_cols * sizeof(*t->cell));
+		for (size_t c = 0; c < t->n_cols; c++)
+			t->cell[c] = merge_current(merge_register(rec, t->cols[c].number));
+		struct export_long_row row = {
+			.record_id = rec->record_id.data, .form_version = rec->form_version,
+			.first_ms = rec->first_received_ms, .last_ms = rec->last_changed_ms,
+			.writers = rec->writers, .n_writers = rec->n_writers,
+			.deleted = merge_is_deleted(rec), .conflict = rec->conflicts != 0,
+		};
+		return sink_row(x, 0, &row);
+	}
 	render_time_ms(rec->first_received_ms, t1);
 	render_time_ms(rec->last_changed_ms, t2);
 	int r = put_uuid(out, rec->record_id.data);
@@ -269,8 +311,20 @@ static int record_row(struct export_long *x, const merge_rec_t *rec, struct buf 
 		r = buf_printf(out, "%s%s", i ? " " : "", dev);
 	}
 	if (r >= 0)
-		r = buf_printf(out, ",%s,%s", merge_is_deleted(rec) ? "yes" : "no",
+		r = buf_printf(out, ",%s,%s,", merge_is_deleted(rec) ? "yes" : "no",
 			       rec->conflicts ? "yes" : "no");
+	if (r >= 0) {
+		buf_reset(&x->tmp);
+		r = export_dev_names(x->devs, rec->writers, rec->n_writers, &x->tmp);
+		/* names are typed at enrolment: kept from running as formulas too */
+		if (r >= 0 && x->tmp.len && strchr("=+-@\t\r", x->tmp.data[0]) &&
+		    (r = buf_putc(&x->tmp, 0)) >= 0) {
+			memmove(x->tmp.data + 1, x->tmp.data, x->tmp.len - 1);
+			x->tmp.data[0] = '\'';
+		}
+		if (r >= 0)
+			r = export_csv_field(out, x->tmp.data, x->tmp.len);
+	}
 	if (r < 0)
 		return r;
 	memset(t->cell, 0, t->n_cols * sizeof(*t->cell));
@@ -299,6 +353,22 @@ static int instance_rows(struct export_long *x, const merge_rec_t *rec, merge_re
 		uint32_t f = regs[i]->field;
 		if (f && f <= x->max_number && x->where[f].table == ti)
 			t->cell[x->where[f].col] = merge_current(regs[i]);
+	}
+	if (x->sink) {
+		struct export_long_row row = {.record_id = rec->record_id.data, .instance_id = id,
+					      .removed = removed};
+		for (size_t i = 0; t->parent_field && i < n; i++) {
+			const merge_entry_t *e = regs[i]->field == t->parent_field ? merge_current(regs[i])
+										 : NULL;
+			struct form_value fv;
+			if (e && form_value_parse(e->value.data, e->value.len, &fv) == 0 &&
+			    fv.kind == FT_LINK && fv.str_len == 16)
+				row.parent_id = fv.str;
+		}
+		int r = sink_row(x, ti - 1, &row);
+		if (r >= 0)
+			x->instances++;
+		return r;
 	}
 	struct buf *out = &outs[ti - 1];
 	int r = put_uuid(out, rec->record_id.data);
@@ -348,7 +418,7 @@ static bool wanted(struct export_long *x, const merge_rec_t *rec)
 
 static int record_rows(struct export_long *x, const merge_rec_t *rec, struct buf *outs)
 {
-	int r = record_row(x, rec, &outs[0]);
+	int r = record_row(x, rec, outs); /* outs: NULL for a sink */
 	/* Registers sort with the record's own first, then by instance and
 	 * field: an instance's registers are one run. */
 	for (size_t i = 0; i < rec->n_registers && r >= 0;) {
@@ -371,8 +441,9 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 {
 	struct store_txn *t;
 	int64_t written = 0;
-	int r = store_begin(s, false, &t);
-	if (r < 0)
+	/* device names for records.csv (a sink has its own, export_table.c) */
+	int r = x->devs || x->sink ? 0 : export_dev_load(s, &x->devs);
+	if (r < 0 || (r = store_begin(s, false, &t)) < 0)
 		return r;
 	*ret_done = false;
 	for (size_t n = 0; n < max_scan; n++) {
@@ -397,6 +468,45 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 		return r;
 	x->written += (uint64_t)written;
 	return written;
+}
+
+int64_t export_long_page_rows(struct export_long *x, struct store *s, uint64_t *cursor,
+			      size_t max_scan, export_long_sink sink, void *ud, bool *ret_done)
+{
+	x->sink = sink;
+	x->sink_ud = ud;
+	int64_t r = export_long_page(x, s, cursor, max_scan, NULL, ret_done);
+	x->sink = NULL;
+	x->sink_ud = NULL;
+	return r;
+}
+
+size_t export_long_columns(const struct export_long *x, size_t table)
+{
+	return table < x->n_t ? x->t[table].n_cols : 0;
+}
+
+const struct form_field *export_long_column(const struct export_long *x, size_t table, size_t c,
+					    bool *ret_out)
+{
+	const struct xl_col *col = &x->t[table].cols[c];
+	*ret_out = col_out(x, col);
+	return col->fd;
+}
+
+const char *export_long_table_label(const struct export_long *x, size_t table)
+{
+	return x->t[table].label ? x->t[table].label : x->t[table].name;
+}
+
+bool export_long_nested(const struct export_long *x, size_t table)
+{
+	return x->t[table].parent_field != 0;
+}
+
+bool export_long_include_deleted(const struct export_long *x)
+{
+	return x->o.include_deleted;
 }
 
 /* ---- codebook ---- */
@@ -424,6 +534,9 @@ int export_long_codebook(const struct export_long *x, struct buf *out)
 			if (r >= 0)
 				r = buf_puts(out, ",,no\r\n");
 		}
+		if (ti == 0 && r >= 0)
+			r = buf_puts(out, "records,device_names,,text,Devices that wrote the record "
+					  "(names),,no\r\n");
 		for (size_t c = 0; c < t->n_cols && r >= 0; c++) {
 			const struct xl_col *col = &t->cols[c];
 			const struct form_field *fd = col->fd;
@@ -444,6 +557,17 @@ int export_long_codebook(const struct export_long *x, struct buf *out)
 				r = export_csv_field(out, ch.data, ch.len);
 			if (r >= 0)
 				r = buf_puts(out, col->sensitive ? ",yes\r\n" : ",no\r\n");
+			for (int k = 0; k < 4 && r >= 0 && fd->type == FT_GEOPOINT; k++) {
+				r = buf_printf(out, "%s,%s_%s,%u,decimal,", t->name, col->name,
+					       export_geo_parts[k], col->number);
+				buf_reset(&ch);
+				if (r >= 0)
+					r = buf_printf(&ch, "%s (%s)", fd->label, export_geo_parts[k]);
+				if (r >= 0)
+					r = export_csv_field(out, ch.data, ch.len);
+				if (r >= 0)
+					r = buf_puts(out, col->sensitive ? ",,yes\r\n" : ",,no\r\n");
+			}
 		}
 	}
 	buf_free(&ch);

@@ -55,6 +55,54 @@ int64_t export_long_page(struct export_long *x, struct store *s, uint64_t *curso
 /* Appends codebook.csv whole (byte order mark, header, one row a column). */
 int export_long_codebook(const struct export_long *x, struct buf *out);
 
+/* ---- rows for writers of other formats (export_xlsx.c, export_stat.c) ----
+ *
+ * The same tables, rows and filters, handed to a callback instead of
+ * written as CSV. Columns of table i are numbered 0..export_long_columns()
+ * (sensitive ones included: export_long_column says whether each is
+ * exported, and its cell is always empty when not). */
+
+/* A value as stored (an encoded shahidi.v1.Value); v NULL: empty. */
+struct export_long_cell {
+	const uint8_t *v;
+	size_t len;
+};
+
+/* One row: borrowed, valid during the callback only. */
+struct export_long_row {
+	size_t table;                 /* 0: records */
+	const uint8_t *record_id;     /* 16 bytes */
+	const uint8_t *instance_id;   /* 16 bytes; NULL in records */
+	const uint8_t *parent_id;     /* nested group: the parent instance, or NULL */
+	bool removed;                 /* an instance removed (include_deleted) */
+	/* records only */
+	uint32_t form_version;
+	uint64_t first_ms, last_ms;
+	const uint64_t *writers;      /* devices that wrote the record */
+	size_t n_writers;
+	bool deleted, conflict;
+	const struct export_long_cell *cells; /* export_long_columns() of them */
+};
+
+/* Called for each row, the records row before its instances' rows; a
+ * negative errno stops the page and is returned by it. */
+typedef int (*export_long_sink)(void *ud, const struct export_long_row *row);
+
+size_t export_long_columns(const struct export_long *x, size_t table);
+/* Column c of table i: its definition (newest version) and *ret_out, true
+ * when it is exported (not sensitive, or sensitive fields asked for). */
+const struct form_field *export_long_column(const struct export_long *x, size_t table, size_t c,
+					    bool *ret_out);
+/* The table's label ("Victims"), and whether it nests in a parent group
+ * (its rows have a parent_instance_id). */
+const char *export_long_table_label(const struct export_long *x, size_t table);
+bool export_long_nested(const struct export_long *x, size_t table);
+bool export_long_include_deleted(const struct export_long *x);
+
+/* As export_long_page(), the rows handed to sink. */
+int64_t export_long_page_rows(struct export_long *x, struct store *s, uint64_t *cursor,
+			      size_t max_scan, export_long_sink sink, void *ud, bool *ret_done);
+
 /* Records and instances written so far. */
 uint64_t export_long_written(const struct export_long *x);
 uint64_t export_long_instances(const struct export_long *x);

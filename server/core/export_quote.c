@@ -59,3 +59,18 @@ int export_json_string(struct buf *out, const uint8_t *s, size_t n)
 	return 0;
 }
 
+
+const char *const export_geo_parts[4] = {"latitude", "longitude", "altitude", "accuracy"};
+
+int export_geo_csv(const uint8_t *v, size_t n, struct buf *out)
+{
+	struct form_value fv;
+	struct form_geopoint g;
+	if (!v || form_value_parse(v, n, &fv) < 0 || fv.kind != FT_GEOPOINT ||
+	    form_value_geopoint(&fv, &g) < 0)
+		return buf_append(out, ",,,,", 4);
+	/* %.15g: the shortest text that reads back as the double for the
+	 * coordinates phones send (-1.2921, not -1.29210000000000003) */
+	return buf_printf(out, ",%.15g,%.15g,%.15g,%.15g", g.latitude, g.longitude, g.altitude,
+			  g.accuracy);
+}

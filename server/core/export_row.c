@@ -326,6 +326,47 @@ static int write_devices(const struct view *v, bool csv, struct buf *out)
 	return r;
 }
 
+/* The names of the record's devices: one CSV field ("; " between), or JSON
+ * strings separated by commas. */
+static int device_names(struct renderer *rd, const struct view *v, bool csv, struct buf *out)
+{
+	int r = 0;
+	buf_reset(&rd->tmp);
+	for (size_t i = 0; i + 8 <= v->writers_len && r >= 0; i += 8) {
+		uint64_t d = 0;
+		char hex[17];
+		for (int b = 7; b >= 0; b--)
+			d = (d << 8) | v->writers[i + (size_t)b];
+		const char *name = export_dev_name(rd->x->devs, d);
+		if (!name) { /* a device the store does not know: its id */
+			sh_device_fmt(d, hex);
+			name = hex;
+		}
+		if (csv) {
+			if (i)
+				r = buf_append(&rd->tmp, "; ", 2);
+			if (r >= 0)
+				r = buf_puts(&rd->tmp, name);
+		} else {
+			if (i)
+				r = buf_putc(out, ',');
+			if (r >= 0)
+				r = export_json_string(out, (const uint8_t *)name, strlen(name));
+		}
+	}
+	if (r >= 0 && csv) {
+		/* names are typed at enrolment: kept from running as formulas too */
+		if (rd->tmp.len && strchr("=+-@\t\r", rd->tmp.data[0]) &&
+		    (r = buf_putc(&rd->tmp, 0)) >= 0) {
+			memmove(rd->tmp.data + 1, rd->tmp.data, rd->tmp.len - 1);
+			rd->tmp.data[0] = '\'';
+		}
+		if (r >= 0)
+			r = export_csv_field(out, rd->tmp.data, rd->tmp.len);
+	}
+	return r;
+}
+
 static int cmp_icell(const void *a, const void *b)
 {
 	const struct icell *x = a, *y = b;
@@ -406,7 +447,9 @@ static int write_record(struct renderer *rd, const struct view *v, struct buf *o
 		if (r >= 0)
 			r = buf_puts(out, v->deleted ? ",yes" : ",no");
 		if (r >= 0)
-			r = buf_puts(out, v->conflicts ? ",yes" : ",no");
+			r = buf_puts(out, v->conflicts ? ",yes," : ",no,");
+		if (r >= 0)
+			r = device_names(rd, v, true, out);
 		for (size_t c = 0; c < x->n_cols && r >= 0; c++) {
 			const struct column *col = &x->cols[c];
 			if (col->sensitive && !x->o.include_sensitive)
@@ -415,6 +458,8 @@ static int write_record(struct renderer *rd, const struct view *v, struct buf *o
 				break;
 			if (rd->cell[c])
 				r = csv_cell(rd, col, rd->cell[c], rd->cell_len[c], out);
+			if (r >= 0 && col->fd->type == FT_GEOPOINT)
+				r = export_geo_csv(rd->cell[c], rd->cell_len[c], out);
 		}
 		return r < 0 ? r : buf_append(out, "\r\n", 2);
 	}
@@ -434,6 +479,10 @@ static int write_record(struct renderer *rd, const struct view *v, struct buf *o
 	r = buf_puts(out, "\",\"devices\":[");
 	if (r >= 0)
 		r = write_devices(v, false, out);
+	if (r >= 0)
+		r = buf_puts(out, "],\"device_names\":[");
+	if (r >= 0)
+		r = device_names(rd, v, false, out);
 	if (r >= 0)
 		r = buf_puts(out, v->deleted ? "],\"deleted\":true" : "],\"deleted\":false");
 	if (r >= 0)

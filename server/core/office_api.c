@@ -231,7 +231,7 @@ json_t *office_api_export_start_entry(const char *id, const struct export_opts *
 	for (size_t i = 0; cj && i < o->n_counties; i++)
 		json_array_append_new(cj, json_string(o->counties[i]));
 	return json_pack("{s:s,s:s,s:s,s:o,s:I,s:b,s:b}", "export_id", id, "format",
-			 o->format == EXPORT_CSV ? "csv" : "ndjson", "form",
+			 export_format_name(o->format), "form",
 			 o->form_id ? o->form_id : "incident_report", "counties", cj, "since_ms",
 			 (json_int_t)o->since_ms, "include_deleted", o->include_deleted,
 			 "include_sensitive", o->include_sensitive);
