@@ -175,6 +175,23 @@ static int own_ref(struct server *srv, const uint8_t id[16], uint64_t device,
 	return 0;
 }
 
+bool files__erased(struct server *srv, const uint8_t id[16])
+{
+	struct store_txn *t;
+	uint64_t when;
+	if (store_begin(srv->store, false, &t) < 0)
+		return false;
+	bool gone = upload_gone_get(t, id, &when) == 0;
+	store_abort(t);
+	return gone;
+}
+
+static void erased_error(struct http_conn *c)
+{
+	http_error(c, 410, "file_erased",
+		   "the file was erased with its record at its data subject's request");
+}
+
 static int read_upload(struct server *srv, const uint8_t id[16], struct upload_state *u,
 		       struct upload_file *done, const uint8_t *sha)
 {
@@ -449,6 +466,10 @@ static void patch_headers(struct http_conn *c, struct server *srv, struct http_r
 		r = read_upload(srv, id, &u, NULL, NULL);
 	if (r == 0 && u.expires_ms < sh_now_ms())
 		r = -ETIME;
+	if (r == -ENOENT && files__erased(srv, id)) {
+		erased_error(c);
+		return;
+	}
 	if (r < 0) {
 		http_error(c, r == -ETIME ? 410 : 404, r == -ETIME ? "upload_expired" : "unknown_upload",
 			   r == -ETIME ? "the upload expired; start again with POST"
@@ -637,7 +658,11 @@ static void create(struct http_conn *c, struct server *srv, struct http_request 
 		http_error(c, 403, "role_not_allowed", "only phones upload attachments");
 		return;
 	}
-	if ((r = own_ref(srv, id, req->device, &ref)) < 0) {
+	if ((r = own_ref(srv, id, req->device, &ref)) == -ENOENT && files__erased(srv, id)) {
+		erased_error(c);
+		return;
+	}
+	if (r < 0) {
 		http_error(c, r == -ENOENT ? 403 : 500, r == -ENOENT ? "not_referenced" : "internal",
 			   "no change this device pushed references that file id");
 		return;
@@ -727,6 +752,8 @@ static void head(struct http_conn *c, struct server *srv, struct http_request *r
 	} else if (r == 1) {
 		offset_headers(c, done.size, done.size);
 		http_respond(c, 200, NULL, NULL, 0);
+	} else if (r == -ENOENT && files__erased(srv, id)) {
+		erased_error(c);
 	} else {
 		http_error(c, 404, "unknown_upload", "no such upload for this device");
 	}
@@ -736,7 +763,12 @@ static void terminate(struct http_conn *c, struct server *srv, struct http_reque
 		      const uint8_t id[16])
 {
 	struct upload_ref ref;
-	if (own_ref(srv, id, req->device, &ref) < 0) {
+	int r = own_ref(srv, id, req->device, &ref);
+	if (r == -ENOENT && files__erased(srv, id)) {
+		erased_error(c);
+		return;
+	}
+	if (r < 0) {
 		http_error(c, 404, "unknown_upload", "no such upload for this device");
 		return;
 	}

@@ -89,26 +89,43 @@ static void dl_pump(void *ud)
 	}
 }
 
-/* May req see a record: a phone that wrote it or was assigned it, an
- * office token whose counties include the record's. */
-static bool may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
-		    const struct upload_ref *ref)
+/* Whether req may download a file through one reference to it. */
+enum see {
+	SEE_NO,        /* 404: not a record this token may see */
+	SEE_SENSITIVE, /* 403: the record is in scope, the field is sensitive */
+	SEE_OK,
+};
+
+/* The export's rules, applied to one file: a phone that wrote the record
+ * or was assigned it sees all of it (it holds the record, sensitive fields
+ * included); an office token only records of its counties, and a file of a
+ * sensitive field (or of a field its form does not list) only if it is an
+ * admin's, as only admins export sensitive fields. An erased record names
+ * no file. */
+static enum see may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
+			const struct upload_ref *ref)
 {
 	struct arena *a = arena_new();
 	merge_rec_t *rec;
-	bool ok = false;
+	enum see ok = SEE_NO;
 	if (!a)
-		return false;
-	if (store_record_get(t, a, ref->record_id, &rec) == 0) {
+		return SEE_NO;
+	if (store_record_get(t, a, ref->record_id, &rec) == 0 && !rec->erased_ms) {
 		if (req->role == ROLE_DEVICE) {
 			for (size_t i = 0; i < rec->n_writers && !ok; i++)
-				ok = rec->writers[i] == req->device;
+				ok = rec->writers[i] == req->device ? SEE_OK : SEE_NO;
 			for (size_t i = 0; i < rec->n_assigned && !ok; i++)
-				ok = rec->assigned[i] == req->device;
+				ok = rec->assigned[i] == req->device ? SEE_OK : SEE_NO;
 		} else {
 			const struct form *f =
 				form_registry_find(srv->forms, rec->form_id, rec->form_version);
-			ok = scope_has_record(&req->scope, rec, f, NULL);
+			const struct form_field *fd = f ? form_field(f, ref->field) : NULL;
+			if (!scope_has_record(&req->scope, rec, f, NULL))
+				ok = SEE_NO;
+			else if ((!fd || fd->sensitive) && req->role != ROLE_ADMIN)
+				ok = SEE_SENSITIVE;
+			else
+				ok = SEE_OK;
 		}
 	}
 	arena_free(a);
@@ -120,14 +137,18 @@ struct dl_find {
 	struct server *srv;
 	const struct http_request *req;
 	struct upload_ref ref;
-	bool seen, stored;
+	bool seen, stored, sensitive, any;
 };
 
 static int dl_each(const struct upload_ref *ref, void *ud)
 {
 	struct dl_find *f = ud;
 	struct upload_file file;
-	if (!may_see(f->t, f->srv, f->req, ref))
+	f->any = true;
+	enum see v = may_see(f->t, f->srv, f->req, ref);
+	if (v == SEE_SENSITIVE)
+		f->sensitive = true;
+	if (v != SEE_OK)
 		return 0;
 	f->seen = true;
 	f->ref = *ref;
@@ -175,6 +196,17 @@ void files__download(struct http_conn *c, struct server *srv, struct http_reques
 	f.t = t;
 	int r = upload_refs(t, id, dl_each, &f);
 	store_abort(t);
+	if (r == 0 && !f.seen && f.sensitive) {
+		http_error(c, 403, "sensitive_field",
+			   "the file belongs to a sensitive field of its record: only an admin and the "
+			   "phones that hold the record download it");
+		return;
+	}
+	if (r == 0 && !f.any && files__erased(srv, id)) {
+		http_error(c, 410, "file_erased",
+			   "the file was erased with its record at its data subject's request");
+		return;
+	}
 	if (r < 0 || !f.seen) {
 		http_error(c, 404, "not_found", "no such file, or not one this token may see");
 		return;

@@ -69,6 +69,24 @@ def head(dev, fid):
     return request(dev.port, "HEAD", f"/v1/files/{fid}", headers=tus(dev))
 
 
+def head_status(dev, fid):
+    """A HEAD's status (no body follows, whatever Content-Length says)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=30)
+    try:
+        s.sendall(f"HEAD /v1/files/{fid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  f"Authorization: Bearer {dev.token}\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(4096)
+            if not c:
+                break
+            buf += c
+        return int(buf.split()[1])
+    finally:
+        s.close()
+
+
 def download(dev, fid):
     return request(dev.port, "GET", f"/v1/files/{fid}",
                    headers={"Authorization": f"Bearer {dev.token}"})
@@ -135,7 +153,7 @@ def test_erasure_removes_the_records_files():
         upload(dev, f_own, own)
         upload(dev, f_part, part, upto=len(part) // 2 + 100)  # the pattern is in it
         upload(dev, f_shared, shared)
-        assert head(dev, f_other)[1]["upload-offset"] == str(len(shared))
+        assert head(dev, f_other)[1]["upload-offset"] == str(len(shared))  # stored once
         for p in (p_own, p_part, p_shared):
             assert grep(p, srv.data), "the bytes are on disk before"
         assert srv.stop() == 0
@@ -163,15 +181,14 @@ def test_erasure_removes_the_records_files():
             who.port = srv.port
         for fid in (f_own, f_shared):
             st, _, b = download(admin, fid)
-            assert st == 410 and error(b) == "file_erased", (st, b)
+            assert st == 410 and error(b) == "file_erased", (st, b[:200])
         st, _, b = download(dev, f_own)
-        assert st == 410 and error(b) == "file_erased", (st, b)
-        st, h, b = head(dev, f_part)
-        assert st == 410 and error(b) == "file_erased", (st, b)
+        assert st == 410 and error(b) == "file_erased", (st, b[:200])
+        assert head_status(dev, f_part) == 410
         st, _, b = patch(dev, f_part, len(part) // 2 + 100, part[len(part) // 2 + 100:])
-        assert st == 410 and error(b) == "file_erased", (st, b)
+        assert st == 410 and error(b) == "file_erased", (st, b[:200])
         st, _, b = create(dev, f_part, len(part))
-        assert st == 410 and error(b) == "file_erased", (st, b)
+        assert st == 410 and error(b) == "file_erased", (st, b[:200])
         assert grep(p_part, srv.data) == [], "nothing was written for the refused PATCH"
         st, _, body = download(dev, f_other)
         assert st == 200 and body == shared
@@ -201,7 +218,7 @@ def test_erasure_of_the_last_record_naming_shared_bytes():
         dev.port = srv.port
         for f in (f1, f2):
             st, _, b = download(dev, f)
-            assert st == 410 and error(b) == "file_erased", (st, b)
+            assert st == 410 and error(b) == "file_erased", (st, b[:200])
         # a record without attachments: the erasure says so
         r3 = report(dev)
         assert push(dev.port, dev, batch(dev, [r3]))[1].results[0].status == APPLIED
@@ -244,14 +261,12 @@ def test_downloads_follow_the_sensitive_rules():
         st, _, b = download(near, f_photo)
         assert st == 403 and error(b) == "sensitive_field", (st, b[:200])
         assert "admin" in json.loads(b)["message"], b
-        st, _, b = request(srv.port, "HEAD", f"/v1/files/{f_photo}",
-                           headers={"Authorization": f"Bearer {near.token}"})
-        assert st == 403, st
+        assert head_status(near, f_photo) == 403
         for who, fid in ((far, f_photo), (far, f_scene), (other, f_photo), (other, f_scene)):
             st, _, b = download(who, fid)
-            assert st == 404 and error(b) == "not_found", (who.name, fid, st, b)
+            assert st == 404 and error(b) == "not_found", (who.name, fid, st, b[:200])
         st, _, b = download(near, os.urandom(16).hex())
-        assert st == 404 and error(b) == "not_found", (st, b)
+        assert st == 404 and error(b) == "not_found", (st, b[:200])
 
         # allowed: the phone that holds the record, sensitive or not; a
         # coordinator in its county for a field that is not sensitive; an admin
