@@ -553,6 +553,11 @@ static int save_counters(struct store_txn *t)
 	return st_put_pb(t, DB_META, "counters", 8, &c.base, 0);
 }
 
+bool store_committing(struct store *s)
+{
+	return s->committing > 0;
+}
+
 uint64_t store_others_writes(struct store *s)
 {
 	/* In this order: a commit of ours updates own_txnid after others is
@@ -639,7 +644,9 @@ int store_commit(struct store_txn *t)
 			mdb_txn_abort(t->txn);
 		} else {
 			uint64_t id = (uint64_t)mdb_txn_id(t->txn);
+			s->committing++;
 			r = st_lmdb_err(mdb_txn_commit(t->txn));
+			s->committing--;
 			if (r == 0) {
 				/* A transaction that changed nothing leaves no commit
 				 * behind: the last id is then still the one before. */
