@@ -175,6 +175,8 @@ def test_erasure_removes_the_records_files():
         cli("backup", "--data", srv.data, backup)
         assert grep(p_own, backup) == [] and grep(p_part, backup) == []
         assert grep(p_shared, backup)
+        rc, out, _ = cli("verify", "--data", srv.data, check=False)
+        assert rc == 0 and "all equal" in out, out
 
         srv.start()
         for who in (dev, admin, coord):
@@ -279,6 +281,18 @@ def test_downloads_follow_the_sensitive_rules():
         assign(srv.data, rid, other)
         st, _, body = download(other, f_photo)
         assert st == 200 and body == photo
+        # every office download is in the audit log before its first byte
+        # (as every export is): who, which record and field, how many bytes
+        _, out, _ = cli("audit", "--data", srv.data)
+        got = sorted((e["actor"], e["field"], e["bytes"]) for e in map(json.loads, out.splitlines())
+                     if e["action"] == "download")
+        assert got == sorted([(f"device:{near.hex}", 101, len(scene)),
+                              (f"device:{admin.hex}", 100, len(photo)),
+                              (f"device:{admin.hex}", 101, len(scene))]), got
+        ids = [e["record_id"] for e in map(json.loads, out.splitlines())
+               if e["action"] == "download" and e["field"] == 100]
+        assert ids == [str(__import__("uuid").UUID(bytes=rid))], ids
+        assert f_photo not in out and hashlib.sha256(photo).hexdigest() not in out
     tmp.cleanup()
 
 
