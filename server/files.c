@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <llhttp.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,7 +310,7 @@ static struct running_hash {
 	uint64_t at;       /* bytes hashed: the upload's offset they reach */
 	uint64_t used;     /* for eviction: the turn's clock */
 	bool live;
-	crypto_hash_sha256_state hs;
+	EVP_MD_CTX *ctx;   /* made once, reused; reachable until exit */
 } hashes[HASHES];
 static uint64_t hash_clock;
 
@@ -331,10 +332,14 @@ static struct running_hash *hash_of(const struct patch *p)
 	if (p->u.offset != 0)
 		return NULL;
 	h = h ? h : old;
+	h->live = false;
+	if (!h->ctx && !(h->ctx = EVP_MD_CTX_new()))
+		return NULL;
+	if (!EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL))
+		return NULL;
 	memcpy(h->file_id, p->u.file_id, 16);
 	h->at = 0;
 	h->live = true;
-	crypto_hash_sha256_init(&h->hs);
 	return h;
 }
 
@@ -352,9 +357,27 @@ static void yield_to_store(struct server *srv)
 		nanosleep(&pause, NULL);
 }
 
+/* --upload-rate: the turn's bytes a second, all uploads together. Waits
+ * until n more bytes are within it (only the turn touches this). */
+static uint64_t rate_next_ns;
+
+static void rate_wait(struct server *srv, uint64_t n)
+{
+	uint64_t rate = srv->cfg.upload_rate, now = sh_mono_ns();
+	if (!rate)
+		return;
+	if (rate_next_ns > now) {
+		uint64_t d = rate_next_ns - now;
+		struct timespec ts = {(time_t)(d / 1000000000), (long)(d % 1000000000)};
+		nanosleep(&ts, NULL);
+	} else {
+		rate_next_ns = now; /* idle: no credit saved up beyond now */
+	}
+	rate_next_ns += n * 1000000000ull / rate;
+}
+
 /* Hashes [off, off + n) of the file as written (from the page cache). */
-static int hash_range(int fd, crypto_hash_sha256_state *hs, uint8_t *buf, uint64_t off,
-		      uint64_t n)
+static int hash_range(int fd, EVP_MD_CTX *ctx, uint8_t *buf, uint64_t off, uint64_t n)
 {
 	while (n) {
 		ssize_t got = pread(fd, buf, (size_t)SH_MIN(n, (uint64_t)COPY_CHUNK), (off_t)off);
@@ -362,7 +385,8 @@ static int hash_range(int fd, crypto_hash_sha256_state *hs, uint8_t *buf, uint64
 			continue;
 		if (got <= 0)
 			return got < 0 ? -errno : -EIO;
-		crypto_hash_sha256_update(hs, buf, (size_t)got);
+		if (!EVP_DigestUpdate(ctx, buf, (size_t)got))
+			return -ENOMEM;
 		off += (uint64_t)got;
 		n -= (uint64_t)got;
 	}
@@ -375,25 +399,25 @@ static void patch_file(struct patch *p, struct running_hash *h, uint8_t *buf)
 {
 	char part[4096], dest[4096], dir[4096];
 	uint8_t whole[32];
-	crypto_hash_sha256_state all;
-	if (!h || h->at != p->u.length) {
-		files__partial_path(p->srv, p->u.file_id, part, sizeof(part));
-		int fd = open(part, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			p->r = -errno;
-			return;
-		}
-		crypto_hash_sha256_init(&all);
-		p->r = hash_range(fd, &all, buf, 0, p->u.length);
-		close(fd);
-		if (p->r < 0)
-			return;
-		crypto_hash_sha256_final(&all, whole);
+	if (h && h->at == p->u.length) {
+		p->r = EVP_DigestFinal_ex(h->ctx, whole, NULL) ? 0 : -ENOMEM;
+		h->live = false; /* done with */
 	} else {
-		crypto_hash_sha256_final(&h->hs, whole);
+		if (h)
+			h->live = false;
+		files__partial_path(p->srv, p->u.file_id, part, sizeof(part));
+		EVP_MD_CTX *all = EVP_MD_CTX_new();
+		int fd = open(part, O_RDONLY | O_CLOEXEC);
+		if (!all || fd < 0 || !EVP_DigestInit_ex(all, EVP_sha256(), NULL))
+			p->r = fd < 0 ? -errno : -ENOMEM;
+		else if ((p->r = hash_range(fd, all, buf, 0, p->u.length)) == 0)
+			p->r = EVP_DigestFinal_ex(all, whole, NULL) ? 0 : -ENOMEM;
+		if (fd >= 0)
+			close(fd);
+		EVP_MD_CTX_free(all);
 	}
-	if (h)
-		h->live = false; /* done with, either way */
+	if (p->r < 0)
+		return;
 	if (memcmp(whole, p->u.sha256, 32)) {
 		p->hash_bad = true;
 		return;
@@ -426,12 +450,13 @@ static void patch_write_back(uv_work_t *w)
 	 * disk busy (one alone left it idle between steps: half the speed) */
 	for (uint64_t off = from; off < to && p->r == 0; off += WB_STEP) {
 		uint64_t n = SH_MIN(WB_STEP, to - off);
+		rate_wait(p->srv, n);
 		yield_to_store(p->srv);
 		if (sync_file_range(p->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE) < 0) {
 			p->r = errno == ENOSPC ? -ENOSPC : -errno;
 			break;
 		}
-		if (h && (p->r = hash_range(p->fd, &h->hs, buf, off, n)) < 0)
+		if (h && (p->r = hash_range(p->fd, h->ctx, buf, off, n)) < 0)
 			break;
 		if (off > from &&
 		    sync_file_range(p->fd, (off_t)(off - WB_STEP), (off_t)WB_STEP,

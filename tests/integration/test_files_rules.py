@@ -296,5 +296,28 @@ def test_downloads_follow_the_sensitive_rules():
     tmp.cleanup()
 
 
+def test_upload_rate_caps_the_disk_writes():
+    """--upload-rate 1M: 3 MiB in one PATCH is acknowledged after 2 s at the
+    earliest (its first MiB goes at once), and arrives whole."""
+    import time
+    with Server(quiet=True, args=["--upload-rate", "1M"]) as srv:
+        dev = phone(srv, "phone 1")
+        data = os.urandom(3 << 20)
+        _, fid = report_with(dev, data)
+        assert create(dev, fid, len(data))[0] == 201
+        t0 = time.time()
+        st, h, _ = patch(dev, fid, 0, data)
+        took = time.time() - t0
+        assert st == 204 and h["upload-offset"] == str(len(data)), (st, h)
+        assert took >= 1.9, took
+        print(f"   3 MiB at --upload-rate 1M: {took:.2f} s")
+        st, _, body = download(dev, fid)
+        assert st == 200 and body == data
+    st = __import__("subprocess").run(
+        [os.path.join(os.environ["SHAHIDI_BUILD"], "server", "shahidi-server"),
+         "--upload-rate", "fast"], capture_output=True, text=True, timeout=30)
+    assert st.returncode == 2 and "--upload-rate" in st.stderr, (st.returncode, st.stderr)
+
+
 if __name__ == "__main__":
     run_tests(globals())
