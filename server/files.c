@@ -345,7 +345,7 @@ static struct running_hash *hash_of(const struct patch *p)
 
 /* Waits, a little at most, while a store commit is syncing: what the turn
  * sends the disk now would be queued ahead of it. Bounded, so that
- * uploads go on (at YIELD_MAX a step at worst) under pushes that commit
+ * uploads go on (a step per YIELD_MAX_NS at worst) under pushes that commit
  * back to back. */
 #define YIELD_MAX_NS (20 * 1000000ll)
 

@@ -231,6 +231,40 @@ def test_erasure_of_the_last_record_naming_shared_bytes():
         srv.start()
 
 
+def test_erasure_keeps_an_upload_another_record_names():
+    """Two records name the same file id (the phone attached it twice): an
+    upload half done survives the first one's erasure and goes with the
+    second's."""
+    import uuid
+    with Server(quiet=True) as srv:
+        dev = phone(srv, "phone 1")
+        admin = phone(srv, "admin", role="admin")
+        pat = pattern()
+        data = with_pattern(pat)
+        fid = os.urandom(16)
+        r1, f = report_with(dev, data, file_id=fid)
+        r2, _ = report_with(dev, data, file_id=fid)
+        upload(dev, f, data, upto=len(data) // 2 + 100)
+        assert srv.stop() == 0
+        _, out, _ = cli("erase", "--data", srv.data, "--as", admin.hex, "--record",
+                        str(uuid.UUID(bytes=r1)), "--reason", "request 1")
+        assert "0 file(s) removed, 0 kept (named by a record not erased), 0 upload(s) " \
+               "in progress dropped" in out, out
+        assert grep(pat, srv.data)
+        srv.start()
+        dev.port = srv.port
+        st, h, _ = head(dev, f)
+        assert st == 200 and h["upload-offset"] == str(len(data) // 2 + 100), (st, h)
+        assert srv.stop() == 0
+        _, out, _ = cli("erase", "--data", srv.data, "--as", admin.hex, "--record",
+                        str(uuid.UUID(bytes=r2)), "--reason", "request 2")
+        assert "1 upload(s) in progress dropped" in out, out
+        assert grep(pat, srv.data) == []
+        srv.start()
+        dev.port = srv.port
+        assert head_status(dev, f) == 410
+
+
 def form_with_open_attachment(path):
     """Version 2 of the incident report with field 101, a scene photo
     (an attachment not marked sensitive)."""
