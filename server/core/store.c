@@ -39,6 +39,10 @@
  *                                               be64 device | file id (16): a
  *                                               complete file, in
  *                                               DATA/files/sha256/<hex>
+ *         'g' | 16-byte file id                 be64 ms erased: every record
+ *                                               that named it was erased (410)
+ *         (erasure drops a record's 'r' entries, and the 'u' and 'h' entries
+ *         no record left names: upload_erase_record)
  *         (added without a format change: a store without the table reads
  *         as having no files, and gets it when opened to write)
  *
