@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "audit.h"
 #include "auth.h"
 #include "common.h"
 #include "files_int.h"
@@ -89,26 +90,43 @@ static void dl_pump(void *ud)
 	}
 }
 
-/* May req see a record: a phone that wrote it or was assigned it, an
- * office token whose counties include the record's. */
-static bool may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
-		    const struct upload_ref *ref)
+/* Whether req may download a file through one reference to it. */
+enum see {
+	SEE_NO,        /* 404: not a record this token may see */
+	SEE_SENSITIVE, /* 403: the record is in scope, the field is sensitive */
+	SEE_OK,
+};
+
+/* The export's rules, applied to one file: a phone that wrote the record
+ * or was assigned it sees all of it (it holds the record, sensitive fields
+ * included); an office token only records of its counties, and a file of a
+ * sensitive field (or of a field its form does not list) only if it is an
+ * admin's, as only admins export sensitive fields. An erased record names
+ * no file. */
+static enum see may_see(struct store_txn *t, struct server *srv, const struct http_request *req,
+			const struct upload_ref *ref)
 {
 	struct arena *a = arena_new();
 	merge_rec_t *rec;
-	bool ok = false;
+	enum see ok = SEE_NO;
 	if (!a)
-		return false;
-	if (store_record_get(t, a, ref->record_id, &rec) == 0) {
+		return SEE_NO;
+	if (store_record_get(t, a, ref->record_id, &rec) == 0 && !rec->erased_ms) {
 		if (req->role == ROLE_DEVICE) {
 			for (size_t i = 0; i < rec->n_writers && !ok; i++)
-				ok = rec->writers[i] == req->device;
+				ok = rec->writers[i] == req->device ? SEE_OK : SEE_NO;
 			for (size_t i = 0; i < rec->n_assigned && !ok; i++)
-				ok = rec->assigned[i] == req->device;
+				ok = rec->assigned[i] == req->device ? SEE_OK : SEE_NO;
 		} else {
 			const struct form *f =
 				form_registry_find(srv->forms, rec->form_id, rec->form_version);
-			ok = scope_has_record(&req->scope, rec, f, NULL);
+			const struct form_field *fd = f ? form_field(f, ref->field) : NULL;
+			if (!scope_has_record(&req->scope, rec, f, NULL))
+				ok = SEE_NO;
+			else if ((!fd || fd->sensitive) && req->role != ROLE_ADMIN)
+				ok = SEE_SENSITIVE;
+			else
+				ok = SEE_OK;
 		}
 	}
 	arena_free(a);
@@ -120,14 +138,18 @@ struct dl_find {
 	struct server *srv;
 	const struct http_request *req;
 	struct upload_ref ref;
-	bool seen, stored;
+	bool seen, stored, sensitive, any;
 };
 
 static int dl_each(const struct upload_ref *ref, void *ud)
 {
 	struct dl_find *f = ud;
 	struct upload_file file;
-	if (!may_see(f->t, f->srv, f->req, ref))
+	f->any = true;
+	enum see v = may_see(f->t, f->srv, f->req, ref);
+	if (v == SEE_SENSITIVE)
+		f->sensitive = true;
+	if (v != SEE_OK)
 		return 0;
 	f->seen = true;
 	f->ref = *ref;
@@ -163,28 +185,12 @@ static int parse_range(const char *s, uint64_t size, uint64_t *from, uint64_t *t
 	return 1;
 }
 
-void files__download(struct http_conn *c, struct server *srv, struct http_request *req,
-		     const uint8_t id[16])
+/* Streams the file that ref names (found and allowed). */
+static void dl_begin(struct http_conn *c, struct server *srv, struct http_request *req,
+		     const struct upload_ref *ref)
 {
-	struct store_txn *t;
-	struct dl_find f = {.srv = srv, .req = req};
-	if (store_begin(srv->store, false, &t) < 0) {
-		http_error(c, 500, "internal", "the store could not be read");
-		return;
-	}
-	f.t = t;
-	int r = upload_refs(t, id, dl_each, &f);
-	store_abort(t);
-	if (r < 0 || !f.seen) {
-		http_error(c, 404, "not_found", "no such file, or not one this token may see");
-		return;
-	}
-	if (!f.stored) {
-		http_error(c, 404, "not_uploaded", "the file's bytes have not arrived yet");
-		return;
-	}
 	char path[4096], line[128];
-	files__file_path(srv, f.ref.sha256, path, sizeof(path));
+	files__file_path(srv, ref->sha256, path, sizeof(path));
 	struct dl *d = calloc(1, sizeof(*d));
 	struct stat st;
 	if (!d || (d->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(d->fd, &st) < 0) {
@@ -218,7 +224,7 @@ void files__download(struct http_conn *c, struct server *srv, struct http_reques
 			 from, to, size);
 		http_add_header(c, line);
 	}
-	const char *mt = f.ref.media_type[0] ? f.ref.media_type : "application/octet-stream";
+	const char *mt = ref->media_type[0] ? ref->media_type : "application/octet-stream";
 	if (http_stream_start_length(c, rg == 1 ? 206 : 200, mt, d->end - d->off) < 0 ||
 	    req->method == HTTP_HEAD) {
 		http_stream_end(c);
@@ -226,6 +232,104 @@ void files__download(struct http_conn *c, struct server *srv, struct http_reques
 		return;
 	}
 	dl_pump(d);
+}
+
+/* An office token's download is in the audit log before its first byte,
+ * as an export is: who, which record and field, how many bytes (not the
+ * file's id or hash). */
+struct dl_audit {
+	struct writer_job job;
+	struct server *srv;
+	struct http_conn *c;
+	struct upload_ref ref;
+	char actor[32];
+};
+
+static int dl_audit_fn(struct store_txn *t, void *ud)
+{
+	struct dl_audit *a = ud;
+	char rid[37];
+	const uint8_t *b = a->ref.record_id;
+	snprintf(rid, sizeof(rid),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+		 b[15]);
+	return audit_record_txn(t, a->actor, "download",
+				json_pack("{s:s,s:I,s:I}", "record_id", rid, "field",
+					  (json_int_t)a->ref.field, "bytes",
+					  (json_int_t)a->ref.size));
+}
+
+static void dl_audited(struct writer_job *job)
+{
+	struct dl_audit *a = job->ud;
+	struct server *srv = a->srv;
+	if (http_conn_gone(a->c)) {
+		/* nobody to send it to: the entry stays (asked for) */
+	} else if (job->result < 0) {
+		http_error(a->c, 500, "audit_failed",
+			   "the download could not be written to the audit log; nothing was sent");
+	} else {
+		dl_begin(a->c, srv, http_conn_request(a->c), &a->ref);
+	}
+	http_conn_unref(a->c);
+	free(a);
+	files__busy--;
+	http_kick(srv);
+}
+
+void files__download(struct http_conn *c, struct server *srv, struct http_request *req,
+		     const uint8_t id[16])
+{
+	struct store_txn *t;
+	struct dl_find f = {.srv = srv, .req = req};
+	if (store_begin(srv->store, false, &t) < 0) {
+		http_error(c, 500, "internal", "the store could not be read");
+		return;
+	}
+	f.t = t;
+	int r = upload_refs(t, id, dl_each, &f);
+	store_abort(t);
+	if (r == 0 && !f.seen && f.sensitive) {
+		http_error(c, 403, "sensitive_field",
+			   "the file belongs to a sensitive field of its record: only an admin and the "
+			   "phones that hold the record download it");
+		return;
+	}
+	if (r == 0 && !f.any && files__erased(srv, id)) {
+		http_error(c, 410, "file_erased",
+			   "the file was erased with its record at its data subject's request");
+		return;
+	}
+	if (r < 0 || !f.seen) {
+		http_error(c, 404, "not_found", "no such file, or not one this token may see");
+		return;
+	}
+	if (!f.stored) {
+		http_error(c, 404, "not_uploaded", "the file's bytes have not arrived yet");
+		return;
+	}
+	if (req->role == ROLE_DEVICE || req->method == HTTP_HEAD) {
+		dl_begin(c, srv, req, &f.ref); /* a phone holds the record: not an export */
+		return;
+	}
+	struct dl_audit *a = calloc(1, sizeof(*a));
+	if (!a) {
+		http_error(c, 503, "busy", "out of memory");
+		return;
+	}
+	a->srv = srv;
+	a->c = c;
+	a->ref = f.ref;
+	snprintf(a->actor, sizeof(a->actor), "device:%016" PRIx64, req->device);
+	http_conn_ref(c);
+	files__busy++;
+	a->job.kind = WJOB_CALL;
+	a->job.fn = dl_audit_fn;
+	a->job.fn_ud = a;
+	a->job.done = dl_audited;
+	a->job.ud = a;
+	writer_submit(srv->writer, &a->job);
 }
 
 

@@ -2,6 +2,7 @@
 #ifndef SHAHIDI_FILES_INT_H
 #define SHAHIDI_FILES_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,9 @@ extern uint64_t files__busy; /* async work in flight (loop thread) */
 /* DATA/files/partial/<file id hex>, DATA/files/sha256/<hash hex> */
 void files__partial_path(const struct server *srv, const uint8_t id[16], char *out, size_t n);
 void files__file_path(const struct server *srv, const uint8_t sha[32], char *out, size_t n);
+
+/* Was every record that named file id erased (410 file_erased)? */
+bool files__erased(struct server *srv, const uint8_t id[16]);
 
 /* GET (and an office token's HEAD) of /v1/files/ID. */
 void files__download(struct http_conn *c, struct server *srv, struct http_request *req,

@@ -73,6 +73,9 @@ static void usage(FILE *out)
 		"  --auth-refill SEC      more per SEC (3); beyond that: 429\n"
 		"  --max-file SIZE        an attachment's size (default 100M) -> 413\n"
 		"  --upload-expiry DAYS   an unfinished upload is dropped after (default 14)\n"
+		"  --upload-rate SIZE     uploads' bytes written to the disk a second, all\n"
+		"                         together (default 0: no cap); a PATCH is answered\n"
+		"                         once its bytes are written, so phones slow down\n"
 		"  --version, --help\n\n"
 		"SIZE takes K, M, G or T (powers of 1024). The log (stderr) has one line per\n"
 		"request: never a token, never report content.\n");
@@ -196,6 +199,7 @@ static const struct option opts[] = {
 	{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
 	{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
 	{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
+	{"upload-rate", required_argument, 0, '7'},
 	{"release-above", required_argument, 0, 'R'}, {"config", required_argument, 0, 'F'},
 	{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 };
@@ -249,6 +253,7 @@ static bool apply_opt(struct server_config *cfg, int c, const char *val)
 	case '4': bad = parse_secs(val, &cfg->body_stall_ms) < 0; break;
 	case '3': bad = parse_secs(val, &cfg->idle_timeout_ms) < 0; break;
 	case '5': bad = parse_size(val, &cfg->max_file) < 0; break;
+	case '7': bad = parse_size(val, &cfg->upload_rate) < 0; break;
 	case '6': {
 		char *end;
 		double d = strtod(val, &end);

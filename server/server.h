@@ -40,6 +40,7 @@ struct server_config {
 	unsigned auth_refill_ms;     /* ...and then one more per this long (429) */
 	size_t max_file;             /* an attachment's bytes (413 at creation) */
 	uint64_t upload_expiry_ms;   /* an incomplete upload is dropped after this */
+	size_t upload_rate;          /* uploads' bytes to the disk a second; 0: no cap */
 	bool unsafe_nosync;          /* the store without fsync: fuzzing only */
 };
 

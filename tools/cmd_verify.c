@@ -460,7 +460,10 @@ int cmd_erase(int argc, char **argv)
 			       "verifies; appends an erasure change that the record's other holders pull\n"
 			       "(their app removes it); turns the record into an empty tombstone; writes\n"
 			       "the reason to the audit log; then compacts the store file so that no copy\n"
-			       "of the erased text is left in it. The server must be stopped (the store\n"
+			       "of the erased text is left in it. The record's attachments go too:\n"
+			       "each file (complete or half uploaded) is deleted from DIR/files unless\n"
+			       "a record that is not erased names the same bytes; downloads of them\n"
+			       "answer 410 file_erased. The server must be stopped (the store\n"
 			       "file is rewritten). Backups taken before keep what they held: erase\n"
 			       "there too, or destroy them. ADMIN_DEVICE is an admin's device id.\n");
 			return 0;
@@ -525,6 +528,9 @@ int cmd_erase(int argc, char **argv)
 		cli_err(r == -ENOENT ? "no record %s" : "record %s was erased before", rid);
 		goto out;
 	}
+	bool files_left = r == -EREMOTEIO; /* erased: compacted all the same */
+	if (files_left)
+		r = 0;
 	if (r < 0) {
 		cli_err("cannot erase: %s", sh_strerror(r));
 		goto out;
@@ -540,6 +546,19 @@ int cmd_erase(int argc, char **argv)
 	       "(their digests kept: the chain verifies), erasure change at log entry %" PRIu64
 	       "; the store file compacted\n",
 	       rid, rep.changes, rep.log_seq);
+	if (!rep.attachments)
+		printf("attachments: none\n");
+	else
+		printf("attachments: %" PRIu64 " file(s) removed, %" PRIu64
+		       " kept (named by a record not erased), %" PRIu64
+		       " upload(s) in progress dropped\n",
+		       rep.files_removed, rep.files_kept, rep.uploads_dropped);
+	if (files_left) {
+		cli_err("some of the erased record's files could not be deleted from %s/files "
+			"(the next erasure tries again)",
+			data);
+		goto out;
+	}
 	rc = 0;
 out:
 	close(lockfd);

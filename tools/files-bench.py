@@ -4,9 +4,14 @@ tus PATCHes (4 MiB each, every one fdatasync'd before its answer), beside
 the raw speed of the same disk measured in the same run (the same bytes
 written sequentially in files of M MB, each fdatasync'd), the server's
 resident memory above idle, sampled every 20 ms, and the latency of a
-phone pushing 20 reports at a time, alone and while the uploads run.
+phone pushing 20 reports at a time every 50 ms, alone and while the
+uploads run, with
+the server's own durable commit latency in both phases (from /metrics: its
+mean, and the share of commits over 20 ms), which tells the disk's part
+from the CPU's on a shared machine.
 
     tools/files-bench.py [--phones 16] [--mb 20] [--build build] [--dir DIR]
+                         [--server-arg ARG]...
 
 DIR (default: a new directory under the current one, so on the disk the
 server would use) is removed afterwards. Talks only to 127.0.0.1.
@@ -29,6 +34,8 @@ ap.add_argument("--phones", type=int, default=16)
 ap.add_argument("--mb", type=int, default=20)
 ap.add_argument("--build", default="build")
 ap.add_argument("--dir", default=None)
+ap.add_argument("--server-arg", action="append", default=[],
+                help="one more argument for shahidi-server (e.g. --server-arg=--upload-rate=50M)")
 args = ap.parse_args()
 sys.path.insert(0, os.path.join(args.build, "tests"))
 import shahidi_pb2 as pb  # noqa: E402
@@ -44,7 +51,7 @@ def rss_kb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def call(port, method, path, headers, body=b""):
+def call(port, method, path, headers, body=b"", want_body=False):
     s = socket.create_connection(("127.0.0.1", port), timeout=120)
     try:
         h = {"Host": "127.0.0.1", "Content-Length": str(len(body)), "Connection": "close",
@@ -59,9 +66,17 @@ def call(port, method, path, headers, body=b""):
             if not c:
                 raise ConnectionError("no answer")
             buf += c
-        lines = buf.split(b"\r\n\r\n")[0].decode().split("\r\n")
-        return int(lines[0].split()[1]), {k.lower(): v.strip() for k, v in
-                                          (ln.split(":", 1) for ln in lines[1:])}
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        hdrs = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+        if want_body:
+            while len(rest) < int(hdrs.get("content-length", "0")):
+                c = s.recv(65536)
+                if not c:
+                    break
+                rest += c
+            return int(lines[0].split()[1]), hdrs, rest
+        return int(lines[0].split()[1]), hdrs
     finally:
         s.close()
 
@@ -90,8 +105,12 @@ try:
         dev = int(re.search(r"^device ([0-9a-f]{16})$", out, re.M).group(1), 16)
         tok = re.search(r"^token +(\S+)$", out, re.M).group(1)
         phones.append((dev, tok))
+    out = subprocess.run([cli, "device", "enroll", "--data", data_dir, "--name", "admin",
+                          "--county", "047", "--role", "admin"], capture_output=True, text=True,
+                         check=True).stdout
+    atok = re.search(r"^token +(\S+)$", out, re.M).group(1)
     srv = subprocess.Popen([os.path.join(args.build, "server", "shahidi-server"), "--data",
-                            data_dir, "--listen", "127.0.0.1:0", "--quiet"],
+                            data_dir, "--listen", "127.0.0.1:0", "--quiet", *args.server_arg],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     port = int(srv.stdout.readline().decode().strip().rsplit(":", 1)[1])
     def change(i, fid=None, body=None):
@@ -128,6 +147,23 @@ try:
                      b.SerializeToString())
         assert st == 200, st
         return (time.time() - t) * 1000
+
+    def commits():
+        """(count, sum of seconds, count within 20 ms) of the server's commits."""
+        st, _, body = call(port, "GET", "/metrics", {"Authorization": f"Bearer {atok}"},
+                           want_body=True)
+        assert st == 200, st
+        t = body.decode()
+        n = int(re.search(r"^shahidi_commit_seconds_count (\d+)", t, re.M).group(1))
+        total = float(re.search(r"^shahidi_commit_seconds_sum (\S+)", t, re.M).group(1))
+        fast = int(re.search(r'^shahidi_commit_seconds_bucket\{le="0.02"\} (\d+)', t,
+                             re.M).group(1))
+        return n, total, fast
+
+    def commit_figures(a, b):
+        n, total, fast = (b[i] - a[i] for i in range(3))
+        return (f"{n} commits, mean {1000 * total / max(n, 1):.1f} ms, "
+                f"{100 * (n - fast) / max(n, 1):.0f}% over 20 ms")
 
     def p99(xs):
         xs = sorted(xs)
@@ -167,12 +203,25 @@ try:
                          body[off:off + CHUNK])
             assert st == 204, st
 
-    alone = [one_push() for _ in range(40)]
+    c0 = commits()
+    # pushes at a fixed pace (PACE s apart, or right after the last when it
+    # took longer), so that faster pushes do not mean more commits
+    PACE = 0.05
+
+    def paced(n=None):
+        out, nxt = [], time.time()
+        while (len(out) < n) if n else not done.is_set():
+            out.append(one_push())
+            nxt += PACE
+            time.sleep(max(0, nxt - time.time()))
+        return out
+
+    alone = paced(40)
+    c1 = commits()
     during = []
 
     def pusher():
-        while not done.is_set():
-            during.append(one_push())
+        during.extend(paced())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -188,6 +237,7 @@ try:
     done.set()
     sampler.join()
     pt.join()
+    c2 = commits()
     srv.terminate()
     srv.wait(30)
     stored = len(os.listdir(os.path.join(data_dir, "files", "sha256")))
@@ -201,5 +251,7 @@ try:
     d99, d50 = p99(during)
     print(f"push of 20 reports: p50/p99 {a50:.1f}/{a99:.1f} ms alone, {d50:.1f}/{d99:.1f} ms "
           f"during the uploads ({len(during)} pushes)")
+    print(f"server's commits: alone {commit_figures(c0, c1)}; during the uploads "
+          f"{commit_figures(c1, c2)}")
 finally:
     shutil.rmtree(root, ignore_errors=True)

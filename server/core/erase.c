@@ -17,6 +17,7 @@
 #include "rebuild.h"
 #include "shahidi.pb-c.h"
 #include "store.h"
+#include "upload.h"
 #include "uuid.h"
 
 #define SERVER_CHANGE_BIT (1ull << 63) /* as resolve.c's office changes */
@@ -145,12 +146,25 @@ static int erase_fn(struct store_txn *t, void *ud)
 	rec->erased_ms = j->now_ms;
 	if ((r = rebuild_record(t, a, rec)) < 0)
 		goto out;
+	/* its attachments: what no record left names goes (the bytes on disk
+	 * once this has committed: erase_record) */
+	struct upload_erased ue;
+	if ((r = upload_erase_record(t, j->id, j->now_ms, &ue)) < 0)
+		goto out;
+	j->rep.attachments = ue.references;
+	j->rep.files_removed = ue.files_removed;
+	j->rep.files_kept = ue.files_kept;
+	j->rep.uploads_dropped = ue.uploads_dropped;
 	char rid[UUID_STR_LEN + 1];
 	uuid_fmt(j->id, rid);
+	/* counts only: no file's name, hash or content */
 	r = audit_record_txn(t, j->actor_name, "erase",
-			     json_pack("{s:s,s:s,s:I,s:I}", "record_id", rid, "reason", j->reason,
-				       "changes_erased", (json_int_t)j->rep.changes, "log_seq",
-				       (json_int_t)j->rep.log_seq));
+			     json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "record_id", rid, "reason",
+				       j->reason, "changes_erased", (json_int_t)j->rep.changes,
+				       "log_seq", (json_int_t)j->rep.log_seq, "files_removed",
+				       (json_int_t)ue.files_removed, "files_kept",
+				       (json_int_t)ue.files_kept, "uploads_dropped",
+				       (json_int_t)ue.uploads_dropped));
 out:
 	arena_free(a);
 	return r;
@@ -162,7 +176,12 @@ int erase_record(struct store *s, const uint8_t id[16], uint64_t actor, const ch
 	struct job j = {.id = id, .actor = actor, .now_ms = now_ms, .actor_name = actor_name,
 			.reason = reason};
 	int r = store_write(s, erase_fn, &j);
-	if (r == 0)
+	size_t swept;
+	/* Committed: the bytes the store no longer names go from the disk. A
+	 * crash before this leaves them until the next erasure's sweep. */
+	if (r == 0 && (r = upload_sweep(s, store_dir(s), &swept)) < 0)
+		r = -EREMOTEIO; /* told apart from a failed erasure */
+	if (r == 0 || r == -EREMOTEIO)
 		*ret = j.rep;
 	return r;
 }

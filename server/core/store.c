@@ -39,6 +39,10 @@
  *                                               be64 device | file id (16): a
  *                                               complete file, in
  *                                               DATA/files/sha256/<hex>
+ *         'g' | 16-byte file id                 be64 ms erased: every record
+ *                                               that named it was erased (410)
+ *         (erasure drops a record's 'r' entries, and the 'u' and 'h' entries
+ *         no record left names: upload_erase_record)
  *         (added without a format change: a store without the table reads
  *         as having no files, and gets it when opened to write)
  *   days  county (3 bytes, zeros for a phone  be64 batches | be64 changes
@@ -573,6 +577,11 @@ static int save_counters(struct store_txn *t)
 	return st_put_pb(t, DB_META, "counters", 8, &c.base, 0);
 }
 
+bool store_committing(struct store *s)
+{
+	return s->committing > 0;
+}
+
 uint64_t store_others_writes(struct store *s)
 {
 	/* In this order: a commit of ours updates own_txnid after others is
@@ -659,7 +668,9 @@ int store_commit(struct store_txn *t)
 			mdb_txn_abort(t->txn);
 		} else {
 			uint64_t id = (uint64_t)mdb_txn_id(t->txn);
+			s->committing++;
 			r = st_lmdb_err(mdb_txn_commit(t->txn));
+			s->committing--;
 			if (r == 0) {
 				/* A transaction that changed nothing leaves no commit
 				 * behind: the last id is then still the one before. */

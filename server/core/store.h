@@ -67,6 +67,11 @@ void store_abort(struct store_txn *t);
  * change without such a commit (a commit of this process being
  * finished), never the other way round. */
 uint64_t store_others_writes(struct store *s);
+/* Is a write transaction of this process committing (writing its pages and
+ * syncing) now? Any thread; a hint, stale by the time it is read. The
+ * uploads' writes wait for it (files.c): a commit's sync waits for all
+ * that is queued at the disk before it. */
+bool store_committing(struct store *s);
 /* In a write transaction: what store_others_writes will return once it
  * has committed, if no other process commits after it. */
 uint64_t store_txn_others_writes(const struct store_txn *t);

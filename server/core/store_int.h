@@ -71,6 +71,8 @@ struct store {
 	 * (store_others_writes). */
 	_Atomic uint64_t own_txnid;
 	_Atomic uint64_t others;
+	/* Write commits syncing now (store_committing: uploads yield to them). */
+	_Atomic unsigned committing;
 	struct store_opts opts;
 	bool read_only;
 	bool old_format;           /* opened a store of an older format */

@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "codec.h"
 #include "common.h"
 #include "merge.h"
@@ -15,6 +17,7 @@
 #define K_REF 'r'
 #define K_UPLOAD 'u'
 #define K_FILE 'h'
+#define K_GONE 'g' /* a file id whose every record was erased */
 
 static void copy_media(char out[UPLOAD_MEDIA_MAX], const uint8_t *p, size_t n)
 {
@@ -274,4 +277,160 @@ int upload_file_put(struct store_txn *t, const struct upload_file *f)
 	sh_put_be64(v + 16, f->device);
 	memcpy(v + 24, f->file_id, 16);
 	return st_put_raw(t, DB_FILES, k, sizeof(k), v, sizeof(v), 0);
+}
+
+int upload_file_del(struct store_txn *t, const uint8_t sha256[32])
+{
+	uint8_t k[33] = {K_FILE};
+	memcpy(k + 1, sha256, 32);
+	return st_del_raw(t, DB_FILES, k, sizeof(k));
+}
+
+/* ---- erasure ---- */
+
+int upload_gone_get(struct store_txn *t, const uint8_t file_id[16], uint64_t *ret_ms)
+{
+	MDB_val v;
+	int r = get(t, K_GONE, file_id, 16, &v);
+	if (r < 0)
+		return r;
+	if (v.mv_size != 8)
+		return -EIO;
+	*ret_ms = sh_get_be64(v.mv_data);
+	return 0;
+}
+
+static int gone_put(struct store_txn *t, const uint8_t file_id[16], uint64_t ms)
+{
+	uint8_t k[17] = {K_GONE}, v[8];
+	memcpy(k + 1, file_id, 16);
+	sh_put_be64(v, ms);
+	return st_put_raw(t, DB_FILES, k, sizeof(k), v, sizeof(v), 0);
+}
+
+static int ref_del(struct store_txn *t, const struct upload_ref *ref)
+{
+	uint8_t k[1 + 16 + 8 + 4];
+	k[0] = K_REF;
+	memcpy(k + 1, ref->file_id, 16);
+	sh_put_be64(k + 17, ref->record_seq);
+	sh_put_be32(k + 25, ref->field);
+	return st_del_raw(t, DB_FILES, k, sizeof(k));
+}
+
+/* The references of one record, copied out (no cursor open while they go). */
+struct mine {
+	const uint8_t *record_id;
+	struct upload_ref *refs; /* malloc'd */
+	size_t n, cap;
+};
+
+static int mine_each(const struct upload_ref *ref, void *ud)
+{
+	struct mine *m = ud;
+	if (memcmp(ref->record_id, m->record_id, 16))
+		return 0;
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? 2 * m->cap : 8;
+		struct upload_ref *n = realloc(m->refs, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		m->refs = n;
+		m->cap = cap;
+	}
+	m->refs[m->n++] = *ref;
+	return 0;
+}
+
+/* Is there a reference, by file id or by hash, from a record that is
+ * not erased (and not the one being erased)? */
+struct live {
+	struct store_txn *t;
+	struct arena *a;
+	const uint8_t *record_id, *sha256; /* sha256 NULL: any reference */
+	bool found;
+};
+
+static int live_each(const struct upload_ref *ref, void *ud)
+{
+	struct live *l = ud;
+	merge_rec_t *rec;
+	if (!memcmp(ref->record_id, l->record_id, 16) ||
+	    (l->sha256 && memcmp(ref->sha256, l->sha256, 32)))
+		return 0;
+	arena_reset(l->a);
+	int r = store_record_get(l->t, l->a, ref->record_id, &rec);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	if (rec->erased_ms)
+		return 0;
+	l->found = true;
+	return 1;
+}
+
+static int live_ref(struct store_txn *t, struct arena *a, const uint8_t record_id[16],
+		    const uint8_t *file_id, const uint8_t *sha256, bool *ret)
+{
+	struct live l = {.t = t, .a = a, .record_id = record_id, .sha256 = sha256};
+	int r = file_id ? upload_refs(t, file_id, live_each, &l)
+			: upload_refs_all(t, live_each, &l);
+	if (r < 0)
+		return r;
+	*ret = l.found;
+	return 0;
+}
+
+int upload_erase_record(struct store_txn *t, const uint8_t record_id[16], uint64_t now_ms,
+			struct upload_erased *ret)
+{
+	struct upload_erased e = {0};
+	struct mine m = {.record_id = record_id};
+	struct arena *a = arena_new();
+	int r = a ? upload_refs_all(t, mine_each, &m) : -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < m.n; i++)
+		r = ref_del(t, &m.refs[i]);
+	e.references = m.n;
+	for (size_t i = 0; r >= 0 && i < m.n; i++) {
+		const struct upload_ref *ref = &m.refs[i];
+		bool seen_id = false, seen_sha = false, live;
+		for (size_t j = 0; j < i; j++) {
+			seen_id |= !memcmp(m.refs[j].file_id, ref->file_id, 16);
+			seen_sha |= !memcmp(m.refs[j].sha256, ref->sha256, 32);
+		}
+		/* the file id: its upload in progress goes, unless a record not
+		 * erased names the same id; a marker says it was erased (410) */
+		if (!seen_id && (r = live_ref(t, a, record_id, ref->file_id, NULL, &live)) >= 0 &&
+		    !live) {
+			struct upload_state u;
+			if ((r = upload_get(t, ref->file_id, &u)) == 0) {
+				e.uploads_dropped++;
+				r = upload_del(t, ref->file_id);
+			} else if (r == -ENOENT) {
+				r = 0;
+			}
+			if (r >= 0)
+				r = gone_put(t, ref->file_id, now_ms);
+		}
+		/* the bytes, by hash: kept while a record not erased names them */
+		struct upload_file f;
+		if (r >= 0 && !seen_sha && (r = upload_file_get(t, ref->sha256, &f)) == -ENOENT) {
+			r = 0; /* never received: nothing to remove */
+		} else if (r >= 0 && !seen_sha &&
+			   (r = live_ref(t, a, record_id, NULL, ref->sha256, &live)) >= 0) {
+			if (live) {
+				e.files_kept++;
+			} else {
+				e.files_removed++;
+				r = upload_file_del(t, ref->sha256);
+			}
+		}
+	}
+	free(m.refs);
+	arena_free(a);
+	if (r < 0)
+		return r;
+	*ret = e;
+	return 0;
 }

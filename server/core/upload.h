@@ -88,6 +88,27 @@ int upload_all(struct store_txn *t, int (*fn)(const struct upload_state *u, void
 int upload_file_get(struct store_txn *t, const uint8_t sha256[32], struct upload_file *ret);
 int upload_file_put(struct store_txn *t, const struct upload_file *f);
 
+int upload_file_del(struct store_txn *t, const uint8_t sha256[32]);
+
+/* ---- erasure (erase.c) ---- */
+
+struct upload_erased {
+	uint64_t references;     /* Attachment values of the record */
+	uint64_t files_removed;  /* complete files no record not erased names */
+	uint64_t files_kept;     /* complete files a record not erased names too */
+	uint64_t uploads_dropped;/* uploads in progress dropped */
+};
+
+/* In the erasure's transaction: drops the record's references; a file id
+ * no record left (not erased) names loses its upload in progress and gets
+ * an erased marker (upload_gone_get); a complete file no record left names
+ * by hash loses its entry. The bytes on disk go afterwards, once this has
+ * committed: upload_sweep. */
+int upload_erase_record(struct store_txn *t, const uint8_t record_id[16], uint64_t now_ms,
+			struct upload_erased *ret);
+/* When every record that named file_id was erased: 0 and when, -ENOENT. */
+int upload_gone_get(struct store_txn *t, const uint8_t file_id[16], uint64_t *ret_ms);
+
 /* upload_out.c: for the office. */
 
 /* Attachments referenced and not yet complete, in the given counties (none:
@@ -109,6 +130,13 @@ int upload_export_files(struct store *s, const struct form_registry *reg, const 
  * links where possible). Call after the store's snapshot was copied: every
  * file it names is there by then. */
 int upload_backup_files(const char *data_dir, const char *dest);
+/* Removes from data_dir/files what the store no longer names: a complete
+ * file without its entry, an upload's bytes without its state (after an
+ * erasure; or left by a crash between a file's bytes and its entry). Only
+ * with no server running on the store: a server files an upload's bytes a
+ * moment before its entry. Directories synced. *ret_removed: files
+ * unlinked. */
+int upload_sweep(struct store *s, const char *data_dir, size_t *ret_removed);
 
 
 #endif

@@ -295,3 +295,68 @@ int upload_backup_files(const char *data_dir, const char *dest)
 	closedir(d);
 	return r;
 }
+
+/* ---- after an erasure ---- */
+
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+/* One of the two directories: names of 2 * n hex digits that the store
+ * no longer has an entry for go. */
+static int sweep_dir(struct store_txn *t, const char *dir, size_t n, size_t *removed)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	struct dirent *e;
+	int r = 0;
+	while (r == 0 && (e = readdir(d))) {
+		uint8_t id[32];
+		if (strlen(e->d_name) != 2 * n || sh_unhex(e->d_name, id, n) < 0)
+			continue; /* not ours */
+		struct upload_file f;
+		struct upload_state u;
+		int g = n == 32 ? upload_file_get(t, id, &f) : upload_get(t, id, &u);
+		if (g == 0)
+			continue;
+		if (g != -ENOENT) {
+			r = g;
+			break;
+		}
+		char p[4096 + 256];
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (unlink(p) < 0 && errno != ENOENT)
+			r = -errno;
+		else
+			(*removed)++;
+	}
+	closedir(d);
+	return r < 0 ? r : sync_dir(dir);
+}
+
+int upload_sweep(struct store *s, const char *data_dir, size_t *ret_removed)
+{
+	char dir[4096];
+	size_t removed = 0;
+	struct store_txn *t;
+	int r = store_begin(s, false, &t);
+	if (r < 0)
+		return r;
+	snprintf(dir, sizeof(dir), "%s/files/sha256", data_dir);
+	r = sweep_dir(t, dir, 32, &removed);
+	snprintf(dir, sizeof(dir), "%s/files/partial", data_dir);
+	if (r == 0)
+		r = sweep_dir(t, dir, 16, &removed);
+	store_abort(t);
+	if (r < 0)
+		return r;
+	*ret_removed = removed;
+	return 0;
+}
