@@ -433,11 +433,7 @@ static int enrol__qr(const char *url, uint64_t id, const char *token, json_t *re
 {
 	struct buf payload = {0}, svg = {0};
 	struct qr *q = NULL;
-	int r = qr_payload(url, id, token, &payload);
-	if (r == 0)
-		r = buf_putc(&payload, 0);
-	if (r == 0)
-		r = qr_encode((const char *)payload.data, &q);
+	int r = qr_enrolment(url, id, token, &payload, &q);
 	if (r == 0)
 		r = qr_svg(q, 6, &svg);
 	if (r == 0 && (json_object_set_new(reply, "payload", json_string((const char *)payload.data)) ||

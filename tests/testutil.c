@@ -273,3 +273,35 @@ uint64_t tu_now_hlc(void)
 {
 	return hlc_make(sh_now_ms(), 0);
 }
+
+void tu_push1(struct store *s, const struct form_registry *forms, uint64_t device,
+	      uint64_t batch_seq, Shahidi__V1__Change *c)
+{
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_batch(&body, device, batch_seq, &c, 1, CODEC_DEFLATE);
+	CHECK_EQ_INT(tu_push(s, forms, &body, &resp, NULL), 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	buf_free(&body);
+}
+
+struct assign_args {
+	const uint8_t *rid;
+	uint64_t device;
+};
+
+static int assign_fn(struct store_txn *t, void *ud)
+{
+	const struct assign_args *x = ud;
+	struct arena *a = arena_new();
+	int r = a ? store_assign(t, a, x->rid, x->device) : -ENOMEM;
+	arena_free(a);
+	return r;
+}
+
+void tu_assign(struct store *s, const uint8_t rid[16], uint64_t device)
+{
+	struct assign_args x = {rid, device};
+	CHECK_EQ_INT(store_write(s, assign_fn, &x), 0);
+}

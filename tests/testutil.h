@@ -53,6 +53,13 @@ void tu_batch(struct buf *out, uint64_t device, uint64_t batch_seq,
 int tu_push(struct store *s, const struct form_registry *forms, const struct buf *body,
 	    Shahidi__V1__PushResponse **ret_resp, struct form_verdict *ret_verdict);
 
+/* One change in a batch of its own from device, which must be applied. */
+void tu_push1(struct store *s, const struct form_registry *forms, uint64_t device,
+	      uint64_t batch_seq, Shahidi__V1__Change *c);
+
+/* Assigns record rid to device (store_assign, in its own transaction). */
+void tu_assign(struct store *s, const uint8_t rid[16], uint64_t device);
+
 /* Records digest and log length: what "the store is unchanged" means. */
 struct tu_state {
 	uint8_t records[32];

@@ -93,11 +93,7 @@ static int qr_emit(const char *url, uint64_t id, const char *token, bool term,
 {
 	struct buf payload = {0}, out = {0};
 	struct qr *q = NULL;
-	int r = qr_payload(url, id, token, &payload);
-	if (r == 0)
-		r = buf_putc(&payload, 0);
-	if (r == 0)
-		r = qr_encode((const char *)payload.data, &q);
+	int r = qr_enrolment(url, id, token, &payload, &q);
 	if (r == 0 && term && (r = qr_text(q, isatty(STDOUT_FILENO), &out)) == 0) {
 		printf("\n%.*s\nScan it with the Shahidi app. It holds the token: show it to\n"
 		       "the phone only, once.\n", (int)out.len, (const char *)out.data);

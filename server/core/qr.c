@@ -213,3 +213,14 @@ out:
 	free(z);
 	return r;
 }
+
+int qr_enrolment(const char *url, uint64_t device, const char *token, struct buf *payload,
+		 struct qr **ret)
+{
+	int r = qr_payload(url, device, token, payload);
+	if (r == 0)
+		r = buf_putc(payload, 0);
+	if (r == 0)
+		r = qr_encode((const char *)payload->data, ret);
+	return r;
+}

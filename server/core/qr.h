@@ -41,6 +41,12 @@ int qr_payload(const char *url, uint64_t device, const char *token, struct buf *
 /* A QR code's matrix. */
 struct qr;
 
+/* The enrolment's payload (qr_payload(), NUL-terminated in *payload: it
+ * holds the token, so the caller wipes it) and its code in *ret (freed
+ * with qr_free()). 0, -EINVAL (url), -ENOMEM, -EMSGSIZE. */
+int qr_enrolment(const char *url, uint64_t device, const char *token, struct buf *payload,
+		 struct qr **ret);
+
 /* Encodes text (NUL-terminated) as 8-bit data. *ret is freed with
  * qr_free. -ENOMEM, -EINVAL (too long for a QR code). */
 int qr_encode(const char *text, struct qr **ret);

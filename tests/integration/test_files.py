@@ -16,40 +16,9 @@ import uuid
 
 from harness import (APPLIED, Device, Server, assign, batch, cli, pb, push, report, request,
                      run_tests, store_state)
+from tusutil import attachment, create, patch, phone, report_with, tus
 
 SEED = int(os.environ.get("SEED", "20261130"))
-
-
-def attachment(data, file_id=None, sha=None, size=None, media="image/jpeg"):
-    v = pb.Value()
-    v.attachment.file_id = file_id or os.urandom(16)
-    v.attachment.sha256 = sha or hashlib.sha256(data).digest()
-    v.attachment.size = len(data) if size is None else size
-    v.attachment.media_type = media
-    return v
-
-
-def report_with(dev, data, county="047", **kw):
-    """Pushes a report whose evidence field (100) references data; returns
-    (record id, file id hex)."""
-    c = report(dev, county=county)
-    v = attachment(data, **kw)
-    c.fields.add(field=100, value=v)
-    st, r = push(dev.port, dev, batch(dev, [c]))
-    assert st == 200 and r.results[0].status == APPLIED, (st, r)
-    return c.record_id, v.attachment.file_id.hex()
-
-
-def auth(dev, **extra):
-    h = {"Authorization": f"Bearer {dev.token}", "Tus-Resumable": "1.0.0"}
-    h.update(extra)
-    return h
-
-
-def create(dev, fid, length):
-    md = "fileid " + base64.b64encode(fid.encode()).decode()
-    return request(dev.port, "POST", "/v1/files/",
-                   headers=auth(dev, **{"Upload-Length": str(length), "Upload-Metadata": md}))
 
 
 def raw(port, method, path, headers, body=b"", head_only=False):
@@ -83,16 +52,8 @@ def raw(port, method, path, headers, body=b"", head_only=False):
 
 
 def head(dev, fid):
-    st, h, _ = raw(dev.port, "HEAD", f"/v1/files/{fid}", auth(dev), head_only=True)
+    st, h, _ = raw(dev.port, "HEAD", f"/v1/files/{fid}", tus(dev), head_only=True)
     return st, int(h.get("upload-offset", -1))
-
-
-def patch(dev, fid, offset, chunk, checksum=None):
-    h = auth(dev, **{"Upload-Offset": str(offset),
-                     "Content-Type": "application/offset+octet-stream"})
-    if checksum:
-        h["Upload-Checksum"] = "sha256 " + base64.b64encode(checksum).decode()
-    return request(dev.port, "PATCH", f"/v1/files/{fid}", chunk, headers=h)
 
 
 def files_on_disk(srv):
@@ -108,12 +69,6 @@ def download(dev, fid, rng=None):
     if rng:
         h["Range"] = rng
     return raw(dev.port, "GET", f"/v1/files/{fid}", h)
-
-
-def phone(srv, name, county="047", role="device"):
-    d = Device(srv.data, name, county=county, role=role)
-    d.port = srv.port
-    return d
 
 
 def test_tuspy_uploads_0_1_3mb_50mb():
@@ -146,7 +101,7 @@ def test_tuspy_uploads_0_1_3mb_50mb():
             assert st == 200 and body == data and h["content-type"] == "image/jpeg", st
         assert not os.listdir(os.path.join(srv.data, "files", "partial"))
         # OPTIONS advertises what the server does
-        st, h, _ = request(srv.port, "OPTIONS", "/v1/files/", headers=auth(dev))
+        st, h, _ = request(srv.port, "OPTIONS", "/v1/files/", headers=tus(dev))
         assert st == 204 and h["tus-version"] == "1.0.0", (st, h)
         assert h["tus-extension"] == "creation,checksum,termination,expiration", h
         assert h["tus-checksum-algorithm"] == "sha256" and h["tus-max-size"] == str(100 << 20)
@@ -201,7 +156,7 @@ def test_refusals_leave_state_unchanged():
         # unknown uploads
         assert head(dev, fid)[0] == 404
         assert patch(dev, fid, 0, data)[0] == 404
-        assert request(dev.port, "DELETE", f"/v1/files/{fid}", headers=auth(dev))[0] == 404
+        assert request(dev.port, "DELETE", f"/v1/files/{fid}", headers=tus(dev))[0] == 404
         assert store_state(srv.data) == state and files_on_disk(srv) == []
         # no token: refused before the body
         st, _, _ = request(srv.port, "PATCH", f"/v1/files/{fid}", data,
@@ -217,7 +172,7 @@ def test_refusals_leave_state_unchanged():
         assert st == 413, st
         assert head(dev, fid) == (200, 1000)
         # termination
-        assert request(dev.port, "DELETE", f"/v1/files/{fid}", headers=auth(dev))[0] == 204
+        assert request(dev.port, "DELETE", f"/v1/files/{fid}", headers=tus(dev))[0] == 204
         assert head(dev, fid)[0] == 404 and files_on_disk(srv) == [], files_on_disk(srv)
 
 

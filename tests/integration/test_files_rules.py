@@ -12,51 +12,7 @@ import subprocess
 
 from harness import (APPLIED, SRC, Device, Server, assign, batch, cli, pb, push, report, request,
                      run_tests)
-
-
-def attachment(data, file_id=None):
-    v = pb.Value()
-    v.attachment.file_id = file_id or os.urandom(16)
-    v.attachment.sha256 = hashlib.sha256(data).digest()
-    v.attachment.size = len(data)
-    v.attachment.media_type = "image/jpeg"
-    return v
-
-
-def phone(srv, name, county="047", role="device"):
-    d = Device(srv.data, name, county=county, role=role)
-    d.port = srv.port
-    return d
-
-
-def report_with(dev, data, county="047", field=100, version=1, file_id=None):
-    """Pushes a report whose attachment field references data; returns
-    (record id, file id hex)."""
-    c = report(dev, county=county)
-    c.form_version = version
-    v = attachment(data, file_id)
-    c.fields.add(field=field, value=v)
-    st, r = push(dev.port, dev, batch(dev, [c]))
-    assert st == 200 and r.results[0].status == APPLIED, (st, r)
-    return c.record_id, v.attachment.file_id.hex()
-
-
-def tus(dev, **extra):
-    h = {"Authorization": f"Bearer {dev.token}", "Tus-Resumable": "1.0.0"}
-    h.update(extra)
-    return h
-
-
-def create(dev, fid, length):
-    md = "fileid " + base64.b64encode(fid.encode()).decode()
-    return request(dev.port, "POST", "/v1/files/",
-                   headers=tus(dev, **{"Upload-Length": str(length), "Upload-Metadata": md}))
-
-
-def patch(dev, fid, offset, chunk):
-    return request(dev.port, "PATCH", f"/v1/files/{fid}", chunk,
-                   headers=tus(dev, **{"Upload-Offset": str(offset),
-                                       "Content-Type": "application/offset+octet-stream"}))
+from tusutil import attachment, create, patch, phone, report_with, tus
 
 
 def upload(dev, fid, data, upto=None):

@@ -21,26 +21,6 @@ static struct arena *A;
 
 enum { F_COUNTY = 53, F_NARRATIVE = 62, F_RISK = 140, F_CASEWORKER = 142 };
 
-static int assign_fn(struct store_txn *t, void *ud)
-{
-	void **p = ud;
-	struct arena *a = arena_new();
-	int r = store_assign(t, a, p[0], *(uint64_t *)p[1]);
-	arena_free(a);
-	return r;
-}
-
-static void push1(uint64_t dev, uint64_t batch_seq, Shahidi__V1__Change *c)
-{
-	struct buf body = {0};
-	Shahidi__V1__PushResponse *resp;
-	tu_batch(&body, dev, batch_seq, &c, 1, CODEC_DEFLATE);
-	CHECK_EQ_INT(tu_push(S, FORMS, &body, &resp, NULL), 0);
-	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
-	shahidi__v1__push_response__free_unpacked(resp, NULL);
-	buf_free(&body);
-}
-
 /* The whole export, pages of max_scan stored records. */
 static void export_all(const struct export_opts *o, size_t max_scan, struct buf *out)
 {
@@ -124,7 +104,7 @@ int main(void)
 	uint64_t hlc = tu_now_hlc();
 	for (int i = 0; i < 12; i++) {
 		rep[i] = tu_report(A, FORMS, 1000 + (uint64_t)i, (uint64_t)i + 1, hlc + (uint64_t)i);
-		push1(a_dev, (uint64_t)i + 1, rep[i]);
+		tu_push1(S, FORMS, a_dev, (uint64_t)i + 1, rep[i]);
 	}
 	const uint8_t *r0 = rep[0]->record_id.data, *r1 = rep[1]->record_id.data,
 		      *r2 = rep[2]->record_id.data;
@@ -132,19 +112,18 @@ int main(void)
 	/* Report 1: a conflict. Both phones set the risk level without
 	 * seeing each other's; b's stamp is the later, a's device id may be
 	 * either side of b's: the merge decides which is shown. */
-	void *args[2] = {(void *)r1, &b_dev};
-	CHECK_EQ_INT(store_write(S, assign_fn, args), 0);
+	tu_assign(S, r1, b_dev);
 	Shahidi__V1__Change *ea = tu_change(A, r1, 13, hlc + 100);
 	tu_set(A, ea, F_RISK, tu_choice(A, "urgent"), 0, NULL);
 	tu_set(A, ea, F_CASEWORKER, tu_text(A, "Achieng"), 0, NULL);
-	push1(a_dev, 13, ea);
+	tu_push1(S, FORMS, a_dev, 13, ea);
 	Shahidi__V1__Change *eb = tu_change(A, r1, 1, hlc + 200);
 	tu_set(A, eb, F_RISK, tu_choice(A, "low"), 0, NULL);
-	push1(b_dev, 1, eb);
+	tu_push1(S, FORMS, b_dev, 1, eb);
 	/* Report 2: deleted by its phone, having seen everything. */
 	Shahidi__V1__Change *del = tu_change(A, r2, 14, hlc + 300);
 	tu_delete(A, del, true, 0, NULL);
-	push1(a_dev, 14, del);
+	tu_push1(S, FORMS, a_dev, 14, del);
 
 	fprintf(stderr, "-- every value exported is the one the merge shows\n");
 	struct export_opts o = {.format = EXPORT_NDJSON, .include_sensitive = true, .threads = 2};

@@ -20,26 +20,6 @@ static uint64_t A_DEV, B_DEV, COORD;
 
 enum { F_RISK = 140, F_CASEWORKER = 142 };
 
-static int assign_fn(struct store_txn *t, void *ud)
-{
-	void **p = ud;
-	struct arena *a = arena_new();
-	int r = store_assign(t, a, p[0], *(uint64_t *)p[1]);
-	arena_free(a);
-	return r;
-}
-
-static void push1(uint64_t dev, uint64_t batch_seq, Shahidi__V1__Change *c)
-{
-	struct buf body = {0};
-	Shahidi__V1__PushResponse *resp;
-	tu_batch(&body, dev, batch_seq, &c, 1, CODEC_DEFLATE);
-	CHECK_EQ_INT(tu_push(S, FORMS, &body, &resp, NULL), 0);
-	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
-	shahidi__v1__push_response__free_unpacked(resp, NULL);
-	buf_free(&body);
-}
-
 static merge_rec_t *record(const uint8_t rid[16])
 {
 	struct store_txn *t;
@@ -70,16 +50,15 @@ static const uint8_t *conflicted(uint64_t seed, uint64_t *a_seq, uint64_t *b_seq
 {
 	uint64_t hlc = tu_now_hlc();
 	Shahidi__V1__Change *c = tu_report(A, FORMS, seed, ++*a_seq, hlc);
-	push1(A_DEV, *a_seq, c);
+	tu_push1(S, FORMS, A_DEV, *a_seq, c);
 	const uint8_t *rid = c->record_id.data;
-	void *args[2] = {(void *)rid, &B_DEV};
-	CHECK_EQ_INT(store_write(S, assign_fn, args), 0);
+	tu_assign(S, rid, B_DEV);
 	Shahidi__V1__Change *ea = tu_change(A, rid, ++*a_seq, hlc + 10);
 	tu_set(A, ea, F_RISK, tu_choice(A, "urgent"), 0, NULL);
-	push1(A_DEV, *a_seq, ea);
+	tu_push1(S, FORMS, A_DEV, *a_seq, ea);
 	Shahidi__V1__Change *eb = tu_change(A, rid, ++*b_seq, hlc + 20);
 	tu_set(A, eb, F_RISK, tu_choice(A, "low"), 0, NULL);
-	push1(B_DEV, *b_seq, eb);
+	tu_push1(S, FORMS, B_DEV, *b_seq, eb);
 	merge_rec_t *rec = record(rid);
 	CHECK(merge_in_conflict(merge_register(rec, F_RISK)));
 	CHECK_EQ_INT(rec->conflicts, 1);
@@ -174,18 +153,17 @@ int main(void)
 	for (int keep = 0; keep < 2; keep++) {
 		uint64_t hlc = tu_now_hlc();
 		Shahidi__V1__Change *c = tu_report(A, FORMS, 10 + (uint64_t)keep, ++a_seq, hlc);
-		push1(A_DEV, a_seq, c);
+		tu_push1(S, FORMS, A_DEV, a_seq, c);
 		const uint8_t *rid = c->record_id.data;
-		void *args[2] = {(void *)rid, &B_DEV};
-		CHECK_EQ_INT(store_write(S, assign_fn, args), 0);
+		tu_assign(S, rid, B_DEV);
 		/* b saw the report (its caseworker, if it had one) */
 		uint64_t saw[2] = {hlc, A_DEV};
 		Shahidi__V1__Change *eb = tu_change(A, rid, ++b_seq, hlc + 10);
 		tu_set(A, eb, F_CASEWORKER, tu_text(A, "Otieno"), 1, saw);
-		push1(B_DEV, b_seq, eb);
+		tu_push1(S, FORMS, B_DEV, b_seq, eb);
 		Shahidi__V1__Change *del = tu_change(A, rid, ++a_seq, hlc + 20);
 		tu_delete(A, del, true, 0, NULL); /* saw nothing of b's edit */
-		push1(A_DEV, a_seq, del);
+		tu_push1(S, FORMS, A_DEV, a_seq, del);
 		rec = record(rid);
 		CHECK(merge_is_deleted(rec) && rec->delete_conflict);
 		struct resolve_req qd = {.record_id = rid, .how = RESOLVE_DELETED,

@@ -331,15 +331,6 @@ static void test_batches_and_changes_are_deduplicated(void)
 	tu_rmrf(dir);
 }
 
-static int assign_fn(struct store_txn *t, void *ud)
-{
-	void **p = ud;
-	struct arena *a = arena_new();
-	int r = store_assign(t, a, p[0], *(uint64_t *)p[1]);
-	arena_free(a);
-	return r;
-}
-
 /* A phone days ahead keeps its stamps (nothing is rewritten, so every
  * server and every order agree); it wins nothing over edits that saw its
  * values, and it does not drag the server's clock. */
@@ -362,8 +353,7 @@ static void test_clock_ahead_keeps_its_stamps(void)
 	CHECK_EQ_INT(resp->results[0]->stored_hlc, 0);
 	CHECK(hlc_ms(resp->server_hlc) <= sh_now_ms() + 1000); /* not dragged */
 	shahidi__v1__push_response__free_unpacked(resp, NULL);
-	void *args[2] = {c->record_id.data, &b_dev};
-	CHECK(store_write(s, assign_fn, args) == 0);
+	tu_assign(s, c->record_id.data, b_dev);
 
 	/* Another phone, with a right clock, edits the risk level having seen
 	 * the fast phone's value: its edit wins, although the fast phone's
@@ -478,8 +468,7 @@ static Shahidi__V1__Change *report_edited_by(struct store *s, struct arena *a, u
 	tu_batch(&body, pa, 1, &c, 1, CODEC_DEFLATE);
 	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
 	/* B holds the record (a phone may change only what it holds) */
-	void *args[2] = {c->record_id.data, &pb};
-	CHECK(store_write(s, assign_fn, args) == 0);
+	tu_assign(s, c->record_id.data, pb);
 	uint64_t seen[2] = {hlc, pa};
 	Shahidi__V1__Change *e = tu_change(a, c->record_id.data, 1, hlc + 100);
 	tu_set(a, e, 140, tu_choice(a, "high"), 1, seen);
