@@ -99,4 +99,24 @@ enum field_write_field {
 	FIELD_WRITE_SEEN = 6,
 };
 
+/* shahidi.v1.Value's members are numbered as enum form_type (form.h: the
+ * member's number is its kind); unit.fields checks that too. Its nested
+ * messages, read where a value is checked (form.c) and where an
+ * attachment is tied to its record (upload.c): */
+enum choices_field {
+	CHOICES_CODES = 1,
+};
+enum geo_point_field {
+	GEO_POINT_LATITUDE = 1,
+	GEO_POINT_LONGITUDE = 2,
+	GEO_POINT_ALTITUDE = 3,
+	GEO_POINT_ACCURACY = 4,
+};
+enum attachment_field {
+	ATTACHMENT_FILE_ID = 1,
+	ATTACHMENT_SHA256 = 2,
+	ATTACHMENT_SIZE = 3,
+	ATTACHMENT_MEDIA_TYPE = 4,
+};
+
 #endif

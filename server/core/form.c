@@ -11,6 +11,7 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "fields.h"
 #include "common.h"
 #include "shahidi.pb-c.h"
 
@@ -690,7 +691,7 @@ int form_value_next_choice(const struct form_value *v, size_t *pos, const uint8_
 	struct pb_field f;
 	int r;
 	while ((r = codec_pb_next(v->sub, v->sub_len, pos, &f)) > 0) {
-		if (f.number != 1)
+		if (f.number != CHOICES_CODES)
 			continue;
 		if (f.wire_type != 2)
 			return -EPROTO;
@@ -708,16 +709,16 @@ int form_value_geopoint(const struct form_value *v, struct form_geopoint *ret)
 	size_t pos = 0;
 	int r;
 	while ((r = codec_pb_next(v->sub, v->sub_len, &pos, &f)) > 0) {
-		if (f.number < 1 || f.number > 4)
+		if (f.number < GEO_POINT_LATITUDE || f.number > GEO_POINT_ACCURACY)
 			continue;
 		if (f.wire_type != 1)
 			return -EPROTO;
 		double d = get_double(f.varint);
-		if (f.number == 1)
+		if (f.number == GEO_POINT_LATITUDE)
 			g.latitude = d;
-		else if (f.number == 2)
+		else if (f.number == GEO_POINT_LONGITUDE)
 			g.longitude = d;
-		else if (f.number == 3)
+		else if (f.number == GEO_POINT_ALTITUDE)
 			g.altitude = d;
 		else
 			g.accuracy = d;
@@ -920,17 +921,18 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 		uint64_t size = 0;
 		int r;
 		while ((r = codec_pb_next(v.sub, v.sub_len, &pos, &f)) > 0) {
-			if (f.number >= 1 && f.number <= 4 && (f.wire_type != (f.number == 3 ? 0u : 2u)))
+			if (f.number >= ATTACHMENT_FILE_ID && f.number <= ATTACHMENT_MEDIA_TYPE &&
+			    f.wire_type != (f.number == ATTACHMENT_SIZE ? 0u : 2u))
 				r = -EPROTO;
 			if (r < 0)
 				break;
-			if (f.number == 1)
+			if (f.number == ATTACHMENT_FILE_ID)
 				id_len = f.len;
-			else if (f.number == 2)
+			else if (f.number == ATTACHMENT_SHA256)
 				sha_len = f.len;
-			else if (f.number == 3)
+			else if (f.number == ATTACHMENT_SIZE)
 				size = f.varint;
-			else if (f.number == 4) {
+			else if (f.number == ATTACHMENT_MEDIA_TYPE) {
 				mt = f.data;
 				mt_len = f.len;
 			}

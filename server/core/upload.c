@@ -11,6 +11,8 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "fields.h"
+#include "form.h"
 #include "common.h"
 #include "merge.h"
 
@@ -36,15 +38,15 @@ static int parse_attachment(const uint8_t *p, size_t n, struct upload_ref *ref)
 	int r;
 	bool id = false, sha = false;
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number == 1 && f.wire_type == 2 && f.len == 16) {
+		if (f.number == ATTACHMENT_FILE_ID && f.wire_type == 2 && f.len == 16) {
 			memcpy(ref->file_id, f.data, 16);
 			id = true;
-		} else if (f.number == 2 && f.wire_type == 2 && f.len == 32) {
+		} else if (f.number == ATTACHMENT_SHA256 && f.wire_type == 2 && f.len == 32) {
 			memcpy(ref->sha256, f.data, 32);
 			sha = true;
-		} else if (f.number == 3 && f.wire_type == 0) {
+		} else if (f.number == ATTACHMENT_SIZE && f.wire_type == 0) {
 			ref->size = f.varint;
-		} else if (f.number == 4 && f.wire_type == 2) {
+		} else if (f.number == ATTACHMENT_MEDIA_TYPE && f.wire_type == 2) {
 			copy_media(ref->media_type, f.data, f.len);
 		}
 	}
@@ -78,7 +80,7 @@ int upload_note_change(struct store_txn *t, const struct store_change *c, uint64
 			continue;
 		struct pb_field f;
 		size_t pos = 0;
-		if (codec_pb_next(w->value, w->value_len, &pos, &f) <= 0 || f.number != 10 ||
+		if (codec_pb_next(w->value, w->value_len, &pos, &f) <= 0 || f.number != FT_ATTACHMENT ||
 		    f.wire_type != 2)
 			continue;
 		struct upload_ref ref = {.record_seq = record_seq, .field = w->field,

@@ -4,6 +4,7 @@
 
 #include "check.h"
 #include "fields.h"
+#include "form.h"
 #include "shahidi.pb-c.h"
 #include "store.pb-c.h"
 
@@ -106,8 +107,51 @@ static void test_change(void)
 	CHECK_EQ_INT(d->n_fields, 6);
 }
 
+/* Value's members by kind, and the messages nested in a value. */
+static void test_value(void)
+{
+	static const struct {
+		const char *name;
+		enum form_type kind;
+		ProtobufCType type;
+	} members[] = {
+		{"text", FT_TEXT, PROTOBUF_C_TYPE_STRING},
+		{"integer", FT_INTEGER, PROTOBUF_C_TYPE_SINT64},
+		{"decimal", FT_DECIMAL, PROTOBUF_C_TYPE_DOUBLE},
+		{"boolean", FT_BOOLEAN, PROTOBUF_C_TYPE_BOOL},
+		{"date", FT_DATE, PROTOBUF_C_TYPE_STRING},
+		{"datetime", FT_DATETIME, PROTOBUF_C_TYPE_SINT64},
+		{"choice", FT_CHOICE, PROTOBUF_C_TYPE_STRING},
+		{"choices", FT_CHOICES, PROTOBUF_C_TYPE_MESSAGE},
+		{"geopoint", FT_GEOPOINT, PROTOBUF_C_TYPE_MESSAGE},
+		{"attachment", FT_ATTACHMENT, PROTOBUF_C_TYPE_MESSAGE},
+		{"sealed", FT_SEALED, PROTOBUF_C_TYPE_MESSAGE},
+		{"link", FT_LINK, PROTOBUF_C_TYPE_BYTES},
+	};
+	const ProtobufCMessageDescriptor *d = &shahidi__v1__value__descriptor;
+	for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++)
+		check_field(d, members[i].name, (unsigned)members[i].kind, members[i].type);
+	CHECK_EQ_INT(d->n_fields, 12);
+	d = &shahidi__v1__choices__descriptor;
+	check_field(d, "codes", CHOICES_CODES, PROTOBUF_C_TYPE_STRING);
+	CHECK_EQ_INT(d->n_fields, 1);
+	d = &shahidi__v1__geo_point__descriptor;
+	check_field(d, "latitude", GEO_POINT_LATITUDE, PROTOBUF_C_TYPE_DOUBLE);
+	check_field(d, "longitude", GEO_POINT_LONGITUDE, PROTOBUF_C_TYPE_DOUBLE);
+	check_field(d, "altitude", GEO_POINT_ALTITUDE, PROTOBUF_C_TYPE_DOUBLE);
+	check_field(d, "accuracy", GEO_POINT_ACCURACY, PROTOBUF_C_TYPE_DOUBLE);
+	CHECK_EQ_INT(d->n_fields, 4);
+	d = &shahidi__v1__attachment__descriptor;
+	check_field(d, "file_id", ATTACHMENT_FILE_ID, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "sha256", ATTACHMENT_SHA256, PROTOBUF_C_TYPE_BYTES);
+	check_field(d, "size", ATTACHMENT_SIZE, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "media_type", ATTACHMENT_MEDIA_TYPE, PROTOBUF_C_TYPE_STRING);
+	CHECK_EQ_INT(d->n_fields, 4);
+}
+
 int main(void)
 {
+	RUN(test_value);
 	RUN(test_log_entry);
 	RUN(test_record);
 	RUN(test_register_entry_stamp);
