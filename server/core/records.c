@@ -3,12 +3,24 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <string.h>
 
 
 #include "arena.h"
 #include "common.h"
 #include "recpack.h"
 #include "wire.h"
+
+/* Whether write x's register sorts after y's: the record's own fields
+ * first, then instances by id, then by field (merge.c's reg_cmp). */
+static bool write_after(const struct wire_write *x, const struct wire_write *y)
+{
+	bool xi = x->instance_len == 16, yi = y->instance_len == 16;
+	if (xi != yi)
+		return xi;
+	int c = xi ? memcmp(x->instance, y->instance, 16) : 0;
+	return c ? c > 0 : x->field > y->field;
+}
 
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
  * rebuilt from the change it points to, then looks like any other. */
@@ -47,8 +59,8 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		if (!order || !regs || !rp || !es || !ep)
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
-			size_t m = i; /* by field, as registers are kept */
-			while (m > 0 && c.fields[order[m - 1]].field > c.fields[i].field) {
+			size_t m = i; /* by (instance, field), as registers are kept */
+			while (m > 0 && write_after(&c.fields[order[m - 1]], &c.fields[i])) {
 				order[m] = order[m - 1];
 				m--;
 			}
@@ -67,6 +79,10 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			ep[i] = &es[i];
 			regs[i] = reg_init;
 			regs[i].field = w->field;
+			if (w->instance_len == 16) {
+				regs[i].instance.data = (uint8_t *)w->instance;
+				regs[i].instance.len = 16;
+			}
 			regs[i].n_entries = 1;
 			regs[i].entries = &ep[i];
 			rp[i] = &regs[i];

@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "check.h"
 #include "common.h"
+#include "gen.h"
 #include "hlc.h"
 #include "merge.h"
 #include "rebuild.h"
@@ -688,6 +689,175 @@ static void test_new_records_read_back_as_merged(void)
 	tu_rmrf(dir);
 }
 
+/* A FieldWrite of c's instance id (16 bytes) in a: field 0 (its removal,
+ * having seen nothing) when value is NULL. */
+static Shahidi__V1__FieldWrite *inst_write(struct arena *a, const uint8_t *id, uint32_t field,
+					   Shahidi__V1__Value *value)
+{
+	Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+	shahidi__v1__field_write__init(fw);
+	fw->field = field;
+	if (!value) {
+		value = arena_alloc(a, sizeof(*value));
+		shahidi__v1__value__init(value);
+		value->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+		value->boolean = true;
+	}
+	fw->value = value;
+	fw->instance = (ProtobufCBinaryData){16, arena_memdup(a, id, 16)};
+	return fw;
+}
+
+static void add_write(struct arena *a, Shahidi__V1__Change *c, Shahidi__V1__FieldWrite *fw)
+{
+	Shahidi__V1__FieldWrite **n = arena_alloc(a, (c->n_fields + 1) * sizeof(*n));
+	memcpy(n, c->fields, c->n_fields * sizeof(*n));
+	n[c->n_fields++] = fw;
+	c->fields = n;
+}
+
+/* A new record with repeat-group instances (form version 3), all new:
+ * written by the fast path as a pointer record like a v1 report, and read
+ * back as the record merging the change into nothing gives, instances in
+ * their place; then edited, as both changes merged. A create that removes
+ * an instance goes through the merge; one that carries more instances than
+ * a group's max is refused there, and nothing of it stays. */
+static void test_new_v3_records_read_back_as_merged(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new();
+	const struct form *f = form_registry_find(FORMS, "incident_report", 3);
+	CHECK(f != NULL);
+	const struct form_field *src = form_field(f, 300); /* sources.source_kind */
+	CHECK(src && src->group && src->group->max == 20);
+	size_t pointers = 0;
+	for (uint64_t seed = 1; seed <= 120; seed++) {
+		struct gen_rng rng = {seed};
+		uint64_t now = sh_now_ms(), hlc = tu_now_hlc() + seed;
+		Shahidi__V1__Change *ch = gen_report(&rng, a, f, seed, hlc, now);
+		const uint8_t *inst = NULL;
+		for (size_t i = 0; i < ch->n_fields && !inst; i++)
+			if (ch->fields[i]->instance.len == 16)
+				inst = ch->fields[i]->instance.data;
+		CHECK(inst != NULL); /* victims and acts: at least one each */
+		bool removes = seed % 5 == 0, too_many = seed % 11 == 0;
+		if (removes)
+			add_write(a, ch, inst_write(a, inst, 0, NULL));
+		for (int k = 0; too_many && k <= 20; k++) {
+			uint8_t id[16];
+			gen_instance_id(&rng, now, id);
+			add_write(a, ch, inst_write(a, id, 300, gen_value(&rng, a, src, now)));
+		}
+		struct buf body = {0};
+		struct form_verdict v;
+		tu_batch(&body, 1, seed, &ch, 1, CODEC_IDENTITY);
+		struct sync_batch *b = decode(&body);
+		buf_free(&body);
+		struct store_change *sc = sync_batch_change(b, 0);
+		CHECK(sc != NULL);
+		CHECK(sc->pointer == (!removes && !too_many));
+		pointers += sc->pointer;
+		merge_rec_t *slow = merge_rec_new(a, sc->record_id, sc->form_id);
+		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
+					  .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes,
+					  .seen = sc->seen, .n_seen = sc->n_seen};
+		CHECK(merge_apply(a, slow, &mc) == 0);
+
+		struct store_txn *t;
+		enum store_outcome out;
+		uint64_t stored;
+		struct store_info before, after;
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(store_info(t, &before) == 0);
+		CHECK(apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		if (too_many) {
+			CHECK(out == STORE_REJECTED && !strcmp(v.code, "too_many_instances"));
+			CHECK(store_info(t, &after) == 0);
+			CHECK(after.records == before.records && after.log_entries == before.log_entries);
+			merge_rec_t *none;
+			CHECK(store_record_get(t, a, sc->record_id, &none) == -ENOENT);
+			store_abort(t);
+			sync_batch_free(b);
+			arena_reset(a);
+			continue;
+		}
+		CHECK(out == STORE_APPLIED);
+		CHECK(store_commit(t) == 0);
+		merge_rec_t *back;
+		CHECK(store_begin(s, false, &t) == 0);
+		CHECK(store_record_get(t, a, sc->record_id, &back) == 0);
+		uint8_t d1[32], d2[32];
+		merge_digest(back, d1);
+		merge_digest(slow, d2);
+		CHECK(!memcmp(d1, d2, 32));
+		CHECK(back->n_registers == slow->n_registers);
+		for (size_t i = 0; i < back->n_registers; i++) {
+			CHECK(back->registers[i]->field == slow->registers[i]->field);
+			CHECK(back->registers[i]->instance.len == slow->registers[i]->instance.len);
+		}
+		CHECK(back->conflicts == slow->conflicts && back->log_seq == 0);
+		store_abort(t);
+
+		/* an edit of the first instance, based on the create's value of
+		 * one of its fields: the pointer record is written in full */
+		uint32_t field = 0;
+		uint64_t base_hlc = 0;
+		for (size_t i = 0; i < ch->n_fields && !field; i++)
+			if (ch->fields[i]->instance.len == 16 && ch->fields[i]->field &&
+			    !memcmp(ch->fields[i]->instance.data, inst, 16)) {
+				field = ch->fields[i]->field;
+				base_hlc = ch->fields[i]->hlc ? ch->fields[i]->hlc : ch->hlc;
+			}
+		CHECK(field != 0);
+		Shahidi__V1__Change *ed = tu_change(a, sc->record_id, 1000 + seed, hlc + 10);
+		ed->form_version = 3;
+		Shahidi__V1__FieldWrite *fw =
+			inst_write(a, inst, field, gen_value(&rng, a, form_field(f, field), now));
+		Shahidi__V1__Stamp *st = arena_alloc(a, sizeof(*st));
+		Shahidi__V1__Stamp **sp = arena_alloc(a, sizeof(*sp));
+		shahidi__v1__stamp__init(st);
+		st->hlc = base_hlc;
+		st->device = 1;
+		sp[0] = st;
+		fw->supersedes = sp;
+		fw->n_supersedes = 1;
+		add_write(a, ed, fw);
+		tu_batch(&body, 1, 1000 + seed, &ed, 1, CODEC_IDENTITY);
+		struct sync_batch *b2 = decode(&body);
+		buf_free(&body);
+		struct store_change *sc2 = sync_batch_change(b2, 0);
+		CHECK(sc2 != NULL && !sc2->pointer);
+		struct merge_change mc2 = {.device = sc2->origin, .seq = sc2->change_id,
+					   .form_version = sc2->form_version,
+					   .writes = sc2->writes, .n_writes = sc2->n_writes};
+		CHECK(merge_apply(a, slow, &mc2) == 0);
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(apply_change(t, a, sc2, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(out == STORE_APPLIED);
+		CHECK(store_commit(t) == 0);
+		CHECK(store_begin(s, false, &t) == 0);
+		CHECK(store_record_get(t, a, sc->record_id, &back) == 0);
+		merge_digest(back, d1);
+		merge_digest(slow, d2);
+		CHECK(!memcmp(d1, d2, 32));
+		/* (a create that removes its first victim flags the acts that
+		 * link to it: the merge's rule, the same both ways) */
+		CHECK(back->changes == 2 && back->conflicts == slow->conflicts);
+		CHECK(removes || back->conflicts == 0);
+		store_abort(t);
+		sync_batch_free(b2);
+		sync_batch_free(b);
+		arena_reset(a);
+	}
+	CHECK(pointers > 60);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 /* A change for a record of another form is refused, and not remembered:
  * sent again it is refused again, not taken for a duplicate; the same
  * change id for the right form is then applied. */
@@ -963,6 +1133,7 @@ int main(void)
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);
+	RUN(test_new_v3_records_read_back_as_merged);
 	RUN(test_old_format_is_rebuilt);
 	form_registry_free(FORMS);
 	return 0;
