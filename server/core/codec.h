@@ -6,6 +6,7 @@
 #ifndef SHAHIDI_CODEC_H
 #define SHAHIDI_CODEC_H
 
+#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -91,13 +92,17 @@ static inline int codec_pb_next(const uint8_t *in, size_t len, size_t *pos,
 		else if (codec_get_varint(in, len, &p, &f.varint) < 0)
 			return -EPROTO;
 		break;
-	case 1:
+	case 1: {
+		/* little-endian on the wire: one load (stamps and devices are
+		 * fixed64, in every entry of every record) */
+		uint64_t v;
 		if (len - p < 8)
 			return -EPROTO;
-		for (int i = 7; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		memcpy(&v, in + p, 8);
+		f.varint = le64toh(v);
 		p += 8;
 		break;
+	}
 	case 2: {
 		uint64_t n;
 		if (p < len && in[p] < 0x80)
@@ -111,13 +116,15 @@ static inline int codec_pb_next(const uint8_t *in, size_t len, size_t *pos,
 		p += (size_t)n;
 		break;
 	}
-	case 5:
+	case 5: {
+		uint32_t v;
 		if (len - p < 4)
 			return -EPROTO;
-		for (int i = 3; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		memcpy(&v, in + p, 4);
+		f.varint = le32toh(v);
 		p += 4;
 		break;
+	}
 	default:
 		return -EPROTO; /* groups (3, 4) are not used by us */
 	}
@@ -158,9 +165,9 @@ static inline size_t codec_put_uint(uint8_t *p, uint32_t number, uint64_t v)
 static inline size_t codec_put_fixed64(uint8_t *p, uint32_t number, uint64_t v)
 {
 	size_t n = codec_put_varint(p, (uint64_t)number << 3 | 1);
-	for (int i = 0; i < 8; i++)
-		p[n++] = (uint8_t)(v >> (8 * i));
-	return n;
+	uint64_t le = htole64(v);
+	memcpy(p + n, &le, 8);
+	return n + 8;
 }
 
 /* A length-delimited field's tag and length, then its len bytes. */

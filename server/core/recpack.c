@@ -1,5 +1,6 @@
 #include "recpack.h"
 
+#include <endian.h>
 #include <string.h>
 
 #include "arena.h"
@@ -164,10 +165,9 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 static void add_fixed64s(uint64_t *arr, size_t *n, const uint8_t *p, size_t len)
 {
 	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = 0;
-		for (int b = 7; b >= 0; b--)
-			v = (v << 8) | p[i + (size_t)b];
-		arr[(*n)++] = v;
+		uint64_t v;
+		memcpy(&v, p + i, 8);
+		arr[(*n)++] = le64toh(v);
 	}
 }
 
@@ -371,9 +371,10 @@ size_t recpack_size(const merge_rec_t *rec)
 static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, size_t n)
 {
 	q += codec_put_len(q, number, n * 8);
-	for (size_t i = 0; i < n; i++)
-		for (int b = 0; b < 8; b++)
-			*q++ = (uint8_t)(v[i] >> (8 * b));
+	for (size_t i = 0; i < n; i++, q += 8) {
+		uint64_t le = htole64(v[i]);
+		memcpy(q, &le, 8);
+	}
 	return q;
 }
 
