@@ -858,6 +858,110 @@ static void test_new_v3_records_read_back_as_merged(void)
 	tu_rmrf(dir);
 }
 
+/* Applies change c of device 1 (decoded as the server does) in t. */
+static void apply_in(struct store_txn *t, struct arena *a, Shahidi__V1__Change *c, uint64_t seq)
+{
+	struct buf body = {0};
+	struct form_verdict v;
+	enum store_outcome out;
+	uint64_t stored;
+	tu_batch(&body, 1, seq, &c, 1, CODEC_IDENTITY);
+	struct sync_batch *b = decode(&body);
+	buf_free(&body);
+	CHECK(apply_change(t, a, sync_batch_change(b, 0), sh_now_ms(), &out, &stored, &v) == 0);
+	CHECK(out == STORE_APPLIED);
+	sync_batch_free(b);
+}
+
+/* Device d's whole feed, in a read transaction: its log seqs in order. */
+static size_t feed_of(struct store *s, uint64_t d, uint64_t *out, size_t max)
+{
+	struct store_txn *t;
+	uint64_t cur = 0, seq;
+	size_t n = 0;
+	CHECK(store_begin(s, false, &t) == 0);
+	while (n < max && store_feed_next(t, d, &cur, &seq) == 1)
+		out[n++] = seq;
+	store_abort(t);
+	return n;
+}
+
+/* Feed items queued in one transaction reach every device's feed once, in
+ * log order: edits fanned out to a record's holders (grouped by device),
+ * an assignment's history queued after later changes (out of log order),
+ * and more holders than the grouping keeps apart. */
+static void test_feed_items_in_log_order(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *r1 = tu_report(a, FORMS, 1, 1, hlc);
+	Shahidi__V1__Change *r2 = tu_report(a, FORMS, 2, 2, hlc + 1);
+	const uint8_t *id1 = r1->record_id.data, *id2 = r2->record_id.data;
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	apply_in(t, a, r1, 1);
+	apply_in(t, a, r2, 2);
+	/* record 1 held by devices 100-104, record 2 by 1000-1599 */
+	for (uint64_t d = 100; d < 105; d++)
+		CHECK(store_assign(t, a, id1, d) == 0);
+	for (uint64_t d = 1000; d < 1600; d++)
+		CHECK(store_assign(t, a, id2, d) == 0);
+	CHECK(store_commit(t) == 0);
+
+	/* edits of record 1, between them record 2's edits: few devices */
+	CHECK(store_begin(s, true, &t) == 0);
+	uint64_t cid = 10;
+	for (int k = 0; k < 3; k++) {
+		Shahidi__V1__Change *c = tu_change(a, id1, cid, hlc + cid);
+		tu_set(a, c, 142, tu_text(a, "caseworker"), 0, NULL);
+		apply_in(t, a, c, cid++);
+	}
+	CHECK(store_commit(t) == 0);
+	/* 600 holders: past the grouping */
+	CHECK(store_begin(s, true, &t) == 0);
+	for (int k = 0; k < 2; k++) {
+		Shahidi__V1__Change *c = tu_change(a, id2, cid, hlc + cid);
+		tu_set(a, c, 142, tu_text(a, "caseworker"), 0, NULL);
+		apply_in(t, a, c, cid++);
+	}
+	CHECK(store_commit(t) == 0);
+	/* an assignment's history queued after a later edit */
+	CHECK(store_begin(s, true, &t) == 0);
+	Shahidi__V1__Change *c = tu_change(a, id1, cid, hlc + cid);
+	tu_set(a, c, 142, tu_text(a, "again"), 0, NULL);
+	apply_in(t, a, c, cid++);
+	CHECK(store_assign(t, a, id2, 100) == 0); /* its history after 8 */
+	CHECK(store_assign(t, a, id1, 7) == 0);
+	CHECK(store_assign(t, a, id2, 8) == 0);
+	CHECK(store_commit(t) == 0);
+
+	/* log: 1 r1, 2 r2, 3-5 r1's edits, 6-7 r2's, 8 r1's last; each
+	 * transaction's items in log order */
+	uint64_t got[16];
+	const uint64_t want1[] = {1, 3, 4, 5, 8}, want2[] = {2, 6, 7}, want7[] = {1, 3, 4, 5, 8};
+	const uint64_t want100[] = {1, 3, 4, 5, 2, 6, 7, 8};
+	CHECK_EQ_INT(feed_of(s, 100, got, 16), 8);
+	CHECK(!memcmp(got, want100, sizeof(want100)));
+	for (uint64_t d = 101; d < 105; d++) {
+		CHECK_EQ_INT(feed_of(s, d, got, 16), 5);
+		CHECK(!memcmp(got, want1, sizeof(want1)));
+	}
+	for (uint64_t d = 1000; d < 1600; d += 37) {
+		CHECK_EQ_INT(feed_of(s, d, got, 16), 3);
+		CHECK(!memcmp(got, want2, sizeof(want2)));
+	}
+	CHECK_EQ_INT(feed_of(s, 7, got, 16), 5);
+	CHECK(!memcmp(got, want7, sizeof(want7)));
+	CHECK_EQ_INT(feed_of(s, 8, got, 16), 3);
+	CHECK(!memcmp(got, want2, sizeof(want2)));
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 /* A change for a record of another form is refused, and not remembered:
  * sent again it is refused again, not taken for a duplicate; the same
  * change id for the right form is then applied. */
@@ -1134,6 +1238,7 @@ int main(void)
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);
 	RUN(test_new_v3_records_read_back_as_merged);
+	RUN(test_feed_items_in_log_order);
 	RUN(test_old_format_is_rebuilt);
 	form_registry_free(FORMS);
 	return 0;
