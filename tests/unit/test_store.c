@@ -711,7 +711,8 @@ static Shahidi__V1__FieldWrite *inst_write(struct arena *a, const uint8_t *id, u
 static void add_write(struct arena *a, Shahidi__V1__Change *c, Shahidi__V1__FieldWrite *fw)
 {
 	Shahidi__V1__FieldWrite **n = arena_alloc(a, (c->n_fields + 1) * sizeof(*n));
-	memcpy(n, c->fields, c->n_fields * sizeof(*n));
+	if (c->n_fields)
+		memcpy(n, c->fields, c->n_fields * sizeof(*n));
 	n[c->n_fields++] = fw;
 	c->fields = n;
 }
