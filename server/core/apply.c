@@ -429,13 +429,21 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		return 0;
 	}
 
-	merge_rec_t *rec;
+	/* A pushed change's record is merged where it can stay for the next
+	 * change of it in this transaction (st_rc_*: a record that many
+	 * phones change at once is then read once a commit, not once a
+	 * change); anything else's, in a. */
+	struct arena *ra = c->stable ? st_rc_arena(t) : NULL;
+	merge_rec_t *rec = ra && !is_new ? st_rc_get(t, seq) : NULL;
+	bool cached = rec != NULL;
+	if (!ra)
+		ra = a;
 	if (is_new) {
-		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
+		if (!(rec = merge_rec_new(ra, c->record_id, c->form_id)))
 			return -ENOMEM;
 		rec->seq = seq;
 		rec->first_received_ms = now_ms;
-	} else if ((r = st_record_by_seq(t, a, seq, &rec)) < 0) {
+	} else if (!cached && (r = st_record_by_seq(t, ra, seq, &rec)) < 0) {
 		return r == -ENOENT ? -EIO : r;
 	} else if (strcmp(rec->form_id, c->form_id)) {
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
@@ -469,10 +477,14 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		.seen = c->seen,
 		.n_seen = c->n_seen,
 	};
-	if ((r = merge_apply(a, rec, &mc)) < 0)
+	if ((r = merge_apply(ra, rec, &mc)) < 0) {
+		st_rc_drop(t, seq); /* half merged: read it again */
 		return r;
+	}
 	if (!instances_within_max(rec, c->form, grown, n_grown, verdict)) {
-		/* refused after all: take back what accepting it put in */
+		/* refused after all: take back what accepting it put in (the
+		 * record as merged is not the stored one any more) */
+		st_rc_drop(t, seq);
 		t->next_log_seq--;
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
 			return r;
@@ -496,6 +508,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	rec->head_log_seq = log_seq;
 	if ((r = st_put_record(t, rec, is_new, had_conflict)) < 0)
 		return r;
+	if (ra != a)
+		st_rc_put(t, rec->seq, rec); /* as written */
 
 	/* Every other device that holds the record pulls the change. */
 	for (size_t i = 0; i < rec->n_writers; i++) {

@@ -248,10 +248,58 @@ int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
 
 /* ---- log ---- */
 
+/* ---- the transaction's merged records ---- */
+
+/* Past this much memory the cache starts again empty: a long transaction
+ * (a rebuild, a big group commit) must not grow without bound. */
+#define RC_MAX_BYTES ((size_t)16 << 20)
+
+struct arena *st_rc_arena(struct store_txn *t)
+{
+	if (t->rc_arena && arena_used(t->rc_arena) > RC_MAX_BYTES) {
+		arena_reset(t->rc_arena); /* every cached record with it */
+		t->n_rc = 0;
+	}
+	if (!t->rc_arena)
+		t->rc_arena = arena_new();
+	return t->rc_arena;
+}
+
+merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		if (t->rc[i].seq == seq)
+			return t->rc[i].rec;
+	return NULL;
+}
+
+void st_rc_drop(struct store_txn *t, uint64_t seq)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		if (t->rc[i].seq == seq) {
+			t->rc[i] = t->rc[--t->n_rc];
+			return;
+		}
+}
+
+void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec)
+{
+	st_rc_drop(t, seq);
+	if (t->n_rc < ST_RC_SLOTS) {
+		t->rc[t->n_rc].seq = seq;
+		t->rc[t->n_rc++].rec = rec;
+		return;
+	}
+	t->rc_next = (t->rc_next + 1) % ST_RC_SLOTS; /* one out, in turn */
+	t->rc[t->rc_next].seq = seq;
+	t->rc[t->rc_next].rec = rec;
+}
+
 /* Packs rec straight into LMDB's page. */
 int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags)
 {
 	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
+	st_rc_drop(t, sh_get_be64(k)); /* whoever keeps it puts it back */
 	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;

@@ -331,6 +331,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 	sc->n_seen = mc.n_seen;
 	sc->form = form;
 	sc->hlc = max_hlc;
+	sc->stable = true; /* its bytes are the batch's, freed after its commit */
 	/* the writer's share, done here on the thread pool */
 	return apply_prepare(b->arena, sc, wc.create) < 0 ? -ENOMEM : 0;
 }

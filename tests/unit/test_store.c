@@ -963,6 +963,108 @@ static void test_feed_items_in_log_order(void)
 	tu_rmrf(dir);
 }
 
+/* Applies change c of device 1 in t: its outcome. */
+static enum store_outcome apply_out(struct store_txn *t, struct arena *a, Shahidi__V1__Change *c,
+				    uint64_t seq, struct sync_batch **ret_b)
+{
+	struct buf body = {0};
+	struct form_verdict v;
+	enum store_outcome out;
+	uint64_t stored;
+	tu_batch(&body, 1, seq, &c, 1, CODEC_IDENTITY);
+	struct sync_batch *b = decode(&body);
+	buf_free(&body);
+	CHECK(apply_change(t, a, sync_batch_change(b, 0), sh_now_ms(), &out, &stored, &v) == 0);
+	*ret_b = b; /* kept to the commit, as the writer keeps its batches */
+	return out;
+}
+
+/* Several changes of one record in one transaction (the writer keeps the
+ * record it merged for the next of them): an assignment between them
+ * stays, a change refused after its merge leaves nothing, and the record
+ * read back is the merge of the applied changes. */
+static void test_changes_of_one_record_in_one_commit(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new(), *ma = arena_new();
+	const struct form *f = form_registry_find(FORMS, "incident_report", 3);
+	const struct form_field *kind = form_field(f, 300); /* sources: at most 20 */
+	struct gen_rng rng = {99};
+	uint64_t now = sh_now_ms(), hlc = tu_now_hlc();
+	struct sync_batch *bs[8];
+	size_t nb = 0;
+	Shahidi__V1__Change *cr = gen_report(&rng, a, f, 1, hlc, now);
+	const uint8_t *rid = cr->record_id.data;
+	size_t sources = 0;
+	for (size_t i = 0; i < cr->n_fields; i++)
+		sources += cr->fields[i]->field == 300;
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	CHECK(apply_out(t, a, cr, 1, &bs[nb++]) == STORE_APPLIED);
+	/* the sources up to 20, a caseworker, an assignment, one source too
+	 * many (refused), another caseworker */
+	Shahidi__V1__Change *fill = tu_change(a, rid, 2, hlc + 2);
+	fill->form_version = 3;
+	for (size_t k = sources; k < 20; k++) {
+		uint8_t id[16];
+		gen_instance_id(&rng, now, id);
+		add_write(a, fill, inst_write(a, id, 300, gen_value(&rng, a, kind, now)));
+	}
+	CHECK(apply_out(t, a, fill, 2, &bs[nb++]) == STORE_APPLIED);
+	Shahidi__V1__Change *e1 = tu_change(a, rid, 3, hlc + 3);
+	e1->form_version = 3;
+	tu_set(a, e1, 142, tu_text(a, "first"), 0, NULL);
+	CHECK(apply_out(t, a, e1, 3, &bs[nb++]) == STORE_APPLIED);
+	Shahidi__V1__Change *more = tu_change(a, rid, 4, hlc + 4);
+	more->form_version = 3;
+	uint8_t extra[16];
+	gen_instance_id(&rng, now, extra);
+	add_write(a, more, inst_write(a, extra, 300, gen_value(&rng, a, kind, now)));
+	CHECK(apply_out(t, a, more, 4, &bs[nb++]) == STORE_REJECTED);
+	Shahidi__V1__Change *e2 = tu_change(a, rid, 5, hlc + 5);
+	e2->form_version = 3;
+	tu_set(a, e2, 141, tu_date(a, "2025-01-02"), 0, NULL);
+	CHECK(apply_out(t, a, e2, 5, &bs[nb++]) == STORE_APPLIED);
+	CHECK(store_assign(t, a, rid, 42) == 0);
+	Shahidi__V1__Change *e3 = tu_change(a, rid, 6, hlc + 6);
+	e3->form_version = 3;
+	tu_set(a, e3, 142, tu_text(a, "second"), 0, NULL);
+	CHECK(apply_out(t, a, e3, 6, &bs[nb++]) == STORE_APPLIED);
+	CHECK(store_commit(t) == 0);
+
+	merge_rec_t *back, *want = NULL;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, ma, rid, &back) == 0);
+	CHECK(back->n_assigned == 1 && back->assigned[0] == 42);
+	CHECK(back->changes == 5);
+	CHECK(!merge_register_in(back, extra, 300));
+	/* the same changes merged from nothing, the refused one left out */
+	for (size_t i = 0; i < nb; i++) {
+		struct store_change *sc = sync_batch_change(bs[i], 0);
+		if (i == 3)
+			continue;
+		if (!want)
+			want = merge_rec_new(ma, sc->record_id, sc->form_id);
+		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
+					  .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes};
+		CHECK(merge_apply(ma, want, &mc) == 0);
+	}
+	uint8_t d1[32], d2[32];
+	merge_digest(back, d1);
+	merge_digest(want, d2);
+	CHECK(!memcmp(d1, d2, 32));
+	store_abort(t);
+	for (size_t i = 0; i < nb; i++)
+		sync_batch_free(bs[i]);
+	arena_free(ma);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 /* A change for a record of another form is refused, and not remembered:
  * sent again it is refused again, not taken for a duplicate; the same
  * change id for the right form is then applied. */
@@ -1240,6 +1342,7 @@ int main(void)
 	RUN(test_new_records_read_back_as_merged);
 	RUN(test_new_v3_records_read_back_as_merged);
 	RUN(test_feed_items_in_log_order);
+	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_old_format_is_rebuilt);
 	form_registry_free(FORMS);
 	return 0;
