@@ -339,11 +339,13 @@ static size_t new_instances(const struct store_change *c, const merge_rec_t *rec
  * last. */
 static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
 				 const struct form_group *const *grown, size_t n_grown,
-				 struct form_verdict *verdict)
+				 const uint32_t *extra, struct form_verdict *verdict)
 {
 	uint32_t live[8] = {0};
 	if (!n_grown)
 		return true;
+	for (size_t k = 0; extra && k < n_grown; k++)
+		live[k] = extra[k];
 	/* one walk over the instances (each a run of registers) */
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
@@ -369,6 +371,63 @@ static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
 		}
 	}
 	return true;
+}
+
+/* THE BOUND, judged before the merge when that is exact and cheap: a
+ * change that removes or restores no instance (no field 0 of one) leaves
+ * every instance as live as it was, so the merged record's live instances
+ * of a group are the record's and the ones the change gives it (in no
+ * group yet, not removed). False (verdict filled) only when the merge
+ * would break the bound, so that a refused change never touches the
+ * record; true when it holds or cannot be told here (the merge's check
+ * then decides). */
+static bool bound_before_merge(const struct store_change *c, const merge_rec_t *rec,
+			       const struct form_group *const *grown, size_t n_grown,
+			       struct form_verdict *verdict)
+{
+	uint32_t extra[8] = {0};
+	const uint8_t *ids[64];
+	size_t n_ids = 0;
+	if (!n_grown || !c->form)
+		return true;
+	for (size_t i = 0; i < c->n_writes; i++)
+		if (c->writes[i].inst && c->writes[i].field == MERGE_DELETION_FIELD)
+			return true;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		const struct merge_write *w = &c->writes[i];
+		const struct form_field *fd = w->inst ? form_field(c->form, w->field) : NULL;
+		size_t k = 0;
+		if (!fd || !fd->group)
+			continue;
+		while (k < n_grown && grown[k] != fd->group)
+			k++;
+		if (k == n_grown)
+			continue;
+		bool have = false;
+		for (size_t j = 0; j < n_ids && !have; j++)
+			have = !memcmp(ids[j], w->inst->id, 16);
+		if (have)
+			continue;
+		if (n_ids == 64)
+			return true; /* many: the merge's check */
+		ids[n_ids++] = w->inst->id;
+		extra[k] += !group_of(c->form, rec, w->inst->id) &&
+			    !merge_instance_removed(rec, w->inst->id);
+	}
+	return instances_within_max(rec, c->form, grown, n_grown, extra, verdict);
+}
+
+/* A change refused after its dedupe entry, and for a new record its id,
+ * went in: takes them back. */
+static int take_back(struct store_txn *t, const struct store_change *c, const uint8_t ck[16],
+		     bool is_new)
+{
+	int r = st_del_raw(t, DB_CHG, ck, 16);
+	if (r < 0 || !is_new)
+		return r;
+	t->next_record_seq--;
+	t->records--;
+	return st_del_raw(t, DB_RID, c->record_id, 16);
 }
 
 int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
@@ -429,12 +488,13 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		return 0;
 	}
 
-	/* A pushed change's record is merged where it can stay for the next
-	 * change of it in this transaction (st_rc_*: a record that many
-	 * phones change at once is then read once a commit, not once a
-	 * change); anything else's, in a. */
-	struct arena *ra = c->stable ? st_rc_arena(t) : NULL;
-	merge_rec_t *rec = ra && !is_new ? st_rc_get(t, seq) : NULL;
+	/* A pushed change of a record changed before in this transaction is
+	 * merged where the record can stay for the next change of it (st_rc_*:
+	 * a record that many phones change at once is then read once a commit,
+	 * not once a change); anything else's, in a. */
+	bool keep = c->stable && !is_new && st_rc_wanted(t, seq);
+	struct arena *ra = keep ? st_rc_arena(t) : NULL;
+	merge_rec_t *rec = ra ? st_rc_get(t, seq) : NULL;
 	bool cached = rec != NULL;
 	if (!ra)
 		ra = a;
@@ -465,6 +525,12 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	}
 	const struct form_group *grown[8];
 	size_t n_grown = new_instances(c, rec, grown, 8);
+	if (!bound_before_merge(c, rec, grown, n_grown, verdict)) {
+		if ((r = take_back(t, c, ck, is_new)) < 0)
+			return r;
+		*ret_outcome = STORE_REJECTED;
+		return 0;
+	}
 
 	t->next_log_seq++;
 	t->counters_dirty = true;
@@ -481,19 +547,13 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		st_rc_drop(t, seq); /* half merged: read it again */
 		return r;
 	}
-	if (!instances_within_max(rec, c->form, grown, n_grown, verdict)) {
+	if (!instances_within_max(rec, c->form, grown, n_grown, NULL, verdict)) {
 		/* refused after all: take back what accepting it put in (the
 		 * record as merged is not the stored one any more) */
 		st_rc_drop(t, seq);
 		t->next_log_seq--;
-		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
+		if ((r = take_back(t, c, ck, is_new)) < 0)
 			return r;
-		if (is_new) {
-			t->next_record_seq--;
-			t->records--;
-			if ((r = st_del_raw(t, DB_RID, c->record_id, 16)) < 0)
-				return r;
-		}
 		*ret_outcome = STORE_REJECTED;
 		return 0;
 	}

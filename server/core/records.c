@@ -273,6 +273,18 @@ merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq)
 	return NULL;
 }
 
+bool st_rc_wanted(struct store_txn *t, uint64_t seq)
+{
+	if (st_rc_get(t, seq))
+		return true;
+	size_t n = t->n_rc_seen < ST_RC_SEEN ? t->n_rc_seen : ST_RC_SEEN;
+	for (size_t i = 0; i < n; i++)
+		if (t->rc_seen[i] == seq)
+			return true;
+	t->rc_seen[t->n_rc_seen++ % ST_RC_SEEN] = seq; /* the oldest goes */
+	return false;
+}
+
 void st_rc_drop(struct store_txn *t, uint64_t seq)
 {
 	for (size_t i = 0; i < t->n_rc; i++)

@@ -85,6 +85,7 @@ struct feed_item {
 #define FEED_PACK 64
 
 #define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
+#define ST_RC_SEEN 64  /* records changed once, remembered (by seq) */
 
 struct store_txn {
 	struct store *s;
@@ -118,6 +119,9 @@ struct store_txn {
 		merge_rec_t *rec;
 	} rc[ST_RC_SLOTS];
 	size_t n_rc, rc_next;
+	uint64_t rc_seen[ST_RC_SEEN]; /* records changed once: the next change
+					 of one keeps it */
+	size_t n_rc_seen;
 };
 
 static inline MDB_val val_of(const void *p, size_t n)
@@ -157,6 +161,9 @@ int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_c
  * written; forget seq. st_put_rec forgets what it writes. */
 struct arena *st_rc_arena(struct store_txn *t);
 merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq);
+/* Whether seq's record is worth keeping: it is kept, or was changed
+ * before in this transaction (else it is noted as changed once). */
+bool st_rc_wanted(struct store_txn *t, uint64_t seq);
 void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec);
 void st_rc_drop(struct store_txn *t, uint64_t seq);
 int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq);

@@ -1007,11 +1007,14 @@ static void test_changes_of_one_record_in_one_commit(void)
 	 * many (refused), another caseworker */
 	Shahidi__V1__Change *fill = tu_change(a, rid, 2, hlc + 2);
 	fill->form_version = 3;
+	uint8_t *first = NULL;
 	for (size_t k = sources; k < 20; k++) {
-		uint8_t id[16];
+		uint8_t *id = arena_alloc(a, 16);
 		gen_instance_id(&rng, now, id);
+		first = first ? first : id;
 		add_write(a, fill, inst_write(a, id, 300, gen_value(&rng, a, kind, now)));
 	}
+	CHECK(first != NULL);
 	CHECK(apply_out(t, a, fill, 2, &bs[nb++]) == STORE_APPLIED);
 	Shahidi__V1__Change *e1 = tu_change(a, rid, 3, hlc + 3);
 	e1->form_version = 3;
@@ -1023,6 +1026,16 @@ static void test_changes_of_one_record_in_one_commit(void)
 	gen_instance_id(&rng, now, extra);
 	add_write(a, more, inst_write(a, extra, 300, gen_value(&rng, a, kind, now)));
 	CHECK(apply_out(t, a, more, 4, &bs[nb++]) == STORE_REJECTED);
+	/* one source removed, two added: refused once merged */
+	Shahidi__V1__Change *swap = tu_change(a, rid, 7, hlc + 7);
+	swap->form_version = 3;
+	uint8_t extra2[16], extra3[16];
+	gen_instance_id(&rng, now, extra2);
+	gen_instance_id(&rng, now, extra3);
+	add_write(a, swap, inst_write(a, first, 0, NULL));
+	add_write(a, swap, inst_write(a, extra2, 300, gen_value(&rng, a, kind, now)));
+	add_write(a, swap, inst_write(a, extra3, 300, gen_value(&rng, a, kind, now)));
+	CHECK(apply_out(t, a, swap, 7, &bs[nb++]) == STORE_REJECTED);
 	Shahidi__V1__Change *e2 = tu_change(a, rid, 5, hlc + 5);
 	e2->form_version = 3;
 	tu_set(a, e2, 141, tu_date(a, "2025-01-02"), 0, NULL);
@@ -1039,12 +1052,13 @@ static void test_changes_of_one_record_in_one_commit(void)
 	CHECK(store_record_get(t, ma, rid, &back) == 0);
 	CHECK(back->n_assigned == 1 && back->assigned[0] == 42);
 	CHECK(back->changes == 5);
-	CHECK(!merge_register_in(back, extra, 300));
+	CHECK(!merge_register_in(back, extra, 300) && !merge_register_in(back, extra2, 300));
+	CHECK(!merge_register_in(back, first, 0)); /* the refused removal */
 	/* the same changes merged from nothing, the refused one left out */
 	for (size_t i = 0; i < nb; i++) {
 		struct store_change *sc = sync_batch_change(bs[i], 0);
-		if (i == 3)
-			continue;
+		if (i == 3 || i == 4)
+			continue; /* the refused ones */
 		if (!want)
 			want = merge_rec_new(ma, sc->record_id, sc->form_id);
 		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
