@@ -8,6 +8,12 @@
  *     (no HTTP), and its ratio to the raw LMDB figure, so the core's own
  *     overhead is visible;
  *   - export (CSV, NDJSON) and pull over the resulting store.
+ * With --groups E,A,R the batches are instead shahidi-loadgen's workload
+ * with the same option (loadgen_work.c, incident report version 3: creates
+ * carrying instances of every repeat group, edits of records and of their
+ * instances, perpetrators added to shared records by every device,
+ * removals, deletions), so that the figure printed beside PostgreSQL's
+ * for HTTP can be split into decode and merge + store here, and profiled.
  * Prints a table, or JSON with --json.
  */
 #include <errno.h>
@@ -28,6 +34,7 @@
 #include "form.h"
 #include "gen.h"
 #include "hlc.h"
+#include "loadgen.h"
 #include "shahidi.pb-c.h"
 #include "store.h"
 #include "sync.h"
@@ -39,6 +46,9 @@ struct opts {
 	unsigned devices;
 	const char *dir;
 	bool json;
+	/* --groups: loadgen's mix on form version 3, in 1/1000 of changes */
+	bool groups;
+	unsigned pct_gedit, pct_gadd, pct_gremove;
 };
 
 static double secs(uint64_t ns)
@@ -58,6 +68,11 @@ struct corpus {
 	struct buf *bodies;
 	size_t n;
 	size_t raw_bytes, wire_bytes;
+	size_t changes;      /* in all the batches */
+	/* --groups: bodies[0] is device 0's first batch, which creates the
+	 * shared records; they are assigned to every other device after it
+	 * (as shahidi-loadgen does once that batch is acknowledged). */
+	struct lg_run *run;
 };
 
 static int make_corpus(const struct form *f, const struct opts *o, const uint64_t *devs,
@@ -102,6 +117,58 @@ static int make_corpus(const struct form *f, const struct opts *o, const uint64_
 	return 0;
 }
 
+/* --groups: shahidi-loadgen's workload, device 0's first batch first, then
+ * the devices' batches in turn, as 64 phones pushing at once would be
+ * received. The batches are moved into c (run keeps its bookkeeping). */
+static int make_mix_corpus(const struct form_registry *reg, const struct opts *o,
+			   const uint64_t *devs, struct corpus *c)
+{
+	struct lg_run *run = calloc(1, sizeof(*run));
+	if (!run || !(run->dev = calloc(o->devices, sizeof(*run->dev))))
+		return -ENOMEM;
+	c->run = run;
+	run->o = (struct lg_opts){.devices = o->devices, .batch = o->batch,
+				  .changes = o->reports / o->devices, .seed = 1, .shared = 8,
+				  .pct_edit = 100, .pct_shared = 30, .pct_delete = 10,
+				  .groups = true, .pct_gedit = o->pct_gedit,
+				  .pct_gadd = o->pct_gadd, .pct_gremove = o->pct_gremove,
+				  .level = 6};
+	run->n_dev = o->devices;
+	run->form = form_registry_find(reg, "incident_report", 3);
+	if (!run->form || !run->o.changes)
+		return -EINVAL;
+	for (unsigned i = 0; i < o->devices; i++) {
+		run->dev[i].run = run;
+		run->dev[i].idx = i;
+		run->dev[i].id = devs[i];
+		run->dev[i].first_change_id = 1;
+		run->dev[i].first_batch_seq = 1;
+	}
+	int r = lg_work_make(run);
+	if (r < 0)
+		return r;
+	if (!(c->bodies = calloc(run->total_batches, sizeof(*c->bodies))))
+		return -ENOMEM;
+	c->raw_bytes = run->st.raw_bytes;
+	c->wire_bytes = run->st.body_bytes;
+	struct lg_batch *first = &run->dev[0].batches[0];
+	c->bodies[c->n++] = (struct buf){.data = first->body, .len = first->len, .cap = first->len};
+	c->changes += first->n;
+	first->body = NULL;
+	for (size_t b = 0; c->n < run->total_batches; b++)
+		for (unsigned d = 0; d < run->n_dev; d++) {
+			struct lg_device *dv = &run->dev[d];
+			if (b >= dv->n_batches || !dv->batches[b].body)
+				continue;
+			c->bodies[c->n++] = (struct buf){.data = dv->batches[b].body,
+							 .len = dv->batches[b].len,
+							 .cap = dv->batches[b].len};
+			c->changes += dv->batches[b].n;
+			dv->batches[b].body = NULL;
+		}
+	return 0;
+}
+
 /* Raw LMDB: the same number of ~1 KB values, appended, durable. */
 static double bench_raw_lmdb(const struct opts *o, size_t value_len)
 {
@@ -143,6 +210,9 @@ static double bench_raw_lmdb(const struct opts *o, size_t value_len)
 struct apply_ctx {
 	struct sync_batch **b;
 	size_t n;
+	bool mix;      /* loadgen's mix: some changes are refused, by design
+			  (perpetrators beyond a group's max) */
+	uint64_t applied, rejected;
 };
 
 static int apply_fn(struct store_txn *t, void *ud)
@@ -154,10 +224,29 @@ static int apply_fn(struct store_txn *t, void *ud)
 		int r = sync_apply(t, c->b[i], now, &res);
 		if (r < 0)
 			return r;
-		if (res.applied != sync_batch_changes(c->b[i]))
+		if (!c->mix && res.applied != sync_batch_changes(c->b[i]))
 			return -EIO;
+		if (res.duplicate)
+			return -EIO;
+		c->applied += res.applied;
+		c->rejected += res.rejected;
 	}
 	return 0;
+}
+
+/* --groups: device 0's shared records, assigned to every other device. */
+static int assign_fn(struct store_txn *t, void *ud)
+{
+	struct lg_run *run = ud;
+	struct arena *a = arena_new();
+	int r = a ? 0 : -ENOMEM;
+	for (unsigned i = 1; r == 0 && i < run->n_dev; i++)
+		for (unsigned k = 0; r == 0 && k < run->n_shared && k < run->dev[0].n_recs; k++) {
+			r = store_assign(t, a, run->dev[0].recs[k].id, run->dev[i].id);
+			arena_reset(a);
+		}
+	arena_free(a);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -166,7 +255,8 @@ int main(int argc, char **argv)
 		{"reports", required_argument, 0, 'n'}, {"batch", required_argument, 0, 'b'},
 		{"group", required_argument, 0, 'g'},	{"devices", required_argument, 0, 'd'},
 		{"dir", required_argument, 0, 'D'},	{"json", no_argument, 0, 'j'},
-		{"help", no_argument, 0, 'h'},		{0, 0, 0, 0},
+		{"groups", required_argument, 0, 'G'},	{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
 	};
 	struct opts o = {.reports = 100000, .batch = 100, .group = 16, .devices = 64, .dir = NULL};
 	int c;
@@ -178,15 +268,35 @@ int main(int argc, char **argv)
 		case 'd': o.devices = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'D': o.dir = optarg; break;
 		case 'j': o.json = true; break;
+		case 'G': {
+			double g[3];
+			if (sscanf(optarg, "%lf,%lf,%lf", &g[0], &g[1], &g[2]) != 3 || g[0] < 0 ||
+			    g[1] < 0 || g[2] < 0 || g[0] + g[1] + g[2] > 86) {
+				fprintf(stderr, "shahidi-bench: --groups takes EDITS,ADDS,REMOVALS: "
+						"three percentages (with loadgen's 14%% of other edits, "
+						"at most 86 in all)\n");
+				return 2;
+			}
+			o.groups = true;
+			o.pct_gedit = (unsigned)(g[0] * 10 + 0.5);
+			o.pct_gadd = (unsigned)(g[1] * 10 + 0.5);
+			o.pct_gremove = (unsigned)(g[2] * 10 + 0.5);
+			break;
+		}
 		case 'h':
 			printf("Usage: shahidi-bench [--reports N] [--batch B] [--group G] [--devices D]\n"
-			       "                     [--dir DIR] [--json]\n\n"
+			       "                     [--groups E,A,R] [--dir DIR] [--json]\n\n"
 			       "In-process figures (no HTTP), durable commits, in a scratch directory\n"
 			       "(default: a new one under $TMPDIR): raw LMDB appends, decoding, the\n"
 			       "store (decode + merge + store in group commits of G batches), its ratio\n"
 			       "to raw LMDB, then export and pull over the store it filled.\n"
 			       "Defaults: 100000 reports, batches of 100, 16 batches per commit,\n"
-			       "64 devices.\n");
+			       "64 devices.\n\n"
+			       "--groups E,A,R: instead of new v1 reports, N changes of shahidi-loadgen's\n"
+			       "workload with the same option (incident report version 3 with repeat\n"
+			       "groups; edits 10%%, shared edits 3%%, deletions 1%%, then E%% edits of\n"
+			       "instances, A%% perpetrators added to shared records, R%% removals),\n"
+			       "decoded and stored; no raw LMDB, export or pull figures.\n");
 			return 0;
 		default:
 			return 2;
@@ -228,8 +338,14 @@ int main(int argc, char **argv)
 
 	fprintf(stderr, "shahidi-bench: making %u reports...\n", o.reports);
 	struct corpus corp = {0};
-	if (make_corpus(f, &o, devs, &corp) < 0)
+	int mr = o.groups ? make_mix_corpus(reg, &o, devs, &corp) : make_corpus(f, &o, devs, &corp);
+	if (mr < 0) {
+		fprintf(stderr, "shahidi-bench: cannot make the batches: %s\n", sh_strerror(mr));
 		return 1;
+	}
+	if (!o.groups)
+		corp.changes = corp.n * o.batch;
+	double nchg = (double)corp.changes;
 
 	/* decode alone, one core, each batch freed as the server frees it */
 	struct sync_limits lim;
@@ -243,7 +359,7 @@ int main(int argc, char **argv)
 			return 1;
 		sync_batch_free(batches[i]);
 	}
-	double decode_rate = o.reports / secs(sh_mono_ns() - t0);
+	double decode_rate = nchg / secs(sh_mono_ns() - t0);
 	/* its parts: inflating, and unpacking with protobuf-c */
 	struct buf inflated = {0};
 	t0 = sh_mono_ns();
@@ -252,7 +368,7 @@ int main(int argc, char **argv)
 		codec_inflate(corp.bodies[i].data, corp.bodies[i].len, CODEC_DEFLATE, (size_t)32 << 20,
 			      &inflated);
 	}
-	double inflate_rate = o.reports / secs(sh_mono_ns() - t0);
+	double inflate_rate = nchg / secs(sh_mono_ns() - t0);
 	t0 = sh_mono_ns();
 	for (size_t i = 0; i < corp.n; i++) {
 		buf_reset(&inflated);
@@ -261,7 +377,7 @@ int main(int argc, char **argv)
 		Shahidi__V1__PushBatch *pb = shahidi__v1__push_batch__unpack(NULL, inflated.len, inflated.data);
 		shahidi__v1__push_batch__free_unpacked(pb, NULL);
 	}
-	double unpack_rate = o.reports / secs(sh_mono_ns() - t0);
+	double unpack_rate = nchg / secs(sh_mono_ns() - t0);
 	buf_free(&inflated);
 	if (getenv("SHAHIDI_BENCH_DECODE_ONLY")) { /* for profiling the decoder */
 		printf("decode %.0f /s, inflate %.0f /s, inflate+unpack %.0f /s\n", decode_rate,
@@ -276,20 +392,74 @@ int main(int argc, char **argv)
 			return 1;
 	}
 
-	/* the store: apply in group commits */
+	/* the store: apply in group commits (--groups: the batch that creates
+	 * the shared records alone first, then their assignment, untimed) */
+	size_t from = 0;
+	uint64_t applied = 0, rejected = 0;
+	if (o.groups) {
+		struct apply_ctx ac = {batches, 1, true, 0, 0};
+		int r = store_write(s, apply_fn, &ac);
+		if (r >= 0)
+			r = store_write(s, assign_fn, corp.run);
+		if (r < 0) {
+			fprintf(stderr, "apply: %s\n", sh_strerror(r));
+			return 1;
+		}
+		applied += ac.applied;
+		rejected += ac.rejected;
+		from = 1;
+	}
 	t0 = sh_mono_ns();
-	for (size_t i = 0; i < corp.n; i += o.group) {
-		struct apply_ctx ac = {batches + i, SH_MIN((size_t)o.group, corp.n - i)};
+	for (size_t i = from; i < corp.n; i += o.group) {
+		struct apply_ctx ac = {batches + i, SH_MIN((size_t)o.group, corp.n - i), o.groups, 0, 0};
 		int r = store_write(s, apply_fn, &ac);
 		if (r < 0) {
 			fprintf(stderr, "apply: %s\n", sh_strerror(r));
 			return 1;
 		}
+		applied += ac.applied;
+		rejected += ac.rejected;
 	}
-	double store_rate = o.reports / secs(sh_mono_ns() - t0);
+	double timed = nchg - (from ? (double)sync_batch_changes(batches[0]) : 0);
+	double store_rate = timed / secs(sh_mono_ns() - t0);
 	for (size_t i = 0; i < corp.n; i++)
 		sync_batch_free(batches[i]);
 	free(batches);
+	if (o.groups) {
+		double per = (double)corp.raw_bytes / nchg, wire = (double)corp.wire_bytes / nchg;
+		if (o.json)
+			printf("{\"changes\":%zu,\"batch\":%u,\"group\":%u,\"devices\":%u,"
+			       "\"groups\":[%.1f,%.1f,%.1f],\"change_bytes\":%.0f,"
+			       "\"deflated_bytes\":%.0f,\"decode_per_s\":%.0f,"
+			       "\"inflate_per_s\":%.0f,\"inflate_unpack_per_s\":%.0f,"
+			       "\"store_per_s\":%.0f,\"applied\":%" PRIu64 ",\"rejected\":%" PRIu64 "}\n",
+			       corp.changes, o.batch, o.group, o.devices, o.pct_gedit / 10.0,
+			       o.pct_gadd / 10.0, o.pct_gremove / 10.0, per, wire, decode_rate,
+			       inflate_rate, unpack_rate, store_rate, applied, rejected);
+		else {
+			printf("in-process, %zu changes of loadgen's mix with groups (%.0f bytes, %.0f "
+			       "deflated), batches of %u, %u per commit\n",
+			       corp.changes, per, wire, o.batch, o.group);
+			printf("  %-36s %10.0f /s (one core)\n", "decode: inflate+unpack+validate",
+			       decode_rate);
+			printf("  %-36s %10.0f /s\n", "  of which inflate alone", inflate_rate);
+			printf("  %-36s %10.0f /s\n", "  inflate + protobuf-c unpack", unpack_rate);
+			printf("  %-36s %10.0f /s\n", "store: merge+store, durable", store_rate);
+			printf("  %-36s %10" PRIu64 " applied, %" PRIu64 " refused\n", "changes",
+			       applied, rejected);
+		}
+		store_close(s);
+		form_registry_free(reg);
+		for (size_t i = 0; i < corp.n; i++)
+			buf_free(&corp.bodies[i]);
+		free(corp.bodies);
+		lg_work_free(corp.run);
+		free(corp.run->dev);
+		free(corp.run);
+		free(devs);
+		rm_dir(o.dir);
+		return 0;
+	}
 	double raw_rate = bench_raw_lmdb(&o, corp.raw_bytes / o.reports);
 
 	/* export */

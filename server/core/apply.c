@@ -94,6 +94,42 @@ static int encode_new_record(struct arena *a, struct store_change *c, bool full)
 	return 0;
 }
 
+/* Whether a creation's instances stay within their groups' max (what
+ * instances_within_max judges on the merged record: in a new record every
+ * instance is the change's own and none is removed). False when unsure:
+ * no form, or out of memory; then the merge's path decides. */
+static bool within_bounds(struct arena *a, const struct store_change *c)
+{
+	if (!c->form)
+		return false;
+	/* distinct instances, with their group (a form has few groups) */
+	const uint8_t **ids = arena_alloc(a, (c->n_writes + 1) * sizeof(*ids));
+	const struct form_group **gs = arena_alloc(a, (c->n_writes + 1) * sizeof(*gs));
+	size_t n = 0;
+	if (!ids || !gs)
+		return false;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		const struct merge_write *w = &c->writes[i];
+		const struct form_field *fd = w->inst ? form_field(c->form, w->field) : NULL;
+		if (!fd || !fd->group || !fd->group->max)
+			continue;
+		bool have = false;
+		/* an instance's writes are usually next to each other: look back */
+		for (size_t k = n; k-- > 0 && !have;)
+			have = !memcmp(ids[k], w->inst->id, 16);
+		if (have)
+			continue;
+		ids[n] = w->inst->id;
+		gs[n++] = fd->group;
+		uint32_t live = 0;
+		for (size_t k = 0; k < n; k++)
+			live += gs[k] == fd->group;
+		if (live > fd->group->max)
+			return false;
+	}
+	return true;
+}
+
 int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 {
 	/* LogEntry fields 2, 3, 5, 7 (see proto/store.proto); the writer
@@ -119,9 +155,13 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 	}
 	c->new_record = NULL;
 	c->pointer = false;
-	/* a deletion's view, and instances with their groups' rules, go
-	 * through the merge */
-	if (!creates || deletes || instances)
+	/* A deletion's view (of the record or of an instance) goes through
+	 * the merge; so does a creation that would break a group's bound,
+	 * which the merge's path refuses. Instances that are all new need no
+	 * other rule: the merge would give one register per write, sorted by
+	 * (instance, field), which is how a pointer record is read back
+	 * (records.c). */
+	if (!creates || deletes || (instances && !within_bounds(a, c)))
 		return 0;
 	if (!c->has_base) {
 		/* The usual report: stored once, in the log; its record points
@@ -218,18 +258,41 @@ static bool holding_rule(const struct store_change *c, const merge_rec_t *rec)
  * another group than the instance already has is refused
  * (instance_group_mismatch). The group of an instance is the group of its
  * registers' fields. */
-static const struct form_group *group_of(const struct form *f, const merge_rec_t *rec,
-					 const uint8_t id[16])
+/* Index of the first register of instance id (registers sort by
+ * (instance, field), the record's own first: merge.c), or n_registers. */
+static size_t instance_first(const merge_rec_t *rec, const uint8_t id[16])
 {
-	for (size_t i = 0; i < rec->n_registers; i++) {
+	size_t lo = 0, hi = rec->n_registers;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const merge_reg_t *g = rec->registers[mid];
+		if (!merge_reg_in_instance(g) || memcmp(g->instance.data, id, 16) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The group of the instance whose registers start at rec->registers[i]. */
+static const struct form_group *run_group(const struct form *f, const merge_rec_t *rec,
+					  size_t i, const uint8_t id[16])
+{
+	for (; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
 		if (!merge_reg_in_instance(g) || memcmp(g->instance.data, id, 16))
-			continue;
+			break;
 		const struct form_field *fd = form_field(f, g->field);
 		if (fd && fd->group)
 			return fd->group;
 	}
 	return NULL;
+}
+
+static const struct form_group *group_of(const struct form *f, const merge_rec_t *rec,
+					 const uint8_t id[16])
+{
+	return run_group(f, rec, instance_first(rec, id), id);
 }
 
 static bool instance_groups_agree(const struct store_change *c, const merge_rec_t *rec,
@@ -276,19 +339,31 @@ static size_t new_instances(const struct store_change *c, const merge_rec_t *rec
  * last. */
 static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
 				 const struct form_group *const *grown, size_t n_grown,
-				 struct form_verdict *verdict)
+				 const uint32_t *extra, struct form_verdict *verdict)
 {
+	uint32_t live[8] = {0};
+	if (!n_grown)
+		return true;
+	for (size_t k = 0; extra && k < n_grown; k++)
+		live[k] = extra[k];
+	/* one walk over the instances (each a run of registers) */
+	for (size_t i = 0; i < rec->n_registers; i++) {
+		const merge_reg_t *g = rec->registers[i];
+		const uint8_t *id = g->instance.data;
+		if (!merge_reg_in_instance(g) || (i && merge_reg_in_instance(rec->registers[i - 1]) &&
+						  !memcmp(rec->registers[i - 1]->instance.data, id, 16)))
+			continue;
+		const struct form_group *gr = run_group(f, rec, i, id);
+		for (size_t k = 0; k < n_grown; k++)
+			if (gr == grown[k]) {
+				/* its removal, field 0, is the run's first register */
+				live[k] += !(g->field == MERGE_DELETION_FIELD &&
+					     merge_instance_removed(rec, id));
+				break;
+			}
+	}
 	for (size_t k = 0; k < n_grown; k++) {
-		uint32_t live = 0;
-		const uint8_t *last = NULL;
-		for (size_t i = 0; i < rec->n_registers; i++) {
-			const merge_reg_t *g = rec->registers[i];
-			if (!merge_reg_in_instance(g) || (last && !memcmp(last, g->instance.data, 16)))
-				continue;
-			last = g->instance.data;
-			live += group_of(f, rec, last) == grown[k] && !merge_instance_removed(rec, last);
-		}
-		if (live > grown[k]->max) {
+		if (live[k] > grown[k]->max) {
 			snprintf(verdict->code, sizeof(verdict->code), "too_many_instances");
 			snprintf(verdict->reason, sizeof(verdict->reason),
 				 "group %s holds at most %u instances", grown[k]->name, grown[k]->max);
@@ -296,6 +371,63 @@ static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
 		}
 	}
 	return true;
+}
+
+/* THE BOUND, judged before the merge when that is exact and cheap: a
+ * change that removes or restores no instance (no field 0 of one) leaves
+ * every instance as live as it was, so the merged record's live instances
+ * of a group are the record's and the ones the change gives it (in no
+ * group yet, not removed). False (verdict filled) only when the merge
+ * would break the bound, so that a refused change never touches the
+ * record; true when it holds or cannot be told here (the merge's check
+ * then decides). */
+static bool bound_before_merge(const struct store_change *c, const merge_rec_t *rec,
+			       const struct form_group *const *grown, size_t n_grown,
+			       struct form_verdict *verdict)
+{
+	uint32_t extra[8] = {0};
+	const uint8_t *ids[64];
+	size_t n_ids = 0;
+	if (!n_grown || !c->form)
+		return true;
+	for (size_t i = 0; i < c->n_writes; i++)
+		if (c->writes[i].inst && c->writes[i].field == MERGE_DELETION_FIELD)
+			return true;
+	for (size_t i = 0; i < c->n_writes; i++) {
+		const struct merge_write *w = &c->writes[i];
+		const struct form_field *fd = w->inst ? form_field(c->form, w->field) : NULL;
+		size_t k = 0;
+		if (!fd || !fd->group)
+			continue;
+		while (k < n_grown && grown[k] != fd->group)
+			k++;
+		if (k == n_grown)
+			continue;
+		bool have = false;
+		for (size_t j = 0; j < n_ids && !have; j++)
+			have = !memcmp(ids[j], w->inst->id, 16);
+		if (have)
+			continue;
+		if (n_ids == 64)
+			return true; /* many: the merge's check */
+		ids[n_ids++] = w->inst->id;
+		extra[k] += !group_of(c->form, rec, w->inst->id) &&
+			    !merge_instance_removed(rec, w->inst->id);
+	}
+	return instances_within_max(rec, c->form, grown, n_grown, extra, verdict);
+}
+
+/* A change refused after its dedupe entry, and for a new record its id,
+ * went in: takes them back. */
+static int take_back(struct store_txn *t, const struct store_change *c, const uint8_t ck[16],
+		     bool is_new)
+{
+	int r = st_del_raw(t, DB_CHG, ck, 16);
+	if (r < 0 || !is_new)
+		return r;
+	t->next_record_seq--;
+	t->records--;
+	return st_del_raw(t, DB_RID, c->record_id, 16);
 }
 
 int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
@@ -355,13 +487,22 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		return 0;
 	}
 
-	merge_rec_t *rec;
+	/* A pushed change of a record changed before in this transaction is
+	 * merged where the record can stay for the next change of it (st_rc_*:
+	 * a record that many phones change at once is then read once a commit,
+	 * not once a change); anything else's, in a. */
+	bool keep = c->stable && !is_new && st_rc_wanted(t, seq);
+	struct arena *ra = keep ? st_rc_arena(t) : NULL;
+	merge_rec_t *rec = ra ? st_rc_get(t, seq) : NULL;
+	bool cached = rec != NULL;
+	if (!ra)
+		ra = a;
 	if (is_new) {
-		if (!(rec = merge_rec_new(a, c->record_id, c->form_id)))
+		if (!(rec = merge_rec_new(ra, c->record_id, c->form_id)))
 			return -ENOMEM;
 		rec->seq = seq;
 		rec->first_received_ms = now_ms;
-	} else if ((r = st_record_by_seq(t, a, seq, &rec)) < 0) {
+	} else if (!cached && (r = st_record_by_seq(t, ra, seq, &rec)) < 0) {
 		return r == -ENOENT ? -EIO : r;
 	} else if (strcmp(rec->form_id, c->form_id)) {
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
@@ -383,6 +524,12 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	}
 	const struct form_group *grown[8];
 	size_t n_grown = new_instances(c, rec, grown, 8);
+	if (!bound_before_merge(c, rec, grown, n_grown, verdict)) {
+		if ((r = take_back(t, c, ck, is_new)) < 0)
+			return r;
+		*ret_outcome = STORE_REJECTED;
+		return 0;
+	}
 
 	t->next_log_seq++;
 	t->counters_dirty = true;
@@ -395,19 +542,17 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		.seen = c->seen,
 		.n_seen = c->n_seen,
 	};
-	if ((r = merge_apply(a, rec, &mc)) < 0)
+	if ((r = merge_apply(ra, rec, &mc)) < 0) {
+		st_rc_drop(t, seq); /* half merged: read it again */
 		return r;
-	if (!instances_within_max(rec, c->form, grown, n_grown, verdict)) {
-		/* refused after all: take back what accepting it put in */
+	}
+	if (!instances_within_max(rec, c->form, grown, n_grown, NULL, verdict)) {
+		/* refused after all: take back what accepting it put in (the
+		 * record as merged is not the stored one any more) */
+		st_rc_drop(t, seq);
 		t->next_log_seq--;
-		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0)
+		if ((r = take_back(t, c, ck, is_new)) < 0)
 			return r;
-		if (is_new) {
-			t->next_record_seq--;
-			t->records--;
-			if ((r = st_del_raw(t, DB_RID, c->record_id, 16)) < 0)
-				return r;
-		}
 		*ret_outcome = STORE_REJECTED;
 		return 0;
 	}
@@ -422,6 +567,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	rec->head_log_seq = log_seq;
 	if ((r = st_put_record(t, rec, is_new, had_conflict)) < 0)
 		return r;
+	if (ra != a)
+		st_rc_put(t, rec->seq, rec); /* as written */
 
 	/* Every other device that holds the record pulls the change. */
 	for (size_t i = 0; i < rec->n_writers; i++) {

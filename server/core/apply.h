@@ -59,6 +59,10 @@ struct store_change {
 	bool pointer;              /* new_record is a pointer record's: no
 				      registers, they are this change's */
 	bool has_base;             /* a write names a base */
+	/* The bytes its writes borrow (values, bases) outlive the write
+	 * transaction, as a pushed batch's do (sync.c): the merged record may
+	 * then stay unpacked in the transaction for the next change of it. */
+	bool stable;
 };
 
 /* Prepares c for apply_change off the writer's thread: the log

@@ -6,6 +6,7 @@
 #ifndef SHAHIDI_CODEC_H
 #define SHAHIDI_CODEC_H
 
+#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -76,53 +77,67 @@ static inline int codec_pb_next(const uint8_t *in, size_t len, size_t *pos,
 	if (*pos >= len)
 		return 0;
 	size_t p = *pos;
-	uint64_t key;
+	uint64_t key, v = 0;
+	const uint8_t *data = NULL;
+	size_t n = 0;
 	if (in[p] < 0x80) /* one-byte tags: fields 1 to 15, nearly all of ours */
 		key = in[p++];
 	else if (codec_get_varint(in, len, &p, &key) < 0)
 		return -EPROTO;
-	struct pb_field f = {.number = (uint32_t)(key >> 3), .wire_type = (uint32_t)(key & 7)};
 	if (key >> 3 == 0 || key >> 3 > 536870911u)
 		return -EPROTO;
-	switch (f.wire_type) {
+	/* the parts in locals, the result written once: this runs for every
+	 * field of every change and stored record (building it in a zeroed
+	 * struct and copying that out was a quarter of its cost) */
+	switch (key & 7) {
 	case 0:
 		if (p < len && in[p] < 0x80)
-			f.varint = in[p++];
-		else if (codec_get_varint(in, len, &p, &f.varint) < 0)
+			v = in[p++];
+		else if (codec_get_varint(in, len, &p, &v) < 0)
 			return -EPROTO;
 		break;
-	case 1:
+	case 1: {
+		/* little-endian on the wire: one load (stamps and devices are
+		 * fixed64, in every entry of every record) */
+		uint64_t le;
 		if (len - p < 8)
 			return -EPROTO;
-		for (int i = 7; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		memcpy(&le, in + p, 8);
+		v = le64toh(le);
 		p += 8;
 		break;
+	}
 	case 2: {
-		uint64_t n;
+		uint64_t m;
 		if (p < len && in[p] < 0x80)
-			n = in[p++];
-		else if (codec_get_varint(in, len, &p, &n) < 0)
+			m = in[p++];
+		else if (codec_get_varint(in, len, &p, &m) < 0)
 			return -EPROTO;
-		if (n > len - p)
+		if (m > len - p)
 			return -EPROTO;
-		f.data = in + p;
-		f.len = (size_t)n;
-		p += (size_t)n;
+		data = in + p;
+		n = (size_t)m;
+		p += n;
 		break;
 	}
-	case 5:
+	case 5: {
+		uint32_t le;
 		if (len - p < 4)
 			return -EPROTO;
-		for (int i = 3; i >= 0; i--)
-			f.varint = (f.varint << 8) | in[p + (size_t)i];
+		memcpy(&le, in + p, 4);
+		v = le32toh(le);
 		p += 4;
 		break;
+	}
 	default:
 		return -EPROTO; /* groups (3, 4) are not used by us */
 	}
 	*pos = p;
-	*ret = f;
+	ret->number = (uint32_t)(key >> 3);
+	ret->wire_type = (uint32_t)(key & 7);
+	ret->varint = v;
+	ret->data = data;
+	ret->len = n;
 	return 1;
 }
 
@@ -158,9 +173,9 @@ static inline size_t codec_put_uint(uint8_t *p, uint32_t number, uint64_t v)
 static inline size_t codec_put_fixed64(uint8_t *p, uint32_t number, uint64_t v)
 {
 	size_t n = codec_put_varint(p, (uint64_t)number << 3 | 1);
-	for (int i = 0; i < 8; i++)
-		p[n++] = (uint8_t)(v >> (8 * i));
-	return n;
+	uint64_t le = htole64(v);
+	memcpy(p + n, &le, 8);
+	return n + 8;
 }
 
 /* A length-delimited field's tag and length, then its len bytes. */

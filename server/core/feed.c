@@ -34,13 +34,89 @@ static int feed_item_cmp(const void *x, const void *y)
 	return a->log_seq < b->log_seq ? -1 : a->log_seq > b->log_seq;
 }
 
+static int u64_cmp(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+	return a < b ? -1 : a > b;
+}
+
+#define FEED_DEVICES 512 /* distinct devices the bucket sort handles */
+
+/* Orders the queued items by (device, log seq) without comparing them
+ * n log n times: they are queued in log order (one change's fan-out after
+ * another's), so grouping them by device, keeping their order, is enough.
+ * 0, or 1 when they are not in log order or hold too many devices (then
+ * the caller sorts them), or -ENOMEM. A change of a record 64 phones hold
+ * queues 63 items: sorting them with qsort was 6% of the writer's
+ * instructions in the groups mix. */
+static int feed_bucket_sort(struct store_txn *t)
+{
+	struct slot {
+		uint64_t device;
+		size_t at; /* count, then where its next item goes */
+		bool used;
+	} *slots;
+	uint64_t devs[FEED_DEVICES];
+	size_t n_devs = 0;
+	for (size_t i = 1; i < t->n_feed; i++)
+		if (t->feed[i].log_seq < t->feed[i - 1].log_seq)
+			return 1;
+	if (!(slots = calloc(2 * FEED_DEVICES, sizeof(*slots))))
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n_feed; i++) {
+		uint64_t d = t->feed[i].device;
+		size_t h = (size_t)((d * 0x9e3779b97f4a7c15ull) >> 54); /* 10 bits */
+		while (slots[h].used && slots[h].device != d)
+			h = (h + 1) % (2 * FEED_DEVICES);
+		if (!slots[h].used) {
+			if (n_devs == FEED_DEVICES) {
+				free(slots);
+				return 1;
+			}
+			slots[h] = (struct slot){d, 0, true};
+			devs[n_devs++] = d;
+		}
+		slots[h].at++;
+	}
+	qsort(devs, n_devs, sizeof(*devs), u64_cmp);
+	struct feed_item *out = malloc(t->cap_feed * sizeof(*out));
+	if (!out) {
+		free(slots);
+		return -ENOMEM;
+	}
+	size_t start = 0;
+	for (size_t k = 0; k < n_devs; k++) {
+		size_t h = (size_t)((devs[k] * 0x9e3779b97f4a7c15ull) >> 54);
+		while (slots[h].device != devs[k])
+			h = (h + 1) % (2 * FEED_DEVICES);
+		size_t count = slots[h].at;
+		slots[h].at = start;
+		start += count;
+	}
+	for (size_t i = 0; i < t->n_feed; i++) {
+		uint64_t d = t->feed[i].device;
+		size_t h = (size_t)((d * 0x9e3779b97f4a7c15ull) >> 54);
+		while (slots[h].device != d)
+			h = (h + 1) % (2 * FEED_DEVICES);
+		out[slots[h].at++] = t->feed[i];
+	}
+	free(slots);
+	free(t->feed);
+	t->feed = out;
+	return 0;
+}
+
 /* Writes the queued items: per device, in log order, at most FEED_PACK to
  * an entry. */
 int st_feed_flush(struct store_txn *t)
 {
 	if (!t->n_feed)
 		return 0;
-	qsort(t->feed, t->n_feed, sizeof(*t->feed), feed_item_cmp);
+	int sorted = feed_bucket_sort(t);
+	if (sorted < 0)
+		return sorted;
+	if (sorted > 0)
+		qsort(t->feed, t->n_feed, sizeof(*t->feed), feed_item_cmp);
 	for (size_t i = 0; i < t->n_feed;) {
 		uint64_t device = t->feed[i].device;
 		uint8_t k[16], v[8 * FEED_PACK];

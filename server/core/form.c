@@ -608,17 +608,30 @@ const struct form_group *form_group(const struct form *f, const char *name)
 	return NULL;
 }
 
+/* strncmp(c, code, len), then longer than code after it; code holds no
+ * NUL (so c's terminator differs from code's byte there and ends it).
+ * Inline: a choice is looked up for every choice field of every change. */
+static inline int code_cmp(const char *c, const char *code, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char x = (unsigned char)c[i], y = (unsigned char)code[i];
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return c[len] != '\0';
+}
+
 const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len)
 {
 	size_t lo = 0, hi = fd->n_choices;
+	if (memchr(code, 0, len))
+		return NULL;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		const struct form_choice *c = &fd->choices[fd->by_code[mid]];
-		int cmp = strncmp(c->code, code, len);
+		int cmp = code_cmp(c->code, code, len);
 		if (cmp == 0)
-			cmp = c->code[len] != '\0'; /* longer than code: after it */
-		if (cmp == 0)
-			return memchr(code, 0, len) ? NULL : c;
+			return c;
 		if (cmp < 0)
 			lo = mid + 1;
 		else

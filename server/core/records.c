@@ -3,12 +3,24 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <string.h>
 
 
 #include "arena.h"
 #include "common.h"
 #include "recpack.h"
 #include "wire.h"
+
+/* Whether write x's register sorts after y's: the record's own fields
+ * first, then instances by id, then by field (merge.c's reg_cmp). */
+static bool write_after(const struct wire_write *x, const struct wire_write *y)
+{
+	bool xi = x->instance_len == 16, yi = y->instance_len == 16;
+	if (xi != yi)
+		return xi;
+	int c = xi ? memcmp(x->instance, y->instance, 16) : 0;
+	return c ? c > 0 : x->field > y->field;
+}
 
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
  * rebuilt from the change it points to, then looks like any other. */
@@ -47,8 +59,8 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		if (!order || !regs || !rp || !es || !ep)
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
-			size_t m = i; /* by field, as registers are kept */
-			while (m > 0 && c.fields[order[m - 1]].field > c.fields[i].field) {
+			size_t m = i; /* by (instance, field), as registers are kept */
+			while (m > 0 && write_after(&c.fields[order[m - 1]], &c.fields[i])) {
 				order[m] = order[m - 1];
 				m--;
 			}
@@ -67,6 +79,10 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			ep[i] = &es[i];
 			regs[i] = reg_init;
 			regs[i].field = w->field;
+			if (w->instance_len == 16) {
+				regs[i].instance.data = (uint8_t *)w->instance;
+				regs[i].instance.len = 16;
+			}
 			regs[i].n_entries = 1;
 			regs[i].entries = &ep[i];
 			rp[i] = &regs[i];
@@ -222,10 +238,70 @@ int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
 
 /* ---- log ---- */
 
+/* ---- the transaction's merged records ---- */
+
+/* Past this much memory the cache starts again empty: a long transaction
+ * (a rebuild, a big group commit) must not grow without bound. */
+#define RC_MAX_BYTES ((size_t)16 << 20)
+
+struct arena *st_rc_arena(struct store_txn *t)
+{
+	if (t->rc_arena && arena_used(t->rc_arena) > RC_MAX_BYTES) {
+		arena_reset(t->rc_arena); /* every cached record with it */
+		t->n_rc = 0;
+	}
+	if (!t->rc_arena)
+		t->rc_arena = arena_new();
+	return t->rc_arena;
+}
+
+merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		if (t->rc[i].seq == seq)
+			return t->rc[i].rec;
+	return NULL;
+}
+
+bool st_rc_wanted(struct store_txn *t, uint64_t seq)
+{
+	if (st_rc_get(t, seq))
+		return true;
+	size_t n = t->n_rc_seen < ST_RC_SEEN ? t->n_rc_seen : ST_RC_SEEN;
+	for (size_t i = 0; i < n; i++)
+		if (t->rc_seen[i] == seq)
+			return true;
+	t->rc_seen[t->n_rc_seen++ % ST_RC_SEEN] = seq; /* the oldest goes */
+	return false;
+}
+
+void st_rc_drop(struct store_txn *t, uint64_t seq)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		if (t->rc[i].seq == seq) {
+			t->rc[i] = t->rc[--t->n_rc];
+			return;
+		}
+}
+
+void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec)
+{
+	st_rc_drop(t, seq);
+	if (t->n_rc < ST_RC_SLOTS) {
+		t->rc[t->n_rc].seq = seq;
+		t->rc[t->n_rc++].rec = rec;
+		return;
+	}
+	t->rc_next = (t->rc_next + 1) % ST_RC_SLOTS; /* one out, in turn */
+	t->rc[t->rc_next].seq = seq;
+	t->rc[t->rc_next].rec = rec;
+}
+
 /* Packs rec straight into LMDB's page. */
 int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags)
 {
 	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
+	st_rc_drop(t, sh_get_be64(k)); /* whoever keeps it puts it back */
 	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;

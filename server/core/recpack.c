@@ -1,5 +1,6 @@
 #include "recpack.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
@@ -78,19 +79,21 @@ static int unpack_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t n
 	return 1;
 }
 
-/* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory. */
+/* 1 unpacked, 0 not ours to do (fall back), -1 malformed or no memory.
+ * One pass checks and reads (an entry is unpacked for every register of
+ * every record the writer touches); a second one only for the stamps a
+ * deletion saw. */
 static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry_t *e)
 {
 	static const merge_entry_t init = SHAHIDI__STORE__V1__ENTRY__INIT;
 	struct pb_field f;
-	size_t pos = 0, count;
-	int r = scan(p, n, ENTRY_KNOWN, entry_wt, 9, &count);
-	if (r <= 0)
-		return r;
+	size_t pos = 0, seen = 0;
+	int r;
 	*e = init;
-	if ((r = unpack_stamps(a, p, n, 9, count, &e->seen, &e->n_seen)) <= 0)
-		return r;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number >= 10 || !(ENTRY_KNOWN & (1u << f.number)) ||
+		    f.wire_type != entry_wt[f.number])
+			return 0;
 		switch (f.number) {
 		case 1: e->device = f.varint; break;
 		case 2: e->hlc = f.varint; break;
@@ -102,22 +105,41 @@ static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry
 			break;
 		case 7: e->pending = f.varint != 0; break;
 		case 8: e->seq = f.varint; break;
+		case 9: seen++; break;
 		default: break;
 		}
 	}
-	return 1;
+	if (r < 0)
+		return -1;
+	return unpack_stamps(a, p, n, 9, seen, &e->seen, &e->n_seen);
+}
+
+/* Counts entries (2) and tombstones (3) of a Register, checking its
+ * fields as scan() does. */
+static int scan_register(const uint8_t *p, size_t n, size_t *ret_entries, size_t *ret_tombs)
+{
+	struct pb_field f;
+	size_t pos = 0, entries = 0, tombs = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number >= 5 || !(REG_KNOWN & (1u << f.number)) || f.wire_type != reg_wt[f.number])
+			return 0;
+		entries += f.number == 2;
+		tombs += f.number == 3;
+	}
+	*ret_entries = entries;
+	*ret_tombs = tombs;
+	return r < 0 ? -1 : 1;
 }
 
 static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
 {
 	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
 	struct pb_field f;
-	size_t pos = 0, count;
-	size_t n_tombs;
-	int r = scan(p, n, REG_KNOWN, reg_wt, 3, &n_tombs);
+	size_t pos = 0, count, n_tombs;
+	int r = scan_register(p, n, &count, &n_tombs);
 	if (r <= 0)
 		return r;
-	r = scan(p, n, REG_KNOWN, reg_wt, 2, &count);
 	*g = init;
 	if ((r = unpack_stamps(a, p, n, 3, n_tombs, &g->tombstones, &g->n_tombstones)) <= 0)
 		return r;
@@ -145,10 +167,9 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 static void add_fixed64s(uint64_t *arr, size_t *n, const uint8_t *p, size_t len)
 {
 	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = 0;
-		for (int b = 7; b >= 0; b--)
-			v = (v << 8) | p[i + (size_t)b];
-		arr[(*n)++] = v;
+		uint64_t v;
+		memcpy(&v, p + i, 8);
+		arr[(*n)++] = le64toh(v);
 	}
 }
 
@@ -352,9 +373,10 @@ size_t recpack_size(const merge_rec_t *rec)
 static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, size_t n)
 {
 	q += codec_put_len(q, number, n * 8);
-	for (size_t i = 0; i < n; i++)
-		for (int b = 0; b < 8; b++)
-			*q++ = (uint8_t)(v[i] >> (8 * b));
+	for (size_t i = 0; i < n; i++, q += 8) {
+		uint64_t le = htole64(v[i]);
+		memcpy(q, &le, 8);
+	}
 	return q;
 }
 

@@ -91,6 +91,9 @@ struct feed_item {
  * stops inside one re-reads at most this many. */
 #define FEED_PACK 64
 
+#define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
+#define ST_RC_SEEN 64  /* records changed once, remembered (by seq) */
+
 struct store_txn {
 	struct store *s;
 	MDB_txn *txn;
@@ -112,6 +115,20 @@ struct store_txn {
 	const uint8_t *fc_items;
 	size_t fc_n;
 	uint64_t others_writes;    /* store_txn_others_writes */
+	/* Records apply_change merged and wrote back in this transaction,
+	 * kept unpacked (records.c, st_rc_*), so that a record many changes
+	 * of one commit touch is read once: in rc_arena (owned, NULL until
+	 * used), dropped whenever anything else writes the record, freed with
+	 * the transaction. */
+	struct arena *rc_arena;
+	struct {
+		uint64_t seq;
+		merge_rec_t *rec;
+	} rc[ST_RC_SLOTS];
+	size_t n_rc, rc_next;
+	uint64_t rc_seen[ST_RC_SEEN]; /* records changed once: the next change
+					 of one keeps it */
+	size_t n_rc_seen;
 };
 
 static inline MDB_val val_of(const void *p, size_t n)
@@ -156,6 +173,17 @@ int st_record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_r
 int st_record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret);
 int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags);
 int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict);
+/* The transaction's cache of merged records (see struct store_txn): the
+ * arena cached records live in (NULL when out of memory); record seq as
+ * last written, or NULL; keep rec (in that arena) as seq's record as just
+ * written; forget seq. st_put_rec forgets what it writes. */
+struct arena *st_rc_arena(struct store_txn *t);
+merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq);
+/* Whether seq's record is worth keeping: it is kept, or was changed
+ * before in this transaction (else it is noted as changed once). */
+bool st_rc_wanted(struct store_txn *t, uint64_t seq);
+void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec);
+void st_rc_drop(struct store_txn *t, uint64_t seq);
 int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq);
 int st_feed_flush(struct store_txn *t);
 /* A change's log entry: the part prepared off the writer's thread

@@ -111,6 +111,44 @@ static int write_cmp(const void *x, const void *y)
 	return a->field < b->field ? -1 : a->field > b->field;
 }
 
+/* Whether writes order[0..n) hold each instance's writes in one run, by
+ * increasing field, of one group, with few instances: as apps write them.
+ * Then sorting them would find nothing the check below does not find on
+ * them as they are, and they pass; false sends them to the sort, which
+ * also finds what is wrong (and says so the same way for any order). */
+static bool in_runs(const struct wire_change *wc, const struct form *form,
+		    const uint32_t *order, size_t n)
+{
+	const struct wire_write *runs[16]; /* each run's first write */
+	size_t n_runs = 0;
+	const struct form_group *group = NULL;
+	for (size_t k = 0; k < n; k++) {
+		const struct wire_write *fw = &wc->fields[order[k]];
+		const struct wire_write *o = k ? &wc->fields[order[k - 1]] : NULL;
+		bool same = o && o->instance_len == fw->instance_len &&
+			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+		if (same && fw->field <= o->field)
+			return false;
+		if (!same) {
+			if (n_runs == 16)
+				return false;
+			for (size_t i = 0; i < n_runs; i++)
+				if (runs[i]->instance_len == fw->instance_len &&
+				    (!fw->instance || !memcmp(runs[i]->instance, fw->instance, 16)))
+					return false; /* met before, apart */
+			runs[n_runs++] = fw;
+			group = NULL;
+		}
+		const struct form_field *fd = form_field(form, fw->field);
+		if (fw->instance && fd && fd->group) {
+			if (group && group != fd->group)
+				return false;
+			group = fd->group;
+		}
+	}
+	return true;
+}
+
 static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			  const struct form_registry *forms, const struct sync_limits *lim,
 			  const uint8_t *raw, size_t raw_len, uint64_t now_ms, struct prepared *p)
@@ -240,9 +278,13 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			if (!fw->seen[k].hlc || !fw->seen[k].device)
 				BAD("bad_stamp", "field %u: a seen stamp lacks its HLC or device", fw->field);
 	}
-	sort_ctx = &wc;
-	qsort(order, n_order, sizeof(*order), write_cmp);
 	const struct form_group *group = NULL; /* of the instance being read */
+	if (!in_runs(&wc, form, order, n_order)) {
+		sort_ctx = &wc;
+		qsort(order, n_order, sizeof(*order), write_cmp);
+	} else {
+		n_order = 0; /* nothing wrong in them: no need to look again */
+	}
 	for (size_t k = 0; k < n_order; k++) {
 		const struct wire_write *fw = &wc.fields[order[k]];
 		const struct wire_write *o = k ? &wc.fields[order[k - 1]] : NULL;
@@ -290,6 +332,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 	sc->n_seen = mc.n_seen;
 	sc->form = form;
 	sc->hlc = max_hlc;
+	sc->stable = true; /* its bytes are the batch's, freed after its commit */
 	/* the writer's share, done here on the thread pool */
 	return apply_prepare(b->arena, sc, wc.create) < 0 ? -ENOMEM : 0;
 }

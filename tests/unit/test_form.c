@@ -151,6 +151,26 @@ static void test_builtin_v1(void)
 	CHECK_EQ_STR(county->choices[46].label, "Nairobi City");
 	CHECK(form_choice(county, "047", 3) == &county->choices[46]);
 	CHECK(!form_choice(county, "04", 2));
+	/* every code found, as itself only: not with a byte more, a NUL in
+	 * it, or a longer code's prefix */
+	for (size_t i = 0; i < county->n_choices; i++) {
+		const char *code = county->choices[i].code;
+		char more[8], nul[8];
+		snprintf(more, sizeof(more), "%s0", code);
+		memcpy(nul, code, 3);
+		nul[1] = 0;
+		CHECK(form_choice(county, code, strlen(code)) == &county->choices[i]);
+		CHECK(!form_choice(county, more, strlen(more)));
+		CHECK(!form_choice(county, nul, 3));
+		CHECK(!form_choice(county, code, 2));
+	}
+	CHECK(!form_choice(county, "", 0));
+	CHECK(!form_choice(county, "\xff\xff\xff", 3));
+	const struct form_field *method = fld(f, 58); /* context: words */
+	CHECK(method && method->n_choices > 3);
+	for (size_t i = 0; i < method->n_choices; i++)
+		CHECK(form_choice(method, method->choices[i].code, strlen(method->choices[i].code)) ==
+		      &method->choices[i]);
 
 	static const struct {
 		uint32_t number;

@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "check.h"
 #include "common.h"
+#include "gen.h"
 #include "hlc.h"
 #include "merge.h"
 #include "rebuild.h"
@@ -677,6 +678,396 @@ static void test_new_records_read_back_as_merged(void)
 	tu_rmrf(dir);
 }
 
+/* A FieldWrite of c's instance id (16 bytes) in a: field 0 (its removal,
+ * having seen nothing) when value is NULL. */
+static Shahidi__V1__FieldWrite *inst_write(struct arena *a, const uint8_t *id, uint32_t field,
+					   Shahidi__V1__Value *value)
+{
+	Shahidi__V1__FieldWrite *fw = arena_alloc(a, sizeof(*fw));
+	shahidi__v1__field_write__init(fw);
+	fw->field = field;
+	if (!value) {
+		value = arena_alloc(a, sizeof(*value));
+		shahidi__v1__value__init(value);
+		value->kind_case = SHAHIDI__V1__VALUE__KIND_BOOLEAN;
+		value->boolean = true;
+	}
+	fw->value = value;
+	fw->instance = (ProtobufCBinaryData){16, arena_memdup(a, id, 16)};
+	return fw;
+}
+
+static void add_write(struct arena *a, Shahidi__V1__Change *c, Shahidi__V1__FieldWrite *fw)
+{
+	Shahidi__V1__FieldWrite **n = arena_alloc(a, (c->n_fields + 1) * sizeof(*n));
+	if (c->n_fields)
+		memcpy(n, c->fields, c->n_fields * sizeof(*n));
+	n[c->n_fields++] = fw;
+	c->fields = n;
+}
+
+/* A new record with repeat-group instances (form version 3), all new:
+ * written by the fast path as a pointer record like a v1 report, and read
+ * back as the record merging the change into nothing gives, instances in
+ * their place; then edited, as both changes merged. A create that removes
+ * an instance goes through the merge; one that carries more instances than
+ * a group's max is refused there, and nothing of it stays. */
+static void test_new_v3_records_read_back_as_merged(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new();
+	const struct form *f = form_registry_find(FORMS, "incident_report", 3);
+	CHECK(f != NULL);
+	const struct form_field *src = form_field(f, 300); /* sources.source_kind */
+	CHECK(src && src->group && src->group->max == 20);
+	size_t pointers = 0;
+	for (uint64_t seed = 1; seed <= 120; seed++) {
+		struct gen_rng rng = {seed};
+		uint64_t now = sh_now_ms(), hlc = tu_now_hlc() + seed;
+		Shahidi__V1__Change *ch = gen_report(&rng, a, f, seed, hlc, now);
+		const uint8_t *inst = NULL;
+		for (size_t i = 0; i < ch->n_fields && !inst; i++)
+			if (ch->fields[i]->instance.len == 16)
+				inst = ch->fields[i]->instance.data;
+		CHECK(inst != NULL); /* victims and acts: at least one each */
+		bool removes = seed % 5 == 0, too_many = seed % 11 == 0;
+		if (removes)
+			add_write(a, ch, inst_write(a, inst, 0, NULL));
+		for (int k = 0; too_many && k <= 20; k++) {
+			uint8_t id[16];
+			gen_instance_id(&rng, now, id);
+			add_write(a, ch, inst_write(a, id, 300, gen_value(&rng, a, src, now)));
+		}
+		struct buf body = {0};
+		struct form_verdict v;
+		tu_batch(&body, 1, seed, &ch, 1, CODEC_IDENTITY);
+		struct sync_batch *b = decode(&body);
+		buf_free(&body);
+		struct store_change *sc = sync_batch_change(b, 0);
+		CHECK(sc != NULL);
+		CHECK(sc->pointer == (!removes && !too_many));
+		pointers += sc->pointer;
+		merge_rec_t *slow = merge_rec_new(a, sc->record_id, sc->form_id);
+		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
+					  .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes,
+					  .seen = sc->seen, .n_seen = sc->n_seen};
+		CHECK(merge_apply(a, slow, &mc) == 0);
+
+		struct store_txn *t;
+		enum store_outcome out;
+		uint64_t stored;
+		struct store_info before, after;
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(store_info(t, &before) == 0);
+		CHECK(apply_change(t, a, sc, sh_now_ms(), &out, &stored, &v) == 0);
+		if (too_many) {
+			CHECK(out == STORE_REJECTED && !strcmp(v.code, "too_many_instances"));
+			CHECK(store_info(t, &after) == 0);
+			CHECK(after.records == before.records && after.log_entries == before.log_entries);
+			merge_rec_t *none;
+			CHECK(store_record_get(t, a, sc->record_id, &none) == -ENOENT);
+			store_abort(t);
+			sync_batch_free(b);
+			arena_reset(a);
+			continue;
+		}
+		CHECK(out == STORE_APPLIED);
+		CHECK(store_commit(t) == 0);
+		merge_rec_t *back;
+		CHECK(store_begin(s, false, &t) == 0);
+		CHECK(store_record_get(t, a, sc->record_id, &back) == 0);
+		uint8_t d1[32], d2[32];
+		merge_digest(back, d1);
+		merge_digest(slow, d2);
+		CHECK(!memcmp(d1, d2, 32));
+		CHECK(back->n_registers == slow->n_registers);
+		for (size_t i = 0; i < back->n_registers; i++) {
+			CHECK(back->registers[i]->field == slow->registers[i]->field);
+			CHECK(back->registers[i]->instance.len == slow->registers[i]->instance.len);
+		}
+		CHECK(back->conflicts == slow->conflicts && back->log_seq == 0);
+		store_abort(t);
+
+		/* an edit of the first instance, based on the create's value of
+		 * one of its fields: the pointer record is written in full */
+		uint32_t field = 0;
+		uint64_t base_hlc = 0;
+		for (size_t i = 0; i < ch->n_fields && !field; i++)
+			if (ch->fields[i]->instance.len == 16 && ch->fields[i]->field &&
+			    !memcmp(ch->fields[i]->instance.data, inst, 16)) {
+				field = ch->fields[i]->field;
+				base_hlc = ch->fields[i]->hlc ? ch->fields[i]->hlc : ch->hlc;
+			}
+		CHECK(field != 0);
+		Shahidi__V1__Change *ed = tu_change(a, sc->record_id, 1000 + seed, hlc + 10);
+		ed->form_version = 3;
+		Shahidi__V1__FieldWrite *fw =
+			inst_write(a, inst, field, gen_value(&rng, a, form_field(f, field), now));
+		Shahidi__V1__Stamp *st = arena_alloc(a, sizeof(*st));
+		Shahidi__V1__Stamp **sp = arena_alloc(a, sizeof(*sp));
+		shahidi__v1__stamp__init(st);
+		st->hlc = base_hlc;
+		st->device = 1;
+		sp[0] = st;
+		fw->supersedes = sp;
+		fw->n_supersedes = 1;
+		add_write(a, ed, fw);
+		tu_batch(&body, 1, 1000 + seed, &ed, 1, CODEC_IDENTITY);
+		struct sync_batch *b2 = decode(&body);
+		buf_free(&body);
+		struct store_change *sc2 = sync_batch_change(b2, 0);
+		CHECK(sc2 != NULL && !sc2->pointer);
+		struct merge_change mc2 = {.device = sc2->origin, .seq = sc2->change_id,
+					   .form_version = sc2->form_version,
+					   .writes = sc2->writes, .n_writes = sc2->n_writes};
+		CHECK(merge_apply(a, slow, &mc2) == 0);
+		CHECK(store_begin(s, true, &t) == 0);
+		CHECK(apply_change(t, a, sc2, sh_now_ms(), &out, &stored, &v) == 0);
+		CHECK(out == STORE_APPLIED);
+		CHECK(store_commit(t) == 0);
+		CHECK(store_begin(s, false, &t) == 0);
+		CHECK(store_record_get(t, a, sc->record_id, &back) == 0);
+		merge_digest(back, d1);
+		merge_digest(slow, d2);
+		CHECK(!memcmp(d1, d2, 32));
+		/* (a create that removes its first victim flags the acts that
+		 * link to it: the merge's rule, the same both ways) */
+		CHECK(back->changes == 2 && back->conflicts == slow->conflicts);
+		CHECK(removes || back->conflicts == 0);
+		store_abort(t);
+		sync_batch_free(b2);
+		sync_batch_free(b);
+		arena_reset(a);
+	}
+	CHECK(pointers > 60);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+/* Applies change c of device 1 (decoded as the server does) in t. */
+static void apply_in(struct store_txn *t, struct arena *a, Shahidi__V1__Change *c, uint64_t seq)
+{
+	struct buf body = {0};
+	struct form_verdict v;
+	enum store_outcome out;
+	uint64_t stored;
+	tu_batch(&body, 1, seq, &c, 1, CODEC_IDENTITY);
+	struct sync_batch *b = decode(&body);
+	buf_free(&body);
+	CHECK(apply_change(t, a, sync_batch_change(b, 0), sh_now_ms(), &out, &stored, &v) == 0);
+	CHECK(out == STORE_APPLIED);
+	sync_batch_free(b);
+}
+
+/* Device d's whole feed, in a read transaction: its log seqs in order. */
+static size_t feed_of(struct store *s, uint64_t d, uint64_t *out, size_t max)
+{
+	struct store_txn *t;
+	uint64_t cur = 0, seq;
+	size_t n = 0;
+	CHECK(store_begin(s, false, &t) == 0);
+	while (n < max && store_feed_next(t, d, &cur, &seq) == 1)
+		out[n++] = seq;
+	store_abort(t);
+	return n;
+}
+
+/* Feed items queued in one transaction reach every device's feed once, in
+ * log order: edits fanned out to a record's holders (grouped by device),
+ * an assignment's history queued after later changes (out of log order),
+ * and more holders than the grouping keeps apart. */
+static void test_feed_items_in_log_order(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *r1 = tu_report(a, FORMS, 1, 1, hlc);
+	Shahidi__V1__Change *r2 = tu_report(a, FORMS, 2, 2, hlc + 1);
+	const uint8_t *id1 = r1->record_id.data, *id2 = r2->record_id.data;
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	apply_in(t, a, r1, 1);
+	apply_in(t, a, r2, 2);
+	/* record 1 held by devices 100-104, record 2 by 1000-1599 */
+	for (uint64_t d = 100; d < 105; d++)
+		CHECK(store_assign(t, a, id1, d) == 0);
+	for (uint64_t d = 1000; d < 1600; d++)
+		CHECK(store_assign(t, a, id2, d) == 0);
+	CHECK(store_commit(t) == 0);
+
+	/* edits of record 1, between them record 2's edits: few devices */
+	CHECK(store_begin(s, true, &t) == 0);
+	uint64_t cid = 10;
+	for (int k = 0; k < 3; k++) {
+		Shahidi__V1__Change *c = tu_change(a, id1, cid, hlc + cid);
+		tu_set(a, c, 142, tu_text(a, "caseworker"), 0, NULL);
+		apply_in(t, a, c, cid++);
+	}
+	CHECK(store_commit(t) == 0);
+	/* 600 holders: past the grouping */
+	CHECK(store_begin(s, true, &t) == 0);
+	for (int k = 0; k < 2; k++) {
+		Shahidi__V1__Change *c = tu_change(a, id2, cid, hlc + cid);
+		tu_set(a, c, 142, tu_text(a, "caseworker"), 0, NULL);
+		apply_in(t, a, c, cid++);
+	}
+	CHECK(store_commit(t) == 0);
+	/* an assignment's history queued after a later edit */
+	CHECK(store_begin(s, true, &t) == 0);
+	Shahidi__V1__Change *c = tu_change(a, id1, cid, hlc + cid);
+	tu_set(a, c, 142, tu_text(a, "again"), 0, NULL);
+	apply_in(t, a, c, cid++);
+	CHECK(store_assign(t, a, id2, 100) == 0); /* its history after 8 */
+	CHECK(store_assign(t, a, id1, 7) == 0);
+	CHECK(store_assign(t, a, id2, 8) == 0);
+	CHECK(store_commit(t) == 0);
+
+	/* log: 1 r1, 2 r2, 3-5 r1's edits, 6-7 r2's, 8 r1's last; each
+	 * transaction's items in log order */
+	uint64_t got[16];
+	const uint64_t want1[] = {1, 3, 4, 5, 8}, want2[] = {2, 6, 7}, want7[] = {1, 3, 4, 5, 8};
+	const uint64_t want100[] = {1, 3, 4, 5, 2, 6, 7, 8};
+	CHECK_EQ_INT(feed_of(s, 100, got, 16), 8);
+	CHECK(!memcmp(got, want100, sizeof(want100)));
+	for (uint64_t d = 101; d < 105; d++) {
+		CHECK_EQ_INT(feed_of(s, d, got, 16), 5);
+		CHECK(!memcmp(got, want1, sizeof(want1)));
+	}
+	for (uint64_t d = 1000; d < 1600; d += 37) {
+		CHECK_EQ_INT(feed_of(s, d, got, 16), 3);
+		CHECK(!memcmp(got, want2, sizeof(want2)));
+	}
+	CHECK_EQ_INT(feed_of(s, 7, got, 16), 5);
+	CHECK(!memcmp(got, want7, sizeof(want7)));
+	CHECK_EQ_INT(feed_of(s, 8, got, 16), 3);
+	CHECK(!memcmp(got, want2, sizeof(want2)));
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+/* Applies change c of device 1 in t: its outcome. */
+static enum store_outcome apply_out(struct store_txn *t, struct arena *a, Shahidi__V1__Change *c,
+				    uint64_t seq, struct sync_batch **ret_b)
+{
+	struct buf body = {0};
+	struct form_verdict v;
+	enum store_outcome out;
+	uint64_t stored;
+	tu_batch(&body, 1, seq, &c, 1, CODEC_IDENTITY);
+	struct sync_batch *b = decode(&body);
+	buf_free(&body);
+	CHECK(apply_change(t, a, sync_batch_change(b, 0), sh_now_ms(), &out, &stored, &v) == 0);
+	*ret_b = b; /* kept to the commit, as the writer keeps its batches */
+	return out;
+}
+
+/* Several changes of one record in one transaction (the writer keeps the
+ * record it merged for the next of them): an assignment between them
+ * stays, a change refused after its merge leaves nothing, and the record
+ * read back is the merge of the applied changes. */
+static void test_changes_of_one_record_in_one_commit(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new(), *ma = arena_new();
+	const struct form *f = form_registry_find(FORMS, "incident_report", 3);
+	const struct form_field *kind = form_field(f, 300); /* sources: at most 20 */
+	struct gen_rng rng = {99};
+	uint64_t now = sh_now_ms(), hlc = tu_now_hlc();
+	struct sync_batch *bs[8];
+	size_t nb = 0;
+	Shahidi__V1__Change *cr = gen_report(&rng, a, f, 1, hlc, now);
+	const uint8_t *rid = cr->record_id.data;
+	size_t sources = 0;
+	for (size_t i = 0; i < cr->n_fields; i++)
+		sources += cr->fields[i]->field == 300;
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	CHECK(apply_out(t, a, cr, 1, &bs[nb++]) == STORE_APPLIED);
+	/* the sources up to 20, a caseworker, an assignment, one source too
+	 * many (refused), another caseworker */
+	Shahidi__V1__Change *fill = tu_change(a, rid, 2, hlc + 2);
+	fill->form_version = 3;
+	uint8_t *first = NULL;
+	for (size_t k = sources; k < 20; k++) {
+		uint8_t *id = arena_alloc(a, 16);
+		gen_instance_id(&rng, now, id);
+		first = first ? first : id;
+		add_write(a, fill, inst_write(a, id, 300, gen_value(&rng, a, kind, now)));
+	}
+	CHECK(first != NULL);
+	CHECK(apply_out(t, a, fill, 2, &bs[nb++]) == STORE_APPLIED);
+	Shahidi__V1__Change *e1 = tu_change(a, rid, 3, hlc + 3);
+	e1->form_version = 3;
+	tu_set(a, e1, 142, tu_text(a, "first"), 0, NULL);
+	CHECK(apply_out(t, a, e1, 3, &bs[nb++]) == STORE_APPLIED);
+	Shahidi__V1__Change *more = tu_change(a, rid, 4, hlc + 4);
+	more->form_version = 3;
+	uint8_t extra[16];
+	gen_instance_id(&rng, now, extra);
+	add_write(a, more, inst_write(a, extra, 300, gen_value(&rng, a, kind, now)));
+	CHECK(apply_out(t, a, more, 4, &bs[nb++]) == STORE_REJECTED);
+	/* one source removed, two added: refused once merged */
+	Shahidi__V1__Change *swap = tu_change(a, rid, 7, hlc + 7);
+	swap->form_version = 3;
+	uint8_t extra2[16], extra3[16];
+	gen_instance_id(&rng, now, extra2);
+	gen_instance_id(&rng, now, extra3);
+	add_write(a, swap, inst_write(a, first, 0, NULL));
+	add_write(a, swap, inst_write(a, extra2, 300, gen_value(&rng, a, kind, now)));
+	add_write(a, swap, inst_write(a, extra3, 300, gen_value(&rng, a, kind, now)));
+	CHECK(apply_out(t, a, swap, 7, &bs[nb++]) == STORE_REJECTED);
+	Shahidi__V1__Change *e2 = tu_change(a, rid, 5, hlc + 5);
+	e2->form_version = 3;
+	tu_set(a, e2, 141, tu_date(a, "2025-01-02"), 0, NULL);
+	CHECK(apply_out(t, a, e2, 5, &bs[nb++]) == STORE_APPLIED);
+	CHECK(store_assign(t, a, rid, 42) == 0);
+	Shahidi__V1__Change *e3 = tu_change(a, rid, 6, hlc + 6);
+	e3->form_version = 3;
+	tu_set(a, e3, 142, tu_text(a, "second"), 0, NULL);
+	CHECK(apply_out(t, a, e3, 6, &bs[nb++]) == STORE_APPLIED);
+	CHECK(store_commit(t) == 0);
+
+	merge_rec_t *back, *want = NULL;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, ma, rid, &back) == 0);
+	CHECK(back->n_assigned == 1 && back->assigned[0] == 42);
+	CHECK(back->changes == 5);
+	CHECK(!merge_register_in(back, extra, 300) && !merge_register_in(back, extra2, 300));
+	CHECK(!merge_register_in(back, first, 0)); /* the refused removal */
+	/* the same changes merged from nothing, the refused one left out */
+	for (size_t i = 0; i < nb; i++) {
+		struct store_change *sc = sync_batch_change(bs[i], 0);
+		if (i == 3 || i == 4)
+			continue; /* the refused ones */
+		if (!want)
+			want = merge_rec_new(ma, sc->record_id, sc->form_id);
+		struct merge_change mc = {.device = sc->origin, .seq = sc->change_id,
+					  .form_version = sc->form_version,
+					  .writes = sc->writes, .n_writes = sc->n_writes};
+		CHECK(merge_apply(ma, want, &mc) == 0);
+	}
+	uint8_t d1[32], d2[32];
+	merge_digest(back, d1);
+	merge_digest(want, d2);
+	CHECK(!memcmp(d1, d2, 32));
+	store_abort(t);
+	for (size_t i = 0; i < nb; i++)
+		sync_batch_free(bs[i]);
+	arena_free(ma);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 /* A change for a record of another form is refused, and not remembered:
  * sent again it is refused again, not taken for a duplicate; the same
  * change id for the right form is then applied. */
@@ -952,6 +1343,9 @@ int main(void)
 	RUN(test_tokens_and_revocation);
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);
+	RUN(test_new_v3_records_read_back_as_merged);
+	RUN(test_feed_items_in_log_order);
+	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_old_format_is_rebuilt);
 	form_registry_free(FORMS);
 	return 0;

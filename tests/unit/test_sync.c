@@ -2,6 +2,7 @@
  * looks like, and that it changes nothing that was stored. */
 #include "check.h"
 #include "common.h"
+#include "gen.h"
 #include "hlc.h"
 #include "testutil.h"
 
@@ -275,6 +276,118 @@ static void test_form_versions_and_unknown_fields(void)
 	arena_free(a);
 }
 
+/* Adds a write of field to instance id (16 bytes; NULL: the record's). */
+static void iset(struct arena *a, Shahidi__V1__Change *c, const uint8_t *id, uint32_t field,
+		 Shahidi__V1__Value *v)
+{
+	tu_set(a, c, field, v, 0, NULL);
+	if (id)
+		c->fields[c->n_fields - 1]->instance = (ProtobufCBinaryData){16, (uint8_t *)id};
+}
+
+static Shahidi__V1__Change *v3_change(struct arena *a, const uint8_t *rid, uint64_t *id)
+{
+	Shahidi__V1__Change *c = tu_change(a, rid, (*id)++, tu_now_hlc());
+	c->form_version = 3;
+	return c;
+}
+
+static uint8_t *new_id(struct arena *a, struct gen_rng *r)
+{
+	uint8_t *id = arena_alloc(a, 16);
+	gen_instance_id(r, sh_now_ms(), id);
+	return id;
+}
+
+/* The checks of a change's instance writes find the same in any order of
+ * its writes: each instance's writes in one run (as apps send them) or
+ * apart, more instances than the decoder keeps in view, a field of the
+ * record's that the form does not know. */
+static void test_instance_writes_in_any_order(void)
+{
+	struct arena *a = arena_new();
+	struct gen_rng r = {7};
+	const struct form *f3 = form_registry_find(FORMS, "incident_report", 3);
+	CHECK(f3 != NULL);
+	Shahidi__V1__Change *rec = gen_report(&r, a, f3, 40, tu_now_hlc(), sh_now_ms());
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_batch(&body, DEV, ++batch_seq, &rec, 1, CODEC_DEFLATE);
+	CHECK(tu_push(S, FORMS, &body, &resp, NULL) == 0);
+	CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	const uint8_t *rid = rec->record_id.data;
+	uint64_t id = 1000;
+	uint8_t *v = new_id(a, &r), *p = new_id(a, &r);
+	Shahidi__V1__Change *c, *ok[3];
+	size_t n_ok = 0;
+
+	/* the victim's writes apart, the perpetrator's between them: fine */
+	c = v3_change(a, rid, &id);
+	iset(a, c, v, 201, tu_text(a, "Achieng"));
+	iset(a, c, p, 220, tu_choice(a, "kps"));
+	iset(a, c, v, 205, tu_int(a, 30));
+	ok[n_ok++] = c;
+	/* 17 new perpetrators, each in a run, fields falling within one */
+	c = v3_change(a, rid, &id);
+	for (int k = 0; k < 17; k++) {
+		uint8_t *q = new_id(a, &r);
+		iset(a, c, q, 221, tu_int(a, k + 1));
+		iset(a, c, q, 220, tu_choice(a, "aps"));
+	}
+	ok[n_ok++] = c;
+	/* a newer app's record field, written once, beside instances */
+	c = v3_change(a, rid, &id);
+	iset(a, c, new_id(a, &r), 220, tu_choice(a, "kdf"));
+	iset(a, c, NULL, 999, tu_text(a, "from a newer app"));
+	iset(a, c, new_id(a, &r), 220, tu_choice(a, "nis"));
+	ok[n_ok++] = c;
+	for (size_t i = 0; i < n_ok; i++) {
+		tu_batch(&body, DEV, ++batch_seq, &ok[i], 1, CODEC_DEFLATE);
+		CHECK(tu_push(S, FORMS, &body, &resp, NULL) == 0);
+		CHECK_EQ_INT(resp->results[0]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
+		shahidi__v1__push_response__free_unpacked(resp, NULL);
+	}
+
+	/* the same field of one instance twice, apart or together */
+	c = v3_change(a, rid, &id);
+	iset(a, c, v, 201, tu_text(a, "once"));
+	iset(a, c, p, 220, tu_choice(a, "kps"));
+	iset(a, c, v, 201, tu_text(a, "twice"));
+	rejected(c, "duplicate_field");
+	c = v3_change(a, rid, &id);
+	iset(a, c, p, 220, tu_choice(a, "kps"));
+	iset(a, c, v, 201, tu_text(a, "once"));
+	iset(a, c, v, 201, tu_text(a, "twice"));
+	rejected(c, "duplicate_field");
+	/* a newer app's record field twice, apart */
+	c = v3_change(a, rid, &id);
+	iset(a, c, NULL, 999, tu_text(a, "once"));
+	iset(a, c, p, 220, tu_choice(a, "kps"));
+	iset(a, c, NULL, 999, tu_text(a, "twice"));
+	rejected(c, "duplicate_field");
+	/* one new instance with fields of two groups, apart or together */
+	uint8_t *w = new_id(a, &r);
+	c = v3_change(a, rid, &id);
+	iset(a, c, w, 201, tu_text(a, "x"));
+	iset(a, c, p, 220, tu_choice(a, "kps"));
+	iset(a, c, w, 222, tu_text(a, "y"));
+	rejected(c, "instance_group_mismatch");
+	c = v3_change(a, rid, &id);
+	iset(a, c, w, 201, tu_text(a, "x"));
+	iset(a, c, w, 222, tu_text(a, "y"));
+	rejected(c, "instance_group_mismatch");
+	/* past the runs kept in view: a duplicate after 16 other instances */
+	c = v3_change(a, rid, &id);
+	iset(a, c, v, 201, tu_text(a, "once"));
+	for (int k = 0; k < 16; k++)
+		iset(a, c, new_id(a, &r), 220, tu_choice(a, "aps"));
+	iset(a, c, v, 201, tu_text(a, "twice"));
+	rejected(c, "duplicate_field");
+	buf_free(&body);
+	arena_free(a);
+}
+
 int main(void)
 {
 	FORMS = tu_forms(false);
@@ -288,6 +401,7 @@ int main(void)
 	RUN(test_bad_changes);
 	RUN(test_mixed_batch_applies_the_good_ones);
 	RUN(test_form_versions_and_unknown_fields);
+	RUN(test_instance_writes_in_any_order);
 	store_close(S);
 	tu_rmrf(DIR_);
 	form_registry_free(FORMS);
