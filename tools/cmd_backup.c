@@ -512,7 +512,7 @@ int cmd_restore(int argc, char **argv)
 	char head[65];
 	sh_hex(info.head_hash, 32, head);
 	unsigned fmt = store_opened_format(s);
-	if (fmt && fmt < STORE_FORMAT_VERSION) {
+	if (fmt && fmt < STORE_FORMAT_REBUILD_BELOW) {
 		/* Its records follow an older rule: the server merges them again
 		 * from the log (just verified) when it first opens the store. */
 		printf("verified %s: %" PRIu64 " log entries, hash chain intact, head %s; store "

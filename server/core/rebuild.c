@@ -167,8 +167,8 @@ void rebuild_print(FILE *f, const char *who, const struct rebuild_report *r)
 int rebuild_if_old(struct store *s, FILE *log)
 {
 	unsigned fmt = store_opened_format(s);
-	if (fmt == 0 || fmt >= STORE_FORMAT_VERSION)
-		return 0;
+	if (fmt == 0 || fmt >= STORE_FORMAT_REBUILD_BELOW)
+		return 0; /* new, or its records follow today's rule */
 	struct rebuild_report rep;
 	int r = rebuild_records(s, &rep);
 	if (r == 0 && log) {

@@ -1,12 +1,12 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 4 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 5 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "4"
+ *   meta  "format"                              decimal text, "5"
  *   meta  "counters"                            Counters (pb)
  *   recs  be64 record seq                       Record (pb): merged state, or
  *                                               a pointer to the one change
@@ -90,6 +90,13 @@
  * tombstones and instance. Stores of formats 1 to 3 are read as they are
  * and marked 4 by the first program that opens them to write, which then
  * merges their records again from the log (rebuild.h).
+ *
+ * Format 5 adds pointer records of creates that carry repeat-group
+ * instances (a v3 report whose instances are all new): records.c rebuilds
+ * them with their instances. A release of format 4 would rebuild them
+ * without, silently, so the number changes: it refuses the store instead.
+ * A format 4 store holds no such record: it is marked 5 when first opened
+ * to write, and nothing is merged again (STORE_FORMAT_REBUILD_BELOW).
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |

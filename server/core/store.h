@@ -24,7 +24,11 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 4u
+#define STORE_FORMAT_VERSION 5u
+/* Stores of a format below this one hold records merged by an older rule:
+ * they are merged again from the log when first opened to write
+ * (rebuild_if_old). Format 4 needs no rebuild to become 5 (see store.c). */
+#define STORE_FORMAT_REBUILD_BELOW 4u
 
 struct store;
 struct store_txn;

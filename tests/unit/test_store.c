@@ -115,10 +115,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "4"));
-	raw_put(dir, "meta", "format", 6, "5", 1);
+	CHECK(!strcmp(fmt, "5"));
+	raw_put(dir, "meta", "format", 6, "6", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '5'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '6'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -128,12 +128,13 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	raw_put(dir, "meta", "format", 6, "0", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	/* formats 1 (no pointer records), 2 (a feed item per entry) and 3
-	 * (stamps brought back for skew) are read as they are, and marked 4
-	 * by the first program that opens them to write, which then rebuilds
-	 * their records (rebuild.h) */
-	static const char *const olds[] = {"1", "2", "3"};
-	for (size_t i = 0; i < 3; i++) {
+	/* formats 1 (no pointer records), 2 (a feed item per entry), 3
+	 * (stamps brought back for skew) and 4 (no pointer records with
+	 * instances) are read as they are, and marked 5 by the first program
+	 * that opens them to write (which rebuilds the records of 1 to 3:
+	 * rebuild.h) */
+	static const char *const olds[] = {"1", "2", "3", "4"};
+	for (size_t i = 0; i < 4; i++) {
 		const char *old = olds[i];
 		raw_put(dir, "meta", "format", 6, old, 1);
 		store_close(tu_store_open(dir, &ro));
@@ -143,7 +144,7 @@ static void test_format_version_is_checked(void)
 		CHECK_EQ_INT(store_opened_format(s), (long long)(old[0] - '0'));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK(!strcmp(fmt, "4"));
+		CHECK(!strcmp(fmt, "5"));
 	}
 
 	/* a directory that is not a store is refused by the read-only tools */
@@ -1314,17 +1315,45 @@ static void test_old_format_is_rebuilt(void)
 	CHECK(fgets(line, sizeof(line), log) != NULL);
 	sh_hex(bad.records, 32, hex_bad);
 	sh_hex(good.records, 32, hex_good);
-	CHECK(strstr(line, "store format 3 -> 4") && strstr(line, hex_bad) && strstr(line, hex_good));
+	CHECK(strstr(line, "store format 3 -> 5") && strstr(line, hex_bad) && strstr(line, hex_good));
 	CHECK(strstr(line, "31 records, 1 rebuilt")); /* the rest point at their change */
 	fclose(log);
 	/* once is enough */
 	store_close(s);
 	s = tu_store_open(dir, NULL);
-	CHECK_EQ_INT(store_opened_format(s), 4);
+	CHECK_EQ_INT(store_opened_format(s), STORE_FORMAT_VERSION);
 	CHECK(rebuild_if_old(s, NULL) == 0);
 	buf_free(&body);
 	arena_free(a);
 	store_close(s);
+	tu_rmrf(dir);
+}
+
+/* Format 4 differs from 5 only in what 5 may hold (pointer records of v3
+ * creates): a format 4 store is marked 5 when opened to write, and nothing
+ * is merged again. */
+static void test_format_4_is_marked_5_without_a_rebuild(void)
+{
+	char dir[256], fmt[16];
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
+	for (int i = 0; i < 5; i++)
+		push_reports(s, pb, 1 + (uint64_t)i, 1, 200 + (uint64_t)i, 0);
+	struct tu_state before, after;
+	tu_state(s, &before);
+	store_close(s);
+	raw_put(dir, "meta", "format", 6, "4", 1);
+	s = tu_store_open(dir, NULL);
+	CHECK_EQ_INT(store_opened_format(s), 4);
+	FILE *log = tmpfile();
+	CHECK(log && rebuild_if_old(s, log) == 0);
+	CHECK_EQ_INT(ftell(log), 0); /* nothing merged again, nothing said */
+	fclose(log);
+	tu_state(s, &after);
+	CHECK(tu_state_eq(&before, &after));
+	store_close(s);
+	raw_format(dir, fmt);
+	CHECK_EQ_STR(fmt, "5");
 	tu_rmrf(dir);
 }
 
@@ -1347,6 +1376,7 @@ int main(void)
 	RUN(test_feed_items_in_log_order);
 	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_old_format_is_rebuilt);
+	RUN(test_format_4_is_marked_5_without_a_rebuild);
 	form_registry_free(FORMS);
 	return 0;
 }
