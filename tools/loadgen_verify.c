@@ -24,6 +24,7 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "fields.h"
 #include "common.h"
 #include "loadgen.h"
 #include "merge.h"
@@ -140,9 +141,9 @@ static int change_key(const store_log_t *e, uint64_t *ret_id, uint64_t *ret_orig
 	uint64_t id = 0, origin = 0;
 	int r;
 	while ((r = codec_pb_next(e->change.data, e->change.len, &pos, &f)) > 0) {
-		if (f.number == 1 && f.wire_type == 0)
+		if (f.number == CHANGE_CHANGE_ID && f.wire_type == 0)
 			id = f.varint;
-		else if (f.number == 6 && f.wire_type == 1)
+		else if (f.number == CHANGE_ORIGIN && f.wire_type == 1)
 			origin = f.varint;
 	}
 	if (r < 0)

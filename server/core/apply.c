@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "codec.h"
 #include "common.h"
+#include "fields.h"
 #include "form.h"
 #include "upload.h"
 
@@ -51,43 +52,43 @@ static int encode_new_record(struct arena *a, struct store_change *c, bool full)
 	uint8_t *p = arena_alloc(a, cap), *q = p;
 	if (!p)
 		return -ENOMEM;
-	q += codec_put_bytes(q, 1, c->record_id, 16);
-	q += codec_put_bytes(q, 2, (const uint8_t *)c->form_id, strlen(c->form_id));
+	q += codec_put_bytes(q, RECORD_RECORD_ID, c->record_id, 16);
+	q += codec_put_bytes(q, RECORD_FORM_ID, (const uint8_t *)c->form_id, strlen(c->form_id));
 	if (c->form_version)
-		q += codec_put_uint(q, 3, c->form_version);
-	q += codec_put_fixed64(q, 4, c->origin);
-	q += codec_put_fixed64(q, 5, base_hlc);
+		q += codec_put_uint(q, RECORD_FORM_VERSION, c->form_version);
+	q += codec_put_fixed64(q, RECORD_BASE_DEVICE, c->origin);
+	q += codec_put_fixed64(q, RECORD_BASE_HLC, base_hlc);
 	if (full) {
-		/* Record.base_seq (17): every entry's change id, left out of them */
-		q += codec_put_varint(q, 17 << 3);
+		/* Record.base_seq: every entry's change id, left out of them */
+		q += codec_put_varint(q, RECORD_BASE_SEQ << 3);
 		q += codec_put_varint(q, c->change_id);
 	}
 	for (size_t i = 0; i < n && full; i++) {
 		const struct merge_write *w = &c->writes[order[i]];
 		uint8_t entry[32], *e = entry;
 		if (w->hlc != base_hlc)
-			e += codec_put_fixed64(e, 2, w->hlc);
+			e += codec_put_fixed64(e, ENTRY_HLC, w->hlc);
 		size_t elen;
 		uint8_t hdr[32], *h = hdr;
 		if (w->field)
-			h += codec_put_uint(h, 1, w->field);
-		h += codec_put_varint(h, 2 << 3 | 2);
+			h += codec_put_uint(h, REGISTER_FIELD, w->field);
+		h += codec_put_varint(h, REGISTER_ENTRIES << 3 | 2);
 		elen = (size_t)(e - entry) +
 		       (w->value_len ? 1 + codec_varint_len(w->value_len) + w->value_len : 0);
 		h += codec_put_varint(h, elen);
-		q += codec_put_varint(q, 6 << 3 | 2);
+		q += codec_put_varint(q, RECORD_REGISTERS << 3 | 2);
 		q += codec_put_varint(q, (size_t)(h - hdr) + elen);
 		memcpy(q, hdr, (size_t)(h - hdr));
 		q += h - hdr;
 		memcpy(q, entry, (size_t)(e - entry));
 		q += e - entry;
 		if (w->value_len)
-			q += codec_put_bytes(q, 5, w->value, w->value_len);
+			q += codec_put_bytes(q, ENTRY_VALUE, w->value, w->value_len);
 	}
 	uint8_t dev[8];
 	for (int i = 0; i < 8; i++)
 		dev[i] = (uint8_t)(c->origin >> (8 * i));
-	q += codec_put_bytes(q, 7, dev, 8); /* writers: packed fixed64 */
+	q += codec_put_bytes(q, RECORD_WRITERS, dev, 8); /* packed fixed64 */
 	c->new_record = p;
 	c->new_record_len = (size_t)(q - p);
 	arena_shrink(a, p, c->new_record_len); /* cap is a bound, twice the need */
@@ -132,16 +133,16 @@ static bool within_bounds(struct arena *a, const struct store_change *c)
 
 int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 {
-	/* LogEntry fields 2, 3, 5, 7 (see proto/store.proto); the writer
-	 * appends 1, 4, 6 and 8. */
+	/* The LogEntry's device, batch, change and digest; the writer
+	 * appends the rest (log_append). */
 	size_t cap = 10 + 12 + 12 + c->raw_len + 36;
 	uint8_t *p = arena_alloc(a, cap);
 	if (!p)
 		return -ENOMEM;
-	size_t n = codec_put_fixed64(p, 2, c->pusher);
-	n += codec_put_uint(p + n, 3, c->batch_seq);
-	n += codec_put_bytes(p + n, 5, c->raw, c->raw_len);
-	n += codec_put_bytes(p + n, 7, c->digest, 32);
+	size_t n = codec_put_fixed64(p, LOG_ENTRY_DEVICE, c->pusher);
+	n += codec_put_uint(p + n, LOG_ENTRY_BATCH_SEQ, c->batch_seq);
+	n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE, c->raw, c->raw_len);
+	n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE_DIGEST, c->digest, 32);
 	arena_shrink(a, p, n);
 	c->log_prefix = p;
 	c->log_prefix_len = n;
@@ -218,13 +219,13 @@ static int apply_new(struct store_txn *t, const struct store_change *c, uint64_t
 	if ((r = log_append(t, c, log_seq, seq, 0, now_ms)) < 0)
 		return r;
 	sh_put_be64(rk, seq);
-	/* Record fields 11-14: receipt metadata; 15: where its registers are. */
-	size_t n = codec_put_uint(tail, 11, now_ms);
-	n += codec_put_uint(tail + n, 12, now_ms);
-	n += codec_put_uint(tail + n, 13, 1);
-	n += codec_put_uint(tail + n, 14, seq);
+	/* Receipt metadata; and for a pointer record, where its registers are. */
+	size_t n = codec_put_uint(tail, RECORD_FIRST_RECEIVED_MS, now_ms);
+	n += codec_put_uint(tail + n, RECORD_LAST_CHANGED_MS, now_ms);
+	n += codec_put_uint(tail + n, RECORD_CHANGES, 1);
+	n += codec_put_uint(tail + n, RECORD_SEQ, seq);
 	if (c->pointer)
-		n += codec_put_uint(tail + n, 15, log_seq);
+		n += codec_put_uint(tail + n, RECORD_LOG_SEQ, log_seq);
 	if ((r = st_put_concat(t, DB_RECS, rk, 8, c->new_record, c->new_record_len, tail, n,
 			    MDB_APPEND)) < 0)
 		return r;

@@ -99,6 +99,26 @@ enum field_write_field {
 	FIELD_WRITE_SEEN = 6,
 };
 
+/* shahidi.v1.Deletion: a change's deletion (or undeletion) of its record. */
+enum deletion_field {
+	DELETION_DELETED = 1,
+	DELETION_HLC = 2,
+	DELETION_SUPERSEDES = 3,
+	DELETION_SEEN = 4,
+};
+
+/* shahidi.v1.Stamp has the numbers of shahidi.store.v1.Stamp (STAMP_*). */
+
+/* shahidi.v1.PushBatch: what a phone sends (sync.c reads it). */
+enum push_batch_field {
+	PUSH_BATCH_DEVICE = 1,
+	PUSH_BATCH_BATCH_SEQ = 2,
+	PUSH_BATCH_APP_VERSION = 3,
+	PUSH_BATCH_UNSENT = 4,
+	PUSH_BATCH_SENT_HLC = 5,
+	PUSH_BATCH_CHANGES = 6,
+};
+
 /* shahidi.v1.Value's members are numbered as enum form_type (form.h: the
  * member's number is its kind); unit.fields checks that too. Its nested
  * messages, read where a value is checked (form.c) and where an

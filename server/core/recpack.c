@@ -28,17 +28,36 @@ static int scan(const uint8_t *p, size_t n, uint32_t known, const uint8_t *wt, u
 	return r < 0 ? -1 : 1;
 }
 
-static const uint8_t entry_wt[10] = {[1] = 1, [2] = 1, [3] = 1, [4] = 0, [5] = 2,
-				     [7] = 0, [8] = 0, [9] = 2};
-#define ENTRY_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 8 | 1u << 9)
-static const uint8_t reg_wt[5] = {[1] = 0, [2] = 2, [3] = 2, [4] = 2};
-#define REG_KNOWN (1u << 1 | 1u << 2 | 1u << 3 | 1u << 4)
-static const uint8_t stamp_wt[3] = {[1] = 1, [2] = 1};
-#define STAMP_KNOWN (1u << 1 | 1u << 2)
-static const uint8_t rec_wt[19] = {[1] = 2,  [2] = 2,  [3] = 0,	 [4] = 1,  [5] = 1,  [6] = 2,
-				   [7] = 2,  [8] = 2,  [9] = 0,	 [10] = 0, [11] = 0, [12] = 0,
-				   [13] = 0, [14] = 0, [15] = 0, [16] = 0, [17] = 0, [18] = 0};
-#define REC_KNOWN 0x7fffeu /* 1 to 18 */
+/* Each message's fields we know (a bit per field number) and their wire
+ * types, by fields.h's names. */
+#define BIT(f) (1u << (f))
+static const uint8_t entry_wt[ENTRY_SEEN + 1] = {
+	[ENTRY_DEVICE] = 1, [ENTRY_HLC] = 1,	 [ENTRY_ORIG_HLC] = 1, [ENTRY_DEAD] = 0,
+	[ENTRY_VALUE] = 2,  [ENTRY_PENDING] = 0, [ENTRY_SEQ] = 0,      [ENTRY_SEEN] = 2};
+#define ENTRY_KNOWN                                                                            \
+	(BIT(ENTRY_DEVICE) | BIT(ENTRY_HLC) | BIT(ENTRY_ORIG_HLC) | BIT(ENTRY_DEAD) |          \
+	 BIT(ENTRY_VALUE) | BIT(ENTRY_PENDING) | BIT(ENTRY_SEQ) | BIT(ENTRY_SEEN))
+static const uint8_t reg_wt[REGISTER_INSTANCE + 1] = {
+	[REGISTER_FIELD] = 0, [REGISTER_ENTRIES] = 2, [REGISTER_TOMBSTONES] = 2,
+	[REGISTER_INSTANCE] = 2};
+#define REG_KNOWN                                                                              \
+	(BIT(REGISTER_FIELD) | BIT(REGISTER_ENTRIES) | BIT(REGISTER_TOMBSTONES) |              \
+	 BIT(REGISTER_INSTANCE))
+static const uint8_t stamp_wt[STAMP_DEVICE + 1] = {[STAMP_HLC] = 1, [STAMP_DEVICE] = 1};
+#define STAMP_KNOWN (BIT(STAMP_HLC) | BIT(STAMP_DEVICE))
+/* Record: fields 1 to RECORD_ERASED_MS, every one known; length-delimited
+ * the id, form, registers and the two packed arrays, fixed64 the base
+ * stamp, varints the rest. */
+static const uint8_t rec_wt[RECORD_ERASED_MS + 1] = {
+	[RECORD_RECORD_ID] = 2,	      [RECORD_FORM_ID] = 2,	    [RECORD_FORM_VERSION] = 0,
+	[RECORD_BASE_DEVICE] = 1,     [RECORD_BASE_HLC] = 1,	    [RECORD_REGISTERS] = 2,
+	[RECORD_WRITERS] = 2,	      [RECORD_ASSIGNED] = 2,	    [RECORD_CONFLICTS] = 0,
+	[RECORD_DELETE_CONFLICT] = 0, [RECORD_FIRST_RECEIVED_MS] = 0, [RECORD_LAST_CHANGED_MS] = 0,
+	[RECORD_CHANGES] = 0,	      [RECORD_SEQ] = 0,		    [RECORD_LOG_SEQ] = 0,
+	[RECORD_HEAD_LOG_SEQ] = 0,    [RECORD_BASE_SEQ] = 0,	    [RECORD_ERASED_MS] = 0};
+#define REC_KNOWN ((BIT(RECORD_ERASED_MS + 1) - 1) & ~1u) /* 1 to RECORD_ERASED_MS */
+_Static_assert(RECORD_ERASED_MS == RECORD_FIRST_RECEIVED_MS + 7 && RECORD_ERASED_MS < 32,
+	       "the receipt metadata's eight fields follow one another (recpack_pack's tail)");
 
 typedef Shahidi__Store__V1__Stamp pb_stamp_t;
 
@@ -66,7 +85,7 @@ static int unpack_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t n
 		size_t p2 = 0;
 		st[k] = init;
 		while (codec_pb_next(f.data, f.len, &p2, &g) > 0) {
-			if (g.number == 1)
+			if (g.number == STAMP_HLC)
 				st[k].hlc = g.varint;
 			else
 				st[k].device = g.varint;
@@ -91,41 +110,42 @@ static int unpack_entry(struct arena *a, const uint8_t *p, size_t n, merge_entry
 	int r;
 	*e = init;
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 10 || !(ENTRY_KNOWN & (1u << f.number)) ||
+		if (f.number > ENTRY_SEEN || !(ENTRY_KNOWN & BIT(f.number)) ||
 		    f.wire_type != entry_wt[f.number])
 			return 0;
 		switch (f.number) {
-		case 1: e->device = f.varint; break;
-		case 2: e->hlc = f.varint; break;
-		case 3: e->orig_hlc = f.varint; break;
-		case 4: e->dead = f.varint != 0; break;
-		case 5:
+		case ENTRY_DEVICE: e->device = f.varint; break;
+		case ENTRY_HLC: e->hlc = f.varint; break;
+		case ENTRY_ORIG_HLC: e->orig_hlc = f.varint; break;
+		case ENTRY_DEAD: e->dead = f.varint != 0; break;
+		case ENTRY_VALUE:
 			e->value.data = (uint8_t *)f.data;
 			e->value.len = f.len;
 			break;
-		case 7: e->pending = f.varint != 0; break;
-		case 8: e->seq = f.varint; break;
-		case 9: seen++; break;
+		case ENTRY_PENDING: e->pending = f.varint != 0; break;
+		case ENTRY_SEQ: e->seq = f.varint; break;
+		case ENTRY_SEEN: seen++; break;
 		default: break;
 		}
 	}
 	if (r < 0)
 		return -1;
-	return unpack_stamps(a, p, n, 9, seen, &e->seen, &e->n_seen);
+	return unpack_stamps(a, p, n, ENTRY_SEEN, seen, &e->seen, &e->n_seen);
 }
 
-/* Counts entries (2) and tombstones (3) of a Register, checking its
- * fields as scan() does. */
+/* Counts the entries and tombstones of a Register, checking its fields as
+ * scan() does. */
 static int scan_register(const uint8_t *p, size_t n, size_t *ret_entries, size_t *ret_tombs)
 {
 	struct pb_field f;
 	size_t pos = 0, entries = 0, tombs = 0;
 	int r;
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 5 || !(REG_KNOWN & (1u << f.number)) || f.wire_type != reg_wt[f.number])
+		if (f.number > REGISTER_INSTANCE || !(REG_KNOWN & BIT(f.number)) ||
+		    f.wire_type != reg_wt[f.number])
 			return 0;
-		entries += f.number == 2;
-		tombs += f.number == 3;
+		entries += f.number == REGISTER_ENTRIES;
+		tombs += f.number == REGISTER_TOMBSTONES;
 	}
 	*ret_entries = entries;
 	*ret_tombs = tombs;
@@ -141,19 +161,20 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 	if (r <= 0)
 		return r;
 	*g = init;
-	if ((r = unpack_stamps(a, p, n, 3, n_tombs, &g->tombstones, &g->n_tombstones)) <= 0)
+	if ((r = unpack_stamps(a, p, n, REGISTER_TOMBSTONES, n_tombs, &g->tombstones,
+			       &g->n_tombstones)) <= 0)
 		return r;
 	merge_entry_t *es = arena_alloc(a, (count + 1) * sizeof(*es));
 	g->entries = arena_alloc(a, (count + 1) * sizeof(*g->entries));
 	if (!es || !g->entries)
 		return -1;
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == 1) {
+		if (f.number == REGISTER_FIELD) {
 			g->field = (uint32_t)f.varint;
-		} else if (f.number == 4) {
+		} else if (f.number == REGISTER_INSTANCE) {
 			g->instance.data = (uint8_t *)f.data;
 			g->instance.len = f.len;
-		} else if (f.number == 2) {
+		} else if (f.number == REGISTER_ENTRIES) {
 			merge_entry_t *e = &es[g->n_entries];
 			if ((r = unpack_entry(a, f.data, f.len, e)) <= 0)
 				return r;
@@ -181,14 +202,14 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	int r;
 	/* what is there, and how many of each array */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number >= 19 || !(REC_KNOWN & (1u << f.number)) ||
+		if (f.number > RECORD_ERASED_MS || !(REC_KNOWN & BIT(f.number)) ||
 		    f.wire_type != rec_wt[f.number])
 			return 0;
-		if ((f.number == 7 || f.number == 8) && f.len % 8)
+		if ((f.number == RECORD_WRITERS || f.number == RECORD_ASSIGNED) && f.len % 8)
 			return -1;
-		n_regs += f.number == 6;
-		n_writers += f.number == 7 ? f.len / 8 : 0;
-		n_assigned += f.number == 8 ? f.len / 8 : 0;
+		n_regs += f.number == RECORD_REGISTERS;
+		n_writers += f.number == RECORD_WRITERS ? f.len / 8 : 0;
+		n_assigned += f.number == RECORD_ASSIGNED ? f.len / 8 : 0;
 	}
 	if (r < 0)
 		return -1;
@@ -208,11 +229,11 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	pos = 0;
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
 		switch (f.number) {
-		case 1:
+		case RECORD_RECORD_ID:
 			rec->record_id.data = (uint8_t *)f.data;
 			rec->record_id.len = f.len;
 			break;
-		case 2: {
+		case RECORD_FORM_ID: {
 			char *s = arena_alloc(a, f.len + 1);
 			if (!s)
 				return -1;
@@ -221,28 +242,28 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 			rec->form_id = s;
 			break;
 		}
-		case 3: rec->form_version = (uint32_t)f.varint; break;
-		case 4: rec->base_device = f.varint; break;
-		case 5: rec->base_hlc = f.varint; break;
-		case 6: {
+		case RECORD_FORM_VERSION: rec->form_version = (uint32_t)f.varint; break;
+		case RECORD_BASE_DEVICE: rec->base_device = f.varint; break;
+		case RECORD_BASE_HLC: rec->base_hlc = f.varint; break;
+		case RECORD_REGISTERS: {
 			merge_reg_t *g = &regs[rec->n_registers];
 			if ((r = unpack_register(a, f.data, f.len, g)) <= 0)
 				return r;
 			rec->registers[rec->n_registers++] = g;
 			break;
 		}
-		case 7: add_fixed64s(rec->writers, &rec->n_writers, f.data, f.len); break;
-		case 8: add_fixed64s(rec->assigned, &rec->n_assigned, f.data, f.len); break;
-		case 9: rec->conflicts = (uint32_t)f.varint; break;
-		case 10: rec->delete_conflict = f.varint != 0; break;
-		case 11: rec->first_received_ms = f.varint; break;
-		case 12: rec->last_changed_ms = f.varint; break;
-		case 13: rec->changes = f.varint; break;
-		case 14: rec->seq = f.varint; break;
-		case 15: rec->log_seq = f.varint; break;
-		case 16: rec->head_log_seq = f.varint; break;
-		case 17: rec->base_seq = f.varint; break;
-		case 18: rec->erased_ms = f.varint; break;
+		case RECORD_WRITERS: add_fixed64s(rec->writers, &rec->n_writers, f.data, f.len); break;
+		case RECORD_ASSIGNED: add_fixed64s(rec->assigned, &rec->n_assigned, f.data, f.len); break;
+		case RECORD_CONFLICTS: rec->conflicts = (uint32_t)f.varint; break;
+		case RECORD_DELETE_CONFLICT: rec->delete_conflict = f.varint != 0; break;
+		case RECORD_FIRST_RECEIVED_MS: rec->first_received_ms = f.varint; break;
+		case RECORD_LAST_CHANGED_MS: rec->last_changed_ms = f.varint; break;
+		case RECORD_CHANGES: rec->changes = f.varint; break;
+		case RECORD_SEQ: rec->seq = f.varint; break;
+		case RECORD_LOG_SEQ: rec->log_seq = f.varint; break;
+		case RECORD_HEAD_LOG_SEQ: rec->head_log_seq = f.varint; break;
+		case RECORD_BASE_SEQ: rec->base_seq = f.varint; break;
+		case RECORD_ERASED_MS: rec->erased_ms = f.varint; break;
 		default: break;
 		}
 	}
@@ -292,9 +313,9 @@ static uint8_t *put_stamps(uint8_t *q, uint32_t number, pb_stamp_t *const *st, s
 		*q++ = (uint8_t)(number << 3 | 2);
 		*q++ = (uint8_t)stamp_size(st[i]);
 		if (st[i]->hlc)
-			q += codec_put_fixed64(q, 1, st[i]->hlc);
+			q += codec_put_fixed64(q, STAMP_HLC, st[i]->hlc);
 		if (st[i]->device)
-			q += codec_put_fixed64(q, 2, st[i]->device);
+			q += codec_put_fixed64(q, STAMP_DEVICE, st[i]->device);
 	}
 	return q;
 }
@@ -364,9 +385,10 @@ size_t recpack_size(const merge_rec_t *rec)
 	const uint64_t tail[8] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
 				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq,
 				  rec->erased_ms};
-	for (int i = 0; i < 8; i++)
+	for (uint32_t i = 0; i < 8; i++)
 		if (tail[i])
-			n += (i < 5 ? 1 : 2) + codec_varint_len(tail[i]); /* fields 16-18: two-byte tags */
+			n += codec_varint_len((uint64_t)(RECORD_FIRST_RECEIVED_MS + i) << 3) +
+			     codec_varint_len(tail[i]);
 	return n;
 }
 
@@ -387,80 +409,68 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 	uint8_t *q = out;
 	size_t fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len) {
-		q += codec_put_len(q, 1, rec->record_id.len);
+		q += codec_put_len(q, RECORD_RECORD_ID, rec->record_id.len);
 		memcpy(q, rec->record_id.data, rec->record_id.len);
 		q += rec->record_id.len;
 	}
 	if (fl) {
-		q += codec_put_len(q, 2, fl);
+		q += codec_put_len(q, RECORD_FORM_ID, fl);
 		memcpy(q, rec->form_id, fl);
 		q += fl;
 	}
 	if (rec->form_version)
-		q += codec_put_uint(q, 3, rec->form_version);
+		q += codec_put_uint(q, RECORD_FORM_VERSION, rec->form_version);
 	if (rec->base_device)
-		q += codec_put_fixed64(q, 4, rec->base_device);
+		q += codec_put_fixed64(q, RECORD_BASE_DEVICE, rec->base_device);
 	if (rec->base_hlc)
-		q += codec_put_fixed64(q, 5, rec->base_hlc);
+		q += codec_put_fixed64(q, RECORD_BASE_HLC, rec->base_hlc);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		q += codec_put_len(q, 6, register_size(g));
+		q += codec_put_len(q, RECORD_REGISTERS, register_size(g));
 		if (g->field)
-			q += codec_put_uint(q, 1, g->field);
+			q += codec_put_uint(q, REGISTER_FIELD, g->field);
 		for (size_t k = 0; k < g->n_entries; k++) {
 			const merge_entry_t *e = g->entries[k];
-			q += codec_put_len(q, 2, entry_size(e));
+			q += codec_put_len(q, REGISTER_ENTRIES, entry_size(e));
 			if (e->device)
-				q += codec_put_fixed64(q, 1, e->device);
+				q += codec_put_fixed64(q, ENTRY_DEVICE, e->device);
 			if (e->hlc)
-				q += codec_put_fixed64(q, 2, e->hlc);
+				q += codec_put_fixed64(q, ENTRY_HLC, e->hlc);
 			if (e->orig_hlc)
-				q += codec_put_fixed64(q, 3, e->orig_hlc);
+				q += codec_put_fixed64(q, ENTRY_ORIG_HLC, e->orig_hlc);
 			if (e->dead)
-				q += codec_put_uint(q, 4, 1);
+				q += codec_put_uint(q, ENTRY_DEAD, 1);
 			if (e->value.len) {
-				q += codec_put_len(q, 5, e->value.len);
+				q += codec_put_len(q, ENTRY_VALUE, e->value.len);
 				memcpy(q, e->value.data, e->value.len);
 				q += e->value.len;
 			}
 			if (e->pending)
-				q += codec_put_uint(q, 7, 1);
+				q += codec_put_uint(q, ENTRY_PENDING, 1);
 			if (e->seq)
-				q += codec_put_uint(q, 8, e->seq);
-			q = put_stamps(q, 9, e->seen, e->n_seen);
+				q += codec_put_uint(q, ENTRY_SEQ, e->seq);
+			q = put_stamps(q, ENTRY_SEEN, e->seen, e->n_seen);
 		}
-		q = put_stamps(q, 3, g->tombstones, g->n_tombstones);
+		q = put_stamps(q, REGISTER_TOMBSTONES, g->tombstones, g->n_tombstones);
 		if (g->instance.len)
-			q += codec_put_bytes(q, 4, g->instance.data, g->instance.len);
+			q += codec_put_bytes(q, REGISTER_INSTANCE, g->instance.data, g->instance.len);
 	}
 	if (rec->n_writers)
-		q = put_fixed64s(q, 7, rec->writers, rec->n_writers);
+		q = put_fixed64s(q, RECORD_WRITERS, rec->writers, rec->n_writers);
 	if (rec->n_assigned)
-		q = put_fixed64s(q, 8, rec->assigned, rec->n_assigned);
+		q = put_fixed64s(q, RECORD_ASSIGNED, rec->assigned, rec->n_assigned);
 	if (rec->conflicts)
-		q += codec_put_uint(q, 9, rec->conflicts);
+		q += codec_put_uint(q, RECORD_CONFLICTS, rec->conflicts);
 	if (rec->delete_conflict)
-		q += codec_put_uint(q, 10, 1);
-	const uint64_t tail[5] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq};
-	for (int i = 0; i < 5; i++)
+		q += codec_put_uint(q, RECORD_DELETE_CONFLICT, 1);
+	/* the receipt metadata, in field order (RECORD_FIRST_RECEIVED_MS
+	 * to RECORD_ERASED_MS follow one another) */
+	const uint64_t tail[8] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
+				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq,
+				  rec->erased_ms};
+	for (uint32_t i = 0; i < 8; i++)
 		if (tail[i])
-			q += codec_put_uint(q, (uint32_t)(11 + i), tail[i]);
-	if (rec->head_log_seq) {
-		*q++ = 16 << 3 | 0x80; /* field 16, varint: a two-byte tag */
-		*q++ = 1;
-		q += codec_put_varint(q, rec->head_log_seq);
-	}
-	if (rec->base_seq) {
-		*q++ = (uint8_t)(17 << 3 | 0x80); /* field 17, varint */
-		*q++ = 1;
-		q += codec_put_varint(q, rec->base_seq);
-	}
-	if (rec->erased_ms) {
-		*q++ = (uint8_t)(18 << 3 | 0x80); /* field 18, varint */
-		*q++ = 1;
-		q += codec_put_varint(q, rec->erased_ms);
-	}
+			q += codec_put_uint(q, RECORD_FIRST_RECEIVED_MS + i, tail[i]);
 	return (size_t)(q - out);
 }
 

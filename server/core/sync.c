@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "common.h"
 #include "daily.h"
+#include "fields.h"
 #include "hlc.h"
 #include "merge.h"
 #include "shahidi.pb-c.h"
@@ -376,15 +377,15 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 	while ((r = codec_pb_next(b->body.data, b->body.len, &pos, &f)) > 0) {
 		int w = 0;
 		switch (f.number) {
-		case 1: w = WIRE_TYPE(f, 1); b->hdr.device = f.varint; break;
-		case 2: w = WIRE_TYPE(f, 0); b->hdr.batch_seq = f.varint; break;
-		case 3: w = WIRE_TYPE(f, 2); app = f.data; app_len = f.len; break;
-		case 4:
+		case PUSH_BATCH_DEVICE: w = WIRE_TYPE(f, 1); b->hdr.device = f.varint; break;
+		case PUSH_BATCH_BATCH_SEQ: w = WIRE_TYPE(f, 0); b->hdr.batch_seq = f.varint; break;
+		case PUSH_BATCH_APP_VERSION: w = WIRE_TYPE(f, 2); app = f.data; app_len = f.len; break;
+		case PUSH_BATCH_UNSENT:
 			w = WIRE_TYPE(f, 0);
 			b->hdr.unsent = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
 			break;
-		case 5: w = WIRE_TYPE(f, 1); b->hdr.sent_hlc = f.varint; break;
-		case 6:
+		case PUSH_BATCH_SENT_HLC: w = WIRE_TYPE(f, 1); b->hdr.sent_hlc = f.varint; break;
+		case PUSH_BATCH_CHANGES:
 			w = WIRE_TYPE(f, 2);
 			if (++n > lim->max_changes)
 				BAD(-EMSGSIZE, "too_many_changes", "more than %zu changes in one batch",
@@ -430,7 +431,7 @@ int sync_decode(const struct form_registry *forms, const struct sync_limits *lim
 		goto fail;
 	}
 	while (codec_pb_next(b->body.data, b->body.len, &pos, &f) > 0) {
-		if (f.number != 6)
+		if (f.number != PUSH_BATCH_CHANGES)
 			continue;
 		struct prepared *p = &b->changes[i++];
 		r = prepare_change(b, tmp, forms, lim, f.data, f.len, now_ms, p);

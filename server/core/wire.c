@@ -33,11 +33,11 @@ static int read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t num
 		struct merge_stamp s = {0, 0};
 		size_t p2 = 0;
 		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-			if ((g.number == 1 || g.number == 2) && WIRE_TYPE(g, 1) < 0)
+			if ((g.number == STAMP_HLC || g.number == STAMP_DEVICE) && WIRE_TYPE(g, 1) < 0)
 				return -EPROTO;
-			if (g.number == 1)
+			if (g.number == STAMP_HLC)
 				s.hlc = g.varint;
-			else if (g.number == 2)
+			else if (g.number == STAMP_DEVICE)
 				s.device = g.varint;
 		}
 		if (r < 0)
@@ -58,35 +58,35 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 	memset(w, 0, sizeof(*w));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
-		case 1:
+		case FIELD_WRITE_FIELD:
 			if (WIRE_TYPE(f, 0) < 0 || f.varint > UINT32_MAX)
 				return -EPROTO;
 			w->field = (uint32_t)f.varint;
 			break;
-		case 2:
+		case FIELD_WRITE_VALUE:
 			/* a value given twice would be merged by protobuf: refuse */
 			if (WIRE_TYPE(f, 2) < 0 || ++values > 1)
 				return -EPROTO;
 			w->value = f.data;
 			w->value_len = f.len;
 			break;
-		case 3:
+		case FIELD_WRITE_HLC:
 			if (WIRE_TYPE(f, 1) < 0)
 				return -EPROTO;
 			w->hlc = f.varint;
 			break;
-		case 4:
+		case FIELD_WRITE_SUPERSEDES:
 			if (WIRE_TYPE(f, 2) < 0)
 				return -EPROTO;
 			stamps++;
 			break;
-		case 5:
+		case FIELD_WRITE_INSTANCE:
 			if (WIRE_TYPE(f, 2) < 0)
 				return -EPROTO;
 			w->instance = f.data;
 			w->instance_len = f.len;
 			break;
-		case 6:
+		case FIELD_WRITE_SEEN:
 			if (WIRE_TYPE(f, 2) < 0)
 				return -EPROTO;
 			seen++;
@@ -98,9 +98,9 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 	if (r < 0)
 		return r;
 	/* most writes name no base and no view: no second pass for them */
-	if (stamps && (r = read_stamps(a, p, n, 4, max_base, &w->base, &w->n_base)) < 0)
+	if (stamps && (r = read_stamps(a, p, n, FIELD_WRITE_SUPERSEDES, max_base, &w->base, &w->n_base)) < 0)
 		return r;
-	return seen ? read_stamps(a, p, n, 6, WIRE_MAX_SEEN, &w->seen, &w->n_seen) : 0;
+	return seen ? read_stamps(a, p, n, FIELD_WRITE_SEEN, WIRE_MAX_SEEN, &w->seen, &w->n_seen) : 0;
 }
 
 int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
@@ -112,18 +112,18 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 	memset(c, 0, sizeof(*c));
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
-		case 1: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
-		case 2: r = WIRE_TYPE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
-		case 3: r = WIRE_TYPE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
-		case 4:
+		case CHANGE_CHANGE_ID: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
+		case CHANGE_RECORD_ID: r = WIRE_TYPE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
+		case CHANGE_FORM_ID: r = WIRE_TYPE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
+		case CHANGE_FORM_VERSION:
 			r = WIRE_TYPE(f, 0);
 			c->form_version = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
 			break;
-		case 5: r = WIRE_TYPE(f, 1); c->hlc = f.varint; break;
-		case 6: r = WIRE_TYPE(f, 1); c->origin = f.varint; break;
-		case 7: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
-		case 8: r = WIRE_TYPE(f, 2); nf++; break;
-		case 9: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
+		case CHANGE_HLC: r = WIRE_TYPE(f, 1); c->hlc = f.varint; break;
+		case CHANGE_ORIGIN: r = WIRE_TYPE(f, 1); c->origin = f.varint; break;
+		case CHANGE_CREATE: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
+		case CHANGE_FIELDS: r = WIRE_TYPE(f, 2); nf++; break;
+		case CHANGE_DELETION: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
 		default: break;
 		}
 		if (r < 0)
@@ -138,26 +138,27 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 		return -ENOMEM;
 	pos = 0;
 	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == 8) {
+		if (f.number == CHANGE_FIELDS) {
 			if ((r = read_field_write(a, max_base, f.data, f.len, &c->fields[c->n_fields++])) < 0)
 				return r;
-		} else if (f.number == 9) {
+		} else if (f.number == CHANGE_DELETION) {
 			struct pb_field g;
 			size_t p2 = 0;
 			c->has_deletion = true;
 			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-				if (g.number == 1 && WIRE_TYPE(g, 0) == 0)
+				if (g.number == DELETION_DELETED && WIRE_TYPE(g, 0) == 0)
 					c->deleted = g.varint != 0;
-				else if (g.number == 2 && WIRE_TYPE(g, 1) == 0)
+				else if (g.number == DELETION_HLC && WIRE_TYPE(g, 1) == 0)
 					c->del_hlc = g.varint;
-				else if (g.number <= 4 && (g.number >= 3 ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
+				else if (g.number <= DELETION_SEEN &&
+					 (g.number >= DELETION_SUPERSEDES ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
 					return -EPROTO;
 			}
 			if (r < 0)
 				return r;
-			if ((r = read_stamps(a, f.data, f.len, 3, max_base, &c->del_base,
+			if ((r = read_stamps(a, f.data, f.len, DELETION_SUPERSEDES, max_base, &c->del_base,
 					     &c->n_del_base)) < 0 ||
-			    (r = read_stamps(a, f.data, f.len, 4, WIRE_MAX_SEEN, &c->del_seen,
+			    (r = read_stamps(a, f.data, f.len, DELETION_SEEN, WIRE_MAX_SEEN, &c->del_seen,
 					     &c->n_del_seen)) < 0)
 				return r;
 		}

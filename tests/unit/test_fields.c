@@ -105,6 +105,24 @@ static void test_change(void)
 	check_field(d, "instance", FIELD_WRITE_INSTANCE, PROTOBUF_C_TYPE_BYTES);
 	check_field(d, "seen", FIELD_WRITE_SEEN, PROTOBUF_C_TYPE_MESSAGE);
 	CHECK_EQ_INT(d->n_fields, 6);
+	d = &shahidi__v1__deletion__descriptor;
+	check_field(d, "deleted", DELETION_DELETED, PROTOBUF_C_TYPE_BOOL);
+	check_field(d, "hlc", DELETION_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "supersedes", DELETION_SUPERSEDES, PROTOBUF_C_TYPE_MESSAGE);
+	check_field(d, "seen", DELETION_SEEN, PROTOBUF_C_TYPE_MESSAGE);
+	CHECK_EQ_INT(d->n_fields, 4);
+	d = &shahidi__v1__stamp__descriptor;
+	check_field(d, "hlc", STAMP_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "device", STAMP_DEVICE, PROTOBUF_C_TYPE_FIXED64);
+	CHECK_EQ_INT(d->n_fields, 2);
+	d = &shahidi__v1__push_batch__descriptor;
+	check_field(d, "device", PUSH_BATCH_DEVICE, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "batch_seq", PUSH_BATCH_BATCH_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "app_version", PUSH_BATCH_APP_VERSION, PROTOBUF_C_TYPE_STRING);
+	check_field(d, "unsent", PUSH_BATCH_UNSENT, PROTOBUF_C_TYPE_UINT32);
+	check_field(d, "sent_hlc", PUSH_BATCH_SENT_HLC, PROTOBUF_C_TYPE_FIXED64);
+	check_field(d, "changes", PUSH_BATCH_CHANGES, PROTOBUF_C_TYPE_MESSAGE);
+	CHECK_EQ_INT(d->n_fields, 6);
 }
 
 /* Value's members by kind, and the messages nested in a value. */
