@@ -75,10 +75,18 @@ def cli_manifest(srv, forms, *args):
     return files, manifest
 
 
-def audit(data):
-    _, out, _ = cli("audit", "--data", data)
-    return [e for e in map(json.loads, out.splitlines())
-            if e["action"] in ("export", "export_end")]
+def audit(data, ends=0):
+    """The exports' entries, once at least `ends` export_end ones are in
+    (the end is written after the last byte has left: the client can see
+    the whole body a moment before)."""
+    for _ in range(100):
+        _, out, _ = cli("audit", "--data", data)
+        got = [e for e in map(json.loads, out.splitlines())
+               if e["action"] in ("export", "export_end")]
+        if sum(e["action"] == "export_end" for e in got) >= ends:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {ends} export_end entries: {got}")
 
 
 def test_the_zip_is_the_clis_folder_under_the_export_rules():
@@ -139,7 +147,7 @@ def test_the_zip_is_the_clis_folder_under_the_export_rules():
         assert get_zip(srv, dev)[0] == 403
 
         # HEAD: the headers alone, nothing exported
-        before = len(audit(srv.data))
+        before = len(audit(srv.data, ends=6))
         c = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         c.sendall(b"HEAD /v1/export?format=files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   b"Authorization: Bearer " + admin.token.encode() + b"\r\n\r\n")
@@ -153,7 +161,7 @@ def test_the_zip_is_the_clis_folder_under_the_export_rules():
         assert len(audit(srv.data)) == before
 
         # audited: who, the format, sensitive or not; the end counts files
-        entries = [e for e in audit(srv.data) if e["actor"].startswith("device:")]
+        entries = [e for e in audit(srv.data, ends=6) if e["actor"].startswith("device:")]
         assert [e["action"] for e in entries] == ["export", "export_end"] * 3, entries
         assert entries[0]["format"] == "files" and entries[0]["include_sensitive"] is True
         assert entries[0]["actor"] == "device:" + admin.hex
@@ -191,11 +199,7 @@ def test_a_cut_download_is_audited_as_cut():
         assert [e["action"] for e in entries] == ["export"], entries
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
-        for _ in range(100):
-            entries = audit(srv.data)
-            if len(entries) == 2:
-                break
-            time.sleep(0.1)
+        entries = audit(srv.data, ends=1)
         assert entries[1]["action"] == "export_end", entries
         assert entries[1]["outcome"] == "cut" and entries[1]["files"] < 12, entries[1]
         assert entries[1]["export_id"] == entries[0]["export_id"]
