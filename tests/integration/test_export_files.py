@@ -237,7 +237,8 @@ def test_memory_stays_flat_for_many_files():
     print(f"   server peak RSS (KiB, idle -> after the zip): 5 files of 1 MiB {peaks[5]}, "
           f"50 files {peaks[50]}")
     grow5, grow50 = peaks[5][1] - peaks[5][0], peaks[50][1] - peaks[50][0]
-    assert grow50 < grow5 + 4096, peaks  # 45 MiB more data, under 4 MiB more memory
+    if "ASAN_OPTIONS" not in os.environ:  # ASan's quarantine of freed blocks is not ours
+        assert grow50 < grow5 + 4096, peaks  # 45 MiB more data, under 4 MiB more memory
     tmp.cleanup()
 
 
