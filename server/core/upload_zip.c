@@ -101,8 +101,19 @@ static bool zero32(const uint8_t *p)
 	return true;
 }
 
-/* true when sha is in the set; else adds it. The all-zero hash (no real
- * file has it) marks an empty slot. -ENOMEM. */
+/* Whether sha is in the set. The all-zero hash (no real file has it)
+ * marks an empty slot. */
+static bool seen_has(const struct upload_zip *z, const uint8_t sha[32])
+{
+	if (!z->seen_cap)
+		return false;
+	for (size_t j = slot_of(sha, z->seen_cap); !zero32(z->seen[j]); j = (j + 1) & (z->seen_cap - 1))
+		if (!memcmp(z->seen[j], sha, 32))
+			return true;
+	return false;
+}
+
+/* Adds sha (not in the set yet). 0 or -ENOMEM. */
 static int seen_add(struct upload_zip *z, const uint8_t sha[32])
 {
 	if ((z->seen_n + 1) * 2 > z->seen_cap) {
@@ -123,11 +134,8 @@ static int seen_add(struct upload_zip *z, const uint8_t sha[32])
 		z->seen_cap = cap;
 	}
 	size_t j = slot_of(sha, z->seen_cap);
-	while (!zero32(z->seen[j])) {
-		if (!memcmp(z->seen[j], sha, 32))
-			return 1;
+	while (!zero32(z->seen[j]))
 		j = (j + 1) & (z->seen_cap - 1);
-	}
 	memcpy(z->seen[j], sha, 32);
 	z->seen_n++;
 	return 0;
@@ -201,20 +209,16 @@ static int scan_each(const struct upload_row *row, void *ud)
 		z->left_out++;
 		return z->step_rows >= ROWS_PER_STEP;
 	}
-	if (row->here) {
-		r = seen_add(z, row->ref.sha256);
-		if (r == 0) {
-			r = file_open(z, row->ref.sha256, z->step_out);
-			if (r == -ENOENT) {
-				/* erased since this page's snapshot was taken: its row
-				 * says so (not received) rather than a file it lacks */
-				r2.here = false;
-				r = 0;
-			} else if (r == 0) {
-				z->phase = ZZ_FILE;
-			}
-		} else if (r == 1) {
-			r = 0; /* in the archive already */
+	if (row->here && !seen_has(z, row->ref.sha256)) { /* else in the archive already */
+		r = file_open(z, row->ref.sha256, z->step_out);
+		if (r == -ENOENT) {
+			/* erased since this page's snapshot was taken: its row
+			 * says so (not received) rather than name a file the
+			 * archive lacks */
+			r2.here = false;
+			r = 0;
+		} else if (r == 0 && (r = seen_add(z, row->ref.sha256)) == 0) {
+			z->phase = ZZ_FILE;
 		}
 	}
 	if (r == 0)

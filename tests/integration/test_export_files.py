@@ -171,6 +171,42 @@ def test_the_zip_is_the_clis_folder_under_the_export_rules():
     tmp.cleanup()
 
 
+def test_thousands_of_references_paged_and_spooled():
+    """2,100 references (more than one read transaction's page of 2,000;
+    a manifest over the 256 KiB kept in memory, so spooled to disk), a
+    few of them uploaded: the zip's manifest is still the CLI's."""
+    from harness import APPLIED, batch, push, report
+    from tusutil import attachment
+    tmp = tempfile.TemporaryDirectory(prefix="shahidi-it-form-")
+    forms = form_with_open_attachment(os.path.join(tmp.name, "v2.json"))
+    with Server(quiet=True, args=["--forms", forms]) as srv:
+        dev = phone(srv, "phone 1")
+        admin = phone(srv, "admin", role="admin")
+        uploaded = []
+        for b in range(21):
+            changes = []
+            for i in range(100):
+                c = report(dev)
+                c.form_version = 2
+                data = os.urandom(64)
+                v = attachment(data)
+                c.fields.add(field=101, value=v)
+                changes.append(c)
+                if i == 50:
+                    uploaded.append((v.attachment.file_id.hex(), data))
+            st, r = push(dev.port, dev, batch(dev, changes))
+            assert st == 200 and all(x.status == APPLIED for x in r.results), st
+        for fid, data in uploaded:
+            upload(dev, fid, data)
+        path = os.path.join(srv.tmp.name, "many.zip")
+        assert get_zip(srv, admin, "", path)[0] == 200
+        files, manifest = check_zip(path)
+        assert len(files) == 21 and manifest.count("\r\n") == 1 + 2100, len(files)
+        assert len(manifest) > 256 << 10
+        assert (files, manifest) == cli_manifest(srv, forms)
+    tmp.cleanup()
+
+
 def fill(srv, dev, n, size):
     """n files of size random bytes, uploaded, in field 101 (not sensitive)."""
     for _ in range(n):
