@@ -2,7 +2,8 @@
  * read from disk a chunk at a time (on the thread pool) as the client
  * takes them: one 64 KiB chunk held per download. Not sendfile: the bytes
  * go through libuv's write queue, which keeps the connection's timeouts
- * and backpressure as they are for every other response. */
+ * and backpressure as they are for every other response; measured, that
+ * costs under 1 CPU second per GB (README, Attachments). */
 #include "files.h"
 
 #include <errno.h>

@@ -30,6 +30,7 @@
 #include "qr.h"
 #include "status.h"
 #include "task.h"
+#include "upload.h"
 #include "uuid.h"
 
 /* Built by server/embed_page.py from server/status.html. */
@@ -597,6 +598,7 @@ struct export_job {
 	struct task task;          /* task.job: the start entry, then the end entry */
 	struct exporter *x;
 	struct export_zip *zx;     /* format=csvzip, instead of x */
+	struct upload_zip *fz;     /* format=files: the attachments, instead of x */
 	/* format=xlsx, sav or dta (whole): the file is made on the first step
 	 * (in the data directory, unlinked) and then sent a piece at a time */
 	struct export_opts wo;
@@ -646,6 +648,7 @@ static void export_free_job(struct export_job *e)
 	json_decref(e->details);
 	export_free(e->x);
 	export_zip_free(e->zx);
+	upload_zip_free(e->fz);
 	codec_deflater_free(e->z);
 	if (e->fd >= 0)
 		close(e->fd);
@@ -664,6 +667,15 @@ static void export_ended(struct task *t)
 	export_free_job(e);
 }
 
+/* What the end entry counts: records, or files for format=files. */
+static uint64_t export__count(const struct export_job *e)
+{
+	return e->wo.format >= EXPORT_XLSX ? e->records
+	       : e->zx			   ? export_zip_written(e->zx)
+	       : e->fz			   ? upload_zip_files(e->fz)
+					   : export_written(e->x);
+}
+
 static void export_finish(struct export_job *e)
 {
 	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
@@ -674,9 +686,7 @@ static void export_finish(struct export_job *e)
 			   e->err == -EFBIG && e->errmsg[0] ? e->errmsg : "the export failed");
 	} else if (e->err == 0 && e->done) {
 		outcome = "complete";
-		e->sent = e->wo.format >= EXPORT_XLSX ? e->records
-			  : e->zx		      ? export_zip_written(e->zx)
-						      : export_written(e->x);
+		e->sent = export__count(e);
 		http_stream_end(e->task.c);
 	} else {
 		/* cut short: the client sees a truncated chunked body, not a
@@ -685,6 +695,10 @@ static void export_finish(struct export_job *e)
 	}
 	json_decref(e->details);
 	e->details = office_api_export_end_entry(e->id, e->sent, outcome);
+	if (e->fz && e->details) { /* files sent, not records */
+		json_object_del(e->details, "records");
+		json_object_set_new(e->details, "files", json_integer((json_int_t)e->sent));
+	}
 	e->ended = true;
 	if (!e->details) {
 		export_free_job(e);
@@ -752,6 +766,10 @@ static void export_work(struct task *t)
 		export_work_whole(e);
 		return;
 	}
+	if (e->fz) { /* read from disk, a MiB a step, on the pool */
+		e->err = upload_zip_next(e->fz, e->task.srv->store, &e->out, &e->done);
+		return;
+	}
 	if (e->zx) { /* a zip is deflated already: no second compression */
 		e->err = export_zip_next(e->zx, e->task.srv->store, EXPORT_PAGE, &e->out, &e->done);
 		return;
@@ -802,7 +820,8 @@ static void export_page_done(struct task *t)
 								    : "Content-Encoding: deflate");
 		}
 		http_add_header(e->task.c, "Vary: Accept-Encoding");
-		if (http_stream_start(e->task.c, 200, export__type(e->wo.format, e->zx != NULL)) < 0) {
+		if (http_stream_start(e->task.c, 200,
+				      export__type(e->wo.format, e->zx || e->fz)) < 0) {
 			e->err = -EPIPE;
 			export_finish(e);
 			return;
@@ -812,9 +831,7 @@ static void export_page_done(struct task *t)
 		export_drained(e);
 		return;
 	}
-	e->queued = e->wo.format >= EXPORT_XLSX ? (e->done ? e->records : 0)
-		    : e->zx			 ? export_zip_written(e->zx)
-						 : export_written(e->x);
+	e->queued = e->wo.format >= EXPORT_XLSX && !e->done ? 0 : export__count(e);
 	if (http_stream_write(e->task.c, e->out.data, e->out.len, export_drained, e) < 0) {
 		e->err = -EPIPE;
 		export_finish(e);
@@ -854,7 +871,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	struct export_opts o = {.format = EXPORT_CSV};
 	http_query_get(req->query, "format", fmt, sizeof(fmt));
 	http_query_get(req->query, "form", form, sizeof(form));
-	bool zip = !strcmp(fmt, "csvzip");
+	bool zip = !strcmp(fmt, "csvzip"), files = !strcmp(fmt, "files");
 	if (!strcmp(fmt, "ndjson"))
 		o.format = EXPORT_NDJSON;
 	else if (!strcmp(fmt, "xlsx"))
@@ -863,8 +880,9 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		o.format = EXPORT_SAV;
 	else if (!strcmp(fmt, "dta"))
 		o.format = EXPORT_DTA;
-	else if (strcmp(fmt, "csv") && !zip) {
-		http_error(c, 400, "bad_query", "format is csv, csvzip, ndjson, xlsx, sav or dta");
+	else if (strcmp(fmt, "csv") && !zip && !files) {
+		http_error(c, 400, "bad_query",
+			   "format is csv, csvzip, ndjson, xlsx, sav, dta or files");
 		return;
 	}
 	bool whole = o.format >= EXPORT_XLSX;
@@ -923,6 +941,15 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	if (whole && !export__form_known(srv->forms, form)) {
 		snprintf(err, sizeof(err), "form %s is not loaded", form);
 		r = -ENOENT;
+	} else if (files) {
+		/* as `shahidi export --with-files`: every file referenced by a
+		 * record in the counties, sensitive ones only when asked */
+		struct upload_scope us = {.reg = srv->forms,
+					  .include_sensitive = o.include_sensitive,
+					  .counties = e->cptr,
+					  .n_counties = n};
+		r = upload_zip_new(&us, srv->cfg.data_dir, 0, &e->fz);
+		snprintf(err, sizeof(err), "%s", sh_strerror(r));
 	} else if (!whole) {
 		r = zip ? export_zip_new(srv->forms, &o, &e->zx, err, sizeof(err))
 			: export_new(srv->forms, &o, &e->x, err, sizeof(err));
@@ -944,8 +971,9 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 		/* The headers a GET would have, no body, nothing exported. */
 		export_free(e->x);
 		export_zip_free(e->zx);
+		upload_zip_free(e->fz);
 		free(e);
-		if (http_stream_start(c, 200, export__type(o.format, zip)) == 0)
+		if (http_stream_start(c, 200, export__type(o.format, zip || files)) == 0)
 			http_stream_end(c);
 		return;
 	}
@@ -953,7 +981,7 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	e->csv = o.format == EXPORT_CSV;
 	/* Exports compress ~10 times: worth a core's time when the client takes
 	 * it; a zip (an XLSX is one) is deflated already. */
-	e->zenc = zip || whole ? CODEC_IDENTITY : http_accepted_encoding(c);
+	e->zenc = zip || whole || files ? CODEC_IDENTITY : http_accepted_encoding(c);
 	if (e->zenc != CODEC_IDENTITY && codec_deflater_new(e->zenc, 6, &e->z) < 0) {
 		e->z = NULL; /* sent as it is */
 	}
@@ -963,8 +991,9 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	/* form is a loaded form's id by now: [a-z0-9_], safe in a header */
-	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", form, stamp,
-		 zip				? "zip"
+	snprintf(e->filename, sizeof(e->filename), "shahidi-%s-%s.%s", files ? "files" : form,
+		 stamp,
+		 zip || files			? "zip"
 		 : o.format == EXPORT_SAV	? "sav.zip"
 		 : o.format == EXPORT_DTA	? "dta.zip"
 		 : whole || o.format == EXPORT_NDJSON ? export_format_name(o.format)
@@ -980,6 +1009,11 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 	e->actor.scope = req->scope;
 	actor_of(req, e->actor.name);
 	e->details = office_api_export_start_entry(e->id, &o);
+	if (files && e->details &&
+	    json_object_set_new(e->details, "format", json_string("files")) < 0) {
+		json_decref(e->details);
+		e->details = NULL;
+	}
 	task_hold(&e->task, c, false);
 	if (!e->details) {
 		http_error(c, 503, "busy", "out of memory");

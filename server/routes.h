@@ -16,8 +16,10 @@
  *   POST /v1/assign              {"record_id", "device"}
  *   GET  /v1/history?record=ID   a record's custody trail
  *   GET  /v1/status/daily?days=N pushes per county and server day (N <= 366, 30)
- *   GET  /v1/export?format=csv|csvzip|ndjson&form=&county=&since=&include_deleted=1
+ *   GET  /v1/export?format=csv|csvzip|ndjson|xlsx|sav|dta&form=&county=&since=&include_deleted=1
  *                                (a coordinator: its counties, no sensitive fields)
+ *   GET  /v1/export?format=files&county=   the attachments as a zip (upload.h:
+ *                                upload_zip), files of sensitive fields left out
  * For admins:
  *   GET  /v1/export?...&include_sensitive=1
  *   GET  /v1/devices, POST /v1/devices/enrol {"name","county","role"[,"url"]}

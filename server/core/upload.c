@@ -167,6 +167,40 @@ int upload_refs_all(struct store_txn *t, int (*fn)(const struct upload_ref *ref,
 	return scan(t, p, 1, ref_each, &s);
 }
 
+int upload_refs_after(struct store_txn *t, const struct upload_ref *after,
+		      int (*fn)(const struct upload_ref *ref, void *ud), void *ud)
+{
+	if (!after)
+		return upload_refs_all(t, fn, ud);
+	if (t->s->files_absent)
+		return 0;
+	/* the key after after's: its own key with one more byte sorts right
+	 * after it and before every longer one's successor */
+	uint8_t k0[1 + 16 + 8 + 4 + 1];
+	k0[0] = K_REF;
+	memcpy(k0 + 1, after->file_id, 16);
+	sh_put_be64(k0 + 17, after->record_seq);
+	sh_put_be32(k0 + 25, after->field);
+	k0[29] = 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_FILES], &cur);
+	if (rc)
+		return st_lmdb_err(rc);
+	MDB_val k = val_of(k0, sizeof(k0)), v;
+	struct ref_scan s = {fn, ud};
+	int r = 0;
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	while (!rc && k.mv_size >= 1 && *(const uint8_t *)k.mv_data == K_REF) {
+		if ((r = ref_each(&k, &v, &s)) != 0)
+			break;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (r)
+		return r;
+	return rc && rc != MDB_NOTFOUND ? st_lmdb_err(rc) : 0;
+}
+
 /* ---- uploads in progress ---- */
 
 static int get(struct store_txn *t, uint8_t kind, const uint8_t *id, size_t n, MDB_val *v)

@@ -78,6 +78,11 @@ int upload_refs(struct store_txn *t, const uint8_t file_id[16],
 /* Calls fn for every reference, in file id order. */
 int upload_refs_all(struct store_txn *t, int (*fn)(const struct upload_ref *ref, void *ud),
 		    void *ud);
+/* As upload_refs_all, from the reference after `after` on (its key: file
+ * id, record, field; NULL: from the first): a long scan resumed in a new
+ * read transaction. */
+int upload_refs_after(struct store_txn *t, const struct upload_ref *after,
+		      int (*fn)(const struct upload_ref *ref, void *ud), void *ud);
 
 int upload_get(struct store_txn *t, const uint8_t file_id[16], struct upload_state *ret);
 int upload_put(struct store_txn *t, const struct upload_state *u);
@@ -117,6 +122,43 @@ int upload_gone_get(struct store_txn *t, const uint8_t file_id[16], uint64_t *re
  * A file id counts once per phone. *ret is the caller's (json_decref). */
 int upload_pending(struct store_txn *t, const struct form_registry *reg,
 		   const char *const *counties, size_t n_counties, struct json_t **ret);
+/* ---- the files' manifest: one row per reference, for the CLI's folder
+ * (upload_export_files) and the HTTP export's zip (upload_zip_*) ---- */
+
+struct buf;
+
+/* Which references: records of the given counties (none: all); a file of
+ * a sensitive field (or of a field its form does not list) only with
+ * include_sensitive. The arrays are the caller's and must outlive the
+ * scan (or the zip). */
+struct upload_scope {
+	const struct form_registry *reg;
+	bool include_sensitive;
+	const char *const *counties;
+	size_t n_counties;
+};
+
+/* One reference of a record in scope (a record that is gone names none). */
+struct upload_row {
+	struct upload_ref ref;
+	bool left_out;            /* a sensitive field's, not asked for: no row */
+	bool here;                /* the file is complete: file is set */
+	struct upload_file file;
+};
+
+/* Calls fn for each reference of a record in scope after `after` (NULL:
+ * from the first; see upload_refs_after), in the store's order; fn returns
+ * nonzero to stop (that value is returned). */
+int upload_rows(struct store_txn *t, const struct upload_scope *o, const struct upload_ref *after,
+		int (*fn)(const struct upload_row *row, void *ud), void *ud);
+
+/* The manifest's first line, and a row as its line (CRLF ended): record
+ * id, field, file id, SHA-256, size, media type, received at, uploaded by
+ * (the last two empty for a file not received). 0 or -ENOMEM. */
+#define UPLOAD_MANIFEST_HEADER \
+	"record_id,field,file_id,sha256,size,media_type,received_at,uploaded_by\r\n"
+int upload_row_csv(const struct upload_row *row, struct buf *out);
+
 /* Writes every complete file referenced by records of the given counties
  * into dest/sha256/HASH (a hard link where the file system allows, else a
  * copy) and dest/manifest.csv: record id, field, file id, SHA-256, size,
@@ -126,6 +168,32 @@ int upload_pending(struct store_txn *t, const struct form_registry *reg,
 int upload_export_files(struct store *s, const struct form_registry *reg, const char *data_dir,
 			const char *dest, bool include_sensitive, const char *const *counties,
 			size_t n_counties, size_t *ret_files, size_t *ret_skipped);
+/* upload_zip.c: the same files and manifest as one zip, made a piece at a
+ * time for the HTTP export (GET /v1/export?format=files): an entry
+ * sha256/HASH per complete file (each file once, whatever number of
+ * references name it), STORED (they are compressed already), read from
+ * data_dir a MiB per call; manifest.csv last, so it lists exactly what
+ * the archive holds (it is made as the files go: in memory up to 256 KiB,
+ * then in an unlinked file beside the store); then the central directory
+ * (zipw.h: zip64 where needed). Each call to upload_zip_next holds one
+ * short read transaction at most. Memory: one 1 MiB piece, the entries'
+ * names and hashes (about 150 bytes a file). */
+struct upload_zip;
+
+/* o: copied, its arrays not (they must outlive z). start: where the
+ * archive begins in its output (0; tests give more). */
+int upload_zip_new(const struct upload_scope *o, const char *data_dir, uint64_t start,
+		   struct upload_zip **ret);
+void upload_zip_free(struct upload_zip *z);
+/* Appends the next piece to out: up to 1 MiB of a file, or the headers
+ * of the next, or the manifest and the end. *ret_done with the last. 0 or
+ * a negative errno (the archive is then cut: send no more of it). */
+int upload_zip_next(struct upload_zip *z, struct store *s, struct buf *out, bool *ret_done);
+/* Files whose every byte is in the archive so far; references left out
+ * as sensitive. */
+uint64_t upload_zip_files(const struct upload_zip *z);
+uint64_t upload_zip_left_out(const struct upload_zip *z);
+
 /* A backup's files: data_dir/files/sha256/ into dest/files/sha256/ (hard
  * links where possible). Call after the store's snapshot was copied: every
  * file it names is there by then. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "buf.h"
 #include "common.h"
 #include "form.h"
 #include "render.h"
@@ -171,35 +172,80 @@ static int link_or_copy(const char *from, const char *to)
 	return r;
 }
 
-struct out {
+/* ---- the manifest's rows ---- */
+
+struct rows {
 	struct store_txn *t;
-	const struct form_registry *reg;
+	const struct upload_scope *o;
+	int (*fn)(const struct upload_row *row, void *ud);
+	void *ud;
+};
+
+static int rows_each(const struct upload_ref *ref, void *ud)
+{
+	struct rows *w = ud;
+	struct upload_row row = {.ref = *ref};
+	char county[4];
+	bool sensitive = true;
+	if (ref_record(w->t, w->o->reg, ref, county, &sensitive) < 0 ||
+	    !in_counties(county, w->o->counties, w->o->n_counties))
+		return 0;
+	row.left_out = sensitive && !w->o->include_sensitive;
+	row.here = !row.left_out && upload_file_get(w->t, ref->sha256, &row.file) == 0;
+	return w->fn(&row, w->ud);
+}
+
+int upload_rows(struct store_txn *t, const struct upload_scope *o, const struct upload_ref *after,
+		int (*fn)(const struct upload_row *row, void *ud), void *ud)
+{
+	struct rows w = {t, o, fn, ud};
+	return upload_refs_after(t, after, rows_each, &w);
+}
+
+int upload_row_csv(const struct upload_row *row, struct buf *out)
+{
+	char rid[37], sha[65], fid[33], when[32] = "";
+	const uint8_t *b = row->ref.record_id;
+	snprintf(rid, sizeof(rid),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+		 b[15]);
+	sh_hex(row->ref.sha256, 32, sha);
+	sh_hex(row->ref.file_id, 16, fid);
+	int r = buf_printf(out, "%s,%u,%s,%s,%" PRIu64 ",\"", rid, row->ref.field, fid, sha,
+			   row->ref.size);
+	/* media types are checked UTF-8 without controls at push; quoted anyway */
+	for (const char *m = row->ref.media_type; r == 0 && *m; m++)
+		r = *m == '"' ? buf_puts(out, "\"\"") : buf_putc(out, *m);
+	if (r == 0 && row->here) {
+		render_time_ms(row->file.received_ms, when);
+		r = buf_printf(out, "\",%s,%016" PRIx64 "\r\n", when, row->file.device);
+	} else if (r == 0) {
+		r = buf_puts(out, "\",,\r\n"); /* referenced, not received */
+	}
+	return r;
+}
+
+/* ---- export with files: a folder ---- */
+
+struct out {
 	const char *data_dir, *dest;
-	bool include_sensitive;
-	const char *const *counties;
-	size_t n_counties;
 	FILE *manifest;
+	struct buf line;
 	size_t files, skipped;
 	int err;
 };
 
-static int out_each(const struct upload_ref *ref, void *ud)
+static int out_each(const struct upload_row *row, void *ud)
 {
 	struct out *o = ud;
-	struct upload_file f;
-	char county[4], sha[65], fid[33], from[4096], to[4096], when[32] = "";
-	bool sensitive = true;
-	if (ref_record(o->t, o->reg, ref, county, &sensitive) < 0 ||
-	    !in_counties(county, o->counties, o->n_counties))
-		return 0;
-	if (sensitive && !o->include_sensitive) {
+	char sha[65], from[4096], to[4096];
+	if (row->left_out) {
 		o->skipped++;
 		return 0;
 	}
-	sh_hex(ref->sha256, 32, sha);
-	sh_hex(ref->file_id, 16, fid);
-	bool here = upload_file_get(o->t, ref->sha256, &f) == 0;
-	if (here) {
+	if (row->here) {
+		sh_hex(row->ref.sha256, 32, sha);
 		snprintf(from, sizeof(from), "%s/files/sha256/%s", o->data_dir, sha);
 		snprintf(to, sizeof(to), "%s/sha256/%s", o->dest, sha);
 		int r = link_or_copy(from, to);
@@ -207,23 +253,15 @@ static int out_each(const struct upload_ref *ref, void *ud)
 			o->err = r;
 			return 1;
 		}
-		render_time_ms(f.received_ms, when);
 		o->files++;
 	}
-	char rid[37];
-	const uint8_t *b = ref->record_id;
-	snprintf(rid, sizeof(rid),
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-		 b[15]);
-	/* media types are checked UTF-8 without controls at push; quoted anyway */
-	fprintf(o->manifest, "%s,%u,%s,%s,%" PRIu64 ",\"", rid, ref->field, fid, sha, ref->size);
-	for (const char *m = ref->media_type; *m; m++)
-		fprintf(o->manifest, *m == '"' ? "\"\"" : "%c", *m);
-	if (here)
-		fprintf(o->manifest, "\",%s,%016" PRIx64 "\r\n", when, f.device);
-	else
-		fprintf(o->manifest, "\",,\r\n"); /* referenced, not received */
+	buf_reset(&o->line);
+	if ((o->err = upload_row_csv(row, &o->line)) < 0)
+		return 1;
+	if (fwrite(o->line.data, 1, o->line.len, o->manifest) != o->line.len) {
+		o->err = -EIO;
+		return 1;
+	}
 	return 0;
 }
 
@@ -247,16 +285,16 @@ int upload_export_files(struct store *s, const struct form_registry *reg, const 
 			close(fd);
 		return e;
 	}
-	fputs("record_id,field,file_id,sha256,size,media_type,received_at,uploaded_by\r\n", m);
-	struct out o = {.reg = reg, .data_dir = data_dir, .dest = dest,
-			.include_sensitive = include_sensitive, .counties = counties,
-			.n_counties = n_counties, .manifest = m};
+	fputs(UPLOAD_MANIFEST_HEADER, m);
+	struct upload_scope sc = {.reg = reg, .include_sensitive = include_sensitive,
+				  .counties = counties, .n_counties = n_counties};
+	struct out o = {.data_dir = data_dir, .dest = dest, .manifest = m};
 	int r = store_begin(s, false, &t);
 	if (r == 0) {
-		o.t = t;
-		r = upload_refs_all(t, out_each, &o);
+		r = upload_rows(t, &sc, NULL, out_each, &o);
 		store_abort(t);
 	}
+	buf_free(&o.line);
 	if (r >= 0 && o.err < 0)
 		r = o.err;
 	if (fflush(m) != 0 || fsync(fileno(m)) < 0)
