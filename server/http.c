@@ -351,10 +351,50 @@ void http__update_reading(struct http_conn *c)
 		http__unadmit(c); /* it will not read now: the place goes back */
 }
 
+/* Whether an upload's body may read now, and how much: at most what is
+ * left of this iteration's budget, and only once in a round (see
+ * struct http_server). 0: it waits for the next iteration. */
+static size_t upload_may_read(struct http_conn *c)
+{
+	struct http_server *h = c->srv->http;
+	bool reading_now = c->upload_iter == h->iter; /* its read goes on */
+	if (h->upload_read >= UPLOAD_READ_BUDGET) {
+		c->srv->stats.upload_reads_deferred++;
+		return 0;
+	}
+	if (!reading_now && c->upload_round == h->upload_round) {
+		h->upload_held = true; /* its turn in this round is over */
+		c->srv->stats.upload_reads_deferred++;
+		return 0;
+	}
+	c->upload_iter = h->iter;
+	c->upload_round = h->upload_round;
+	return SH_MIN((size_t)READ_CHUNK, UPLOAD_READ_BUDGET - h->upload_read);
+}
+
+/* Before each poll: a new iteration, and a new round once an iteration
+ * ended with uploads held back for their round but budget left (everyone
+ * ready has had a turn). */
+static void on_turn(uv_prepare_t *p)
+{
+	struct http_server *h = p->data;
+	if (h->upload_held && h->upload_read < UPLOAD_READ_BUDGET)
+		h->upload_round++;
+	h->upload_held = false;
+	h->upload_read = 0;
+	h->iter++;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	struct http_conn *c = h->data;
 	(void)suggested;
+	if (c->state == CS_BODY && c->body_streamed && !c->pending.len) {
+		size_t n = upload_may_read(c);
+		c->upload_deferred = n == 0;
+		*b = uv_buf_init(n ? c->srv->http->buf : NULL, (unsigned)n);
+		return;
+	}
 	/* Readiness for many sockets comes in one poll: those whose turn comes
 	 * after the server became overloaded read nothing (on_read then sees
 	 * UV_ENOBUFS), so a thousand waiting requests stay in the kernel's
@@ -380,6 +420,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	if (nread == 0)
 		return; /* EAGAIN: nothing to do */
+	if (nread == UV_ENOBUFS && c->upload_deferred) {
+		c->upload_deferred = false;
+		return; /* still readable: the next iteration reads it */
+	}
 	if (nread == UV_ENOBUFS) {
 		uv_read_stop(s); /* on_alloc declined: resume_paused reads it */
 		c->reading = false;
@@ -508,6 +552,13 @@ int http_start(struct server *srv, const struct http_handlers *handlers)
 		return r;
 	h->resume_timer.data = srv;
 	h->resume_timer_open = true;
+	if ((r = uv_prepare_init(srv->loop, &h->turn)) < 0)
+		return r;
+	h->turn.data = h;
+	h->turn_open = true;
+	h->upload_round = 1; /* a connection's 0: it has not read in any */
+	uv_prepare_start(&h->turn, on_turn);
+	uv_unref((uv_handle_t *)&h->turn); /* it keeps nothing running */
 	if ((r = uv_tcp_init(srv->loop, &h->listener)) < 0)
 		return r;
 	h->listener.data = srv;
@@ -548,6 +599,10 @@ void http_stop(struct server *srv)
 	if (h->resume_timer_open) {
 		uv_close((uv_handle_t *)&h->resume_timer, NULL);
 		h->resume_timer_open = false;
+	}
+	if (h->turn_open) {
+		uv_close((uv_handle_t *)&h->turn, NULL);
+		h->turn_open = false;
 	}
 	struct http_conn *c = h->conns;
 	while (c) {

@@ -17,6 +17,13 @@
 #define READ_CHUNK (64 * 1024)
 #define WRITE_QUEUE_CAP (1024 * 1024) /* stop parsing while more is unsent */
 #define DRAIN_POLL_MS 250 /* how often to look whether an answer has arrived */
+/* Upload body bytes the loop reads in one iteration, all uploads together
+ * (http.c: on_alloc). Beyond it they wait for the next iteration, so that
+ * a push, /healthz, or the completions of the pool and the writer are not
+ * queued behind megabytes of bodies: libuv reads a readable stream up to
+ * 32 times 64 KiB in a row, and sixteen uploads at full speed kept each
+ * iteration of the loop busy for tens of milliseconds. */
+#define UPLOAD_READ_BUDGET (256 * 1024)
 
 enum conn_state {
 	CS_IDLE,    /* keep-alive, waiting for a request */
@@ -94,6 +101,10 @@ struct http_conn {
 	bool body_streamed;  /* this request's body goes to req.body_sink */
 	int sink_status;     /* the sink refused (507, 500): the rest of the
 				body is read and dropped, then this is answered */
+	uint64_t upload_round; /* the round in which its body last read */
+	uint64_t upload_iter;  /* ...and the loop iteration */
+	bool upload_deferred;  /* on_alloc gave it no buffer: wait for the next
+				  iteration (its socket stays readable) */
 	size_t stream_out;   /* its bytes so far, for the log */
 	struct http_conn *prev, *next;
 };
@@ -119,6 +130,16 @@ struct http_server {
 	uv_timer_t resume_timer; /* while some wait: resume_paused() again */
 	bool resume_timer_open;
 	llhttp_settings_t settings;
+	/* Upload bodies' share of each loop iteration (UPLOAD_READ_BUDGET),
+	 * taken in rounds: an upload that has read in this round waits until
+	 * every other one ready to read has had its turn (epoll hands out
+	 * readable sockets in the same order every time). */
+	uv_prepare_t turn;       /* before each poll: a new iteration */
+	bool turn_open;
+	uint64_t iter;           /* loop iterations */
+	size_t upload_read;      /* upload body bytes read in this iteration */
+	uint64_t upload_round;
+	bool upload_held;        /* one waited for the next round */
 	char buf[READ_CHUNK];    /* shared read buffer: parsing is synchronous */
 };
 

@@ -291,8 +291,12 @@ static int on_headers_complete(llhttp_t *p)
  * to admission only while it is being written. */
 static int on_body_sink(struct http_conn *c, const char *at, size_t n)
 {
-	struct admit *adm = c->srv->http->admit;
+	struct http_server *h = c->srv->http;
+	struct admit *adm = h->admit;
 	c->body_last = sh_mono_ns();
+	h->upload_read += n;
+	if (h->upload_read > c->srv->stats.upload_read_iter_max)
+		c->srv->stats.upload_read_iter_max = h->upload_read;
 	if (!c->req.body_sink)
 		return 0; /* aborted: the rest is read and dropped */
 	if (!admit_charge(adm, c->req.device, n)) {

@@ -65,6 +65,11 @@ struct server_stats {
 	uint64_t reads_paused;   /* a connection's next request left unread: overloaded */
 	uint64_t auth_failures;
 	uint64_t auth_throttled;
+	/* Upload body bytes read in one loop iteration, the most since start
+	 * (http_int.h: UPLOAD_READ_BUDGET), and the reads of uploads put off
+	 * to a later iteration. */
+	uint64_t upload_read_iter_max;
+	uint64_t upload_reads_deferred;
 };
 
 struct server {
