@@ -67,9 +67,10 @@ struct server_stats {
 	uint64_t auth_throttled;
 	/* Upload body bytes read in one loop iteration, the most since start
 	 * (http_int.h: UPLOAD_READ_BUDGET), and the reads of uploads put off
-	 * to a later iteration. */
+	 * to a later iteration: the budget spent, their turn in the round
+	 * taken, other requests being answered (UPLOAD_HOLD_MS). */
 	uint64_t upload_read_iter_max;
-	uint64_t upload_reads_deferred;
+	uint64_t upload_deferred_budget, upload_deferred_round, upload_deferred_others;
 };
 
 struct server {
