@@ -352,15 +352,17 @@ void http__update_reading(struct http_conn *c)
 		http__unadmit(c); /* it will not read now: the place goes back */
 }
 
-/* Whether an upload's body may read now, and how much: at most what is
- * left of this iteration's budget, and only once in a round (see
- * struct http_server). 0: it waits for the next iteration. */
-/* Requests being answered (pushes, pulls, the office): uploads give way. */
+/* Requests being answered (pushes, pulls, the office, /metrics): uploads
+ * give way. */
 static bool others_waiting(const struct server *srv)
 {
 	return srv->busy > 0;
 }
 
+/* Whether an upload's body may read now, and how much: not while others
+ * wait (but a budget every UPLOAD_HOLD_MS), at most what is left of this
+ * iteration's budget, and only once in a round (see struct http_server).
+ * 0: it waits for a later iteration. */
 static size_t upload_may_read(struct http_conn *c)
 {
 	struct http_server *h = c->srv->http;
@@ -376,8 +378,7 @@ static size_t upload_may_read(struct http_conn *c)
 		return 0;
 	}
 	if (!reading_now && c->upload_round == h->upload_round) {
-		h->upload_held = true; /* its turn in this round is over */
-		c->srv->stats.upload_deferred_round++;
+		c->srv->stats.upload_deferred_round++; /* its turn in this round is over */
 		return 0;
 	}
 	c->upload_iter = h->iter;
@@ -420,19 +421,18 @@ static void upload_stop(struct http_conn *c)
 }
 
 /* Before each poll: a new iteration, and a new round once an iteration
- * ended with uploads held back for their round but budget left (everyone
- * ready has had a turn). */
+ * ended with budget left (everyone ready to read has had a turn; a slow
+ * upload alone reads at every iteration). */
 static void on_turn(uv_prepare_t *p)
 {
 	struct http_server *h = p->data;
 	struct server *srv = h->turn_srv;
-	if (h->upload_held && h->upload_read < UPLOAD_READ_BUDGET)
+	if (h->upload_read < UPLOAD_READ_BUDGET)
 		h->upload_round++;
 	if (h->upload_read && others_waiting(srv))
 		h->upload_next_ms = uv_now(srv->loop) + UPLOAD_HOLD_MS;
 	if (h->uploads_stopped && !others_waiting(srv))
 		uploads_release(h);
-	h->upload_held = false;
 	h->upload_read = 0;
 	h->iter++;
 }

@@ -152,7 +152,6 @@ struct http_server {
 	uint64_t iter;           /* loop iterations */
 	size_t upload_read;      /* upload body bytes read in this iteration */
 	uint64_t upload_round;
-	bool upload_held;        /* one waited for the next round */
 	uint64_t upload_next_ms; /* while others wait, uploads read from then */
 	bool uploads_stopped;    /* some have stopped reading until then */
 	uv_timer_t hold_timer;   /* ...and this wakes the loop then */
