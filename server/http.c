@@ -464,11 +464,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	struct http_conn *c = s->data;
 	if (nread > 0) {
 		http__unadmit(c); /* read: the request is counted from here on */
-		if (buf_append(&c->pending, b->base, (size_t)nread) < 0) {
-			http__conn_close(c);
-			return;
-		}
-		http__process(c);
+		http__process_read(c, b->base, (size_t)nread);
 		return;
 	}
 	if (nread == 0)

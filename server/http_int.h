@@ -180,6 +180,8 @@ void http__start_idle(struct http_conn *c);
 void http__parser_settings(llhttp_settings_t *s);
 /* Parses what is pending, one request at a time. */
 void http__process(struct http_conn *c);
+/* The same, with len bytes just read into data (the shared buffer). */
+void http__process_read(struct http_conn *c, const char *data, size_t len);
 /* A streamed request body ends before its request is handled: tells its
  * route once (http.h: body_abort). */
 void http__body_abort(struct http_conn *c);

@@ -52,6 +52,13 @@ def rss_kb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def call(port, method, path, headers, body=b"", want_body=False):
     s = socket.create_connection(("127.0.0.1", port), timeout=120)
     try:
@@ -164,7 +171,9 @@ try:
                        t, re.M)
         ps = re.search(r'^shahidi_http_request_duration_seconds_sum\{route="push"\} (\S+)',
                        t, re.M)
-        return n, total, fast, int(pn.group(1)) if pn else 0, float(ps.group(1)) if ps else 0
+        held = re.search(r'^shahidi_upload_reads_deferred_total\{reason="others"\} (\d+)', t, re.M)
+        return (n, total, fast, int(pn.group(1)) if pn else 0, float(ps.group(1)) if ps else 0,
+                int(held.group(1)) if held else 0)
 
     def commit_figures(a, b):
         n, total, fast, pn, ps = (b[i] - a[i] for i in range(5))
@@ -252,6 +261,7 @@ try:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     ws = [threading.Thread(target=upload, args=f) for f in files]
+    cpu0 = cpu_s(srv.pid), cpu_s(os.getpid())
     t0 = time.time()
     go.set()
     for w in ws:
@@ -259,6 +269,7 @@ try:
     for w in ws:
         w.join()
     took = time.time() - t0
+    cpu1 = cpu_s(srv.pid), cpu_s(os.getpid())
     done.set()
     stop_pushing.set()
     during = rx.recv()
@@ -279,6 +290,10 @@ try:
     print(f"push of 20 reports: p50/p99 {a50:.1f}/{a99:.1f} ms alone, {d50:.1f}/{d99:.1f} ms "
           f"during the uploads ({len(during)} pushes)")
     print(f"server's commits: alone {commit_figures(c0, c1)}; during the uploads "
-          f"{commit_figures(c1, c2)}")
+          f"{commit_figures(c1, c2)}; upload reads held back for other requests "
+          f"{c2[5] - c1[5]}")
+    print(f"CPU during the uploads ({took:.2f} s, {os.cpu_count()} cores): server "
+          f"{cpu1[0] - cpu0[0]:.2f} s, the uploading phones (this process, with its kernel "
+          f"time) {cpu1[1] - cpu0[1]:.2f} s")
 finally:
     shutil.rmtree(root, ignore_errors=True)
