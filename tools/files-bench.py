@@ -4,11 +4,13 @@ tus PATCHes (4 MiB each, every one fdatasync'd before its answer), beside
 the raw speed of the same disk measured in the same run (the same bytes
 written sequentially in files of M MB, each fdatasync'd), the server's
 resident memory above idle, sampled every 20 ms, and the latency of a
-phone pushing 20 reports at a time every 50 ms, alone and while the
-uploads run, with
-the server's own durable commit latency in both phases (from /metrics: its
-mean, and the share of commits over 20 ms), which tells the disk's part
-from the CPU's on a shared machine.
+phone pushing 20 reports at a time every 50 ms (a process of its own),
+alone and while the uploads run, with the server's own durable commit
+latency and its own push latency in both phases (from /metrics: their
+means, and the share of commits over 20 ms), which tell the disk's and the
+server's part from the rest of a shared machine's; the upload reads the
+server held back for other requests, and the CPU the server and the
+uploading phones used during the uploads.
 
     tools/files-bench.py [--phones 16] [--mb 20] [--build build] [--dir DIR]
                          [--server-arg ARG]...
