@@ -332,6 +332,7 @@ void http__update_reading(struct http_conn *c)
 {
 	struct server *srv = c->srv;
 	bool want = !c->closing && !c->close_after && c->state != CS_BUSY && !c->peer_eof &&
+		    !c->upload_held &&
 		    c->pending.len < READ_CHUNK;
 	/* Pause between requests only: a body being read is already counted,
 	 * and pausing it could wait on itself. */
@@ -351,10 +352,102 @@ void http__update_reading(struct http_conn *c)
 		http__unadmit(c); /* it will not read now: the place goes back */
 }
 
+/* Requests being answered (pushes, pulls, the office, /metrics): uploads
+ * give way. */
+static bool others_waiting(const struct server *srv)
+{
+	return srv->busy > 0;
+}
+
+/* Whether an upload's body may read now, and how much: not while others
+ * wait (but a budget every UPLOAD_HOLD_MS), at most what is left of this
+ * iteration's budget, and only once in a round (see struct http_server).
+ * 0: it waits for a later iteration. */
+static size_t upload_may_read(struct http_conn *c)
+{
+	struct http_server *h = c->srv->http;
+	bool reading_now = c->upload_iter == h->iter; /* its read goes on */
+	if (!reading_now && others_waiting(c->srv) &&
+	    uv_now(c->srv->loop) < h->upload_next_ms) {
+		c->upload_hold = true;
+		c->srv->stats.upload_deferred_others++;
+		return 0;
+	}
+	if (h->upload_read >= UPLOAD_READ_BUDGET) {
+		c->srv->stats.upload_deferred_budget++;
+		return 0;
+	}
+	if (!reading_now && c->upload_round == h->upload_round) {
+		c->srv->stats.upload_deferred_round++; /* its turn in this round is over */
+		return 0;
+	}
+	c->upload_iter = h->iter;
+	c->upload_round = h->upload_round;
+	return SH_MIN((size_t)READ_CHUNK, UPLOAD_READ_BUDGET - h->upload_read);
+}
+
+/* Uploads stopped while others wait read again. */
+static void uploads_release(struct http_server *h)
+{
+	h->uploads_stopped = false;
+	uv_timer_stop(&h->hold_timer);
+	for (struct http_conn *c = h->conns; c; c = c->next)
+		if (c->upload_held) {
+			c->upload_held = false;
+			http__update_reading(c);
+		}
+}
+
+static void on_hold_timer(uv_timer_t *t)
+{
+	uploads_release(t->data);
+}
+
+/* An upload that is to wait for others stops reading (left readable, its
+ * socket would wake every poll at once) until UPLOAD_HOLD_MS after the
+ * uploads' last read, or until nobody waits. */
+static void upload_stop(struct http_conn *c)
+{
+	struct http_server *h = c->srv->http;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+	c->upload_held = true;
+	h->uploads_stopped = true;
+	if (!uv_is_active((uv_handle_t *)&h->hold_timer)) {
+		uint64_t now = uv_now(c->srv->loop);
+		uv_timer_start(&h->hold_timer, on_hold_timer,
+			       h->upload_next_ms > now ? h->upload_next_ms - now : 0, 0);
+	}
+}
+
+/* Before each poll: a new iteration, and a new round once an iteration
+ * ended with budget left (everyone ready to read has had a turn; a slow
+ * upload alone reads at every iteration). */
+static void on_turn(uv_prepare_t *p)
+{
+	struct http_server *h = p->data;
+	struct server *srv = h->turn_srv;
+	if (h->upload_read < UPLOAD_READ_BUDGET)
+		h->upload_round++;
+	if (h->upload_read && others_waiting(srv))
+		h->upload_next_ms = uv_now(srv->loop) + UPLOAD_HOLD_MS;
+	if (h->uploads_stopped && !others_waiting(srv))
+		uploads_release(h);
+	h->upload_read = 0;
+	h->iter++;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	struct http_conn *c = h->data;
 	(void)suggested;
+	if (c->state == CS_BODY && c->body_streamed && !c->pending.len) {
+		c->upload_hold = false;
+		size_t n = upload_may_read(c);
+		c->upload_deferred = n == 0;
+		*b = uv_buf_init(n ? c->srv->http->buf : NULL, (unsigned)n);
+		return;
+	}
 	/* Readiness for many sockets comes in one poll: those whose turn comes
 	 * after the server became overloaded read nothing (on_read then sees
 	 * UV_ENOBUFS), so a thousand waiting requests stay in the kernel's
@@ -371,15 +464,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	struct http_conn *c = s->data;
 	if (nread > 0) {
 		http__unadmit(c); /* read: the request is counted from here on */
-		if (buf_append(&c->pending, b->base, (size_t)nread) < 0) {
-			http__conn_close(c);
-			return;
-		}
-		http__process(c);
+		http__process_read(c, b->base, (size_t)nread);
 		return;
 	}
 	if (nread == 0)
 		return; /* EAGAIN: nothing to do */
+	if (nread == UV_ENOBUFS && c->upload_deferred) {
+		c->upload_deferred = false;
+		if (c->upload_hold)
+			upload_stop(c);
+		return; /* still readable: the next iteration reads it */
+	}
 	if (nread == UV_ENOBUFS) {
 		uv_read_stop(s); /* on_alloc declined: resume_paused reads it */
 		c->reading = false;
@@ -508,6 +603,18 @@ int http_start(struct server *srv, const struct http_handlers *handlers)
 		return r;
 	h->resume_timer.data = srv;
 	h->resume_timer_open = true;
+	if ((r = uv_prepare_init(srv->loop, &h->turn)) < 0)
+		return r;
+	h->turn.data = h;
+	h->turn_srv = srv;
+	h->turn_open = true;
+	h->upload_round = 1; /* a connection's 0: it has not read in any */
+	uv_prepare_start(&h->turn, on_turn);
+	uv_unref((uv_handle_t *)&h->turn); /* it keeps nothing running */
+	if ((r = uv_timer_init(srv->loop, &h->hold_timer)) < 0)
+		return r;
+	h->hold_timer.data = h;
+	h->hold_timer_open = true;
 	if ((r = uv_tcp_init(srv->loop, &h->listener)) < 0)
 		return r;
 	h->listener.data = srv;
@@ -548,6 +655,14 @@ void http_stop(struct server *srv)
 	if (h->resume_timer_open) {
 		uv_close((uv_handle_t *)&h->resume_timer, NULL);
 		h->resume_timer_open = false;
+	}
+	if (h->turn_open) {
+		uv_close((uv_handle_t *)&h->turn, NULL);
+		h->turn_open = false;
+	}
+	if (h->hold_timer_open) {
+		uv_close((uv_handle_t *)&h->hold_timer, NULL);
+		h->hold_timer_open = false;
 	}
 	struct http_conn *c = h->conns;
 	while (c) {

@@ -291,8 +291,12 @@ static int on_headers_complete(llhttp_t *p)
  * to admission only while it is being written. */
 static int on_body_sink(struct http_conn *c, const char *at, size_t n)
 {
-	struct admit *adm = c->srv->http->admit;
+	struct http_server *h = c->srv->http;
+	struct admit *adm = h->admit;
 	c->body_last = sh_mono_ns();
+	h->upload_read += n;
+	if (h->upload_read > c->srv->stats.upload_read_iter_max)
+		c->srv->stats.upload_read_iter_max = h->upload_read;
 	if (!c->req.body_sink)
 		return 0; /* aborted: the rest is read and dropped */
 	if (!admit_charge(adm, c->req.device, n)) {
@@ -395,11 +399,51 @@ static void parse_error(struct http_conn *c, llhttp_errno_t err)
 		http_error(c, 400, "bad_request", llhttp_errno_name(err));
 }
 
+/* Gives data to the parser; returns the bytes it took (up to the end of
+ * a request, where it pauses), or -1 on a parse error, *err saying which
+ * (the caller drops what is pending, then answers it: parse_error). */
+static ssize_t parse_some(struct http_conn *c, const char *data, size_t len,
+			  llhttp_errno_t *ret_err)
+{
+	/* A value cut by the end of the last read goes on at the start of
+	 * this one; one whose line ended there may not go on at all. */
+	if (c->hval_open)
+		c->hval_next = c->hval_next == c->exec_end ? data : NULL;
+	c->exec_end = data + len;
+	c->in_parser = true;
+	llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+	c->in_parser = false;
+	size_t used = len;
+	if (err == HPE_PAUSED) {
+		used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+		llhttp_resume(&c->parser);
+	} else if (err != HPE_OK) {
+		c->bytes_in += len;
+		if (c->log_deferred) {
+			c->log_deferred = false;
+			http__log_request(c, c->log_status, c->log_out);
+		}
+		*ret_err = err;
+		return -1;
+	}
+	c->bytes_in += used;
+	if (c->log_deferred) {
+		c->log_deferred = false;
+		http__log_request(c, c->log_status, c->log_out);
+	}
+	return (ssize_t)used;
+}
+
+static bool may_parse(struct http_conn *c)
+{
+	return !c->closing && !c->close_after && c->state != CS_BUSY &&
+	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_CAP;
+}
+
 /* Parses what is pending, one request at a time. */
 void http__process(struct http_conn *c)
 {
-	while (c->pending.len && !c->closing && !c->close_after && c->state != CS_BUSY &&
-	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_CAP) {
+	while (c->pending.len && may_parse(c)) {
 		/* A new request waits, unparsed, while the server is overloaded:
 		 * a thousand phones connecting at once each have a request in
 		 * the first read, and starting them all would hold a thousand
@@ -409,44 +453,47 @@ void http__process(struct http_conn *c)
 			http__pause_by_server(c);
 			break;
 		}
-		const char *data = (const char *)c->pending.data;
 		if (c->state == CS_IDLE)
 			c->bytes_in = 0; /* a new request starts with these bytes */
-		/* A value cut by the end of the last read goes on at the start of
-		 * this one; one whose line ended there may not go on at all. */
-		if (c->hval_open)
-			c->hval_next = c->hval_next == c->exec_end ? data : NULL;
-		c->exec_end = data + c->pending.len;
-		c->in_parser = true;
-		llhttp_errno_t err = llhttp_execute(&c->parser, data, c->pending.len);
-		c->in_parser = false;
-		size_t used = c->pending.len;
-		if (err == HPE_PAUSED) {
-			used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
-			llhttp_resume(&c->parser);
-		} else if (err != HPE_OK) {
-			c->bytes_in += c->pending.len;
+		llhttp_errno_t err;
+		ssize_t used = parse_some(c, (const char *)c->pending.data, c->pending.len, &err);
+		if (used < 0) {
 			c->pending.len = 0;
-			if (c->log_deferred) {
-				c->log_deferred = false;
-				http__log_request(c, c->log_status, c->log_out);
-			}
 			parse_error(c, err);
 			break;
 		}
-		c->bytes_in += used;
-		if (c->log_deferred) {
-			c->log_deferred = false;
-			http__log_request(c, c->log_status, c->log_out);
-		}
-		memmove(c->pending.data, c->pending.data + used, c->pending.len - used);
-		c->pending.len -= used;
+		memmove(c->pending.data, c->pending.data + used, c->pending.len - (size_t)used);
+		c->pending.len -= (size_t)used;
 	}
 	/* Reads land in the shared buffer first: what was parsed need not
 	 * stay allocated while the request is decoded and committed. */
 	if (!c->pending.len)
 		buf_free(&c->pending);
 	http__update_reading(c);
+}
+
+void http__process_read(struct http_conn *c, const char *data, size_t len)
+{
+	/* An upload's body goes to its sink straight from the read buffer:
+	 * copied to pending first, each of its bytes cost one more copy (a
+	 * tenth of the server's CPU while uploads stream in). What is left
+	 * when its request ends is kept, as any read. */
+	if (!c->pending.len && c->state == CS_BODY && c->body_streamed && may_parse(c)) {
+		llhttp_errno_t err;
+		ssize_t used = parse_some(c, data, len, &err);
+		if (used < 0) {
+			parse_error(c, err);
+			http__update_reading(c);
+			return;
+		}
+		data += used;
+		len -= (size_t)used;
+	}
+	if (len && buf_append(&c->pending, data, len) < 0) {
+		http__conn_close(c);
+		return;
+	}
+	http__process(c);
 }
 
 /* Decodes %XX and '+' in a query value, in place. */

@@ -253,6 +253,18 @@ static void metrics_gather(struct task *tk)
 		   "# HELP shahidi_auth_throttled_total Requests refused with 429 after too many bad tokens.\n"
 		   "# TYPE shahidi_auth_throttled_total counter\n"
 		   "shahidi_auth_throttled_total %" PRIu64 "\n"
+		   "# HELP shahidi_upload_read_iteration_max_bytes Most upload body bytes the "
+		   "event loop read in one iteration since start.\n"
+		   "# TYPE shahidi_upload_read_iteration_max_bytes gauge\n"
+		   "shahidi_upload_read_iteration_max_bytes %" PRIu64 "\n"
+		   "# HELP shahidi_upload_reads_deferred_total Upload reads put off to a later "
+		   "iteration of the event loop, so that other requests go first: the "
+		   "iteration's budget spent, the upload's turn in the round taken, other "
+		   "requests being answered.\n"
+		   "# TYPE shahidi_upload_reads_deferred_total counter\n"
+		   "shahidi_upload_reads_deferred_total{reason=\"budget\"} %" PRIu64 "\n"
+		   "shahidi_upload_reads_deferred_total{reason=\"round\"} %" PRIu64 "\n"
+		   "shahidi_upload_reads_deferred_total{reason=\"others\"} %" PRIu64 "\n"
 		   "# HELP shahidi_map_size_bytes Size of the store's memory map (grows up to --max-map).\n"
 		   "# TYPE shahidi_map_size_bytes gauge\n"
 		   "shahidi_map_size_bytes %" PRIu64 "\n"
@@ -265,7 +277,8 @@ static void metrics_gather(struct task *tk)
 		   st->batches, st->batches_replayed, st->changes_applied, st->changes_duplicate,
 		   st->changes_rejected, info.open_conflicts, info.records, info.log_entries,
 		   m->conns, st->conns_refused, st->reads_paused, st->auth_failures, st->auth_throttled,
-		   info.map_size, info.map_used,
+		   st->upload_read_iter_max, st->upload_deferred_budget, st->upload_deferred_round,
+		   st->upload_deferred_others, info.map_size, info.map_used,
 		   ws.queued);
 	static const char *const le[] = {"0.001", "0.002", "0.005", "0.01", "0.02", "0.05",
 					 "0.1",	  "0.2",   "0.5",   "1",    "+Inf"};

@@ -65,6 +65,12 @@ struct server_stats {
 	uint64_t reads_paused;   /* a connection's next request left unread: overloaded */
 	uint64_t auth_failures;
 	uint64_t auth_throttled;
+	/* Upload body bytes read in one loop iteration, the most since start
+	 * (http_int.h: UPLOAD_READ_BUDGET), and the reads of uploads put off
+	 * to a later iteration: the budget spent, their turn in the round
+	 * taken, other requests being answered (UPLOAD_HOLD_MS). */
+	uint64_t upload_read_iter_max;
+	uint64_t upload_deferred_budget, upload_deferred_round, upload_deferred_others;
 };
 
 struct server {

@@ -4,11 +4,13 @@ tus PATCHes (4 MiB each, every one fdatasync'd before its answer), beside
 the raw speed of the same disk measured in the same run (the same bytes
 written sequentially in files of M MB, each fdatasync'd), the server's
 resident memory above idle, sampled every 20 ms, and the latency of a
-phone pushing 20 reports at a time every 50 ms, alone and while the
-uploads run, with
-the server's own durable commit latency in both phases (from /metrics: its
-mean, and the share of commits over 20 ms), which tells the disk's part
-from the CPU's on a shared machine.
+phone pushing 20 reports at a time every 50 ms (a process of its own),
+alone and while the uploads run, with the server's own durable commit
+latency and its own push latency in both phases (from /metrics: their
+means, and the share of commits over 20 ms), which tell the disk's and the
+server's part from the rest of a shared machine's; the upload reads the
+server held back for other requests, and the CPU the server and the
+uploading phones used during the uploads.
 
     tools/files-bench.py [--phones 16] [--mb 20] [--build build] [--dir DIR]
                          [--server-arg ARG]...
@@ -18,6 +20,7 @@ server would use) is removed afterwards. Talks only to 127.0.0.1.
 """
 import argparse
 import hashlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -49,6 +52,13 @@ size = args.mb << 20
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def call(port, method, path, headers, body=b"", want_body=False):
@@ -149,7 +159,8 @@ try:
         return (time.time() - t) * 1000
 
     def commits():
-        """(count, sum of seconds, count within 20 ms) of the server's commits."""
+        """(count, sum of seconds, count within 20 ms) of the server's commits,
+        and (count, sum of seconds) of its pushes (first byte to answer)."""
         st, _, body = call(port, "GET", "/metrics", {"Authorization": f"Bearer {atok}"},
                            want_body=True)
         assert st == 200, st
@@ -158,12 +169,19 @@ try:
         total = float(re.search(r"^shahidi_commit_seconds_sum (\S+)", t, re.M).group(1))
         fast = int(re.search(r'^shahidi_commit_seconds_bucket\{le="0.02"\} (\d+)', t,
                              re.M).group(1))
-        return n, total, fast
+        pn = re.search(r'^shahidi_http_request_duration_seconds_count\{route="push"\} (\d+)',
+                       t, re.M)
+        ps = re.search(r'^shahidi_http_request_duration_seconds_sum\{route="push"\} (\S+)',
+                       t, re.M)
+        held = re.search(r'^shahidi_upload_reads_deferred_total\{reason="others"\} (\d+)', t, re.M)
+        return (n, total, fast, int(pn.group(1)) if pn else 0, float(ps.group(1)) if ps else 0,
+                int(held.group(1)) if held else 0)
 
     def commit_figures(a, b):
-        n, total, fast = (b[i] - a[i] for i in range(3))
+        n, total, fast, pn, ps = (b[i] - a[i] for i in range(5))
         return (f"{n} commits, mean {1000 * total / max(n, 1):.1f} ms, "
-                f"{100 * (n - fast) / max(n, 1):.0f}% over 20 ms")
+                f"{100 * (n - fast) / max(n, 1):.0f}% over 20 ms; its pushes' mean "
+                f"{1000 * ps / max(pn, 1):.1f} ms")
 
     def p99(xs):
         xs = sorted(xs)
@@ -208,35 +226,57 @@ try:
     # took longer), so that faster pushes do not mean more commits
     PACE = 0.05
 
-    def paced(n=None):
+    def paced(n=None, stop=None):
         out, nxt = [], time.time()
-        while (len(out) < n) if n else not done.is_set():
+        while (len(out) < n) if n else not stop.is_set():
             out.append(one_push())
             nxt += PACE
             time.sleep(max(0, nxt - time.time()))
         return out
 
-    alone = paced(40)
-    c1 = commits()
-    during = []
+    # The pushing phone is a process of its own: in this one, sixteen
+    # uploading threads take Python's lock in turns (up to 5 ms each), and
+    # the pushes' latency measured here was mostly that wait.
+    ctx = multiprocessing.get_context("fork")
 
-    def pusher():
-        during.extend(paced())
+    def pushing(n, first_seq, stop, go, out):
+        pseq[0] = first_seq
+        if go:
+            go.wait()
+        out.send(paced(n, stop))
+        out.close()
+
+    def phone_process(n, first_seq, stop=None, go=None):
+        rx, tx = ctx.Pipe(duplex=False)
+        pr = ctx.Process(target=pushing, args=(n, first_seq, stop, go, tx))
+        pr.start()
+        return pr, rx
+
+    pr, rx = phone_process(40, 0)
+    alone = rx.recv()
+    pr.join()
+    c1 = commits()
+    stop_pushing = ctx.Event()
+    go = ctx.Event()
+    pr, rx = phone_process(None, 1000, stop_pushing, go)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    pt = threading.Thread(target=pusher, daemon=True)
-    pt.start()
     ws = [threading.Thread(target=upload, args=f) for f in files]
+    cpu0 = cpu_s(srv.pid), cpu_s(os.getpid())
     t0 = time.time()
+    go.set()
     for w in ws:
         w.start()
     for w in ws:
         w.join()
     took = time.time() - t0
+    cpu1 = cpu_s(srv.pid), cpu_s(os.getpid())
     done.set()
+    stop_pushing.set()
+    during = rx.recv()
+    pr.join()
     sampler.join()
-    pt.join()
     c2 = commits()
     srv.terminate()
     srv.wait(30)
@@ -252,6 +292,10 @@ try:
     print(f"push of 20 reports: p50/p99 {a50:.1f}/{a99:.1f} ms alone, {d50:.1f}/{d99:.1f} ms "
           f"during the uploads ({len(during)} pushes)")
     print(f"server's commits: alone {commit_figures(c0, c1)}; during the uploads "
-          f"{commit_figures(c1, c2)}")
+          f"{commit_figures(c1, c2)}; upload reads held back for other requests "
+          f"{c2[5] - c1[5]}")
+    print(f"CPU during the uploads ({took:.2f} s, {os.cpu_count()} cores): server "
+          f"{cpu1[0] - cpu0[0]:.2f} s, the uploading phones (this process, with its kernel "
+          f"time) {cpu1[1] - cpu0[1]:.2f} s")
 finally:
     shutil.rmtree(root, ignore_errors=True)
