@@ -455,7 +455,7 @@ void http__process(struct http_conn *c)
 		}
 		if (c->state == CS_IDLE)
 			c->bytes_in = 0; /* a new request starts with these bytes */
-		llhttp_errno_t err;
+		llhttp_errno_t err = HPE_OK;
 		ssize_t used = parse_some(c, (const char *)c->pending.data, c->pending.len, &err);
 		if (used < 0) {
 			c->pending.len = 0;
@@ -479,7 +479,7 @@ void http__process_read(struct http_conn *c, const char *data, size_t len)
 	 * tenth of the server's CPU while uploads stream in). What is left
 	 * when its request ends is kept, as any read. */
 	if (!c->pending.len && c->state == CS_BODY && c->body_streamed && may_parse(c)) {
-		llhttp_errno_t err;
+		llhttp_errno_t err = HPE_OK;
 		ssize_t used = parse_some(c, data, len, &err);
 		if (used < 0) {
 			parse_error(c, err);
