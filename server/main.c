@@ -210,7 +210,7 @@ static const struct option opts[] = {
 static bool apply_opt(struct server_config *cfg, int c, const char *val)
 {
 	size_t sz = 0; /* parse_size leaves it alone on failure */
-	unsigned ms;
+	unsigned ms = 0;
 	bool bad = false;
 	switch (c) {
 	case 'd': cfg->data_dir = val; break;
