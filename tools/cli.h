@@ -53,6 +53,14 @@ const char *cli_token(const char *arg, const char *file);
 /* Prints a merged record for people (conflicts_only: just its conflicts). */
 void cli_print_record(const merge_rec_t *rec, const struct form *f, bool conflicts_only);
 
+/* "042,047" -> an array of at most max codes, in a static buffer. */
+size_t cli_parse_counties(const char *arg, const char **out, size_t max);
+/* 0 when every code is in the county vocabulary of a loaded form (of
+ * form_id when given); otherwise prints the codes that are and returns
+ * EXIT_USAGE. An unknown code would silently select nothing. */
+int cli_check_counties(const struct form_registry *reg, const char *form_id,
+		       const char *const *codes, size_t n);
+
 int cmd_demo(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
