@@ -50,7 +50,8 @@ int export_dev_load(struct store *s, struct export_dev **ret)
 	}
 	store_abort(txn);
 	if (r >= 0) {
-		qsort(d->v, d->n, sizeof(*d->v), cmp_dev);
+		if (d->n) /* qsort of NULL is undefined, even for none */
+			qsort(d->v, d->n, sizeof(*d->v), cmp_dev);
 		*ret = d;
 		d = NULL;
 		r = 0;
