@@ -234,21 +234,6 @@ static int apply_fn(struct store_txn *t, void *ud)
 	return 0;
 }
 
-/* --groups: device 0's shared records, assigned to every other device. */
-static int assign_fn(struct store_txn *t, void *ud)
-{
-	struct lg_run *run = ud;
-	struct arena *a = arena_new();
-	int r = a ? 0 : -ENOMEM;
-	for (unsigned i = 1; r == 0 && i < run->n_dev; i++)
-		for (unsigned k = 0; r == 0 && k < run->n_shared && k < run->dev[0].n_recs; k++) {
-			r = store_assign(t, a, run->dev[0].recs[k].id, run->dev[i].id);
-			arena_reset(a);
-		}
-	arena_free(a);
-	return r;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -400,7 +385,7 @@ int main(int argc, char **argv)
 		struct apply_ctx ac = {batches, 1, true, 0, 0};
 		int r = store_write(s, apply_fn, &ac);
 		if (r >= 0)
-			r = store_write(s, assign_fn, corp.run);
+			r = store_write(s, lg_assign_txn, corp.run);
 		if (r < 0) {
 			fprintf(stderr, "apply: %s\n", sh_strerror(r));
 			return 1;

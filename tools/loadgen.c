@@ -492,20 +492,6 @@ out:
 	return r;
 }
 
-static int assign_fn(struct store_txn *t, void *ud)
-{
-	struct lg_run *run = ud;
-	struct arena *a = arena_new();
-	int r = a ? 0 : -ENOMEM;
-	for (unsigned i = 1; r == 0 && i < run->n_dev; i++)
-		for (unsigned k = 0; r == 0 && k < run->n_shared && k < run->dev[0].n_recs; k++) {
-			r = store_assign(t, a, run->dev[0].recs[k].id, run->dev[i].id);
-			arena_reset(a);
-		}
-	arena_free(a);
-	return r;
-}
-
 int lg_assign_shared(struct lg_run *run)
 {
 	struct store *s;
@@ -517,7 +503,7 @@ int lg_assign_shared(struct lg_run *run)
 		fprintf(stderr, "shahidi-loadgen: %s\n", err);
 		return r;
 	}
-	if ((r = store_write(s, assign_fn, run)) < 0)
+	if ((r = store_write(s, lg_assign_txn, run)) < 0)
 		fprintf(stderr, "shahidi-loadgen: cannot assign the shared records: %s\n",
 			sh_strerror(r));
 	store_close(s);

@@ -196,6 +196,8 @@ struct lg_verify {
 	uint64_t expected_conflicted;
 };
 
+struct store_txn;
+
 struct lg_run {
 	struct lg_opts o;
 	const struct form *form;
@@ -228,6 +230,9 @@ int lg_net_run(struct lg_run *run);
  * as a coordinator would assign them); nothing when the run has no store
  * of its own (--tokens). 0 or a negative errno. */
 int lg_assign_shared(struct lg_run *run);
+/* The same in a write transaction of the caller's (store_write's fn; ud
+ * is the run): device 0's shared records to every other device. */
+int lg_assign_txn(struct store_txn *t, void *ud);
 
 /* loadgen_verify.c: checks the store in dir against what the server
  * acknowledged; fills run->v. 0, or a negative errno when the store could

@@ -24,6 +24,7 @@
 #include "gen.h"
 #include "loadgen.h"
 #include "shahidi.pb-c.h"
+#include "store.h"
 
 #define APP_VERSION "shahidi-loadgen " SHAHIDI_VERSION
 #define LG_MAX_THREADS 16
@@ -513,4 +514,18 @@ void lg_work_free(struct lg_run *run)
 	}
 	free(run->shared_create_hlc);
 	run->shared_create_hlc = NULL;
+}
+
+int lg_assign_txn(struct store_txn *t, void *ud)
+{
+	struct lg_run *run = ud;
+	struct arena *a = arena_new();
+	int r = a ? 0 : -ENOMEM;
+	for (unsigned i = 1; r == 0 && i < run->n_dev; i++)
+		for (unsigned k = 0; r == 0 && k < run->n_shared && k < run->dev[0].n_recs; k++) {
+			r = store_assign(t, a, run->dev[0].recs[k].id, run->dev[i].id);
+			arena_reset(a);
+		}
+	arena_free(a);
+	return r;
 }
