@@ -49,6 +49,15 @@ static inline int buf_putc(struct buf *b, char c)
 	return 0;
 }
 
+/* Appends the low n bytes of v, least significant first (zip headers). */
+static inline int buf_put_le(struct buf *b, uint64_t v, size_t n)
+{
+	uint8_t p[8];
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+	return buf_append(b, p, n);
+}
+
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Keeps the memory, forgets the content. */

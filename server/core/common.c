@@ -1,6 +1,9 @@
 #include "common.h"
 
+#include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 const char *sh_strerror(int err)
@@ -101,4 +104,23 @@ int sh_device_parse(const char *s, uint64_t *ret_id)
 		return -EINVAL;
 	*ret_id = v;
 	return 0;
+}
+
+FILE *sh_tmpfile(const char *dir)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		char path[4096 + 32];
+		snprintf(path, sizeof(path), "%s/export-XXXXXX", dir);
+		if ((fd = mkstemp(path)) < 0)
+			return NULL;
+		unlink(path);
+	}
+	FILE *f = fdopen(fd, "w+b");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return f;
 }

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define SH_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define SH_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -68,6 +69,12 @@ static inline uint32_t sh_get_be32(const uint8_t *p)
 void sh_device_fmt(uint64_t id, char buf[17]);
 /* Parses 16 hex digits (nothing else). Returns 0 or -EINVAL. */
 int sh_device_parse(const char *s, uint64_t *ret_id);
+
+/* A temporary file in dir, 0600 and unlinked from the start (O_TMPFILE;
+ * where the file system lacks it, made and unlinked at once): spooled
+ * export data never outlives its process nor leaves the data directory.
+ * NULL with errno set. */
+FILE *sh_tmpfile(const char *dir);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void sh_hex(const uint8_t *in, size_t n, char *out);

@@ -2,7 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
+#include <fcntl.h>
 #include <math.h>
 #include <readstat.h>
 #include <stdio.h>
@@ -394,15 +394,6 @@ static int codebook(struct st *st, struct buf *b)
 	return r < 0 ? r : 0;
 }
 
-static FILE *spool_open(const char *dir)
-{
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	FILE *f = fd >= 0 ? fdopen(fd, "w+b") : NULL;
-	if (fd >= 0 && !f)
-		close(fd);
-	return f;
-}
-
 /* The first pass: the tables, their variables' names, every row typed
  * and spooled. The caller frees st with st_free whatever this returns. */
 static int st_prepare(struct st *st, const struct form_registry *forms,
@@ -426,7 +417,7 @@ static int st_prepare(struct st *st, const struct form_registry *forms,
 			if (!(tb->names[i] = strdup(name)))
 				return -ENOMEM;
 		}
-		if (!(tb->spool = spool_open(tmpdir))) {
+		if (!(tb->spool = sh_tmpfile(tmpdir))) {
 			r = -errno;
 			snprintf(st->err, st->errlen, "cannot make a temporary file in %s: %s", tmpdir,
 				 strerror(errno));
@@ -677,7 +668,7 @@ int export_stat_zip(const struct form_registry *forms, const struct export_opts 
 		goto fail;
 	/* every file unlinked from the start: nothing is left behind, even
 	 * by a crash */
-	if (!(out = spool_open(tmpdir))) {
+	if (!(out = sh_tmpfile(tmpdir))) {
 		r = -errno;
 		goto fail;
 	}
@@ -693,7 +684,7 @@ int export_stat_zip(const struct form_registry *forms, const struct export_opts 
 				 export_format_name(st.f));
 		else
 			snprintf(e->name, sizeof(e->name), "codebook.csv");
-		if (!(f = spool_open(tmpdir))) {
+		if (!(f = sh_tmpfile(tmpdir))) {
 			r = -errno;
 			goto fail;
 		}

@@ -1,7 +1,6 @@
 #include "export_zip.h"
 
 #include <errno.h>
-#include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "common.h"
 #include "export_long.h"
 #include "store.h"
 
@@ -38,18 +38,6 @@ struct export_zip {
 	bool cur_started;
 	uint16_t dos_time, dos_date;
 };
-
-static void put16(struct buf *b, uint32_t v)
-{
-	uint8_t p[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
-	buf_append(b, p, 2);
-}
-
-static void put32(struct buf *b, uint64_t v)
-{
-	uint8_t p[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-	buf_append(b, p, 4);
-}
 
 int export_zip_new(const struct form_registry *forms, const struct export_opts *o,
 		   struct export_zip **ret, char *err, size_t errlen)
@@ -111,22 +99,6 @@ uint64_t export_zip_written(const struct export_zip *z)
 
 /* An unlinked file in the store's directory: a table's rows, deflated,
  * stay as private as the store. */
-static FILE *spool_open(struct store *s)
-{
-	int fd = open(store_dir(s), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/export-XXXXXX", store_dir(s));
-		if ((fd = mkstemp(path)) < 0)
-			return NULL;
-		unlink(path);
-	}
-	FILE *f = fdopen(fd, "w+b");
-	if (!f)
-		close(fd);
-	return f;
-}
-
 /* Deflates in[0..n) of entry e onto dst (finish: the end of the entry). */
 static int zput(struct zip_entry *e, const uint8_t *in, size_t n, bool finish, struct buf *dst)
 {
@@ -155,26 +127,26 @@ static void local_header(struct export_zip *z, struct zip_entry *e, struct buf *
 			 size_t start_len)
 {
 	e->offset = z->pos + (out->len - start_len);
-	put32(out, 0x04034b50);
-	put16(out, 20);               /* version needed: deflate */
-	put16(out, 0x0808);           /* data descriptor follows; UTF-8 names */
-	put16(out, 8);
-	put16(out, z->dos_time);
-	put16(out, z->dos_date);
-	put32(out, 0);
-	put32(out, 0);
-	put32(out, 0);
-	put16(out, (uint32_t)strlen(e->name));
-	put16(out, 0);
+	buf_put_le(out, 0x04034b50, 4);
+	buf_put_le(out, 20, 2);               /* version needed: deflate */
+	buf_put_le(out, 0x0808, 2);           /* data descriptor follows; UTF-8 names */
+	buf_put_le(out, 8, 2);
+	buf_put_le(out, z->dos_time, 2);
+	buf_put_le(out, z->dos_date, 2);
+	buf_put_le(out, 0, 4);
+	buf_put_le(out, 0, 4);
+	buf_put_le(out, 0, 4);
+	buf_put_le(out, (uint32_t)strlen(e->name), 2);
+	buf_put_le(out, 0, 2);
 	buf_puts(out, e->name);
 }
 
 static void descriptor(const struct zip_entry *e, struct buf *out)
 {
-	put32(out, 0x08074b50);
-	put32(out, e->crc);
-	put32(out, e->csize);
-	put32(out, e->usize);
+	buf_put_le(out, 0x08074b50, 4);
+	buf_put_le(out, e->crc, 4);
+	buf_put_le(out, e->csize, 4);
+	buf_put_le(out, e->usize, 4);
 }
 
 static void central(struct export_zip *z, struct buf *out, size_t start_len)
@@ -182,34 +154,34 @@ static void central(struct export_zip *z, struct buf *out, size_t start_len)
 	uint64_t at = z->pos + (out->len - start_len), size;
 	for (size_t i = 0; i < z->n; i++) {
 		const struct zip_entry *e = &z->e[i];
-		put32(out, 0x02014b50);
-		put16(out, 0x0314);   /* made by: Unix, 2.0 */
-		put16(out, 20);
-		put16(out, 0x0808);
-		put16(out, 8);
-		put16(out, z->dos_time);
-		put16(out, z->dos_date);
-		put32(out, e->crc);
-		put32(out, e->csize);
-		put32(out, e->usize);
-		put16(out, (uint32_t)strlen(e->name));
-		put16(out, 0);
-		put16(out, 0);
-		put16(out, 0);
-		put16(out, 0);
-		put32(out, 0100600u << 16); /* a regular file, 0600 */
-		put32(out, e->offset);
+		buf_put_le(out, 0x02014b50, 4);
+		buf_put_le(out, 0x0314, 2);   /* made by: Unix, 2.0 */
+		buf_put_le(out, 20, 2);
+		buf_put_le(out, 0x0808, 2);
+		buf_put_le(out, 8, 2);
+		buf_put_le(out, z->dos_time, 2);
+		buf_put_le(out, z->dos_date, 2);
+		buf_put_le(out, e->crc, 4);
+		buf_put_le(out, e->csize, 4);
+		buf_put_le(out, e->usize, 4);
+		buf_put_le(out, (uint32_t)strlen(e->name), 2);
+		buf_put_le(out, 0, 2);
+		buf_put_le(out, 0, 2);
+		buf_put_le(out, 0, 2);
+		buf_put_le(out, 0, 2);
+		buf_put_le(out, 0100600u << 16, 4); /* a regular file, 0600 */
+		buf_put_le(out, e->offset, 4);
 		buf_puts(out, e->name);
 	}
 	size = z->pos + (out->len - start_len) - at;
-	put32(out, 0x06054b50);
-	put16(out, 0);
-	put16(out, 0);
-	put16(out, (uint32_t)z->n);
-	put16(out, (uint32_t)z->n);
-	put32(out, size);
-	put32(out, at);
-	put16(out, 0);
+	buf_put_le(out, 0x06054b50, 4);
+	buf_put_le(out, 0, 2);
+	buf_put_le(out, 0, 2);
+	buf_put_le(out, (uint32_t)z->n, 2);
+	buf_put_le(out, (uint32_t)z->n, 2);
+	buf_put_le(out, size, 4);
+	buf_put_le(out, at, 4);
+	buf_put_le(out, 0, 2);
 }
 
 /* One page: rows into every table; records.csv's deflated bytes straight
@@ -244,7 +216,7 @@ int export_zip_next(struct export_zip *z, struct store *s, size_t max_scan, stru
 	switch (z->phase) {
 	case ZP_START:
 		for (size_t i = 1; i + 1 < z->n; i++)
-			if (!(z->e[i].spool = spool_open(s)))
+			if (!(z->e[i].spool = sh_tmpfile(store_dir(s))))
 				return -errno;
 		for (size_t i = 0; i + 1 < z->n; i++)
 			if ((r = export_long_header(z->x, i, &z->outs[i])) < 0)

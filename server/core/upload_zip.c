@@ -2,7 +2,7 @@
 #include "upload.h"
 
 #include <errno.h>
-#include <fcntl.h> /* O_TMPFILE: meson.build defines _GNU_SOURCE */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,25 +143,9 @@ static int seen_add(struct upload_zip *z, const uint8_t sha[32])
 
 /* An unlinked file beside the store: the manifest names the files, as
  * private as the store is. */
-static FILE *spool_open(const char *dir)
-{
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		char path[4096 + 32];
-		snprintf(path, sizeof(path), "%s/export-XXXXXX", dir);
-		if ((fd = mkstemp(path)) < 0)
-			return NULL;
-		unlink(path);
-	}
-	FILE *f = fdopen(fd, "w+b");
-	if (!f)
-		close(fd);
-	return f;
-}
-
 static int man_flush(struct upload_zip *z)
 {
-	if (!z->spool && !(z->spool = spool_open(z->data_dir)))
+	if (!z->spool && !(z->spool = sh_tmpfile(z->data_dir)))
 		return -errno;
 	if (fwrite(z->man.data, 1, z->man.len, z->spool) != z->man.len)
 		return -EIO;

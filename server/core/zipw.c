@@ -10,24 +10,6 @@
 #define VERSION_ZIP64 45
 #define VERSION_PLAIN 10 /* stored entries need nothing newer */
 
-static void put16(struct buf *b, uint32_t v)
-{
-	uint8_t p[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
-	buf_append(b, p, 2);
-}
-
-static void put32(struct buf *b, uint64_t v)
-{
-	uint8_t p[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-	buf_append(b, p, 4);
-}
-
-static void put64(struct buf *b, uint64_t v)
-{
-	put32(b, v & Z32);
-	put32(b, v >> 32);
-}
-
 void zipw_init(struct zipw *z, uint64_t start)
 {
 	memset(z, 0, sizeof(*z));
@@ -72,23 +54,23 @@ int zipw_begin(struct zipw *z, const char *name, uint64_t size, struct buf *out)
 	z->cur.z64 = z64;
 	z->cur.crc = (uint32_t)crc32(0, NULL, 0);
 	z->promised = size;
-	put32(out, 0x04034b50);
-	put16(out, z64 ? VERSION_ZIP64 : VERSION_PLAIN);
-	put16(out, 0x0808);           /* data descriptor follows; UTF-8 names */
-	put16(out, 0);                /* stored */
-	put16(out, z->dos_time);
-	put16(out, z->dos_date);
-	put32(out, 0);                /* CRC and sizes: in the descriptor */
-	put32(out, z64 ? Z32 : 0);
-	put32(out, z64 ? Z32 : 0);
-	put16(out, (uint32_t)nl);
-	put16(out, z64 ? 20 : 0);
+	buf_put_le(out, 0x04034b50, 4);
+	buf_put_le(out, z64 ? VERSION_ZIP64 : VERSION_PLAIN, 2);
+	buf_put_le(out, 0x0808, 2);           /* data descriptor follows; UTF-8 names */
+	buf_put_le(out, 0, 2);                /* stored */
+	buf_put_le(out, z->dos_time, 2);
+	buf_put_le(out, z->dos_date, 2);
+	buf_put_le(out, 0, 4);                /* CRC and sizes: in the descriptor */
+	buf_put_le(out, z64 ? Z32 : 0, 4);
+	buf_put_le(out, z64 ? Z32 : 0, 4);
+	buf_put_le(out, (uint32_t)nl, 2);
+	buf_put_le(out, z64 ? 20 : 0, 2);
 	buf_append(out, name, nl);
 	if (z64) {                    /* sizes to come, 64-bit in the descriptor */
-		put16(out, 0x0001);
-		put16(out, 16);
-		put64(out, 0);
-		put64(out, 0);
+		buf_put_le(out, 0x0001, 2);
+		buf_put_le(out, 16, 2);
+		buf_put_le(out, 0, 8);
+		buf_put_le(out, 0, 8);
 	}
 	int r = advance(z, out, before, 30 + nl + (z64 ? 20 : 0));
 	z->open = r == 0;
@@ -126,14 +108,14 @@ int zipw_end(struct zipw *z, struct buf *out)
 	}
 	if (buf_reserve(out, 24) < 0)
 		return -ENOMEM;
-	put32(out, 0x08074b50);
-	put32(out, z->cur.crc);
+	buf_put_le(out, 0x08074b50, 4);
+	buf_put_le(out, z->cur.crc, 4);
 	if (z->cur.z64) {
-		put64(out, z->cur.size);
-		put64(out, z->cur.size);
+		buf_put_le(out, z->cur.size, 8);
+		buf_put_le(out, z->cur.size, 8);
 	} else {
-		put32(out, z->cur.size);
-		put32(out, z->cur.size);
+		buf_put_le(out, z->cur.size, 4);
+		buf_put_le(out, z->cur.size, 4);
 	}
 	int r = advance(z, out, before, z->cur.z64 ? 24 : 16);
 	if (r == 0) {
@@ -156,33 +138,33 @@ int zipw_finish(struct zipw *z, struct buf *out)
 		size_t extra = big || far ? 4 + (big ? 16 : 0) + (far ? 8 : 0) : 0;
 		if (buf_reserve(out, 46 + nl + extra) < 0)
 			return -ENOMEM;
-		put32(out, 0x02014b50);
-		put16(out, 0x0300 | VERSION_ZIP64); /* made by: Unix, 4.5 */
-		put16(out, extra || e->z64 ? VERSION_ZIP64 : VERSION_PLAIN);
-		put16(out, 0x0808);
-		put16(out, 0);
-		put16(out, z->dos_time);
-		put16(out, z->dos_date);
-		put32(out, e->crc);
-		put32(out, big ? Z32 : e->size);
-		put32(out, big ? Z32 : e->size);
-		put16(out, (uint32_t)nl);
-		put16(out, (uint32_t)extra);
-		put16(out, 0);                /* comment */
-		put16(out, 0);                /* disk */
-		put16(out, 0);                /* internal attributes */
-		put32(out, 0100400u << 16);   /* a regular file, 0400: evidence is read, not changed */
-		put32(out, far ? Z32 : e->offset);
+		buf_put_le(out, 0x02014b50, 4);
+		buf_put_le(out, 0x0300 | VERSION_ZIP64, 2); /* made by: Unix, 4.5 */
+		buf_put_le(out, extra || e->z64 ? VERSION_ZIP64 : VERSION_PLAIN, 2);
+		buf_put_le(out, 0x0808, 2);
+		buf_put_le(out, 0, 2);
+		buf_put_le(out, z->dos_time, 2);
+		buf_put_le(out, z->dos_date, 2);
+		buf_put_le(out, e->crc, 4);
+		buf_put_le(out, big ? Z32 : e->size, 4);
+		buf_put_le(out, big ? Z32 : e->size, 4);
+		buf_put_le(out, (uint32_t)nl, 2);
+		buf_put_le(out, (uint32_t)extra, 2);
+		buf_put_le(out, 0, 2);                /* comment */
+		buf_put_le(out, 0, 2);                /* disk */
+		buf_put_le(out, 0, 2);                /* internal attributes */
+		buf_put_le(out, 0100400u << 16, 4);   /* a regular file, 0400: evidence is read, not changed */
+		buf_put_le(out, far ? Z32 : e->offset, 4);
 		buf_append(out, e->name, nl);
 		if (extra) {  /* the fields that did not fit, in the order the spec gives */
-			put16(out, 0x0001);
-			put16(out, (uint32_t)(extra - 4));
+			buf_put_le(out, 0x0001, 2);
+			buf_put_le(out, (uint32_t)(extra - 4), 2);
 			if (big) {
-				put64(out, e->size);
-				put64(out, e->size);
+				buf_put_le(out, e->size, 8);
+				buf_put_le(out, e->size, 8);
 			}
 			if (far)
-				put64(out, e->offset);
+				buf_put_le(out, e->offset, 8);
 		}
 		want += 46 + nl + extra;
 	}
@@ -191,30 +173,30 @@ int zipw_finish(struct zipw *z, struct buf *out)
 	if (buf_reserve(out, 56 + 20 + 22) < 0)
 		return -ENOMEM;
 	if (z64) {
-		put32(out, 0x06064b50);       /* zip64 end of central directory */
-		put64(out, 44);
-		put16(out, 0x0300 | VERSION_ZIP64);
-		put16(out, VERSION_ZIP64);
-		put32(out, 0);
-		put32(out, 0);
-		put64(out, z->n);
-		put64(out, z->n);
-		put64(out, size);
-		put64(out, at);
-		put32(out, 0x07064b50);       /* its locator */
-		put32(out, 0);
-		put64(out, end64);
-		put32(out, 1);
+		buf_put_le(out, 0x06064b50, 4);       /* zip64 end of central directory */
+		buf_put_le(out, 44, 8);
+		buf_put_le(out, 0x0300 | VERSION_ZIP64, 2);
+		buf_put_le(out, VERSION_ZIP64, 2);
+		buf_put_le(out, 0, 4);
+		buf_put_le(out, 0, 4);
+		buf_put_le(out, z->n, 8);
+		buf_put_le(out, z->n, 8);
+		buf_put_le(out, size, 8);
+		buf_put_le(out, at, 8);
+		buf_put_le(out, 0x07064b50, 4);       /* its locator */
+		buf_put_le(out, 0, 4);
+		buf_put_le(out, end64, 8);
+		buf_put_le(out, 1, 4);
 		want += 56 + 20;
 	}
-	put32(out, 0x06054b50);
-	put16(out, 0);
-	put16(out, 0);
-	put16(out, z->n >= 0xffff ? 0xffff : (uint32_t)z->n);
-	put16(out, z->n >= 0xffff ? 0xffff : (uint32_t)z->n);
-	put32(out, size >= Z32 ? Z32 : size);
-	put32(out, at >= Z32 ? Z32 : at);
-	put16(out, 0);
+	buf_put_le(out, 0x06054b50, 4);
+	buf_put_le(out, 0, 2);
+	buf_put_le(out, 0, 2);
+	buf_put_le(out, z->n >= 0xffff ? 0xffff : (uint32_t)z->n, 2);
+	buf_put_le(out, z->n >= 0xffff ? 0xffff : (uint32_t)z->n, 2);
+	buf_put_le(out, size >= Z32 ? Z32 : size, 4);
+	buf_put_le(out, at >= Z32 ? Z32 : at, 4);
+	buf_put_le(out, 0, 2);
 	want += 22;
 	return advance(z, out, before, want);
 }
