@@ -326,7 +326,7 @@ int cmd_history(int argc, char **argv)
 	int rc = 1, r;
 	if (!s)
 		goto out;
-	if ((r = status_history(s, reg, id, &h, NULL, 0)) < 0) {
+	if ((r = status_history(s, reg, id, scope_of_cli().sensitive, &h, NULL, 0)) < 0) {
 		cli_err(r == -ENOENT ? "no record %s" : "cannot read its history: %s",
 			r == -ENOENT ? argv[optind] : sh_strerror(r));
 		goto out;
