@@ -373,6 +373,8 @@ def test_sensitive_values_withheld_on_the_page():
             assert not br.eval(f"document.querySelector({q(name_vals + ' input')})")
             note = br.eval(f"document.querySelector('p.withheld-note[data-record=\"{rid42}\"]').textContent")
             assert "only an admin" in note, note
+            br.eval(f"document.querySelector('p.withheld-note[data-record=\"{rid42}\"]').scrollIntoView({{block: 'center'}})")
+            br.screenshot(os.path.join(SHOTS, "actions-desktop-1366-withheld-conflict.png"))
             # the field that is not sensitive, on the same record: as before
             assert br.eval(f"document.querySelector({q(resolve_form(rid42, 'caseworker'))})")
             # its trail: the writes are there, their values are not
