@@ -518,6 +518,8 @@ int cli_conflicts_resolve(int argc, char **argv)
 	r = store_write(s, resolve_fn, &ctx);
 	if (r == -ENOENT)
 		cli_err("no record %s, or no device %s", rid, hex);
+	else if (r == -EPERM && ctx.v.code[0])
+		cli_err("%s (%s)", ctx.v.msg, ctx.v.code); /* e.g. a sensitive field: an admin's */
 	else if (r == -EPERM)
 		cli_err("device %s may not resolve conflicts (a coordinator's or admin's, not revoked)",
 			hex);

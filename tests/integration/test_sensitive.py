@@ -175,6 +175,12 @@ def test_conflicts_on_sensitive_fields_are_the_admins():
             assert st == 403 and e["error"] == "sensitive_field_admin_only", (how, st, e)
         assert store_state(s.data) == before
         assert cli("audit", "--data", s.data)[1] == audit_before
+        # the CLI acting as the coordinator's device: the same refusal
+        rc, _, err = cli("conflicts", "resolve", "--data", s.data, "--as", coord.hex, rs,
+                         "survivor_name", "--take", b.hex, check=False)
+        assert rc == 1 and "only an admin" in err and "sensitive_field_admin_only" in err, (rc, err)
+        assert store_state(s.data) == before
+        assert cli("audit", "--data", s.data)[1] == audit_before
         st, j = get_json(s.port, "/v1/conflicts", coord.token)
         assert rs in {r["record_id"] for r in j["records"]}, j
         # a field that is not sensitive: the coordinator resolves it
