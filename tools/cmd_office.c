@@ -448,7 +448,8 @@ int cli_conflicts_resolve(int argc, char **argv)
 			       "42, true, [\"code\", ...]). For a record edited while it was deleted,\n"
 			       "--deleted yes confirms the deletion, no keeps the record. The resolution\n"
 			       "is a change like any other: it is logged, and phones that hold the\n"
-			       "record pull it. FIELD is a field name or number.\n\n"
+			       "record pull it. FIELD is a field name or number. A field the form\n"
+			       "marks sensitive is resolved by an admin's device only.\n\n"
 			       "  --instance ID   a field of that repeat-group instance (shahidi conflicts\n"
 			       "                  shows group[ID].field); with --deleted, the instance's\n"
 			       "                  removal: yes confirms it, no restores the instance\n");
