@@ -154,38 +154,13 @@ void office_status(struct http_conn *c, struct server *srv, struct http_request 
 	start_job(c, srv, req, run_status);
 }
 
+/* The conflicts in the token's counties; the values of sensitive fields
+ * only for a scope that sees them (scope.h: an admin's). */
 static void run_conflicts(struct job *j)
 {
-	struct store_txn *t;
-	struct arena *a = arena_new();
-	json_t *arr = json_array();
-	uint64_t seq = 0;
-	merge_rec_t *rec;
-	int r = -ENOMEM;
-	if (!a || !arr || (r = store_begin(j->task.srv->store, false, &t)) < 0)
-		goto out;
-	/* Open conflicts are few; the list is capped all the same. */
-	while (json_array_size(arr) < 5000 && (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
-		const struct form *f = form_registry_find(j->task.srv->forms, rec->form_id, rec->form_version);
-		char county[4];
-		if (scope_has_record(&j->req.scope, rec, f, county)) {
-			/* Only the values in conflict: resolving them is the
-			 * coordinator's work; the rest of the report is not needed. */
-			json_t *o = render_record_json(rec, f, true);
-			json_object_set_new(o, "county", json_string(county));
-			json_array_append_new(arr, o);
-		}
-		arena_reset(a);
-	}
-	store_abort(t);
-	if (r >= 0) {
-		j->out = json_pack("{s:I,s:o}", "open_conflicts", (json_int_t)json_array_size(arr),
-				   "records", arr);
-		arr = NULL;
-	}
-out:
-	json_decref(arr);
-	arena_free(a);
+	if (status_conflicts(j->task.srv->store, j->task.srv->forms, &j->req.scope,
+			     j->req.scope.sensitive, &j->out) < 0)
+		j->out = NULL;
 }
 
 void office_conflicts(struct http_conn *c, struct server *srv, struct http_request *req)
@@ -203,7 +178,9 @@ static void run_history(struct job *j)
 		snprintf(j->msg, sizeof(j->msg), "record=UUID is required");
 		return;
 	}
-	int r = status_history(j->task.srv->store, j->task.srv->forms, id, &j->out, counties, sizeof(counties));
+	/* sensitive values only for a scope that sees them (an admin's) */
+	int r = status_history(j->task.srv->store, j->task.srv->forms, id, j->req.scope.sensitive,
+			       &j->out, counties, sizeof(counties));
 	/* in scope when any county the record has been in is */
 	if (r == 0 && !scope_has_any(&j->req.scope, counties)) {
 		json_decref(j->out);

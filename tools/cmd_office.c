@@ -326,7 +326,7 @@ int cmd_history(int argc, char **argv)
 	int rc = 1, r;
 	if (!s)
 		goto out;
-	if ((r = status_history(s, reg, id, &h, NULL, 0)) < 0) {
+	if ((r = status_history(s, reg, id, scope_of_cli().sensitive, &h, NULL, 0)) < 0) {
 		cli_err(r == -ENOENT ? "no record %s" : "cannot read its history: %s",
 			r == -ENOENT ? argv[optind] : sh_strerror(r));
 		goto out;
@@ -448,7 +448,8 @@ int cli_conflicts_resolve(int argc, char **argv)
 			       "42, true, [\"code\", ...]). For a record edited while it was deleted,\n"
 			       "--deleted yes confirms the deletion, no keeps the record. The resolution\n"
 			       "is a change like any other: it is logged, and phones that hold the\n"
-			       "record pull it. FIELD is a field name or number.\n\n"
+			       "record pull it. FIELD is a field name or number. A field the form\n"
+			       "marks sensitive is resolved by an admin's device only.\n\n"
 			       "  --instance ID   a field of that repeat-group instance (shahidi conflicts\n"
 			       "                  shows group[ID].field); with --deleted, the instance's\n"
 			       "                  removal: yes confirms it, no restores the instance\n");
@@ -518,6 +519,8 @@ int cli_conflicts_resolve(int argc, char **argv)
 	r = store_write(s, resolve_fn, &ctx);
 	if (r == -ENOENT)
 		cli_err("no record %s, or no device %s", rid, hex);
+	else if (r == -EPERM && ctx.v.code[0])
+		cli_err("%s (%s)", ctx.v.msg, ctx.v.code); /* e.g. a sensitive field: an admin's */
 	else if (r == -EPERM)
 		cli_err("device %s may not resolve conflicts (a coordinator's or admin's, not revoked)",
 			hex);

@@ -52,7 +52,7 @@ int office_api_actor_device(struct store_txn *t, uint64_t device, struct office_
 void office_api_actor_cli(struct office_actor *ret)
 {
 	ret->device = 0;
-	ret->scope = scope_all();
+	ret->scope = scope_of_cli();
 	audit_cli_actor(ret->name);
 }
 
@@ -115,6 +115,14 @@ int office_api_resolve(struct store_txn *t, const struct form_registry *forms,
 		if (!fd) {
 			r = refuse(v, -EINVAL, "unknown_field",
 				   "field must name a field of the record's form");
+			goto out;
+		}
+		/* Its values are withheld from a scope that may not see them
+		 * (scope.h): it may not choose or write one either. */
+		if (fd->sensitive && !actor->scope.sensitive) {
+			r = refuse(v, -EPERM, "sensitive_field_admin_only",
+				   "%s is a sensitive field: only an admin resolves its conflicts",
+				   fd->name);
 			goto out;
 		}
 		rq.field = fd->number;

@@ -42,7 +42,7 @@ struct office_verdict {
  * coordinator's or an admin's, or is revoked; -ENOENT when it does not
  * exist. */
 int office_api_actor_device(struct store_txn *t, uint64_t device, struct office_actor *ret);
-/* The CLI's own user: every county. */
+/* The CLI's own user: every county, sensitive values too (scope_of_cli). */
 void office_api_actor_cli(struct office_actor *ret);
 
 struct office_resolve {
@@ -59,7 +59,10 @@ struct office_resolve {
 };
 
 /* Resolves a conflict as the actor. *ret_log_seq: the resolution's log
- * entry. */
+ * entry. A field the form marks sensitive is resolved (taken or written)
+ * only by an actor whose scope sees sensitive values (scope.h: an admin,
+ * the CLI's user); others get -EPERM sensitive_field_admin_only, before
+ * anything else about the conflict is looked at. */
 int office_api_resolve(struct store_txn *t, const struct form_registry *forms,
 		       const struct office_actor *actor, const struct office_resolve *q,
 		       uint64_t now_ms, uint64_t *ret_log_seq, struct office_verdict *v);

@@ -61,6 +61,11 @@ struct scope scope_of_device(const store_device_t *d)
 	struct scope s = scope_none();
 	if (d->role == ROLE_METRICS)
 		return s; /* no record of any county: it reads /metrics only */
+	if (d->role == ROLE_ADMIN) {
+		s = scope_all();
+		s.sensitive = true;
+		return s;
+	}
 	if (d->role != ROLE_COORDINATOR)
 		return scope_all();
 	for (size_t i = 0; i < d->n_counties; i++)
@@ -69,6 +74,13 @@ struct scope scope_of_device(const store_device_t *d)
 		scope_add(&s, d->county);
 	/* enrolled without a county: all of them */
 	return s.bits ? s : scope_all();
+}
+
+struct scope scope_of_cli(void)
+{
+	struct scope s = scope_all();
+	s.sensitive = true;
+	return s;
 }
 
 bool scope_has(const struct scope *s, const char *county)

@@ -7,6 +7,14 @@
  * (form.h: county_field; unit.scope checks that the built-in vocabulary is
  * exactly these). A scope that holds all counties also holds records that
  * have no county. Plain values: copy them freely.
+ *
+ * A scope also says whether its holder sees the values of the fields a
+ * form marks sensitive (survivor's name, phone, ID, narrative, GPS point,
+ * a victim's name...) outside an export: in a record's history
+ * (status_history) and the conflicts list (status_conflicts), and whether
+ * it may resolve their conflicts (office_api_resolve). Only an admin's
+ * token and the CLI (whoever holds the data directory) do, as only they
+ * export them (office_export.c). This is the one place that decides it.
  */
 #ifndef SHAHIDI_SCOPE_H
 #define SHAHIDI_SCOPE_H
@@ -24,13 +32,14 @@
 struct scope {
 	bool all;      /* every county, and records without one */
 	uint64_t bits; /* when not all: bit n for county code n */
+	bool sensitive; /* sees (and may resolve) sensitive fields' values */
 };
 
 /* The number of a county code ("047" -> 47), or -EINVAL when it is not
  * one: three digits, 1..SCOPE_COUNTIES. */
 int scope_county_number(const char *code);
 
-/* Every county. */
+/* Every county (and not the sensitive values). */
 struct scope scope_all(void);
 /* No county (add them with scope_add). */
 struct scope scope_none(void);
@@ -42,9 +51,12 @@ int scope_parse(const char *list, struct scope *ret, char *bad, size_t badlen);
 
 /* What a device's token may see: a coordinator its counties (the one it
  * was enrolled with when it has no list; all when it has none at all); an
- * admin all; a phone all (what it may change is the holding rule's
- * business, apply.h). */
+ * admin all, sensitive values too; a phone all (what it may change is the
+ * holding rule's business, apply.h). Only an admin's scope is sensitive. */
 struct scope scope_of_device(const store_device_t *d);
+/* What the CLI's user may see: it holds the data directory, so all of it,
+ * sensitive values too. */
+struct scope scope_of_cli(void);
 
 /* Is the county (a code, "" or NULL for none) in the scope? */
 bool scope_has(const struct scope *s, const char *county);

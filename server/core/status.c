@@ -351,8 +351,18 @@ static void add_county(char *out, size_t len, const uint8_t *code, size_t n)
 	out[at + 3] = 0;
 }
 
+/* Is a value of field number n (of form f, may be NULL) withheld from a
+ * reader without include_sensitive? A field the form marks sensitive, and
+ * one it does not list (a newer form's: it may be), as files_get.c does;
+ * not field 0, an instance's removal flag. */
+static bool status__withheld(const struct form *f, uint32_t n, bool include_sensitive)
+{
+	const struct form_field *fd = f ? form_field(f, n) : NULL;
+	return !include_sensitive && n && (!fd || fd->sensitive);
+}
+
 int status_history(struct store *s, const struct form_registry *forms, const uint8_t id[16],
-		   json_t **ret, char *ret_counties, size_t counties_len)
+		   bool include_sensitive, json_t **ret, char *ret_counties, size_t counties_len)
 {
 	struct store_txn *t;
 	struct arena *a = arena_new();
@@ -400,8 +410,9 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 		for (size_t i = 0; ch && i < ch->n_fields; i++) {
 			const Shahidi__V1__FieldWrite *fw = ch->fields[i];
 			const struct form_field *fd = cf ? form_field(cf, fw->field) : NULL;
+			bool withheld = status__withheld(cf, fw->field, include_sensitive);
 			buf_reset(&text);
-			if (fw->value) {
+			if (fw->value && !withheld) {
 				size_t n = shahidi__v1__value__get_packed_size(fw->value);
 				uint8_t *p = arena_alloc(a, n + 1);
 				if (p) {
@@ -418,6 +429,11 @@ int status_history(struct store *s, const struct form_registry *forms, const uin
 					       fd && fd->label ? fd->label : "", "value",
 					       text.data ? (char *)text.data : "", (int)text.len,
 					       "supersedes", (int)fw->n_supersedes);
+			if (fj && withheld) {
+				/* the write stays in the trail, its value does not */
+				json_object_del(fj, "value");
+				json_object_set_new(fj, "withheld", json_string("sensitive"));
+			}
 			if (fj && fw->instance.len == 16) {
 				/* a repeat-group instance's: named group[ID].field, and
 				 * field 0 is its removal */
@@ -467,4 +483,72 @@ out:
 out_arena:
 	arena_free(a);
 	return r;
+}
+
+/* Takes the values out of a sensitive field's conflicts (o: a record as
+ * render_record_json shows it). */
+static void status__withhold_conflicts(json_t *o, const struct form *f)
+{
+	size_t i, k;
+	json_t *c, *v;
+	json_array_foreach(json_object_get(o, "conflicts"), i, c) {
+		json_t *vals = json_object_get(c, "values");
+		json_int_t n = json_integer_value(json_object_get(c, "number"));
+		if (!json_is_array(vals) || n < 1 || n > UINT32_MAX ||
+		    !status__withheld(f, (uint32_t)n, false))
+			continue;
+		json_object_set_new(c, "withheld", json_string("sensitive"));
+		json_array_foreach(vals, k, v) {
+			json_object_del(v, "value");
+			json_object_del(v, "text");
+			json_object_set_new(v, "withheld", json_string("sensitive"));
+		}
+	}
+}
+
+int status_conflicts(struct store *s, const struct form_registry *forms,
+		     const struct scope *scope, bool include_sensitive, json_t **ret)
+{
+	struct store_txn *t;
+	struct arena *a = arena_new();
+	json_t *arr = json_array();
+	uint64_t seq = 0;
+	merge_rec_t *rec;
+	int r = -ENOMEM;
+	if (!a || !arr || (r = store_begin(s, false, &t)) < 0)
+		goto out;
+	/* Open conflicts are few; the list is capped all the same. */
+	while (json_array_size(arr) < STATUS_CONFLICTS_MAX &&
+	       (r = store_conflict_next(t, a, &seq, &rec)) == 1) {
+		const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
+		char county[4];
+		if (scope_has_record(scope, rec, f, county)) {
+			/* Only the values in conflict: resolving them is the
+			 * coordinator's work; the rest of the report is not needed. */
+			json_t *o = render_record_json(rec, f, true);
+			if (!o) {
+				r = -ENOMEM;
+				break;
+			}
+			if (!include_sensitive)
+				status__withhold_conflicts(o, f);
+			json_object_set_new(o, "county", json_string(county));
+			json_array_append_new(arr, o);
+		}
+		arena_reset(a);
+	}
+	store_abort(t);
+	if (r >= 0) {
+		json_t *j = json_pack("{s:I,s:o}", "open_conflicts", (json_int_t)json_array_size(arr),
+				      "records", arr);
+		arr = NULL;
+		if (!j)
+			r = -ENOMEM;
+		else
+			*ret = j;
+	}
+out:
+	json_decref(arr);
+	arena_free(a);
+	return r < 0 ? r : 0;
 }

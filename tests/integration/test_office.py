@@ -164,7 +164,9 @@ def test_resolve_flows_to_the_phones():
 
         # wrong requests are refused with their reasons, nothing changes
         before = store_state(s.data)
-        for body, code in [({"record_id": rid, "field": "narrative", "value": "x"}, 409),
+        for body, code in [({"record_id": rid, "field": "incident_place", "value": "x"}, 409),
+                           # a sensitive field: an admin's, asked first (test_sensitive)
+                           ({"record_id": rid, "field": "narrative", "value": "x"}, 403),
                            ({"record_id": rid, "field": "risk_level", "value": "lost"}, 400),
                            ({"record_id": rid, "field": "risk_level", "take": "0" * 16}, 400),
                            ({"record_id": rid, "field": "no_such", "value": "x"}, 400),

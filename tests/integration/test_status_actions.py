@@ -343,5 +343,66 @@ def test_history_export_counties_and_charts():
         assert s.stop() == 0
 
 
+def test_sensitive_values_withheld_on_the_page():
+    """A coordinator's page: a sensitive field's conflict lists who wrote
+    when, says "withheld" for each value and offers no resolve form; the
+    record's trail lists the write, value withheld. An admin's page shows
+    the values and the form. The secret is in no page of the coordinator."""
+    secret_a, secret_b = "Akinyi-SECRET-5150", "Akinyi-OTHER-6260"
+    with Server() as s:
+        d = setup(s)
+        admin, coord, k1, k2 = d["admin"], d["coord"], d["k1"], d["k2"]
+        krec = d["krec"]  # 042, assigned to k2, a caseworker conflict already
+        rid42 = str(uuid.UUID(bytes=krec.record_id))
+        seen = [(krec.hlc, k1.id)]
+        pushed(s, k1, [edit(k1, krec.record_id, 31, "text", secret_a, seen)], [APPLIED])
+        pushed(s, k2, [edit(k2, krec.record_id, 31, "text", secret_b, seen)], [APPLIED])
+        name_vals = f'li.conflict[data-record="{rid42}"] li[data-field="survivor_name"] ol.cvals > li'
+        withheld = f"Array.from(document.querySelectorAll({q(name_vals + ' .cval')})).map(e => [e.dataset.withheld || '', e.textContent])"
+        os.makedirs(SHOTS, exist_ok=True)
+
+        br = Chromium()
+        try:
+            br.open(f"{s.url}/#token={coord.token}", 1366, 768)
+            wait(br, f"document.querySelectorAll({q(name_vals)}).length === 2", "the sensitive conflict")
+            assert br.eval(withheld) == [["sensitive", "withheld (sensitive field)"]] * 2, br.eval(withheld)
+            texts = br.eval(f"Array.from(document.querySelectorAll({q(name_vals)})).map(li => li.textContent)")
+            assert any("Kisumu phone 1" in t for t in texts) and any("Kisumu phone 2" in t for t in texts), texts
+            # no form, no radios: only an admin resolves it
+            assert not br.eval(f"document.querySelector({q(resolve_form(rid42, 'survivor_name'))})")
+            assert not br.eval(f"document.querySelector({q(name_vals + ' input')})")
+            note = br.eval(f"document.querySelector('p.withheld-note[data-record=\"{rid42}\"]').textContent")
+            assert "only an admin" in note, note
+            br.eval(f"document.querySelector('p.withheld-note[data-record=\"{rid42}\"]').scrollIntoView({{block: 'center'}})")
+            br.screenshot(os.path.join(SHOTS, "actions-desktop-1366-withheld-conflict.png"))
+            # the field that is not sensitive, on the same record: as before
+            assert br.eval(f"document.querySelector({q(resolve_form(rid42, 'caseworker'))})")
+            # its trail: the writes are there, their values are not
+            br.eval(f"document.querySelector('button[data-history=\"{rid42}\"]').click()")
+            wait(br, "document.getElementById('history').dataset.state === 'ready'", "the history")
+            trail = br.eval("Array.from(document.querySelectorAll('#history .cval[data-withheld]'))"
+                            ".map(e => [e.dataset.v, e.textContent])")
+            assert ["survivor_name", "withheld (sensitive field)"] in trail, trail
+            assert ["narrative", "withheld (sensitive field)"] in trail, trail
+            assert "undefined" not in br.eval("document.getElementById('history').textContent")
+            br.screenshot(os.path.join(SHOTS, "actions-desktop-1366-withheld.png"))
+            html = br.eval("document.documentElement.outerHTML")
+            assert secret_a not in html and secret_b not in html
+        finally:
+            br.close()
+
+        br = Chromium()
+        try:
+            br.open(f"{s.url}/#token={admin.token}", 1366, 768)
+            wait(br, f"document.querySelectorAll({q(name_vals)}).length === 2", "the sensitive conflict")
+            shown = sorted(t for _, t in br.eval(withheld))
+            assert shown == sorted([secret_a, secret_b]), shown
+            assert br.eval(f"document.querySelector({q(resolve_form(rid42, 'survivor_name'))})")
+        finally:
+            br.close()
+        assert secret_a not in s.logtext() and secret_b not in s.logtext()
+        assert s.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests(globals())

@@ -106,6 +106,34 @@ static void test_of_device(void)
 	CHECK(s.all);
 }
 
+/* Who sees the values of sensitive fields outside an export (a record's
+ * history, the conflicts list) and may resolve their conflicts: an admin
+ * and the CLI's user (who holds the data directory), nobody else. */
+static void test_sensitive(void)
+{
+	store_device_t d = SHAHIDI__STORE__V1__DEVICE__INIT;
+	char *list[] = {"042"};
+	d.county = "";
+	d.role = ROLE_ADMIN;
+	CHECK(scope_of_device(&d).sensitive);
+	d.role = ROLE_COORDINATOR; /* all counties (enrolled without one) */
+	CHECK(scope_of_device(&d).all && !scope_of_device(&d).sensitive);
+	d.county = "047";
+	CHECK(!scope_of_device(&d).sensitive);
+	d.counties = list;
+	d.n_counties = 1;
+	CHECK(!scope_of_device(&d).sensitive);
+	d.role = ROLE_DEVICE;
+	CHECK(!scope_of_device(&d).sensitive);
+	d.role = ROLE_METRICS;
+	CHECK(!scope_of_device(&d).sensitive);
+	d.role = ROLE_ADMIN;
+	d.revoked = true; /* its token no longer authenticates; still: */
+	CHECK(scope_of_device(&d).sensitive);
+	CHECK(scope_of_cli().all && scope_of_cli().sensitive);
+	CHECK(!scope_all().sensitive && !scope_none().sensitive);
+}
+
 int main(void)
 {
 	RUN(test_bits_are_the_county_vocabulary);
@@ -113,5 +141,6 @@ int main(void)
 	RUN(test_has);
 	RUN(test_parse_and_codes);
 	RUN(test_of_device);
+	RUN(test_sensitive);
 	return 0;
 }

@@ -1,8 +1,11 @@
 /* The status coordinators see, through the scope of their counties: a
  * county scope shows that county's records and devices only, and no
  * store-wide figures; a record's history names the counties it was in.
+ * Without include_sensitive (a coordinator's), a record's history and the
+ * conflicts list keep every write of a sensitive field but not its value.
  * And the audit log's entries, as the office writes them. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -12,6 +15,7 @@
 #include "status.h"
 #include "store.h"
 #include "testutil.h"
+#include "uuid.h"
 
 static void county_of(struct store *s, const struct form_registry *forms, const uint8_t id[16],
 		      char county[4])
@@ -80,12 +84,75 @@ int main(void)
 
 	fprintf(stderr, "-- history: the counties a record was in\n");
 	char counties[64] = "";
-	CHECK_EQ_INT(status_history(s, forms, r2, &j, counties, sizeof(counties)), 0);
+	CHECK_EQ_INT(status_history(s, forms, r2, true, &j, counties, sizeof(counties)), 0);
 	CHECK_EQ_STR(counties, c2);
 	CHECK_EQ_INT(json_integer_value(json_object_get(j, "changes")), 1);
 	json_decref(j);
 	uint8_t none[16] = {1};
-	CHECK_EQ_INT(status_history(s, forms, none, &j, NULL, 0), -ENOENT);
+	CHECK_EQ_INT(status_history(s, forms, none, true, &j, NULL, 0), -ENOENT);
+
+	fprintf(stderr, "-- sensitive fields: written twice, unseen: a conflict\n");
+	uint64_t phone2 = tu_enrol(s, "phone 2", c2, ROLE_DEVICE, NULL), cid = 1000;
+	tu_assign(s, r2, phone2); /* it may change the record */
+	for (int k = 0; k < 2; k++) {
+		Shahidi__V1__Change *e = tu_change(a, r2, cid, tu_now_hlc());
+		tu_set(a, e, 31, tu_text(a, k ? "UNIT-SECRET-B" : "UNIT-SECRET-A"), 0, NULL);
+		tu_push1(s, forms, k ? phone2 : phone, cid++, e);
+	}
+	CHECK_EQ_INT(status_history(s, forms, r2, false, &j, NULL, 0), 0);
+	json_t *h = json_object_get(j, "history"), *last = json_array_get(h, json_array_size(h) - 1);
+	json_t *fw = json_array_get(json_object_get(last, "fields"), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(fw, "field")), 31);
+	CHECK_EQ_STR(json_string_value(json_object_get(fw, "name")), "survivor_name");
+	CHECK_EQ_STR(json_string_value(json_object_get(fw, "label")), "Name");
+	CHECK(!json_object_get(fw, "value"));
+	CHECK_EQ_STR(json_string_value(json_object_get(fw, "withheld")), "sensitive");
+	CHECK(json_string_length(json_object_get(last, "hash")) == 64);
+	{
+		char *dump = json_dumps(j, 0);
+		CHECK(dump && !strstr(dump, "UNIT-SECRET"));
+		free(dump);
+	}
+	json_decref(j);
+	CHECK_EQ_INT(status_history(s, forms, r2, true, &j, NULL, 0), 0);
+	h = json_object_get(j, "history");
+	fw = json_array_get(json_object_get(json_array_get(h, json_array_size(h) - 1), "fields"), 0);
+	CHECK_EQ_STR(json_string_value(json_object_get(fw, "value")), "UNIT-SECRET-B");
+	CHECK(!json_object_get(fw, "withheld"));
+	json_decref(j);
+
+	fprintf(stderr, "-- the conflicts list, with and without sensitive values\n");
+	for (int with = 0; with < 2; with++) {
+		struct scope all = scope_all();
+		CHECK_EQ_INT(status_conflicts(s, forms, &all, with, &j), 0);
+		json_t *recs = json_object_get(j, "records"), *rec = NULL, *c = NULL;
+		char rid2[UUID_STR_LEN + 1];
+		size_t k;
+		uuid_fmt(r2, rid2);
+		json_array_foreach(recs, k, rec)
+			if (!strcmp(json_string_value(json_object_get(rec, "record_id")), rid2))
+				break;
+		CHECK(rec);
+		CHECK(json_integer_value(json_object_get(j, "open_conflicts")) >= 1);
+		json_array_foreach(json_object_get(rec, "conflicts"), k, c)
+			if (json_integer_value(json_object_get(c, "number")) == 31)
+				break;
+		CHECK(c && json_array_size(json_object_get(c, "values")) >= 2);
+		json_t *v0 = json_array_get(json_object_get(c, "values"), 0);
+		CHECK(json_object_get(v0, "device") && json_object_get(v0, "stamp"));
+		char *dump = json_dumps(j, 0);
+		CHECK(dump && !strstr(dump, "UNIT-SECRET") == !with);
+		free(dump);
+		if (with) {
+			CHECK(json_object_get(v0, "value") && json_object_get(v0, "text"));
+			CHECK(!json_object_get(c, "withheld"));
+		} else {
+			CHECK(!json_object_get(v0, "value") && !json_object_get(v0, "text"));
+			CHECK_EQ_STR(json_string_value(json_object_get(c, "withheld")), "sensitive");
+			CHECK_EQ_STR(json_string_value(json_object_get(v0, "withheld")), "sensitive");
+		}
+		json_decref(j);
+	}
 
 	fprintf(stderr, "-- the audit log\n");
 	char actor[64];
