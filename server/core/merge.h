@@ -10,9 +10,11 @@
  *     stamp: its latest write supersedes its earlier ones, so a clock set
  *     wrong and then right cannot reorder them.
  *   - A base supersedes exactly the writes it names: a write whose stamp
- *     a base names is dead. Naming a write that has not arrived touches
- *     nothing else (the stamp is kept as a tombstone until that write
- *     comes); naming a write that never arrives hides nothing.
+ *     a base names is dead, whenever it arrives (so a base that names, in
+ *     advance, the exact stamp of another device's future write makes
+ *     that write dead on arrival). Naming a write that has not arrived
+ *     touches nothing else (the stamp is kept as a tombstone until that
+ *     write comes); naming a write that never arrives hides nothing.
  *   - The live values are the devices' latest writes that no base names.
  *     More than one live value, not all equal, is an open conflict; equal
  *     concurrent values (two agreeing deletions) are not.
@@ -23,7 +25,8 @@
  *   - A deletion carries what its device had seen of the record (the
  *     stamps of the live values it knew, Deletion.seen). While the record
  *     is deleted, a live value of any field that no live deletion saw (not
- *     listed, and not an earlier write of the deleting device) flags the
+ *     listed, and not a write of the deleting device itself, made before or
+ *     after it deleted: that device knows it deleted) flags the
  *     record for review (delete_conflict): an edit is never hidden by a
  *     deletion that did not see it, whatever the clocks say.
  *

@@ -182,6 +182,11 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 	sc->origin = wc.origin ? wc.origin : pusher;
 	if (sc->origin != pusher)
 		BAD("origin_not_allowed", "a device may only push its own changes");
+	/* Relayed as sent, an erased mark would make every other phone that
+	 * holds the record remove its copy: only an admin's erasure sets it. */
+	if (wc.erased)
+		BAD("erased_not_allowed", "only the server marks a change erased (an admin's "
+		    "erasure, shahidi erase)");
 	char form_id[72];
 	const struct form *form = NULL;
 	/* (no form id at all: form_id is NULL, and memchr must not see it) */

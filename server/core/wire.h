@@ -43,6 +43,7 @@ struct wire_change {
 	struct wire_write *fields;
 	size_t n_fields;
 	bool has_deletion, deleted;
+	bool erased;                  /* Change.erased present and not false */
 	uint64_t del_hlc;
 	struct merge_stamp *del_base;
 	size_t n_del_base;

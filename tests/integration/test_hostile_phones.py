@@ -257,6 +257,55 @@ def test_pulls_parse_after_random_pushes():
         print(f"   {applied} of 300 mutated changes applied; {n} pulled in {pages} pages, all parsed")
 
 
+def test_a_phone_cannot_mark_a_change_erased():
+    """(4) Change.erased is the server's word that an admin erased a
+    record (the apps that pull it remove their copy). A phone that sets it
+    on a change of a record others hold is refused per change, nothing is
+    stored, and nothing reaches the other phones or the history as an
+    erasure."""
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        admin = Device(s.data, "admin", role="admin")
+        rec = report(a)
+        push(s.port, a, batch(a, [rec]))
+        assign(s.data, rec.record_id, b)
+        before = store_state(s.data)
+        c = pb.Change(change_id=b.next_change, record_id=rec.record_id,
+                      form_id="incident_report", form_version=1, hlc=b.hlc(), erased=True)
+        b.next_change += 1
+        c.deletion.deleted = True
+        c.deletion.seen.add(hlc=rec.hlc, device=a.id)
+        e = edit(b, rec.record_id, 142, "text", "and erased")
+        e.erased = True
+        st, r = push(s.port, b, batch(b, [c, e]))
+        assert st == 200, r
+        assert [(x.status, x.code) for x in r.results] == [(REJECTED, "erased_not_allowed")] * 2, r
+        assert store_state(s.data)[0] == before[0]  # nothing stored
+        assert not any(x.change.erased for x in pull(s.port, a).changes)
+        st, h = get_json(s.port, "/v1/history?record=" + rid_text(rec), admin.token)
+        assert st == 200 and not any(x.get("erased") for x in h["history"]), h
+
+
+def test_the_push_response_says_how_far_off_the_clock_is():
+    """(1) Stamps are kept as sent and the server's clock does not follow
+    a far-ahead one, but the phone is told how far off its clock is
+    (PushResponse.clock_offset_ms, from PushBatch.sent_hlc), ahead or
+    behind, so that its app can warn the paralegal."""
+    with Server() as s:
+        now = int(time.time() * 1000)
+        for name, off in (("fast", 2 * DAY_MS), ("slow", -3 * 3600 * 1000), ("right", 0)):
+            d = Device(s.data, name)
+            rec = report(d)
+            rec.hlc = stamp(now + off)
+            b = pb.PushBatch(device=d.id, batch_seq=1, app_version="test 1.0",
+                             sent_hlc=stamp(int(time.time() * 1000) + off))
+            b.changes.append(rec)
+            st, r = push(s.port, d, b.SerializeToString())
+            assert st == 200 and r.results[0].status == APPLIED, r
+            assert abs(r.clock_offset_ms - off) < 60 * 1000, (name, r.clock_offset_ms)
+            assert (r.server_hlc >> 16) < int(time.time() * 1000) + 60 * 1000, (name, r)
+
+
 def rss_kb(pid, key="RssAnon"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

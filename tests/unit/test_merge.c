@@ -221,6 +221,24 @@ static void test_edit_concurrent_with_deletion_is_flagged(void)
 	apply(r3, DEV_A, text_write(5, 100, "x"));
 	apply(r3, DEV_A, del_write(200, true));
 	CHECK(!r3->delete_conflict);
+	/* ...nor one it made after deleting (it knows it deleted), arriving
+	 * first or last; another phone's edit of that field after it is */
+	for (int order = 0; order < 2; order++) {
+		merge_rec_t *r6 = fresh();
+		apply(r6, DEV_A, text_write(5, 100, "x"));
+		if (order)
+			apply(r6, DEV_A, text_write(6, 300, "A after deleting"));
+		apply(r6, DEV_A, del_write(200, true));
+		if (!order)
+			apply(r6, DEV_A, text_write(6, 300, "A after deleting"));
+		CHECK(merge_is_deleted(r6));
+		CHECK(!r6->delete_conflict);
+		struct merge_write bw = text_write(6, 400, "B after it");
+		bw.base = base1(300, DEV_A);
+		bw.n_base = 1;
+		apply(r6, DEV_B, bw);
+		CHECK(r6->delete_conflict);
+	}
 	/* ...but one it did not see is, however old its stamp: B's edit was
 	 * made offline before A deleted, and A had not seen it. */
 	merge_rec_t *r4 = fresh();

@@ -182,6 +182,10 @@ static void test_bad_changes(void)
 	c->origin = DEV2;
 	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
 	rejected(c, "origin_not_allowed");
+	c = edit_of(a, base); /* only an admin's erasure marks a change erased */
+	c->erased = true;
+	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
+	rejected(c, "erased_not_allowed");
 	c = edit_of(a, base);
 	c->change_id = 0;
 	tu_set(a, c, 142, tu_text(a, "x"), 0, NULL);
