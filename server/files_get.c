@@ -124,7 +124,7 @@ static enum see may_see(struct store_txn *t, struct server *srv, const struct ht
 			const struct form_field *fd = f ? form_field(f, ref->field) : NULL;
 			if (!scope_has_record(&req->scope, rec, f, NULL))
 				ok = SEE_NO;
-			else if ((!fd || fd->sensitive) && req->role != ROLE_ADMIN)
+			else if ((!fd || fd->sensitive) && !req->scope.sensitive)
 				ok = SEE_SENSITIVE;
 			else
 				ok = SEE_OK;

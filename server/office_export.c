@@ -387,9 +387,10 @@ void office_export(struct http_conn *c, struct server *srv, struct http_request 
 			    !strcmp(flag, "1");
 	o.include_sensitive = http_query_get(req->query, "include_sensitive", flag, sizeof(flag)) &&
 			      !strcmp(flag, "1");
-	/* Coordinators export their own counties, never the sensitive fields. */
+	/* Coordinators export their own counties, never the sensitive fields:
+	 * scope.c decides who sees them, for every route. */
 	bool coord = req->role != ROLE_ADMIN;
-	if (coord && o.include_sensitive) {
+	if (!req->scope.sensitive && o.include_sensitive) {
 		http_error(c, 403, "forbidden", "only admins export sensitive fields");
 		return;
 	}
