@@ -30,8 +30,6 @@
 #include "render.h"
 #include "uuid.h"
 
-#define CP_MAX 64
-
 struct checkpoint {
 	uint64_t seq;
 	uint8_t head[32];
@@ -42,9 +40,40 @@ struct walk {
 	const uint8_t *expect;  /* --expect-head, or NULL */
 	bool expect_found;
 	uint64_t expect_seq;
-	struct checkpoint cp[CP_MAX];
-	size_t n_cp;
+	/* Every checkpoint read, however many (an admin who signs daily has
+	 * hundreds, and the newest matter most), sorted by seq for the walk;
+	 * owned, freed by walk_free. */
+	struct checkpoint *cp;
+	size_t n_cp, cap_cp;
+	size_t next_cp; /* the first whose seq the walk has not passed */
 };
+
+static void walk_free(struct walk *w)
+{
+	free(w->cp);
+	w->cp = NULL;
+	w->n_cp = w->cap_cp = 0;
+}
+
+/* Room for one more checkpoint at w->cp[w->n_cp]. */
+static int walk_room(struct walk *w)
+{
+	if (w->n_cp < w->cap_cp)
+		return 0;
+	size_t cap = w->cap_cp ? 2 * w->cap_cp : 64;
+	struct checkpoint *cp = realloc(w->cp, cap * sizeof(*cp));
+	if (!cp)
+		return -ENOMEM;
+	w->cp = cp;
+	w->cap_cp = cap;
+	return 0;
+}
+
+static int cp_cmp(const void *x, const void *y)
+{
+	const struct checkpoint *a = x, *b = y;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
 
 static void verify_progress(uint64_t done, uint64_t total, void *ud)
 {
@@ -59,8 +88,11 @@ static void each_link(uint64_t seq, const uint8_t hash[32], void *ud)
 		w->expect_found = true;
 		w->expect_seq = seq;
 	}
-	for (size_t i = 0; i < w->n_cp; i++)
-		if (w->cp[i].seq == seq && !memcmp(w->cp[i].head, hash, 32))
+	/* links come in seq order, checkpoints are sorted: one pass */
+	while (w->next_cp < w->n_cp && w->cp[w->next_cp].seq < seq)
+		w->next_cp++;
+	for (size_t i = w->next_cp; i < w->n_cp && w->cp[i].seq == seq; i++)
+		if (!memcmp(w->cp[i].head, hash, 32))
 			w->cp[i].seen = true;
 }
 
@@ -128,7 +160,7 @@ static int load_checkpoints(struct store *s, const char *file, const uint8_t pk[
 		arena_free(a);
 		return -EIO;
 	}
-	while ((r = store_audit_next(t, a, &seq, &json)) == 1 && w->n_cp < CP_MAX) {
+	while ((r = store_audit_next(t, a, &seq, &json)) == 1 && (r = walk_room(w)) == 0) {
 		int k = cp_read(json, pk, &w->cp[w->n_cp]);
 		if (k < 0)
 			(*ret_bad)++;
@@ -139,19 +171,23 @@ static int load_checkpoints(struct store *s, const char *file, const uint8_t pk[
 	arena_free(a);
 	if (r < 0)
 		return r;
-	if (!file)
-		return 0;
-	FILE *f = fopen(file, "r");
-	if (!f)
-		return -errno;
-	char line[1024];
-	while (fgets(line, sizeof(line), f) && w->n_cp < CP_MAX) {
-		int k = cp_read(line, pk, &w->cp[w->n_cp]);
-		if (k < 0)
-			(*ret_bad)++;
-		w->n_cp += k == 1;
+	if (file) {
+		FILE *f = fopen(file, "r");
+		if (!f)
+			return -errno;
+		char line[1024];
+		while (fgets(line, sizeof(line), f) && (r = walk_room(w)) == 0) {
+			int k = cp_read(line, pk, &w->cp[w->n_cp]);
+			if (k < 0)
+				(*ret_bad)++;
+			w->n_cp += k == 1;
+		}
+		fclose(f);
+		if (r < 0)
+			return r;
 	}
-	fclose(f);
+	if (w->n_cp)
+		qsort(w->cp, w->n_cp, sizeof(*w->cp), cp_cmp);
 	return 0;
 }
 
@@ -269,6 +305,10 @@ int cmd_verify(int argc, char **argv)
 	}
 	printf("records: %" PRIu64 ", digest %s; each made again from the log: all equal\n",
 	       n_records, rd);
+	if (chk.erased)
+		printf("erased: %" PRIu64 " record(s), each with only its erasure left "
+		       "(who and why: shahidi audit)\n",
+		       chk.erased);
 	if (expect) {
 		if (!w.expect_found) {
 			printf("BROKEN: the chain does not pass through the expected head %s: the "
@@ -304,6 +344,7 @@ int cmd_verify(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	walk_free(&w);
 	store_close(s);
 	return rc;
 }

@@ -205,6 +205,10 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		BAD("bad_stamp", "the change has no HLC stamp");
 	if (wc.n_fields == 0 && !wc.has_deletion)
 		BAD("empty_change", "the change sets no field and deletes nothing");
+	/* The holders' apps remove a record on an erasure: only the server
+	 * makes one (shahidi erase), and only after dropping its content. */
+	if (wc.erased)
+		BAD("erased_not_allowed", "only the server marks a change erased (shahidi erase)");
 	/* Work per change is bounded by the form, before anything is built:
 	 * each field it knows once, and a newer app's fields up to a margin. */
 	size_t unknown = 0;

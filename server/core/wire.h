@@ -36,6 +36,7 @@ struct wire_change {
 	uint64_t change_id, hlc, origin;
 	uint32_t form_version;
 	bool create;
+	bool erased; /* Change.erased: set only on the server's erasure (erase.h) */
 	const uint8_t *record_id;
 	size_t record_id_len;
 	const uint8_t *form_id;
