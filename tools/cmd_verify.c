@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,6 +369,24 @@ static int read_key_file(const char *path, uint8_t sk[crypto_sign_SECRETKEYBYTES
 	return 0;
 }
 
+/* Is path (a file, made or to be made) inside the directory dir? Both
+ * resolved, so "DIR/sub/../k" and a symlinked DIR count. A dir that does
+ * not exist holds nothing. */
+static bool inside_dir(const char *dir, const char *path)
+{
+	char d[PATH_MAX], p[PATH_MAX], tmp[PATH_MAX];
+	if (!realpath(dir, d))
+		return false;
+	if (!realpath(path, p)) {
+		/* not there yet: its directory, then its name */
+		snprintf(tmp, sizeof(tmp), "%s", path);
+		if (!realpath(dirname(tmp), p))
+			return false;
+	}
+	size_t n = strlen(d);
+	return !strncmp(p, d, n) && (p[n] == '/' || p[n] == 0 || !strcmp(d, "/"));
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -380,11 +400,12 @@ int cmd_checkpoint(int argc, char **argv)
 	const char *what = argc >= 2 ? argv[1] : "";
 	int c;
 	if (strcmp(what, "keygen") && strcmp(what, "sign")) {
-		printf("Usage: shahidi checkpoint keygen --out KEYFILE\n"
+		printf("Usage: shahidi checkpoint keygen [--data DIR] --out KEYFILE\n"
 		       "       shahidi checkpoint sign [--data DIR] --key KEYFILE\n\n"
 		       "Pins the hash chain outside the store. keygen makes an Ed25519 key pair:\n"
 		       "the secret key goes to KEYFILE (mode 0600; keep it off this machine, e.g.\n"
-		       "on the admin's), the public key is printed. sign writes a checkpoint --\n"
+		       "on the admin's; never inside DIR, where whoever rewrites the store could\n"
+		       "use it too), the public key is printed. sign writes a checkpoint --\n"
 		       "the last log entry's seq and head, the time, signed -- to the audit log\n"
 		       "and prints it (save the line elsewhere too). `shahidi verify\n"
 		       "--checkpoint-key PUBLIC` then fails if the history up to any checkpoint\n"
@@ -401,6 +422,15 @@ int cmd_checkpoint(int argc, char **argv)
 	}
 	if (sodium_init() < 0)
 		return 1;
+	/* The key pins the store from outside: kept beside it (or in its
+	 * backups, which copy the directory) it pins nothing. */
+	const char *kpath = !strcmp(what, "keygen") ? out : keyfile;
+	if (kpath && inside_dir(data, kpath)) {
+		cli_err("%s is inside the data directory %s: keep the checkpoint key outside the "
+			"data directory (e.g. on the admin's USB stick)",
+			kpath, data);
+		return 2;
+	}
 	uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
 	char pkhex[2 * sizeof(pk) + 1];
 	if (!strcmp(what, "keygen")) {

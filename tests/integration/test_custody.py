@@ -326,5 +326,33 @@ def test_a_phone_cannot_mark_a_change_erased():
         assert not pull(s.port, b, cursor=cursor_b).changes
 
 
+def test_the_checkpoint_key_stays_out_of_the_data_directory():
+    """The signing key must not live beside what it pins (whoever can
+    rewrite the store could then sign the rewrite, and backups would carry
+    it): keygen refuses to write it into the data directory, sign refuses
+    a key read from there; nothing is written either way."""
+    with Server() as s, tempfile.TemporaryDirectory(prefix="shahidi-keys-") as keys:
+        make_store(s)
+        assert s.stop() == 0
+        inside = os.path.join(s.data, "checkpoint.key")
+        rc, _, err = cli("checkpoint", "keygen", "--data", s.data, "--out", inside, check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        assert not os.path.exists(inside)
+        os.mkdir(os.path.join(s.data, "sub"))
+        rc, _, err = cli("checkpoint", "keygen", "--data", s.data + "/",
+                         "--out", os.path.join(s.data, "sub", "..", "sub", "k"), check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        key = os.path.join(keys, "checkpoint.key")
+        cli("checkpoint", "keygen", "--data", s.data, "--out", key)
+        with open(key) as f, open(inside, "w") as g:
+            g.write(f.read())
+        _, before, _ = cli("audit", "--data", s.data)
+        rc, _, err = cli("checkpoint", "sign", "--data", s.data, "--key", inside, check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        assert cli("audit", "--data", s.data)[1] == before
+        # a key kept outside signs
+        assert cli("checkpoint", "sign", "--data", s.data, "--key", key)[0] == 0
+
+
 if __name__ == "__main__":
     run_tests(globals())
