@@ -165,6 +165,19 @@ def test_the_server_refuses_a_store_whose_last_links_break():
                            capture_output=True, timeout=30)
         assert p.returncode == 1 and b"refusing to serve it" in p.stderr, p.stderr
         assert b"--i-know-the-store-is-damaged" in p.stderr
+        # a format this program does not know is refused too, whatever the flag
+        env = open_env(s.data)
+        with env.begin(write=True, db=env.open_db(b"meta")) as t:
+            fmt = t.get(b"format")
+            t.put(b"format", b"99")
+        env.close()
+        p = subprocess.run([SERVER, "--data", s.data, "--listen", "127.0.0.1:0",
+                            "--i-know-the-store-is-damaged"], capture_output=True, timeout=30)
+        assert p.returncode == 1 and b"format '99'" in p.stderr, p.stderr
+        env = open_env(s.data)
+        with env.begin(write=True, db=env.open_db(b"meta")) as t:
+            t.put(b"format", fmt)
+        env.close()
         s.args = ["--i-know-the-store-is-damaged"]
         s.start()
         assert "do NOT verify: serving a damaged store" in s.logtext()
