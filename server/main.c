@@ -47,7 +47,10 @@ static void usage(FILE *out)
 		"  --header-timeout SEC   to receive the headers (default 15) -> 408\n"
 		"  --body-timeout SEC     to receive the body (default 300: 2G is slow) -> 408\n"
 		"  --body-stall SEC       a body with no new byte for that long (default 30) -> 408\n"
-		"  --idle-timeout SEC     keep-alive connection without a request (default 60)\n"
+		"  --idle-timeout SEC     keep-alive connection without a request (default 60),\n"
+		"                         from when the client has received the last answer\n"
+		"  --write-timeout SEC    an answer the client does not take for that long\n"
+		"                         (default 60): its connection is dropped\n"
 		"  --max-conns N          open connections; more get 503 (default 4096)\n"
 		"  --max-queue N          batches waiting for the writer before reading\n"
 		"                         pauses (default 128; the rest wait in the kernel's\n"
@@ -199,7 +202,7 @@ static const struct option opts[] = {
 	{"auth-refill", required_argument, 0, 'A'}, {"body-stall", required_argument, 0, '4'},
 	{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
 	{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
-	{"upload-rate", required_argument, 0, '7'},
+	{"upload-rate", required_argument, 0, '7'},  {"write-timeout", required_argument, 0, '8'},
 	{"release-above", required_argument, 0, 'R'}, {"config", required_argument, 0, 'F'},
 	{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 };
@@ -252,6 +255,7 @@ static bool apply_opt(struct server_config *cfg, int c, const char *val)
 	case '2': bad = parse_secs(val, &cfg->body_timeout_ms) < 0; break;
 	case '4': bad = parse_secs(val, &cfg->body_stall_ms) < 0; break;
 	case '3': bad = parse_secs(val, &cfg->idle_timeout_ms) < 0; break;
+	case '8': bad = parse_secs(val, &cfg->write_timeout_ms) < 0 || !cfg->write_timeout_ms; break;
 	case '5': bad = parse_size(val, &cfg->max_file) < 0; break;
 	case '7': bad = parse_size(val, &cfg->upload_rate) < 0; break;
 	case '6': {

@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +32,6 @@
 #include "render.h"
 #include "uuid.h"
 
-#define CP_MAX 64
-
 struct checkpoint {
 	uint64_t seq;
 	uint8_t head[32];
@@ -42,9 +42,40 @@ struct walk {
 	const uint8_t *expect;  /* --expect-head, or NULL */
 	bool expect_found;
 	uint64_t expect_seq;
-	struct checkpoint cp[CP_MAX];
-	size_t n_cp;
+	/* Every checkpoint read, however many (an admin who signs daily has
+	 * hundreds, and the newest matter most), sorted by seq for the walk;
+	 * owned, freed by walk_free. */
+	struct checkpoint *cp;
+	size_t n_cp, cap_cp;
+	size_t next_cp; /* the first whose seq the walk has not passed */
 };
+
+static void walk_free(struct walk *w)
+{
+	free(w->cp);
+	w->cp = NULL;
+	w->n_cp = w->cap_cp = 0;
+}
+
+/* Room for one more checkpoint at w->cp[w->n_cp]. */
+static int walk_room(struct walk *w)
+{
+	if (w->n_cp < w->cap_cp)
+		return 0;
+	size_t cap = w->cap_cp ? 2 * w->cap_cp : 64;
+	struct checkpoint *cp = realloc(w->cp, cap * sizeof(*cp));
+	if (!cp)
+		return -ENOMEM;
+	w->cp = cp;
+	w->cap_cp = cap;
+	return 0;
+}
+
+static int cp_cmp(const void *x, const void *y)
+{
+	const struct checkpoint *a = x, *b = y;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
 
 static void verify_progress(uint64_t done, uint64_t total, void *ud)
 {
@@ -59,8 +90,11 @@ static void each_link(uint64_t seq, const uint8_t hash[32], void *ud)
 		w->expect_found = true;
 		w->expect_seq = seq;
 	}
-	for (size_t i = 0; i < w->n_cp; i++)
-		if (w->cp[i].seq == seq && !memcmp(w->cp[i].head, hash, 32))
+	/* links come in seq order, checkpoints are sorted: one pass */
+	while (w->next_cp < w->n_cp && w->cp[w->next_cp].seq < seq)
+		w->next_cp++;
+	for (size_t i = w->next_cp; i < w->n_cp && w->cp[i].seq == seq; i++)
+		if (!memcmp(w->cp[i].head, hash, 32))
 			w->cp[i].seen = true;
 }
 
@@ -128,7 +162,7 @@ static int load_checkpoints(struct store *s, const char *file, const uint8_t pk[
 		arena_free(a);
 		return -EIO;
 	}
-	while ((r = store_audit_next(t, a, &seq, &json)) == 1 && w->n_cp < CP_MAX) {
+	while ((r = store_audit_next(t, a, &seq, &json)) == 1 && (r = walk_room(w)) == 0) {
 		int k = cp_read(json, pk, &w->cp[w->n_cp]);
 		if (k < 0)
 			(*ret_bad)++;
@@ -139,19 +173,23 @@ static int load_checkpoints(struct store *s, const char *file, const uint8_t pk[
 	arena_free(a);
 	if (r < 0)
 		return r;
-	if (!file)
-		return 0;
-	FILE *f = fopen(file, "r");
-	if (!f)
-		return -errno;
-	char line[1024];
-	while (fgets(line, sizeof(line), f) && w->n_cp < CP_MAX) {
-		int k = cp_read(line, pk, &w->cp[w->n_cp]);
-		if (k < 0)
-			(*ret_bad)++;
-		w->n_cp += k == 1;
+	if (file) {
+		FILE *f = fopen(file, "r");
+		if (!f)
+			return -errno;
+		char line[1024];
+		while (fgets(line, sizeof(line), f) && (r = walk_room(w)) == 0) {
+			int k = cp_read(line, pk, &w->cp[w->n_cp]);
+			if (k < 0)
+				(*ret_bad)++;
+			w->n_cp += k == 1;
+		}
+		fclose(f);
+		if (r < 0)
+			return r;
 	}
-	fclose(f);
+	if (w->n_cp)
+		qsort(w->cp, w->n_cp, sizeof(*w->cp), cp_cmp);
 	return 0;
 }
 
@@ -269,6 +307,10 @@ int cmd_verify(int argc, char **argv)
 	}
 	printf("records: %" PRIu64 ", digest %s; each made again from the log: all equal\n",
 	       n_records, rd);
+	if (chk.erased)
+		printf("erased: %" PRIu64 " record(s), each with only its erasure left "
+		       "(who and why: shahidi audit)\n",
+		       chk.erased);
 	if (expect) {
 		if (!w.expect_found) {
 			printf("BROKEN: the chain does not pass through the expected head %s: the "
@@ -304,6 +346,7 @@ int cmd_verify(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	walk_free(&w);
 	store_close(s);
 	return rc;
 }
@@ -326,6 +369,24 @@ static int read_key_file(const char *path, uint8_t sk[crypto_sign_SECRETKEYBYTES
 	return 0;
 }
 
+/* Is path (a file, made or to be made) inside the directory dir? Both
+ * resolved, so "DIR/sub/../k" and a symlinked DIR count. A dir that does
+ * not exist holds nothing. */
+static bool inside_dir(const char *dir, const char *path)
+{
+	char d[PATH_MAX], p[PATH_MAX], tmp[PATH_MAX];
+	if (!realpath(dir, d))
+		return false;
+	if (!realpath(path, p)) {
+		/* not there yet: its directory, then its name */
+		snprintf(tmp, sizeof(tmp), "%s", path);
+		if (!realpath(dirname(tmp), p))
+			return false;
+	}
+	size_t n = strlen(d);
+	return !strncmp(p, d, n) && (p[n] == '/' || p[n] == 0 || !strcmp(d, "/"));
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -339,11 +400,12 @@ int cmd_checkpoint(int argc, char **argv)
 	const char *what = argc >= 2 ? argv[1] : "";
 	int c;
 	if (strcmp(what, "keygen") && strcmp(what, "sign")) {
-		printf("Usage: shahidi checkpoint keygen --out KEYFILE\n"
+		printf("Usage: shahidi checkpoint keygen [--data DIR] --out KEYFILE\n"
 		       "       shahidi checkpoint sign [--data DIR] --key KEYFILE\n\n"
 		       "Pins the hash chain outside the store. keygen makes an Ed25519 key pair:\n"
 		       "the secret key goes to KEYFILE (mode 0600; keep it off this machine, e.g.\n"
-		       "on the admin's), the public key is printed. sign writes a checkpoint --\n"
+		       "on the admin's; never inside DIR, where whoever rewrites the store could\n"
+		       "use it too), the public key is printed. sign writes a checkpoint --\n"
 		       "the last log entry's seq and head, the time, signed -- to the audit log\n"
 		       "and prints it (save the line elsewhere too). `shahidi verify\n"
 		       "--checkpoint-key PUBLIC` then fails if the history up to any checkpoint\n"
@@ -360,6 +422,15 @@ int cmd_checkpoint(int argc, char **argv)
 	}
 	if (sodium_init() < 0)
 		return 1;
+	/* The key pins the store from outside: kept beside it (or in its
+	 * backups, which copy the directory) it pins nothing. */
+	const char *kpath = !strcmp(what, "keygen") ? out : keyfile;
+	if (kpath && inside_dir(data, kpath)) {
+		cli_err("%s is inside the data directory %s: keep the checkpoint key outside the "
+			"data directory (e.g. on the admin's USB stick)",
+			kpath, data);
+		return 2;
+	}
 	uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
 	char pkhex[2 * sizeof(pk) + 1];
 	if (!strcmp(what, "keygen")) {

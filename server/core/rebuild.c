@@ -19,10 +19,22 @@ struct chunk {
 	uint64_t rebuilt;
 };
 
-/* A record made from nothing through every change of its history (in a). */
+/* What a record's history says of erasure: only `shahidi erase` drops a
+ * change's content, all of a record's changes before the one it appends
+ * (Change.erased, which only the server makes). */
+struct erasure_trail {
+	uint64_t dropped;        /* changes whose content is gone */
+	uint64_t kept_before;    /* changes with content before the erasure */
+	uint64_t dropped_after;  /* changes whose content is gone after it */
+	bool erasure;            /* the erasure's own change is in the history */
+};
+
+/* A record made from nothing through every change of its history (in a);
+ * what the history says of erasure in *trail (may be NULL). */
 static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
-		  merge_rec_t **ret)
+		  merge_rec_t **ret, struct erasure_trail *trail)
 {
+	struct erasure_trail tr = {0};
 	uint64_t *seqs;
 	size_t n;
 	int r;
@@ -39,8 +51,11 @@ static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
 		struct merge_change mc;
 		if ((r = store_log_change(t, seqs[i], &chg, &len, &pusher)) < 0)
 			return r == -ENOENT ? -EIO : r;
-		if (!len)
+		if (!len) {
+			tr.dropped++;
+			tr.dropped_after += tr.erasure;
 			continue; /* erased: its content is gone, on purpose */
+		}
 		uint8_t *copy = arena_memdup(a, chg, len); /* the map moves as we write */
 		if (!copy && len)
 			return -ENOMEM;
@@ -48,18 +63,37 @@ static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
 			return r == -ENOMEM ? r : -EIO;
 		if (wc.record_id_len != 16 || memcmp(wc.record_id, old->record_id.data, 16))
 			return -EBADMSG; /* a change of another record in its history */
+		if (wc.erased && !tr.erasure) {
+			tr.erasure = true;
+			tr.kept_before = i - tr.dropped; /* the changes before it with content */
+		}
 		if ((r = wire_change_merge(a, &wc, pusher, &mc)) < 0 || (r = merge_apply(a, rec, &mc)) < 0)
 			return r;
 	}
 	*ret = rec;
+	if (trail)
+		*trail = tr;
 	return 0;
+}
+
+/* Why a record's erasure trail is not what `shahidi erase` leaves, or
+ * NULL when it is (or it was never erased). */
+static const char *erasure_wrong(const merge_rec_t *stored, const struct erasure_trail *tr)
+{
+	if (tr->dropped && !stored->erased_ms)
+		return "the content of a change was dropped, but the record was not erased";
+	if (stored->erased_ms && !tr->erasure)
+		return "it is marked erased, but its history holds no erasure";
+	if (tr->erasure && (tr->kept_before || tr->dropped_after))
+		return "its erasure does not cover exactly the changes before it";
+	return NULL;
 }
 
 /* One record, from nothing, through every change of its history. */
 int rebuild_record(struct store_txn *t, struct arena *a, merge_rec_t *old)
 {
 	merge_rec_t *rec;
-	int r = remake(t, a, old, &rec);
+	int r = remake(t, a, old, &rec, NULL);
 	if (r < 0)
 		return r;
 	/* What the merge does not make: where it is, when, who was assigned. */
@@ -223,18 +257,26 @@ static int verify_chunk(struct store *s, struct vchunk *v)
 		if (r != 1)
 			break;
 		merge_rec_t *made;
+		struct erasure_trail tr;
+		const char *wrong;
 		uint8_t d1[32], d2[32];
 		n++;
 		v->c->records++;
 		v->after = seq;
-		int m = remake(t, a, stored, &made);
+		int m = remake(t, a, stored, &made, &tr);
 		if (m == -EBADMSG || m == -EIO || m == -ENOENT) {
 			found_bad(v->c, stored->record_id.data,
 				  "its history holds a change of another record, or a change is missing");
 		} else if (m < 0) {
 			r = m;
 			break;
+		} else if ((wrong = erasure_wrong(stored, &tr))) {
+			/* Dropping content keeps the chain (erasure must): only
+			 * this tells an erasure from content removed behind the
+			 * custody trail. */
+			found_bad(v->c, stored->record_id.data, wrong);
 		} else {
+			v->c->erased += stored->erased_ms != 0;
 			merge_digest(stored, d1);
 			merge_digest(made, d2);
 			if (memcmp(d1, d2, 32) || stored->conflicts != made->conflicts ||

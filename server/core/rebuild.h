@@ -47,6 +47,7 @@ int rebuild_if_old(struct store *s, FILE *log);
 /* What verify found of the merged records. */
 struct rebuild_check {
 	uint64_t records;        /* checked */
+	uint64_t erased;         /* of which erased (shahidi erase), each as erasure leaves one */
 	bool bad;                /* a record differs from what its log makes */
 	uint8_t bad_id[16];      /* the first that does */
 	char why[120];

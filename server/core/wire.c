@@ -124,9 +124,7 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 		case CHANGE_CREATE: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
 		case CHANGE_FIELDS: r = WIRE_TYPE(f, 2); nf++; break;
 		case CHANGE_DELETION: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
-		/* the server's mark of an admin's erasure: anything but false
-		 * claims it (a phone's push is refused for it: sync.c) */
-		case CHANGE_ERASED: c->erased |= f.wire_type != 0 || f.varint != 0; break;
+		case CHANGE_ERASED: r = WIRE_TYPE(f, 0); c->erased = f.varint != 0; break;
 		default: break;
 		}
 		if (r < 0)

@@ -36,6 +36,7 @@ struct wire_change {
 	uint64_t change_id, hlc, origin;
 	uint32_t form_version;
 	bool create;
+	bool erased; /* Change.erased: set only on the server's erasure (erase.h) */
 	const uint8_t *record_id;
 	size_t record_id_len;
 	const uint8_t *form_id;
@@ -43,7 +44,6 @@ struct wire_change {
 	struct wire_write *fields;
 	size_t n_fields;
 	bool has_deletion, deleted;
-	bool erased;                  /* Change.erased present and not false */
 	uint64_t del_hlc;
 	struct merge_stamp *del_base;
 	size_t n_del_base;

@@ -14,7 +14,7 @@ import uuid
 import lmdb
 
 from harness import (SERVER, Device, Server, assign, batch, cli, edit, pb, pull, push, report,
-                     run_tests)
+                     request, run_tests)
 import store_pb2 as spb  # noqa: E402  (beside shahidi_pb2, in the build)
 
 
@@ -165,9 +165,26 @@ def test_the_server_refuses_a_store_whose_last_links_break():
                            capture_output=True, timeout=30)
         assert p.returncode == 1 and b"refusing to serve it" in p.stderr, p.stderr
         assert b"--i-know-the-store-is-damaged" in p.stderr
+        # a format this program does not know is refused too, whatever the flag
+        env = open_env(s.data)
+        with env.begin(write=True, db=env.open_db(b"meta")) as t:
+            fmt = t.get(b"format")
+            t.put(b"format", b"99")
+        env.close()
+        p = subprocess.run([SERVER, "--data", s.data, "--listen", "127.0.0.1:0",
+                            "--i-know-the-store-is-damaged"], capture_output=True, timeout=30)
+        assert p.returncode == 1 and b"format '99'" in p.stderr, p.stderr
+        env = open_env(s.data)
+        with env.begin(write=True, db=env.open_db(b"meta")) as t:
+            t.put(b"format", fmt)
+        env.close()
         s.args = ["--i-know-the-store-is-damaged"]
         s.start()
         assert "do NOT verify: serving a damaged store" in s.logtext()
+        assert s.stop() == 0
+        # said again on every start, not only the first
+        s.start()
+        assert s.logtext().count("do NOT verify: serving a damaged store") == 2, s.logtext()
         assert s.stop() == 0
 
 
@@ -204,7 +221,7 @@ def test_erasure_leaves_no_copy_and_keeps_the_trail():
             assert b"SECRET-7731" not in data and b"Another account, kept." in data
         # the chain still verifies, every record is what its log makes
         rc, out, _ = verify(s.data)
-        assert rc == 0 and "all equal" in out, out
+        assert rc == 0 and "all equal" in out and "erased: 1 record(s)" in out, out
         # history, export and audit work on the erased record
         _, out, _ = cli("history", "--data", s.data, "--json", rid)
         h = __import__("json").loads(out)
@@ -215,17 +232,139 @@ def test_erasure_leaves_no_copy_and_keeps_the_trail():
         assert "SECRET" not in out and rid in out and "Another account" in out
         _, out, _ = cli("audit", "--data", s.data)
         assert '"action":"erase"' in out and "DPA-2026-14" in out
+        _, out, _ = cli("status", "--data", s.data, "--json")
+        st = __import__("json").loads(out)
+        assert "SECRET" not in out and st, out[:300]
         rc, _, err = cli("erase", "--data", s.data, "--as", admin.hex, "--record", rid,
                          "--reason", "again", check=False)
         assert rc == 1 and "erased before" in err
         # the holders pull the erasure (and nothing of what was erased)
         s.start()
+        st, _, body = request(s.port, "GET", "/v1/status",
+                              headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200 and b"SECRET" not in body, (st, body[:300])
+        st, _, body = request(s.port, "GET", "/v1/history?record=" + rid,
+                              headers={"Authorization": f"Bearer {admin.token}"})
+        assert st == 200 and b"SECRET" not in body and b"erased" in body, (st, body[:300])
         p = pull(s.port, b, cursor=cursor_b)
         assert len(p.changes) == 1 and p.changes[0].change.erased, p
         assert p.changes[0].change.deletion.deleted and not p.changes[0].change.fields
         p = pull(s.port, a)
         assert all("SECRET" not in str(c) for c in p.changes)
         assert any(c.change.erased for c in p.changes), p
+
+
+def test_every_checkpoint_is_read():
+    """Checkpoints signed daily for months: verify reads every one of them,
+    the newest too (it read the first 64 and silently dropped the rest, so
+    a rewrite covered only by a later checkpoint passed)."""
+    with Server() as s, tempfile.TemporaryDirectory(prefix="shahidi-keys-") as keys:
+        a, _ = make_store(s)
+        assert s.stop() == 0
+        key = os.path.join(keys, "checkpoint.key")
+        _, out, _ = cli("checkpoint", "keygen", "--out", key)
+        pub = re.search(r"public key ([0-9a-f]{64})", out).group(1)
+        saved = os.path.join(keys, "checkpoints")
+        with open(saved, "w") as f:
+            for _ in range(70):
+                f.write(cli("checkpoint", "sign", "--data", s.data, "--key", key)[1])
+        s.start()
+        late = report(a, narrative="A late account, signed for on day 71.")
+        assert push(s.port, a, batch(a, [late]))[0] == 200
+        assert s.stop() == 0
+        with open(saved, "a") as f:
+            f.write(cli("checkpoint", "sign", "--data", s.data, "--key", key)[1])
+        rc, out, _ = verify(s.data, "--checkpoint-key", pub, "--checkpoint-file", saved)
+        assert rc == 0 and "142 signed by this key" in out, out
+        # the late report rewritten, the chain recomputed: only the 71st
+        # checkpoint covers it
+        rewrite_history(s.data, "A late account", "A forged account")
+        rc, out, _ = verify(s.data, "--checkpoint-key", pub)
+        assert rc == 1 and "does not match the chain" in out, out
+        rc, out, _ = verify(s.data, "--checkpoint-key", pub, "--checkpoint-file", saved)
+        assert rc == 1 and "does not match the chain" in out, out
+
+
+def test_content_dropped_without_an_erasure_is_caught():
+    """Erasure keeps each change's digest, so the chain and the checkpoints
+    still verify when content is dropped. An attacker who drops an edit's
+    content the same way, and merges the record again from what is left
+    (`shahidi rebuild`), must not pass verify: content may be gone only
+    from a record that was erased, before its erasure's change."""
+    with Server() as s, tempfile.TemporaryDirectory(prefix="shahidi-keys-") as keys:
+        a, recs = make_store(s)
+        assert s.stop() == 0
+        key = os.path.join(keys, "checkpoint.key")
+        _, out, _ = cli("checkpoint", "keygen", "--out", key)
+        pub = re.search(r"public key ([0-9a-f]{64})", out).group(1)
+        cli("checkpoint", "sign", "--data", s.data, "--key", key)
+        env = open_env(s.data)
+        with env.begin(write=True, db=env.open_db(b"log")) as t:
+            for k, v in t.cursor():
+                e = spb.LogEntry.FromString(v)
+                if b"edited account" in e.change:
+                    e.change = b""
+                    e.erased = True
+                    t.put(k, e.SerializeToString())
+                    break
+            else:
+                raise AssertionError("no edit found")
+        env.close()
+        cli("rebuild", "--data", s.data)
+        _, out, _ = cli("show", "--data", s.data, str(uuid.UUID(bytes=recs[1].record_id)))
+        assert "edited account" not in out, out  # the edit is gone from what is served
+        rc, out, _ = verify(s.data, "--checkpoint-key", pub)
+        rid1 = str(uuid.UUID(bytes=recs[1].record_id))
+        assert rc == 1 and f"BROKEN: record {rid1}" in out and "not erased" in out, out
+
+
+def test_a_phone_cannot_mark_a_change_erased():
+    """Change.erased is the server's (shahidi erase): a phone's change that
+    sets it is rejected, not relayed to the record's holders (whose apps
+    would remove the record while the server keeps it)."""
+    with Server() as s:
+        a, b = Device(s.data, "A"), Device(s.data, "B")
+        rec = report(a)
+        assert push(s.port, a, batch(a, [rec]))[0] == 200
+        assign(s.data, rec.record_id, b)
+        cursor_b = pull(s.port, b).next_cursor
+        d = edit(a, rec.record_id, 62, "text", "x", [(rec.hlc, a.id)])
+        del d.fields[:]
+        d.deletion.deleted = True
+        d.deletion.seen.add(hlc=rec.hlc, device=a.id)
+        d.erased = True
+        st, r = push(s.port, a, batch(a, [d]))
+        assert st == 200 and r.results[0].status == pb.ChangeResult.REJECTED, r
+        assert r.results[0].code == "erased_not_allowed", r
+        assert not pull(s.port, b, cursor=cursor_b).changes
+
+
+def test_the_checkpoint_key_stays_out_of_the_data_directory():
+    """The signing key must not live beside what it pins (whoever can
+    rewrite the store could then sign the rewrite, and backups would carry
+    it): keygen refuses to write it into the data directory, sign refuses
+    a key read from there; nothing is written either way."""
+    with Server() as s, tempfile.TemporaryDirectory(prefix="shahidi-keys-") as keys:
+        make_store(s)
+        assert s.stop() == 0
+        inside = os.path.join(s.data, "checkpoint.key")
+        rc, _, err = cli("checkpoint", "keygen", "--data", s.data, "--out", inside, check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        assert not os.path.exists(inside)
+        os.mkdir(os.path.join(s.data, "sub"))
+        rc, _, err = cli("checkpoint", "keygen", "--data", s.data + "/",
+                         "--out", os.path.join(s.data, "sub", "..", "sub", "k"), check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        key = os.path.join(keys, "checkpoint.key")
+        cli("checkpoint", "keygen", "--data", s.data, "--out", key)
+        with open(key) as f, open(inside, "w") as g:
+            g.write(f.read())
+        _, before, _ = cli("audit", "--data", s.data)
+        rc, _, err = cli("checkpoint", "sign", "--data", s.data, "--key", inside, check=False)
+        assert rc == 2 and "outside the data directory" in err, err
+        assert cli("audit", "--data", s.data)[1] == before
+        # a key kept outside signs
+        assert cli("checkpoint", "sign", "--data", s.data, "--key", key)[0] == 0
 
 
 if __name__ == "__main__":

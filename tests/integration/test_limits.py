@@ -7,8 +7,8 @@ import time
 import uuid
 import zlib
 
-from harness import (Device, Server, batch, deflate, edit, pb, pull, push, read_response, report,
-                     request, run_tests, store_state)
+from harness import (Device, Server, batch, cli, deflate, edit, metric, pb, pull, push,
+                     read_response, report, request, run_tests, store_state)
 
 ARGS = ["--max-body", "64K", "--max-inflated", "1M", "--max-changes", "10",
         "--max-header", "4K", "--header-timeout", "0.5", "--body-timeout", "0.5",
@@ -165,27 +165,32 @@ def test_a_body_that_stalls_is_dropped():
         c.close()
 
 
+def big_feed(s):
+    """A phone whose feed holds 1,000 changes (a pull of >500 KB): 100 of
+    its reports, assigned to another phone, each edited 10 times there."""
+    a, b = Device(s.data, "phone"), Device(s.data, "office phone")
+    admin = Device(s.data, "admin", role="admin")
+    recs = [report(a) for _ in range(100)]
+    assert push(s.port, a, batch(a, recs))[0] == 200
+    for r in recs:
+        body = json.dumps({"record_id": str(uuid.UUID(bytes=r.record_id)),
+                           "device": b.hex}).encode()
+        assert request(s.port, "POST", "/v1/assign", body, {
+            "Authorization": f"Bearer {admin.token}",
+            "Content-Type": "application/json"})[0] == 200
+    for _ in range(10):
+        edits = [edit(b, r.record_id, 62, "text", "x" * 1000, [(r.hlc, a.id)]) for r in recs]
+        assert push(s.port, b, batch(b, edits))[0] == 200
+    return a
+
+
 def test_an_answer_waits_for_the_phone_to_take_it():
     """The idle keep-alive timer starts once the phone has received the
     answer (nothing left unsent or unacknowledged), not once it was
     written: a phone whose link stalls for longer than --idle-timeout
     after asking still gets its whole answer."""
     with Server(args=["--idle-timeout", "1"]) as s:
-        a, b = Device(s.data, "phone"), Device(s.data, "office phone")
-        admin = Device(s.data, "admin", role="admin")
-        # 100 of a's reports, assigned to b, each edited 10 times by b: a's
-        # feed has 1,000 changes
-        recs = [report(a) for _ in range(100)]
-        assert push(s.port, a, batch(a, recs))[0] == 200
-        for r in recs:
-            body = json.dumps({"record_id": str(uuid.UUID(bytes=r.record_id)),
-                               "device": b.hex}).encode()
-            assert request(s.port, "POST", "/v1/assign", body, {
-                "Authorization": f"Bearer {admin.token}",
-                "Content-Type": "application/json"})[0] == 200
-        for _ in range(10):
-            edits = [edit(b, r.record_id, 62, "text", "x" * 1000, [(r.hlc, a.id)]) for r in recs]
-            assert push(s.port, b, batch(b, edits))[0] == 200
+        a = big_feed(s)
         c = socket.socket()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.settimeout(10)
@@ -206,6 +211,37 @@ def test_an_answer_waits_for_the_phone_to_take_it():
         t0 = time.time()
         check_closed(c)
         assert 0.5 < time.time() - t0 < 4
+
+
+def test_an_answer_nobody_takes_is_dropped_within_the_bound():
+    """The wait for an answer to arrive is bounded (--write-timeout): a
+    phone that asks and never reads holds its connection that long, past
+    --idle-timeout, and no longer."""
+    with Server(args=["--idle-timeout", "1", "--write-timeout", "3"]) as s:
+        a = big_feed(s)
+        _, out, _ = cli("device", "enroll", "--data", s.data, "--name", "prom", "--role", "metrics")
+        prom = re.search(r"^token +(\S+)$", out, re.M).group(1)
+
+        def open_conns():
+            st, _, body = request(s.port, "GET", "/metrics",
+                                  headers={"Authorization": f"Bearer {prom}"})
+            assert st == 200
+            return metric(body.decode(), "shahidi_connections_open") - 1  # not this one
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", s.port))
+        c.sendall(b"GET /v1/pull?cursor=0&limit=1000 HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + a.token.encode() + b"\r\n\r\n")
+        t0 = time.time()
+        time.sleep(1.8)
+        assert open_conns() == 1, "dropped before --write-timeout"
+        while open_conns() and time.time() - t0 < 15:
+            time.sleep(0.1)
+        took = time.time() - t0
+        c.close()
+        assert 2.8 < took < 5, took
+        print(f"   an answer never read: its connection dropped after {took:.1f} s "
+              "(--write-timeout 3, --idle-timeout 1)")
 
 
 def raw_exchange(port, data, wait=3):
