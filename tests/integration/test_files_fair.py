@@ -11,8 +11,8 @@ import statistics
 import threading
 import time
 
-from harness import (APPLIED, Server, batch, join_all, metric, push, report, request, run_tests,
-                     workers)
+from harness import (APPLIED, Server, Worker, batch, join_all, metric, push, report, request,
+                     run_tests, workers)
 from tusutil import create, phone, report_with, tus
 
 PHONES = 8
@@ -87,7 +87,7 @@ def test_uploads_leave_the_loop_to_others():
                 during.append(time.monotonic() - t)
                 time.sleep(0.002)
 
-        poller = threading.Thread(target=poll, daemon=True)
+        poller = Worker(poll)  # a /healthz that fails fails the test (join re-raises)
         poller.start()
         t0 = time.monotonic()
         def upload(u):

@@ -79,14 +79,17 @@ def raw_batch(dev, raw_changes):
 
 
 def test_clock_days_ahead_converges_in_any_order():
-    """(1) A phone two days ahead sends change 2, then change 3 naming it.
-    Servers that receive them in either order, or at other times, agree;
-    the server's clock is not dragged ahead."""
+    """(1) A phone two days ahead sends change 2, then change 3 naming it;
+    then its clock is set right (its app lost its clock's state) and it sends
+    change 4 naming change 3, stamped two days lower: its latest change id
+    wins, not its greatest stamp. Servers that receive them in opposite
+    orders, or at other times, agree; the server's clock is not dragged
+    ahead."""
     with Server() as x, Server() as y:
         states = []
         now = int(time.time() * 1000)
         h1 = stamp(now + 2 * DAY_MS)
-        for s, order in [(x, (1, 2)), (y, (2, 1))]:
+        for s, order in [(x, (1, 2, 3)), (y, (3, 2, 1))]:
             ph = Device(s.data, "fast phone")
             ok = Device(s.data, "right phone")
             # the same device ids on both servers are not needed: compare
@@ -99,9 +102,10 @@ def test_clock_days_ahead_converges_in_any_order():
             assert r.results[0].stored_hlc == 0
             c2 = ahead_edit(ph, rec.record_id, 142, "first", h1)
             c3 = ahead_edit(ph, rec.record_id, 142, "second", h1 + 1, [(h1, ph.id)])
-            b2, b3 = batch(ph, [c2]), batch(ph, [c3])
+            c4 = ahead_edit(ph, rec.record_id, 142, "third", stamp(now), [(h1 + 1, ph.id)])
+            bs = [batch(ph, [c2]), batch(ph, [c3]), batch(ph, [c4])]
             for i in order:
-                st, r = push(s.port, ph, b2 if i == 1 else b3)
+                st, r = push(s.port, ph, bs[i - 1])
                 assert st == 200 and r.results[0].status == APPLIED, r
             # a phone with a right clock edits concurrently, later, not
             # having seen the fast phone's values
@@ -111,7 +115,7 @@ def test_clock_days_ahead_converges_in_any_order():
             st, r = push(s.port, ok, batch(ok, [edit(ok, rec.record_id, 140, "choice", "urgent")]))
             assert st == 200 and r.results[0].status == APPLIED, r
             row = exported(s.data)[rid_text(rec)]
-            assert row["fields"]["caseworker"] == "second", row
+            assert row["fields"]["caseworker"] == "third", row
             states.append(row)
         # the same result either way: values, conflict flags
         for k in ("deleted", "conflict"):
