@@ -11,15 +11,34 @@
 #include "recpack.h"
 #include "wire.h"
 
-/* Whether write x's register sorts after y's: the record's own fields
- * first, then instances by id, then by field (merge.c's reg_cmp). */
-static bool write_after(const struct wire_write *x, const struct wire_write *y)
+/* A write's register as a sort key: the record's own fields first, then
+ * instances by id (big-endian halves compare as memcmp does), then by
+ * field (merge.c's reg_cmp). */
+struct write_key {
+	uint64_t hi, lo;
+	uint32_t field;
+	bool inst;
+};
+
+static struct write_key write_key(const struct wire_write *w)
 {
-	bool xi = x->instance_len == 16, yi = y->instance_len == 16;
-	if (xi != yi)
-		return xi;
-	int c = xi ? memcmp(x->instance, y->instance, 16) : 0;
-	return c ? c > 0 : x->field > y->field;
+	struct write_key k = {.field = w->field, .inst = w->instance_len == 16};
+	if (k.inst) {
+		k.hi = sh_get_be64(w->instance);
+		k.lo = sh_get_be64(w->instance + 8);
+	}
+	return k;
+}
+
+static bool key_after(const struct write_key *x, const struct write_key *y)
+{
+	if (x->inst != y->inst)
+		return x->inst;
+	if (x->hi != y->hi)
+		return x->hi > y->hi;
+	if (x->lo != y->lo)
+		return x->lo > y->lo;
+	return x->field > y->field;
 }
 
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
@@ -52,15 +71,17 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		uint64_t origin = c.origin ? c.origin : pusher;
 		size_t n = c.n_fields;
 		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+		struct write_key *keys = arena_alloc(a, (n + 1) * sizeof(*keys));
 		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
 		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
 		merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
 		merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
-		if (!order || !regs || !rp || !es || !ep)
+		if (!order || !keys || !regs || !rp || !es || !ep)
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
 			size_t m = i; /* by (instance, field), as registers are kept */
-			while (m > 0 && write_after(&c.fields[order[m - 1]], &c.fields[i])) {
+			keys[i] = write_key(&c.fields[i]);
+			while (m > 0 && key_after(&keys[order[m - 1]], &keys[i])) {
 				order[m] = order[m - 1];
 				m--;
 			}

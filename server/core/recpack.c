@@ -327,12 +327,17 @@ static size_t entry_size(const merge_entry_t *e)
 	       (e->seq ? 1 + codec_varint_len(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
 }
 
-static size_t register_size(const merge_reg_t *g)
+/* es (or NULL): the first REG_ES entries' sizes, for recpack_pack's
+ * headers (a register has one or a few entries). */
+#define REG_ES 8
+static size_t register_size(const merge_reg_t *g, size_t *es)
 {
 	size_t n = g->field ? 1 + codec_varint_len(g->field) : 0;
 	for (size_t i = 0; i < g->n_entries; i++) {
-		size_t es = entry_size(g->entries[i]);
-		n += 1 + codec_varint_len(es) + es;
+		size_t e = entry_size(g->entries[i]);
+		if (es && i < REG_ES)
+			es[i] = e;
+		n += 1 + codec_varint_len(e) + e;
 	}
 	n += stamps_size(g->tombstones, g->n_tombstones);
 	return n + (g->instance.len ? 1 + codec_varint_len(g->instance.len) + g->instance.len : 0);
@@ -371,7 +376,7 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + codec_varint_len(rec->form_version);
 	n += (rec->base_device ? 9 : 0) + (rec->base_hlc ? 9 : 0);
 	for (size_t i = 0; i < rec->n_registers; i++) {
-		size_t rs = register_size(rec->registers[i]);
+		size_t rs = register_size(rec->registers[i], NULL);
 		n += 1 + codec_varint_len(rs) + rs;
 	}
 	if (rec->n_writers)
@@ -426,12 +431,13 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		q += codec_put_fixed64(q, RECORD_BASE_HLC, rec->base_hlc);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		q += codec_put_len(q, RECORD_REGISTERS, register_size(g));
+		size_t es[REG_ES], rs = register_size(g, es);
+		q += codec_put_len(q, RECORD_REGISTERS, rs);
 		if (g->field)
 			q += codec_put_uint(q, REGISTER_FIELD, g->field);
 		for (size_t k = 0; k < g->n_entries; k++) {
 			const merge_entry_t *e = g->entries[k];
-			q += codec_put_len(q, REGISTER_ENTRIES, entry_size(e));
+			q += codec_put_len(q, REGISTER_ENTRIES, k < REG_ES ? es[k] : entry_size(e));
 			if (e->device)
 				q += codec_put_fixed64(q, ENTRY_DEVICE, e->device);
 			if (e->hlc)
