@@ -509,6 +509,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		rec->first_received_ms = now_ms;
 	} else if (!cached && (r = st_record_by_seq(t, ra, seq, &rec)) < 0) {
 		return r == -ENOENT ? -EIO : r;
+	} else if (!cached && ra != a && (r = st_rc_put(t, seq, rec, false)) < 0) {
+		return r; /* kept as read, for the next change even if this one is refused */
 	} else if (strcmp(rec->form_id, c->form_id)) {
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
 			return r;
