@@ -152,7 +152,8 @@ static int scan_register(const uint8_t *p, size_t n, size_t *ret_entries, size_t
 	return r < 0 ? -1 : 1;
 }
 
-static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
+/* unpack_register's way for a register of many entries: counted first. */
+static int unpack_register_counted(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
 {
 	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
 	struct pb_field f;
@@ -181,6 +182,56 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 			g->entries[g->n_entries++] = e;
 		}
 	}
+	return 1;
+}
+
+/* A register has one entry, or a few (concurrent values): read in one
+ * pass that checks and reads, as unpack_entry does, into a few on the
+ * stack; more than that go the counted way. */
+#define FEW_ENTRIES 4
+static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
+{
+	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
+	merge_entry_t few[FEW_ENTRIES];
+	struct pb_field f;
+	size_t pos = 0, count = 0, n_tombs = 0;
+	int r;
+	*g = init;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number > REGISTER_INSTANCE || !(REG_KNOWN & BIT(f.number)) ||
+		    f.wire_type != reg_wt[f.number])
+			return 0;
+		switch (f.number) {
+		case REGISTER_FIELD: g->field = (uint32_t)f.varint; break;
+		case REGISTER_INSTANCE:
+			g->instance.data = (uint8_t *)f.data;
+			g->instance.len = f.len;
+			break;
+		case REGISTER_TOMBSTONES: n_tombs++; break;
+		case REGISTER_ENTRIES:
+			if (count == FEW_ENTRIES)
+				return unpack_register_counted(a, p, n, g);
+			if ((r = unpack_entry(a, f.data, f.len, &few[count])) <= 0)
+				return r;
+			count++;
+			break;
+		default: break;
+		}
+	}
+	if (r < 0)
+		return -1;
+	if ((r = unpack_stamps(a, p, n, REGISTER_TOMBSTONES, n_tombs, &g->tombstones,
+			       &g->n_tombstones)) <= 0)
+		return r;
+	merge_entry_t *es = arena_alloc(a, (count + 1) * sizeof(*es));
+	g->entries = arena_alloc(a, (count + 1) * sizeof(*g->entries));
+	if (!es || !g->entries)
+		return -1;
+	for (size_t i = 0; i < count; i++) {
+		es[i] = few[i];
+		g->entries[i] = &es[i];
+	}
+	g->n_entries = count;
 	return 1;
 }
 
