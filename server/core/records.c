@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -319,15 +320,25 @@ bool st_rc_wanted(struct store_txn *t, uint64_t seq)
 }
 
 /* Packs rec straight into LMDB's page, in its stored form (entries'
- * stamps against the record's base: merge_rec_compact). */
+ * stamps against the record's base: merge_rec_compact), each register
+ * sized once (in the transaction's t->pack_sizes). */
 static int put_compact(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec,
 		       unsigned flags)
 {
+	size_t need = recpack_sizes_len(rec);
+	if (need > t->cap_pack_sizes) {
+		size_t cap = need < 256 ? 256 : 2 * need;
+		size_t *more = realloc(t->pack_sizes, cap * sizeof(*more));
+		if (!more)
+			return -ENOMEM;
+		t->pack_sizes = more;
+		t->cap_pack_sizes = cap;
+	}
 	merge_rec_compact(rec);
-	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
+	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size_keep(rec, t->pack_sizes)};
 	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
 	if (r == 0)
-		recpack_pack(rec, d.mv_data);
+		recpack_pack_sized(rec, t->pack_sizes, d.mv_data);
 	merge_rec_expand(rec);
 	return r;
 }

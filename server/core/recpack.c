@@ -378,15 +378,14 @@ static size_t entry_size(const merge_entry_t *e)
 	       (e->seq ? 1 + codec_varint_len(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
 }
 
-/* es (or NULL): the first REG_ES entries' sizes, for recpack_pack's
- * headers (a register has one or a few entries). */
-#define REG_ES 8
-static size_t register_size(const merge_reg_t *g, size_t *es)
+/* es (or NULL): the first max_es entries' sizes, for their headers. */
+#define REG_ES 8 /* recpack_pack's, on its stack: a register has a few */
+static size_t register_size(const merge_reg_t *g, size_t *es, size_t max_es)
 {
 	size_t n = g->field ? 1 + codec_varint_len(g->field) : 0;
 	for (size_t i = 0; i < g->n_entries; i++) {
 		size_t e = entry_size(g->entries[i]);
-		if (es && i < REG_ES)
+		if (es && i < max_es)
 			es[i] = e;
 		n += 1 + codec_varint_len(e) + e;
 	}
@@ -414,11 +413,24 @@ static bool has_unknown(const merge_rec_t *rec)
 	return false;
 }
 
-size_t recpack_size(const merge_rec_t *rec)
+size_t recpack_sizes_len(const merge_rec_t *rec)
 {
-	if (has_unknown(rec))
+	size_t n = 1 + rec->n_registers;
+	for (size_t i = 0; i < rec->n_registers; i++)
+		n += rec->registers[i]->n_entries;
+	return n;
+}
+
+/* sizes (or NULL): [0] whether protobuf-c packs it, then each register's
+ * size followed by its entries'. */
+size_t recpack_size_keep(const merge_rec_t *rec, size_t *sizes)
+{
+	bool unknown = has_unknown(rec);
+	if (sizes)
+		sizes[0] = unknown;
+	if (unknown)
 		return protobuf_c_message_get_packed_size(&rec->base);
-	size_t n = 0, fl = rec->form_id ? strlen(rec->form_id) : 0;
+	size_t n = 0, j = 1, fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len)
 		n += 1 + codec_varint_len(rec->record_id.len) + rec->record_id.len;
 	if (fl)
@@ -427,7 +439,11 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + codec_varint_len(rec->form_version);
 	n += (rec->base_device ? 9 : 0) + (rec->base_hlc ? 9 : 0);
 	for (size_t i = 0; i < rec->n_registers; i++) {
-		size_t rs = register_size(rec->registers[i], NULL);
+		const merge_reg_t *g = rec->registers[i];
+		size_t rs = register_size(g, sizes ? sizes + j + 1 : NULL, SIZE_MAX);
+		if (sizes)
+			sizes[j] = rs;
+		j += 1 + g->n_entries;
 		n += 1 + codec_varint_len(rs) + rs;
 	}
 	if (rec->n_writers)
@@ -458,11 +474,17 @@ static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, siz
 	return q;
 }
 
-size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
+size_t recpack_size(const merge_rec_t *rec)
 {
-	if (has_unknown(rec))
+	return recpack_size_keep(rec, NULL);
+}
+
+size_t recpack_pack_sized(const merge_rec_t *rec, const size_t *sizes, uint8_t *out)
+{
+	if (sizes ? sizes[0] != 0 : has_unknown(rec))
 		return protobuf_c_message_pack(&rec->base, out);
 	uint8_t *q = out;
+	size_t j = 1;
 	size_t fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len) {
 		q += codec_put_len(q, RECORD_RECORD_ID, rec->record_id.len);
@@ -482,13 +504,22 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		q += codec_put_fixed64(q, RECORD_BASE_HLC, rec->base_hlc);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		size_t es[REG_ES], rs = register_size(g, es);
+		size_t mine[REG_ES], rs, max_es = SIZE_MAX;
+		const size_t *es = mine;
+		if (sizes) {
+			rs = sizes[j];
+			es = sizes + j + 1;
+		} else {
+			rs = register_size(g, mine, REG_ES);
+			max_es = REG_ES;
+		}
+		j += 1 + g->n_entries;
 		q += codec_put_len(q, RECORD_REGISTERS, rs);
 		if (g->field)
 			q += codec_put_uint(q, REGISTER_FIELD, g->field);
 		for (size_t k = 0; k < g->n_entries; k++) {
 			const merge_entry_t *e = g->entries[k];
-			q += codec_put_len(q, REGISTER_ENTRIES, k < REG_ES ? es[k] : entry_size(e));
+			q += codec_put_len(q, REGISTER_ENTRIES, k < max_es ? es[k] : entry_size(e));
 			if (e->device)
 				q += codec_put_fixed64(q, ENTRY_DEVICE, e->device);
 			if (e->hlc)
@@ -529,6 +560,11 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		if (tail[i])
 			q += codec_put_uint(q, RECORD_FIRST_RECEIVED_MS + i, tail[i]);
 	return (size_t)(q - out);
+}
+
+size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
+{
+	return recpack_pack_sized(rec, NULL, out);
 }
 
 /* ---- the current values, read in place ---- */

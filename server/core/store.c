@@ -740,6 +740,7 @@ void store_abort(struct store_txn *t)
 		mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
 	free(t->feed);
+	free(t->pack_sizes);
 	arena_free(t->rc_arena);
 	free(t);
 }

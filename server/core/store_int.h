@@ -134,6 +134,8 @@ struct store_txn {
 	} rc[ST_RC_SLOTS];
 	size_t n_rc, n_dirty;
 	uint64_t rc_tick;
+	size_t *pack_sizes;        /* records.c's recpack_size_keep(): owned */
+	size_t cap_pack_sizes;
 	uint64_t rc_seen[ST_RC_SEEN]; /* records changed once: the next change
 					 of one keeps it */
 	size_t n_rc_seen;
