@@ -309,7 +309,7 @@ bool st_rc_dirty(const struct store_txn *t, uint64_t seq)
 
 bool st_rc_wanted(struct store_txn *t, uint64_t seq)
 {
-	if (st_rc_get(t, seq))
+	if (st_rc_get(t, seq) || st_has_u64(t->s->rc_hot, t->s->n_rc_hot, seq))
 		return true;
 	size_t n = t->n_rc_seen < ST_RC_SEEN ? t->n_rc_seen : ST_RC_SEEN;
 	for (size_t i = 0; i < n; i++)
@@ -372,6 +372,13 @@ int st_rc_flush(struct store_txn *t)
 			return r;
 	}
 	return 0;
+}
+
+void st_rc_remember(struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		t->s->rc_hot[i] = t->rc[i].seq;
+	t->s->n_rc_hot = t->n_rc;
 }
 
 void st_rc_drop(struct store_txn *t, uint64_t seq)

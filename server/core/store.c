@@ -694,6 +694,7 @@ int store_commit(struct store_txn *t)
 	t->log_cursor = NULL;
 	if (t->write) {
 		r = st_rc_flush(t); /* the records kept unpacked, written once */
+		st_rc_remember(t);
 		if (r == 0)
 			r = st_feed_flush(t);
 		if (r == 0)

@@ -27,6 +27,8 @@
 #include "hlc.h"
 #include "store.h"
 
+#define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
+
 enum {
 	DB_META,
 	DB_RECS,
@@ -71,6 +73,12 @@ struct store {
 	 * (store_others_writes). */
 	_Atomic uint64_t own_txnid;
 	_Atomic uint64_t others;
+	/* The records the last write transaction kept unpacked (st_rc_*):
+	 * the next one keeps them from their first change (the shared
+	 * records many phones change stay hot from commit to commit). Only
+	 * write transactions touch these, one at a time (LMDB's lock). */
+	uint64_t rc_hot[ST_RC_SLOTS];
+	size_t n_rc_hot;
 	/* Write commits syncing now (store_committing: uploads yield to them). */
 	_Atomic unsigned committing;
 	struct store_opts opts;
@@ -91,7 +99,6 @@ struct feed_item {
  * stops inside one re-reads at most this many. */
 #define FEED_PACK 64
 
-#define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
 #define ST_RC_SEEN 64  /* records changed once, remembered (by seq) */
 
 struct store_txn {
@@ -195,14 +202,17 @@ int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_c
  * commit does). st_put_rec forgets what it writes. */
 int st_rc_arena(struct store_txn *t, struct arena **ret);
 merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq);
-/* Whether seq's record is worth keeping: it is kept, or was changed
- * before in this transaction (else it is noted as changed once). */
+/* Whether seq's record is worth keeping: it is kept, was changed before
+ * in this transaction, or was kept by the last one (else it is noted as
+ * changed once). */
 bool st_rc_wanted(struct store_txn *t, uint64_t seq);
 int st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec, bool dirty);
 bool st_rc_dirty(const struct store_txn *t, uint64_t seq);
 int st_rc_write(struct store_txn *t, uint64_t seq);
 void st_rc_drop(struct store_txn *t, uint64_t seq);
 int st_rc_flush(struct store_txn *t);
+/* At the commit: the records kept, for the next transaction (rc_hot). */
+void st_rc_remember(struct store_txn *t);
 /* Before anything reads the stored records (DB_RECS) other than through
  * the cache: record key (8 bytes), or every record (key NULL: a walk).
  * Writes what the read would otherwise miss. */
