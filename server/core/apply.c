@@ -381,15 +381,16 @@ static bool instances_within_max(const merge_rec_t *rec, const struct form *f,
  * group yet, not removed). False (verdict filled) only when the merge
  * would break the bound, so that a refused change never touches the
  * record; true when it holds or cannot be told here (the merge's check
- * then decides). */
+ * then decides), *ret_judged saying which. */
 static bool bound_before_merge(const struct store_change *c, const merge_rec_t *rec,
 			       const struct form_group *const *grown, size_t n_grown,
-			       struct form_verdict *verdict)
+			       struct form_verdict *verdict, bool *ret_judged)
 {
 	uint32_t extra[8] = {0};
 	const uint8_t *ids[64];
 	size_t n_ids = 0;
-	if (!n_grown || !c->form)
+	*ret_judged = !n_grown || !c->form; /* nothing can go over, then */
+	if (*ret_judged)
 		return true;
 	for (size_t i = 0; i < c->n_writes; i++)
 		if (c->writes[i].inst && c->writes[i].field == MERGE_DELETION_FIELD)
@@ -415,6 +416,7 @@ static bool bound_before_merge(const struct store_change *c, const merge_rec_t *
 		extra[k] += !group_of(c->form, rec, w->inst->id) &&
 			    !merge_instance_removed(rec, w->inst->id);
 	}
+	*ret_judged = true;
 	return instances_within_max(rec, c->form, grown, n_grown, extra, verdict);
 }
 
@@ -490,10 +492,12 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 
 	/* A pushed change of a record changed before in this transaction is
 	 * merged where the record can stay for the next change of it (st_rc_*:
-	 * a record that many phones change at once is then read once a commit,
-	 * not once a change); anything else's, in a. */
+	 * a record that many phones change at once is then read, packed and
+	 * written once a commit, not once a change); anything else's, in a. */
 	bool keep = c->stable && !is_new && st_rc_wanted(t, seq);
-	struct arena *ra = keep ? st_rc_arena(t) : NULL;
+	struct arena *ra = NULL;
+	if (keep && (r = st_rc_arena(t, &ra)) < 0)
+		return r;
 	merge_rec_t *rec = ra ? st_rc_get(t, seq) : NULL;
 	bool cached = rec != NULL;
 	if (!ra)
@@ -505,6 +509,8 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		rec->first_received_ms = now_ms;
 	} else if (!cached && (r = st_record_by_seq(t, ra, seq, &rec)) < 0) {
 		return r == -ENOENT ? -EIO : r;
+	} else if (!cached && ra != a && (r = st_rc_put(t, seq, rec, false)) < 0) {
+		return r; /* kept as read, for the next change even if this one is refused */
 	} else if (strcmp(rec->form_id, c->form_id)) {
 		if ((r = st_del_raw(t, DB_CHG, ck, 16)) < 0) /* not applied after all */
 			return r;
@@ -525,11 +531,21 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	}
 	const struct form_group *grown[8];
 	size_t n_grown = new_instances(c, rec, grown, 8);
-	if (!bound_before_merge(c, rec, grown, n_grown, verdict)) {
+	bool judged;
+	if (!bound_before_merge(c, rec, grown, n_grown, verdict, &judged)) {
 		if ((r = take_back(t, c, ck, is_new)) < 0)
 			return r;
 		*ret_outcome = STORE_REJECTED;
 		return 0;
+	}
+	/* The merge changes the record in place: a change the bound may still
+	 * refuse once merged needs the record as it was in the store, to read
+	 * it again from there. */
+	bool dirty = cached && st_rc_dirty(t, seq);
+	if (dirty && !judged) {
+		if ((r = st_rc_write(t, seq)) < 0)
+			return r;
+		dirty = false;
 	}
 
 	t->next_log_seq++;
@@ -544,10 +560,15 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 		.n_seen = c->n_seen,
 	};
 	if ((r = merge_apply(ra, rec, &mc)) < 0) {
-		st_rc_drop(t, seq); /* half merged: read it again */
+		st_rc_drop(t, seq); /* half merged (the transaction is spoilt) */
 		return r;
 	}
 	if (!instances_within_max(rec, c->form, grown, n_grown, NULL, verdict)) {
+		/* Judged exactly before the merge, it cannot differ now; were
+		 * it to, the changes kept unwritten would go with the record:
+		 * spoil the transaction rather than lose them. */
+		if (dirty)
+			return -EIO;
 		/* refused after all: take back what accepting it put in (the
 		 * record as merged is not the stored one any more) */
 		st_rc_drop(t, seq);
@@ -566,10 +587,17 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	if ((r = log_append(t, c, log_seq, rec->seq, rec->head_log_seq, now_ms)) < 0)
 		return r;
 	rec->head_log_seq = log_seq;
-	if ((r = st_put_record(t, rec, is_new, had_conflict)) < 0)
+	if (ra != a) {
+		/* kept, and written when the transaction ends (or before
+		 * anything reads the stored records); its conflicts index now */
+		uint8_t k[8];
+		sh_put_be64(k, seq);
+		if ((r = st_note_conflicts(t, k, had_conflict, rec->conflicts > 0)) < 0 ||
+		    (r = st_rc_put(t, seq, rec, true)) < 0)
+			return r;
+	} else if ((r = st_put_record(t, rec, is_new, had_conflict)) < 0) {
 		return r;
-	if (ra != a)
-		st_rc_put(t, rec->seq, rec); /* as written */
+	}
 
 	/* Every other device that holds the record pulls the change. */
 	for (size_t i = 0; i < rec->n_writers; i++) {

@@ -84,7 +84,9 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates);
  * 0 (stamps are kept as sent; a duplicate of a change stored by an older
  * format says what it was stored under). On STORE_REJECTED, *verdict says
  * why: form_mismatch, change_id_reused, or not_assigned (a phone's change
- * to a record it did not create and was not assigned). */
+ * to a record it did not create and was not assigned). A negative return
+ * spoils the transaction: abort it (records it keeps unpacked may be
+ * half merged). */
 int apply_change(struct store_txn *t, struct arena *a, struct store_change *c, uint64_t now_ms,
 		 enum store_outcome *ret_outcome, uint64_t *ret_stored_hlc,
 		 struct form_verdict *verdict);

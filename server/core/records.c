@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -11,15 +12,34 @@
 #include "recpack.h"
 #include "wire.h"
 
-/* Whether write x's register sorts after y's: the record's own fields
- * first, then instances by id, then by field (merge.c's reg_cmp). */
-static bool write_after(const struct wire_write *x, const struct wire_write *y)
+/* A write's register as a sort key: the record's own fields first, then
+ * instances by id (big-endian halves compare as memcmp does), then by
+ * field (merge.c's reg_cmp). */
+struct write_key {
+	uint64_t hi, lo;
+	uint32_t field;
+	bool inst;
+};
+
+static struct write_key write_key(const struct wire_write *w)
 {
-	bool xi = x->instance_len == 16, yi = y->instance_len == 16;
-	if (xi != yi)
-		return xi;
-	int c = xi ? memcmp(x->instance, y->instance, 16) : 0;
-	return c ? c > 0 : x->field > y->field;
+	struct write_key k = {.field = w->field, .inst = w->instance_len == 16};
+	if (k.inst) {
+		k.hi = sh_get_be64(w->instance);
+		k.lo = sh_get_be64(w->instance + 8);
+	}
+	return k;
+}
+
+static bool key_after(const struct write_key *x, const struct write_key *y)
+{
+	if (x->inst != y->inst)
+		return x->inst;
+	if (x->hi != y->hi)
+		return x->hi > y->hi;
+	if (x->lo != y->lo)
+		return x->lo > y->lo;
+	return x->field > y->field;
 }
 
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
@@ -52,15 +72,17 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		uint64_t origin = c.origin ? c.origin : pusher;
 		size_t n = c.n_fields;
 		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+		struct write_key *keys = arena_alloc(a, (n + 1) * sizeof(*keys));
 		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
 		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
 		merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
 		merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
-		if (!order || !regs || !rp || !es || !ep)
+		if (!order || !keys || !regs || !rp || !es || !ep)
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
 			size_t m = i; /* by (instance, field), as registers are kept */
-			while (m > 0 && write_after(&c.fields[order[m - 1]], &c.fields[i])) {
+			keys[i] = write_key(&c.fields[i]);
+			while (m > 0 && key_after(&keys[order[m - 1]], &keys[i])) {
 				order[m] = order[m - 1];
 				m--;
 			}
@@ -140,6 +162,9 @@ struct store_cursor {
 
 int store_records_cursor(struct store_txn *t, uint64_t after_seq, struct store_cursor **ret)
 {
+	int r = st_rc_before_read(t, NULL, 0); /* a walk */
+	if (r < 0)
+		return r;
 	struct store_cursor *sc = calloc(1, sizeof(*sc));
 	if (!sc)
 		return -ENOMEM;
@@ -244,28 +269,47 @@ int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
  * (a rebuild, a big group commit) must not grow without bound. */
 #define RC_MAX_BYTES ((size_t)16 << 20)
 
-struct arena *st_rc_arena(struct store_txn *t)
+int st_rc_arena(struct store_txn *t, struct arena **ret)
 {
 	if (t->rc_arena && arena_used(t->rc_arena) > RC_MAX_BYTES) {
+		int r = st_rc_flush(t);
+		if (r < 0)
+			return r;
 		arena_reset(t->rc_arena); /* every cached record with it */
 		t->n_rc = 0;
 	}
 	if (!t->rc_arena)
 		t->rc_arena = arena_new();
-	return t->rc_arena;
+	*ret = t->rc_arena;
+	return 0;
+}
+
+static size_t rc_find(const struct store_txn *t, uint64_t seq)
+{
+	size_t i = 0;
+	while (i < t->n_rc && t->rc[i].seq != seq)
+		i++;
+	return i;
 }
 
 merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq)
 {
-	for (size_t i = 0; i < t->n_rc; i++)
-		if (t->rc[i].seq == seq)
-			return t->rc[i].rec;
-	return NULL;
+	size_t i = rc_find(t, seq);
+	if (i == t->n_rc)
+		return NULL;
+	t->rc[i].used = ++t->rc_tick;
+	return t->rc[i].rec;
+}
+
+bool st_rc_dirty(const struct store_txn *t, uint64_t seq)
+{
+	size_t i = rc_find(t, seq);
+	return i < t->n_rc && t->rc[i].dirty;
 }
 
 bool st_rc_wanted(struct store_txn *t, uint64_t seq)
 {
-	if (st_rc_get(t, seq))
+	if (st_rc_get(t, seq) || st_has_u64(t->s->rc_hot, t->s->n_rc_hot, seq))
 		return true;
 	size_t n = t->n_rc_seen < ST_RC_SEEN ? t->n_rc_seen : ST_RC_SEEN;
 	for (size_t i = 0; i < n; i++)
@@ -275,26 +319,103 @@ bool st_rc_wanted(struct store_txn *t, uint64_t seq)
 	return false;
 }
 
-void st_rc_drop(struct store_txn *t, uint64_t seq)
+/* Packs rec straight into LMDB's page, in its stored form (entries'
+ * stamps against the record's base: merge_rec_compact), each register
+ * sized once (in the transaction's t->pack_sizes). */
+static int put_compact(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec,
+		       unsigned flags)
 {
-	for (size_t i = 0; i < t->n_rc; i++)
-		if (t->rc[i].seq == seq) {
-			t->rc[i] = t->rc[--t->n_rc];
-			return;
-		}
+	size_t need = recpack_sizes_len(rec);
+	if (need > t->cap_pack_sizes) {
+		size_t cap = need < 256 ? 256 : 2 * need;
+		size_t *more = realloc(t->pack_sizes, cap * sizeof(*more));
+		if (!more)
+			return -ENOMEM;
+		t->pack_sizes = more;
+		t->cap_pack_sizes = cap;
+	}
+	merge_rec_compact(rec);
+	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size_keep(rec, t->pack_sizes)};
+	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
+	if (r == 0)
+		recpack_pack_sized(rec, t->pack_sizes, d.mv_data);
+	merge_rec_expand(rec);
+	return r;
 }
 
-void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec)
+/* Writes slot i's record if dirty. */
+static int rc_write_slot(struct store_txn *t, size_t i)
 {
-	st_rc_drop(t, seq);
-	if (t->n_rc < ST_RC_SLOTS) {
-		t->rc[t->n_rc].seq = seq;
-		t->rc[t->n_rc++].rec = rec;
-		return;
+	uint8_t k[8];
+	if (!t->rc[i].dirty)
+		return 0;
+	sh_put_be64(k, t->rc[i].seq);
+	int r = put_compact(t, k, t->rc[i].rec, 0);
+	if (r < 0)
+		return r;
+	t->rc[i].dirty = false;
+	t->n_dirty--;
+	return 0;
+}
+
+int st_rc_write(struct store_txn *t, uint64_t seq)
+{
+	size_t i = rc_find(t, seq);
+	return i < t->n_rc ? rc_write_slot(t, i) : 0;
+}
+
+int st_rc_flush(struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_rc && t->n_dirty; i++) {
+		int r = rc_write_slot(t, i);
+		if (r < 0)
+			return r;
 	}
-	t->rc_next = (t->rc_next + 1) % ST_RC_SLOTS; /* one out, in turn */
-	t->rc[t->rc_next].seq = seq;
-	t->rc[t->rc_next].rec = rec;
+	return 0;
+}
+
+void st_rc_remember(struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_rc; i++)
+		t->s->rc_hot[i] = t->rc[i].seq;
+	t->s->n_rc_hot = t->n_rc;
+}
+
+void st_rc_drop(struct store_txn *t, uint64_t seq)
+{
+	size_t i = rc_find(t, seq);
+	if (i == t->n_rc)
+		return;
+	t->n_dirty -= t->rc[i].dirty;
+	t->rc[i] = t->rc[--t->n_rc];
+}
+
+int st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec, bool dirty)
+{
+	size_t i = rc_find(t, seq);
+	if (i == t->n_rc) {
+		if (t->n_rc < ST_RC_SLOTS) {
+			t->n_rc++;
+		} else {
+			/* full: the least recently used one goes, written first */
+			i = 0;
+			for (size_t k = 1; k < ST_RC_SLOTS; k++)
+				if (t->rc[k].used < t->rc[i].used)
+					i = k;
+			int r = rc_write_slot(t, i);
+			if (r < 0)
+				return r;
+		}
+		t->rc[i].seq = seq;
+		t->rc[i].dirty = false;
+	}
+	t->rc[i].rec = rec;
+	t->rc[i].used = ++t->rc_tick;
+	if (dirty && !t->rc[i].dirty) {
+		t->rc[i].dirty = true;
+		t->n_dirty++;
+	}
+	return 0;
 }
 
 /* Packs rec straight into LMDB's page. */
@@ -309,20 +430,22 @@ int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, 
 	return 0;
 }
 
+int st_note_conflicts(struct store_txn *t, const uint8_t k[8], bool had, bool has)
+{
+	if (has && !had)
+		return st_put_raw(t, DB_CFL, k, 8, "", 0, 0);
+	if (!has && had)
+		return st_del_raw(t, DB_CFL, k, 8);
+	return 0;
+}
+
 int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict)
 {
 	uint8_t k[8];
 	sh_put_be64(k, rec->seq);
-	merge_rec_compact(rec);
-	int r = st_put_rec(t, k, rec, is_new ? MDB_APPEND : 0);
-	merge_rec_expand(rec);
-	if (r < 0)
-		return r;
-	if (rec->conflicts && !had_conflict)
-		return st_put_raw(t, DB_CFL, k, 8, "", 0, 0);
-	if (!rec->conflicts && had_conflict)
-		return st_del_raw(t, DB_CFL, k, 8);
-	return 0;
+	st_rc_drop(t, rec->seq); /* whoever keeps it puts it back */
+	int r = put_compact(t, k, rec, is_new ? MDB_APPEND : 0);
+	return r < 0 ? r : st_note_conflicts(t, k, had_conflict, rec->conflicts > 0);
 }
 
 int store_record_replace(struct store_txn *t, merge_rec_t *rec)

@@ -152,7 +152,8 @@ static int scan_register(const uint8_t *p, size_t n, size_t *ret_entries, size_t
 	return r < 0 ? -1 : 1;
 }
 
-static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
+/* unpack_register's way for a register of many entries: counted first. */
+static int unpack_register_counted(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
 {
 	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
 	struct pb_field f;
@@ -181,6 +182,56 @@ static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_re
 			g->entries[g->n_entries++] = e;
 		}
 	}
+	return 1;
+}
+
+/* A register has one entry, or a few (concurrent values): read in one
+ * pass that checks and reads, as unpack_entry does, into a few on the
+ * stack; more than that go the counted way. */
+#define FEW_ENTRIES 4
+static int unpack_register(struct arena *a, const uint8_t *p, size_t n, merge_reg_t *g)
+{
+	static const merge_reg_t init = SHAHIDI__STORE__V1__REGISTER__INIT;
+	merge_entry_t few[FEW_ENTRIES];
+	struct pb_field f;
+	size_t pos = 0, count = 0, n_tombs = 0;
+	int r;
+	*g = init;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		if (f.number > REGISTER_INSTANCE || !(REG_KNOWN & BIT(f.number)) ||
+		    f.wire_type != reg_wt[f.number])
+			return 0;
+		switch (f.number) {
+		case REGISTER_FIELD: g->field = (uint32_t)f.varint; break;
+		case REGISTER_INSTANCE:
+			g->instance.data = (uint8_t *)f.data;
+			g->instance.len = f.len;
+			break;
+		case REGISTER_TOMBSTONES: n_tombs++; break;
+		case REGISTER_ENTRIES:
+			if (count == FEW_ENTRIES)
+				return unpack_register_counted(a, p, n, g);
+			if ((r = unpack_entry(a, f.data, f.len, &few[count])) <= 0)
+				return r;
+			count++;
+			break;
+		default: break;
+		}
+	}
+	if (r < 0)
+		return -1;
+	if ((r = unpack_stamps(a, p, n, REGISTER_TOMBSTONES, n_tombs, &g->tombstones,
+			       &g->n_tombstones)) <= 0)
+		return r;
+	merge_entry_t *es = arena_alloc(a, (count + 1) * sizeof(*es));
+	g->entries = arena_alloc(a, (count + 1) * sizeof(*g->entries));
+	if (!es || !g->entries)
+		return -1;
+	for (size_t i = 0; i < count; i++) {
+		es[i] = few[i];
+		g->entries[i] = &es[i];
+	}
+	g->n_entries = count;
 	return 1;
 }
 
@@ -327,12 +378,16 @@ static size_t entry_size(const merge_entry_t *e)
 	       (e->seq ? 1 + codec_varint_len(e->seq) : 0) + stamps_size(e->seen, e->n_seen);
 }
 
-static size_t register_size(const merge_reg_t *g)
+/* es (or NULL): the first max_es entries' sizes, for their headers. */
+#define REG_ES 8 /* recpack_pack's, on its stack: a register has a few */
+static size_t register_size(const merge_reg_t *g, size_t *es, size_t max_es)
 {
 	size_t n = g->field ? 1 + codec_varint_len(g->field) : 0;
 	for (size_t i = 0; i < g->n_entries; i++) {
-		size_t es = entry_size(g->entries[i]);
-		n += 1 + codec_varint_len(es) + es;
+		size_t e = entry_size(g->entries[i]);
+		if (es && i < max_es)
+			es[i] = e;
+		n += 1 + codec_varint_len(e) + e;
 	}
 	n += stamps_size(g->tombstones, g->n_tombstones);
 	return n + (g->instance.len ? 1 + codec_varint_len(g->instance.len) + g->instance.len : 0);
@@ -358,11 +413,24 @@ static bool has_unknown(const merge_rec_t *rec)
 	return false;
 }
 
-size_t recpack_size(const merge_rec_t *rec)
+size_t recpack_sizes_len(const merge_rec_t *rec)
 {
-	if (has_unknown(rec))
+	size_t n = 1 + rec->n_registers;
+	for (size_t i = 0; i < rec->n_registers; i++)
+		n += rec->registers[i]->n_entries;
+	return n;
+}
+
+/* sizes (or NULL): [0] whether protobuf-c packs it, then each register's
+ * size followed by its entries'. */
+size_t recpack_size_keep(const merge_rec_t *rec, size_t *sizes)
+{
+	bool unknown = has_unknown(rec);
+	if (sizes)
+		sizes[0] = unknown;
+	if (unknown)
 		return protobuf_c_message_get_packed_size(&rec->base);
-	size_t n = 0, fl = rec->form_id ? strlen(rec->form_id) : 0;
+	size_t n = 0, j = 1, fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len)
 		n += 1 + codec_varint_len(rec->record_id.len) + rec->record_id.len;
 	if (fl)
@@ -371,7 +439,11 @@ size_t recpack_size(const merge_rec_t *rec)
 		n += 1 + codec_varint_len(rec->form_version);
 	n += (rec->base_device ? 9 : 0) + (rec->base_hlc ? 9 : 0);
 	for (size_t i = 0; i < rec->n_registers; i++) {
-		size_t rs = register_size(rec->registers[i]);
+		const merge_reg_t *g = rec->registers[i];
+		size_t rs = register_size(g, sizes ? sizes + j + 1 : NULL, SIZE_MAX);
+		if (sizes)
+			sizes[j] = rs;
+		j += 1 + g->n_entries;
 		n += 1 + codec_varint_len(rs) + rs;
 	}
 	if (rec->n_writers)
@@ -402,11 +474,17 @@ static uint8_t *put_fixed64s(uint8_t *q, uint32_t number, const uint64_t *v, siz
 	return q;
 }
 
-size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
+size_t recpack_size(const merge_rec_t *rec)
 {
-	if (has_unknown(rec))
+	return recpack_size_keep(rec, NULL);
+}
+
+size_t recpack_pack_sized(const merge_rec_t *rec, const size_t *sizes, uint8_t *out)
+{
+	if (sizes ? sizes[0] != 0 : has_unknown(rec))
 		return protobuf_c_message_pack(&rec->base, out);
 	uint8_t *q = out;
+	size_t j = 1;
 	size_t fl = rec->form_id ? strlen(rec->form_id) : 0;
 	if (rec->record_id.len) {
 		q += codec_put_len(q, RECORD_RECORD_ID, rec->record_id.len);
@@ -426,12 +504,22 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		q += codec_put_fixed64(q, RECORD_BASE_HLC, rec->base_hlc);
 	for (size_t i = 0; i < rec->n_registers; i++) {
 		const merge_reg_t *g = rec->registers[i];
-		q += codec_put_len(q, RECORD_REGISTERS, register_size(g));
+		size_t mine[REG_ES], rs, max_es = SIZE_MAX;
+		const size_t *es = mine;
+		if (sizes) {
+			rs = sizes[j];
+			es = sizes + j + 1;
+		} else {
+			rs = register_size(g, mine, REG_ES);
+			max_es = REG_ES;
+		}
+		j += 1 + g->n_entries;
+		q += codec_put_len(q, RECORD_REGISTERS, rs);
 		if (g->field)
 			q += codec_put_uint(q, REGISTER_FIELD, g->field);
 		for (size_t k = 0; k < g->n_entries; k++) {
 			const merge_entry_t *e = g->entries[k];
-			q += codec_put_len(q, REGISTER_ENTRIES, entry_size(e));
+			q += codec_put_len(q, REGISTER_ENTRIES, k < max_es ? es[k] : entry_size(e));
 			if (e->device)
 				q += codec_put_fixed64(q, ENTRY_DEVICE, e->device);
 			if (e->hlc)
@@ -472,6 +560,11 @@ size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
 		if (tail[i])
 			q += codec_put_uint(q, RECORD_FIRST_RECEIVED_MS + i, tail[i]);
 	return (size_t)(q - out);
+}
+
+size_t recpack_pack(const merge_rec_t *rec, uint8_t *out)
+{
+	return recpack_pack_sized(rec, NULL, out);
 }
 
 /* ---- the current values, read in place ---- */

@@ -26,6 +26,12 @@ merge_rec_t *recpack_unpack(struct arena *a, const uint8_t *p, size_t n);
 /* The packed size of rec, and its bytes (out holds recpack_size()). */
 size_t recpack_size(const merge_rec_t *rec);
 size_t recpack_pack(const merge_rec_t *rec, uint8_t *out);
+/* The same, each register and entry sized once instead of twice: sizes
+ * (recpack_sizes_len() of them, the caller's) keeps recpack_size_keep()'s
+ * for recpack_pack_sized() of the same, unchanged rec. */
+size_t recpack_sizes_len(const merge_rec_t *rec);
+size_t recpack_size_keep(const merge_rec_t *rec, size_t *sizes);
+size_t recpack_pack_sized(const merge_rec_t *rec, const size_t *sizes, uint8_t *out);
 
 /* ---- reading a record's current values without unpacking it ----
  *

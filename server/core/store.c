@@ -165,10 +165,25 @@ int st_write_err(struct store_txn *t, int rc)
 	return st_lmdb_err(rc);
 }
 
+/* The records kept unpacked in a write transaction (records.c): written
+ * before the stored records are read (so that a read sees every change
+ * merged so far), forgotten when the stored record is written over. */
+static inline int recs_read(struct store_txn *t, int db, const void *key, size_t klen)
+{
+	return db == DB_RECS ? st_rc_before_read(t, key, klen) : 0;
+}
+
+static inline void recs_written(struct store_txn *t, int db, const void *key, size_t klen)
+{
+	if (db == DB_RECS && t->n_rc && klen == 8)
+		st_rc_drop(t, sh_get_be64(key));
+}
+
 int st_get_raw(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *ret)
 {
 	MDB_val k = val_of(key, klen);
-	return st_lmdb_err(mdb_get(t->txn, t->s->dbi[db], &k, ret));
+	int r = recs_read(t, db, key, klen);
+	return r < 0 ? r : st_lmdb_err(mdb_get(t->txn, t->s->dbi[db], &k, ret));
 }
 
 int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64_t *ret)
@@ -182,6 +197,7 @@ int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const 
 		   size_t vlen, unsigned flags)
 {
 	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
+	recs_written(t, db, key, klen);
 	return st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
 }
 
@@ -191,6 +207,9 @@ int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const 
 		   size_t vlen, MDB_val *ret_old)
 {
 	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
+	int r = recs_read(t, db, key, klen); /* it reads what is there */
+	if (r < 0)
+		return r;
 	int rc = mdb_put(t->txn, t->s->dbi[db], &k, &d, MDB_NOOVERWRITE);
 	if (rc == MDB_KEYEXIST) {
 		*ret_old = d;
@@ -202,6 +221,7 @@ int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const 
 int st_del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 {
 	MDB_val k = val_of(key, klen);
+	recs_written(t, db, key, klen);
 	int r = st_write_err(t, mdb_del(t->txn, t->s->dbi[db], &k, NULL));
 	return r == -ENOENT ? 0 : r;
 }
@@ -213,6 +233,7 @@ int st_put_concat(struct store_txn *t, int db, const void *key, size_t klen,
 		      unsigned flags)
 {
 	MDB_val k = val_of(key, klen), d = {.mv_size = hlen + tlen};
+	recs_written(t, db, key, klen);
 	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
@@ -227,6 +248,7 @@ int st_put_pb(struct store_txn *t, int db, const void *key, size_t klen,
 {
 	MDB_val k = val_of(key, klen), d;
 	d.mv_size = protobuf_c_message_get_packed_size(m);
+	recs_written(t, db, key, klen);
 	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
@@ -256,6 +278,9 @@ int st_seek(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *
 		MDB_val *ret_v)
 {
 	MDB_cursor *c;
+	int r = recs_read(t, db, NULL, 0); /* a walk */
+	if (r < 0)
+		return r;
 	int rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
 	if (rc)
 		return st_lmdb_err(rc);
@@ -668,7 +693,10 @@ int store_commit(struct store_txn *t)
 		mdb_cursor_close(t->log_cursor);
 	t->log_cursor = NULL;
 	if (t->write) {
-		r = st_feed_flush(t);
+		r = st_rc_flush(t); /* the records kept unpacked, written once */
+		st_rc_remember(t);
+		if (r == 0)
+			r = st_feed_flush(t);
 		if (r == 0)
 			r = save_counters(t);
 		if (r < 0) {
@@ -713,6 +741,7 @@ void store_abort(struct store_txn *t)
 		mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
 	free(t->feed);
+	free(t->pack_sizes);
 	arena_free(t->rc_arena);
 	free(t);
 }

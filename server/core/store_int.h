@@ -27,6 +27,8 @@
 #include "hlc.h"
 #include "store.h"
 
+#define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
+
 enum {
 	DB_META,
 	DB_RECS,
@@ -71,6 +73,12 @@ struct store {
 	 * (store_others_writes). */
 	_Atomic uint64_t own_txnid;
 	_Atomic uint64_t others;
+	/* The records the last write transaction kept unpacked (st_rc_*):
+	 * the next one keeps them from their first change (the shared
+	 * records many phones change stay hot from commit to commit). Only
+	 * write transactions touch these, one at a time (LMDB's lock). */
+	uint64_t rc_hot[ST_RC_SLOTS];
+	size_t n_rc_hot;
 	/* Write commits syncing now (store_committing: uploads yield to them). */
 	_Atomic unsigned committing;
 	struct store_opts opts;
@@ -91,7 +99,6 @@ struct feed_item {
  * stops inside one re-reads at most this many. */
 #define FEED_PACK 64
 
-#define ST_RC_SLOTS 16 /* records kept unpacked per transaction */
 #define ST_RC_SEEN 64  /* records changed once, remembered (by seq) */
 
 struct store_txn {
@@ -115,17 +122,27 @@ struct store_txn {
 	const uint8_t *fc_items;
 	size_t fc_n;
 	uint64_t others_writes;    /* store_txn_others_writes */
-	/* Records apply_change merged and wrote back in this transaction,
+	/* Records apply_change merged in this transaction more than once,
 	 * kept unpacked (records.c, st_rc_*), so that a record many changes
-	 * of one commit touch is read once: in rc_arena (owned, NULL until
-	 * used), dropped whenever anything else writes the record, freed with
-	 * the transaction. */
+	 * of one commit touch is read once and packed and written once: a
+	 * kept record is dirty (newer than its stored bytes) until written,
+	 * which happens when the transaction commits, when its slot is wanted
+	 * for another record, or before anything reads the stored records
+	 * (st_rc_before_read): every read sees what writing it after each
+	 * change gave. In rc_arena (owned, NULL until used); dropped whenever
+	 * anything else writes the record; freed with the transaction. */
 	struct arena *rc_arena;
 	struct {
 		uint64_t seq;
 		merge_rec_t *rec;
+		uint64_t used;     /* rc_tick at its last use: the least
+				      recently used leaves first */
+		bool dirty;
 	} rc[ST_RC_SLOTS];
-	size_t n_rc, rc_next;
+	size_t n_rc, n_dirty;
+	uint64_t rc_tick;
+	size_t *pack_sizes;        /* records.c's recpack_size_keep(): owned */
+	size_t cap_pack_sizes;
 	uint64_t rc_seen[ST_RC_SEEN]; /* records changed once: the next change
 					 of one keeps it */
 	size_t n_rc_seen;
@@ -173,17 +190,41 @@ int st_record_by_seq(struct store_txn *t, struct arena *a, uint64_t seq, merge_r
 int st_record_seq(struct store_txn *t, const uint8_t id[16], uint64_t *ret);
 int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, unsigned flags);
 int st_put_record(struct store_txn *t, merge_rec_t *rec, bool is_new, bool had_conflict);
-/* The transaction's cache of merged records (see struct store_txn): the
- * arena cached records live in (NULL when out of memory); record seq as
- * last written, or NULL; keep rec (in that arena) as seq's record as just
- * written; forget seq. st_put_rec forgets what it writes. */
-struct arena *st_rc_arena(struct store_txn *t);
+/* The transaction's cache of merged records (see struct store_txn).
+ * st_rc_arena: the arena cached records live in (*ret NULL when out of
+ * memory); it starts again empty past a size, writing the dirty ones
+ * first. st_rc_get: record seq as merged last, or NULL. st_rc_put: keep
+ * rec (in that arena) as seq's record, dirty when not written since its
+ * last change (another record's slot may be written to make room).
+ * st_rc_dirty: whether seq is kept dirty. st_rc_write: write seq's if
+ * dirty. st_rc_drop: forget seq, dirty or not (its write is superseded,
+ * or the transaction spoilt). st_rc_flush: write every dirty one (the
+ * commit does). st_put_rec forgets what it writes. */
+int st_rc_arena(struct store_txn *t, struct arena **ret);
 merge_rec_t *st_rc_get(struct store_txn *t, uint64_t seq);
-/* Whether seq's record is worth keeping: it is kept, or was changed
- * before in this transaction (else it is noted as changed once). */
+/* Whether seq's record is worth keeping: it is kept, was changed before
+ * in this transaction, or was kept by the last one (else it is noted as
+ * changed once). */
 bool st_rc_wanted(struct store_txn *t, uint64_t seq);
-void st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec);
+int st_rc_put(struct store_txn *t, uint64_t seq, merge_rec_t *rec, bool dirty);
+bool st_rc_dirty(const struct store_txn *t, uint64_t seq);
+int st_rc_write(struct store_txn *t, uint64_t seq);
 void st_rc_drop(struct store_txn *t, uint64_t seq);
+int st_rc_flush(struct store_txn *t);
+/* At the commit: the records kept, for the next transaction (rc_hot). */
+void st_rc_remember(struct store_txn *t);
+/* Before anything reads the stored records (DB_RECS) other than through
+ * the cache: record key (8 bytes), or every record (key NULL: a walk).
+ * Writes what the read would otherwise miss. */
+static inline int st_rc_before_read(struct store_txn *t, const void *key, size_t klen)
+{
+	if (!t->n_dirty || (key && (klen != 8 || !st_rc_dirty(t, sh_get_be64(key)))))
+		return 0;
+	return st_rc_flush(t);
+}
+/* The conflicts index entry of record k (8 bytes), from whether it had
+ * conflicts before its change to whether it has now. */
+int st_note_conflicts(struct store_txn *t, const uint8_t k[8], bool had, bool has);
 int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq);
 int st_feed_flush(struct store_txn *t);
 /* A change's log entry: the part prepared off the writer's thread

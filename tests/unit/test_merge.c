@@ -397,6 +397,12 @@ static uint8_t *packed_both_ways(const merge_rec_t *rec, size_t *ret_n)
 	CHECK_EQ_INT(recpack_size(rec), n);
 	CHECK(recpack_pack(rec, ours) == n);
 	CHECK(!memcmp(ref, ours, n));
+	/* sized once, for the pack after */
+	size_t *sizes = arena_alloc(A, recpack_sizes_len(rec) * sizeof(*sizes));
+	memset(ours, 0, n);
+	CHECK_EQ_INT(recpack_size_keep(rec, sizes), n);
+	CHECK(recpack_pack_sized(rec, sizes, ours) == n);
+	CHECK(!memcmp(ref, ours, n));
 	*ret_n = n;
 	return ref;
 }

@@ -12,6 +12,8 @@
 #include "hlc.h"
 #include "merge.h"
 #include "rebuild.h"
+#include "recpack.h"
+#include "shahidi.pb-c.h"
 #include "testutil.h"
 #include "uuid.h"
 #include "store.pb-c.h"
@@ -849,6 +851,18 @@ static void test_new_v3_records_read_back_as_merged(void)
 	tu_rmrf(dir);
 }
 
+/* The batches apply_in decoded: kept until kept_free(), after the commit,
+ * as the writer keeps its batches (a record the transaction keeps unpacked
+ * borrows their bytes until it ends). */
+static struct sync_batch *KEPT[256];
+static size_t N_KEPT;
+
+static void kept_free(void)
+{
+	while (N_KEPT)
+		sync_batch_free(KEPT[--N_KEPT]);
+}
+
 /* Applies change c of device 1 (decoded as the server does) in t. */
 static void apply_in(struct store_txn *t, struct arena *a, Shahidi__V1__Change *c, uint64_t seq)
 {
@@ -861,7 +875,8 @@ static void apply_in(struct store_txn *t, struct arena *a, Shahidi__V1__Change *
 	buf_free(&body);
 	CHECK(apply_change(t, a, sync_batch_change(b, 0), sh_now_ms(), &out, &stored, &v) == 0);
 	CHECK(out == STORE_APPLIED);
-	sync_batch_free(b);
+	CHECK(N_KEPT < 256);
+	KEPT[N_KEPT++] = b;
 }
 
 /* Device d's whole feed, in a read transaction: its log seqs in order. */
@@ -948,6 +963,7 @@ static void test_feed_items_in_log_order(void)
 	CHECK(!memcmp(got, want7, sizeof(want7)));
 	CHECK_EQ_INT(feed_of(s, 8, got, 16), 3);
 	CHECK(!memcmp(got, want2, sizeof(want2)));
+	kept_free();
 	arena_free(a);
 	store_close(s);
 	tu_rmrf(dir);
@@ -1064,6 +1080,115 @@ static void test_changes_of_one_record_in_one_commit(void)
 	for (size_t i = 0; i < nb; i++)
 		sync_batch_free(bs[i]);
 	arena_free(ma);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
+/* Whether field's current value in rec is the text s. */
+static bool text_is(struct arena *a, const merge_rec_t *rec, uint32_t field, const char *s)
+{
+	const merge_entry_t *e = merge_current(merge_register(rec, field));
+	uint8_t want[256];
+	size_t n = shahidi__v1__value__pack(tu_text(a, s), want);
+	return e && e->value.len == n && !memcmp(e->value.data, want, n);
+}
+
+/* Record i of ids (device 1's) set to text in t, as change *cid. */
+static void edit_in(struct store_txn *t, struct arena *a, const uint8_t *id, uint64_t hlc,
+		    uint64_t *cid, const char *text)
+{
+	Shahidi__V1__Change *c = tu_change(a, id, *cid, hlc + *cid);
+	tu_set(a, c, 142, tu_text(a, text), 0, NULL);
+	apply_in(t, a, c, *cid);
+	++*cid;
+}
+
+/* Reads record id in t: its number of changes, and whether field 142 is
+ * text. */
+static bool record_is(struct store_txn *t, struct arena *a, const uint8_t *id, uint32_t changes,
+		      const char *text)
+{
+	merge_rec_t *rec;
+	CHECK(store_record_get(t, a, id, &rec) == 0);
+	return rec->changes == changes && text_is(a, rec, 142, text);
+}
+
+/* A record changed more than once in a transaction is kept unpacked in it
+ * and packed and written once, at its end (or when something else must
+ * read the stored bytes): every read in the transaction still sees it as
+ * merged so far, a change after such a read is written too, a record
+ * pushed out of the transaction's few slots is written then, and the
+ * commit writes the rest. */
+static void test_records_kept_in_a_commit_are_written_once(void)
+{
+	enum { N = 20 }; /* past the slots (ST_RC_SLOTS, 16) */
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc(), cid = 1;
+	const uint8_t *ids[N];
+	struct store_txn *t;
+	CHECK(store_begin(s, true, &t) == 0);
+	for (int i = 0; i < N; i++) {
+		Shahidi__V1__Change *r = tu_report(a, FORMS, 100 + i, cid, hlc + cid);
+		ids[i] = r->record_id.data;
+		apply_in(t, a, r, cid++);
+	}
+	CHECK(store_commit(t) == 0);
+
+	CHECK(store_begin(s, true, &t) == 0);
+	edit_in(t, a, ids[0], hlc, &cid, "a"); /* once: written at once */
+	edit_in(t, a, ids[0], hlc, &cid, "b"); /* twice: kept */
+	CHECK(record_is(t, a, ids[0], 3, "b"));
+	edit_in(t, a, ids[0], hlc, &cid, "c"); /* kept again after that read */
+	/* a walk over the stored records sees it as merged too */
+	struct store_cursor *cur;
+	uint64_t seq;
+	const uint8_t *p;
+	size_t len;
+	bool seen = false;
+	CHECK(store_records_cursor(t, 0, &cur) == 0);
+	while (store_cursor_next(cur, &seq, &p, &len) == 1) {
+		merge_rec_t *rec = recpack_unpack(a, p, len);
+		CHECK(rec != NULL);
+		if (memcmp(rec->record_id.data, ids[0], 16))
+			continue;
+		merge_rec_expand(rec);
+		CHECK_EQ_INT(rec->changes, 4);
+		CHECK(text_is(a, rec, 142, "c"));
+		seen = true;
+	}
+	store_cursor_close(cur);
+	CHECK(seen);
+	edit_in(t, a, ids[0], hlc, &cid, "d");
+	/* every other record changed twice: record 0 leaves the slots */
+	for (int i = 1; i < N; i++) {
+		edit_in(t, a, ids[i], hlc, &cid, "x");
+		edit_in(t, a, ids[i], hlc, &cid, "y");
+	}
+	edit_in(t, a, ids[0], hlc, &cid, "e");
+	CHECK(record_is(t, a, ids[1], 3, "y"));
+	edit_in(t, a, ids[1], hlc, &cid, "z"); /* after the read */
+	CHECK(store_commit(t) == 0);
+
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(record_is(t, a, ids[0], 6, "e"));
+	CHECK(record_is(t, a, ids[1], 4, "z"));
+	for (int i = 2; i < N; i++)
+		CHECK(record_is(t, a, ids[i], 3, "y"));
+	store_abort(t);
+
+	/* an aborted transaction leaves nothing of its kept records */
+	CHECK(store_begin(s, true, &t) == 0);
+	edit_in(t, a, ids[2], hlc, &cid, "gone");
+	edit_in(t, a, ids[2], hlc, &cid, "gone too");
+	store_abort(t);
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(record_is(t, a, ids[2], 3, "y"));
+	store_abort(t);
+	kept_free();
 	arena_free(a);
 	store_close(s);
 	tu_rmrf(dir);
@@ -1375,6 +1500,7 @@ int main(void)
 	RUN(test_new_v3_records_read_back_as_merged);
 	RUN(test_feed_items_in_log_order);
 	RUN(test_changes_of_one_record_in_one_commit);
+	RUN(test_records_kept_in_a_commit_are_written_once);
 	RUN(test_old_format_is_rebuilt);
 	RUN(test_format_4_is_marked_5_without_a_rebuild);
 	form_registry_free(FORMS);
