@@ -591,8 +591,24 @@ int sync_apply(struct store_txn *t, struct sync_batch *b, uint64_t now_ms,
 		resp.clock_offset_ms = (int64_t)hlc_ms(pb->sent_hlc) - (int64_t)now_ms;
 	resp.server_hlc = hlc_tick(clock, now_ms);
 	resp.pull_cursor = dev->pull_cursor;
-	if ((r = pack_response(b, &resp)) < 0)
-		goto out;
+	if (old) {
+		if ((r = pack_response(b, &resp)) < 0)
+			goto out;
+	} else {
+		/* The memo's bytes are the answer less its clock and cursor
+		 * (zero there, so not sent): a protobuf message followed by
+		 * more of its fields is one message, so only those are packed
+		 * and appended, not every result a second time. */
+		Shahidi__V1__PushResponse tail = SHAHIDI__V1__PUSH_RESPONSE__INIT;
+		tail.clock_offset_ms = resp.clock_offset_ms;
+		tail.server_hlc = resp.server_hlc;
+		tail.pull_cursor = resp.pull_cursor;
+		size_t n = shahidi__v1__push_response__get_packed_size(&tail);
+		if ((r = buf_reserve(&b->response, n)) < 0)
+			goto out;
+		b->response.len += shahidi__v1__push_response__pack(
+			&tail, b->response.data + b->response.len);
+	}
 	res.response = b->response.data;
 	res.response_len = b->response.len;
 	*ret = res;

@@ -294,7 +294,14 @@ static void test_batches_and_changes_are_deduplicated(void)
 	for (int k = 0; k < 5; k++) {
 		CHECK(tu_push(s, FORMS, &body, &r2, NULL) == 0);
 		CHECK_EQ_INT(r2->n_results, 3);
+		/* the first answer is the memo's bytes with the clock and
+		 * cursor appended; a replay packs them all: one message */
+		CHECK_EQ_INT(r1->batch_seq, 1);
+		CHECK_EQ_INT(r2->batch_seq, 1);
+		CHECK(r1->server_hlc != 0 && r2->server_hlc > r1->server_hlc);
+		CHECK_EQ_INT(r2->pull_cursor, r1->pull_cursor);
 		for (int i = 0; i < 3; i++) {
+			CHECK_EQ_INT(r2->results[i]->change_id, r1->results[i]->change_id);
 			CHECK_EQ_INT(r2->results[i]->status, r1->results[i]->status);
 			CHECK_EQ_INT(r2->results[i]->status, SHAHIDI__V1__CHANGE_RESULT__STATUS__APPLIED);
 		}
