@@ -65,6 +65,9 @@ struct writer_stats {
 	double apply_sum_s;         /* of that, applying the jobs (CPU); the rest
 				       is writing the pages and syncing them */
 	uint64_t group_sum;
+	double commit_cpu_s;        /* the writer thread's CPU time in commits
+				       (user + system: applying, writing the
+				       pages, syncing them) */
 	uint64_t window_holds;      /* commits that waited for more batches */
 	double window_held_s;       /* and how long, in all */
 };
