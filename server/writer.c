@@ -121,9 +121,10 @@ static uint64_t thread_cpu_ns(void)
 }
 
 /* Whether more batches are likely within the window, for a group of n
- * jobs taken that holds a push (lock held): pushes are being decoded, or a
- * phone other than those in the group pushed within the window. A lone phone sends its next
- * batch only once this one is acknowledged: for it, neither holds. */
+ * jobs taken that holds a push (lock held): pushes are being decoded, or
+ * a phone other than those in the group pushed within the window. A lone
+ * phone sends its next batch only once this one is acknowledged: for it,
+ * neither holds. */
 static bool more_likely(const struct writer *w, struct writer_job **g, size_t n, uint64_t now)
 {
 	bool pushes = false; /* others (a token reload, a pull's note) never wait */
