@@ -58,7 +58,7 @@ static void usage(FILE *out)
 		"  --commit-window-ms MS  a commit waits at most this long for more batches\n"
 		"                         when more are likely (pushes being decoded, or\n"
 		"                         other phones pushing), so that they share one\n"
-		"                         fsync; a lone phone's push never waits (default 10;\n"
+		"                         fsync; a lone phone's push never waits (default 5;\n"
 		"                         0: off; at most 100)\n"
 		"  --map-size SIZE        initial store map size (default 4G of address space;\n"
 		"                         grows)\n"

@@ -33,7 +33,7 @@ void server_config_default(struct server_config *cfg)
 		.max_conns = 4096,
 		.max_inflight = (size_t)64 << 20,
 		.max_queue = 128,
-		.commit_window_us = 10000,
+		.commit_window_us = 5000,
 		.pull_limit = 1000,
 		.auth_burst = 20,
 		.auth_refill_ms = 3000,
