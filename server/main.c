@@ -58,6 +58,11 @@ static void usage(FILE *out)
 		"  --max-inflight SIZE    request bodies held at once before reading pauses\n"
 		"                         (default 64M)\n"
 		"  --pull-limit N         most changes in one pull response (default 1000)\n"
+		"  --commit-window-ms MS  a commit waits at most this long for more batches\n"
+		"                         when more are likely (pushes being decoded, or\n"
+		"                         other phones pushing), so that they share one\n"
+		"                         fsync; a lone phone's push never waits (default 5;\n"
+		"                         0: off; at most 100)\n"
 		"  --map-size SIZE        initial store map size (default 4G of address space;\n"
 		"                         grows)\n"
 		"  --max-map SIZE         the store's size cap (default 1T) -> 507 when full\n"
@@ -203,6 +208,7 @@ static const struct option opts[] = {
 	{"i-know-the-store-is-damaged", no_argument, 0, 'D'},
 	{"max-file", required_argument, 0, '5'},    {"upload-expiry", required_argument, 0, '6'},
 	{"upload-rate", required_argument, 0, '7'},  {"write-timeout", required_argument, 0, '8'},
+	{"commit-window-ms", required_argument, 0, 'W'},
 	{"release-above", required_argument, 0, 'R'}, {"config", required_argument, 0, 'F'},
 	{"help", no_argument, 0, 'h'},		     {0, 0, 0, 0},
 };
@@ -258,6 +264,14 @@ static bool apply_opt(struct server_config *cfg, int c, const char *val)
 	case '8': bad = parse_secs(val, &cfg->write_timeout_ms) < 0 || !cfg->write_timeout_ms; break;
 	case '5': bad = parse_size(val, &cfg->max_file) < 0; break;
 	case '7': bad = parse_size(val, &cfg->upload_rate) < 0; break;
+	case 'W': {
+		char *end;
+		errno = 0;
+		double v = strtod(val, &end);
+		bad = errno || end == val || *end || !(v >= 0) || v * 1000 > WRITER_MAX_WINDOW_US;
+		cfg->commit_window_us = bad ? cfg->commit_window_us : (unsigned)lround(v * 1000);
+		break;
+	}
 	case '6': {
 		char *end;
 		double d = strtod(val, &end);

@@ -301,11 +301,23 @@ static void metrics_gather(struct task *tk)
 		   "# HELP shahidi_group_commit_jobs_max Most jobs in one group commit since start.\n"
 		   "# TYPE shahidi_group_commit_jobs_max gauge\n"
 		   "shahidi_group_commit_jobs_max %" PRIu64 "\n"
+		   "# HELP shahidi_commit_cpu_seconds_total The writer thread's CPU time in commits "
+		   "(applying, writing the pages, syncing them).\n"
+		   "# TYPE shahidi_commit_cpu_seconds_total counter\n"
+		   "shahidi_commit_cpu_seconds_total %.6f\n"
+		   "# HELP shahidi_commit_window_holds_total Commits that waited for more batches "
+		   "(--commit-window-ms).\n"
+		   "# TYPE shahidi_commit_window_holds_total counter\n"
+		   "shahidi_commit_window_holds_total %" PRIu64 "\n"
+		   "# HELP shahidi_commit_window_held_seconds_total Time commits waited for more "
+		   "batches, in all.\n"
+		   "# TYPE shahidi_commit_window_held_seconds_total counter\n"
+		   "shahidi_commit_window_held_seconds_total %.6f\n"
 		   "# HELP shahidi_build_info The running server's version.\n"
 		   "# TYPE shahidi_build_info gauge\n"
 		   "shahidi_build_info{version=\"%s\"} 1\n",
 		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
-		   ws.max_group, SHAHIDI_VERSION);
+		   ws.max_group, ws.commit_cpu_s, ws.window_holds, ws.window_held_s, SHAHIDI_VERSION);
 	metrics__latency(bp, st);
 	buf_append(bp, counties.data, counties.len);
 	buf_free(&counties);

@@ -33,6 +33,7 @@ void server_config_default(struct server_config *cfg)
 		.max_conns = 4096,
 		.max_inflight = (size_t)64 << 20,
 		.max_queue = 128,
+		.commit_window_us = 5000,
 		.pull_limit = 1000,
 		.auth_burst = 20,
 		.auth_refill_ms = 3000,
@@ -146,7 +147,7 @@ int server_start(struct server *srv, char *err, size_t errlen)
 		return r;
 	}
 	server_tokens_install(srv, c);
-	r = writer_start(srv->loop, srv->store, &srv->writer);
+	r = writer_start(srv->loop, srv->store, srv->cfg.commit_window_us, &srv->writer);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot start the writer: %s", uv_strerror(r));
 		return r;

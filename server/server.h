@@ -41,6 +41,8 @@ struct server_config {
 	size_t max_file;             /* an attachment's bytes (413 at creation) */
 	uint64_t upload_expiry_ms;   /* an incomplete upload is dropped after this */
 	size_t upload_rate;          /* uploads' bytes to the disk a second; 0: no cap */
+	unsigned commit_window_us;   /* a commit waits this long at most for more
+					batches when more are likely (writer.h); 0: off */
 	bool unsafe_nosync;          /* the store without fsync: fuzzing only */
 };
 

@@ -15,11 +15,20 @@ void task_hold(struct task *t, struct http_conn *c, bool push)
 	t->srv->busy++;
 	if (!push)
 		t->srv->busy_others++;
+	/* A push held here is decoded next and then submitted: the writer's
+	 * commit window waits for it (task_submit or task_release ends it). */
+	t->job.expected = push;
+	if (push)
+		writer_expect(t->srv->writer, 1);
 }
 
 void task_release(struct task *t)
 {
 	struct server *srv = t->srv;
+	if (t->job.expected) { /* refused before it reached the writer */
+		t->job.expected = false;
+		writer_expect(srv->writer, -1);
+	}
 	http_conn_unref(t->c);
 	t->c = NULL;
 	srv->busy--;

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "store.h"
+#include "sync.h"
 
 /* Batches per transaction: enough to amortise the fsync, few enough that
  * one commit does not hold the first batch's acknowledgement too long. */
@@ -25,6 +26,11 @@ struct writer {
 	uint64_t backlog;
 	bool stopping;
 	bool started;
+	uint64_t window_ns;     /* the commit window; 0: off */
+	uint64_t expected;      /* pushes being decoded (writer_expect) */
+	/* The last two devices that pushed, and when (queued): another
+	 * phone pushing lately says more batches are likely soon. */
+	uint64_t seen_dev[2], seen_ns[2];
 	struct writer_stats stats;
 };
 
@@ -104,6 +110,86 @@ static void record_latency(struct writer *w, uint64_t ns, size_t n)
  * report it apart from the mapped pages. */
 #define RELEASE_CHECK_NS 100000000ull
 
+/* This thread's CPU time (user and system), in ns: what a commit costs
+ * the machine, apart from the time it waits for the disk. */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Whether more batches are likely within the window, for a group of n
+ * jobs taken that holds a push (lock held): pushes are being decoded, or
+ * a phone other than those in the group pushed within the window. A lone
+ * phone sends its next batch only once this one is acknowledged: for it,
+ * neither holds. */
+static bool more_likely(const struct writer *w, struct writer_job **g, size_t n, uint64_t now)
+{
+	bool pushes = false; /* others (a token reload, a pull's note) never wait */
+	for (size_t i = 0; i < n && !pushes; i++)
+		pushes = g[i]->kind == WJOB_PUSH;
+	if (!pushes)
+		return false;
+	if (w->expected > 0)
+		return true;
+	for (int k = 0; k < 2; k++) {
+		if (!w->seen_ns[k] || now - w->seen_ns[k] > w->window_ns)
+			continue;
+		bool in_group = false;
+		for (size_t i = 0; i < n && !in_group; i++)
+			in_group = g[i]->kind == WJOB_PUSH &&
+				   sync_batch_device(g[i]->batch) == w->seen_dev[k];
+		if (!in_group)
+			return true;
+	}
+	return false;
+}
+
+/* Takes queued jobs into g (lock held) until it holds WRITER_MAX_GROUP. */
+static size_t take_queued(struct writer *w, struct writer_job **g, size_t n)
+{
+	while (w->queue && n < WRITER_MAX_GROUP) {
+		g[n++] = w->queue;
+		w->queue = w->queue->next;
+	}
+	if (!w->queue)
+		w->queue_tail = NULL;
+	return n;
+}
+
+/* The commit window (lock held): when more batches are likely, waits
+ * for them until the group is full or its oldest job has waited the
+ * window since it was queued (not until the likely ones came: at half
+ * the saturated rate that gave groups of two, where the whole window
+ * gives three or four). Returns the group's new size. The bound is
+ * on the oldest job, so no batch waits more than the window for its
+ * commit to start (beyond the commit before it). */
+static size_t hold_window(struct writer *w, struct writer_job **g, size_t n)
+{
+	uint64_t start = sh_mono_ns(), deadline = g[0]->queued_ns + w->window_ns;
+	if (!w->window_ns || n >= WRITER_MAX_GROUP || start >= deadline ||
+	    !more_likely(w, g, n, start))
+		return n;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	uint64_t left = deadline - start;
+	until.tv_sec += (time_t)(left / 1000000000u);
+	until.tv_nsec += (long)(left % 1000000000u);
+	until.tv_sec += until.tv_nsec / 1000000000;
+	until.tv_nsec %= 1000000000;
+	while (!w->stopping && n < WRITER_MAX_GROUP) {
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT)
+			break;
+		n = take_queued(w, g, n);
+	}
+	n = take_queued(w, g, n);
+	w->stats.window_holds++;
+	w->stats.window_held_s += (double)(sh_mono_ns() - start) / 1e9;
+	return n;
+}
+
 static void writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -129,21 +215,16 @@ static void writer_main(void *arg)
 		}
 		if (!w->queue && w->stopping)
 			break;
-		size_t n = 0;
-		while (w->queue && n < WRITER_MAX_GROUP) {
-			batch[n++] = w->queue;
-			w->queue = w->queue->next;
-		}
-		if (!w->queue)
-			w->queue_tail = NULL;
+		size_t n = take_queued(w, batch, 0);
+		n = hold_window(w, batch, n);
 		pthread_mutex_unlock(&w->lock);
 
-		uint64_t now = sh_now_ms(), t0 = sh_mono_ns();
+		uint64_t now = sh_now_ms(), t0 = sh_mono_ns(), cpu0 = thread_cpu_ns();
 		for (size_t i = 0; i < n; i++)
 			batch[i]->now_ms = now;
 		struct group g = {batch, n, 0};
 		int r = store_write(w->store, apply_group, &g);
-		uint64_t dt = sh_mono_ns() - t0;
+		uint64_t dt = sh_mono_ns() - t0, cpu = thread_cpu_ns() - cpu0;
 		for (size_t i = 0; i < n; i++) {
 			if (r < 0)
 				batch[i]->result = r;
@@ -153,6 +234,7 @@ static void writer_main(void *arg)
 		pthread_mutex_lock(&w->lock);
 		record_latency(w, dt, n);
 		w->stats.apply_sum_s += (double)g.apply_ns / 1e9;
+		w->stats.commit_cpu_s += (double)cpu / 1e9;
 		for (size_t i = 0; i < n; i++) {
 			batch[i]->next = NULL;
 			if (w->done_tail)
@@ -193,12 +275,15 @@ static void on_async(uv_async_t *h)
 	}
 }
 
-int writer_start(uv_loop_t *loop, struct store *s, struct writer **ret)
+int writer_start(uv_loop_t *loop, struct store *s, unsigned window_us, struct writer **ret)
 {
+	if (window_us > WRITER_MAX_WINDOW_US)
+		return -EINVAL;
 	struct writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	w->loop = loop;
+	w->window_ns = (uint64_t)window_us * 1000;
 	w->store = s;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_condattr_t ca;
@@ -224,7 +309,21 @@ int writer_start(uv_loop_t *loop, struct store *s, struct writer **ret)
 void writer_submit(struct writer *w, struct writer_job *job)
 {
 	job->next = NULL;
+	job->queued_ns = sh_mono_ns();
+	uint64_t dev = job->kind == WJOB_PUSH ? sync_batch_device(job->batch) : 0;
 	pthread_mutex_lock(&w->lock);
+	if (job->expected) {
+		job->expected = false;
+		w->expected--;
+	}
+	if (job->kind == WJOB_PUSH) {
+		if (dev != w->seen_dev[0]) {
+			w->seen_dev[1] = w->seen_dev[0];
+			w->seen_ns[1] = w->seen_ns[0];
+			w->seen_dev[0] = dev;
+		}
+		w->seen_ns[0] = job->queued_ns;
+	}
 	if (w->queue_tail)
 		w->queue_tail->next = job;
 	else
@@ -232,6 +331,13 @@ void writer_submit(struct writer *w, struct writer_job *job)
 	w->queue_tail = job;
 	w->backlog++;
 	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void writer_expect(struct writer *w, int delta)
+{
+	pthread_mutex_lock(&w->lock);
+	w->expected += (uint64_t)(int64_t)delta;
 	pthread_mutex_unlock(&w->lock);
 }
 
