@@ -587,13 +587,8 @@ out:
 	return r;
 }
 
-const struct form_field *form_field(const struct form *f, uint32_t number)
+const struct form_field *form__field_scan(const struct form *f, uint32_t number)
 {
-	if (f->by_number) {
-		if (number > f->max_number || f->by_number[number] == UINT16_MAX)
-			return NULL;
-		return &f->fields[f->by_number[number]];
-	}
 	for (size_t i = 0; i < f->n_fields; i++)
 		if (f->fields[i].number == number)
 			return &f->fields[i];
