@@ -839,8 +839,16 @@ int form_check_value(const struct form_field *fd, const uint8_t *value, size_t l
 		     uint64_t now_ms, struct form_verdict *ret)
 {
 	struct form_value v;
-	if (form_value_parse(value, len, &v) < 0)
+	bool ok = form_value_parse(value, len, &v) == 0;
+	return form_check_parsed(fd, ok ? &v : NULL, now_ms, ret);
+}
+
+int form_check_parsed(const struct form_field *fd, const struct form_value *pv, uint64_t now_ms,
+		      struct form_verdict *ret)
+{
+	if (!pv)
 		VERDICT("malformed_value", "the value is not a well-formed Value message");
+	struct form_value v = *pv;
 	if (v.kind == FT_NONE)
 		return 0; /* cleared; whether that is allowed is the change's check */
 	if (v.kind != fd->type)

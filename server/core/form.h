@@ -173,6 +173,12 @@ struct form_verdict {
 int form_check_value(const struct form_field *fd, const uint8_t *value, size_t len,
 		     uint64_t now_ms, struct form_verdict *ret);
 
+/* form_check_value on a value already parsed (wire_value_read does it
+ * while checking its framing, so that the decoder reads each value once);
+ * v NULL: it did not parse (malformed_value). */
+int form_check_parsed(const struct form_field *fd, const struct form_value *v, uint64_t now_ms,
+		      struct form_verdict *ret);
+
 /* Days since 1970-01-01 of a "YYYY-MM-DD" date; -EINVAL when malformed or
  * not a calendar date. */
 int form_parse_date(const uint8_t *s, size_t len, int64_t *ret_days);
