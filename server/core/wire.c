@@ -5,6 +5,7 @@
 
 #include "arena.h"
 #include "codec.h"
+#include "common.h"
 #include "fields.h"
 #include "form.h"
 
@@ -103,13 +104,46 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 	return seen ? read_stamps(a, p, n, FIELD_WRITE_SEEN, WIRE_MAX_SEEN, &w->seen, &w->n_seen) : 0;
 }
 
+/* A Change's Deletion f[0..n): its flag, stamp, base and view. */
+static int read_deletion(struct arena *a, size_t max_base, const uint8_t *p, size_t n,
+			 struct wire_change *c)
+{
+	struct pb_field g;
+	size_t p2 = 0;
+	int r;
+	c->has_deletion = true;
+	while ((r = codec_pb_next(p, n, &p2, &g)) > 0) {
+		if (g.number == DELETION_DELETED && WIRE_TYPE(g, 0) == 0)
+			c->deleted = g.varint != 0;
+		else if (g.number == DELETION_HLC && WIRE_TYPE(g, 1) == 0)
+			c->del_hlc = g.varint;
+		else if (g.number <= DELETION_SEEN &&
+			 (g.number >= DELETION_SUPERSEDES ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
+			return -EPROTO;
+	}
+	if (r < 0)
+		return r;
+	if ((r = read_stamps(a, p, n, DELETION_SUPERSEDES, max_base, &c->del_base,
+			     &c->n_del_base)) < 0 ||
+	    (r = read_stamps(a, p, n, DELETION_SEEN, WIRE_MAX_SEEN, &c->del_seen,
+			     &c->n_del_seen)) < 0)
+		return r;
+	return 0;
+}
+
 int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
 		     const uint8_t *p, size_t n, struct wire_change *c)
 {
 	struct pb_field f;
-	size_t pos = 0, nf = 0, deletions = 0;
-	int r;
+	size_t pos = 0, nf = 0, cap = 0, deletions = 0;
+	int r, inner = 0; /* the first error inside a write or the deletion */
 	memset(c, 0, sizeof(*c));
+	/* One walk (a first one only to count the writes was 2k instructions
+	 * a change): each write is read when met, into an array that doubles
+	 * up to max_fields + 1. What is refused, and why, is as if the whole
+	 * change were framed and counted first: a framing error of the change
+	 * wins over too many writes, which wins over the first error inside
+	 * a write or the deletion, and no write past max_fields is read. */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
 		switch (f.number) {
 		case CHANGE_CHANGE_ID: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
@@ -122,8 +156,28 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 		case CHANGE_HLC: r = WIRE_TYPE(f, 1); c->hlc = f.varint; break;
 		case CHANGE_ORIGIN: r = WIRE_TYPE(f, 1); c->origin = f.varint; break;
 		case CHANGE_CREATE: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
-		case CHANGE_FIELDS: r = WIRE_TYPE(f, 2); nf++; break;
-		case CHANGE_DELETION: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
+		case CHANGE_FIELDS:
+			if ((r = WIRE_TYPE(f, 2)) < 0 || ++nf > max_fields || inner)
+				break;
+			if (nf > cap) {
+				size_t ncap = cap ? SH_MIN(cap * 2, max_fields) : SH_MIN((size_t)32, max_fields);
+				struct wire_write *w = arena_alloc(tmp, (ncap + 1) * sizeof(*w));
+				if (!w) {
+					inner = -ENOMEM;
+					break;
+				}
+				if (c->n_fields)
+					memcpy(w, c->fields, c->n_fields * sizeof(*w));
+				c->fields = w;
+				cap = ncap;
+			}
+			inner = read_field_write(a, max_base, f.data, f.len, &c->fields[c->n_fields++]);
+			break;
+		case CHANGE_DELETION:
+			if ((r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0) < 0 || inner)
+				break;
+			inner = read_deletion(a, max_base, f.data, f.len, c);
+			break;
 		case CHANGE_ERASED: r = WIRE_TYPE(f, 0); c->erased = f.varint != 0; break;
 		default: break;
 		}
@@ -134,36 +188,10 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 		return r;
 	if (nf > max_fields)
 		return -EMSGSIZE;
-	c->fields = arena_alloc(tmp, (nf + 1) * sizeof(*c->fields));
-	if (!c->fields)
+	if (inner < 0)
+		return inner;
+	if (!c->fields && !(c->fields = arena_alloc(tmp, sizeof(*c->fields))))
 		return -ENOMEM;
-	pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == CHANGE_FIELDS) {
-			if ((r = read_field_write(a, max_base, f.data, f.len, &c->fields[c->n_fields++])) < 0)
-				return r;
-		} else if (f.number == CHANGE_DELETION) {
-			struct pb_field g;
-			size_t p2 = 0;
-			c->has_deletion = true;
-			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
-				if (g.number == DELETION_DELETED && WIRE_TYPE(g, 0) == 0)
-					c->deleted = g.varint != 0;
-				else if (g.number == DELETION_HLC && WIRE_TYPE(g, 1) == 0)
-					c->del_hlc = g.varint;
-				else if (g.number <= DELETION_SEEN &&
-					 (g.number >= DELETION_SUPERSEDES ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
-					return -EPROTO;
-			}
-			if (r < 0)
-				return r;
-			if ((r = read_stamps(a, f.data, f.len, DELETION_SUPERSEDES, max_base, &c->del_base,
-					     &c->n_del_base)) < 0 ||
-			    (r = read_stamps(a, f.data, f.len, DELETION_SEEN, WIRE_MAX_SEEN, &c->del_seen,
-					     &c->n_del_seen)) < 0)
-				return r;
-		}
-	}
 	return 0;
 }
 

@@ -6,7 +6,9 @@
 
 #include "arena.h"
 #include "check.h"
+#include "codec.h"
 #include "common.h"
+#include "fields.h"
 #include "form.h"
 #include "gen.h"
 #include "wire.h"
@@ -148,8 +150,99 @@ static void test_each_rule(void)
 	CHECK_EQ_INT(wire_value_read(bad_text, 3, FT_TEXT, &v), -EPROTO);
 }
 
+/* A FieldWrite: field, a text value of one byte, and `stamps` base stamps. */
+static void put_write(struct buf *b, uint32_t field, char text, size_t stamps)
+{
+	struct buf w = {0}, v = {0}, st = {0};
+	uint8_t t = (uint8_t)text;
+	CHECK(codec_pb_put_bytes(&v, FT_TEXT, &t, 1) == 0);
+	CHECK(codec_pb_put_uint(&w, FIELD_WRITE_FIELD, field) == 0);
+	CHECK(codec_pb_put_bytes(&w, FIELD_WRITE_VALUE, v.data, v.len) == 0);
+	CHECK(codec_pb_put_fixed64(&st, STAMP_HLC, 7) == 0);
+	CHECK(codec_pb_put_fixed64(&st, STAMP_DEVICE, 9) == 0);
+	for (size_t i = 0; i < stamps; i++)
+		CHECK(codec_pb_put_bytes(&w, FIELD_WRITE_SUPERSEDES, st.data, st.len) == 0);
+	CHECK(codec_pb_put_bytes(b, CHANGE_FIELDS, w.data, w.len) == 0);
+	buf_free(&w);
+	buf_free(&v);
+	buf_free(&st);
+}
+
+static int read(const struct buf *b, size_t max_fields, struct arena *a, struct wire_change *c)
+{
+	return wire_read_change(a, a, max_fields, 4, b->data, b->len, c);
+}
+
+/* The change is read in one walk; what is refused, and why, is as when
+ * it was framed and counted first. */
+static void test_read_change(void)
+{
+	struct arena *a = arena_new();
+	struct wire_change c;
+	struct buf b = {0};
+	/* many writes (the array grows), each read whole and in order */
+	CHECK(codec_pb_put_uint(&b, CHANGE_CHANGE_ID, 3) == 0);
+	for (uint32_t i = 1; i <= 300; i++)
+		put_write(&b, i, (char)('a' + i % 26), i % 3);
+	CHECK(codec_pb_put_uint(&b, CHANGE_CREATE, 1) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), 0);
+	CHECK_EQ_INT(c.n_fields, 300);
+	CHECK(c.change_id == 3 && c.create && !c.has_deletion);
+	for (uint32_t i = 1; i <= 300; i++) {
+		const struct wire_write *w = &c.fields[i - 1];
+		CHECK_EQ_INT(w->field, i);
+		CHECK(w->value_len == 3 && w->value[2] == 'a' + i % 26);
+		CHECK_EQ_INT(w->n_base, i % 3);
+		for (size_t k = 0; k < w->n_base; k++)
+			CHECK(w->base[k].hlc == 7 && w->base[k].device == 9);
+	}
+	/* one write more than allowed; exactly as many */
+	CHECK_EQ_INT(read(&b, 299, a, &c), -EMSGSIZE);
+	CHECK_EQ_INT(read(&b, 300, a, &c), 0);
+	CHECK_EQ_INT(c.n_fields, 300);
+	/* a write with too many base stamps */
+	put_write(&b, 301, 'x', 5);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EMSGSIZE);
+	/* then a write that is not a FieldWrite's framing: the first wins */
+	static const uint8_t broken[] = {0x42, 0x02, 0x0a, 0x05};
+	CHECK(buf_append(&b, broken, sizeof(broken)) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EMSGSIZE);
+	/* the broken write alone, after a good one */
+	buf_reset(&b);
+	put_write(&b, 1, 'a', 0);
+	CHECK(buf_append(&b, broken, sizeof(broken)) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EPROTO);
+	/* too many writes wins over a broken write among them */
+	buf_reset(&b);
+	CHECK(buf_append(&b, broken, sizeof(broken)) == 0);
+	put_write(&b, 1, 'a', 0);
+	CHECK_EQ_INT(read(&b, 2, a, &c), -EPROTO);
+	CHECK_EQ_INT(read(&b, 1, a, &c), -EMSGSIZE);
+	/* a framing error of the change wins over both */
+	static const uint8_t bad_id[] = {0x0a, 0x00}; /* change_id as bytes */
+	CHECK(buf_append(&b, bad_id, sizeof(bad_id)) == 0);
+	CHECK_EQ_INT(read(&b, 1, a, &c), -EPROTO);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EPROTO);
+	/* two deletions; one */
+	buf_reset(&b);
+	put_write(&b, 1, 'a', 0);
+	CHECK(codec_pb_put_bytes(&b, CHANGE_DELETION, "\x08\x01", 2) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), 0);
+	CHECK(c.has_deletion && c.deleted && c.n_fields == 1);
+	CHECK(codec_pb_put_bytes(&b, CHANGE_DELETION, "\x08\x01", 2) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EPROTO);
+	/* none at all */
+	buf_reset(&b);
+	CHECK(codec_pb_put_uint(&b, CHANGE_CHANGE_ID, 3) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), 0);
+	CHECK(c.n_fields == 0 && c.fields);
+	buf_free(&b);
+	arena_free(a);
+}
+
 int main(void)
 {
+	RUN(test_read_change);
 	RUN(test_each_rule);
 	RUN(test_agrees_with_the_two_walks);
 	return 0;
