@@ -848,37 +848,37 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 {
 	if (!pv)
 		VERDICT("malformed_value", "the value is not a well-formed Value message");
-	struct form_value v = *pv;
-	if (v.kind == FT_NONE)
+	const struct form_value *v = pv; /* read in place: no copy */
+	if (v->kind == FT_NONE)
 		return 0; /* cleared; whether that is allowed is the change's check */
-	if (v.kind != fd->type)
+	if (v->kind != fd->type)
 		VERDICT("wrong_type", "expected %s, got %s", form_type_name(fd->type),
-			form_type_name(v.kind));
+			form_type_name(v->kind));
 
 	int64_t max_day = (int64_t)(now_ms / FORM_DAY_MS) + 1; /* a day of slack for time zones */
-	switch (v.kind) {
+	switch (v->kind) {
 	case FT_TEXT:
-		if (v.str_len > fd->max_length)
-			VERDICT("text_too_long", "%zu bytes, at most %u allowed", v.str_len,
+		if (v->str_len > fd->max_length)
+			VERDICT("text_too_long", "%zu bytes, at most %u allowed", v->str_len,
 				fd->max_length);
-		if (!form_utf8_ok(v.str, v.str_len))
+		if (!form_utf8_ok(v->str, v->str_len))
 			VERDICT("bad_text", "text must be UTF-8 without NUL characters");
 		break;
 	case FT_INTEGER:
-		if (fd->has_range && ((double)v.i < fd->min || (double)v.i > fd->max))
+		if (fd->has_range && ((double)v->i < fd->min || (double)v->i > fd->max))
 			VERDICT("out_of_range", "must be between %.0f and %.0f", fd->min, fd->max);
 		break;
 	case FT_DECIMAL:
-		if (!isfinite(v.d))
+		if (!isfinite(v->d))
 			VERDICT("out_of_range", "must be a finite number");
-		if (fd->has_range && (v.d < fd->min || v.d > fd->max))
+		if (fd->has_range && (v->d < fd->min || v->d > fd->max))
 			VERDICT("out_of_range", "must be between %g and %g", fd->min, fd->max);
 		break;
 	case FT_BOOLEAN:
 		break;
 	case FT_DATE: {
 		int64_t days;
-		if (form_parse_date(v.str, v.str_len, &days) < 0)
+		if (form_parse_date(v->str, v->str_len, &days) < 0)
 			VERDICT("bad_date", "dates are YYYY-MM-DD calendar dates");
 		if (days < days_from_civil(1900, 1, 1))
 			VERDICT("bad_date", "dates before 1900 are not accepted");
@@ -887,13 +887,13 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 		break;
 	}
 	case FT_DATETIME:
-		if (v.i < days_from_civil(1900, 1, 1) * (int64_t)FORM_DAY_MS)
+		if (v->i < days_from_civil(1900, 1, 1) * (int64_t)FORM_DAY_MS)
 			VERDICT("bad_date", "date-times before 1900 are not accepted");
-		if (!fd->allow_future && v.i > (max_day + 1) * (int64_t)FORM_DAY_MS)
+		if (!fd->allow_future && v->i > (max_day + 1) * (int64_t)FORM_DAY_MS)
 			VERDICT("future_date", "the date-time is after today");
 		break;
 	case FT_CHOICE:
-		if (!form_choice(fd, (const char *)v.str, v.str_len))
+		if (!form_choice(fd, (const char *)v->str, v->str_len))
 			VERDICT("choice_not_in_vocabulary", "the code is not in vocabulary %s",
 				fd->vocabulary);
 		break;
@@ -901,7 +901,7 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 		size_t pos = 0, n = 0, clen;
 		const uint8_t *code;
 		int r;
-		while ((r = form_value_next_choice(&v, &pos, &code, &clen)) > 0) {
+		while ((r = form_value_next_choice(v, &pos, &code, &clen)) > 0) {
 			if (!form_choice(fd, (const char *)code, clen))
 				VERDICT("choice_not_in_vocabulary",
 					"code %zu is not in vocabulary %s", n + 1, fd->vocabulary);
@@ -910,7 +910,7 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 			/* n is at most the vocabulary's size: a quadratic scan is cheap */
 			size_t p2 = 0, k = 0, olen;
 			const uint8_t *other;
-			while (++k < n && form_value_next_choice(&v, &p2, &other, &olen) > 0)
+			while (++k < n && form_value_next_choice(v, &p2, &other, &olen) > 0)
 				if (olen == clen && !memcmp(other, code, clen))
 					VERDICT("repeated_choice", "code %zu repeats an earlier one", n);
 		}
@@ -920,7 +920,7 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 	}
 	case FT_GEOPOINT: {
 		struct form_geopoint g;
-		if (form_value_geopoint(&v, &g) < 0)
+		if (form_value_geopoint(v, &g) < 0)
 			VERDICT("malformed_value", "the point is not well-formed");
 		if (!isfinite(g.latitude) || !isfinite(g.longitude) || g.latitude < -90 ||
 		    g.latitude > 90 || g.longitude < -180 || g.longitude > 180 ||
@@ -936,7 +936,7 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 		const uint8_t *mt = NULL;
 		uint64_t size = 0;
 		int r;
-		while ((r = codec_pb_next(v.sub, v.sub_len, &pos, &f)) > 0) {
+		while ((r = codec_pb_next(v->sub, v->sub_len, &pos, &f)) > 0) {
 			if (f.number >= ATTACHMENT_FILE_ID && f.number <= ATTACHMENT_MEDIA_TYPE &&
 			    f.wire_type != (f.number == ATTACHMENT_SIZE ? 0u : 2u))
 				r = -EPROTO;
@@ -964,13 +964,13 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 	}
 	case FT_LINK: {
 		static const uint8_t nil[16];
-		if (v.str_len != 16 || !memcmp(v.str, nil, 16))
+		if (v->str_len != 16 || !memcmp(v->str, nil, 16))
 			VERDICT("bad_link", "a link is the 16-byte id of an instance, not the nil id");
 		break;
 	}
 	case FT_SEALED:
-		if (v.sub_len > fd->max_length + 128u)
-			VERDICT("sealed_too_long", "%zu bytes, at most %u allowed", v.sub_len,
+		if (v->sub_len > fd->max_length + 128u)
+			VERDICT("sealed_too_long", "%zu bytes, at most %u allowed", v->sub_len,
 				fd->max_length);
 		break;
 	default:

@@ -160,7 +160,7 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 			if ((r = WIRE_TYPE(f, 2)) < 0 || ++nf > max_fields || inner)
 				break;
 			if (nf > cap) {
-				size_t ncap = cap ? SH_MIN(cap * 2, max_fields) : SH_MIN((size_t)32, max_fields);
+				size_t ncap = cap ? SH_MIN(cap * 2, max_fields) : SH_MIN((size_t)64, max_fields);
 				struct wire_write *w = arena_alloc(tmp, (ncap + 1) * sizeof(*w));
 				if (!w) {
 					inner = -ENOMEM;
@@ -269,7 +269,10 @@ int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_va
 {
 	/* as wire_value_check's rule, in one walk with form_value_parse's */
 	static const uint8_t wt[13] = {0xff, 2, 0, 1, 0, 2, 0, 2, 2, 2, 2, 2, 2};
-	struct form_value v = {.kind = FT_NONE};
+	/* filled in place (zeroing and copying a form_value was a tenth of
+	 * this function): only what the member found sets */
+	struct form_value *v = ret;
+	v->kind = FT_NONE;
 	bool two = false;
 	struct pb_field f;
 	size_t pos = 0;
@@ -279,8 +282,8 @@ int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_va
 			continue; /* unknown: kept as bytes by every parser */
 		if (f.wire_type != wt[f.number])
 			return -EPROTO;
-		two |= v.kind != FT_NONE;
-		v.kind = (enum form_type)f.number;
+		two |= v->kind != FT_NONE;
+		v->kind = (enum form_type)f.number;
 		switch (f.number) {
 		case FT_TEXT:
 		case FT_DATE:
@@ -289,19 +292,19 @@ int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_va
 				return -EPROTO;
 			/* fall through */
 		case FT_LINK:
-			v.str = f.data;
-			v.str_len = f.len;
+			v->str = f.data;
+			v->str_len = f.len;
 			break;
 		case FT_INTEGER:
 		case FT_DATETIME:
 			/* sint64: zigzag */
-			v.i = (int64_t)((f.varint >> 1) ^ (~(f.varint & 1) + 1));
+			v->i = (int64_t)((f.varint >> 1) ^ (~(f.varint & 1) + 1));
 			break;
 		case FT_DECIMAL:
-			memcpy(&v.d, &f.varint, sizeof(v.d));
+			memcpy(&v->d, &f.varint, sizeof(v->d));
 			break;
 		case FT_BOOLEAN:
-			v.b = f.varint != 0;
+			v->b = f.varint != 0;
 			break;
 		default:
 			if ((f.number == FT_CHOICES && check_choices(f.data, f.len) < 0) ||
@@ -309,8 +312,8 @@ int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_va
 			    (f.number == FT_ATTACHMENT && check_attachment(f.data, f.len) < 0) ||
 			    (f.number == FT_SEALED && check_sealed(f.data, f.len) < 0))
 				return -EPROTO;
-			v.sub = f.data;
-			v.sub_len = f.len;
+			v->sub = f.data;
+			v->sub_len = f.len;
 			break;
 		}
 	}
@@ -318,7 +321,6 @@ int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_va
 		return -EPROTO;
 	if (two)
 		return -EBADMSG;
-	*ret = v;
 	return 0;
 }
 

@@ -80,7 +80,8 @@ int wire_value_check(const uint8_t *p, size_t n, uint32_t trusted);
 /* wire_value_check, and the value read on the way (what form_value_parse
  * gives) into *ret: the decoder reads each value once. 0; -EPROTO as
  * wire_value_check; -EBADMSG when it is well-formed but sets two members
- * of the oneof (form_value_parse refuses that). */
+ * of the oneof (form_value_parse refuses that). *ret is scratch when it
+ * fails. */
 int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_value *ret);
 
 /* The merge's view of a change read by wire_read_change, pushed by
