@@ -57,7 +57,44 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 	size_t pos = 0, values = 0, stamps = 0, seen = 0;
 	int r;
 	memset(w, 0, sizeof(*w));
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+	for (;;) {
+		/* The tags every write has (its field, value and instance) read
+		 * here, as codec_pb_next would read them: a third of the
+		 * instructions of reading a change went to its generality. Any
+		 * other tag, and the end, take the general path below. */
+		uint64_t v;
+		if (pos < n && p[pos] == (FIELD_WRITE_FIELD << 3 | 0)) {
+			pos++;
+			if (pos < n && p[pos] < 0x80)
+				v = p[pos++];
+			else if (codec_get_varint(p, n, &pos, &v) < 0)
+				return -EPROTO;
+			if (v > UINT32_MAX)
+				return -EPROTO;
+			w->field = (uint32_t)v;
+			continue;
+		}
+		if (pos < n && (p[pos] == (FIELD_WRITE_VALUE << 3 | 2) ||
+				p[pos] == (FIELD_WRITE_INSTANCE << 3 | 2))) {
+			bool value = p[pos++] == (FIELD_WRITE_VALUE << 3 | 2);
+			if (pos < n && p[pos] < 0x80)
+				v = p[pos++];
+			else if (codec_get_varint(p, n, &pos, &v) < 0)
+				return -EPROTO;
+			if (v > n - pos || (value && ++values > 1))
+				return -EPROTO;
+			if (value) {
+				w->value = p + pos;
+				w->value_len = (size_t)v;
+			} else {
+				w->instance = p + pos;
+				w->instance_len = (size_t)v;
+			}
+			pos += (size_t)v;
+			continue;
+		}
+		if ((r = codec_pb_next(p, n, &pos, &f)) <= 0)
+			break;
 		switch (f.number) {
 		case FIELD_WRITE_FIELD:
 			if (WIRE_TYPE(f, 0) < 0 || f.varint > UINT32_MAX)

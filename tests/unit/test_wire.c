@@ -223,6 +223,14 @@ static void test_read_change(void)
 	CHECK(buf_append(&b, bad_id, sizeof(bad_id)) == 0);
 	CHECK_EQ_INT(read(&b, 1, a, &c), -EPROTO);
 	CHECK_EQ_INT(read(&b, 512, a, &c), -EPROTO);
+	/* a field number past 32 bits */
+	buf_reset(&b);
+	static const uint8_t big[] = {0x42, 0x06, 0x08, 0x80, 0x80, 0x80, 0x80, 0x10};
+	CHECK(buf_append(&b, big, sizeof(big)) == 0);
+	CHECK_EQ_INT(read(&b, 512, a, &c), -EPROTO);
+	memcpy(b.data + 3, "\xff\xff\xff\xff\x0f", 5); /* 2^32 - 1 is one */
+	CHECK_EQ_INT(read(&b, 512, a, &c), 0);
+	CHECK(c.n_fields == 1 && c.fields[0].field == UINT32_MAX);
 	/* two deletions; one */
 	buf_reset(&b);
 	put_write(&b, 1, 'a', 0);
@@ -240,8 +248,288 @@ static void test_read_change(void)
 	arena_free(a);
 }
 
+/* ---- the reader of a change as it was before it read in one walk
+ * (commit d336409), kept as the model the new one must agree with ---- */
+
+static int model_read_stamps(struct arena *a, const uint8_t *p, size_t n, uint32_t number,
+		       size_t max, struct merge_stamp **ret, size_t *ret_n)
+{
+	struct pb_field f, g;
+	size_t pos = 0, count = 0;
+	int r;
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0)
+		count += f.number == number;
+	if (r < 0)
+		return r;
+	if (count > max)
+		return -EMSGSIZE;
+	struct merge_stamp *st = arena_alloc(a, (count + 1) * sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	size_t k = 0;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number != number)
+			continue;
+		if (WIRE_TYPE(f, 2) < 0)
+			return -EPROTO;
+		struct merge_stamp s = {0, 0};
+		size_t p2 = 0;
+		while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+			if ((g.number == STAMP_HLC || g.number == STAMP_DEVICE) && WIRE_TYPE(g, 1) < 0)
+				return -EPROTO;
+			if (g.number == STAMP_HLC)
+				s.hlc = g.varint;
+			else if (g.number == STAMP_DEVICE)
+				s.device = g.varint;
+		}
+		if (r < 0)
+			return r;
+		st[k++] = s;
+	}
+	*ret = st;
+	*ret_n = k;
+	return 0;
+}
+
+static int model_read_field_write(struct arena *a, size_t max_base, const uint8_t *p, size_t n,
+			    struct wire_write *w)
+{
+	struct pb_field f;
+	size_t pos = 0, values = 0, stamps = 0, seen = 0;
+	int r;
+	memset(w, 0, sizeof(*w));
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case FIELD_WRITE_FIELD:
+			if (WIRE_TYPE(f, 0) < 0 || f.varint > UINT32_MAX)
+				return -EPROTO;
+			w->field = (uint32_t)f.varint;
+			break;
+		case FIELD_WRITE_VALUE:
+			/* a value given twice would be merged by protobuf: refuse */
+			if (WIRE_TYPE(f, 2) < 0 || ++values > 1)
+				return -EPROTO;
+			w->value = f.data;
+			w->value_len = f.len;
+			break;
+		case FIELD_WRITE_HLC:
+			if (WIRE_TYPE(f, 1) < 0)
+				return -EPROTO;
+			w->hlc = f.varint;
+			break;
+		case FIELD_WRITE_SUPERSEDES:
+			if (WIRE_TYPE(f, 2) < 0)
+				return -EPROTO;
+			stamps++;
+			break;
+		case FIELD_WRITE_INSTANCE:
+			if (WIRE_TYPE(f, 2) < 0)
+				return -EPROTO;
+			w->instance = f.data;
+			w->instance_len = f.len;
+			break;
+		case FIELD_WRITE_SEEN:
+			if (WIRE_TYPE(f, 2) < 0)
+				return -EPROTO;
+			seen++;
+			break;
+		default:
+			break;
+		}
+	}
+	if (r < 0)
+		return r;
+	/* most writes name no base and no view: no second pass for them */
+	if (stamps && (r = model_read_stamps(a, p, n, FIELD_WRITE_SUPERSEDES, max_base, &w->base, &w->n_base)) < 0)
+		return r;
+	return seen ? model_read_stamps(a, p, n, FIELD_WRITE_SEEN, WIRE_MAX_SEEN, &w->seen, &w->n_seen) : 0;
+}
+
+static int model_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size_t max_base,
+		     const uint8_t *p, size_t n, struct wire_change *c)
+{
+	struct pb_field f;
+	size_t pos = 0, nf = 0, deletions = 0;
+	int r;
+	memset(c, 0, sizeof(*c));
+	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+		switch (f.number) {
+		case CHANGE_CHANGE_ID: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
+		case CHANGE_RECORD_ID: r = WIRE_TYPE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
+		case CHANGE_FORM_ID: r = WIRE_TYPE(f, 2); c->form_id = f.data; c->form_id_len = f.len; break;
+		case CHANGE_FORM_VERSION:
+			r = WIRE_TYPE(f, 0);
+			c->form_version = f.varint > UINT32_MAX ? UINT32_MAX : (uint32_t)f.varint;
+			break;
+		case CHANGE_HLC: r = WIRE_TYPE(f, 1); c->hlc = f.varint; break;
+		case CHANGE_ORIGIN: r = WIRE_TYPE(f, 1); c->origin = f.varint; break;
+		case CHANGE_CREATE: r = WIRE_TYPE(f, 0); c->create = f.varint != 0; break;
+		case CHANGE_FIELDS: r = WIRE_TYPE(f, 2); nf++; break;
+		case CHANGE_DELETION: r = WIRE_TYPE(f, 2) < 0 || ++deletions > 1 ? -EPROTO : 0; break;
+		case CHANGE_ERASED: r = WIRE_TYPE(f, 0); c->erased = f.varint != 0; break;
+		default: break;
+		}
+		if (r < 0)
+			return -EPROTO;
+	}
+	if (r < 0)
+		return r;
+	if (nf > max_fields)
+		return -EMSGSIZE;
+	c->fields = arena_alloc(tmp, (nf + 1) * sizeof(*c->fields));
+	if (!c->fields)
+		return -ENOMEM;
+	pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number == CHANGE_FIELDS) {
+			if ((r = model_read_field_write(a, max_base, f.data, f.len, &c->fields[c->n_fields++])) < 0)
+				return r;
+		} else if (f.number == CHANGE_DELETION) {
+			struct pb_field g;
+			size_t p2 = 0;
+			c->has_deletion = true;
+			while ((r = codec_pb_next(f.data, f.len, &p2, &g)) > 0) {
+				if (g.number == DELETION_DELETED && WIRE_TYPE(g, 0) == 0)
+					c->deleted = g.varint != 0;
+				else if (g.number == DELETION_HLC && WIRE_TYPE(g, 1) == 0)
+					c->del_hlc = g.varint;
+				else if (g.number <= DELETION_SEEN &&
+					 (g.number >= DELETION_SUPERSEDES ? WIRE_TYPE(g, 2) : -EPROTO) < 0)
+					return -EPROTO;
+			}
+			if (r < 0)
+				return r;
+			if ((r = model_read_stamps(a, f.data, f.len, DELETION_SUPERSEDES, max_base, &c->del_base,
+					     &c->n_del_base)) < 0 ||
+			    (r = model_read_stamps(a, f.data, f.len, DELETION_SEEN, WIRE_MAX_SEEN, &c->del_seen,
+					     &c->n_del_seen)) < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+
+static bool same_stamps(const struct merge_stamp *a, size_t na, const struct merge_stamp *b,
+			size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (a[i].hlc != b[i].hlc || a[i].device != b[i].device)
+			return false;
+	return true;
+}
+
+static bool same_change(const struct wire_change *a, const struct wire_change *b)
+{
+	if (a->change_id != b->change_id || a->hlc != b->hlc || a->origin != b->origin ||
+	    a->form_version != b->form_version || a->create != b->create ||
+	    a->erased != b->erased || a->record_id != b->record_id ||
+	    a->record_id_len != b->record_id_len || a->form_id != b->form_id ||
+	    a->form_id_len != b->form_id_len || a->n_fields != b->n_fields ||
+	    a->has_deletion != b->has_deletion || a->deleted != b->deleted ||
+	    a->del_hlc != b->del_hlc ||
+	    !same_stamps(a->del_base, a->n_del_base, b->del_base, b->n_del_base) ||
+	    !same_stamps(a->del_seen, a->n_del_seen, b->del_seen, b->n_del_seen))
+		return false;
+	for (size_t i = 0; i < a->n_fields; i++) {
+		const struct wire_write *x = &a->fields[i], *y = &b->fields[i];
+		if (x->field != y->field || x->hlc != y->hlc || x->value != y->value ||
+		    x->value_len != y->value_len || x->instance != y->instance ||
+		    x->instance_len != y->instance_len ||
+		    !same_stamps(x->base, x->n_base, y->base, y->n_base) ||
+		    !same_stamps(x->seen, x->n_seen, y->seen, y->n_seen))
+			return false;
+	}
+	return true;
+}
+
+static void change_agrees(struct arena *a, const uint8_t *p, size_t n, size_t max_fields)
+{
+	struct wire_change x, y;
+	int rx = model_read_change(a, a, max_fields, 3, p, n, &x);
+	int ry = wire_read_change(a, a, max_fields, 3, p, n, &y);
+	if (rx != ry || (rx == 0 && !same_change(&x, &y))) {
+		fprintf(stderr, "disagree on a change of %zu bytes (max %zu): old %d new %d\n", n,
+			max_fields, rx, ry);
+		CHECK(0);
+	}
+	n_checked++;
+}
+
+/* Generated changes (v1, v3 with instances, stamps and deletions) and
+ * their mutants read alike by the model and by wire_read_change. */
+static void test_change_agrees_with_the_model(void)
+{
+	struct form_registry *reg;
+	char err[256];
+	CHECK(form_registry_new(&reg) == 0);
+	CHECK(form_registry_add_builtin(reg, err, sizeof(err)) == 0);
+	struct arena *a = arena_new(), *sa = arena_new();
+	struct gen_rng rng = {7};
+	size_t rounds = getenv("SHAHIDI_TEST_QUICK") ? 4 : 24;
+	n_checked = 0;
+	for (size_t round = 0; round < rounds; round++)
+		for (size_t fi = 0; fi < form_registry_count(reg); fi++) {
+			arena_reset(a);
+			const struct form *f = form_registry_at(reg, fi);
+			Shahidi__V1__Change *c = gen_report(&rng, a, f, round + 1, 1000 + round, NOW);
+			CHECK(c);
+			/* stamps where the generator makes none: a write's base,
+			 * an instance removal's view, a deletion */
+			static Shahidi__V1__Stamp st = SHAHIDI__V1__STAMP__INIT, *stp[2] = {&st, &st};
+			st.hlc = 5;
+			st.device = 6;
+			if (c->n_fields > 1) {
+				c->fields[0]->n_supersedes = 2;
+				c->fields[0]->supersedes = stp;
+				c->fields[1]->n_seen = 1;
+				c->fields[1]->seen = stp;
+				c->fields[1]->hlc = 77;
+			}
+			Shahidi__V1__Deletion del = SHAHIDI__V1__DELETION__INIT;
+			if (round % 2) {
+				del.deleted = true;
+				del.hlc = 9;
+				del.n_supersedes = 1;
+				del.supersedes = stp;
+				del.n_seen = 2;
+				del.seen = stp;
+				c->deletion = &del;
+			}
+			size_t n = shahidi__v1__change__get_packed_size(c);
+			uint8_t *p = malloc(n);
+			CHECK(p);
+			shahidi__v1__change__pack(c, p);
+			for (size_t mf = 0; mf < 3; mf++) {
+				size_t max = mf == 0 ? 512 : mf == 1 ? c->n_fields : c->n_fields - 1;
+				arena_reset(sa);
+				change_agrees(sa, p, n, max);
+			}
+			for (size_t i = 0; i < n; i++) {
+				uint8_t keep = p[i];
+				arena_reset(sa);
+				p[i] ^= (uint8_t)(1u << gen_below(&rng, 8));
+				change_agrees(sa, p, n, 512);
+				p[i] = (uint8_t)gen_next(&rng);
+				change_agrees(sa, p, n, 512);
+				p[i] = keep;
+				if (i % 7 == 0)
+					change_agrees(sa, p, i, 512);
+			}
+			free(p);
+		}
+	arena_free(a);
+	arena_free(sa);
+	form_registry_free(reg);
+	CHECK(n_checked > 10000);
+}
+
 int main(void)
 {
+	RUN(test_change_agrees_with_the_model);
 	RUN(test_read_change);
 	RUN(test_each_rule);
 	RUN(test_agrees_with_the_two_walks);
