@@ -71,7 +71,8 @@ struct form_field {
 	const char *vocabulary;
 	const struct form_choice *choices; /* in definition order */
 	size_t n_choices;
-	const uint16_t *by_code;           /* private: choices sorted by code */
+	const uint16_t *by_hash;           /* private: choices by hash of code */
+	uint32_t hash_mask;                /* private: by_hash's size - 1 */
 	const struct form_group *group;      /* NULL: a field of the record */
 	const struct form_group *link_group; /* LINK: whose instances it names */
 };
