@@ -906,18 +906,22 @@ int form_check_parsed(const struct form_field *fd, const struct form_value *pv, 
 		size_t pos = 0, n = 0, clen;
 		const uint8_t *code;
 		int r;
+		/* a code found is its vocabulary entry: a repeat is an entry met
+		 * twice (a bit each; rescanning the codes before each one was
+		 * a third of this check) */
+		uint64_t met[(UINT16_MAX + 63) / 64];
+		memset(met, 0, (fd->n_choices + 63) / 64 * sizeof(*met));
 		while ((r = form_value_next_choice(v, &pos, &code, &clen)) > 0) {
-			if (!form_choice(fd, (const char *)code, clen))
+			const struct form_choice *c = form_choice(fd, (const char *)code, clen);
+			if (!c)
 				VERDICT("choice_not_in_vocabulary",
 					"code %zu is not in vocabulary %s", n + 1, fd->vocabulary);
 			if (++n > fd->n_choices)
 				VERDICT("too_many_choices", "more codes than the vocabulary has");
-			/* n is at most the vocabulary's size: a quadratic scan is cheap */
-			size_t p2 = 0, k = 0, olen;
-			const uint8_t *other;
-			while (++k < n && form_value_next_choice(v, &p2, &other, &olen) > 0)
-				if (olen == clen && !memcmp(other, code, clen))
-					VERDICT("repeated_choice", "code %zu repeats an earlier one", n);
+			size_t k = (size_t)(c - fd->choices);
+			if (met[k / 64] & (1ull << (k % 64)))
+				VERDICT("repeated_choice", "code %zu repeats an earlier one", n);
+			met[k / 64] |= 1ull << (k % 64);
 		}
 		if (r < 0)
 			VERDICT("malformed_value", "the choices are not well-formed");
