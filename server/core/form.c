@@ -379,6 +379,16 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		for (size_t i = 0; i < nf; i++)
 			by_number[fields[i].number] = (uint16_t)i;
 	}
+	/* The required fields, a bit each by index: a new record's check is a
+	 * few words, not a walk of every field. */
+	uint64_t *required = arena_zalloc(reg->arena, (nf + 63) / 64 * sizeof(*required));
+	if (!required) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nf; i++)
+		if (fields[i].required)
+			required[i / 64] |= 1ull << (i % 64);
 	forms[at] = (struct form){
 		.form_id = dupstr(reg, id),
 		.version = version,
@@ -391,6 +401,7 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 		.origin = dupstr(reg, origin),
 		.by_number = by_number,
 		.max_number = max_number,
+		.required = required,
 	};
 	reg->n_forms++;
 out:

@@ -92,6 +92,7 @@ struct form {
 	const char *origin;              /* file it came from, for messages */
 	const uint16_t *by_number;       /* private: field index by number */
 	uint32_t max_number;
+	const uint64_t *required;        /* private: a bit per required field's index */
 };
 
 struct form_registry;

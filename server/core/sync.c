@@ -312,11 +312,15 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		}
 	}
 	if (wc.create) {
-		for (size_t i = 0; i < form->n_fields; i++) {
-			const struct form_field *fd = &form->fields[i];
-			if (fd->required && !(seen[i / 64] & (1ull << (i % 64))))
+		/* the first required field (in the form's order) not set */
+		for (size_t w = 0; w < (form->n_fields + 63) / 64; w++) {
+			uint64_t missing = form->required[w] & ~seen[w];
+			if (missing) {
+				const struct form_field *fd =
+					&form->fields[w * 64 + (size_t)__builtin_ctzll(missing)];
 				BAD("required_missing", "field %u (%s) is required in a new record",
 				    fd->number, fd->name);
+			}
 		}
 	}
 	if (wc.has_deletion) {
