@@ -71,13 +71,28 @@ void form_registry_free(struct form_registry *reg)
 	free(reg);
 }
 
-/* FNV-1a: vocabulary codes are short, and chosen by the form's author. */
+/* Vocabulary codes are short (64 bytes at most): hashed eight bytes at a
+ * time (the last eight overlapping), all of them, then mixed so that the
+ * low bits (the table's index) depend on every byte. */
 static inline size_t code_hash(const uint8_t *s, size_t len)
 {
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ s[i]) * 16777619u;
-	return h;
+	uint64_t h = len * 0x9e3779b97f4a7c15ull, w;
+	if (len >= 8) {
+		size_t i = 0;
+		for (; i + 8 <= len; i += 8) {
+			memcpy(&w, s + i, 8);
+			h = (h ^ w) * 0xff51afd7ed558ccdull;
+		}
+		if (i < len) {
+			memcpy(&w, s + len - 8, 8);
+			h = (h ^ w) * 0xff51afd7ed558ccdull;
+		}
+	} else {
+		for (size_t i = 0; i < len; i++)
+			h = (h ^ s[i]) * 0x100000001b3ull;
+	}
+	h ^= h >> 32;
+	return (size_t)(h ^ (h >> 17));
 }
 
 static const char *dupstr(struct form_registry *reg, const char *s)
@@ -316,15 +331,22 @@ int form_registry_add_json(struct form_registry *reg, const char *json, size_t l
 				r = -ENOMEM;
 				goto out;
 			}
+			uint8_t *lens = arena_alloc(reg->arena, nc);
+			if (!lens) {
+				r = -ENOMEM;
+				goto out;
+			}
 			memset(tab, 0xff, size * sizeof(*tab));
 			for (size_t k = 0; k < nc; k++) {
-				size_t h = code_hash((const uint8_t *)ch[k].code, strlen(ch[k].code));
+				lens[k] = (uint8_t)strlen(ch[k].code); /* 64 at most, above */
+				size_t h = code_hash((const uint8_t *)ch[k].code, lens[k]);
 				while (tab[h & (size - 1)] != UINT16_MAX)
 					h++;
 				tab[h & (size - 1)] = (uint16_t)k;
 			}
 			fd->by_hash = tab;
 			fd->hash_mask = (uint32_t)(size - 1);
+			fd->code_len = lens;
 		}
 		if (!fd->name || !fd->label || !fd->section || !fd->hint) {
 			r = -ENOMEM;
@@ -627,17 +649,6 @@ const struct form_group *form_group(const struct form *f, const char *name)
 	return NULL;
 }
 
-/* Whether C string c is code[0..len): never read past c's terminator, and
- * code holding a NUL is no code (codes hold none). Inline: a choice is
- * looked up for every choice field of every change. */
-static inline bool code_eq(const char *c, const char *code, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (c[i] != code[i] || c[i] == '\0')
-			return false;
-	return c[len] == '\0';
-}
-
 const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len)
 {
 	if (!fd->by_hash)
@@ -646,7 +657,9 @@ const struct form_choice *form_choice(const struct form_field *fd, const char *c
 		uint16_t k = fd->by_hash[h & fd->hash_mask];
 		if (k == UINT16_MAX)
 			return NULL;
-		if (code_eq(fd->choices[k].code, code, len))
+		/* same length and bytes: a code holds no NUL, so neither does
+		 * what matches it */
+		if (fd->code_len[k] == len && !memcmp(fd->choices[k].code, code, len))
 			return &fd->choices[k];
 	}
 }

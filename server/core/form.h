@@ -73,6 +73,7 @@ struct form_field {
 	size_t n_choices;
 	const uint16_t *by_hash;           /* private: choices by hash of code */
 	uint32_t hash_mask;                /* private: by_hash's size - 1 */
+	const uint8_t *code_len;           /* private: each choice's strlen(code) */
 	const struct form_group *group;      /* NULL: a field of the record */
 	const struct form_group *link_group; /* LINK: whose instances it names */
 };
