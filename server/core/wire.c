@@ -65,9 +65,13 @@ static int read_field_write(struct arena *a, size_t max_base, const uint8_t *p, 
 		uint64_t v;
 		if (pos < n && p[pos] == (FIELD_WRITE_FIELD << 3 | 0)) {
 			pos++;
-			if (pos < n && p[pos] < 0x80)
+			if (pos < n && p[pos] < 0x80) {
 				v = p[pos++];
-			else if (codec_get_varint(p, n, &pos, &v) < 0)
+			} else if (n - pos >= 2 && p[pos + 1] < 0x80) {
+				/* 128 to 16383: repeat groups' fields */
+				v = (uint64_t)(p[pos] & 0x7f) | (uint64_t)p[pos + 1] << 7;
+				pos += 2;
+			} else if (codec_get_varint(p, n, &pos, &v) < 0)
 				return -EPROTO;
 			if (v > UINT32_MAX)
 				return -EPROTO;
