@@ -94,6 +94,16 @@ struct store_change *sync_batch_change(struct sync_batch *b, size_t i)
 		return -EINVAL;                                             \
 	} while (0)
 
+/* Two instance ids (16 bytes each, checked before) alike: inline, not a
+ * call to memcmp per pair of writes. */
+static inline bool id_eq(const uint8_t *a, const uint8_t *b)
+{
+	uint64_t x[2], y[2];
+	memcpy(x, a, 16);
+	memcpy(y, b, 16);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+}
+
 /* qsort's comparator has no context argument: the change being checked
  * (prepare_change runs on one thread at a time per batch, but batches are
  * decoded on several threads). */
@@ -127,7 +137,7 @@ static bool in_runs(const struct wire_change *wc, const struct form *form,
 		const struct wire_write *fw = &wc->fields[order[k]];
 		const struct wire_write *o = k ? &wc->fields[order[k - 1]] : NULL;
 		bool same = o && o->instance_len == fw->instance_len &&
-			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+			    (!fw->instance || id_eq(o->instance, fw->instance));
 		if (same && fw->field <= o->field)
 			return false;
 		if (!same) {
@@ -135,7 +145,7 @@ static bool in_runs(const struct wire_change *wc, const struct form *form,
 				return false;
 			for (size_t i = 0; i < n_runs; i++)
 				if (runs[i]->instance_len == fw->instance_len &&
-				    (!fw->instance || !memcmp(runs[i]->instance, fw->instance, 16)))
+				    (!fw->instance || id_eq(runs[i]->instance, fw->instance)))
 					return false; /* met before, apart */
 			runs[n_runs++] = fw;
 			group = NULL;
@@ -297,7 +307,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		const struct wire_write *fw = &wc.fields[order[k]];
 		const struct wire_write *o = k ? &wc.fields[order[k - 1]] : NULL;
 		bool same = o && o->instance_len == fw->instance_len &&
-			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+			    (!fw->instance || id_eq(o->instance, fw->instance));
 		if (same && o->field == fw->field)
 			BAD("duplicate_field", "field %u is set twice", fw->field);
 		if (!same)

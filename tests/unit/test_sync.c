@@ -413,7 +413,7 @@ static void test_instance_writes_in_any_order(void)
 	const uint8_t *rid = rec->record_id.data;
 	uint64_t id = 1000;
 	uint8_t *v = new_id(a, &r), *p = new_id(a, &r);
-	Shahidi__V1__Change *c, *ok[3];
+	Shahidi__V1__Change *c, *ok[4];
 	size_t n_ok = 0;
 
 	/* the victim's writes apart, the perpetrator's between them: fine */
@@ -429,6 +429,18 @@ static void test_instance_writes_in_any_order(void)
 		iset(a, c, q, 221, tu_int(a, k + 1));
 		iset(a, c, q, 220, tu_choice(a, "aps"));
 	}
+	ok[n_ok++] = c;
+	/* two instances whose ids differ only in their last byte: two, each
+	 * of its own group (apart and together) */
+	c = v3_change(a, rid, &id);
+	uint8_t *v2 = arena_alloc(a, 16), *p2 = arena_alloc(a, 16);
+	gen_instance_id(&r, sh_now_ms(), v2);
+	memcpy(p2, v2, 16);
+	p2[15] ^= 1;
+	iset(a, c, v2, 201, tu_text(a, "Wanjiru"));
+	iset(a, c, p2, 220, tu_choice(a, "kps"));
+	iset(a, c, v2, 205, tu_int(a, 31));
+	iset(a, c, p2, 221, tu_int(a, 2));
 	ok[n_ok++] = c;
 	/* a newer app's record field, written once, beside instances */
 	c = v3_change(a, rid, &id);
