@@ -185,7 +185,26 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
 	 * change were framed and counted first: a framing error of the change
 	 * wins over too many writes, which wins over the first error inside
 	 * a write or the deletion, and no write past max_fields is read. */
-	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
+	for (;;) {
+		/* a write's tag and length read here, as codec_pb_next would:
+		 * nearly every field of a change is one */
+		if (pos < n && p[pos] == (CHANGE_FIELDS << 3 | 2)) {
+			uint64_t m;
+			size_t q = pos + 1;
+			if (q < n && p[q] < 0x80)
+				m = p[q++];
+			else if (codec_get_varint(p, n, &q, &m) < 0)
+				return -EPROTO;
+			if (m > n - q)
+				return -EPROTO;
+			f.number = CHANGE_FIELDS;
+			f.wire_type = 2;
+			f.data = p + q;
+			f.len = (size_t)m;
+			pos = q + (size_t)m;
+		} else if ((r = codec_pb_next(p, n, &pos, &f)) <= 0) {
+			break;
+		}
 		switch (f.number) {
 		case CHANGE_CHANGE_ID: r = WIRE_TYPE(f, 0); c->change_id = f.varint; break;
 		case CHANGE_RECORD_ID: r = WIRE_TYPE(f, 2); c->record_id = f.data; c->record_id_len = f.len; break;
