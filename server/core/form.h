@@ -71,7 +71,9 @@ struct form_field {
 	const char *vocabulary;
 	const struct form_choice *choices; /* in definition order */
 	size_t n_choices;
-	const uint16_t *by_code;           /* private: choices sorted by code */
+	const uint16_t *by_hash;           /* private: choices by hash of code */
+	uint32_t hash_mask;                /* private: by_hash's size - 1 */
+	const uint8_t *code_len;           /* private: each choice's strlen(code) */
 	const struct form_group *group;      /* NULL: a field of the record */
 	const struct form_group *link_group; /* LINK: whose instances it names */
 };
@@ -91,6 +93,7 @@ struct form {
 	const char *origin;              /* file it came from, for messages */
 	const uint16_t *by_number;       /* private: field index by number */
 	uint32_t max_number;
+	const uint64_t *required;        /* private: a bit per required field's index */
 };
 
 struct form_registry;
@@ -117,7 +120,17 @@ const struct form *form_registry_at(const struct form_registry *reg, size_t i);
 /* Appends the encoded shahidi.v1.FormList of every loaded form. */
 int form_registry_pack(const struct form_registry *reg, struct buf *out);
 
-const struct form_field *form_field(const struct form *f, uint32_t number);
+/* The field numbered number, or NULL. Inline: the decoder looks up every
+ * field of every change (a call was 1k instructions a change). */
+const struct form_field *form__field_scan(const struct form *f, uint32_t number);
+static inline const struct form_field *form_field(const struct form *f, uint32_t number)
+{
+	if (!f->by_number)
+		return form__field_scan(f, number);
+	if (number > f->max_number || f->by_number[number] == UINT16_MAX)
+		return NULL;
+	return &f->fields[f->by_number[number]];
+}
 /* The group named name, or NULL. */
 const struct form_group *form_group(const struct form *f, const char *name);
 const struct form_choice *form_choice(const struct form_field *fd, const char *code, size_t len);
@@ -162,6 +175,12 @@ struct form_verdict {
  * -EINVAL with *ret filled. */
 int form_check_value(const struct form_field *fd, const uint8_t *value, size_t len,
 		     uint64_t now_ms, struct form_verdict *ret);
+
+/* form_check_value on a value already parsed (wire_value_read does it
+ * while checking its framing, so that the decoder reads each value once);
+ * v NULL: it did not parse (malformed_value). */
+int form_check_parsed(const struct form_field *fd, const struct form_value *v, uint64_t now_ms,
+		      struct form_verdict *ret);
 
 /* Days since 1970-01-01 of a "YYYY-MM-DD" date; -EINVAL when malformed or
  * not a calendar date. */

@@ -94,6 +94,16 @@ struct store_change *sync_batch_change(struct sync_batch *b, size_t i)
 		return -EINVAL;                                             \
 	} while (0)
 
+/* Two instance ids (16 bytes each, checked before) alike: inline, not a
+ * call to memcmp per pair of writes. */
+static inline bool id_eq(const uint8_t *a, const uint8_t *b)
+{
+	uint64_t x[2], y[2];
+	memcpy(x, a, 16);
+	memcpy(y, b, 16);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+}
+
 /* qsort's comparator has no context argument: the change being checked
  * (prepare_change runs on one thread at a time per batch, but batches are
  * decoded on several threads). */
@@ -127,7 +137,7 @@ static bool in_runs(const struct wire_change *wc, const struct form *form,
 		const struct wire_write *fw = &wc->fields[order[k]];
 		const struct wire_write *o = k ? &wc->fields[order[k - 1]] : NULL;
 		bool same = o && o->instance_len == fw->instance_len &&
-			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+			    (!fw->instance || id_eq(o->instance, fw->instance));
 		if (same && fw->field <= o->field)
 			return false;
 		if (!same) {
@@ -135,7 +145,7 @@ static bool in_runs(const struct wire_change *wc, const struct form *form,
 				return false;
 			for (size_t i = 0; i < n_runs; i++)
 				if (runs[i]->instance_len == fw->instance_len &&
-				    (!fw->instance || !memcmp(runs[i]->instance, fw->instance, 16)))
+				    (!fw->instance || id_eq(runs[i]->instance, fw->instance)))
 					return false; /* met before, apart */
 			runs[n_runs++] = fw;
 			group = NULL;
@@ -240,14 +250,17 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		if (fw->n_seen && fw->field != 0)
 			BAD("bad_field", "field %u: only an instance's removal (field 0) lists what it "
 			    "saw", fw->field);
-		/* Relayed to other phones as sent: it must parse anywhere. */
-		if (wire_value_check(fw->value, fw->value_len,
-				     fd && fw->field ? (uint32_t)fd->type : 0) < 0)
+		/* Relayed to other phones as sent: it must parse anywhere. Read
+		 * once: its framing checked and its member taken in one walk
+		 * (two members: vr -EBADMSG, refused below as before). */
+		int vr = wire_value_read(fw->value, fw->value_len,
+					 fd && fw->field ? (uint32_t)fd->type : 0, &fv);
+		if (vr == -EPROTO)
 			BAD("malformed_value", "field %u: the value is not a well-formed Value "
 			    "(wire types, UTF-8 text, nested messages)", fw->field);
 		if (fw->field == 0) {
 			/* an instance's removal register: a boolean, like Deletion */
-			if (form_value_parse(fw->value, fw->value_len, &fv) < 0 || fv.kind != FT_BOOLEAN)
+			if (vr < 0 || fv.kind != FT_BOOLEAN)
 				BAD("bad_removal", "an instance's field 0 (its removal) holds a boolean");
 		} else if (fd) {
 			if (inst != (fd->group != NULL))
@@ -255,10 +268,9 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 				    inst ? "field %u (%s) belongs to the record, not to a repeat group"
 					 : "field %u (%s) belongs to a repeat group: name its instance",
 				    fd->number, fd->name);
-			if (form_check_value(fd, fw->value, fw->value_len, now_ms, v) < 0)
+			if (form_check_parsed(fd, vr < 0 ? NULL : &fv, now_ms, v) < 0)
 				return -EINVAL;
-			if (fd->required && form_value_parse(fw->value, fw->value_len, &fv) == 0 &&
-			    fv.kind == FT_NONE)
+			if (fd->required && fv.kind == FT_NONE)
 				BAD("required_cleared", "field %u (%s) is required and cannot be cleared",
 				    fd->number, fd->name);
 			if (!inst) {
@@ -272,7 +284,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 			if (fw->value_len > lim->max_value)
 				BAD("value_too_long", "field %u: %zu bytes, at most %zu allowed",
 				    fw->field, fw->value_len, lim->max_value);
-			if (form_value_parse(fw->value, fw->value_len, &fv) < 0)
+			if (vr < 0)
 				BAD("malformed_value", "field %u: the value is not well-formed", fw->field);
 		}
 		if (!fd || inst)
@@ -295,7 +307,7 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		const struct wire_write *fw = &wc.fields[order[k]];
 		const struct wire_write *o = k ? &wc.fields[order[k - 1]] : NULL;
 		bool same = o && o->instance_len == fw->instance_len &&
-			    (!fw->instance || !memcmp(o->instance, fw->instance, 16));
+			    (!fw->instance || id_eq(o->instance, fw->instance));
 		if (same && o->field == fw->field)
 			BAD("duplicate_field", "field %u is set twice", fw->field);
 		if (!same)
@@ -310,11 +322,15 @@ static int prepare_change(struct sync_batch *b, struct arena *tmp,
 		}
 	}
 	if (wc.create) {
-		for (size_t i = 0; i < form->n_fields; i++) {
-			const struct form_field *fd = &form->fields[i];
-			if (fd->required && !(seen[i / 64] & (1ull << (i % 64))))
+		/* the first required field (in the form's order) not set */
+		for (size_t w = 0; w < (form->n_fields + 63) / 64; w++) {
+			uint64_t missing = form->required[w] & ~seen[w];
+			if (missing) {
+				const struct form_field *fd =
+					&form->fields[w * 64 + (size_t)__builtin_ctzll(missing)];
 				BAD("required_missing", "field %u (%s) is required in a new record",
 				    fd->number, fd->name);
+			}
 		}
 	}
 	if (wc.has_deletion) {

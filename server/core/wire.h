@@ -18,6 +18,7 @@
 #include "merge.h"
 
 struct arena;
+struct form_value;
 
 struct wire_write {
 	uint32_t field;
@@ -75,6 +76,13 @@ int wire_read_change(struct arena *a, struct arena *tmp, size_t max_fields, size
  * UTF-8 the caller checks itself against the form (form_check_value), so
  * that it is not read twice; 0 for none. */
 int wire_value_check(const uint8_t *p, size_t n, uint32_t trusted);
+
+/* wire_value_check, and the value read on the way (what form_value_parse
+ * gives) into *ret: the decoder reads each value once. 0; -EPROTO as
+ * wire_value_check; -EBADMSG when it is well-formed but sets two members
+ * of the oneof (form_value_parse refuses that). *ret is scratch when it
+ * fails. */
+int wire_value_read(const uint8_t *p, size_t n, uint32_t trusted, struct form_value *ret);
 
 /* The merge's view of a change read by wire_read_change, pushed by
  * pusher: one write per field plus one for its deletion, each with its

@@ -461,7 +461,8 @@ static void test_check_dates(void)
 	static const char *const bad[] = {
 		"2025-02-29", "1900-02-29", "2025-13-01", "2025-00-10", "2025-04-31",
 		"2025-1-01",  "2025-01-1",  "2025/01/01", "2025-01-01 ", "1899-12-31",
-		"",           "20250101",   "2025-01-0a",
+		"",           "20250101",   "2025-01-0a", "2025-01-0:", "2025-01-0/",
+		":025-01-01", "2025-0/-01", "2025-01-/1", "2\xb0" "25-01-01",
 	};
 	for (size_t i = 0; i < SH_ARRAY_SIZE(bad); i++) {
 		const char *v = verdict(inc, date(bad[i]));
@@ -520,6 +521,45 @@ static void test_check_choices(void)
 	for (size_t i = 0; i < viol->n_choices; i++)
 		all[i] = viol->choices[i].code;
 	CHECK_EQ_STR(verdict(viol, choices(viol->n_choices, all)), "ok");
+}
+
+/* form_choice finds every code of every vocabulary of every form loaded,
+ * and nothing that differs from one by a byte, a byte less, a byte more
+ * or a NUL after it. */
+static void test_choice_lookup(void)
+{
+	size_t found = 0;
+	for (size_t fi = 0; fi < form_registry_count(REG); fi++) {
+		const struct form *f = form_registry_at(REG, fi);
+		for (size_t k = 0; k < f->n_fields; k++) {
+			const struct form_field *fd = &f->fields[k];
+			for (size_t c = 0; c < fd->n_choices; c++) {
+				const char *code = fd->choices[c].code;
+				size_t len = strlen(code);
+				char buf[80];
+				CHECK(len + 2 <= sizeof(buf));
+				CHECK(form_choice(fd, code, len) == &fd->choices[c]);
+				memcpy(buf, code, len + 1);
+				CHECK(form_choice(fd, buf, len + 1) == NULL); /* NUL after it */
+				buf[len] = 'x';
+				buf[len + 1] = 0;
+				CHECK(!form_choice(fd, buf, len + 1) ||
+				      !strcmp(form_choice(fd, buf, len + 1)->code, buf));
+				CHECK(!form_choice(fd, code, len - 1) ||
+				      strlen(form_choice(fd, code, len - 1)->code) == len - 1);
+				for (size_t i = 0; i < len; i++) {
+					memcpy(buf, code, len + 1);
+					buf[i] ^= 0x20;
+					const struct form_choice *o = form_choice(fd, buf, len);
+					CHECK(!o || !strcmp(o->code, buf));
+					buf[i] = 0;
+					CHECK(form_choice(fd, buf, len) == NULL);
+				}
+				found++;
+			}
+		}
+	}
+	CHECK(found > 100);
 }
 
 static void test_check_geo_attachment_cleared(void)
@@ -741,6 +781,7 @@ int main(void)
 	RUN(test_check_numbers);
 	RUN(test_check_dates);
 	RUN(test_check_choices);
+	RUN(test_choice_lookup);
 	RUN(test_check_geo_attachment_cleared);
 	RUN(test_malformed_values);
 	RUN(test_value_parse_skips_unknown);

@@ -49,6 +49,96 @@ static void rejected(Shahidi__V1__Change *c, const char *code)
 	buf_free(&body);
 }
 
+/* A change rejected with code, its reason naming `names`. */
+static void rejected_naming_in(const struct form_registry *forms, Shahidi__V1__Change *c,
+			       const char *code, const char *names)
+{
+	struct buf body = {0};
+	Shahidi__V1__PushResponse *resp;
+	tu_batch(&body, DEV, ++batch_seq, &c, 1, CODEC_DEFLATE);
+	CHECK_EQ_INT(tu_push(S, forms, &body, &resp, NULL), 0);
+	CHECK_EQ_INT(resp->n_results, 1);
+	CHECK_EQ_STR(resp->results[0]->code, code);
+	if (!strstr(resp->results[0]->reason, names))
+		fprintf(stderr, "%s does not name %s\n", resp->results[0]->reason, names);
+	CHECK(strstr(resp->results[0]->reason, names));
+	shahidi__v1__push_response__free_unpacked(resp, NULL);
+	buf_free(&body);
+}
+
+static void rejected_naming(Shahidi__V1__Change *c, const char *code, const char *names)
+{
+	rejected_naming_in(FORMS, c, code, names);
+}
+
+/* A new record without a required field is refused naming it; without
+ * several, naming the first in the form's order. */
+static void test_required_missing_names_the_first(void)
+{
+	struct arena *a = arena_new();
+	const struct form *f = form_registry_find(FORMS, "incident_report", 1);
+	CHECK(f);
+	const struct form_field *first = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < f->n_fields; i++) {
+		const struct form_field *fd = &f->fields[i];
+		if (!fd->required)
+			continue;
+		char names[64];
+		for (int both = 0; both < 2; both++) {
+			if (both && !first)
+				continue;
+			arena_reset(a);
+			Shahidi__V1__Change *c = tu_report(a, FORMS, 100 + i, 100 + i, tu_now_hlc());
+			size_t k = 0;
+			for (size_t j = 0; j < c->n_fields; j++)
+				if (c->fields[j]->field != fd->number &&
+				    !(both && c->fields[j]->field == first->number))
+					c->fields[k++] = c->fields[j];
+			CHECK(k < c->n_fields);
+			c->n_fields = k;
+			const struct form_field *named = both ? first : fd;
+			snprintf(names, sizeof(names), "field %u (%s)", named->number, named->name);
+			rejected_naming(c, "required_missing", names);
+		}
+		if (!first)
+			first = fd;
+		n++;
+	}
+	CHECK(n >= 5);
+
+	/* a form of 70 fields, required the 2nd and the 68th: past the first
+	 * 64 fields too */
+	struct form_registry *wide;
+	char json[8192], err[256];
+	size_t o = (size_t)snprintf(json, sizeof(json), "{\"form_id\": \"wide\", \"version\": 1, "
+				    "\"fields\": [");
+	for (unsigned i = 1; i <= 70; i++)
+		o += (size_t)snprintf(json + o, sizeof(json) - o,
+				      "%s{\"number\": %u, \"name\": \"f%u\", \"type\": \"text\"%s}",
+				      i > 1 ? ", " : "", i, i,
+				      i == 2 || i == 68 ? ", \"required\": true" : "");
+	snprintf(json + o, sizeof(json) - o, "]}");
+	CHECK(form_registry_new(&wide) == 0);
+	CHECK(form_registry_add_json(wide, json, strlen(json), "wide", err, sizeof(err)) == 0);
+	for (int drop2 = 0; drop2 < 2; drop2++) {
+		arena_reset(a);
+		uint8_t rid[16];
+		memset(rid, 0x40 + drop2, 16);
+		Shahidi__V1__Change *c = tu_change(a, rid, 5000 + (uint64_t)drop2, tu_now_hlc());
+		c->form_id = "wide";
+		c->form_version = 1;
+		c->create = true;
+		for (unsigned i = 1; i <= 70; i++)
+			if (i != 68 && (i != 2 || !drop2))
+				tu_set(a, c, i, tu_text(a, "x"), 0, NULL);
+		rejected_naming_in(wide, c, "required_missing",
+				   drop2 ? "field 2 (f2)" : "field 68 (f68)");
+	}
+	form_registry_free(wide);
+	arena_free(a);
+}
+
 static void test_undecodable_batches(void)
 {
 	struct arena *a = arena_new();
@@ -323,7 +413,7 @@ static void test_instance_writes_in_any_order(void)
 	const uint8_t *rid = rec->record_id.data;
 	uint64_t id = 1000;
 	uint8_t *v = new_id(a, &r), *p = new_id(a, &r);
-	Shahidi__V1__Change *c, *ok[3];
+	Shahidi__V1__Change *c, *ok[4];
 	size_t n_ok = 0;
 
 	/* the victim's writes apart, the perpetrator's between them: fine */
@@ -339,6 +429,18 @@ static void test_instance_writes_in_any_order(void)
 		iset(a, c, q, 221, tu_int(a, k + 1));
 		iset(a, c, q, 220, tu_choice(a, "aps"));
 	}
+	ok[n_ok++] = c;
+	/* two instances whose ids differ only in their last byte: two, each
+	 * of its own group (apart and together) */
+	c = v3_change(a, rid, &id);
+	uint8_t *v2 = arena_alloc(a, 16), *p2 = arena_alloc(a, 16);
+	gen_instance_id(&r, sh_now_ms(), v2);
+	memcpy(p2, v2, 16);
+	p2[15] ^= 1;
+	iset(a, c, v2, 201, tu_text(a, "Wanjiru"));
+	iset(a, c, p2, 220, tu_choice(a, "kps"));
+	iset(a, c, v2, 205, tu_int(a, 31));
+	iset(a, c, p2, 221, tu_int(a, 2));
 	ok[n_ok++] = c;
 	/* a newer app's record field, written once, beside instances */
 	c = v3_change(a, rid, &id);
@@ -406,6 +508,7 @@ int main(void)
 	RUN(test_mixed_batch_applies_the_good_ones);
 	RUN(test_form_versions_and_unknown_fields);
 	RUN(test_instance_writes_in_any_order);
+	RUN(test_required_missing_names_the_first);
 	store_close(S);
 	tu_rmrf(DIR_);
 	form_registry_free(FORMS);
