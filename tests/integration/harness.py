@@ -207,6 +207,19 @@ def request(port, method, path, body=b"", headers=None, timeout=30):
         s.close()
 
 
+
+def get_json(port, path, token):
+    """GET with a bearer token: (status, parsed JSON, or the raw body when it is not an object)."""
+    st, h, b = request(port, "GET", path, headers={"Authorization": f"Bearer {token}"})
+    return st, (json.loads(b) if b.startswith(b"{") else b)
+
+
+def post_json(port, path, token, obj):
+    """POST a JSON object with a bearer token: (status, parsed JSON answer)."""
+    st, h, b = request(port, "POST", path, json.dumps(obj).encode(),
+                       {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return st, json.loads(b)
+
 def read_response(s, buf=b""):
     """Reads one response from socket s (Content-Length framed), buf holding
     bytes already read. Returns (status, headers, body, bytes read beyond)."""

@@ -9,19 +9,8 @@ import tempfile
 import threading
 import time
 
-from harness import (APPLIED, REJECTED, Device, Server, assign, batch, cli, edit, join_all, pb, pull,
+from harness import (get_json, post_json, APPLIED, REJECTED, Device, Server, assign, batch, cli, edit, join_all, pb, pull,
                      push, report, request, run_tests, store_state, workers)
-
-
-def get_json(port, path, token):
-    st, h, b = request(port, "GET", path, headers={"Authorization": f"Bearer {token}"})
-    return st, (json.loads(b) if b.startswith(b"{") else b)
-
-
-def post_json(port, path, token, obj):
-    st, h, b = request(port, "POST", path, json.dumps(obj).encode(),
-                       {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    return st, json.loads(b)
 
 
 def push_unsent(port, dev, changes, unsent):

@@ -11,24 +11,13 @@ sensitive field's conflict is an admin's: a coordinator is refused with
 import json
 import uuid
 
-from harness import (APPLIED, Device, Server, assign, batch, cli, edit, pb, push, report, request,
+from harness import (get_json, post_json, APPLIED, Device, Server, assign, batch, cli, edit, pb, push, report, request,
                      run_tests, store_state, uuid7)
 from test_groups import change, put
 
 SECRET = "Wanjiku-SECRET-4417"        # the survivor's name
 SECRET_B = "Wanjiku-OTHER-8820"       # another phone's spelling of it
 VICTIM = "Achieng-VICTIM-3391"        # a victim's name (form v3, repeat group)
-
-
-def get_json(port, path, token):
-    st, h, b = request(port, "GET", path, headers={"Authorization": f"Bearer {token}"})
-    return st, (json.loads(b) if b.startswith(b"{") else b)
-
-
-def post_json(port, path, token, obj):
-    st, h, b = request(port, "POST", path, json.dumps(obj).encode(),
-                       {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    return st, json.loads(b)
 
 
 def rid_of(rec):
@@ -38,6 +27,17 @@ def rid_of(rec):
 def writes(h, name):
     """Every write of field name in a history, oldest first."""
     return [f for e in h["history"] for f in e["fields"] if f["name"] == name]
+
+
+def v3_create(dev, rid):
+    """A form-v3 report's create in county 047, its required fields set."""
+    c = change(dev, rid, create=True)
+    for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
+                           (11, "choice", "signed"), (12, "date", "2026-11-20"),
+                           (13, "boolean", True), (51, "choice", "exact"),
+                           (53, "choice", "047"), (62, "text", "Taken from the market.")]:
+        put(c, field, kind, v)
+    return c
 
 
 def test_history_withholds_sensitive_values_from_coordinators():
@@ -92,12 +92,7 @@ def test_history_withholds_repeat_group_instance_values():
         coord = Device(s.data, "coordinator", "047", role="coordinator")
         admin = Device(s.data, "admin", role="admin")
         rid, victim = uuid7(), uuid7()
-        c = change(a, rid, create=True)
-        for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
-                               (11, "choice", "signed"), (12, "date", "2026-11-20"),
-                               (13, "boolean", True), (51, "choice", "exact"),
-                               (53, "choice", "047"), (62, "text", "Taken from the market.")]:
-            put(c, field, kind, v)
+        c = v3_create(a, rid)
         put(c, 200, "text", "V-1", victim)       # victim_code: not sensitive
         put(c, 201, "text", VICTIM, victim)      # victim_name: sensitive
         st, r = push(s.port, a, batch(a, [c]))
@@ -217,12 +212,7 @@ def test_instance_conflicts_on_sensitive_fields():
         coord = Device(s.data, "coordinator", "047", role="coordinator")
         admin = Device(s.data, "admin", role="admin")
         rid, victim = uuid7(), uuid7()
-        c = change(a, rid, create=True)
-        for field, kind, v in [(1, "choice", "submitted"), (10, "choice", "survivor"),
-                               (11, "choice", "signed"), (12, "date", "2026-11-20"),
-                               (13, "boolean", True), (51, "choice", "exact"),
-                               (53, "choice", "047"), (62, "text", "Taken from the market.")]:
-            put(c, field, kind, v)
+        c = v3_create(a, rid)
         put(c, 200, "text", "V-1", victim)
         assert push(s.port, a, batch(a, [c]))[0] == 200
         assign(s.data, rid, b)
