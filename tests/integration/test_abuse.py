@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 
-from harness import (APPLIED, Device, Server, batch, deflate, push, read_response, report, request,
-                     run_tests)
+from harness import (APPLIED, SANITIZED, Device, Server, batch, deflate, push, read_response,
+                     report, request, run_tests)
 
 
 def rss_kb(pid, key="RssAnon"):
@@ -233,14 +233,26 @@ class SlowUploads:
             c.close()
 
 
+def within_bound(alone, attacked):
+    """The honest phone's p99 under attack against its p99 alone (ms)."""
+    if SANITIZED:
+        return attacked <= 3 * alone + 10
+    return attacked <= 2 * alone + 5
+
+
 def test_stalling_claims_do_not_stall_others():
     """8 connections with a valid phone token claim 16 MiB bodies and send a
     byte a second; 200 phones upload at 50 kbit/s each; an honest phone
     pushes batches of 100 and /healthz is polled: /healthz answers within
     100 ms (p99 of the polls; none near a second) and the honest phone's
-    p99 stays within 2x its p99 alone (in one of at most two rounds) (the server's own figure, ms= in its log: this shared 2-core
+    p99 stays within 2x its p99 alone, plus 5 ms (in one of at most two
+    rounds) (the server's own figure, ms= in its log: this shared 2-core
     machine's scheduling moves what the client sees by tens of ms either
-    way; the client's figure is printed and must stay under a second)."""
+    way; the client's figure is printed and must stay under a second).
+    Under the sanitizers the 200 uploads' own parsing costs several times
+    the CPU on the same two cores, so the bound there is 3x plus 10 ms
+    (CI's ASan run once gave 3.2 ms alone, 11.5 attacked): the stall this
+    guards against is seconds either way."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     with Server() as s:
@@ -275,7 +287,7 @@ def test_stalling_claims_do_not_stall_others():
             # goal: the server's own p99 also moves with whatever else this
             # shared machine runs; a stall (the bug: seconds) fails both.
             ms = server_push_ms(s, phone)
-            if p99(ms[103:203]) > 2 * p99(ms[3:103]) + 5:
+            if not within_bound(p99(ms[3:103]), p99(ms[103:203])):
                 attacked = min(attacked, timed_pushes_apart(s, phone, 100), key=p99)
         finally:
             stop.set()
@@ -310,7 +322,7 @@ def test_stalling_claims_do_not_stall_others():
         assert p99([h[0] for h in health]) < 0.1 and worst < 1.0, worst
         assert uploads.failed == 0 and uploads.done >= len(slow), (uploads.done, uploads.failed)
         # within 2x (and 5 ms: a p99 of 3 ms alone may be 7 under any load)
-        assert srv_attacked <= 2 * srv_alone + 5, (srv_alone, srv_attacked)
+        assert within_bound(srv_alone, srv_attacked), (srv_alone, srv_attacked, SANITIZED)
         assert p99(attacked) < 1.0, p99(attacked)
 
 
