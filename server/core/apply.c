@@ -600,17 +600,9 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	}
 
 	/* Every other device that holds the record pulls the change. */
-	for (size_t i = 0; i < rec->n_writers; i++) {
-		uint64_t d = rec->writers[i];
-		if (d != c->origin && d != c->pusher && (r = st_feed_add(t, d, log_seq)) < 0)
-			return r;
-	}
-	for (size_t i = 0; i < rec->n_assigned; i++) {
-		uint64_t d = rec->assigned[i];
-		if (d != c->origin && d != c->pusher && !st_has_u64(rec->writers, rec->n_writers, d) &&
-		    (r = st_feed_add(t, d, log_seq)) < 0)
-			return r;
-	}
+	if ((r = st_feed_fanout(t, log_seq, c->origin, c->pusher, rec->writers, rec->n_writers,
+				rec->assigned, rec->n_assigned)) < 0)
+		return r;
 	if ((r = upload_note_change(t, c, rec->seq, now_ms)) < 0) /* attachments' index */
 		return r;
 	*ret_outcome = STORE_APPLIED;

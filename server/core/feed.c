@@ -26,6 +26,65 @@ int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq)
 	return 0;
 }
 
+static int u64_cmp(const void *x, const void *y);
+
+static int wide_add(struct store_txn *t, uint64_t log_seq, const uint64_t *devs, size_t n)
+{
+	if (t->n_wide == t->cap_wide) {
+		size_t cap = t->cap_wide ? 2 * t->cap_wide : 64;
+		struct wide_item *w = realloc(t->wide, cap * sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		t->wide = w;
+		t->cap_wide = cap;
+	}
+	if (t->cap_wide_devs - t->n_wide_devs < n) {
+		size_t cap = t->cap_wide_devs ? t->cap_wide_devs : 1024;
+		while (cap - t->n_wide_devs < n)
+			cap *= 2;
+		uint64_t *d = realloc(t->wide_devs, cap * sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		t->wide_devs = d;
+		t->cap_wide_devs = cap;
+	}
+	memcpy(t->wide_devs + t->n_wide_devs, devs, n * sizeof(*devs));
+	t->wide[t->n_wide++] = (struct wide_item){log_seq, t->n_wide_devs, n};
+	t->n_wide_devs += n;
+	return 0;
+}
+
+int st_feed_fanout(struct store_txn *t, uint64_t log_seq, uint64_t origin, uint64_t pusher,
+		   const uint64_t *writers, size_t n_writers, const uint64_t *assigned,
+		   size_t n_assigned)
+{
+	size_t total = n_writers + n_assigned;
+	uint64_t small[2 * FEED_WIDE_MIN], *to = total <= 2 * FEED_WIDE_MIN ? small : NULL;
+	if (!to && !(to = malloc(total * sizeof(*to))))
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < total; i++) {
+		uint64_t d = i < n_writers ? writers[i] : assigned[i - n_writers];
+		if (d != origin && d != pusher)
+			to[n++] = d;
+	}
+	qsort(to, n, sizeof(*to), u64_cmp);
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!u || to[u - 1] != to[i])
+			to[u++] = to[i];
+	int r = 0;
+	if (u >= FEED_WIDE_MIN && !t->s->wide_absent) {
+		r = wide_add(t, log_seq, to, u);
+	} else {
+		for (size_t i = 0; i < u && r == 0; i++)
+			r = st_feed_add(t, to[i], log_seq);
+	}
+	if (to != small)
+		free(to);
+	return r;
+}
+
 static int feed_item_cmp(const void *x, const void *y)
 {
 	const struct feed_item *a = x, *b = y;
@@ -106,12 +165,40 @@ static int feed_bucket_sort(struct store_txn *t)
 	return 0;
 }
 
-/* Writes the queued items: per device, in log order, at most FEED_PACK to
- * an entry. */
+/* Writes the queued wide items, in log order, each under the next feed
+ * seq, appended. */
+static int wide_flush(struct store_txn *t)
+{
+	size_t most = 0;
+	for (size_t i = 0; i < t->n_wide; i++)
+		most = SH_MAX(most, t->wide[i].n);
+	uint8_t *v = malloc(8 * (most + 1));
+	int r = v ? 0 : -ENOMEM;
+	for (size_t i = 0; i < t->n_wide && r == 0; i++) {
+		const struct wide_item *w = &t->wide[i];
+		uint8_t k[8];
+		sh_put_be64(k, t->next_feed_seq);
+		sh_put_be64(v, w->log_seq);
+		for (size_t j = 0; j < w->n; j++)
+			sh_put_be64(v + 8 * (j + 1), t->wide_devs[w->off + j]);
+		if ((r = st_put_raw(t, DB_WIDE, k, 8, v, 8 * (w->n + 1), MDB_APPEND)) == 0)
+			t->next_feed_seq++;
+	}
+	free(v);
+	if (r == 0 && t->n_wide) {
+		t->n_wide = t->n_wide_devs = 0;
+		t->counters_dirty = true;
+	}
+	return r;
+}
+
+/* Writes the queued items: the wide ones, then per device, in log order,
+ * at most FEED_PACK to an entry. */
 int st_feed_flush(struct store_txn *t)
 {
-	if (!t->n_feed)
-		return 0;
+	int r = wide_flush(t);
+	if (r < 0 || !t->n_feed)
+		return r;
 	int sorted = feed_bucket_sort(t);
 	if (sorted < 0)
 		return sorted;
@@ -127,8 +214,7 @@ int st_feed_flush(struct store_txn *t)
 		}
 		sh_put_be64(k, device);
 		sh_put_be64(k + 8, t->next_feed_seq);
-		int r = st_put_raw(t, DB_FEED, k, 16, v, 8 * n, 0);
-		if (r < 0)
+		if ((r = st_put_raw(t, DB_FEED, k, 16, v, 8 * n, 0)) < 0)
 			return r;
 		t->next_feed_seq += n;
 		i += n;
@@ -185,16 +271,123 @@ static int feed_seek(MDB_cursor *c, uint64_t device, uint64_t pos, uint64_t *ret
 	return rc ? st_lmdb_err(rc) : feed_entry(device, &k, &v, ret_first, ret_items, ret_n);
 }
 
+/* Wide entry k -> v: its feed seq and log seq, and 1 when device is one
+ * of its devices, 0 when not; -EIO when malformed. */
+static int wide_entry(uint64_t device, const MDB_val *k, const MDB_val *v, uint64_t *ret_seq,
+		      uint64_t *ret_log_seq)
+{
+	if (k->mv_size != 8 || v->mv_size < 16 || v->mv_size % 8)
+		return -EIO;
+	const uint8_t *p = v->mv_data;
+	*ret_seq = sh_get_be64(k->mv_data);
+	*ret_log_seq = sh_get_be64(p);
+	size_t lo = 0, hi = v->mv_size / 8 - 1; /* devices, ascending */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint64_t d = sh_get_be64(p + 8 * (mid + 1));
+		if (d == device)
+			return 1;
+		if (d < device)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Entries a pull or a count reads of the wide table past the ones naming
+ * its device, at most: a device that holds none of the widely held
+ * records reads each of their changes once (its cursor moves past them),
+ * in steps of this many. */
+#define WIDE_SCAN 65536
+
+/* The first wide entry after feed seq pos naming device, below feed seq
+ * before: 1 with *ret_seq and *ret_log_seq; 0 when there is none (*ret_seq
+ * the last entry read, or pos); 2 when WIDE_SCAN entries named other
+ * devices (*ret_seq the last of them). */
+static int wide_next(struct store_txn *t, uint64_t device, uint64_t pos, uint64_t before,
+		     uint64_t *ret_seq, uint64_t *ret_log_seq)
+{
+	*ret_seq = pos;
+	if (t->s->wide_absent || pos == UINT64_MAX)
+		return 0;
+	MDB_cursor *c;
+	int r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_WIDE], &c));
+	if (r < 0)
+		return r;
+	uint8_t kb[8];
+	sh_put_be64(kb, pos + 1);
+	MDB_val k = val_of(kb, 8), v;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	for (size_t n = 0; r == 0; n++) {
+		uint64_t seq, log_seq;
+		if (rc) {
+			r = rc == MDB_NOTFOUND ? 0 : st_lmdb_err(rc);
+			break;
+		}
+		if ((r = wide_entry(device, &k, &v, &seq, &log_seq)) < 0)
+			break;
+		if (seq >= before) {
+			r = 0;
+			break;
+		}
+		*ret_seq = seq;
+		if (r == 1) {
+			*ret_log_seq = log_seq;
+			break;
+		}
+		if (n + 1 == WIDE_SCAN) {
+			r = 2;
+			break;
+		}
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return r;
+}
+
+/* The next item of device's own feed after *cursor (feed.c's entries),
+ * as store_feed_next. */
+static int own_next(struct store_txn *t, uint64_t device, uint64_t *cursor,
+		    uint64_t *ret_log_seq);
+
 int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq)
 {
 	if (*cursor == UINT64_MAX)
 		return 0;
+	int r;
+	if (t->write && (r = st_feed_flush(t)) < 0)
+		return r;
+	/* Its own feed and the wide entries naming it: one sequence of feed
+	 * seqs, read in order. */
+	uint64_t own = *cursor, own_log = 0, wide, wide_log = 0;
+	int ro = own_next(t, device, &own, &own_log);
+	if (ro < 0)
+		return ro;
+	int rw = wide_next(t, device, *cursor, ro ? own : UINT64_MAX, &wide, &wide_log);
+	if (rw < 0)
+		return rw;
+	if (rw == 1 || rw == 2) {
+		*cursor = wide;
+		*ret_log_seq = wide_log;
+		return rw;
+	}
+	if (ro) {
+		*cursor = own;
+		*ret_log_seq = own_log;
+		return 1;
+	}
+	*cursor = wide; /* past the wide entries that name other devices */
+	return 0;
+}
+
+static int own_next(struct store_txn *t, uint64_t device, uint64_t *cursor,
+		    uint64_t *ret_log_seq)
+{
 	uint64_t pos = *cursor + 1, first;
 	const uint8_t *items;
 	size_t n;
 	int r;
-	if (t->write && (r = st_feed_flush(t)) < 0)
-		return r;
 	if (!t->write && t->fc_items && t->fc_device == device && pos >= t->fc_first &&
 	    pos - t->fc_first < t->fc_n) {
 		first = t->fc_first;
@@ -246,6 +439,25 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
 			n += k;
 	}
 	mdb_cursor_close(c);
+	/* and the wide entries naming it, up to 16 scans' worth: past that
+	 * the figure is a lower bound (a device that has not pulled for
+	 * a million changes of widely held records) */
+	if (r >= 0 && !t->s->wide_absent &&
+	    (r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_WIDE], &c))) == 0) {
+		uint8_t kb[8];
+		sh_put_be64(kb, cursor + 1);
+		MDB_val kv = val_of(kb, 8), v;
+		int rc = mdb_cursor_get(c, &kv, &v, MDB_SET_RANGE);
+		for (size_t i = 0; !rc && r >= 0 && i < 16 * WIDE_SCAN; i++) {
+			uint64_t seq, log_seq;
+			if ((r = wide_entry(device, &kv, &v, &seq, &log_seq)) == 1)
+				n++;
+			rc = mdb_cursor_get(c, &kv, &v, MDB_NEXT);
+		}
+		if (r >= 0 && rc && rc != MDB_NOTFOUND)
+			r = st_lmdb_err(rc);
+		mdb_cursor_close(c);
+	}
 out:
 	if (r < 0)
 		return r;

@@ -24,10 +24,11 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 5u
+#define STORE_FORMAT_VERSION 6u
 /* Stores of a format below this one hold records merged by an older rule:
  * they are merged again from the log when first opened to write
- * (rebuild_if_old). Format 4 needs no rebuild to become 5 (see store.c). */
+ * (rebuild_if_old). Formats 4 and 5 need no rebuild to become 6 (see
+ * store.c). */
 #define STORE_FORMAT_REBUILD_BELOW 4u
 
 struct store;
@@ -204,10 +205,15 @@ int store_token_del(struct store_txn *t, const uint8_t hash[32]);
 
 /* ---- pull feeds ---- */
 
-/* The next entry of a device's feed after *cursor. 1 with *cursor advanced
- * and *ret_log_seq set, 0 at the end. */
+/* The next entry of a device's feed after *cursor: its own feed's items
+ * and the wide entries naming it, in feed seq order. 1 with *cursor
+ * advanced and *ret_log_seq set; 0 at the end, *cursor then past wide
+ * entries that name other devices; 2 with no item but *cursor moved past
+ * many such entries (a pull stops there, and tells the phone there is
+ * more). */
 int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq);
-/* Entries in a device's feed after cursor (what it has yet to pull). */
+/* Entries in a device's feed after cursor (what it has yet to pull); of
+ * the wide entries, those among the next million. */
 int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret);
 /* Assigns a record to a device: it will pull the record's whole history
  * and every later change. 0, -ENOENT (no such record). */

@@ -44,6 +44,7 @@ enum {
 	DB_AUDIT,
 	DB_FILES,
 	DB_DAYS,
+	DB_WIDE,
 	DB_COUNT
 };
 
@@ -86,6 +87,7 @@ struct store {
 	bool old_format;           /* opened a store of an older format */
 	bool files_absent;         /* read-only, from before the files table */
 	bool days_absent;          /* read-only, from before the days table */
+	bool wide_absent;          /* read-only, from before the wide table */
 	unsigned opened_format;    /* the format it had when opened; 0 = new */
 	char dir[];
 };
@@ -98,6 +100,17 @@ struct feed_item {
 /* Items per feed entry: 512 bytes, well inside a leaf node; a pull that
  * stops inside one re-reads at most this many. */
 #define FEED_PACK 64
+
+/* A change for this many devices or more is one entry of the wide table
+ * (feed.c) instead of an item in each of their feeds. */
+#define FEED_WIDE_MIN 8
+
+/* A change waiting for the end of its transaction to become a wide entry:
+ * its devices are wide_devs[off, off + n), ascending. */
+struct wide_item {
+	uint64_t log_seq;
+	size_t off, n;
+};
 
 #define ST_RC_SEEN 64  /* records changed once, remembered (by seq) */
 
@@ -116,6 +129,10 @@ struct store_txn {
 				      stay on their leaf page */
 	struct feed_item *feed;    /* owned; written by st_feed_flush */
 	size_t n_feed, cap_feed;
+	struct wide_item *wide;    /* owned; written by st_feed_flush */
+	size_t n_wide, cap_wide;
+	uint64_t *wide_devs;       /* owned: the wide items' devices */
+	size_t n_wide_devs, cap_wide_devs;
 	/* store_feed_next's last entry, in a read transaction (points into
 	 * the map, valid while it lasts) */
 	uint64_t fc_device, fc_first;
@@ -226,6 +243,12 @@ static inline int st_rc_before_read(struct store_txn *t, const void *key, size_t
  * conflicts before its change to whether it has now. */
 int st_note_conflicts(struct store_txn *t, const uint8_t k[8], bool had, bool has);
 int st_feed_add(struct store_txn *t, uint64_t device, uint64_t log_seq);
+/* Change log_seq to every device of writers and assigned (duplicates
+ * allowed) but origin and pusher: a feed item each, or one wide entry for
+ * FEED_WIDE_MIN devices or more. */
+int st_feed_fanout(struct store_txn *t, uint64_t log_seq, uint64_t origin, uint64_t pusher,
+		   const uint64_t *writers, size_t n_writers, const uint64_t *assigned,
+		   size_t n_assigned);
 int st_feed_flush(struct store_txn *t);
 /* A change's log entry: the part prepared off the writer's thread
  * (LogEntry fields 2, 3, 5, 7: apply_prepare) and what only the writer

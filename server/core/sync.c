@@ -646,7 +646,15 @@ int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t li
 	if (!a)
 		return -ENOMEM;
 	size_t start = out->len;
-	while ((r = store_feed_next(t, device, &cur, &log_seq)) == 1) {
+	while ((r = store_feed_next(t, device, &cur, &log_seq)) == 1 || r == 2) {
+		if (r == 2) {
+			/* past changes for other devices only: a page without
+			 * them, and the phone asks again from here */
+			info.next_cursor = cur;
+			info.more = true;
+			r = 0;
+			break;
+		}
 		if (info.changes >= limit || out->len - start >= max_bytes) {
 			info.more = true;
 			break;
@@ -681,6 +689,8 @@ int sync_pull(struct store_txn *t, uint64_t device, uint64_t cursor, uint32_t li
 	}
 	if (r < 0)
 		goto out;
+	if (r == 0 && !info.more && cur > info.next_cursor)
+		info.next_cursor = cur; /* at the end: past what named others */
 	if (info.next_cursor && (r = codec_pb_put_uint(out, 2, info.next_cursor)) < 0)
 		goto out;
 	if (info.more && (r = codec_pb_put_uint(out, 3, 1)) < 0)

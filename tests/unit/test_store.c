@@ -42,6 +42,40 @@ static void raw_put(const char *dir, const char *db, const void *k, size_t klen,
 	mdb_env_close(env);
 }
 
+/* Drops table db of the store in dir, as a store from before it lacks it. */
+static void raw_drop(const char *dir, const char *db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	CHECK(mdb_drop(txn, dbi, 1) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+/* Entries in table db of the store in dir. */
+static size_t raw_count(const char *dir, const char *db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat st;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	CHECK(mdb_stat(txn, dbi, &st) == 0);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return st.ms_entries;
+}
+
 /* The format version stored in dir, as text. */
 static void raw_format(const char *dir, char out[16])
 {
@@ -117,10 +151,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "5"));
-	raw_put(dir, "meta", "format", 6, "6", 1);
+	CHECK(!strcmp(fmt, "6"));
+	raw_put(dir, "meta", "format", 6, "7", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '6'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '7'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -131,12 +165,12 @@ static void test_format_version_is_checked(void)
 	raw_put(dir, "meta", "format", 6, "0", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* formats 1 (no pointer records), 2 (a feed item per entry), 3
-	 * (stamps brought back for skew) and 4 (no pointer records with
-	 * instances) are read as they are, and marked 5 by the first program
-	 * that opens them to write (which rebuilds the records of 1 to 3:
-	 * rebuild.h) */
-	static const char *const olds[] = {"1", "2", "3", "4"};
-	for (size_t i = 0; i < 4; i++) {
+	 * (stamps brought back for skew), 4 (no pointer records with
+	 * instances) and 5 (no wide table) are read as they are, and marked 6
+	 * by the first program that opens them to write (which rebuilds the
+	 * records of 1 to 3: rebuild.h) */
+	static const char *const olds[] = {"1", "2", "3", "4", "5"};
+	for (size_t i = 0; i < 5; i++) {
 		const char *old = olds[i];
 		raw_put(dir, "meta", "format", 6, old, 1);
 		store_close(tu_store_open(dir, &ro));
@@ -146,7 +180,7 @@ static void test_format_version_is_checked(void)
 		CHECK_EQ_INT(store_opened_format(s), (long long)(old[0] - '0'));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK(!strcmp(fmt, "5"));
+		CHECK(!strcmp(fmt, "6"));
 	}
 
 	/* a directory that is not a store is refused by the read-only tools */
@@ -1447,7 +1481,7 @@ static void test_old_format_is_rebuilt(void)
 	CHECK(fgets(line, sizeof(line), log) != NULL);
 	sh_hex(bad.records, 32, hex_bad);
 	sh_hex(good.records, 32, hex_good);
-	CHECK(strstr(line, "store format 3 -> 5") && strstr(line, hex_bad) && strstr(line, hex_good));
+	CHECK(strstr(line, "store format 3 -> 6") && strstr(line, hex_bad) && strstr(line, hex_good));
 	CHECK(strstr(line, "31 records, 1 rebuilt")); /* the rest point at their change */
 	fclose(log);
 	/* once is enough */
@@ -1461,31 +1495,151 @@ static void test_old_format_is_rebuilt(void)
 	tu_rmrf(dir);
 }
 
-/* Format 4 differs from 5 only in what 5 may hold (pointer records of v3
- * creates): a format 4 store is marked 5 when opened to write, and nothing
- * is merged again. */
-static void test_format_4_is_marked_5_without_a_rebuild(void)
+/* Formats 4 and 5 differ from 6 only in what 6 may hold (4: pointer
+ * records of v3 creates; 5: the wide table): such a store is marked 6
+ * when opened to write, and nothing is merged again. A format 5 store
+ * without the wide table is read as it is by the read-only tools. */
+static void test_formats_4_and_5_are_marked_6_without_a_rebuild(void)
 {
-	char dir[256], fmt[16];
-	uint64_t pa, pb;
+	static const char *const olds[] = {"4", "5"};
+	for (size_t i = 0; i < 2; i++) {
+		char dir[256], fmt[16];
+		uint64_t pa, pb;
+		struct store *s = open_with_phones(dir, &pa, &pb);
+		for (int k = 0; k < 5; k++)
+			push_reports(s, pb, 1 + (uint64_t)k, 1, 200 + (uint64_t)k, 0);
+		struct tu_state before, after;
+		tu_state(s, &before);
+		store_close(s);
+		raw_put(dir, "meta", "format", 6, olds[i], 1);
+		raw_drop(dir, "wide");
+		struct store_opts ro = {.read_only = true};
+		s = tu_store_open(dir, &ro);
+		tu_state(s, &after);
+		CHECK(tu_state_eq(&before, &after));
+		store_close(s);
+		s = tu_store_open(dir, NULL);
+		CHECK_EQ_INT(store_opened_format(s), olds[i][0] - '0');
+		FILE *log = tmpfile();
+		CHECK(log && rebuild_if_old(s, log) == 0);
+		CHECK_EQ_INT(ftell(log), 0); /* nothing merged again, nothing said */
+		fclose(log);
+		tu_state(s, &after);
+		CHECK(tu_state_eq(&before, &after));
+		store_close(s);
+		raw_format(dir, fmt);
+		CHECK_EQ_STR(fmt, "6");
+		CHECK_EQ_INT(raw_count(dir, "wide"), 0); /* the table is there */
+		tu_rmrf(dir);
+	}
+}
+
+/* A change for FEED_WIDE_MIN (8) devices or more is one wide entry, not an
+ * item in each of their feeds. Each of them pulls it once, in feed seq
+ * order with its own items and pages; the sender does not; a device that
+ * holds none of it pulls nothing and its cursor moves past it; a device
+ * assigned the record later gets its whole history. */
+static void test_wide_feed_entries(void)
+{
+	char dir[256];
+	uint64_t pa, pb, p[10];
 	struct store *s = open_with_phones(dir, &pa, &pb);
-	for (int i = 0; i < 5; i++)
-		push_reports(s, pb, 1 + (uint64_t)i, 1, 200 + (uint64_t)i, 0);
-	struct tu_state before, after;
-	tu_state(s, &before);
+	for (int i = 0; i < 10; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "P%d", i);
+		p[i] = tu_enrol(s, name, "047", ROLE_DEVICE, NULL);
+	}
+	uint64_t pz = tu_enrol(s, "Z", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	struct buf body = {0}, out = {0};
+	/* log 1: report R, 2: report Q, both A's */
+	Shahidi__V1__Change *rq[2] = {tu_report(a, FORMS, 31, 1, hlc),
+				      tu_report(a, FORMS, 32, 2, hlc + 1)};
+	tu_batch(&body, pa, 1, rq, 2, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	const uint8_t *r_id = rq[0]->record_id.data, *q_id = rq[1]->record_id.data;
+	tu_assign(s, r_id, pb); /* R: 11 holders besides A */
+	for (int i = 0; i < 10; i++)
+		tu_assign(s, r_id, p[i]);
+	tu_assign(s, q_id, p[0]); /* Q: one */
+	/* log 3: an edit of R, 4: of Q, 5: of R */
+	Shahidi__V1__Change *e[3];
+	uint64_t seen_r[2] = {hlc, pa}, seen_q[2] = {hlc + 1, pa};
+	e[0] = tu_change(a, r_id, 3, hlc + 10);
+	tu_set(a, e[0], 140, tu_choice(a, "high"), 1, seen_r);
+	e[1] = tu_change(a, q_id, 4, hlc + 11);
+	tu_set(a, e[1], 140, tu_choice(a, "high"), 1, seen_q);
+	seen_r[0] = hlc + 10;
+	e[2] = tu_change(a, r_id, 5, hlc + 12);
+	tu_set(a, e[2], 140, tu_choice(a, "low"), 1, seen_r);
+	tu_batch(&body, pa, 2, e, 3, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+
+	struct store_txn *t;
+	struct sync_pull_info info;
+	uint64_t waiting;
+	CHECK(store_begin(s, false, &t) == 0);
+	for (int d = -1; d < 10; d++) {
+		uint64_t dev = d < 0 ? pb : p[d];
+		/* what it has yet to pull, then all of it in pages of one */
+		uint64_t want = d == 0 ? 5 : 3, cursor = 0, got = 0, seen_logs = 0;
+		CHECK(store_feed_count(t, dev, 0, &waiting) == 0);
+		CHECK_EQ_INT(waiting, want);
+		for (int page = 0; page < 10; page++) {
+			buf_reset(&out);
+			CHECK(sync_pull(t, dev, cursor, 1, 1 << 20, &out, &info) == 0);
+			Shahidi__V1__PullResponse *pr =
+				shahidi__v1__pull_response__unpack(NULL, out.len, out.data);
+			CHECK(pr != NULL);
+			for (size_t i = 0; pr && i < pr->n_changes; i++) {
+				CHECK(pr->changes[i]->cursor > cursor);
+				cursor = pr->changes[i]->cursor;
+				uint64_t bit = 1ull << pr->changes[i]->log_seq;
+				CHECK(!(seen_logs & bit)); /* once */
+				seen_logs |= bit;
+				got++;
+			}
+			shahidi__v1__pull_response__free_unpacked(pr, NULL);
+			CHECK_EQ_INT(info.next_cursor, cursor);
+			if (!info.more)
+				break;
+		}
+		CHECK_EQ_INT(got, want);
+		CHECK_EQ_INT(seen_logs, d == 0 ? 0x3e : 0x2a); /* {1..5} or {1, 3, 5} */
+		CHECK(store_feed_count(t, dev, cursor, &waiting) == 0 && waiting == 0);
+	}
+	/* the sender gets nothing back; Z, holding nothing, gets nothing, and
+	 * its cursor moves past the wide entries */
+	buf_reset(&out);
+	CHECK(sync_pull(t, pa, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK_EQ_INT(info.changes, 0);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pz, 0, 100, 1 << 20, &out, &info) == 0);
+	CHECK(info.changes == 0 && !info.more && info.next_cursor > 0);
+	uint64_t z_cursor = info.next_cursor;
+	CHECK(store_feed_count(t, pz, 0, &waiting) == 0 && waiting == 0);
+	store_abort(t);
+	/* two wide entries; B's and P1's feeds hold only the assignment's */
+	CHECK_EQ_INT(raw_count(dir, "wide"), 2);
+	CHECK_EQ_INT(raw_count_prefix(dir, "feed", pb), 1);
+	CHECK_EQ_INT(raw_count_prefix(dir, "feed", p[1]), 1);
+
+	/* Z assigned R now: its history, after Z's cursor */
+	tu_assign(s, r_id, pz);
+	CHECK(store_begin(s, false, &t) == 0);
+	buf_reset(&out);
+	CHECK(sync_pull(t, pz, z_cursor, 100, 1 << 20, &out, &info) == 0);
+	Shahidi__V1__PullResponse *pr = shahidi__v1__pull_response__unpack(NULL, out.len, out.data);
+	CHECK(pr && pr->n_changes == 3);
+	for (size_t i = 0; pr && i < pr->n_changes; i++)
+		CHECK_EQ_INT(pr->changes[i]->log_seq, 1 + 2 * i);
+	shahidi__v1__pull_response__free_unpacked(pr, NULL);
+	store_abort(t);
+	buf_free(&out);
+	buf_free(&body);
+	arena_free(a);
 	store_close(s);
-	raw_put(dir, "meta", "format", 6, "4", 1);
-	s = tu_store_open(dir, NULL);
-	CHECK_EQ_INT(store_opened_format(s), 4);
-	FILE *log = tmpfile();
-	CHECK(log && rebuild_if_old(s, log) == 0);
-	CHECK_EQ_INT(ftell(log), 0); /* nothing merged again, nothing said */
-	fclose(log);
-	tu_state(s, &after);
-	CHECK(tu_state_eq(&before, &after));
-	store_close(s);
-	raw_format(dir, fmt);
-	CHECK_EQ_STR(fmt, "5");
 	tu_rmrf(dir);
 }
 
@@ -1509,7 +1663,8 @@ int main(void)
 	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_records_kept_in_a_commit_are_written_once);
 	RUN(test_old_format_is_rebuilt);
-	RUN(test_format_4_is_marked_5_without_a_rebuild);
+	RUN(test_formats_4_and_5_are_marked_6_without_a_rebuild);
+	RUN(test_wide_feed_entries);
 	form_registry_free(FORMS);
 	return 0;
 }
