@@ -46,14 +46,32 @@ struct opts {
 	unsigned devices;
 	const char *dir;
 	bool json;
-	/* --groups: loadgen's mix on form version 3, in 1/1000 of changes */
-	bool groups;
+	/* --mix: loadgen's workload (the changes of the half-rate run) on form
+	 * version 1; --groups: the same on version 3, with its repeat-group
+	 * changes in 1/1000 of changes */
+	bool mix, groups;
 	unsigned pct_gedit, pct_gadd, pct_gremove;
 };
 
 static double secs(uint64_t ns)
 {
 	return (double)ns / 1e9;
+}
+
+/* Bytes this process has written with write(2) and its kind so far
+ * (/proc/self/io's wchar; 0 when it cannot be read): in the store's phase,
+ * what its commits wrote, pages written again included. */
+static uint64_t written_bytes(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	unsigned long long n = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "wchar: %llu", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
 }
 
 static int rm_dir(const char *d)
@@ -130,11 +148,11 @@ static int make_mix_corpus(const struct form_registry *reg, const struct opts *o
 	run->o = (struct lg_opts){.devices = o->devices, .batch = o->batch,
 				  .changes = o->reports / o->devices, .seed = 1, .shared = 8,
 				  .pct_edit = 100, .pct_shared = 30, .pct_delete = 10,
-				  .groups = true, .pct_gedit = o->pct_gedit,
+				  .groups = o->groups, .pct_gedit = o->pct_gedit,
 				  .pct_gadd = o->pct_gadd, .pct_gremove = o->pct_gremove,
 				  .level = 6};
 	run->n_dev = o->devices;
-	run->form = form_registry_find(reg, "incident_report", 3);
+	run->form = form_registry_find(reg, "incident_report", o->groups ? 3 : 1);
 	if (!run->form || !run->o.changes)
 		return -EINVAL;
 	for (unsigned i = 0; i < o->devices; i++) {
@@ -240,7 +258,8 @@ int main(int argc, char **argv)
 		{"reports", required_argument, 0, 'n'}, {"batch", required_argument, 0, 'b'},
 		{"group", required_argument, 0, 'g'},	{"devices", required_argument, 0, 'd'},
 		{"dir", required_argument, 0, 'D'},	{"json", no_argument, 0, 'j'},
-		{"groups", required_argument, 0, 'G'},	{"help", no_argument, 0, 'h'},
+		{"groups", required_argument, 0, 'G'},	{"mix", no_argument, 0, 'm'},
+		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	struct opts o = {.reports = 100000, .batch = 100, .group = 16, .devices = 64, .dir = NULL};
@@ -262,15 +281,16 @@ int main(int argc, char **argv)
 						"at most 86 in all)\n");
 				return 2;
 			}
-			o.groups = true;
+			o.groups = o.mix = true;
 			o.pct_gedit = (unsigned)(g[0] * 10 + 0.5);
 			o.pct_gadd = (unsigned)(g[1] * 10 + 0.5);
 			o.pct_gremove = (unsigned)(g[2] * 10 + 0.5);
 			break;
 		}
+		case 'm': o.mix = true; break;
 		case 'h':
 			printf("Usage: shahidi-bench [--reports N] [--batch B] [--group G] [--devices D]\n"
-			       "                     [--groups E,A,R] [--dir DIR] [--json]\n\n"
+			       "                     [--mix | --groups E,A,R] [--dir DIR] [--json]\n\n"
 			       "In-process figures (no HTTP), durable commits, in a scratch directory\n"
 			       "(default: a new one under $TMPDIR): raw LMDB appends, decoding, the\n"
 			       "store (decode + merge + store in group commits of G batches), its ratio\n"
@@ -281,7 +301,9 @@ int main(int argc, char **argv)
 			       "workload with the same option (incident report version 3 with repeat\n"
 			       "groups; edits 10%%, shared edits 3%%, deletions 1%%, then E%% edits of\n"
 			       "instances, A%% perpetrators added to shared records, R%% removals),\n"
-			       "decoded and stored; no raw LMDB, export or pull figures.\n");
+			       "decoded and stored; no raw LMDB, export or pull figures.\n"
+			       "--mix: the same on version 1 without repeat groups: the changes of\n"
+			       "tools/bench's 64 x 100 runs.\n");
 			return 0;
 		default:
 			return 2;
@@ -323,12 +345,12 @@ int main(int argc, char **argv)
 
 	fprintf(stderr, "shahidi-bench: making %u reports...\n", o.reports);
 	struct corpus corp = {0};
-	int mr = o.groups ? make_mix_corpus(reg, &o, devs, &corp) : make_corpus(f, &o, devs, &corp);
+	int mr = o.mix ? make_mix_corpus(reg, &o, devs, &corp) : make_corpus(f, &o, devs, &corp);
 	if (mr < 0) {
 		fprintf(stderr, "shahidi-bench: cannot make the batches: %s\n", sh_strerror(mr));
 		return 1;
 	}
-	if (!o.groups)
+	if (!o.mix)
 		corp.changes = corp.n * o.batch;
 	double nchg = (double)corp.changes;
 
@@ -381,7 +403,7 @@ int main(int argc, char **argv)
 	 * the shared records alone first, then their assignment, untimed) */
 	size_t from = 0;
 	uint64_t applied = 0, rejected = 0;
-	if (o.groups) {
+	if (o.mix) {
 		struct apply_ctx ac = {batches, 1, true, 0, 0};
 		int r = store_write(s, apply_fn, &ac);
 		if (r >= 0)
@@ -395,8 +417,9 @@ int main(int argc, char **argv)
 		from = 1;
 	}
 	t0 = sh_mono_ns();
+	uint64_t w0 = written_bytes();
 	for (size_t i = from; i < corp.n; i += o.group) {
-		struct apply_ctx ac = {batches + i, SH_MIN((size_t)o.group, corp.n - i), o.groups, 0, 0};
+		struct apply_ctx ac = {batches + i, SH_MIN((size_t)o.group, corp.n - i), o.mix, 0, 0};
 		int r = store_write(s, apply_fn, &ac);
 		if (r < 0) {
 			fprintf(stderr, "apply: %s\n", sh_strerror(r));
@@ -407,29 +430,33 @@ int main(int argc, char **argv)
 	}
 	double timed = nchg - (from ? (double)sync_batch_changes(batches[0]) : 0);
 	double store_rate = timed / secs(sh_mono_ns() - t0);
+	double written = (double)(written_bytes() - w0) / timed;
 	for (size_t i = 0; i < corp.n; i++)
 		sync_batch_free(batches[i]);
 	free(batches);
-	if (o.groups) {
+	if (o.mix) {
 		double per = (double)corp.raw_bytes / nchg, wire = (double)corp.wire_bytes / nchg;
 		if (o.json)
 			printf("{\"changes\":%zu,\"batch\":%u,\"group\":%u,\"devices\":%u,"
 			       "\"groups\":[%.1f,%.1f,%.1f],\"change_bytes\":%.0f,"
 			       "\"deflated_bytes\":%.0f,\"decode_per_s\":%.0f,"
 			       "\"inflate_per_s\":%.0f,\"inflate_unpack_per_s\":%.0f,"
-			       "\"store_per_s\":%.0f,\"applied\":%" PRIu64 ",\"rejected\":%" PRIu64 "}\n",
+			       "\"store_per_s\":%.0f,\"written_bytes_per_change\":%.0f,"
+			       "\"applied\":%" PRIu64 ",\"rejected\":%" PRIu64 "}\n",
 			       corp.changes, o.batch, o.group, o.devices, o.pct_gedit / 10.0,
 			       o.pct_gadd / 10.0, o.pct_gremove / 10.0, per, wire, decode_rate,
-			       inflate_rate, unpack_rate, store_rate, applied, rejected);
+			       inflate_rate, unpack_rate, store_rate, written, applied, rejected);
 		else {
-			printf("in-process, %zu changes of loadgen's mix with groups (%.0f bytes, %.0f "
+			printf("in-process, %zu changes of loadgen's mix%s (%.0f bytes, %.0f "
 			       "deflated), batches of %u, %u per commit\n",
-			       corp.changes, per, wire, o.batch, o.group);
+			       corp.changes, o.groups ? " with groups" : "", per, wire, o.batch,
+			       o.group);
 			printf("  %-36s %10.0f /s (one core)\n", "decode: inflate+unpack+validate",
 			       decode_rate);
 			printf("  %-36s %10.0f /s\n", "  of which inflate alone", inflate_rate);
 			printf("  %-36s %10.0f /s\n", "  inflate + protobuf-c unpack", unpack_rate);
 			printf("  %-36s %10.0f /s\n", "store: merge+store, durable", store_rate);
+			printf("  %-36s %10.0f B a change\n", "  written by its commits", written);
 			printf("  %-36s %10" PRIu64 " applied, %" PRIu64 " refused\n", "changes",
 			       applied, rejected);
 		}
@@ -520,11 +547,12 @@ int main(int argc, char **argv)
 		       "\"report_bytes\":%.0f,\"deflated_bytes\":%.0f,"
 		       "\"raw_lmdb_per_s\":%.0f,\"decode_per_s\":%.0f,\"inflate_per_s\":%.0f,\"inflate_unpack_per_s\":%.0f,\"store_per_s\":%.0f,"
 		       "\"store_vs_raw_lmdb\":%.3f,\"export_csv_per_s\":%.0f,\"export_ndjson_per_s\":%.0f,"
-		       "\"pull_per_s\":%.0f,\"pulled\":%" PRIu64 ",\"store_bytes\":%" PRIu64 "}\n",
+		       "\"pull_per_s\":%.0f,\"pulled\":%" PRIu64 ",\"store_bytes\":%" PRIu64 ","
+		       "\"written_bytes_per_change\":%.0f}\n",
 		       o.reports, o.batch, o.group, o.devices, per_report, wire, raw_rate, decode_rate,
 		       inflate_rate, unpack_rate,
 		       store_rate, store_rate / raw_rate, exp_rate[0], exp_rate[1], pull_rate, pulled,
-		       si.file_size);
+		       si.file_size, written);
 	} else {
 		printf("in-process, %u reports of %.0f bytes (%.0f deflated), batches of %u, %u per commit\n",
 		       o.reports, per_report, wire, o.batch, o.group);
@@ -534,6 +562,7 @@ int main(int argc, char **argv)
 		printf("  %-36s %10.0f /s\n", "  inflate + protobuf-c unpack", unpack_rate);
 		printf("  %-36s %10.0f /s  = %.2f x raw LMDB\n", "store: merge+store, durable", store_rate,
 		       store_rate / raw_rate);
+		printf("  %-36s %10.0f B a report\n", "  written by its commits", written);
 		printf("  %-36s %10.0f /s\n", "export CSV", exp_rate[0]);
 		printf("  %-36s %10.0f /s\n", "export NDJSON", exp_rate[1]);
 		printf("  %-36s %10.0f /s (%" PRIu64 " changes)\n", "pull", pull_rate, pulled);

@@ -68,11 +68,19 @@ int st_feed_fanout(struct store_txn *t, uint64_t log_seq, uint64_t origin, uint6
 		if (d != origin && d != pusher)
 			to[n++] = d;
 	}
-	qsort(to, n, sizeof(*to), u64_cmp);
+	/* Few: each once, in the order they came (no sort); many: sorted, as
+	 * a wide entry names them. */
 	size_t u = 0;
-	for (size_t i = 0; i < n; i++)
-		if (!u || to[u - 1] != to[i])
-			to[u++] = to[i];
+	if (n < FEED_WIDE_MIN) {
+		for (size_t i = 0; i < n; i++)
+			if (!st_has_u64(to, u, to[i]))
+				to[u++] = to[i];
+	} else {
+		qsort(to, n, sizeof(*to), u64_cmp);
+		for (size_t i = 0; i < n; i++)
+			if (!u || to[u - 1] != to[i])
+				to[u++] = to[i];
+	}
 	int r = 0;
 	if (u >= FEED_WIDE_MIN && !t->s->wide_absent) {
 		r = wide_add(t, log_seq, to, u);
