@@ -171,6 +171,13 @@ static uint64_t export__count(const struct export_job *e)
 static void export_finish(struct export_job *e)
 {
 	const char *outcome = e->err == -EPIPE || http_conn_gone(e->task.c) ? "cut" : "failed";
+	/* Its file is made and sent (or given up): the next whole-file export
+	 * may start now, not only once the end entry below is committed
+	 * (which a client that has read the last byte would see as 503). */
+	if (e->slot) {
+		export__whole_running--;
+		e->slot = false;
+	}
 	if (!e->started) {
 		/* the reason is logged; only Excel's row limit is the client's to know */
 		http_error(e->task.c, e->err == -EFBIG ? 413 : 500,

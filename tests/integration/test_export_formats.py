@@ -22,8 +22,8 @@ import zipfile
 import openpyxl
 import pandas as pd
 
-from harness import (CLI, Device, Server, batch, cli, pb, push, read_response, request, run_tests,
-                     value)
+from harness import (CLI, Device, Server, batch, cli, iolog_env, pb, push, read_response, request,
+                     run_tests, value)
 from test_export import fill, peak_rss
 from test_groups import incident, put
 
@@ -342,6 +342,32 @@ def test_one_whole_file_export_at_a_time():
         # its turn over, the next one runs
         st, _, body = request(s.port, "GET", "/v1/export?format=dta", headers=auth)
         assert st == 200 and zipfile.ZipFile(io.BytesIO(body)).testzip() is None
+
+
+def test_the_next_whole_file_export_may_start_at_the_last_byte():
+    """A whole-file export's turn ends with its last byte, not when its end
+    entry reaches the audit trail (a commit later): a client that has read
+    the whole file and asks for the next one gets it, not 503. Each commit
+    here is held 400 ms after its meta page (tests/shim/iolog.c), so the
+    end entry comes well after the last byte."""
+    with tempfile.TemporaryDirectory(prefix="shahidi-exportturn-") as d:
+        srv = Server(args=["--commit-window-ms", "0"])
+        srv.env = iolog_env(os.path.join(d, "io.log"), stall_ms=400)
+        with srv as s:
+            fill(s.data, 1000)
+            admin = Device(s.data, "admin", role="admin")
+            auth = {"Authorization": f"Bearer {admin.token}"}
+            for fmt in ("xlsx", "dta", "sav"):
+                st, h, body = request(s.port, "GET", f"/v1/export?format={fmt}", headers=auth)
+                assert st == 200, (fmt, st, h, body[:200])
+            # and the trail still has each export's end entry
+            deadline = time.monotonic() + 10
+            while True:
+                _, out, _ = cli("audit", "--data", s.data)
+                if out.count('"complete"') >= 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert out.count('"complete"') >= 3, out[-2000:]
 
 
 def test_memory_stays_flat():
