@@ -82,7 +82,7 @@ int st_feed_fanout(struct store_txn *t, uint64_t log_seq, uint64_t origin, uint6
 				to[u++] = to[i];
 	}
 	int r = 0;
-	if (u >= FEED_WIDE_MIN && !t->s->wide_absent) {
+	if (u >= FEED_WIDE_MIN) {
 		r = wide_add(t, log_seq, to, u);
 	} else {
 		for (size_t i = 0; i < u && r == 0; i++)
@@ -177,6 +177,8 @@ static int feed_bucket_sort(struct store_txn *t)
  * seq, appended. */
 static int wide_flush(struct store_txn *t)
 {
+	if (!t->n_wide)
+		return 0; /* nearly every flush: no malloc for nothing */
 	size_t most = 0;
 	for (size_t i = 0; i < t->n_wide; i++)
 		most = SH_MAX(most, t->wide[i].n);
@@ -193,7 +195,7 @@ static int wide_flush(struct store_txn *t)
 			t->next_feed_seq++;
 	}
 	free(v);
-	if (r == 0 && t->n_wide) {
+	if (r == 0) {
 		t->n_wide = t->n_wide_devs = 0;
 		t->counters_dirty = true;
 	}

@@ -107,8 +107,8 @@
  * feeds: 63 inserts at 63 places in the feed tree for a record 64 phones
  * share, and in a commit holding a few such edits most of the feed's
  * branch pages written again (at half the saturated rate, 3% of changes
- * being such edits made the server write 5.2 GB instead of 3.8 for 1.18M
- * changes, and its p99 went from 21 to 60-110 ms). Such a change is now
+ * being such edits made the server write 5.2-5.5 GB instead of 3.8 for
+ * 1.18M changes; 4.1 GB with the wide table). Such a change is now
  * one entry appended to the wide table, naming its devices; a device's
  * pull reads its feed and the wide entries naming it, merged by feed seq
  * (one sequence for both, so cursors mean what they meant). A release of
