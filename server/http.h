@@ -118,10 +118,11 @@ void http_respond(struct http_conn *c, int status, const char *content_type,
  * http_compress; CODEC_AUTO is http_respond. */
 void http_respond_encoded(struct http_conn *c, int status, const char *content_type,
 			  enum codec_enc enc, const uint8_t *body, size_t len);
-/* What a response body is compressed as, for any thread: true with body
- * in out as enc (deflate or gzip) when that is worth it (over 64 bytes,
- * and smaller); false with out freed otherwise. */
-bool http_compress(enum codec_enc enc, const uint8_t *body, size_t len, struct buf *out);
+/* What a response body is compressed as, for any thread, at level (zlib's
+ * 1-9): true with body in out as enc (deflate or gzip) when that is worth
+ * it (over 64 bytes, and smaller); false with out freed otherwise. */
+bool http_compress(enum codec_enc enc, int level, const uint8_t *body, size_t len,
+		   struct buf *out);
 /* The encoding the request accepts for a response (gzip before deflate),
  * CODEC_IDENTITY when none. */
 enum codec_enc http_accepted_encoding(const struct http_conn *c);

@@ -112,10 +112,11 @@ enum codec_enc http_accepted_encoding(const struct http_conn *c)
 								: CODEC_IDENTITY;
 }
 
-bool http_compress(enum codec_enc enc, const uint8_t *body, size_t len, struct buf *out)
+bool http_compress(enum codec_enc enc, int level, const uint8_t *body, size_t len,
+		   struct buf *out)
 {
 	if ((enc == CODEC_DEFLATE || enc == CODEC_GZIP) && len > 64 &&
-	    codec_deflate(body, len, enc, 6, out) == 0 && out->len < len)
+	    codec_deflate(body, len, enc, level, out) == 0 && out->len < len)
 		return true;
 	buf_free(out);
 	return false;
@@ -162,8 +163,13 @@ void http_respond_encoded(struct http_conn *c, int status, const char *content_t
 	if (body_enc == CODEC_AUTO) {
 		body_enc = CODEC_IDENTITY;
 		enum codec_enc e = http_accepted_encoding(c);
+		/* Level 1 on the event loop: a push's answer (100 results,
+		 * 614 bytes) came to the same 193 bytes at levels 1 and 6, in
+		 * 6.3 us against 19.7 (libdeflate), which every other phone's
+		 * request waited through. Large bodies are compressed on the
+		 * pool (pulls, at 6). */
 		if (content_type && !strcmp(content_type, "application/x-protobuf") &&
-		    http_compress(e, body, len, &packed)) {
+		    http_compress(e, 1, body, len, &packed)) {
 			body_enc = e;
 			body = packed.data;
 			len = packed.len;

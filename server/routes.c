@@ -310,7 +310,7 @@ static void pull_read(struct task *tk)
 	 * changes, ~1 MB) takes tens of ms that every other phone would wait
 	 * through. */
 	if (p->r == 0)
-		http_compress(p->enc, p->out.data, p->out.len, &p->packed);
+		http_compress(p->enc, 6, p->out.data, p->out.len, &p->packed);
 }
 
 static void pull_done(struct task *t)

@@ -147,13 +147,19 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 	c->log_prefix = p;
 	c->log_prefix_len = n;
 
-	bool deletes = false, instances = false;
+	bool deletes = false, instances = false, attachments = false;
 	c->has_base = false;
 	for (size_t i = 0; i < c->n_writes; i++) {
-		c->has_base |= c->writes[i].n_base > 0;
-		deletes |= c->writes[i].field == MERGE_DELETION_FIELD;
-		instances |= c->writes[i].inst != NULL;
+		const struct merge_write *w = &c->writes[i];
+		c->has_base |= w->n_base > 0;
+		deletes |= w->field == MERGE_DELETION_FIELD;
+		instances |= w->inst != NULL;
+		attachments |= upload_value_is_attachment(w->value, w->value_len);
 	}
+	/* Looked at here, on the pool, where the values were just read: on
+	 * the writer this walk over every value of every change was 3-4% of
+	 * its time at half rate, for reports that reference no file. */
+	c->no_attachments = !attachments;
 	c->new_record = NULL;
 	c->pointer = false;
 	/* A deletion's view (of the record or of an instance) goes through

@@ -59,6 +59,9 @@ struct store_change {
 	bool pointer;              /* new_record is a pointer record's: no
 				      registers, they are this change's */
 	bool has_base;             /* a write names a base */
+	bool no_attachments;       /* apply_prepare saw no attachment value:
+				      nothing for the files index (false:
+				      look, as for a change not prepared) */
 	/* The bytes its writes borrow (values, bases) outlive the write
 	 * transaction, as a pushed batch's do (sync.c): the merged record may
 	 * then stay unpacked in the transaction for the next change of it. */

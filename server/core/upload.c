@@ -73,10 +73,11 @@ static int ref_put(struct store_txn *t, const struct upload_ref *ref)
 int upload_note_change(struct store_txn *t, const struct store_change *c, uint64_t record_seq,
 		       uint64_t now_ms)
 {
+	if (c->no_attachments)
+		return 0;
 	for (size_t i = 0; i < c->n_writes; i++) {
 		const struct merge_write *w = &c->writes[i];
-		/* Value.attachment is field 10, length-delimited: tag 0x52 */
-		if (w->value_len < 2 || w->value[0] != 0x52)
+		if (!upload_value_is_attachment(w->value, w->value_len))
 			continue;
 		struct pb_field f;
 		size_t pos = 0;

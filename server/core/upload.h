@@ -65,9 +65,17 @@ struct upload_file {
 	uint8_t file_id[16];   /* the file id it was first uploaded as */
 };
 
+/* Whether a write's value (a shahidi.v1.Value as sent) is an Attachment:
+ * field 10, length-delimited, tag 0x52. */
+static inline bool upload_value_is_attachment(const uint8_t *value, size_t len)
+{
+	return len >= 2 && value[0] == 0x52;
+}
+
 /* The apply hook: notes a reference for every Attachment value among c's
- * writes (record_seq: the record it was applied to). Cheap when there
- * are none (one byte looked at per write). */
+ * writes (record_seq: the record it was applied to). Nothing to do for a
+ * change apply_prepare found without one (c->no_attachments); else one
+ * byte looked at per write. */
 int upload_note_change(struct store_txn *t, const struct store_change *c, uint64_t record_seq,
 		       uint64_t now_ms);
 
