@@ -305,15 +305,14 @@ static int wide_entry(uint64_t device, const MDB_val *k, const MDB_val *v, uint6
 	return 0;
 }
 
-/* Entries a pull or a count reads of the wide table past the ones naming
- * its device, at most: a device that holds none of the widely held
- * records reads each of their changes once (its cursor moves past them),
- * in steps of this many. */
-#define WIDE_SCAN 65536
+/* Entries a pull reads of the wide table past the ones naming its device
+ * are at most store_opts.wide_scan (a count, 16 times that): a device
+ * that holds none of the widely held records reads each of their changes
+ * once (its cursor moves past them), in steps of that many. */
 
 /* The first wide entry after feed seq pos naming device, below feed seq
  * before: 1 with *ret_seq and *ret_log_seq; 0 when there is none (*ret_seq
- * the last entry read, or pos); 2 when WIDE_SCAN entries named other
+ * the last entry read, or pos); 2 when wide_scan entries named other
  * devices (*ret_seq the last of them). */
 static int wide_next(struct store_txn *t, uint64_t device, uint64_t pos, uint64_t before,
 		     uint64_t *ret_seq, uint64_t *ret_log_seq)
@@ -346,7 +345,7 @@ static int wide_next(struct store_txn *t, uint64_t device, uint64_t pos, uint64_
 			*ret_log_seq = log_seq;
 			break;
 		}
-		if (n + 1 == WIDE_SCAN) {
+		if (n + 1 == t->s->opts.wide_scan) {
 			r = 2;
 			break;
 		}
@@ -458,7 +457,7 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
 		sh_put_be64(kb, cursor + 1);
 		MDB_val kv = val_of(kb, 8), v;
 		int rc = mdb_cursor_get(c, &kv, &v, MDB_SET_RANGE);
-		for (size_t i = 0; !rc && r >= 0 && i < 16 * WIDE_SCAN; i++) {
+		for (size_t i = 0; !rc && r >= 0 && i < 16 * t->s->opts.wide_scan; i++) {
 			uint64_t seq, log_seq;
 			if ((r = wide_entry(device, &kv, &v, &seq, &log_seq)) == 1)
 				n++;

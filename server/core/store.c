@@ -500,6 +500,8 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **re
 		o.map_size = o.max_map_size;
 	if (!o.max_skew_ms)
 		o.max_skew_ms = 3600 * 1000;
+	if (!o.wide_scan)
+		o.wide_scan = 65536;
 
 	if (sodium_init() < 0) {
 		snprintf(err, errlen, "libsodium failed to initialise");

@@ -44,6 +44,11 @@ struct store_opts {
 	size_t release_above; /* store_release_if_needed: mapped bytes resident
 				 above which the map's pages are let go of;
 				 0 = 512 MiB */
+	size_t wide_scan;     /* a pull reads at most this many entries of the
+				 wide table that name other devices before it
+				 answers with what it has (more = true), and a
+				 count 16 times as many; 0 = 65,536. Smaller
+				 in tests, to reach the bound. */
 	bool unsafe_nosync;   /* no fsync (MDB_NOSYNC): for fuzzing only, where
 				 durability is not what is tested. Never in the
 				 server or the tools. */

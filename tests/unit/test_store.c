@@ -1539,6 +1539,89 @@ static void test_formats_4_and_5_are_marked_6_without_a_rebuild(void)
  * order with its own items and pages; the sender does not; a device that
  * holds none of it pulls nothing and its cursor moves past it; a device
  * assigned the record later gets its whole history. */
+/* A phone that holds none of the widely held records is not made to read
+ * all of their changes in one pull: it reads at most wide_scan of them a
+ * pull, answered with no change and more = true, its cursor moving past
+ * them, then its own changes. Holders get every one of theirs. */
+static void test_wide_scan_is_bounded(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store_opts o = {.wide_scan = 4};
+	struct store *s = tu_store_open(dir, &o);
+	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL), p[8];
+	for (int i = 0; i < 8; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "P%d", i);
+		p[i] = tu_enrol(s, name, "047", ROLE_DEVICE, NULL);
+	}
+	uint64_t pz = tu_enrol(s, "Z", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	struct buf body = {0}, out = {0};
+	Shahidi__V1__Change *r = tu_report(a, FORMS, 41, 1, hlc);
+	tu_push1(s, FORMS, pa, 1, r);
+	const uint8_t *r_id = r->record_id.data;
+	for (int i = 0; i < 8; i++)
+		tu_assign(s, r_id, p[i]); /* R: 8 holders besides A */
+	/* 10 edits of R, each a wide entry naming P0-P7 */
+	enum { EDITS = 10 };
+	Shahidi__V1__Change *e[EDITS];
+	uint64_t seen[2] = {hlc, pa};
+	for (int i = 0; i < EDITS; i++) {
+		e[i] = tu_change(a, r_id, 2 + (uint64_t)i, hlc + 10 + (uint64_t)i);
+		tu_set(a, e[i], 140, tu_choice(a, i % 2 ? "high" : "low"), 1, seen);
+		seen[0] = hlc + 10 + (uint64_t)i;
+	}
+	tu_batch(&body, pa, 2, e, EDITS, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	/* then Q, A's, assigned to Z: Z's one change, after the wide entries */
+	Shahidi__V1__Change *q = tu_report(a, FORMS, 42, 100, hlc + 100);
+	tu_push1(s, FORMS, pa, 3, q);
+	tu_assign(s, q->record_id.data, pz);
+	CHECK_EQ_INT(raw_count(dir, "wide"), EDITS);
+
+	struct store_txn *t;
+	struct sync_pull_info info;
+	uint64_t waiting;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_feed_count(t, pz, 0, &waiting) == 0);
+	CHECK_EQ_INT(waiting, 1);
+	uint64_t cursor = 0, got = 0;
+	int pulls = 0, empty = 0;
+	do {
+		buf_reset(&out);
+		CHECK(sync_pull(t, pz, cursor, 100, 1 << 20, &out, &info) == 0);
+		CHECK(info.next_cursor > cursor); /* it moves on every time */
+		cursor = info.next_cursor;
+		got += info.changes;
+		empty += info.changes == 0 && info.more;
+		pulls++;
+	} while (info.more && pulls < 20);
+	CHECK(!info.more);
+	CHECK_EQ_INT(got, 1);
+	CHECK_EQ_INT(empty, (EDITS + 3) / 4 - 1); /* 4, 4, then the last 2 and Q */
+	/* a holder gets R's create and its 10 edits, however many pulls */
+	cursor = 0;
+	got = 0;
+	pulls = 0;
+	do {
+		buf_reset(&out);
+		CHECK(sync_pull(t, p[3], cursor, 100, 1 << 20, &out, &info) == 0);
+		cursor = info.next_cursor;
+		got += info.changes;
+		pulls++;
+	} while (info.more && pulls < 20);
+	CHECK_EQ_INT(got, 1 + EDITS);
+	CHECK(store_feed_count(t, p[3], cursor, &waiting) == 0 && waiting == 0);
+	store_abort(t);
+	buf_free(&body);
+	buf_free(&out);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 static void test_wide_feed_entries(void)
 {
 	char dir[256];
@@ -1665,6 +1748,7 @@ int main(void)
 	RUN(test_old_format_is_rebuilt);
 	RUN(test_formats_4_and_5_are_marked_6_without_a_rebuild);
 	RUN(test_wide_feed_entries);
+	RUN(test_wide_scan_is_bounded);
 	form_registry_free(FORMS);
 	return 0;
 }
