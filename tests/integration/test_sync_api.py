@@ -35,8 +35,13 @@ def test_two_phones_push_pull_and_conflict():
 
         # Both edit the risk level having seen only the report: a conflict.
         seen = [(rec.hlc, a.id)]
-        st, r = push(s.port, a, batch(a, [edit(a, rec.record_id, 140, "choice", "high", seen)]))
+        high = edit(a, rec.record_id, 140, "choice", "high", seen)
+        st, r = push(s.port, a, batch(a, [high]))
         assert st == 200 and r.results[0].status == APPLIED
+        # B's stamp later than A's, even in the same millisecond (two
+        # phones' clocks then give equal stamps, and the device ids, random
+        # here, would decide which value is shown first)
+        b.clock = max(b.clock, high.hlc)
         st, r = push(s.port, b, batch(b, [edit(b, rec.record_id, 140, "choice", "urgent", seen)]))
         assert st == 200 and r.results[0].status == APPLIED
 
