@@ -423,16 +423,15 @@ static int own_next(struct store_txn *t, uint64_t device, uint64_t *cursor,
 	return 1;
 }
 
-int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
+/* Items in the device's own feed after cursor. */
+static int own_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
 {
 	uint64_t n = 0, first;
 	const uint8_t *items;
 	size_t k;
 	MDB_cursor *c;
-	int r = t->write ? st_feed_flush(t) : 0;
-	if (r < 0 || cursor == UINT64_MAX)
-		goto out;
-	if ((r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c))) < 0)
+	int r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_FEED], &c));
+	if (r < 0)
 		return r;
 	/* The entry holding the first item after cursor, then the rest of
 	 * the device's entries in order. */
@@ -448,30 +447,83 @@ int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint
 			n += k;
 	}
 	mdb_cursor_close(c);
-	/* and the wide entries naming it, up to 16 scans' worth: past that
-	 * the figure is a lower bound (a device that has not pulled for
-	 * a million changes of widely held records) */
-	if (r >= 0 && !t->s->wide_absent &&
-	    (r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_WIDE], &c))) == 0) {
-		uint8_t kb[8];
-		sh_put_be64(kb, cursor + 1);
-		MDB_val kv = val_of(kb, 8), v;
-		int rc = mdb_cursor_get(c, &kv, &v, MDB_SET_RANGE);
-		for (size_t i = 0; !rc && r >= 0 && i < 16 * t->s->opts.wide_scan; i++) {
-			uint64_t seq, log_seq;
-			if ((r = wide_entry(device, &kv, &v, &seq, &log_seq)) == 1)
-				n++;
-			rc = mdb_cursor_get(c, &kv, &v, MDB_NEXT);
-		}
-		if (r >= 0 && rc && rc != MDB_NOTFOUND)
-			r = st_lmdb_err(rc);
-		mdb_cursor_close(c);
+	*ret = n;
+	return r < 0 ? r : 0;
+}
+
+/* The index of device in ids (ascending), or n. */
+static size_t find_device(const uint64_t *ids, size_t n, uint64_t device)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ids[mid] == device)
+			return mid;
+		if (ids[mid] < device)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-out:
+	return n;
+}
+
+/* One walk of the wide table, newest entry first, down to the lowest
+ * cursor or 16 scans' worth of entries: each entry naming one of the
+ * devices past its cursor counts for it. */
+static int wide_count(struct store_txn *t, size_t n, const uint64_t *ids, const uint64_t *cursors,
+		      uint64_t *counts)
+{
+	uint64_t lowest = UINT64_MAX;
+	for (size_t i = 0; i < n; i++)
+		lowest = SH_MIN(lowest, cursors[i]);
+	if (t->s->wide_absent || lowest == UINT64_MAX)
+		return 0;
+	MDB_cursor *c;
+	int r = st_lmdb_err(mdb_cursor_open(t->txn, t->s->dbi[DB_WIDE], &c));
 	if (r < 0)
 		return r;
-	*ret = n;
-	return 0;
+	MDB_val kv, v;
+	int rc = mdb_cursor_get(c, &kv, &v, MDB_LAST);
+	for (size_t k = 0; !rc && k < 16 * t->s->opts.wide_scan; k++) {
+		if (kv.mv_size != 8 || v.mv_size < 16 || v.mv_size % 8) {
+			r = -EIO;
+			break;
+		}
+		uint64_t seq = sh_get_be64(kv.mv_data);
+		if (seq <= lowest)
+			break;
+		const uint8_t *p = v.mv_data;
+		for (size_t j = 1; j < v.mv_size / 8; j++) {
+			size_t i = find_device(ids, n, sh_get_be64(p + 8 * j));
+			if (i < n && seq > cursors[i])
+				counts[i]++;
+		}
+		rc = mdb_cursor_get(c, &kv, &v, MDB_PREV);
+	}
+	if (r >= 0 && rc && rc != MDB_NOTFOUND)
+		r = st_lmdb_err(rc);
+	mdb_cursor_close(c);
+	return r;
+}
+
+int store_feed_count_many(struct store_txn *t, size_t n, const uint64_t *ids,
+			  const uint64_t *cursors, uint64_t *counts)
+{
+	for (size_t i = 1; i < n; i++)
+		if (ids[i] <= ids[i - 1])
+			return -EINVAL;
+	int r = t->write ? st_feed_flush(t) : 0;
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		counts[i] = 0;
+		if (cursors[i] != UINT64_MAX)
+			r = own_count(t, ids[i], cursors[i], &counts[i]);
+	}
+	return r < 0 ? r : wide_count(t, n, ids, cursors, counts);
+}
+
+int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret)
+{
+	return store_feed_count_many(t, 1, &device, &cursor, ret);
 }
 
 int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],

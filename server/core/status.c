@@ -114,14 +114,43 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 	int r;
 	if (!a)
 		return -ENOMEM;
+	uint64_t *ids = NULL, *cursors = NULL, *waiting = NULL;
+	size_t n = 0, cap = 0, i = 0;
 	if ((r = store_begin(s, false, &t)) < 0)
 		goto out;
+	/* What each has yet to pull, counted for all at once (one walk of
+	 * the wide table, not one per device) */
 	uint64_t id = 0;
 	store_device_t *d;
 	while ((r = store_device_next(t, a, &id, &d)) == 1) {
-		uint64_t waiting = 0;
-		if ((r = store_feed_count(t, d->id, d->pull_cursor, &waiting)) < 0)
+		if (n == cap) {
+			size_t more = cap ? 2 * cap : 64;
+			uint64_t *ni = realloc(ids, more * sizeof(*ni));
+			if (ni)
+				ids = ni;
+			uint64_t *nc = ni ? realloc(cursors, more * sizeof(*nc)) : NULL;
+			if (!nc) {
+				r = -ENOMEM;
+				break;
+			}
+			cursors = nc;
+			cap = more;
+		}
+		ids[n] = d->id;
+		cursors[n++] = d->pull_cursor;
+		arena_reset(a);
+	}
+	if (r == 0 && n && !(waiting = malloc(n * sizeof(*waiting))))
+		r = -ENOMEM;
+	if (r == 0 && n)
+		r = store_feed_count_many(t, n, ids, cursors, waiting);
+	id = 0;
+	while (r >= 0 && (r = store_device_next(t, a, &id, &d)) == 1) {
+		if (i == n || d->id != ids[i]) { /* the same transaction: the same devices */
+			r = -EIO;
 			break;
+		}
+		uint64_t waits = waiting[i++];
 		struct dev_row *nd = realloc(acc->devs, (acc->n_devs + 1) * sizeof(*nd));
 		if (!nd) {
 			r = -ENOMEM;
@@ -148,7 +177,7 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 				   (json_int_t)d->batches, "changes_applied",
 				   (json_int_t)d->changes_applied, "duplicates", (json_int_t)d->duplicates,
 				   "rejected", (json_int_t)d->rejected, "last_rejection", d->last_reject,
-				   "waiting_to_pull", (json_int_t)waiting, "open_conflicts", (json_int_t)0,
+				   "waiting_to_pull", (json_int_t)waits, "open_conflicts", (json_int_t)0,
 				   "days_silent", silent,
 				   "silent", d->role == ROLE_DEVICE && !d->revoked && silent > o->silent_days);
 		if (!row->j) {
@@ -167,7 +196,7 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 				c->duplicates += d->duplicates;
 				c->rejected += d->rejected;
 				c->unsent += d->unsent;
-				c->waiting += waiting;
+				c->waiting += waits;
 				c->last_push = SH_MAX(c->last_push, d->last_push_ms);
 				if (!d->revoked && silent > o->silent_days) {
 					if (!c->silent)
@@ -183,6 +212,9 @@ static int collect_devices(struct store *s, const struct status_opts *o, struct 
 	}
 	store_abort(t);
 out:
+	free(ids);
+	free(cursors);
+	free(waiting);
 	arena_free(a);
 	return r < 0 ? r : 0;
 }

@@ -217,9 +217,18 @@ int store_token_del(struct store_txn *t, const uint8_t hash[32]);
  * many such entries (a pull stops there, and tells the phone there is
  * more). */
 int store_feed_next(struct store_txn *t, uint64_t device, uint64_t *cursor, uint64_t *ret_log_seq);
-/* Entries in a device's feed after cursor (what it has yet to pull); of
- * the wide entries, those among the next million. */
+/* Entries in a device's feed after cursor (what it has yet to pull): its
+ * own feed's, and the wide entries naming it among the newest 16 x
+ * opts.wide_scan (a million by default; past that a lower bound, for a
+ * device that has not pulled for that many changes of widely held
+ * records). */
 int store_feed_count(struct store_txn *t, uint64_t device, uint64_t cursor, uint64_t *ret);
+/* The same for n devices (ids ascending, else -EINVAL; counts[i] for
+ * ids[i] after cursors[i]) with one walk of the wide table: the status
+ * page counts for every device, and a walk per device cost the page
+ * (phones behind) x (wide entries behind them), up to a million each. */
+int store_feed_count_many(struct store_txn *t, size_t n, const uint64_t *ids,
+			  const uint64_t *cursors, uint64_t *counts);
 /* Assigns a record to a device: it will pull the record's whole history
  * and every later change. 0, -ENOENT (no such record). */
 int store_assign(struct store_txn *t, struct arena *a, const uint8_t record_id[16],

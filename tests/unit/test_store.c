@@ -1622,6 +1622,130 @@ static void test_wide_scan_is_bounded(void)
 	tu_rmrf(dir);
 }
 
+/* Changes a device pulls from cursor on, to the end (*end: its cursor
+ * then). */
+static uint64_t pulled_after(struct store_txn *t, uint64_t dev, uint64_t cursor, uint64_t *end)
+{
+	struct buf out = {0};
+	struct sync_pull_info info;
+	uint64_t got = 0;
+	for (int pulls = 0; pulls < 100; pulls++) {
+		buf_reset(&out);
+		CHECK(sync_pull(t, dev, cursor, 3, 1 << 20, &out, &info) == 0);
+		cursor = info.next_cursor;
+		got += info.changes;
+		if (!info.more)
+			break;
+	}
+	buf_free(&out);
+	if (end)
+		*end = cursor;
+	return got;
+}
+
+/* The status page's count of what each device has yet to pull, for all
+ * devices in one walk of the wide table: what pulling would give each,
+ * whatever the others' cursors; past the walk's bound (16 x wide_scan
+ * entries, newest first) a stale device's count is a lower bound while a
+ * device that pulled lately is still counted exactly. */
+static void test_feed_count_many(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store_opts o = {.wide_scan = 1}; /* the walk: 16 entries */
+	struct store *s = tu_store_open(dir, &o);
+	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL), p[8];
+	for (int i = 0; i < 8; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "P%d", i);
+		p[i] = tu_enrol(s, name, "047", ROLE_DEVICE, NULL);
+	}
+	uint64_t pz = tu_enrol(s, "Z", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	struct buf body = {0};
+	Shahidi__V1__Change *r = tu_report(a, FORMS, 51, 1, hlc);
+	tu_push1(s, FORMS, pa, 1, r);
+	const uint8_t *r_id = r->record_id.data;
+	for (int i = 0; i < 8; i++)
+		tu_assign(s, r_id, p[i]); /* R: 8 holders besides A */
+	/* 24 edits of R in three batches, each a wide entry naming P0-P7 */
+	enum { EDITS = 24 };
+	uint64_t seen[2] = {hlc, pa};
+	for (int b = 0; b < 3; b++) {
+		Shahidi__V1__Change *e[EDITS / 3];
+		for (int i = 0; i < EDITS / 3; i++) {
+			uint64_t k = (uint64_t)(b * EDITS / 3 + i);
+			e[i] = tu_change(a, r_id, 2 + k, hlc + 10 + k);
+			tu_set(a, e[i], 140, tu_choice(a, k % 2 ? "high" : "low"), 1, seen);
+			seen[0] = hlc + 10 + k;
+		}
+		tu_batch(&body, pa, 2 + (uint64_t)b, e, EDITS / 3, CODEC_DEFLATE);
+		CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	}
+	CHECK_EQ_INT(raw_count(dir, "wide"), EDITS);
+
+	struct store_txn *t;
+	CHECK(store_begin(s, false, &t) == 0);
+	/* cursors: A and P0-P2 at 0; P3-P5 part way (after one pull of 10,
+	 * 14 and 20 changes: 15, 11 and 5 to go); P6, P7 at the end; Z at 0,
+	 * holding nothing */
+	uint64_t ids[10] = {pa, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], pz};
+	uint64_t cursors[10] = {0}, want[10], got[10];
+	const uint32_t first_pull[5] = {10, 14, 20, 1000, 1000};
+	for (int i = 4; i < 9; i++) {
+		struct buf out = {0};
+		struct sync_pull_info info;
+		CHECK(sync_pull(t, ids[i], 0, first_pull[i - 4], 1 << 20, &out, &info) == 0);
+		cursors[i] = info.next_cursor;
+		buf_free(&out);
+	}
+	/* ids ascending, as the function wants them */
+	for (int i = 1; i < 10; i++)
+		for (int j = i; j > 0 && ids[j] < ids[j - 1]; j--) {
+			uint64_t x = ids[j], c = cursors[j];
+			ids[j] = ids[j - 1];
+			cursors[j] = cursors[j - 1];
+			ids[j - 1] = x;
+			cursors[j - 1] = c;
+		}
+	for (int i = 0; i < 10; i++)
+		want[i] = pulled_after(t, ids[i], cursors[i], NULL);
+	CHECK(store_feed_count_many(t, 10, ids, cursors, got) == 0);
+	for (int i = 0; i < 10; i++) {
+		uint64_t one;
+		CHECK(store_feed_count(t, ids[i], cursors[i], &one) == 0);
+		CHECK_EQ_INT(one, got[i]); /* alone or with the others: the same */
+		if (want[i] <= 16) {
+			CHECK_EQ_INT(got[i], want[i]); /* within the walk: exact */
+		} else {
+			/* a holder at 0: R's create (its assignment) and 24
+			 * edits, of which the walk reaches the newest 16 */
+			CHECK_EQ_INT(want[i], 1 + EDITS);
+			CHECK_EQ_INT(got[i], 1 + 16);
+		}
+	}
+	/* P3-P5, part way, counted exactly beside the stale ones; P6, P7
+	 * and A (the sender) have nothing to pull, nor Z */
+	int partway = 0, none = 0, stale = 0;
+	for (int i = 0; i < 10; i++) {
+		partway += want[i] == 15 || want[i] == 11 || want[i] == 5;
+		none += want[i] == 0;
+		stale += want[i] == 1 + EDITS;
+	}
+	CHECK_EQ_INT(partway, 3);
+	CHECK_EQ_INT(none, 4);
+	CHECK_EQ_INT(stale, 3);
+	/* out of order: refused */
+	uint64_t bad[2] = {ids[1], ids[0]}, bc[2] = {0, 0};
+	CHECK_EQ_INT(store_feed_count_many(t, 2, bad, bc, got), -EINVAL);
+	store_abort(t);
+	buf_free(&body);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 static void test_wide_feed_entries(void)
 {
 	char dir[256];
@@ -1749,6 +1873,7 @@ int main(void)
 	RUN(test_formats_4_and_5_are_marked_6_without_a_rebuild);
 	RUN(test_wide_feed_entries);
 	RUN(test_wide_scan_is_bounded);
+	RUN(test_feed_count_many);
 	form_registry_free(FORMS);
 	return 0;
 }
