@@ -400,9 +400,13 @@ int render_record_county(const merge_rec_t *rec, const struct form *f, char out[
 	if (!f || !f->county_field)
 		return -ENOENT;
 	const merge_entry_t *e = merge_current(merge_register(rec, f->county_field->number));
+	return e ? render_county_of_value(e->value.data, e->value.len, out) : -ENOENT;
+}
+
+int render_county_of_value(const uint8_t *p, size_t n, char out[4])
+{
 	struct form_value v;
-	if (!e || form_value_parse(e->value.data, e->value.len, &v) < 0 || v.kind != FT_CHOICE ||
-	    v.str_len != 3)
+	if (form_value_parse(p, n, &v) < 0 || v.kind != FT_CHOICE || v.str_len != 3)
 		return -ENOENT;
 	memcpy(out, v.str, 3);
 	out[3] = 0;

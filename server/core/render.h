@@ -81,6 +81,9 @@ int render_parse_time(const char *s, uint64_t *ret_ms);
  * out (4 bytes). 0, or -ENOENT when the form has no county field or the
  * record no county. */
 int render_record_county(const merge_rec_t *rec, const struct form *f, char out[4]);
+/* The same from the county field's encoded value (v[0..n)): 0, or -ENOENT
+ * when it is not a county's code. */
+int render_county_of_value(const uint8_t *v, size_t n, char out[4]);
 
 /* The name of a county code ("047" -> "Nairobi City"), from the form's
  * county vocabulary; the code itself when unknown. */

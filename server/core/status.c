@@ -8,6 +8,9 @@
 #include "arena.h"
 #include "common.h"
 #include "render.h"
+#include "form.h"
+#include "wire.h"
+#include "recpack.h"
 #include "hlc.h"
 #include "shahidi.pb-c.h"
 #include "store.h"
@@ -219,54 +222,157 @@ out:
 	return r < 0 ? r : 0;
 }
 
+/* A record as the page needs it, read in place (recpack_view(), and a
+ * pointer record's change with wire_each_write()) rather than unpacked:
+ * its county (the county field of any of the forms: which one counts is
+ * known once the form is), whether it is deleted. Unpacking every record
+ * was most of the page's time. */
+struct rec_walk {
+	const uint32_t *fields; /* the forms' county fields, fields[i] */
+	size_t n_fields;
+	const uint8_t **value;  /* value[i]: fields[i]'s, or NULL */
+	size_t *len;
+	bool deleted;
+};
+
+static size_t walk_field(const struct rec_walk *w, uint32_t field)
+{
+	size_t i = 0;
+	while (i < w->n_fields && w->fields[i] != field)
+		i++;
+	return i;
+}
+
+static bool walk_want(void *arg, uint32_t field)
+{
+	struct rec_walk *w = arg;
+	return walk_field(w, field) < w->n_fields;
+}
+
+static int walk_write(void *arg, uint32_t field, const uint8_t *inst, const uint8_t *val,
+		      size_t len)
+{
+	struct rec_walk *w = arg;
+	size_t i = walk_field(w, field);
+	if (!inst && i < w->n_fields) {
+		w->value[i] = val;
+		w->len[i] = len;
+	}
+	return 0;
+}
+
+static int walk_value(void *arg, const struct recpack_value *v)
+{
+	struct rec_walk *w = arg;
+	if (v->field == MERGE_DELETION_FIELD && !v->instance) {
+		struct form_value fv;
+		w->deleted = form_value_parse(v->value, v->value_len, &fv) == 0 &&
+			     fv.kind == FT_BOOLEAN && fv.b;
+		return 0;
+	}
+	return walk_write(arg, v->field, v->instance, v->value, v->value_len);
+}
+
+static int count_record(const struct form_registry *forms, const struct status_opts *o,
+			struct acc *acc, struct store_txn *t, struct rec_walk *w, const uint8_t *p,
+			size_t n)
+{
+	static const struct recpack_view_ops ops = {walk_want, walk_value};
+	struct recpack_view rv;
+	memset(w->value, 0, w->n_fields * sizeof(*w->value));
+	w->deleted = false;
+	int r = recpack_view(p, n, &ops, w, &rv);
+	if (r < 0)
+		return r == -EPROTO ? -EIO : r; /* our own bytes: corruption */
+	if (rv.log_seq) { /* a pointer record: the change that made it */
+		const uint8_t *chg;
+		size_t len;
+		uint64_t pusher;
+		if ((r = store_log_change(t, rv.log_seq, &chg, &len, &pusher)) < 0)
+			return r == -ENOENT ? -EIO : r;
+		if ((r = wire_each_write(chg, len, walk_write, w)) < 0)
+			return r == -EPROTO ? -EIO : r;
+	}
+	char form_id[128] = ""; /* longer than any form's: none of them */
+	if (rv.form_id && rv.form_id_len < sizeof(form_id)) {
+		memcpy(form_id, rv.form_id, rv.form_id_len);
+		form_id[rv.form_id_len] = 0;
+	}
+	const struct form *f = form_registry_find(forms, form_id, rv.form_version);
+	char county[4] = "";
+	size_t k = f && f->county_field ? walk_field(w, f->county_field->number) : w->n_fields;
+	if (k < w->n_fields && w->value[k])
+		render_county_of_value(w->value[k], w->len[k], county);
+	if (!scope_has(&o->scope, county))
+		return 0;
+	const struct form *f1 = f ? f : form_registry_find(forms, form_id, 1);
+	if ((r = add_fc(acc, f1 ? f1->form_id : "unknown", county, w->deleted)) < 0)
+		return r;
+	acc->records++;
+	acc->deleted += w->deleted;
+	struct county_row *c = county_row(acc, county);
+	c->records++;
+	if (rv.conflicts) {
+		acc->conflicts++;
+		c->conflicts++;
+		for (size_t i = 0; i + 8 <= rv.writers_len; i += 8) {
+			uint64_t id = 0; /* packed fixed64: little-endian */
+			for (int b = 7; b >= 0; b--)
+				id = (id << 8) | rv.writers[i + (size_t)b];
+			struct dev_row *d = find_dev(acc, id);
+			if (d)
+				d->conflicts++;
+		}
+	}
+	return 0;
+}
+
 static int collect_records(struct store *s, const struct form_registry *forms,
 			   const struct status_opts *o, struct acc *acc)
 {
-	struct arena *a = arena_new();
-	uint64_t seq = 0;
+	size_t nf = form_registry_count(forms), n_fields = 0;
+	uint32_t *fields = calloc(nf + 1, sizeof(*fields));
+	const uint8_t **value = calloc(nf + 1, sizeof(*value));
+	size_t *len = calloc(nf + 1, sizeof(*len));
 	int r = 0;
+	if (!fields || !value || !len) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nf; i++) {
+		const struct form *f = form_registry_at(forms, i);
+		struct rec_walk probe = {fields, n_fields, NULL, NULL, false};
+		if (f->county_field && walk_field(&probe, f->county_field->number) == n_fields)
+			fields[n_fields++] = f->county_field->number;
+	}
+	struct rec_walk w = {fields, n_fields, value, len, false};
+	uint64_t seq = 0;
 	bool done = false;
-	if (!a)
-		return -ENOMEM;
 	while (!done && r >= 0) {
 		struct store_txn *t;
+		struct store_cursor *c = NULL;
 		if ((r = store_begin(s, false, &t)) < 0)
 			break;
-		for (int n = 0; n < STATUS_PAGE; n++) {
-			merge_rec_t *rec;
-			arena_reset(a);
-			r = store_record_next(t, a, &seq, &rec);
-			if (r <= 0) {
-				done = true;
-				break;
-			}
-			const struct form *f = form_registry_find(forms, rec->form_id, rec->form_version);
-			char county[4] = "";
-			render_record_county(rec, f, county);
-			if (!scope_has(&o->scope, county))
-				continue;
-			bool deleted = merge_is_deleted(rec);
-			const struct form *f1 = f ? f : form_registry_find(forms, rec->form_id, 1);
-			const char *form_id = f1 ? f1->form_id : "unknown";
-			if ((r = add_fc(acc, form_id, county, deleted)) < 0)
-				break;
-			acc->records++;
-			acc->deleted += deleted;
-			struct county_row *c = county_row(acc, county);
-			c->records++;
-			if (rec->conflicts) {
-				acc->conflicts++;
-				c->conflicts++;
-				for (size_t i = 0; i < rec->n_writers; i++) {
-					struct dev_row *d = find_dev(acc, rec->writers[i]);
-					if (d)
-						d->conflicts++;
+		if ((r = store_records_cursor(t, seq, &c)) == 0) {
+			for (int n = 0; n < STATUS_PAGE; n++) {
+				const uint8_t *p;
+				size_t len_p;
+				r = store_cursor_next(c, &seq, &p, &len_p);
+				if (r <= 0) {
+					done = true;
+					break;
 				}
+				if ((r = count_record(forms, o, acc, t, &w, p, len_p)) < 0)
+					break;
 			}
 		}
+		store_cursor_close(c);
 		store_abort(t);
 	}
-	arena_free(a);
+out:
+	free(fields);
+	free(value);
+	free(len);
 	return r < 0 ? r : 0;
 }
 

@@ -154,6 +154,41 @@ int main(void)
 		json_decref(j);
 	}
 
+	fprintf(stderr, "-- the counts: a deleted record, a conflict and its writers\n");
+	{
+		Shahidi__V1__Change *d = tu_change(a, r1, cid, tu_now_hlc());
+		tu_delete(a, d, true, 0, NULL); /* it saw its own device's writes */
+		tu_push1(s, forms, phone, cid++, d);
+		o.scope = scope_all();
+		CHECK_EQ_INT(status_collect(s, forms, &o, &j), 0);
+		server = json_object_get(j, "server");
+		CHECK_EQ_INT(json_integer_value(json_object_get(server, "records")), 2);
+		CHECK_EQ_INT(json_integer_value(json_object_get(server, "deleted")), 1);
+		CHECK_EQ_INT(json_integer_value(json_object_get(server, "open_conflicts")), 1);
+		int rows = 0;
+		json_array_foreach(json_object_get(server, "records_by_form_and_county"), i, row) {
+			const char *cc = json_string_value(json_object_get(row, "county"));
+			CHECK_EQ_STR(json_string_value(json_object_get(row, "form_id")), "incident_report");
+			CHECK_EQ_INT(json_integer_value(json_object_get(row, "records")), 1);
+			CHECK_EQ_INT(json_integer_value(json_object_get(row, "deleted")), !strcmp(cc, c1));
+			rows++;
+		}
+		CHECK_EQ_INT(rows, 2);
+		char hex1[17], hex2[17];
+		sh_device_fmt(phone, hex1);
+		sh_device_fmt(phone2, hex2);
+		int writers = 0;
+		json_array_foreach(json_object_get(j, "devices"), i, row) {
+			const char *id = json_string_value(json_object_get(row, "id"));
+			if (!strcmp(id, hex1) || !strcmp(id, hex2)) {
+				CHECK_EQ_INT(json_integer_value(json_object_get(row, "open_conflicts")), 1);
+				writers++;
+			}
+		}
+		CHECK_EQ_INT(writers, 2);
+		json_decref(j);
+	}
+
 	fprintf(stderr, "-- the audit log\n");
 	char actor[64];
 	audit_cli_actor(actor);
