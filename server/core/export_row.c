@@ -103,9 +103,7 @@ static int view_value(void *arg, const struct recpack_value *rv)
 {
 	struct view_walk *w = arg;
 	if (rv->field == MERGE_DELETION_FIELD && !rv->instance) {
-		struct form_value fv;
-		w->v->deleted = form_value_parse(rv->value, rv->value_len, &fv) == 0 &&
-				fv.kind == FT_BOOLEAN && fv.b;
+		w->v->deleted = form_value_is_true(rv->value, rv->value_len);
 		return 0;
 	}
 	return view_cell(w->rd, w->v, rv->field, rv->instance, rv->value, rv->value_len);
@@ -385,12 +383,10 @@ static int json_group(struct renderer *rd, uint32_t g, struct buf *out)
 	int r = 0;
 	for (size_t i = 0, j; i < rd->n_ic && r >= 0; i = j) {
 		bool removed = false, ours = false;
-		struct form_value fv;
 		for (j = i; j < rd->n_ic && !memcmp(rd->ic[j].inst, rd->ic[i].inst, 16); j++) {
 			const struct icell *c = &rd->ic[j];
 			if (!c->field)
-				removed = form_value_parse(c->v, c->len, &fv) == 0 &&
-					  fv.kind == FT_BOOLEAN && fv.b;
+				removed = form_value_is_true(c->v, c->len);
 			else if (x->cols[c->col - 1].group == g)
 				ours = true;
 		}

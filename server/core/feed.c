@@ -305,15 +305,12 @@ static int wide_entry(uint64_t device, const MDB_val *k, const MDB_val *v, uint6
 	return 0;
 }
 
-/* Entries a pull reads of the wide table past the ones naming its device
- * are at most store_opts.wide_scan (a count, 16 times that): a device
- * that holds none of the widely held records reads each of their changes
- * once (its cursor moves past them), in steps of that many. */
-
 /* The first wide entry after feed seq pos naming device, below feed seq
  * before: 1 with *ret_seq and *ret_log_seq; 0 when there is none (*ret_seq
- * the last entry read, or pos); 2 when wide_scan entries named other
- * devices (*ret_seq the last of them). */
+ * the last entry read, or pos); 2 when store_opts.wide_scan entries named
+ * other devices (*ret_seq the last of them): a device that holds none of
+ * the widely held records reads each of their changes once (its cursor
+ * moves past them), in steps of that many. */
 static int wide_next(struct store_txn *t, uint64_t device, uint64_t pos, uint64_t before,
 		     uint64_t *ret_seq, uint64_t *ret_log_seq)
 {

@@ -722,6 +722,12 @@ int form_value_parse(const uint8_t *p, size_t n, struct form_value *ret)
 	return 0;
 }
 
+bool form_value_is_true(const uint8_t *p, size_t n)
+{
+	struct form_value v;
+	return form_value_parse(p, n, &v) == 0 && v.kind == FT_BOOLEAN && v.b;
+}
+
 int form_value_next_choice(const struct form_value *v, size_t *pos, const uint8_t **ret_code,
 			   size_t *ret_len)
 {

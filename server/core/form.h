@@ -153,6 +153,8 @@ struct form_value {
 /* Parses an encoded Value. Unknown members (a newer app) are skipped.
  * Returns 0, or -EPROTO when the bytes are malformed or set two members. */
 int form_value_parse(const uint8_t *p, size_t n, struct form_value *ret);
+/* Whether p[0..n) is the boolean true (a deletion register's "deleted"). */
+bool form_value_is_true(const uint8_t *p, size_t n);
 
 /* Iterates the codes of a CHOICES value: *pos starts at 0. Returns 1 with
  * the next code, 0 at the end, -EPROTO when malformed. */

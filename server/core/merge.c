@@ -352,9 +352,7 @@ bool merge_in_conflict(const merge_reg_t *reg)
 
 static bool entry_says_deleted(const merge_entry_t *e)
 {
-	struct form_value v;
-	return e && form_value_parse(e->value.data, e->value.len, &v) == 0 &&
-	       v.kind == FT_BOOLEAN && v.b;
+	return e && form_value_is_true(e->value.data, e->value.len);
 }
 
 bool merge_is_deleted(const merge_rec_t *rec)

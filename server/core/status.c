@@ -265,9 +265,7 @@ static int walk_value(void *arg, const struct recpack_value *v)
 {
 	struct rec_walk *w = arg;
 	if (v->field == MERGE_DELETION_FIELD && !v->instance) {
-		struct form_value fv;
-		w->deleted = form_value_parse(v->value, v->value_len, &fv) == 0 &&
-			     fv.kind == FT_BOOLEAN && fv.b;
+		w->deleted = form_value_is_true(v->value, v->value_len);
 		return 0;
 	}
 	return walk_write(arg, v->field, v->instance, v->value, v->value_len);

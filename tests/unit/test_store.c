@@ -1534,92 +1534,52 @@ static void test_formats_4_and_5_are_marked_6_without_a_rebuild(void)
 	}
 }
 
-/* A change for FEED_WIDE_MIN (8) devices or more is one wide entry, not an
- * item in each of their feeds. Each of them pulls it once, in feed seq
- * order with its own items and pages; the sender does not; a device that
- * holds none of it pulls nothing and its cursor moves past it; a device
- * assigned the record later gets its whole history. */
-/* A phone that holds none of the widely held records is not made to read
- * all of their changes in one pull: it reads at most wide_scan of them a
- * pull, answered with no change and more = true, its cursor moving past
- * them, then its own changes. Holders get every one of theirs. */
-static void test_wide_scan_is_bounded(void)
-{
+/* Phones A, P0-P7 and Z in a store with opts.wide_scan = wide_scan; A's
+ * report R (batch 1) assigned to P0-P7; then `edits` edits of R by A, in
+ * batches of per_batch (batch 2 on), each a wide entry naming P0-P7.
+ * Returns A's next batch number. */
+struct wide_store {
 	char dir[256];
-	tu_tmpdir(dir);
-	struct store_opts o = {.wide_scan = 4};
-	struct store *s = tu_store_open(dir, &o);
-	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL), p[8];
+	struct store *s;
+	uint64_t pa, p[8], pz, hlc;
+};
+
+static uint64_t wide_store_open(struct wide_store *w, struct arena *a, size_t wide_scan,
+				uint64_t seed, int edits, int per_batch)
+{
+	tu_tmpdir(w->dir);
+	struct store_opts o = {.wide_scan = wide_scan};
+	w->s = tu_store_open(w->dir, &o);
+	w->pa = tu_enrol(w->s, "A", "047", ROLE_DEVICE, NULL);
 	for (int i = 0; i < 8; i++) {
 		char name[8];
 		snprintf(name, sizeof(name), "P%d", i);
-		p[i] = tu_enrol(s, name, "047", ROLE_DEVICE, NULL);
+		w->p[i] = tu_enrol(w->s, name, "047", ROLE_DEVICE, NULL);
 	}
-	uint64_t pz = tu_enrol(s, "Z", "047", ROLE_DEVICE, NULL);
-	struct arena *a = arena_new();
-	uint64_t hlc = tu_now_hlc();
-	struct buf body = {0}, out = {0};
-	Shahidi__V1__Change *r = tu_report(a, FORMS, 41, 1, hlc);
-	tu_push1(s, FORMS, pa, 1, r);
+	w->pz = tu_enrol(w->s, "Z", "047", ROLE_DEVICE, NULL);
+	w->hlc = tu_now_hlc();
+	Shahidi__V1__Change *r = tu_report(a, FORMS, seed, 1, w->hlc);
+	tu_push1(w->s, FORMS, w->pa, 1, r);
 	const uint8_t *r_id = r->record_id.data;
 	for (int i = 0; i < 8; i++)
-		tu_assign(s, r_id, p[i]); /* R: 8 holders besides A */
-	/* 10 edits of R, each a wide entry naming P0-P7 */
-	enum { EDITS = 10 };
-	Shahidi__V1__Change *e[EDITS];
-	uint64_t seen[2] = {hlc, pa};
-	for (int i = 0; i < EDITS; i++) {
-		e[i] = tu_change(a, r_id, 2 + (uint64_t)i, hlc + 10 + (uint64_t)i);
-		tu_set(a, e[i], 140, tu_choice(a, i % 2 ? "high" : "low"), 1, seen);
-		seen[0] = hlc + 10 + (uint64_t)i;
+		tu_assign(w->s, r_id, w->p[i]); /* R: 8 holders besides A */
+	Shahidi__V1__Change **e = arena_alloc(a, (size_t)per_batch * sizeof(*e));
+	CHECK(e != NULL);
+	struct buf body = {0};
+	uint64_t seen[2] = {w->hlc, w->pa}, batch = 2;
+	for (int k = 0; k < edits; batch++) {
+		int n = 0;
+		for (; n < per_batch && k < edits; n++, k++) {
+			e[n] = tu_change(a, r_id, 2 + (uint64_t)k, w->hlc + 10 + (uint64_t)k);
+			tu_set(a, e[n], 140, tu_choice(a, k % 2 ? "high" : "low"), 1, seen);
+			seen[0] = w->hlc + 10 + (uint64_t)k;
+		}
+		tu_batch(&body, w->pa, batch, e, (size_t)n, CODEC_DEFLATE);
+		CHECK(tu_push(w->s, FORMS, &body, NULL, NULL) == 0);
 	}
-	tu_batch(&body, pa, 2, e, EDITS, CODEC_DEFLATE);
-	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
-	/* then Q, A's, assigned to Z: Z's one change, after the wide entries */
-	Shahidi__V1__Change *q = tu_report(a, FORMS, 42, 100, hlc + 100);
-	tu_push1(s, FORMS, pa, 3, q);
-	tu_assign(s, q->record_id.data, pz);
-	CHECK_EQ_INT(raw_count(dir, "wide"), EDITS);
-
-	struct store_txn *t;
-	struct sync_pull_info info;
-	uint64_t waiting;
-	CHECK(store_begin(s, false, &t) == 0);
-	CHECK(store_feed_count(t, pz, 0, &waiting) == 0);
-	CHECK_EQ_INT(waiting, 1);
-	uint64_t cursor = 0, got = 0;
-	int pulls = 0, empty = 0;
-	do {
-		buf_reset(&out);
-		CHECK(sync_pull(t, pz, cursor, 100, 1 << 20, &out, &info) == 0);
-		CHECK(info.next_cursor > cursor); /* it moves on every time */
-		cursor = info.next_cursor;
-		got += info.changes;
-		empty += info.changes == 0 && info.more;
-		pulls++;
-	} while (info.more && pulls < 20);
-	CHECK(!info.more);
-	CHECK_EQ_INT(got, 1);
-	CHECK_EQ_INT(empty, (EDITS + 3) / 4 - 1); /* 4, 4, then the last 2 and Q */
-	/* a holder gets R's create and its 10 edits, however many pulls */
-	cursor = 0;
-	got = 0;
-	pulls = 0;
-	do {
-		buf_reset(&out);
-		CHECK(sync_pull(t, p[3], cursor, 100, 1 << 20, &out, &info) == 0);
-		cursor = info.next_cursor;
-		got += info.changes;
-		pulls++;
-	} while (info.more && pulls < 20);
-	CHECK_EQ_INT(got, 1 + EDITS);
-	CHECK(store_feed_count(t, p[3], cursor, &waiting) == 0 && waiting == 0);
-	store_abort(t);
 	buf_free(&body);
-	buf_free(&out);
-	arena_free(a);
-	store_close(s);
-	tu_rmrf(dir);
+	CHECK_EQ_INT(raw_count(w->dir, "wide"), edits);
+	return batch;
 }
 
 /* Changes a device pulls from cursor on, to the end (*end: its cursor
@@ -1643,6 +1603,54 @@ static uint64_t pulled_after(struct store_txn *t, uint64_t dev, uint64_t cursor,
 	return got;
 }
 
+/* A phone that holds none of the widely held records is not made to read
+ * all of their changes in one pull: it reads at most wide_scan of them a
+ * pull, answered with no change and more = true, its cursor moving past
+ * them, then its own changes. Holders get every one of theirs. */
+static void test_wide_scan_is_bounded(void)
+{
+	struct wide_store w;
+	struct arena *a = arena_new();
+	struct buf out = {0};
+	enum { EDITS = 10 }; /* in one batch, wide_scan 4 */
+	uint64_t batch = wide_store_open(&w, a, 4, 41, EDITS, EDITS);
+	struct store *s = w.s;
+	uint64_t pz = w.pz;
+	/* then Q, A's, assigned to Z: Z's one change, after the wide entries */
+	Shahidi__V1__Change *q = tu_report(a, FORMS, 42, 100, w.hlc + 100);
+	tu_push1(s, FORMS, w.pa, batch, q);
+	tu_assign(s, q->record_id.data, pz);
+
+	struct store_txn *t;
+	struct sync_pull_info info;
+	uint64_t waiting;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_feed_count(t, pz, 0, &waiting) == 0);
+	CHECK_EQ_INT(waiting, 1);
+	uint64_t cursor = 0, got = 0;
+	int pulls = 0, empty = 0;
+	do {
+		buf_reset(&out);
+		CHECK(sync_pull(t, pz, cursor, 100, 1 << 20, &out, &info) == 0);
+		CHECK(info.next_cursor > cursor); /* it moves on every time */
+		cursor = info.next_cursor;
+		got += info.changes;
+		empty += info.changes == 0 && info.more;
+		pulls++;
+	} while (info.more && pulls < 20);
+	CHECK(!info.more);
+	CHECK_EQ_INT(got, 1);
+	CHECK_EQ_INT(empty, (EDITS + 3) / 4 - 1); /* 4, 4, then the last 2 and Q */
+	/* a holder gets R's create and its 10 edits, however many pulls */
+	CHECK_EQ_INT(pulled_after(t, w.p[3], 0, &cursor), 1 + EDITS);
+	CHECK(store_feed_count(t, w.p[3], cursor, &waiting) == 0 && waiting == 0);
+	store_abort(t);
+	buf_free(&out);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(w.dir);
+}
+
 /* The status page's count of what each device has yet to pull, for all
  * devices in one walk of the wide table: what pulling would give each,
  * whatever the others' cursors; past the walk's bound (16 x wide_scan
@@ -1650,40 +1658,12 @@ static uint64_t pulled_after(struct store_txn *t, uint64_t dev, uint64_t cursor,
  * device that pulled lately is still counted exactly. */
 static void test_feed_count_many(void)
 {
-	char dir[256];
-	tu_tmpdir(dir);
-	struct store_opts o = {.wide_scan = 1}; /* the walk: 16 entries */
-	struct store *s = tu_store_open(dir, &o);
-	uint64_t pa = tu_enrol(s, "A", "047", ROLE_DEVICE, NULL), p[8];
-	for (int i = 0; i < 8; i++) {
-		char name[8];
-		snprintf(name, sizeof(name), "P%d", i);
-		p[i] = tu_enrol(s, name, "047", ROLE_DEVICE, NULL);
-	}
-	uint64_t pz = tu_enrol(s, "Z", "047", ROLE_DEVICE, NULL);
+	struct wide_store w;
 	struct arena *a = arena_new();
-	uint64_t hlc = tu_now_hlc();
-	struct buf body = {0};
-	Shahidi__V1__Change *r = tu_report(a, FORMS, 51, 1, hlc);
-	tu_push1(s, FORMS, pa, 1, r);
-	const uint8_t *r_id = r->record_id.data;
-	for (int i = 0; i < 8; i++)
-		tu_assign(s, r_id, p[i]); /* R: 8 holders besides A */
-	/* 24 edits of R in three batches, each a wide entry naming P0-P7 */
-	enum { EDITS = 24 };
-	uint64_t seen[2] = {hlc, pa};
-	for (int b = 0; b < 3; b++) {
-		Shahidi__V1__Change *e[EDITS / 3];
-		for (int i = 0; i < EDITS / 3; i++) {
-			uint64_t k = (uint64_t)(b * EDITS / 3 + i);
-			e[i] = tu_change(a, r_id, 2 + k, hlc + 10 + k);
-			tu_set(a, e[i], 140, tu_choice(a, k % 2 ? "high" : "low"), 1, seen);
-			seen[0] = hlc + 10 + k;
-		}
-		tu_batch(&body, pa, 2 + (uint64_t)b, e, EDITS / 3, CODEC_DEFLATE);
-		CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
-	}
-	CHECK_EQ_INT(raw_count(dir, "wide"), EDITS);
+	enum { EDITS = 24 }; /* in batches of 8; the walk: 16 x wide_scan 1 */
+	wide_store_open(&w, a, 1, 51, EDITS, 8);
+	struct store *s = w.s;
+	uint64_t pa = w.pa, *p = w.p, pz = w.pz;
 
 	struct store_txn *t;
 	CHECK(store_begin(s, false, &t) == 0);
@@ -1740,12 +1720,16 @@ static void test_feed_count_many(void)
 	uint64_t bad[2] = {ids[1], ids[0]}, bc[2] = {0, 0};
 	CHECK_EQ_INT(store_feed_count_many(t, 2, bad, bc, got), -EINVAL);
 	store_abort(t);
-	buf_free(&body);
 	arena_free(a);
 	store_close(s);
-	tu_rmrf(dir);
+	tu_rmrf(w.dir);
 }
 
+/* A change for FEED_WIDE_MIN (8) devices or more is one wide entry, not an
+ * item in each of their feeds. Each of them pulls it once, in feed seq
+ * order with its own items and pages; the sender does not; a device that
+ * holds none of it pulls nothing and its cursor moves past it; a device
+ * assigned the record later gets its whole history. */
 static void test_wide_feed_entries(void)
 {
 	char dir[256];
