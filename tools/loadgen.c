@@ -152,6 +152,22 @@ int lg_proc_cpu_s(int pid, double *ret_s)
 	return 0;
 }
 
+int lg_steal_s(double *ret_s)
+{
+	char line[512];
+	FILE *f = fopen("/proc/stat", "r");
+	if (!f)
+		return -errno;
+	char *ok = fgets(line, sizeof(line), f);
+	fclose(f);
+	unsigned long long steal;
+	/* cpu user nice system idle iowait irq softirq steal */
+	if (!ok || sscanf(line, "cpu %*u %*u %*u %*u %*u %*u %*u %llu", &steal) != 1)
+		return -EPROTO;
+	*ret_s = (double)steal / (double)sysconf(_SC_CLK_TCK);
+	return 0;
+}
+
 /* ---- options ---- */
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
@@ -712,6 +728,15 @@ static void print_json(struct lg_run *run, const struct summary *s)
 			setf(x, "push_cpu_s", st->server_cpu_s);
 	}
 	setf(sub(j, "loadgen"), "push_cpu_s", st->self_cpu_s);
+	/* A virtual machine's neighbours: when the hypervisor takes the CPUs
+	 * (steal time), latency and rates suffer through no fault of ours;
+	 * said so that a noisy run can be told apart. */
+	if (st->steal_s >= 0) {
+		x = sub(j, "machine");
+		setf(x, "steal_s", st->steal_s);
+		double cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
+		setf(x, "steal_share", s->push_s > 0 ? st->steal_s / (s->push_s * cores) : 0);
+	}
 
 	if (run->v.ran) {
 		x = sub(j, "verify");
@@ -791,6 +816,9 @@ static void print_table(struct lg_run *run, const struct summary *s)
 		printf("\n");
 	}
 	printf("loadgen      CPU %.2f s during the push\n", st->self_cpu_s);
+	if (st->steal_s >= 0)
+		printf("machine      steal %.2f s during the push (taken by the hypervisor, all cores)\n",
+		       st->steal_s);
 	if (run->v.ran && run->v.ok)
 		printf("verify: ok (%" PRIu64 " changes, %" PRIu64 " records, %" PRIu64
 		       " conflicted records)\n",

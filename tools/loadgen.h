@@ -182,6 +182,9 @@ struct lg_stats {
 	uint64_t mapped_max_kb;           /* RSS less anonymous: mapped files */
 	double server_cpu_s;              /* during the push phase; < 0 = unknown */
 	double self_cpu_s;                /* ours, during the push phase */
+	double steal_s;                   /* the machine's CPU time taken by the
+					     hypervisor during the push, all
+					     cores; < 0 = unknown */
 	bool rss_known;
 };
 
@@ -245,5 +248,9 @@ int lg_verify_store(struct lg_run *run, const char *dir);
 int lg_proc_rss_kb(int pid, uint64_t *ret_kb, uint64_t *ret_anon_kb);
 /* utime + stime of a process, in seconds. 0 or a negative errno. */
 int lg_proc_cpu_s(int pid, double *ret_s);
+/* The machine's steal time since boot (/proc/stat: time its virtual CPUs
+ * were ready to run and the hypervisor ran something else), in seconds
+ * summed over cores. 0 or a negative errno. */
+int lg_steal_s(double *ret_s);
 
 #endif

@@ -67,7 +67,7 @@ struct lg_net {
 	uint64_t next_slot_ns;     /* --rate: when the next batch may go */
 	unsigned pushing;          /* devices still in PH_PUSH */
 	unsigned active;           /* devices not PH_DONE */
-	double cpu0, self_cpu0;
+	double cpu0, self_cpu0, steal0;
 	char rbuf[READ_CHUNK];     /* one read buffer: parsing is synchronous */
 };
 
@@ -421,6 +421,8 @@ static void send_current(struct lg_conn *c)
 			net->push_started = true;
 			net->run->st.push_start_ns = sh_mono_ns();
 			net->self_cpu0 = self_cpu_s();
+			if (lg_steal_s(&net->steal0) < 0)
+				net->steal0 = -1;
 			if (net->run->o.server_pid > 0 &&
 			    lg_proc_cpu_s(net->run->o.server_pid, &net->cpu0) < 0)
 				net->cpu0 = -1;
@@ -474,6 +476,9 @@ static void push_finished(struct lg_conn *c)
 		st->push_start_ns = st->push_end_ns;
 	else
 		st->self_cpu_s = self_cpu_s() - net->self_cpu0;
+	double steal1;
+	if (net->push_started && net->steal0 >= 0 && lg_steal_s(&steal1) == 0)
+		st->steal_s = steal1 - net->steal0;
 	if (net->run->o.server_pid > 0) {
 		double cpu1;
 		if (net->cpu0 >= 0 && lg_proc_cpu_s(net->run->o.server_pid, &cpu1) == 0)
@@ -800,6 +805,7 @@ int lg_net_run(struct lg_run *run)
 	net->hard_deadline_ns = net->deadline_ns + 2ull * run->o.timeout_ms * 1000000ull;
 	net->pushing = net->active = run->n_dev;
 	run->st.server_cpu_s = -1;
+	run->st.steal_s = -1;
 
 	if (run->o.server_pid > 0) {
 		uv_timer_init(&net->loop, &net->sampler);

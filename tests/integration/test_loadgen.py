@@ -41,14 +41,28 @@ def test_many_waiting_phones_take_turns():
         assert 0 < paused < 1500 * 10, paused
 
 
+def steal_s():
+    """The machine's steal time since boot, in seconds (all cores)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def test_small_workload_verifies():
     with Server(quiet=True) as s:
         entries0, _, records0, _ = store_state(s.data)
+        steal0 = steal_s()
         rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 4,
                                "--changes", 300, "--batch", 50, "--seed", 7, "--json",
                                "--server-pid", s.proc.pid)
+        steal1 = steal_s()
         assert rc == 0, (rc, out, err)
         r = json.loads(out)
+        # the hypervisor's steal time during the push: within what this
+        # process saw over the whole run (a wrong field of /proc/stat, such
+        # as idle time, would not be)
+        m = r["machine"]
+        assert 0 <= m["steal_s"] <= steal1 - steal0 + 0.011, (m, steal0, steal1)
+        assert 0 <= m["steal_share"] <= 1, m
         push, lat, wire, v = r["push"], r["latency_ms"], r["wire"], r["verify"]
         # Nothing refused, nothing lost: every change acknowledged once.
         assert push["changes_acked"] == 1200 == push["changes_applied"], push
@@ -76,7 +90,7 @@ def test_small_workload_verifies():
                                "--changes", 120, "--batch", 40, "--seed", 7)
         assert rc == 0, (rc, out, err)
         assert "verify: ok (240 changes, " in out, out
-        for word in ("changes/s", "p50", "p99", "B/change", "errors", "pull"):
+        for word in ("changes/s", "p50", "p99", "B/change", "errors", "pull", "steal"):
             assert word in out, (word, out)
         assert store_state(s.data)[0] == entries + 240
 
