@@ -336,7 +336,7 @@ static int put_compact(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec
 	}
 	merge_rec_compact(rec);
 	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size_keep(rec, t->pack_sizes)};
-	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
+	int r = st_write_err(t, st_cursor_put(t, DB_RECS, &key, &d, flags | MDB_RESERVE));
 	if (r == 0)
 		recpack_pack_sized(rec, t->pack_sizes, d.mv_data);
 	merge_rec_expand(rec);
@@ -423,7 +423,7 @@ int st_put_rec(struct store_txn *t, const uint8_t k[8], const merge_rec_t *rec, 
 {
 	MDB_val key = val_of(k, 8), d = {.mv_size = recpack_size(rec)};
 	st_rc_drop(t, sh_get_be64(k)); /* whoever keeps it puts it back */
-	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[DB_RECS], &key, &d, flags | MDB_RESERVE));
+	int r = st_write_err(t, st_cursor_put(t, DB_RECS, &key, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
 	recpack_pack(rec, d.mv_data);

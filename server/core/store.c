@@ -211,12 +211,44 @@ int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64
 	return r < 0 ? r : st_val_u64(&v, ret);
 }
 
+/* The transaction's cursor for puts into db. mdb_put descends from the
+ * root every time; a cursor that stays open keeps its leaf page, and
+ * LMDB checks that page first (mdb_cursor_set), or for MDB_APPEND starts
+ * from the last leaf it is already on: the log's appends, a device's
+ * change ids in order and a batch's new records stay on one page. LMDB
+ * tracks the cursor, so puts and deletes through other cursors keep it
+ * right. Closed by close_put_cursors before the transaction ends. */
+static int put_cursor(struct store_txn *t, int db, MDB_cursor **ret)
+{
+	int rc = 0;
+	if (!t->put_cursor[db] && (rc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->put_cursor[db])))
+		t->put_cursor[db] = NULL;
+	*ret = t->put_cursor[db];
+	return rc; /* LMDB's code, as mdb_put's */
+}
+
+static void close_put_cursors(struct store_txn *t)
+{
+	for (int i = 0; i < DB_COUNT; i++) {
+		if (t->put_cursor[i])
+			mdb_cursor_close(t->put_cursor[i]);
+		t->put_cursor[i] = NULL;
+	}
+}
+
+int st_cursor_put(struct store_txn *t, int db, MDB_val *k, MDB_val *d, unsigned flags)
+{
+	MDB_cursor *c = NULL;
+	int rc = put_cursor(t, db, &c);
+	return rc ? rc : mdb_cursor_put(c, k, d, flags);
+}
+
 int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
 		   size_t vlen, unsigned flags)
 {
 	MDB_val k = val_of(key, klen), d = val_of(v, vlen);
 	recs_written(t, db, key, klen);
-	return st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags));
+	return st_write_err(t, st_cursor_put(t, db, &k, &d, flags));
 }
 
 /* Puts key -> v unless key is there: 0 put, 1 with *ret_old the value
@@ -228,7 +260,7 @@ int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const 
 	int r = recs_read(t, db, key, klen); /* it reads what is there */
 	if (r < 0)
 		return r;
-	int rc = mdb_put(t->txn, t->s->dbi[db], &k, &d, MDB_NOOVERWRITE);
+	int rc = st_cursor_put(t, db, &k, &d, MDB_NOOVERWRITE);
 	if (rc == MDB_KEYEXIST) {
 		*ret_old = d;
 		return 1;
@@ -238,9 +270,15 @@ int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const 
 
 int st_del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 {
-	MDB_val k = val_of(key, klen);
+	MDB_val k = val_of(key, klen), d;
+	MDB_cursor *c = NULL;
 	recs_written(t, db, key, klen);
-	int r = st_write_err(t, mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+	/* through the put cursor too: every change to db in this transaction
+	 * goes through that one cursor */
+	int rc = put_cursor(t, db, &c);
+	if (rc == 0 && (rc = mdb_cursor_get(c, &k, &d, MDB_SET)) == 0)
+		rc = mdb_cursor_del(c, 0);
+	int r = st_write_err(t, rc);
 	return r == -ENOENT ? 0 : r;
 }
 
@@ -252,7 +290,7 @@ int st_put_concat(struct store_txn *t, int db, const void *key, size_t klen,
 {
 	MDB_val k = val_of(key, klen), d = {.mv_size = hlen + tlen};
 	recs_written(t, db, key, klen);
-	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
+	int r = st_write_err(t, st_cursor_put(t, db, &k, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
 	memcpy(d.mv_data, head, hlen);
@@ -267,7 +305,7 @@ int st_put_pb(struct store_txn *t, int db, const void *key, size_t klen,
 	MDB_val k = val_of(key, klen), d;
 	d.mv_size = protobuf_c_message_get_packed_size(m);
 	recs_written(t, db, key, klen);
-	int r = st_write_err(t, mdb_put(t->txn, t->s->dbi[db], &k, &d, flags | MDB_RESERVE));
+	int r = st_write_err(t, st_cursor_put(t, db, &k, &d, flags | MDB_RESERVE));
 	if (r < 0)
 		return r;
 	protobuf_c_message_pack(m, d.mv_data);
@@ -723,6 +761,7 @@ int store_commit(struct store_txn *t)
 			r = st_feed_flush(t);
 		if (r == 0)
 			r = save_counters(t);
+		close_put_cursors(t);
 		if (r < 0) {
 			mdb_txn_abort(t->txn);
 		} else {
@@ -761,8 +800,10 @@ void store_abort(struct store_txn *t)
 		return;
 	if (t->log_cursor)
 		mdb_cursor_close(t->log_cursor);
-	if (t->txn) /* NULL once store_commit ended it */
+	if (t->txn) { /* NULL once store_commit ended it */
+		close_put_cursors(t);
 		mdb_txn_abort(t->txn);
+	}
 	pthread_rwlock_unlock(&t->s->resize_lock);
 	free(t->feed);
 	free(t->wide);

@@ -127,6 +127,9 @@ struct store_txn {
 	struct hlc hlc;
 	MDB_cursor *log_cursor;    /* store_log_change's: lookups in seq order
 				      stay on their leaf page */
+	MDB_cursor *put_cursor[DB_COUNT]; /* st_put_*'s, a write transaction's:
+				      opened when first used, closed before
+				      it ends (store.c's put_cursor) */
 	struct feed_item *feed;    /* owned; written by st_feed_flush */
 	size_t n_feed, cap_feed;
 	struct wide_item *wide;    /* owned; written by st_feed_flush */
@@ -184,6 +187,10 @@ static inline int st_val_u64(const MDB_val *v, uint64_t *ret)
 	return 0;
 }
 int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64_t *ret);
+/* mdb_put through the write transaction's own cursor for db (store.c's
+ * put_cursor: the leaf page of the last put is tried first); LMDB's
+ * return code. */
+int st_cursor_put(struct store_txn *t, int db, MDB_val *k, MDB_val *d, unsigned flags);
 int st_put_raw(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
 		   size_t vlen, unsigned flags);
 int st_put_new(struct store_txn *t, int db, const void *key, size_t klen, const void *v,
