@@ -215,9 +215,10 @@ int st_get_u64(struct store_txn *t, int db, const void *key, size_t klen, uint64
  * root every time; a cursor that stays open keeps its leaf page, and
  * LMDB checks that page first (mdb_cursor_set), or for MDB_APPEND starts
  * from the last leaf it is already on: the log's appends, a device's
- * change ids in order and a batch's new records stay on one page. LMDB
- * tracks the cursor, so puts and deletes through other cursors keep it
- * right. Closed by close_put_cursors before the transaction ends. */
+ * change ids in order and a batch's new records stay on one page. Every
+ * put and delete of the transaction goes through it (st_del_raw too), so
+ * no other cursor moves its page from under it. Closed by
+ * close_put_cursors before the transaction ends. */
 static int put_cursor(struct store_txn *t, int db, MDB_cursor **ret)
 {
 	int rc = 0;
@@ -273,9 +274,7 @@ int st_del_raw(struct store_txn *t, int db, const void *key, size_t klen)
 	MDB_val k = val_of(key, klen), d;
 	MDB_cursor *c = NULL;
 	recs_written(t, db, key, klen);
-	/* through the put cursor too: every change to db in this transaction
-	 * goes through that one cursor */
-	int rc = put_cursor(t, db, &c);
+	int rc = put_cursor(t, db, &c); /* see put_cursor */
 	if (rc == 0 && (rc = mdb_cursor_get(c, &k, &d, MDB_SET)) == 0)
 		rc = mdb_cursor_del(c, 0);
 	int r = st_write_err(t, rc);
