@@ -13,6 +13,7 @@
 #include "fields.h"
 #include "form.h"
 #include "upload.h"
+#include "zchange.h"
 
 #define REJECT(c, ...)                                                        \
 	do {                                                                  \
@@ -134,14 +135,24 @@ static bool within_bounds(struct arena *a, const struct store_change *c)
 int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 {
 	/* The LogEntry's device, batch, change and digest; the writer
-	 * appends the rest (log_append). */
-	size_t cap = 10 + 12 + 12 + c->raw_len + 36;
+	 * appends the rest (log_append). The change is compressed here, on
+	 * the pool, when that is smaller (zchange.h): the writer only copies
+	 * the bytes. */
+	const uint8_t *z;
+	size_t z_len;
+	int r = zchange_pack(a, c->raw, c->raw_len, &z, &z_len);
+	if (r < 0)
+		return r;
+	size_t cap = 10 + 12 + 12 + (z ? z_len : c->raw_len) + 36;
 	uint8_t *p = arena_alloc(a, cap);
 	if (!p)
 		return -ENOMEM;
 	size_t n = codec_put_fixed64(p, LOG_ENTRY_DEVICE, c->pusher);
 	n += codec_put_uint(p + n, LOG_ENTRY_BATCH_SEQ, c->batch_seq);
-	n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE, c->raw, c->raw_len);
+	if (z)
+		n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE_ZSTD, z, z_len);
+	else
+		n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE, c->raw, c->raw_len);
 	n += codec_put_bytes(p + n, LOG_ENTRY_CHANGE_DIGEST, c->digest, 32);
 	arena_shrink(a, p, n);
 	c->log_prefix = p;
@@ -174,7 +185,7 @@ int apply_prepare(struct arena *a, struct store_change *c, bool creates)
 		/* The usual report: stored once, in the log; its record points
 		 * there. */
 		c->pointer = true;
-		int r = encode_new_record(a, c, false);
+		r = encode_new_record(a, c, false);
 		if (!c->new_record)
 			c->pointer = false;
 		return r;

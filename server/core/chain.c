@@ -11,12 +11,26 @@
 #include "codec.h"
 #include "common.h"
 #include "fields.h"
+#include "zchange.h"
 
 int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret)
 {
 	uint8_t k[8];
 	sh_put_be64(k, seq);
-	return st_get_pb(t, a, DB_LOG, k, 8, &shahidi__store__v1__log_entry__descriptor, (void **)ret);
+	int r = st_get_pb(t, a, DB_LOG, k, 8, &shahidi__store__v1__log_entry__descriptor,
+			  (void **)ret);
+	store_log_t *e = r == 0 ? *ret : NULL;
+	if (e && e->change_zstd.len) {
+		const uint8_t *p;
+		size_t n;
+		if ((r = zchange_unpack(a, e->change_zstd.data, e->change_zstd.len, &p, &n)) < 0)
+			return r;
+		e->change.data = (uint8_t *)p;
+		e->change.len = n;
+		e->change_zstd.data = NULL;
+		e->change_zstd.len = 0;
+	}
+	return r;
 }
 
 /* Log entry seq's bytes, through the transaction's log cursor: lookups
@@ -33,9 +47,11 @@ static int log_raw(struct store_txn *t, uint64_t seq, MDB_val *ret)
 	return st_lmdb_err(mdb_cursor_get(t->log_cursor, &key, ret, MDB_SET_KEY));
 }
 
-int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
-		     uint64_t *ret_pusher)
+int store_log_change(struct store_txn *t, struct arena *a, uint64_t seq, const uint8_t **ret,
+		     size_t *ret_len, uint64_t *ret_pusher)
 {
+	const uint8_t *z = NULL;
+	size_t z_len = 0;
 	MDB_val v;
 	struct pb_field f;
 	size_t pos = 0;
@@ -52,10 +68,15 @@ int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, siz
 		else if (f.number == LOG_ENTRY_CHANGE && f.wire_type == 2) {
 			*ret = f.data;
 			*ret_len = f.len;
+		} else if (f.number == LOG_ENTRY_CHANGE_ZSTD && f.wire_type == 2) {
+			z = f.data;
+			z_len = f.len;
 		} else if (f.number == LOG_ENTRY_ERASED && f.wire_type == 0) {
 			erased = f.varint != 0;
 		}
 	}
+	if (z_len && r == 0 && !erased && (r = zchange_unpack(a, z, z_len, ret, ret_len)) < 0)
+		return r;
 	if (erased && r == 0) {
 		*ret = (const uint8_t *)""; /* its content is gone: no bytes */
 		*ret_len = 0;
@@ -155,8 +176,13 @@ int64_t store_verify_chain_each(struct store *s, void (*progress)(uint64_t, uint
 		while (n < 4096 && (more = st_next_u64_key(t, DB_LOG, &seq, &(MDB_val){0})) == 1) {
 			store_log_t *e;
 			arena_reset(a);
-			if ((r = store_log_get(t, a, seq, &e)) < 0)
+			if ((r = store_log_get(t, a, seq, &e)) < 0) {
+				if (r == -EBADMSG) { /* its change does not decode */
+					bad = (int64_t)(seq == last + 1 ? seq : last + 1);
+					r = 0;
+				}
 				break;
+			}
 			uint8_t h[32], d[32];
 			chain_hash(prev, seq, e, h);
 			bool ok = seq == last + 1 && e->hash.len == 32 && !memcmp(h, e->hash.data, 32);
@@ -251,6 +277,8 @@ int store_log_erase(struct store_txn *t, uint64_t seq)
 		/* the digest and the link stay: the chain still verifies */
 		e->change.data = NULL;
 		e->change.len = 0;
+		e->change_zstd.data = NULL; /* store_log_get decoded it: none */
+		e->change_zstd.len = 0;
 		e->erased = true;
 		sh_put_be64(k, seq);
 		r = st_put_pb(t, DB_LOG, k, 8, &e->base, 0);

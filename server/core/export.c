@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "common.h"
 #include "render.h"
 #include "store.h"
@@ -213,6 +214,7 @@ void export_free(struct exporter *x)
 	export_dev_free(x->devs);
 	free(x->rd);
 	free(x->page);
+	arena_free(x->page_arena);
 	for (size_t i = 0; i < x->n_cols; i++) {
 		for (size_t k = 0; k < x->cols[i].n_labels; k++)
 			free(x->cols[i].labels[k].csv);
@@ -326,8 +328,11 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 	unsigned started = 0;
 	/* device names, once, before the rendering threads start */
 	int r = x->devs ? 0 : export_dev_load(s, &x->devs);
+	if (r == 0 && !x->page_arena && !(x->page_arena = arena_new()))
+		r = -ENOMEM;
 	if (r < 0 || (r = store_begin(s, false, &t)) < 0)
 		return r;
+	arena_reset(x->page_arena);
 	size_t n_chunks = (max_scan + CHUNK - 1) / CHUNK;
 	if (max_scan > x->page_cap) {
 		struct stored *np = realloc(x->page, max_scan * sizeof(*np));
@@ -367,7 +372,8 @@ int64_t export_page(struct exporter *x, struct store *s, uint64_t *cursor, size_
 		 * only this thread may use the transaction. */
 		uint64_t log_seq = recpack_pointer(x->page[n].data, x->page[n].len), pusher;
 		x->page[n].change = NULL;
-		if (log_seq && (r = store_log_change(t, log_seq, &x->page[n].change,
+		if (log_seq && (r = store_log_change(t, x->page_arena, log_seq,
+						     &x->page[n].change,
 						     &x->page[n].change_len, &pusher)) < 0) {
 			r = r == -ENOENT ? -EIO : r;
 			break;

@@ -51,7 +51,8 @@ struct slot {
 };
 
 /* One stored record of the page being exported: borrowed from the map,
- * valid while the page's read transaction is open. */
+ * valid while the page's read transaction is open (a compressed change:
+ * from the exporter's page_arena, valid until the next page). */
 struct stored {
 	const uint8_t *data;
 	size_t len;
@@ -93,6 +94,8 @@ struct exporter {
 	size_t n_groups;
 	struct renderer *rd;          /* o.threads of them */
 	struct stored *page;          /* the records of the current page */
+	struct arena *page_arena;     /* owned: the page's compressed changes,
+					 decoded */
 	size_t page_cap;
 	struct chunk *chunks;         /* page_cap / CHUNK of them, rounded up */
 	struct export_dev *devs;      /* device names: read by the first page */

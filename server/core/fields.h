@@ -23,6 +23,7 @@ enum log_entry_field {
 	LOG_ENTRY_HASH = 8,
 	LOG_ENTRY_PREV_LOG_SEQ = 9,
 	LOG_ENTRY_ERASED = 10,
+	LOG_ENTRY_CHANGE_ZSTD = 11,
 };
 
 /* shahidi.store.v1.Record: a merged report (recpack.c packs and reads it;

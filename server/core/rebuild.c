@@ -49,7 +49,7 @@ static int remake(struct store_txn *t, struct arena *a, const merge_rec_t *old,
 		uint64_t pusher;
 		struct wire_change wc;
 		struct merge_change mc;
-		if ((r = store_log_change(t, seqs[i], &chg, &len, &pusher)) < 0)
+		if ((r = store_log_change(t, a, seqs[i], &chg, &len, &pusher)) < 0)
 			return r == -ENOENT ? -EIO : r;
 		if (!len) {
 			tr.dropped++;

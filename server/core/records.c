@@ -59,7 +59,7 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		size_t len;
 		uint64_t pusher;
 		struct wire_change c;
-		int r = store_log_change(t, rec->log_seq, &chg, &len, &pusher);
+		int r = store_log_change(t, a, rec->log_seq, &chg, &len, &pusher);
 		if (r < 0)
 			return r == -ENOENT ? -EIO : r;
 		uint8_t *copy = arena_memdup(a, chg, len);

@@ -271,9 +271,10 @@ static int walk_value(void *arg, const struct recpack_value *v)
 	return walk_write(arg, v->field, v->instance, v->value, v->value_len);
 }
 
+/* a holds a compressed change's bytes while the record is counted. */
 static int count_record(const struct form_registry *forms, const struct status_opts *o,
-			struct acc *acc, struct store_txn *t, struct rec_walk *w, const uint8_t *p,
-			size_t n)
+			struct acc *acc, struct store_txn *t, struct arena *a, struct rec_walk *w,
+			const uint8_t *p, size_t n)
 {
 	static const struct recpack_view_ops ops = {walk_want, walk_value};
 	struct recpack_view rv;
@@ -286,7 +287,7 @@ static int count_record(const struct form_registry *forms, const struct status_o
 		const uint8_t *chg;
 		size_t len;
 		uint64_t pusher;
-		if ((r = store_log_change(t, rv.log_seq, &chg, &len, &pusher)) < 0)
+		if ((r = store_log_change(t, a, rv.log_seq, &chg, &len, &pusher)) < 0)
 			return r == -ENOENT ? -EIO : r;
 		if ((r = wire_each_write(chg, len, walk_write, w)) < 0)
 			return r == -EPROTO ? -EIO : r;
@@ -332,8 +333,9 @@ static int collect_records(struct store *s, const struct form_registry *forms,
 	uint32_t *fields = calloc(nf + 1, sizeof(*fields));
 	const uint8_t **value = calloc(nf + 1, sizeof(*value));
 	size_t *len = calloc(nf + 1, sizeof(*len));
+	struct arena *a = arena_new();
 	int r = 0;
-	if (!fields || !value || !len) {
+	if (!fields || !value || !len || !a) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -360,7 +362,8 @@ static int collect_records(struct store *s, const struct form_registry *forms,
 					done = true;
 					break;
 				}
-				if ((r = count_record(forms, o, acc, t, &w, p, len_p)) < 0)
+				arena_reset(a);
+				if ((r = count_record(forms, o, acc, t, a, &w, p, len_p)) < 0)
 					break;
 			}
 		}
@@ -368,6 +371,7 @@ static int collect_records(struct store *s, const struct form_registry *forms,
 		store_abort(t);
 	}
 out:
+	arena_free(a);
 	free(fields);
 	free(value);
 	free(len);

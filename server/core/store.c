@@ -1,18 +1,20 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 6 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 7 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "6"
+ *   meta  "format"                              decimal text, "7"
  *   meta  "counters"                            Counters (pb)
  *   recs  be64 record seq                       Record (pb): merged state, or
  *                                               a pointer to the one change
  *                                               that made it (Record.log_seq)
  *   rid   16-byte record id                     be64 record seq
- *   log   be64 log seq                          LogEntry (pb): change as received
+ *   log   be64 log seq                          LogEntry (pb): change as received,
+ *                                               zstd-compressed when smaller
+ *                                               (format 7)
  *   rlog  be64 record seq | be64 log seq        empty: a record's history, as
  *                                               formats 1 and 2 kept it (see
  *                                               below); no longer written
@@ -115,6 +117,15 @@
  * format 5 would not read the wide table and would lose those changes
  * from pulls: it refuses a format 6 store instead. Format 5 stores hold
  * no wide entry: they are marked 6 when first opened to write.
+ *
+ * Format 7 keeps each change in the log as one zstd frame
+ * (LogEntry.change_zstd, zchange.h) when that is smaller: the log was three
+ * quarters of the store and of what each commit writes, and 42% of its
+ * entries were over LMDB's largest node and took a 4 KB overflow page of
+ * their own. A release of format 6 would read such an entry as an empty
+ * change (an erased one, to it): it refuses a format 7 store instead.
+ * Format 6 stores are marked 7 when first opened to write; their entries
+ * stay as they are and are read as before.
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |

@@ -24,7 +24,7 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 6u
+#define STORE_FORMAT_VERSION 7u
 /* Stores of a format below this one hold records merged by an older rule:
  * they are merged again from the log when first opened to write
  * (rebuild_if_old). Formats 4 and 5 need no rebuild to become 6 (see
@@ -140,13 +140,16 @@ int store_records_digest(struct store_txn *t, struct arena *a, uint8_t out[32],
 
 typedef Shahidi__Store__V1__LogEntry store_log_t;
 
-/* Entry seq (1, 2, ...). -ENOENT when absent. */
+/* Entry seq (1, 2, ...), with its change as received in change (a
+ * compressed one decoded into a; change_zstd is then empty). -ENOENT when
+ * absent, -EBADMSG when its change does not decode (corruption). */
 int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_t **ret);
-/* The change of log entry seq as received (borrowed from the map: valid
- * while t is open), and the device that pushed it; 0 bytes for an erased
- * entry. -ENOENT, -EIO. */
-int store_log_change(struct store_txn *t, uint64_t seq, const uint8_t **ret, size_t *ret_len,
-		     uint64_t *ret_pusher);
+/* The change of log entry seq as received, and the device that pushed it;
+ * 0 bytes for an erased entry. *ret is borrowed from the map (valid while
+ * t is open and writes nothing) or, for a compressed entry, decoded into a.
+ * -ENOENT, -EIO, -EBADMSG (it does not decode), -ENOMEM. */
+int store_log_change(struct store_txn *t, struct arena *a, uint64_t seq, const uint8_t **ret,
+		     size_t *ret_len, uint64_t *ret_pusher);
 /* The log seqs of rec's changes, oldest first: *ret (allocated from a)
  * holds *ret_n of them. rec as store_record_get or store_record_next gave
  * it. */

@@ -32,7 +32,8 @@ static void test_log_entry(void)
 	check_field(d, "hash", LOG_ENTRY_HASH, PROTOBUF_C_TYPE_BYTES);
 	check_field(d, "prev_log_seq", LOG_ENTRY_PREV_LOG_SEQ, PROTOBUF_C_TYPE_UINT64);
 	check_field(d, "erased", LOG_ENTRY_ERASED, PROTOBUF_C_TYPE_BOOL);
-	CHECK_EQ_INT(d->n_fields, 10); /* a new field gets its constant too */
+	check_field(d, "change_zstd", LOG_ENTRY_CHANGE_ZSTD, PROTOBUF_C_TYPE_BYTES);
+	CHECK_EQ_INT(d->n_fields, 11); /* a new field gets its constant too */
 }
 
 static void test_record(void)

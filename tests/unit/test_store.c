@@ -16,6 +16,7 @@
 #include "shahidi.pb-c.h"
 #include "testutil.h"
 #include "uuid.h"
+#include "zchange.h"
 #include "store.pb-c.h"
 
 static struct form_registry *FORMS;
@@ -95,6 +96,29 @@ static void raw_format(const char *dir, char out[16])
 	mdb_env_close(env);
 }
 
+/* Log entry seq of the store in dir, as LMDB holds it: *ret malloc'd. */
+static void raw_log(const char *dir, uint64_t seq, uint8_t **ret, size_t *ret_len)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t k[8];
+	sh_put_be64(k, seq);
+	MDB_val key = {8, k}, val;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "log", 0, &dbi) == 0);
+	CHECK(mdb_get(txn, dbi, &key, &val) == 0);
+	*ret = malloc(val.mv_size);
+	CHECK(*ret != NULL);
+	memcpy(*ret, val.mv_data, val.mv_size);
+	*ret_len = val.mv_size;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+}
+
 /* Entries of db whose key starts with be64 prefix. */
 static size_t raw_count_prefix(const char *dir, const char *db, uint64_t prefix)
 {
@@ -151,10 +175,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "6"));
-	raw_put(dir, "meta", "format", 6, "7", 1);
+	CHECK(!strcmp(fmt, "7"));
+	raw_put(dir, "meta", "format", 6, "8", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '7'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '8'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -166,11 +190,11 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* formats 1 (no pointer records), 2 (a feed item per entry), 3
 	 * (stamps brought back for skew), 4 (no pointer records with
-	 * instances) and 5 (no wide table) are read as they are, and marked 6
-	 * by the first program that opens them to write (which rebuilds the
-	 * records of 1 to 3: rebuild.h) */
-	static const char *const olds[] = {"1", "2", "3", "4", "5"};
-	for (size_t i = 0; i < 5; i++) {
+	 * instances), 5 (no wide table) and 6 (no compressed changes) are
+	 * read as they are, and marked 7 by the first program that opens them
+	 * to write (which rebuilds the records of 1 to 3: rebuild.h) */
+	static const char *const olds[] = {"1", "2", "3", "4", "5", "6"};
+	for (size_t i = 0; i < 6; i++) {
 		const char *old = olds[i];
 		raw_put(dir, "meta", "format", 6, old, 1);
 		store_close(tu_store_open(dir, &ro));
@@ -180,7 +204,7 @@ static void test_format_version_is_checked(void)
 		CHECK_EQ_INT(store_opened_format(s), (long long)(old[0] - '0'));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK(!strcmp(fmt, "6"));
+		CHECK(!strcmp(fmt, "7"));
 	}
 
 	/* a directory that is not a store is refused by the read-only tools */
@@ -257,6 +281,119 @@ static void test_map_grows_and_stops_at_its_cap(void)
 	store_close(s);
 	tu_rmrf(dir);
 	tu_rmrf(dir2);
+}
+
+/* Format 7: a change is kept in the log as a zstd frame when that is
+ * smaller, and read back as received, byte for byte; a frame that does not
+ * decode is corruption, named by seq; what does not shrink stays raw. */
+static void test_log_keeps_changes_compressed(void)
+{
+	char dir[256];
+	tu_tmpdir(dir);
+	struct store *s = tu_store_open(dir, NULL);
+	uint64_t dev = tu_enrol(s, "phone", "047", ROLE_DEVICE, NULL);
+	struct arena *a = arena_new();
+	Shahidi__V1__Change *ch[3];
+	uint64_t hlc = tu_now_hlc();
+	for (unsigned i = 0; i < 3; i++)
+		ch[i] = tu_report(a, FORMS, 1 + i, 1 + i, hlc + i);
+	/* report 2 with a survivor's long account: a change over ZCHANGE_FROM */
+	static const char line[] = "They came at night and took him to the station. ";
+	char *story = arena_alloc(a, 4001);
+	for (size_t i = 0; i < 4000; i++)
+		story[i] = line[i % (sizeof(line) - 1)];
+	story[4000] = 0;
+	bool set = false;
+	for (size_t i = 0; i < ch[1]->n_fields; i++)
+		if (ch[1]->fields[i]->field == 62 && (set = true)) /* narrative */
+			ch[1]->fields[i]->value = tu_text(a, story);
+	if (!set)
+		tu_set(a, ch[1], 62, tu_text(a, story), 0, NULL);
+	CHECK(shahidi__v1__change__get_packed_size(ch[1]) >= ZCHANGE_FROM);
+	CHECK(shahidi__v1__change__get_packed_size(ch[0]) < ZCHANGE_FROM);
+	struct buf body = {0};
+	tu_batch(&body, dev, 1, ch, 3, CODEC_DEFLATE);
+	CHECK_EQ_INT(tu_push(s, FORMS, &body, NULL, NULL), 0);
+	buf_free(&body);
+
+	struct store_txn *t;
+	CHECK(store_begin(s, false, &t) == 0);
+	for (unsigned i = 0; i < 3; i++) {
+		size_t n = shahidi__v1__change__get_packed_size(ch[i]);
+		uint8_t *want = arena_alloc(a, n);
+		shahidi__v1__change__pack(ch[i], want);
+		store_log_t *e;
+		CHECK(store_log_get(t, a, 1 + i, &e) == 0);
+		CHECK(e->change.len == n && !memcmp(e->change.data, want, n));
+		CHECK_EQ_INT(e->change_zstd.len, 0);
+		const uint8_t *got;
+		size_t got_len;
+		uint64_t pusher;
+		CHECK(store_log_change(t, a, 1 + i, &got, &got_len, &pusher) == 0);
+		CHECK(got_len == n && !memcmp(got, want, n) && pusher == dev);
+	}
+	store_abort(t);
+	store_close(s);
+
+	/* on disk: the long one as field 11, no field 3, and smaller; the
+	 * short one as it came */
+	uint8_t *v;
+	size_t v_len;
+	raw_log(dir, 1, &v, &v_len);
+	store_log_t *e = shahidi__store__v1__log_entry__unpack(NULL, v_len, v);
+	CHECK(e != NULL);
+	CHECK(e->change.len == shahidi__v1__change__get_packed_size(ch[0]) &&
+	      e->change_zstd.len == 0);
+	shahidi__store__v1__log_entry__free_unpacked(e, NULL);
+	free(v);
+	raw_log(dir, 2, &v, &v_len);
+	e = shahidi__store__v1__log_entry__unpack(NULL, v_len, v);
+	CHECK(e != NULL);
+	size_t n2 = shahidi__v1__change__get_packed_size(ch[1]);
+	CHECK(e->change.len == 0 && e->change_zstd.len > 0 && e->change_zstd.len < n2 / 2);
+
+	/* a frame cut short: store_log_get and store_log_change say so, and
+	 * verify names the entry */
+	e->change_zstd.len--;
+	size_t n = shahidi__store__v1__log_entry__get_packed_size(e);
+	uint8_t *p = malloc(n), key[8];
+	shahidi__store__v1__log_entry__pack(e, p);
+	sh_put_be64(key, 2);
+	raw_put(dir, "log", key, 8, p, n);
+	s = tu_store_open(dir, NULL);
+	CHECK(store_begin(s, false, &t) == 0);
+	store_log_t *bad;
+	const uint8_t *got;
+	size_t got_len;
+	uint64_t pusher;
+	CHECK_EQ_INT(store_log_get(t, a, 2, &bad), -EBADMSG);
+	CHECK_EQ_INT(store_log_change(t, a, 2, &got, &got_len, &pusher), -EBADMSG);
+	CHECK(store_log_get(t, a, 3, &bad) == 0); /* its neighbours read */
+	store_abort(t);
+	CHECK_EQ_INT(store_verify_chain(s, NULL, NULL), 2);
+	store_close(s);
+	shahidi__store__v1__log_entry__free_unpacked(e, NULL);
+	free(v);
+	free(p);
+
+	/* bytes that do not shrink by a margin are kept as they are, and short
+	 * ones are not tried; a frame too short to be one is refused */
+	uint8_t noise[ZCHANGE_FROM];
+	uint64_t x = 0x9E3779B97F4A7C15u; /* xorshift: bytes without pattern */
+	for (size_t i = 0; i < sizeof(noise); i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		noise[i] = (uint8_t)(x >> 32);
+	}
+	const uint8_t *z;
+	size_t z_len;
+	CHECK(zchange_pack(a, noise, sizeof(noise), &z, &z_len) == 0 && !z && !z_len);
+	CHECK(zchange_pack(a, (const uint8_t *)story, ZCHANGE_FROM - 1, &z, &z_len) == 0 && !z);
+	CHECK(zchange_pack(a, (const uint8_t *)story, ZCHANGE_FROM, &z, &z_len) == 0 && z);
+	CHECK_EQ_INT(zchange_unpack(a, noise, 3, &z, &z_len), -EBADMSG);
+	arena_free(a);
+	tu_rmrf(dir);
 }
 
 static void test_hash_chain_detects_tampering(void)
@@ -1481,7 +1618,7 @@ static void test_old_format_is_rebuilt(void)
 	CHECK(fgets(line, sizeof(line), log) != NULL);
 	sh_hex(bad.records, 32, hex_bad);
 	sh_hex(good.records, 32, hex_good);
-	CHECK(strstr(line, "store format 3 -> 6") && strstr(line, hex_bad) && strstr(line, hex_good));
+	CHECK(strstr(line, "store format 3 -> 7") && strstr(line, hex_bad) && strstr(line, hex_good));
 	CHECK(strstr(line, "31 records, 1 rebuilt")); /* the rest point at their change */
 	fclose(log);
 	/* once is enough */
@@ -1495,14 +1632,15 @@ static void test_old_format_is_rebuilt(void)
 	tu_rmrf(dir);
 }
 
-/* Formats 4 and 5 differ from 6 only in what 6 may hold (4: pointer
- * records of v3 creates; 5: the wide table): such a store is marked 6
- * when opened to write, and nothing is merged again. A format 5 store
- * without the wide table is read as it is by the read-only tools. */
-static void test_formats_4_and_5_are_marked_6_without_a_rebuild(void)
+/* Formats 4 to 6 differ from 7 only in what 7 may hold (4: pointer
+ * records of v3 creates; 5: the wide table; 6: compressed changes): such
+ * a store is marked 7 when opened to write, and nothing is merged again. A
+ * format 5 store without the wide table is read as it is by the read-only
+ * tools. */
+static void test_formats_4_to_6_are_marked_7_without_a_rebuild(void)
 {
-	static const char *const olds[] = {"4", "5"};
-	for (size_t i = 0; i < 2; i++) {
+	static const char *const olds[] = {"4", "5", "6"};
+	for (size_t i = 0; i < 3; i++) {
 		char dir[256], fmt[16];
 		uint64_t pa, pb;
 		struct store *s = open_with_phones(dir, &pa, &pb);
@@ -1528,7 +1666,7 @@ static void test_formats_4_and_5_are_marked_6_without_a_rebuild(void)
 		CHECK(tu_state_eq(&before, &after));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK_EQ_STR(fmt, "6");
+		CHECK_EQ_STR(fmt, "7");
 		CHECK_EQ_INT(raw_count(dir, "wide"), 0); /* the table is there */
 		tu_rmrf(dir);
 	}
@@ -1844,6 +1982,7 @@ int main(void)
 	RUN(test_history_from_before_format_3);
 	RUN(test_map_grows_and_stops_at_its_cap);
 	RUN(test_hash_chain_detects_tampering);
+	RUN(test_log_keeps_changes_compressed);
 	RUN(test_batches_and_changes_are_deduplicated);
 	RUN(test_clock_ahead_keeps_its_stamps);
 	RUN(test_tokens_and_revocation);
@@ -1854,7 +1993,7 @@ int main(void)
 	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_records_kept_in_a_commit_are_written_once);
 	RUN(test_old_format_is_rebuilt);
-	RUN(test_formats_4_and_5_are_marked_6_without_a_rebuild);
+	RUN(test_formats_4_to_6_are_marked_7_without_a_rebuild);
 	RUN(test_wide_feed_entries);
 	RUN(test_wide_scan_is_bounded);
 	RUN(test_feed_count_many);
