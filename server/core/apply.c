@@ -469,18 +469,18 @@ int apply_change(struct store_txn *t, struct arena *a, struct store_change *c,
 	sh_put_be64(lk, log_seq);
 	r = st_put_new(t, DB_CHG, ck, 16, lk, 8, &v);
 	if (r == 1) {
-		store_log_t *e;
-		uint64_t seen_at;
+		uint64_t seen_at, stored_hlc;
+		uint8_t digest[32];
 		if ((r = st_val_u64(&v, &seen_at)) < 0)
 			return r;
-		if ((r = store_log_get(t, a, seen_at, &e)) < 0)
+		if ((r = store_log_seen(t, seen_at, digest, &stored_hlc)) < 0)
 			return r == -ENOENT ? -EIO : r;
-		if (e->change_digest.len != 32 || memcmp(e->change_digest.data, c->digest, 32))
+		if (memcmp(digest, c->digest, 32))
 			REJECT("change_id_reused",
 			       "change %llu of this device was received before with other content",
 			       (unsigned long long)c->change_id);
 		*ret_outcome = STORE_DUPLICATE;
-		*ret_stored_hlc = e->stored_hlc;
+		*ret_stored_hlc = stored_hlc;
 		return 0;
 	}
 	if (r < 0)

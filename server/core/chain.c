@@ -84,6 +84,29 @@ int store_log_change(struct store_txn *t, struct arena *a, uint64_t seq, const u
 	return r < 0 || !*ret ? -EIO : 0;
 }
 
+int store_log_seen(struct store_txn *t, uint64_t seq, uint8_t ret_digest[32],
+		   uint64_t *ret_stored_hlc)
+{
+	MDB_val v;
+	int r = log_raw(t, seq, &v);
+	if (r < 0)
+		return r;
+	struct pb_field f;
+	size_t pos = 0;
+	bool digest = false;
+	*ret_stored_hlc = 0;
+	while ((r = codec_pb_next(v.mv_data, v.mv_size, &pos, &f)) > 0) {
+		if (f.number == LOG_ENTRY_STORED_HLC && f.wire_type == 1) {
+			*ret_stored_hlc = f.varint;
+		} else if (f.number == LOG_ENTRY_CHANGE_DIGEST && f.wire_type == 2 &&
+			   f.len == 32) {
+			memcpy(ret_digest, f.data, 32);
+			digest = true;
+		}
+	}
+	return r < 0 || !digest ? -EIO : 0;
+}
+
 /* LogEntry.prev_log_seq of entry seq. */
 static int log_prev(struct store_txn *t, uint64_t seq, uint64_t *ret)
 {

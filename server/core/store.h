@@ -150,6 +150,11 @@ int store_log_get(struct store_txn *t, struct arena *a, uint64_t seq, store_log_
  * -ENOENT, -EIO, -EBADMSG (it does not decode), -ENOMEM. */
 int store_log_change(struct store_txn *t, struct arena *a, uint64_t seq, const uint8_t **ret,
 		     size_t *ret_len, uint64_t *ret_pusher);
+/* What a resent change is checked against: the digest of the change as
+ * received and the stamp it was stored with, read in place (no unpacking,
+ * no decompression). -ENOENT, -EIO. */
+int store_log_seen(struct store_txn *t, uint64_t seq, uint8_t ret_digest[32],
+		   uint64_t *ret_stored_hlc);
 /* The log seqs of rec's changes, oldest first: *ret (allocated from a)
  * holds *ret_n of them. rec as store_record_get or store_record_next gave
  * it. */
