@@ -199,16 +199,18 @@ int64_t store_verify_chain_each(struct store *s, void (*progress)(uint64_t, uint
 		while (n < 4096 && (more = st_next_u64_key(t, DB_LOG, &seq, &(MDB_val){0})) == 1) {
 			store_log_t *e;
 			arena_reset(a);
-			if ((r = store_log_get(t, a, seq, &e)) < 0) {
-				if (r == -EBADMSG) { /* its change does not decode */
-					bad = (int64_t)(seq == last + 1 ? seq : last + 1);
-					r = 0;
-				}
+			/* a change that does not decode is a bad entry, not an error */
+			int got = store_log_get(t, a, seq, &e);
+			if (got < 0 && got != -EBADMSG) {
+				r = got;
 				break;
 			}
 			uint8_t h[32], d[32];
-			chain_hash(prev, seq, e, h);
-			bool ok = seq == last + 1 && e->hash.len == 32 && !memcmp(h, e->hash.data, 32);
+			bool ok = got == 0 && seq == last + 1;
+			if (ok) {
+				chain_hash(prev, seq, e, h);
+				ok = e->hash.len == 32 && !memcmp(h, e->hash.data, 32);
+			}
 			if (ok && e->change.len) {
 				crypto_generichash(d, 32, e->change.data, e->change.len, NULL, 0);
 				ok = e->change_digest.len == 32 && !memcmp(d, e->change_digest.data, 32);
@@ -299,9 +301,7 @@ int store_log_erase(struct store_txn *t, uint64_t seq)
 	if (r == 0) {
 		/* the digest and the link stay: the chain still verifies */
 		e->change.data = NULL;
-		e->change.len = 0;
-		e->change_zstd.data = NULL; /* store_log_get decoded it: none */
-		e->change_zstd.len = 0;
+		e->change.len = 0; /* change_zstd: store_log_get left none */
 		e->erased = true;
 		sh_put_be64(k, seq);
 		r = st_put_pb(t, DB_LOG, k, 8, &e->base, 0);

@@ -13,8 +13,8 @@
  *                                               that made it (Record.log_seq)
  *   rid   16-byte record id                     be64 record seq
  *   log   be64 log seq                          LogEntry (pb): change as received,
- *                                               zstd-compressed when smaller
- *                                               (format 7)
+ *                                               a large one zstd-compressed
+ *                                               when smaller (format 7)
  *   rlog  be64 record seq | be64 log seq        empty: a record's history, as
  *                                               formats 1 and 2 kept it (see
  *                                               below); no longer written
@@ -118,11 +118,11 @@
  * from pulls: it refuses a format 6 store instead. Format 5 stores hold
  * no wide entry: they are marked 6 when first opened to write.
  *
- * Format 7 keeps each change in the log as one zstd frame
- * (LogEntry.change_zstd, zchange.h) when that is smaller: the log was three
- * quarters of the store and of what each commit writes, and 42% of its
- * entries were over LMDB's largest node and took a 4 KB overflow page of
- * their own. A release of format 6 would read such an entry as an empty
+ * Format 7 keeps a change of ZCHANGE_FROM bytes or more in the log as one
+ * zstd frame (LogEntry.change_zstd, zchange.h) when that is smaller: such
+ * an entry is over LMDB's largest node and took a 4 KB overflow page of its
+ * own (42% of the entries of a fleet's v3 reports with repeat groups). A
+ * release of format 6 would read such an entry as an empty
  * change (an erased one, to it): it refuses a format 7 store instead.
  * Format 6 stores are marked 7 when first opened to write; their entries
  * stay as they are and are read as before.

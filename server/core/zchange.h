@@ -9,7 +9,7 @@
  * received back (store_log_get, store_log_change), and the hash chain and
  * each change's digest are over those bytes, so compression is invisible
  * to custody. Smaller changes stay as they are: compressing every change
- * cost 15% of the push rate on two cores for 23% fewer log bytes, where
+ * cost 8-23% of the push rate on two cores for 23% fewer log bytes, where
  * the large ones alone save the overflow pages at a fraction of the CPU.
  *
  * Each thread keeps its own zstd contexts (made on first use, freed when

@@ -77,46 +77,47 @@ static size_t raw_count(const char *dir, const char *db)
 	return st.ms_entries;
 }
 
-/* The format version stored in dir, as text. */
-static void raw_format(const char *dir, char out[16])
+/* The value of key k in table db of the store in dir, as LMDB holds it:
+ * *ret malloc'd. */
+static void raw_get(const char *dir, const char *db, const void *k, size_t klen, uint8_t **ret,
+		    size_t *ret_len)
 {
 	MDB_env *env;
 	MDB_txn *txn;
 	MDB_dbi dbi;
-	MDB_val key = {6, "format"}, val;
+	MDB_val key = {klen, (void *)k}, val;
 	CHECK(mdb_env_create(&env) == 0);
 	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
 	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
 	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
-	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
-	CHECK(mdb_get(txn, dbi, &key, &val) == 0 && val.mv_size < 16);
-	memcpy(out, val.mv_data, val.mv_size);
-	out[val.mv_size] = 0;
-	mdb_txn_abort(txn);
-	mdb_env_close(env);
-}
-
-/* Log entry seq of the store in dir, as LMDB holds it: *ret malloc'd. */
-static void raw_log(const char *dir, uint64_t seq, uint8_t **ret, size_t *ret_len)
-{
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	uint8_t k[8];
-	sh_put_be64(k, seq);
-	MDB_val key = {8, k}, val;
-	CHECK(mdb_env_create(&env) == 0);
-	CHECK(mdb_env_set_maxdbs(env, 32) == 0);
-	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
-	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
-	CHECK(mdb_dbi_open(txn, "log", 0, &dbi) == 0);
+	CHECK(mdb_dbi_open(txn, db, 0, &dbi) == 0);
 	CHECK(mdb_get(txn, dbi, &key, &val) == 0);
-	*ret = malloc(val.mv_size);
+	*ret = malloc(val.mv_size + 1);
 	CHECK(*ret != NULL);
 	memcpy(*ret, val.mv_data, val.mv_size);
 	*ret_len = val.mv_size;
 	mdb_txn_abort(txn);
 	mdb_env_close(env);
+}
+
+/* The format version stored in dir, as text. */
+static void raw_format(const char *dir, char out[16])
+{
+	uint8_t *v;
+	size_t n;
+	raw_get(dir, "meta", "format", 6, &v, &n);
+	CHECK(n < 16);
+	memcpy(out, v, n);
+	out[n] = 0;
+	free(v);
+}
+
+/* Log entry seq of the store in dir, as LMDB holds it: *ret malloc'd. */
+static void raw_log(const char *dir, uint64_t seq, uint8_t **ret, size_t *ret_len)
+{
+	uint8_t k[8];
+	sh_put_be64(k, seq);
+	raw_get(dir, "log", k, 8, ret, ret_len);
 }
 
 /* Entries of db whose key starts with be64 prefix. */
