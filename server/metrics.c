@@ -295,6 +295,11 @@ static void metrics_gather(struct task *tk)
 		   "batches (the rest is writing and syncing the pages).\n"
 		   "# TYPE shahidi_commit_apply_seconds_total counter\n"
 		   "shahidi_commit_apply_seconds_total %.6f\n"
+		   "# HELP shahidi_commit_apply_cpu_seconds_total The writer thread's CPU time "
+		   "applying the batches (the rest of shahidi_commit_cpu_seconds_total is writing "
+		   "and syncing the pages).\n"
+		   "# TYPE shahidi_commit_apply_cpu_seconds_total counter\n"
+		   "shahidi_commit_apply_cpu_seconds_total %.6f\n"
 		   "# HELP shahidi_group_commit_jobs Jobs per group commit.\n"
 		   "# TYPE shahidi_group_commit_jobs summary\n"
 		   "shahidi_group_commit_jobs_sum %" PRIu64 "\nshahidi_group_commit_jobs_count %" PRIu64 "\n"
@@ -316,7 +321,7 @@ static void metrics_gather(struct task *tk)
 		   "# HELP shahidi_build_info The running server's version.\n"
 		   "# TYPE shahidi_build_info gauge\n"
 		   "shahidi_build_info{version=\"%s\"} 1\n",
-		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.group_sum, ws.commits,
+		   ws.latency_sum_s, ws.commits, ws.apply_sum_s, ws.apply_cpu_s, ws.group_sum, ws.commits,
 		   ws.max_group, ws.commit_cpu_s, ws.window_holds, ws.window_held_s, SHAHIDI_VERSION);
 	metrics__latency(bp, st);
 	buf_append(bp, counties.data, counties.len);

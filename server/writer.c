@@ -38,16 +38,19 @@ struct group {
 	struct writer_job **jobs;
 	size_t n;
 	uint64_t apply_ns;      /* of the commit: the rest is write and sync */
+	uint64_t apply_cpu_ns;  /* this thread's CPU in apply_ns */
 };
 
 static int apply_group_jobs(struct store_txn *t, struct group *g);
+static uint64_t thread_cpu_ns(void);
 
 static int apply_group(struct store_txn *t, void *ud)
 {
 	struct group *g = ud;
-	uint64_t t0 = sh_mono_ns();
+	uint64_t t0 = sh_mono_ns(), cpu0 = thread_cpu_ns();
 	int r = apply_group_jobs(t, g);
 	g->apply_ns += sh_mono_ns() - t0;
+	g->apply_cpu_ns += thread_cpu_ns() - cpu0;
 	return r;
 }
 
@@ -222,7 +225,7 @@ static void writer_main(void *arg)
 		uint64_t now = sh_now_ms(), t0 = sh_mono_ns(), cpu0 = thread_cpu_ns();
 		for (size_t i = 0; i < n; i++)
 			batch[i]->now_ms = now;
-		struct group g = {batch, n, 0};
+		struct group g = {batch, n, 0, 0};
 		int r = store_write(w->store, apply_group, &g);
 		uint64_t dt = sh_mono_ns() - t0, cpu = thread_cpu_ns() - cpu0;
 		for (size_t i = 0; i < n; i++) {
@@ -234,6 +237,7 @@ static void writer_main(void *arg)
 		pthread_mutex_lock(&w->lock);
 		record_latency(w, dt, n);
 		w->stats.apply_sum_s += (double)g.apply_ns / 1e9;
+		w->stats.apply_cpu_s += (double)g.apply_cpu_ns / 1e9;
 		w->stats.commit_cpu_s += (double)cpu / 1e9;
 		for (size_t i = 0; i < n; i++) {
 			batch[i]->next = NULL;

@@ -62,8 +62,12 @@ struct writer_stats {
 	 * 200, 500, 1000 ms, +Inf */
 	uint64_t latency_buckets[11];
 	double latency_sum_s;
-	double apply_sum_s;         /* of that, applying the jobs (CPU); the rest
-				       is writing the pages and syncing them */
+	double apply_sum_s;         /* of that, applying the jobs (wall time:
+				       the rest is writing the pages and
+				       syncing them) */
+	double apply_cpu_s;         /* the writer thread's CPU time applying
+				       them: apply_sum_s less the time it
+				       waited for a core or a page */
 	uint64_t group_sum;
 	double commit_cpu_s;        /* the writer thread's CPU time in commits
 				       (user + system: applying, writing the

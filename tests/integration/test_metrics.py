@@ -63,6 +63,7 @@ def test_a_real_scrape_passes_promtool():
         used = float(re.search(r"^shahidi_map_used_bytes (\S+)$", text, re.M).group(1))
         assert 0 < used <= size
         assert types["shahidi_commit_apply_seconds_total"] == "counter"
+        assert types["shahidi_commit_apply_cpu_seconds_total"] == "counter"
         assert types["shahidi_batches_replayed_total"] == "counter"
         assert re.search(r"^shahidi_changes_total\{outcome=\"applied\"\} 15$", text, re.M)
         # build and process

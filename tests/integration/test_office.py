@@ -357,6 +357,12 @@ def test_devices_over_http_and_metrics():
         apply = float(re.search(r"^shahidi_commit_apply_seconds_total (\S+)$", text,
                                 re.M).group(1))
         assert 0 < apply < commit, text
+        # the writer's CPU: applying is part of its CPU in commits, and no
+        # more than the wall time applying took
+        apply_cpu = float(re.search(r"^shahidi_commit_apply_cpu_seconds_total (\S+)$", text,
+                                    re.M).group(1))
+        cpu = float(re.search(r"^shahidi_commit_cpu_seconds_total (\S+)$", text, re.M).group(1))
+        assert 0 < apply_cpu <= cpu and apply_cpu <= apply + 0.001, text
         _, out, _ = cli("audit", "--data", s.data)
         assert '"action":"enrol"' in out and '"action":"revoke"' in out
 
