@@ -17,6 +17,7 @@
  * Prints a table, or JSON with --json.
  */
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <lmdb.h>
@@ -46,6 +47,7 @@ struct opts {
 	unsigned devices;
 	const char *dir;
 	bool json;
+	bool keep; /* --keep: the directory (and the store in it) stays */
 	/* --mix: loadgen's workload (the changes of the half-rate run) on form
 	 * version 1; --groups: the same on version 3, with its repeat-group
 	 * changes in 1/1000 of changes */
@@ -74,11 +76,17 @@ static uint64_t written_bytes(void)
 	return n;
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Removes d and what it holds (nothing outside it: symlinks are removed,
+ * not followed). */
 static int rm_dir(const char *d)
 {
-	char cmd[4400];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-	return system(cmd);
+	return nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT ? -1 : 0;
 }
 
 /* Phone batches: deflated PushBatch bodies, as they arrive. */
@@ -252,6 +260,17 @@ static int apply_fn(struct store_txn *t, void *ud)
 	return 0;
 }
 
+/* Removes the store this run filled, and DIR when this run made it and
+ * nothing else is in it; --keep leaves both. */
+static void done_with(const struct opts *o, const char *store_dir, bool made)
+{
+	if (o->keep)
+		return;
+	rm_dir(store_dir);
+	if (made)
+		rmdir(o->dir);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -259,7 +278,7 @@ int main(int argc, char **argv)
 		{"group", required_argument, 0, 'g'},	{"devices", required_argument, 0, 'd'},
 		{"dir", required_argument, 0, 'D'},	{"json", no_argument, 0, 'j'},
 		{"groups", required_argument, 0, 'G'},	{"mix", no_argument, 0, 'm'},
-		{"help", no_argument, 0, 'h'},
+		{"keep", no_argument, 0, 'k'},	{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	struct opts o = {.reports = 100000, .batch = 100, .group = 16, .devices = 64, .dir = NULL};
@@ -272,6 +291,7 @@ int main(int argc, char **argv)
 		case 'd': o.devices = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'D': o.dir = optarg; break;
 		case 'j': o.json = true; break;
+		case 'k': o.keep = true; break;
 		case 'G': {
 			double g[3];
 			if (sscanf(optarg, "%lf,%lf,%lf", &g[0], &g[1], &g[2]) != 3 || g[0] < 0 ||
@@ -290,7 +310,8 @@ int main(int argc, char **argv)
 		case 'm': o.mix = true; break;
 		case 'h':
 			printf("Usage: shahidi-bench [--reports N] [--batch B] [--group G] [--devices D]\n"
-			       "                     [--mix | --groups E,A,R] [--dir DIR] [--json]\n\n"
+			       "                     [--mix | --groups E,A,R] [--dir DIR] [--keep]\n"
+			       "                     [--json]\n\n"
 			       "In-process figures (no HTTP), durable commits, in a scratch directory\n"
 			       "(default: a new one under $TMPDIR): raw LMDB appends, decoding, the\n"
 			       "store (decode + merge + store in group commits of G batches), its ratio\n"
@@ -303,7 +324,10 @@ int main(int argc, char **argv)
 			       "instances, A%% perpetrators added to shared records, R%% removals),\n"
 			       "decoded and stored; no raw LMDB, export or pull figures.\n"
 			       "--mix: the same on version 1 without repeat groups: the changes of\n"
-			       "tools/bench's 64 x 100 runs.\n");
+			       "tools/bench's 64 x 100 runs.\n"
+			       "--dir DIR: work in DIR (made if missing) instead: the store goes in\n"
+			       "DIR/store, removed at the end with DIR if this run made it;\n"
+			       "--keep leaves them for inspection.\n");
 			return 0;
 		default:
 			return 2;
@@ -314,11 +338,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	char tmp[4096];
+	bool made = true; /* DIR is ours to remove (empty) at the end */
 	if (!o.dir) {
 		snprintf(tmp, sizeof(tmp), "%s/shahidi-bench-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 		if (!mkdtemp(tmp))
 			return 1;
 		o.dir = tmp;
+	} else if (mkdir(o.dir, 0700) < 0) {
+		made = false;
+		if (errno != EEXIST) {
+			fprintf(stderr, "shahidi-bench: cannot make %s: %s\n", o.dir,
+				strerror(errno));
+			return 1;
+		}
 	}
 	char err[512], sdir[4200];
 	struct form_registry *reg;
@@ -469,7 +501,7 @@ int main(int argc, char **argv)
 		free(corp.run->dev);
 		free(corp.run);
 		free(devs);
-		rm_dir(o.dir);
+		done_with(&o, sdir, made);
 		return 0;
 	}
 	double raw_rate = bench_raw_lmdb(&o, corp.raw_bytes / o.reports);
@@ -574,6 +606,6 @@ int main(int argc, char **argv)
 		buf_free(&corp.bodies[i]);
 	free(corp.bodies);
 	free(devs);
-	rm_dir(o.dir);
+	done_with(&o, sdir, made);
 	return 0;
 }
