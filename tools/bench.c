@@ -325,9 +325,10 @@ int main(int argc, char **argv)
 			       "decoded and stored; no raw LMDB, export or pull figures.\n"
 			       "--mix: the same on version 1 without repeat groups: the changes of\n"
 			       "tools/bench's 64 x 100 runs.\n"
-			       "--dir DIR: work in DIR (made if missing) instead: the store goes in\n"
-			       "DIR/store, removed at the end with DIR if this run made it;\n"
-			       "--keep leaves them for inspection.\n");
+			       "--dir DIR: work in DIR (made if missing) instead: the stores go in\n"
+			       "DIR/raw and DIR/store (either removed first if there), and are\n"
+			       "removed at the end, with DIR if this run made it; --keep leaves\n"
+			       "DIR/store for inspection.\n");
 			return 0;
 		default:
 			return 2;
