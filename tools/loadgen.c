@@ -17,6 +17,8 @@
 
 #include "arena.h"
 #include "auth.h"
+#include "buf.h"
+#include "client.h"
 #include "common.h"
 #include "form.h"
 #include "loadgen.h"
@@ -76,6 +78,12 @@ static void usage(FILE *out)
 		"                        and the server deduplicates (default 8)\n"
 		"  --level N             deflate level of the batches, 1-9 (default 6)\n"
 		"  --help, --version\n\n"
+		"Environment: SHAHIDI_METRICS_TOKEN, a token of the metrics role: the\n"
+		"server's writer counters (/metrics) are read when the push starts and\n"
+		"when it ends, and what the push alone cost the writer is reported\n"
+		"(commits, batches a commit, its time and CPU in them), without the\n"
+		"pulls after it. Not an option: tokens on a command line are visible\n"
+		"to every user of the machine.\n\n"
 		"Exit status: 0 done; 1 the store lost or duplicated data (VERIFY FAILED),\n"
 		"nothing was acknowledged, or the run could not be set up; 2 bad usage.\n");
 }
@@ -167,6 +175,43 @@ int lg_steal_s(double *ret_s)
 		return -EPROTO;
 	*ret_s = (double)steal / (double)sysconf(_SC_CLK_TCK);
 	return 0;
+}
+
+int lg_writer_counters(const char *server, const char *token, double out[LG_WRITER_N])
+{
+	static const char *const names[LG_WRITER_N] = {
+		[LG_COMMITS] = "shahidi_commit_seconds_count",
+		[LG_COMMIT_S] = "shahidi_commit_seconds_sum",
+		[LG_JOBS] = "shahidi_group_commit_jobs_sum",
+		[LG_COMMIT_CPU_S] = "shahidi_commit_cpu_seconds_total",
+		[LG_APPLY_CPU_S] = "shahidi_commit_apply_cpu_seconds_total",
+		[LG_WINDOW_HOLDS] = "shahidi_commit_window_holds_total",
+	};
+	char hdr[256];
+	struct client_response resp;
+	if (snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s\r\n", token) >= (int)sizeof(hdr))
+		return -EINVAL;
+	int r = client_request(server, "GET", "/metrics", hdr, NULL, 0, 5000, &resp);
+	if (r < 0)
+		return r;
+	unsigned found = 0;
+	if (resp.status == 200 && buf_append(&resp.body, "", 1) == 0) {
+		for (char *line = (char *)resp.body.data; line && *line;) {
+			char *end = strchr(line, '\n');
+			if (end)
+				*end = 0;
+			for (unsigned i = 0; i < LG_WRITER_N; i++) {
+				size_t n = strlen(names[i]);
+				if (!strncmp(line, names[i], n) && line[n] == ' ') {
+					out[i] = strtod(line + n + 1, NULL);
+					found |= 1u << i;
+				}
+			}
+			line = end ? end + 1 : NULL;
+		}
+	}
+	client_response_free(&resp);
+	return found == (1u << LG_WRITER_N) - 1 ? 0 : -EPROTO;
 }
 
 /* ---- options ---- */
@@ -728,6 +773,16 @@ static void print_json(struct lg_run *run, const struct summary *s)
 		if (st->server_cpu_s >= 0)
 			setf(x, "push_cpu_s", st->server_cpu_s);
 	}
+	if (st->writer_known) {
+		const double *a = st->writer0, *b = st->writer1;
+		x = sub(j, "writer");
+		setf(x, "commits", b[LG_COMMITS] - a[LG_COMMITS]);
+		setf(x, "jobs", b[LG_JOBS] - a[LG_JOBS]);
+		setf(x, "commit_s", b[LG_COMMIT_S] - a[LG_COMMIT_S]);
+		setf(x, "commit_cpu_s", b[LG_COMMIT_CPU_S] - a[LG_COMMIT_CPU_S]);
+		setf(x, "apply_cpu_s", b[LG_APPLY_CPU_S] - a[LG_APPLY_CPU_S]);
+		setf(x, "window_holds", b[LG_WINDOW_HOLDS] - a[LG_WINDOW_HOLDS]);
+	}
 	setf(sub(j, "loadgen"), "push_cpu_s", st->self_cpu_s);
 	/* A virtual machine's neighbours: when the hypervisor takes the CPUs
 	 * (steal time), latency and rates suffer through no fault of ours;
@@ -816,6 +871,17 @@ static void print_table(struct lg_run *run, const struct summary *s)
 			       st->server_cpu_s, 100 * st->server_cpu_s / s->push_s);
 		printf("\n");
 	}
+	if (st->writer_known) {
+		const double *a = st->writer0, *b = st->writer1;
+		double commits = b[LG_COMMITS] - a[LG_COMMITS];
+		printf("writer       %.0f commits during the push, %.1f batches each, %.2f s in "
+		       "commits (%.2f s of CPU, %.2f applying)\n",
+		       commits, commits > 0 ? (b[LG_JOBS] - a[LG_JOBS]) / commits : 0,
+		       b[LG_COMMIT_S] - a[LG_COMMIT_S], b[LG_COMMIT_CPU_S] - a[LG_COMMIT_CPU_S],
+		       b[LG_APPLY_CPU_S] - a[LG_APPLY_CPU_S]);
+	} else if (o->metrics_token) {
+		printf("writer       counters unreadable (SHAHIDI_METRICS_TOKEN set)\n");
+	}
 	printf("loadgen      CPU %.2f s during the push\n", st->self_cpu_s);
 	if (st->steal_s >= 0)
 		printf("machine      steal %.2f s during the push (taken by the hypervisor, all cores)\n",
@@ -847,6 +913,9 @@ int main(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	rc = EXIT_FAIL;
+	run.o.metrics_token = getenv("SHAHIDI_METRICS_TOKEN");
+	if (run.o.metrics_token && !*run.o.metrics_token)
+		run.o.metrics_token = NULL;
 	signal(SIGPIPE, SIG_IGN);
 	if ((r = parse_server(&run, run.o.server)) < 0) {
 		fprintf(stderr, "shahidi-loadgen: --server %s: %s\n", run.o.server,

@@ -162,6 +162,21 @@ struct lg_opts {
 	bool groups;
 	unsigned pct_gedit, pct_gadd, pct_gremove;
 	int level;                /* deflate level */
+	const char *metrics_token; /* $SHAHIDI_METRICS_TOKEN (a metrics role's
+				      token, kept off the command line), or
+				      NULL: the writer's counters are read at
+				      the push's start and end */
+};
+
+/* The writer's counters read from /metrics (lg_writer_counters). */
+enum {
+	LG_COMMITS,       /* shahidi_commit_seconds_count */
+	LG_COMMIT_S,      /* shahidi_commit_seconds_sum */
+	LG_JOBS,          /* shahidi_group_commit_jobs_sum */
+	LG_COMMIT_CPU_S,  /* shahidi_commit_cpu_seconds_total */
+	LG_APPLY_CPU_S,   /* shahidi_commit_apply_cpu_seconds_total */
+	LG_WINDOW_HOLDS,  /* shahidi_commit_window_holds_total */
+	LG_WRITER_N
 };
 
 struct lg_stats {
@@ -186,6 +201,10 @@ struct lg_stats {
 					     hypervisor during the push, all
 					     cores; < 0 = unknown */
 	bool rss_known;
+	/* The server's writer counters (/metrics) at the push's start and
+	 * end: what the push alone cost it, without the pulls after it. */
+	double writer0[LG_WRITER_N], writer1[LG_WRITER_N];
+	bool writer_known;
 };
 
 struct lg_verify {
@@ -252,5 +271,9 @@ int lg_proc_cpu_s(int pid, double *ret_s);
  * were ready to run and the hypervisor ran something else), in seconds
  * summed over cores. 0 or a negative errno. */
 int lg_steal_s(double *ret_s);
+/* The writer's counters from server's /metrics, read with a metrics
+ * token, into out (indexed by LG_COMMITS...). 0 or a negative errno
+ * (-EPROTO: an answer without them). Blocking, at most 5 s. */
+int lg_writer_counters(const char *server, const char *token, double out[LG_WRITER_N]);
 
 #endif

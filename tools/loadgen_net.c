@@ -426,6 +426,13 @@ static void send_current(struct lg_conn *c)
 			if (net->run->o.server_pid > 0 &&
 			    lg_proc_cpu_s(net->run->o.server_pid, &net->cpu0) < 0)
 				net->cpu0 = -1;
+			/* before the first push goes out: a blocking read of
+			 * a few ms, on no one's clock but this batch's */
+			struct lg_run *run = net->run;
+			run->st.writer_known =
+				run->o.metrics_token &&
+				lg_writer_counters(run->o.server, run->o.metrics_token,
+						   run->st.writer0) == 0;
 		}
 	} else {
 		net->run->st.pull_requests++;
@@ -484,6 +491,11 @@ static void push_finished(struct lg_conn *c)
 		if (net->cpu0 >= 0 && lg_proc_cpu_s(net->run->o.server_pid, &cpu1) == 0)
 			st->server_cpu_s = cpu1 - net->cpu0;
 	}
+	/* Every push is answered, so every commit holding one is over; the
+	 * pulls, whose notes the writer commits too, have not begun. */
+	if (st->writer_known)
+		st->writer_known = lg_writer_counters(net->run->o.server, net->run->o.metrics_token,
+						      st->writer1) == 0;
 	/* Everyone has pushed: now the pulls, on the same connections. */
 	st->pull_start_ns = sh_mono_ns();
 	for (unsigned i = 0; i < net->run->n_dev; i++) {

@@ -14,9 +14,9 @@ from harness import BUILD, Device, Server, cli, request, run_tests, store_state
 LOADGEN = os.path.join(BUILD, "tools", "shahidi-loadgen")
 
 
-def loadgen(*args, timeout=120):
+def loadgen(*args, timeout=120, env=None):
     p = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
     return p.returncode, p.stdout, p.stderr
 
@@ -212,12 +212,59 @@ def test_server_gone_is_an_error():
         assert "acknowledged no change" in err, err
 
 
+def writer_metrics(port, token):
+    _, _, m = request(port, "GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+    m = m.decode()
+    def get(name):
+        return float(re.search(rf"^{name} (\S+)$", m, re.M).group(1))
+    return get("shahidi_commit_seconds_count"), get("shahidi_group_commit_jobs_sum")
+
+
+def test_writer_counters_cover_the_push_alone():
+    """With a metrics token in SHAHIDI_METRICS_TOKEN, the load generator reads
+    the writer's counters when the push starts and ends: the push's commits
+    hold every pushed batch, and the pulls' commits after it are left out
+    (the counters at the end of the run count them too). A token that
+    cannot read /metrics leaves the figures out and the run goes on."""
+    with Server(quiet=True) as s:
+        # the metrics role, as tools/bench uses: it reads /metrics only
+        _, enrolled, _ = cli("device", "enroll", "--data", s.data, "--name", "bench-metrics",
+                             "--role", "metrics")
+        token = re.search(r"^token +(\S+)$", enrolled, re.M).group(1)
+        c0, j0 = writer_metrics(s.port, token)
+        env = dict(os.environ, SHAHIDI_METRICS_TOKEN=token)
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 4,
+                               "--changes", 200, "--batch", 50, "--json", env=env)
+        assert rc == 0, (rc, out, err)
+        c1, j1 = writer_metrics(s.port, token)
+        r = json.loads(out)
+        w = r["writer"]
+        assert r["push"]["batches_acked"] == 16, r["push"]
+        # every pushed batch was in a commit of the push, which did not count
+        # the pulls' commits after it
+        assert 16 <= w["jobs"] < j1 - j0, (w, j0, j1)
+        assert 1 <= w["commits"] < c1 - c0, (w, c0, c1)
+        assert 0 <= w["apply_cpu_s"] <= w["commit_cpu_s"] <= w["commit_s"] + 0.001, w
+        assert token not in out and token not in err
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 2,
+                               "--changes", 20, "--batch", 10)
+        assert rc == 0 and "writer " not in out, (rc, out, err)  # no token, no line
+        env["SHAHIDI_METRICS_TOKEN"] = "not-a-token"
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 2,
+                               "--changes", 20, "--batch", 10, env=env)
+        assert rc == 0 and "counters unreadable" in out, (rc, out, err)
+        rc, out, err = loadgen("--server", s.url, "--data", s.data, "--devices", 2,
+                               "--changes", 20, "--batch", 10, "--json", env=env)
+        assert rc == 0 and "writer" not in json.loads(out), out
+
+
 def test_usage():
     rc, out, _ = loadgen("--help")
     assert rc == 0
     for opt in ("--server", "--devices", "--batch", "--changes", "--seconds", "--seed",
                 "--data", "--tokens", "--json", "--server-pid", "--verify", "--no-verify"):
         assert opt in out, opt
+    assert "SHAHIDI_METRICS_TOKEN" in out
     assert loadgen("--devices", 0, "--data", "x")[0] == 2
     assert loadgen("--server", "https://example.org", "--data", "x")[0] == 2
     assert loadgen("--changes", 10)[0] == 2  # neither --data nor --tokens
