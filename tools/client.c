@@ -59,7 +59,8 @@ static int on_hvalue_done(llhttp_t *p)
 	struct parse *s = p->data;
 	char v[64];
 	size_t n = SH_MIN(s->hval.len, sizeof(v) - 1);
-	memcpy(v, s->hval.data, n);
+	if (n) /* a header not kept (or empty) leaves hval without storage */
+		memcpy(v, s->hval.data, n);
 	v[n] = 0;
 	if (s->which == 1)
 		snprintf(s->r->content_type, sizeof(s->r->content_type), "%s", v);
