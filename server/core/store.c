@@ -777,7 +777,11 @@ int store_commit(struct store_txn *t)
 		} else {
 			uint64_t id = (uint64_t)mdb_txn_id(t->txn);
 			s->committing++;
-			r = st_lmdb_err(mdb_txn_commit(t->txn));
+			/* A full map shows here too (LMDB takes pages for its
+			 * free list as it commits): noted, so that store_write
+			 * grows the map and tries again instead of answering
+			 * 507 below --max-map. */
+			r = st_write_err(t, mdb_txn_commit(t->txn));
 			s->committing--;
 			if (r == 0) {
 				/* A transaction that changed nothing leaves no commit
