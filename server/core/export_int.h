@@ -112,6 +112,8 @@ struct view {
 	const uint8_t *writers;   /* packed fixed64 */
 	size_t writers_len;
 	bool deleted;
+	bool base;                /* keeps its first change's registers in the log
+				     (recpack_view's base_log_seq) */
 	char county[4];
 };
 

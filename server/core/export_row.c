@@ -91,6 +91,8 @@ static int view_cell(struct renderer *rd, struct view *v, uint32_t field, const 
 struct view_walk {
 	struct renderer *rd;
 	struct view *v;
+	const uint8_t *rec; /* an edited record's bytes, whose registers win */
+	size_t rec_len;
 };
 
 static bool view_want(void *arg, uint32_t field)
@@ -113,13 +115,18 @@ static int view_write(void *arg, uint32_t field, const uint8_t *inst, const uint
 		      size_t vlen)
 {
 	struct view_walk *w = arg;
+	if (w->rec && recpack_holds(w->rec, w->rec_len, field, inst))
+		return 0; /* edited since: the record's register says */
 	return view_cell(w->rd, w->v, field, inst, val, vlen);
 }
 
-/* A pointer record's fields: the writes of the one change that made it. */
-static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v)
+/* A pointer record's fields: the writes of the one change that made it;
+ * an edited record's (base, its bytes rec[0..rec_len)) those of its first
+ * change that it holds no register of. */
+static int view_change(struct renderer *rd, const uint8_t *p, size_t n, struct view *v,
+		       bool base, const uint8_t *rec, size_t rec_len)
 {
-	struct view_walk w = {rd, v};
+	struct view_walk w = {rd, v, base ? rec : NULL, rec_len};
 	return wire_each_write(p, n, view_write, &w);
 }
 
@@ -127,7 +134,7 @@ static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct vi
 {
 	static const struct recpack_view_ops ops = {view_want, view_value};
 	const struct exporter *x = rd->x;
-	struct view_walk w = {rd, v};
+	struct view_walk w = {rd, v, NULL, 0};
 	struct recpack_view rv;
 	memset(v, 0, sizeof(*v));
 	memset(rd->cell, 0, x->n_cols * sizeof(*rd->cell));
@@ -143,6 +150,7 @@ static int view_parse(struct renderer *rd, const uint8_t *p, size_t n, struct vi
 	v->conflicts = rv.conflicts;
 	v->first_ms = rv.first_received_ms;
 	v->last_ms = rv.last_changed_ms;
+	v->base = rv.base_log_seq != 0;
 	return r;
 }
 
@@ -531,7 +539,8 @@ int export__render_range(struct renderer *rd, const struct stored *recs, size_t 
 		struct view v;
 		if ((r = view_parse(rd, sr->data, sr->len, &v)) < 0)
 			return r;
-		if (sr->change && (r = view_change(rd, sr->change, sr->change_len, &v)) < 0)
+		if (sr->change && (r = view_change(rd, sr->change, sr->change_len, &v, v.base,
+						   sr->data, sr->len)) < 0)
 			return r;
 		if (!wanted(x, &v))
 			continue;

@@ -47,6 +47,9 @@ enum record_field {
 	RECORD_HEAD_LOG_SEQ = 16,
 	RECORD_BASE_SEQ = 17,
 	RECORD_ERASED_MS = 18,
+	RECORD_BASE_LOG_SEQ = 19,
+	RECORD_BASE_ORIGIN = 20,
+	RECORD_BASE_CHANGE_ID = 21,
 };
 
 /* shahidi.store.v1.Register: one field's (or one instance field's) values. */

@@ -42,77 +42,144 @@ static bool key_after(const struct write_key *x, const struct write_key *y)
 	return x->field > y->field;
 }
 
+/* The registers the change in log entry log_seq makes of nothing: one per
+ * write, one entry each (encode_new_record's record), sorted by (instance,
+ * field) as registers are kept; its origin and change id. The change is
+ * copied: its bytes in the map may move when this transaction writes. 0;
+ * 1 with none when the change was erased; or an error. */
+static int base_registers(struct store_txn *t, struct arena *a, uint64_t log_seq,
+			  merge_reg_t ***ret, size_t *ret_n, uint64_t *ret_origin,
+			  uint64_t *ret_change_id)
+{
+	const uint8_t *chg;
+	size_t len;
+	uint64_t pusher;
+	struct wire_change c;
+	int r = store_log_change(t, a, log_seq, &chg, &len, &pusher);
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r;
+	if (!len) { /* erased (erase.c): nothing of it is left */
+		*ret = NULL;
+		*ret_n = 0;
+		*ret_origin = *ret_change_id = 0;
+		return 1;
+	}
+	uint8_t *copy = arena_memdup(a, chg, len);
+	if (!copy)
+		return -ENOMEM;
+	if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &c)) < 0)
+		return r == -ENOMEM ? r : -EIO;
+	if (c.has_deletion)
+		return -EIO; /* never in a record's first change */
+	uint64_t origin = c.origin ? c.origin : pusher;
+	size_t n = c.n_fields;
+	uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
+	struct write_key *keys = arena_alloc(a, (n + 1) * sizeof(*keys));
+	merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
+	merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
+	merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
+	merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
+	if (!order || !keys || !regs || !rp || !es || !ep)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		size_t m = i; /* by (instance, field), as registers are kept */
+		keys[i] = write_key(&c.fields[i]);
+		while (m > 0 && key_after(&keys[order[m - 1]], &keys[i])) {
+			order[m] = order[m - 1];
+			m--;
+		}
+		order[m] = (uint16_t)i;
+	}
+	static const merge_reg_t reg_init = SHAHIDI__STORE__V1__REGISTER__INIT;
+	static const merge_entry_t entry_init = SHAHIDI__STORE__V1__ENTRY__INIT;
+	for (size_t i = 0; i < n; i++) {
+		const struct wire_write *w = &c.fields[order[i]];
+		es[i] = entry_init;
+		es[i].device = origin;
+		es[i].hlc = w->hlc ? w->hlc : c.hlc; /* as prepare_change */
+		es[i].seq = c.change_id;
+		es[i].value.data = (uint8_t *)w->value;
+		es[i].value.len = w->value_len;
+		ep[i] = &es[i];
+		regs[i] = reg_init;
+		regs[i].field = w->field;
+		if (w->instance_len == 16) {
+			regs[i].instance.data = (uint8_t *)w->instance;
+			regs[i].instance.len = 16;
+		}
+		regs[i].n_entries = 1;
+		regs[i].entries = &ep[i];
+		rp[i] = &regs[i];
+	}
+	*ret = rp;
+	*ret_n = n;
+	*ret_origin = origin;
+	*ret_change_id = c.change_id;
+	return 0;
+}
+
+/* merge.c's order of registers: the record's own first, then instances by
+ * id, then by field. */
+static int reg_order(const merge_reg_t *x, const merge_reg_t *y)
+{
+	if (x->instance.len != y->instance.len)
+		return x->instance.len ? 1 : -1;
+	int c = x->instance.len ? memcmp(x->instance.data, y->instance.data, x->instance.len) : 0;
+	if (c)
+		return c;
+	return x->field < y->field ? -1 : x->field > y->field;
+}
+
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
- * rebuilt from the change it points to, then looks like any other. */
+ * rebuilt from the change it points to, an edited one that keeps its first
+ * change's registers in the log (Record.base_log_seq) has them put back
+ * under its own; then either looks like any other. */
 static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 			 merge_rec_t **ret)
 {
 	merge_rec_t *rec = recpack_unpack(a, v->mv_data, v->mv_size);
 	if (!rec)
 		return -EIO; /* our own bytes do not decode: corruption */
+	merge_reg_t **base;
+	size_t n;
+	uint64_t origin, change_id;
+	int r;
 	if (rec->log_seq) {
-		/* One register per write, one entry each: what merging the
-		 * change into nothing gives (encode_new_record's record). The
-		 * change is copied: its bytes in the map may move when this
-		 * transaction writes. */
-		const uint8_t *chg;
-		size_t len;
-		uint64_t pusher;
-		struct wire_change c;
-		int r = store_log_change(t, a, rec->log_seq, &chg, &len, &pusher);
-		if (r < 0)
-			return r == -ENOENT ? -EIO : r;
-		uint8_t *copy = arena_memdup(a, chg, len);
-		if (!copy)
-			return -ENOMEM;
-		if ((r = wire_read_change(a, a, SIZE_MAX, SIZE_MAX, copy, len, &c)) < 0)
-			return r == -ENOMEM ? r : -EIO;
-		if (c.has_deletion)
-			return -EIO; /* never in a pointer record's change */
-		uint64_t origin = c.origin ? c.origin : pusher;
-		size_t n = c.n_fields;
-		uint16_t *order = arena_alloc(a, (n + 1) * sizeof(*order));
-		struct write_key *keys = arena_alloc(a, (n + 1) * sizeof(*keys));
-		merge_reg_t *regs = arena_alloc(a, (n + 1) * sizeof(*regs));
-		merge_reg_t **rp = arena_alloc(a, (n + 1) * sizeof(*rp));
-		merge_entry_t *es = arena_alloc(a, (n + 1) * sizeof(*es));
-		merge_entry_t **ep = arena_alloc(a, (n + 1) * sizeof(*ep));
-		if (!order || !keys || !regs || !rp || !es || !ep)
-			return -ENOMEM;
-		for (size_t i = 0; i < n; i++) {
-			size_t m = i; /* by (instance, field), as registers are kept */
-			keys[i] = write_key(&c.fields[i]);
-			while (m > 0 && key_after(&keys[order[m - 1]], &keys[i])) {
-				order[m] = order[m - 1];
-				m--;
-			}
-			order[m] = (uint16_t)i;
-		}
-		static const merge_reg_t reg_init = SHAHIDI__STORE__V1__REGISTER__INIT;
-		static const merge_entry_t entry_init = SHAHIDI__STORE__V1__ENTRY__INIT;
-		for (size_t i = 0; i < n; i++) {
-			const struct wire_write *w = &c.fields[order[i]];
-			es[i] = entry_init;
-			es[i].device = origin;
-			es[i].hlc = w->hlc ? w->hlc : c.hlc; /* as prepare_change */
-			es[i].seq = c.change_id;
-			es[i].value.data = (uint8_t *)w->value;
-			es[i].value.len = w->value_len;
-			ep[i] = &es[i];
-			regs[i] = reg_init;
-			regs[i].field = w->field;
-			if (w->instance_len == 16) {
-				regs[i].instance.data = (uint8_t *)w->instance;
-				regs[i].instance.len = 16;
-			}
-			regs[i].n_entries = 1;
-			regs[i].entries = &ep[i];
-			rp[i] = &regs[i];
-		}
-		rec->registers = rp;
+		if ((r = base_registers(t, a, rec->log_seq, &base, &n, &origin, &change_id)) < 0)
+			return r;
+		rec->registers = base;
 		rec->n_registers = n;
 		rec->head_log_seq = rec->log_seq; /* its only change */
-		rec->log_seq = 0;                 /* written back in full */
+		/* written back as an edit of that change: st_put_record */
+		rec->base_log_seq = rec->log_seq;
+		rec->base_origin = origin;
+		rec->base_change_id = change_id;
+		rec->log_seq = 0;
+	} else if (rec->base_log_seq) {
+		if ((r = base_registers(t, a, rec->base_log_seq, &base, &n, &origin, &change_id)) < 0)
+			return r;
+		if (r == 0 && (origin != rec->base_origin || change_id != rec->base_change_id))
+			return -EIO; /* it names another change than its own first */
+		/* both sorted: the stored register wins over the rebuilt one */
+		size_t m = rec->n_registers, i = 0, j = 0, k = 0;
+		merge_reg_t **all = arena_alloc(a, (n + m + 1) * sizeof(*all));
+		if (!all)
+			return -ENOMEM;
+		while (i < n || j < m) {
+			int c = i == n ? 1 : j == m ? -1 : reg_order(base[i], rec->registers[j]);
+			if (c < 0) {
+				all[k++] = base[i++];
+			} else {
+				all[k++] = rec->registers[j++];
+				i += c == 0;
+			}
+		}
+		/* expanded apart: the rebuilt entries carry their stamps */
+		merge_rec_expand(rec);
+		rec->registers = all;
+		rec->n_registers = k;
+		*ret = rec;
+		return 0;
 	}
 	merge_rec_expand(rec);
 	*ret = rec;
@@ -319,11 +386,58 @@ bool st_rc_wanted(struct store_txn *t, uint64_t seq)
 	return false;
 }
 
-/* Packs rec straight into LMDB's page, in its stored form (entries'
- * stamps against the record's base: merge_rec_compact), each register
- * sized once (in the transaction's t->pack_sizes). */
+/* Whether g is still what the record's first change made of it
+ * (base_registers): that write's one entry, nothing since. Such a register
+ * is not stored: it is rebuilt from the change. */
+static bool from_base(const merge_rec_t *rec, const merge_reg_t *g)
+{
+	if (g->n_entries != 1 || g->n_tombstones)
+		return false;
+	const merge_entry_t *e = g->entries[0];
+	return e->device == rec->base_origin && e->seq == rec->base_change_id && !e->dead &&
+	       !e->pending && !e->orig_hlc && !e->n_seen;
+}
+
+static int pack_put(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec, unsigned flags);
+
+/* Packs rec straight into LMDB's page, in its stored form: an edited
+ * record whose first change is in the log (base_log_seq) without the
+ * registers that change still holds as it made them (Record.base_log_seq);
+ * any other in full. */
 static int put_compact(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec,
 		       unsigned flags)
+{
+	if (!rec->base_log_seq || rec->erased_ms) {
+		rec->base_log_seq = rec->base_origin = rec->base_change_id = 0;
+		return pack_put(t, k, rec, flags);
+	}
+	/* the registers to store, for the time of the packing */
+	if (rec->n_registers > t->cap_own_regs) {
+		size_t cap = rec->n_registers < 64 ? 64 : 2 * rec->n_registers;
+		merge_reg_t **more = realloc(t->own_regs, cap * sizeof(*more));
+		if (!more)
+			return -ENOMEM;
+		t->own_regs = more;
+		t->cap_own_regs = cap;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < rec->n_registers; i++)
+		if (!from_base(rec, rec->registers[i]))
+			t->own_regs[n++] = rec->registers[i];
+	merge_reg_t **all = rec->registers;
+	size_t n_all = rec->n_registers;
+	rec->registers = t->own_regs;
+	rec->n_registers = n;
+	int r = pack_put(t, k, rec, flags);
+	rec->registers = all;
+	rec->n_registers = n_all;
+	return r;
+}
+
+/* rec's bytes, in its stored form (entries' stamps against the record's
+ * base: merge_rec_compact), straight into LMDB's page, each register
+ * sized once (in the transaction's t->pack_sizes). */
+static int pack_put(struct store_txn *t, const uint8_t k[8], merge_rec_t *rec, unsigned flags)
 {
 	size_t need = recpack_sizes_len(rec);
 	if (need > t->cap_pack_sizes) {

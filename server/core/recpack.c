@@ -45,19 +45,22 @@ static const uint8_t reg_wt[REGISTER_INSTANCE + 1] = {
 	 BIT(REGISTER_INSTANCE))
 static const uint8_t stamp_wt[STAMP_DEVICE + 1] = {[STAMP_HLC] = 1, [STAMP_DEVICE] = 1};
 #define STAMP_KNOWN (BIT(STAMP_HLC) | BIT(STAMP_DEVICE))
-/* Record: fields 1 to RECORD_ERASED_MS, every one known; length-delimited
+/* Record: fields 1 to RECORD_BASE_CHANGE_ID, every one known; length-delimited
  * the id, form, registers and the two packed arrays, fixed64 the base
  * stamp, varints the rest. */
-static const uint8_t rec_wt[RECORD_ERASED_MS + 1] = {
+static const uint8_t rec_wt[RECORD_BASE_CHANGE_ID + 1] = {
 	[RECORD_RECORD_ID] = 2,	      [RECORD_FORM_ID] = 2,	    [RECORD_FORM_VERSION] = 0,
 	[RECORD_BASE_DEVICE] = 1,     [RECORD_BASE_HLC] = 1,	    [RECORD_REGISTERS] = 2,
 	[RECORD_WRITERS] = 2,	      [RECORD_ASSIGNED] = 2,	    [RECORD_CONFLICTS] = 0,
 	[RECORD_DELETE_CONFLICT] = 0, [RECORD_FIRST_RECEIVED_MS] = 0, [RECORD_LAST_CHANGED_MS] = 0,
 	[RECORD_CHANGES] = 0,	      [RECORD_SEQ] = 0,		    [RECORD_LOG_SEQ] = 0,
-	[RECORD_HEAD_LOG_SEQ] = 0,    [RECORD_BASE_SEQ] = 0,	    [RECORD_ERASED_MS] = 0};
-#define REC_KNOWN ((BIT(RECORD_ERASED_MS + 1) - 1) & ~1u) /* 1 to RECORD_ERASED_MS */
-_Static_assert(RECORD_ERASED_MS == RECORD_FIRST_RECEIVED_MS + 7 && RECORD_ERASED_MS < 32,
-	       "the receipt metadata's eight fields follow one another (recpack_pack's tail)");
+	[RECORD_HEAD_LOG_SEQ] = 0,    [RECORD_BASE_SEQ] = 0,	    [RECORD_ERASED_MS] = 0,
+	[RECORD_BASE_LOG_SEQ] = 0,    [RECORD_BASE_ORIGIN] = 0,	    [RECORD_BASE_CHANGE_ID] = 0};
+#define REC_KNOWN ((BIT(RECORD_BASE_CHANGE_ID + 1) - 1) & ~1u) /* 1 to RECORD_BASE_CHANGE_ID */
+#define REC_TAIL 11 /* RECORD_FIRST_RECEIVED_MS to RECORD_BASE_CHANGE_ID: varints */
+_Static_assert(RECORD_BASE_CHANGE_ID == RECORD_FIRST_RECEIVED_MS + REC_TAIL - 1 &&
+		       RECORD_BASE_CHANGE_ID < 32,
+	       "the receipt metadata and the base change follow one another (recpack_pack's tail)");
 
 typedef Shahidi__Store__V1__Stamp pb_stamp_t;
 
@@ -253,7 +256,7 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 	int r;
 	/* what is there, and how many of each array */
 	while ((r = codec_pb_next(p, n, &pos, &f)) > 0) {
-		if (f.number > RECORD_ERASED_MS || !(REC_KNOWN & BIT(f.number)) ||
+		if (f.number > RECORD_BASE_CHANGE_ID || !(REC_KNOWN & BIT(f.number)) ||
 		    f.wire_type != rec_wt[f.number])
 			return 0;
 		if ((f.number == RECORD_WRITERS || f.number == RECORD_ASSIGNED) && f.len % 8)
@@ -315,6 +318,9 @@ static int unpack_record(struct arena *a, const uint8_t *p, size_t n, merge_rec_
 		case RECORD_HEAD_LOG_SEQ: rec->head_log_seq = f.varint; break;
 		case RECORD_BASE_SEQ: rec->base_seq = f.varint; break;
 		case RECORD_ERASED_MS: rec->erased_ms = f.varint; break;
+		case RECORD_BASE_LOG_SEQ: rec->base_log_seq = f.varint; break;
+		case RECORD_BASE_ORIGIN: rec->base_origin = f.varint; break;
+		case RECORD_BASE_CHANGE_ID: rec->base_change_id = f.varint; break;
 		default: break;
 		}
 	}
@@ -454,10 +460,11 @@ size_t recpack_size_keep(const merge_rec_t *rec, size_t *sizes)
 		n += 1 + codec_varint_len(rec->conflicts);
 	if (rec->delete_conflict)
 		n += 2;
-	const uint64_t tail[8] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq,
-				  rec->erased_ms};
-	for (uint32_t i = 0; i < 8; i++)
+	const uint64_t tail[REC_TAIL] = {rec->first_received_ms, rec->last_changed_ms,
+					 rec->changes, rec->seq, rec->log_seq, rec->head_log_seq,
+					 rec->base_seq, rec->erased_ms, rec->base_log_seq,
+					 rec->base_origin, rec->base_change_id};
+	for (uint32_t i = 0; i < REC_TAIL; i++)
 		if (tail[i])
 			n += codec_varint_len((uint64_t)(RECORD_FIRST_RECEIVED_MS + i) << 3) +
 			     codec_varint_len(tail[i]);
@@ -552,11 +559,12 @@ size_t recpack_pack_sized(const merge_rec_t *rec, const size_t *sizes, uint8_t *
 	if (rec->delete_conflict)
 		q += codec_put_uint(q, RECORD_DELETE_CONFLICT, 1);
 	/* the receipt metadata, in field order (RECORD_FIRST_RECEIVED_MS
-	 * to RECORD_ERASED_MS follow one another) */
-	const uint64_t tail[8] = {rec->first_received_ms, rec->last_changed_ms, rec->changes,
-				  rec->seq, rec->log_seq, rec->head_log_seq, rec->base_seq,
-				  rec->erased_ms};
-	for (uint32_t i = 0; i < 8; i++)
+	 * to RECORD_BASE_CHANGE_ID follow one another) */
+	const uint64_t tail[REC_TAIL] = {rec->first_received_ms, rec->last_changed_ms,
+					 rec->changes, rec->seq, rec->log_seq, rec->head_log_seq,
+					 rec->base_seq, rec->erased_ms, rec->base_log_seq,
+					 rec->base_origin, rec->base_change_id};
+	for (uint32_t i = 0; i < REC_TAIL; i++)
 		if (tail[i])
 			q += codec_put_uint(q, RECORD_FIRST_RECEIVED_MS + i, tail[i]);
 	return (size_t)(q - out);
@@ -667,6 +675,7 @@ int recpack_view(const uint8_t *p, size_t n, const struct recpack_view_ops *ops,
 		case RECORD_FIRST_RECEIVED_MS: v->first_received_ms = f.varint; break;
 		case RECORD_LAST_CHANGED_MS: v->last_changed_ms = f.varint; break;
 		case RECORD_LOG_SEQ: v->log_seq = f.varint; break;
+		case RECORD_BASE_LOG_SEQ: v->base_log_seq = f.varint; break;
 		default: break;
 		}
 	}
@@ -677,11 +686,31 @@ uint64_t recpack_pointer(const uint8_t *p, size_t n)
 {
 	struct pb_field f;
 	size_t pos = 0;
-	while (codec_pb_next(p, n, &pos, &f) > 0) {
-		if (f.number == RECORD_REGISTERS)
-			return 0;
-		if (f.number == RECORD_LOG_SEQ && f.wire_type == 0)
+	while (codec_pb_next(p, n, &pos, &f) > 0)
+		if ((f.number == RECORD_LOG_SEQ || f.number == RECORD_BASE_LOG_SEQ) &&
+		    f.wire_type == 0)
 			return f.varint;
-	}
 	return 0;
+}
+
+bool recpack_holds(const uint8_t *p, size_t n, uint32_t field, const uint8_t *instance)
+{
+	struct pb_field f, g;
+	size_t pos = 0;
+	while (codec_pb_next(p, n, &pos, &f) > 0) {
+		if (f.number != RECORD_REGISTERS || f.wire_type != 2)
+			continue;
+		uint32_t got = 0;
+		const uint8_t *inst = NULL;
+		size_t p2 = 0;
+		while (codec_pb_next(f.data, f.len, &p2, &g) > 0) {
+			if (g.number == REGISTER_FIELD && g.wire_type == 0)
+				got = (uint32_t)g.varint;
+			else if (g.number == REGISTER_INSTANCE && g.wire_type == 2 && g.len == 16)
+				inst = g.data;
+		}
+		if (got == field && !inst == !instance && (!inst || !memcmp(inst, instance, 16)))
+			return true;
+	}
+	return false;
 }

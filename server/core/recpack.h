@@ -55,6 +55,10 @@ struct recpack_view {
 	/* A pointer record: its values are the writes of this change in the
 	 * log (then no register follows). 0 for a full record. */
 	uint64_t log_seq;
+	/* An edited record that keeps its first change's registers in the
+	 * log: so are those of that change's writes it holds no register of
+	 * (recpack_holds()). 0 for others. */
+	uint64_t base_log_seq;
 };
 
 /* A register's current value. */
@@ -81,8 +85,16 @@ struct recpack_view_ops {
 int recpack_view(const uint8_t *p, size_t n, const struct recpack_view_ops *ops, void *arg,
 		 struct recpack_view *v);
 
-/* Record.log_seq of a pointer record; 0 for a full record (its registers
- * come first: only the fields before them are read). */
+/* The log entry whose change's writes are values of the record p[0..n)
+ * besides its registers: Record.log_seq of a pointer record (it has no
+ * registers), Record.base_log_seq of an edited record that keeps its first
+ * change's registers there (those it does not hold: recpack_holds()); 0
+ * for a record written in full. */
 uint64_t recpack_pointer(const uint8_t *p, size_t n);
+
+/* Whether the record p[0..n) holds a register of (instance, field)
+ * (instance NULL: the record's own field): then a write of the change
+ * recpack_pointer() names to the same is not one of its values. */
+bool recpack_holds(const uint8_t *p, size_t n, uint32_t field, const uint8_t *instance);
 
 #endif

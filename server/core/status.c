@@ -233,6 +233,8 @@ struct rec_walk {
 	const uint8_t **value;  /* value[i]: fields[i]'s, or NULL */
 	size_t *len;
 	bool deleted;
+	const uint8_t *rec; /* an edited record's bytes, whose registers win */
+	size_t rec_len;
 };
 
 static size_t walk_field(const struct rec_walk *w, uint32_t field)
@@ -261,6 +263,16 @@ static int walk_write(void *arg, uint32_t field, const uint8_t *inst, const uint
 	return 0;
 }
 
+/* A write of an edited record's first change, unless edited since. */
+static int walk_base_write(void *arg, uint32_t field, const uint8_t *inst, const uint8_t *val,
+			   size_t len)
+{
+	struct rec_walk *w = arg;
+	if (recpack_holds(w->rec, w->rec_len, field, inst))
+		return 0;
+	return walk_write(arg, field, inst, val, len);
+}
+
 static int walk_value(void *arg, const struct recpack_value *v)
 {
 	struct rec_walk *w = arg;
@@ -283,13 +295,18 @@ static int count_record(const struct form_registry *forms, const struct status_o
 	int r = recpack_view(p, n, &ops, w, &rv);
 	if (r < 0)
 		return r == -EPROTO ? -EIO : r; /* our own bytes: corruption */
-	if (rv.log_seq) { /* a pointer record: the change that made it */
+	/* a pointer record: the change that made it; an edited one: what it
+	 * holds no register of in its first change */
+	uint64_t from = rv.log_seq ? rv.log_seq : rv.base_log_seq;
+	if (from) {
 		const uint8_t *chg;
 		size_t len;
 		uint64_t pusher;
-		if ((r = store_log_change(t, a, rv.log_seq, &chg, &len, &pusher)) < 0)
+		w->rec = p;
+		w->rec_len = n;
+		if ((r = store_log_change(t, a, from, &chg, &len, &pusher)) < 0)
 			return r == -ENOENT ? -EIO : r;
-		if ((r = wire_each_write(chg, len, walk_write, w)) < 0)
+		if ((r = wire_each_write(chg, len, rv.log_seq ? walk_write : walk_base_write, w)) < 0)
 			return r == -EPROTO ? -EIO : r;
 	}
 	char form_id[128] = ""; /* longer than any form's: none of them */

@@ -1,16 +1,19 @@
 /* store: Shahidi's LMDB store.
  *
- * ON-DISK FORMAT, version 7 (STORE_FORMAT_VERSION). One LMDB environment
+ * ON-DISK FORMAT, version 8 (STORE_FORMAT_VERSION). One LMDB environment
  * (data.mdb, lock.mdb) in the data directory, mode 0700, files 0600. Named
  * databases; integers in keys are big-endian so keys sort numerically;
  * values marked (pb) are shahidi.store.v1 messages (proto/store.proto).
  *
  *   db    key                                   value
- *   meta  "format"                              decimal text, "7"
+ *   meta  "format"                              decimal text, "8"
  *   meta  "counters"                            Counters (pb)
  *   recs  be64 record seq                       Record (pb): merged state, or
  *                                               a pointer to the one change
- *                                               that made it (Record.log_seq)
+ *                                               that made it (Record.log_seq),
+ *                                               or the registers edited since
+ *                                               that change (base_log_seq,
+ *                                               format 8)
  *   rid   16-byte record id                     be64 record seq
  *   log   be64 log seq                          LogEntry (pb): change as received,
  *                                               a large one zstd-compressed
@@ -126,6 +129,26 @@
  * change (an erased one, to it): it refuses a format 7 store instead.
  * Format 6 stores are marked 7 when first opened to write; their entries
  * stay as they are and are read as before.
+ *
+ * Format 8 extends the pointer record to edited records. The first edit of
+ * a report wrote the whole record (a v3 report with its instances: 2.3 KB
+ * on average, most over LMDB's largest node and so on a 4 KB page of its
+ * own), and so did every edit after it. Now a record whose first change
+ * made it from nothing (a pointer record once) stores only the registers
+ * that are no longer what that change made of them, and names the change
+ * (Record.base_log_seq, with its origin and change id, checked when read):
+ * readers rebuild the others from the log as for a pointer record, the
+ * stored register winning over the rebuilt one of the same (instance,
+ * field) (records.c; recpack_pointer() and recpack_holds() for those that
+ * read records in place: export, the status page). On the groups mix this
+ * wrote 22-24% fewer bytes a change (2,264 against 2,990 B in process,
+ * 2,732-2,766 against 3,557-3,577 over HTTP). An erased record, and one
+ * merged again from its history (rebuild.c), is written in full. A release
+ * of format 7 would read such a record as holding only its edited
+ * registers: it refuses a format 8 store instead. Format 7 stores are
+ * marked 8 when first opened to write; their records are read as they are
+ * (one written in full stays so; a pointer record's first edit gives the
+ * new form).
  *
  * Hash chain: each log entry's hash is BLAKE2b-256 of
  *   prev hash (32 zero bytes for entry 1) | be64 seq | be64 received_ms |
@@ -823,6 +846,7 @@ void store_abort(struct store_txn *t)
 	free(t->wide);
 	free(t->wide_devs);
 	free(t->pack_sizes);
+	free(t->own_regs);
 	arena_free(t->rc_arena);
 	free(t);
 }

@@ -24,10 +24,10 @@ struct arena;
 struct hlc;
 struct form_verdict;
 
-#define STORE_FORMAT_VERSION 7u
+#define STORE_FORMAT_VERSION 8u
 /* Stores of a format below this one hold records merged by an older rule:
  * they are merged again from the log when first opened to write
- * (rebuild_if_old). Formats 4 to 6 need no rebuild to become 7 (see
+ * (rebuild_if_old). Formats 4 to 7 need no rebuild to become 8 (see
  * store.c). */
 #define STORE_FORMAT_REBUILD_BELOW 4u
 

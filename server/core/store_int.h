@@ -163,6 +163,8 @@ struct store_txn {
 	uint64_t rc_tick;
 	size_t *pack_sizes;        /* records.c's recpack_size_keep(): owned */
 	size_t cap_pack_sizes;
+	merge_reg_t **own_regs;    /* records.c's put_compact(): owned */
+	size_t cap_own_regs;
 	uint64_t rc_seen[ST_RC_SEEN]; /* records changed once: the next change
 					 of one keeps it */
 	size_t n_rc_seen;

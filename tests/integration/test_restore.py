@@ -173,7 +173,7 @@ def test_a_backup_of_an_older_format_is_restored_and_merged_again_by_the_server(
         assert rc == 0 and "store format 3" in out and "merged again" in out, out + err
         with Server(data=target) as s2:
             log = s2.logtext()
-        assert "store format 3 -> 7" in log, log
+        assert "store format 3 -> 8" in log, log
         assert store_state(target) == want
         set_format(bk, b"99")
         rc, out, err = restore(bk, "--data", os.path.join(d, "t2"))

@@ -57,7 +57,10 @@ static void test_record(void)
 	check_field(d, "head_log_seq", RECORD_HEAD_LOG_SEQ, PROTOBUF_C_TYPE_UINT64);
 	check_field(d, "base_seq", RECORD_BASE_SEQ, PROTOBUF_C_TYPE_UINT64);
 	check_field(d, "erased_ms", RECORD_ERASED_MS, PROTOBUF_C_TYPE_UINT64);
-	CHECK_EQ_INT(d->n_fields, 18);
+	check_field(d, "base_log_seq", RECORD_BASE_LOG_SEQ, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "base_origin", RECORD_BASE_ORIGIN, PROTOBUF_C_TYPE_UINT64);
+	check_field(d, "base_change_id", RECORD_BASE_CHANGE_ID, PROTOBUF_C_TYPE_UINT64);
+	CHECK_EQ_INT(d->n_fields, 21);
 }
 
 static void test_register_entry_stamp(void)

@@ -477,7 +477,7 @@ static void test_recpack_is_protobuf_c(void)
 		/* a field of a newer release survives the round trip */
 		uint8_t *more = arena_alloc(A, n + 3);
 		memcpy(more, bytes, n);
-		more[n] = 0xa0; /* field 20, varint: the tag is a varint too */
+		more[n] = 0xf0; /* field 30, varint: the tag is a varint too */
 		more[n + 1] = 0x01;
 		more[n + 2] = 0x05;
 		merge_rec_t *newer = recpack_unpack(A, more, n + 3);

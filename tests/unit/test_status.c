@@ -189,6 +189,25 @@ int main(void)
 		json_decref(j);
 	}
 
+	fprintf(stderr, "-- an edited county counts, the report's other fields still from its change\n");
+	{
+		/* r2 keeps its first change in the log (format 8) and stores
+		 * its edits: now its county too, moved to c1 */
+		Shahidi__V1__Change *e = tu_change(a, r2, cid, tu_now_hlc());
+		tu_set(a, e, 53, tu_choice(a, c1), 0, NULL);
+		tu_push1(s, forms, phone2, cid++, e);
+		CHECK_EQ_INT(status_collect(s, forms, &o, &j), 0);
+		server = json_object_get(j, "server");
+		int rows = 0;
+		json_array_foreach(json_object_get(server, "records_by_form_and_county"), i, row) {
+			CHECK_EQ_STR(json_string_value(json_object_get(row, "county")), c1);
+			CHECK_EQ_INT(json_integer_value(json_object_get(row, "records")), 2);
+			rows++;
+		}
+		CHECK_EQ_INT(rows, 1);
+		json_decref(j);
+	}
+
 	fprintf(stderr, "-- the audit log\n");
 	char actor[64];
 	audit_cli_actor(actor);

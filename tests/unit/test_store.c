@@ -176,10 +176,10 @@ static void test_format_version_is_checked(void)
 
 	char fmt[16];
 	raw_format(dir, fmt);
-	CHECK(!strcmp(fmt, "7"));
-	raw_put(dir, "meta", "format", 6, "8", 1);
+	CHECK(!strcmp(fmt, "8"));
+	raw_put(dir, "meta", "format", 6, "9", 1);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
-	CHECK(strstr(err, "format '8'") && strstr(err, "Refusing"));
+	CHECK(strstr(err, "format '9'") && strstr(err, "Refusing"));
 	raw_put(dir, "meta", "format", 6, "x1", 2);
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* read-only tools refuse it the same way */
@@ -191,11 +191,12 @@ static void test_format_version_is_checked(void)
 	CHECK(store_open(dir, NULL, &s, err, sizeof(err)) == -ENOTSUP);
 	/* formats 1 (no pointer records), 2 (a feed item per entry), 3
 	 * (stamps brought back for skew), 4 (no pointer records with
-	 * instances), 5 (no wide table) and 6 (no compressed changes) are
-	 * read as they are, and marked 7 by the first program that opens them
-	 * to write (which rebuilds the records of 1 to 3: rebuild.h) */
-	static const char *const olds[] = {"1", "2", "3", "4", "5", "6"};
-	for (size_t i = 0; i < 6; i++) {
+	 * instances), 5 (no wide table), 6 (no compressed changes) and 7
+	 * (edited records written in full) are read as they are, and marked 8
+	 * by the first program that opens them to write (which rebuilds the
+	 * records of 1 to 3: rebuild.h) */
+	static const char *const olds[] = {"1", "2", "3", "4", "5", "6", "7"};
+	for (size_t i = 0; i < 7; i++) {
 		const char *old = olds[i];
 		raw_put(dir, "meta", "format", 6, old, 1);
 		store_close(tu_store_open(dir, &ro));
@@ -205,7 +206,7 @@ static void test_format_version_is_checked(void)
 		CHECK_EQ_INT(store_opened_format(s), (long long)(old[0] - '0'));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK(!strcmp(fmt, "7"));
+		CHECK(!strcmp(fmt, "8"));
 	}
 
 	/* a directory that is not a store is refused by the read-only tools */
@@ -661,6 +662,95 @@ static Shahidi__V1__Change *report_edited_by(struct store *s, struct arena *a, u
 	return c;
 }
 
+/* Format 8: an edited report keeps its first change's registers in the
+ * log. Phone A's report, edited by B (field 140): the record stores that
+ * register alone and names A's change (base_log_seq, its origin and id);
+ * read back, it is the two changes merged, as a record written in full
+ * would be. A record naming another change than its first is refused as
+ * corruption (-EIO), not read as a mix of both. */
+static void test_edited_record_keeps_its_first_change_in_the_log(void)
+{
+	char dir[256];
+	uint64_t pa, pb;
+	struct store *s = open_with_phones(dir, &pa, &pb);
+	struct arena *a = arena_new();
+	uint64_t hlc = tu_now_hlc();
+	Shahidi__V1__Change *c = report_edited_by(s, a, pa, pb, 21, hlc);
+	Shahidi__V1__Change *other = tu_report(a, FORMS, 22, 2, hlc + 1);
+	struct buf body = {0};
+	tu_batch(&body, pa, 2, &other, 1, CODEC_DEFLATE);
+	CHECK(tu_push(s, FORMS, &body, NULL, NULL) == 0);
+	buf_free(&body);
+
+	struct store_txn *t;
+	merge_rec_t *rec;
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, a, c->record_id.data, &rec) == 0);
+	CHECK_EQ_INT(rec->changes, 2);
+	bool had = false; /* whether A's report set field 140 */
+	for (size_t i = 0; i < c->n_fields; i++)
+		had |= c->fields[i]->field == 140;
+	CHECK_EQ_INT(rec->n_registers, c->n_fields + !had);
+	const merge_reg_t *g = merge_register(rec, 140);
+	CHECK(g && g->n_entries == 1u + had && !merge_in_conflict(g)); /* B's (A's dead) */
+	for (size_t i = 0; i < c->n_fields; i++) /* A's other fields, from the log */
+		if (c->fields[i]->field != 140)
+			CHECK(merge_current(merge_register(rec, c->fields[i]->field)) != NULL);
+	uint8_t d_before[32];
+	merge_digest(rec, d_before);
+	uint64_t seq = rec->seq;
+	/* what is stored */
+	struct store_cursor *cur;
+	const uint8_t *p;
+	size_t n;
+	uint64_t got;
+	CHECK(store_records_cursor(t, seq - 1, &cur) == 0);
+	CHECK(store_cursor_next(cur, &got, &p, &n) == 1 && got == seq);
+	merge_rec_t *raw = recpack_unpack(a, p, n);
+	CHECK(raw && raw->base_log_seq && !raw->log_seq && raw->n_registers == 1);
+	CHECK_EQ_INT(raw->registers[0]->field, 140);
+	CHECK(raw->base_origin == pa && raw->base_change_id == 1);
+	CHECK(recpack_pointer(p, n) == raw->base_log_seq);
+	CHECK(recpack_holds(p, n, 140, NULL) && !recpack_holds(p, n, 141, NULL));
+	size_t stored_len = n;
+	/* the same record in full is several times larger */
+	CHECK(recpack_size(rec) > 2 * stored_len);
+	store_cursor_close(cur);
+	store_abort(t);
+	store_close(s);
+
+	/* naming the other report's change: corruption */
+	uint8_t k[8], *v;
+	size_t vlen;
+	sh_put_be64(k, seq);
+	raw_get(dir, "recs", k, 8, &v, &vlen);
+	merge_rec_t *r2 = recpack_unpack(a, v, vlen);
+	CHECK(r2 != NULL);
+	uint64_t good = r2->base_log_seq;
+	r2->base_log_seq = good + 2; /* the other report's create */
+	uint8_t *out = arena_alloc(a, recpack_size(r2));
+	size_t outn = recpack_pack(r2, out);
+	raw_put(dir, "recs", k, 8, out, outn);
+	s = tu_store_open(dir, NULL);
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, a, c->record_id.data, &rec) == -EIO);
+	store_abort(t);
+	store_close(s);
+	/* put back, it reads as before */
+	raw_put(dir, "recs", k, 8, v, vlen);
+	s = tu_store_open(dir, NULL);
+	CHECK(store_begin(s, false, &t) == 0);
+	CHECK(store_record_get(t, a, c->record_id.data, &rec) == 0);
+	uint8_t d_after[32];
+	merge_digest(rec, d_after);
+	CHECK(!memcmp(d_before, d_after, 32));
+	store_abort(t);
+	free(v);
+	arena_free(a);
+	store_close(s);
+	tu_rmrf(dir);
+}
+
 static void test_pull_feeds(void)
 {
 	char dir[256];
@@ -974,7 +1064,7 @@ static void test_new_v3_records_read_back_as_merged(void)
 		store_abort(t);
 
 		/* an edit of the first instance, based on the create's value of
-		 * one of its fields: the pointer record is written in full */
+		 * one of its fields */
 		uint32_t field = 0;
 		uint64_t base_hlc = 0;
 		for (size_t i = 0; i < ch->n_fields && !field; i++)
@@ -1019,6 +1109,21 @@ static void test_new_v3_records_read_back_as_merged(void)
 		 * link to it: the merge's rule, the same both ways) */
 		CHECK(back->changes == 2 && back->conflicts == slow->conflicts);
 		CHECK(removes || back->conflicts == 0);
+		/* a pointer record's edit stores the edited register alone
+		 * (format 8); the record a create merged is kept in full */
+		struct store_cursor *cur;
+		const uint8_t *p;
+		size_t pn;
+		uint64_t got;
+		CHECK(store_records_cursor(t, back->seq - 1, &cur) == 0);
+		CHECK(store_cursor_next(cur, &got, &p, &pn) == 1 && got == back->seq);
+		merge_rec_t *raw = recpack_unpack(a, p, pn);
+		CHECK(raw != NULL && !raw->base_log_seq == !sc->pointer);
+		if (sc->pointer) {
+			CHECK(raw->n_registers == 1 && raw->registers[0]->field == field);
+			CHECK(recpack_holds(p, pn, field, inst) && !recpack_holds(p, pn, field, NULL));
+		}
+		store_cursor_close(cur);
 		store_abort(t);
 		sync_batch_free(b2);
 		sync_batch_free(b);
@@ -1619,7 +1724,7 @@ static void test_old_format_is_rebuilt(void)
 	CHECK(fgets(line, sizeof(line), log) != NULL);
 	sh_hex(bad.records, 32, hex_bad);
 	sh_hex(good.records, 32, hex_good);
-	CHECK(strstr(line, "store format 3 -> 7") && strstr(line, hex_bad) && strstr(line, hex_good));
+	CHECK(strstr(line, "store format 3 -> 8") && strstr(line, hex_bad) && strstr(line, hex_good));
 	CHECK(strstr(line, "31 records, 1 rebuilt")); /* the rest point at their change */
 	fclose(log);
 	/* once is enough */
@@ -1633,15 +1738,15 @@ static void test_old_format_is_rebuilt(void)
 	tu_rmrf(dir);
 }
 
-/* Formats 4 to 6 differ from 7 only in what 7 may hold (4: pointer
- * records of v3 creates; 5: the wide table; 6: compressed changes): such
- * a store is marked 7 when opened to write, and nothing is merged again. A
- * format 5 store without the wide table is read as it is by the read-only
- * tools. */
-static void test_formats_4_to_6_are_marked_7_without_a_rebuild(void)
+/* Formats 4 to 7 differ from 8 only in what 8 may hold (4: pointer
+ * records of v3 creates; 5: the wide table; 6: compressed changes; 7:
+ * edited records that keep their first change in the log): such a store is
+ * marked 8 when opened to write, and nothing is merged again. A format 5
+ * store without the wide table is read as it is by the read-only tools. */
+static void test_formats_4_to_7_are_marked_8_without_a_rebuild(void)
 {
-	static const char *const olds[] = {"4", "5", "6"};
-	for (size_t i = 0; i < 3; i++) {
+	static const char *const olds[] = {"4", "5", "6", "7"};
+	for (size_t i = 0; i < 4; i++) {
 		char dir[256], fmt[16];
 		uint64_t pa, pb;
 		struct store *s = open_with_phones(dir, &pa, &pb);
@@ -1667,7 +1772,7 @@ static void test_formats_4_to_6_are_marked_7_without_a_rebuild(void)
 		CHECK(tu_state_eq(&before, &after));
 		store_close(s);
 		raw_format(dir, fmt);
-		CHECK_EQ_STR(fmt, "7");
+		CHECK_EQ_STR(fmt, "8");
 		CHECK_EQ_INT(raw_count(dir, "wide"), 0); /* the table is there */
 		tu_rmrf(dir);
 	}
@@ -1987,6 +2092,7 @@ int main(void)
 	RUN(test_batches_and_changes_are_deduplicated);
 	RUN(test_clock_ahead_keeps_its_stamps);
 	RUN(test_tokens_and_revocation);
+	RUN(test_edited_record_keeps_its_first_change_in_the_log);
 	RUN(test_pull_feeds);
 	RUN(test_new_records_read_back_as_merged);
 	RUN(test_new_v3_records_read_back_as_merged);
@@ -1994,7 +2100,7 @@ int main(void)
 	RUN(test_changes_of_one_record_in_one_commit);
 	RUN(test_records_kept_in_a_commit_are_written_once);
 	RUN(test_old_format_is_rebuilt);
-	RUN(test_formats_4_to_6_are_marked_7_without_a_rebuild);
+	RUN(test_formats_4_to_7_are_marked_8_without_a_rebuild);
 	RUN(test_wide_feed_entries);
 	RUN(test_wide_scan_is_bounded);
 	RUN(test_feed_count_many);
