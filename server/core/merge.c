@@ -35,7 +35,7 @@ typedef Shahidi__Store__V1__Stamp merge_pb_stamp_t;
 
 /* Registers sort by (instance, field): the record's own (no instance)
  * first, then instances by id. */
-static int reg_cmp(const merge_reg_t *g, const uint8_t *instance, uint32_t field)
+int merge_reg_cmp(const merge_reg_t *g, const uint8_t *instance, uint32_t field)
 {
 	if (g->instance.len != (instance ? 16u : 0u))
 		return g->instance.len ? 1 : -1;
@@ -51,7 +51,7 @@ static merge_reg_t *find_reg(const merge_rec_t *rec, const uint8_t *instance, ui
 	size_t lo = 0, hi = rec->n_registers;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		int c = reg_cmp(rec->registers[mid], instance, field);
+		int c = merge_reg_cmp(rec->registers[mid], instance, field);
 		if (c == 0) {
 			*ret_at = mid;
 			return rec->registers[mid];

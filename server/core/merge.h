@@ -120,6 +120,10 @@ int merge_apply(struct arena *a, merge_rec_t *rec, const struct merge_change *c)
 
 /* The register of a field of the record, or NULL. */
 const merge_reg_t *merge_register(const merge_rec_t *rec, uint32_t field);
+/* The order registers are kept in: <0, 0 or >0 as g comes before, is, or
+ * comes after the register of (instance, field): the record's own first
+ * (instance NULL), then instances by id, then by field. */
+int merge_reg_cmp(const merge_reg_t *g, const uint8_t *instance, uint32_t field);
 /* The register of a field of a repeat-group instance (16-byte id; NULL:
  * the record's own), or NULL. */
 const merge_reg_t *merge_register_in(const merge_rec_t *rec, const uint8_t *instance,

@@ -14,7 +14,7 @@
 
 /* A write's register as a sort key: the record's own fields first, then
  * instances by id (big-endian halves compare as memcmp does), then by
- * field (merge.c's reg_cmp). */
+ * field (merge_reg_cmp()). */
 struct write_key {
 	uint64_t hi, lo;
 	uint32_t field;
@@ -118,18 +118,6 @@ static int base_registers(struct store_txn *t, struct arena *a, uint64_t log_seq
 	return 0;
 }
 
-/* merge.c's order of registers: the record's own first, then instances by
- * id, then by field. */
-static int reg_order(const merge_reg_t *x, const merge_reg_t *y)
-{
-	if (x->instance.len != y->instance.len)
-		return x->instance.len ? 1 : -1;
-	int c = x->instance.len ? memcmp(x->instance.data, y->instance.data, x->instance.len) : 0;
-	if (c)
-		return c;
-	return x->field < y->field ? -1 : x->field > y->field;
-}
-
 /* A stored record, unpacked into a: a pointer record (Record.log_seq) is
  * rebuilt from the change it points to, an edited one that keeps its first
  * change's registers in the log (Record.base_log_seq) has them put back
@@ -166,7 +154,12 @@ static int record_unpack(struct store_txn *t, struct arena *a, const MDB_val *v,
 		if (!all)
 			return -ENOMEM;
 		while (i < n || j < m) {
-			int c = i == n ? 1 : j == m ? -1 : reg_order(base[i], rec->registers[j]);
+			int c = i == n ? 1 : -1;
+			if (i < n && j < m) {
+				const merge_reg_t *g = rec->registers[j];
+				c = merge_reg_cmp(base[i], g->instance.len ? g->instance.data : NULL,
+						  g->field);
+			}
 			if (c < 0) {
 				all[k++] = base[i++];
 			} else {

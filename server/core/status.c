@@ -268,7 +268,9 @@ static int walk_base_write(void *arg, uint32_t field, const uint8_t *inst, const
 			   size_t len)
 {
 	struct rec_walk *w = arg;
-	if (recpack_holds(w->rec, w->rec_len, field, inst))
+	/* only the fields the walk keeps are looked up in the record */
+	if (inst || walk_field(w, field) == w->n_fields ||
+	    recpack_holds(w->rec, w->rec_len, field, inst))
 		return 0;
 	return walk_write(arg, field, inst, val, len);
 }
